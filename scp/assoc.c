@@ -1,0 +1,154 @@
+#include "assoc.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "log.h"
+#include "status.h"
+
+typedef struct {
+	unsigned stored;
+	unsigned failed;
+	unsigned echoes;
+} assoc_counts;
+
+static double seconds_since(const struct timespec *t0)
+{
+	struct timespec t1;
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	return (double)(t1.tv_sec - t0->tv_sec) + (double)(t1.tv_nsec - t0->tv_nsec) / 1e9;
+}
+
+/* Whether the association may go ahead; logs and rejects if not. */
+static bool admit(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dcm_assoc_info *info)
+{
+	const pn_config *cfg = ctx->cfg;
+	if (cfg->require_called_ae && strcmp(info->called_ae, cfg->ae_title) != 0) {
+		pn_warning("association from \"%s\" at %s rejected: called AE title \"%s\" is not ours (\"%s\")",
+			   info->calling_ae, info->peer, info->called_ae, cfg->ae_title);
+		pn_dcm_assoc_reject(assoc, PN_REJECT_CALLED_AE);
+		return false;
+	}
+	if (!pn_config_find_peer(cfg, info->calling_ae) && !cfg->accept_unknown_calling_ae) {
+		pn_warning("association from \"%s\" at %s rejected: calling AE title is not a configured peer",
+			   info->calling_ae, info->peer);
+		pn_dcm_assoc_reject(assoc, PN_REJECT_CALLING_AE);
+		return false;
+	}
+	unsigned accepted = 0;
+	int rc = pn_dcm_assoc_accept(assoc, &accepted);
+	if (rc == -EPROTONOSUPPORT) {
+		pn_warning("association from \"%s\" at %s rejected: not the DICOM application context",
+			   info->calling_ae, info->peer);
+		pn_dcm_assoc_reject(assoc, PN_REJECT_APP_CONTEXT);
+		return false;
+	}
+	if (rc == 0 && accepted == 0) {
+		pn_warning("association from \"%s\" at %s rejected: no presentation context we support",
+			   info->calling_ae, info->peer);
+		pn_dcm_assoc_reject(assoc, PN_REJECT_NO_CONTEXT);
+		return false;
+	}
+	if (rc < 0) {
+		pn_warning("association from \"%s\" at %s failed while accepting", info->calling_ae, info->peer);
+		return false;
+	}
+	return true;
+}
+
+/* Runs commands until release, abort or failure; returns the outcome. */
+static const char *serve_commands(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dcm_assoc_info *info,
+				  assoc_counts *counts)
+{
+	const pn_peer *peer = pn_config_find_peer(ctx->cfg, info->calling_ae);
+	for (;;) {
+		pn_dcm_cmd cmd;
+		int rc = pn_dcm_next_command(assoc, ctx->cfg->dimse_timeout, &cmd);
+		if (rc == PN_DCM_RELEASED)
+			return "released";
+		if (rc == PN_DCM_ABORTED)
+			return "aborted by peer";
+		if (rc == -ETIMEDOUT) {
+			pn_dcm_assoc_abort(assoc);
+			return "aborted: no command within dimse_timeout";
+		}
+		if (rc < 0) {
+			pn_dcm_assoc_abort(assoc);
+			return "aborted: network or protocol error";
+		}
+		unsigned short status = 0;
+		switch (cmd.kind) {
+		case PN_CMD_ECHO:
+			counts->echoes++;
+			if (pn_dcm_echo_respond(assoc, &cmd, PN_STATUS_SUCCESS) < 0) {
+				pn_dcm_assoc_abort(assoc);
+				return "aborted: could not send C-ECHO-RSP";
+			}
+			break;
+		case PN_CMD_STORE:
+			if (peer && !(peer->allow & PN_ALLOW_STORE)) {
+				pn_warning("C-STORE from \"%s\" refused: peer [peer.%s] is not allowed to store",
+					   info->calling_ae, peer->label);
+				if (pn_dcm_discard_dataset(assoc, ctx->cfg->dimse_timeout) < 0 ||
+				    pn_dcm_store_respond(assoc, &cmd, PN_STATUS_NOT_AUTHORIZED, "not allowed to store") <
+					    0) {
+					pn_dcm_assoc_abort(assoc);
+					return "aborted: network or protocol error";
+				}
+				counts->failed++;
+				break;
+			}
+			if (pn_store_handle(ctx, assoc, &cmd, info->calling_ae, &status) < 0) {
+				counts->failed++;
+				pn_dcm_assoc_abort(assoc);
+				return "aborted: network or protocol error during C-STORE";
+			}
+			if (status == PN_STATUS_SUCCESS)
+				counts->stored++;
+			else
+				counts->failed++;
+			break;
+		default:
+			pn_warning("association from \"%s\": unsupported DIMSE command 0x%04X, aborting",
+				   info->calling_ae, cmd.command_field);
+			pn_dcm_assoc_abort(assoc);
+			return "aborted: unsupported command";
+		}
+	}
+}
+
+void pn_assoc_serve(const pn_store_ctx *ctx, pn_dcm_net *net, int fd)
+{
+	struct timespec t0;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	pn_dcm_assoc *assoc = NULL;
+	pn_dcm_assoc_info info;
+	int rc = pn_dcm_assoc_receive(net, fd, (unsigned long)ctx->cfg->max_pdu, &assoc, &info);
+	if (rc < 0) {
+		pn_warning("connection dropped before a valid A-ASSOCIATE-RQ: %s",
+			   rc == -ETIMEDOUT ? "timed out" : "protocol error");
+		return;
+	}
+	assoc_counts counts = {0};
+	const char *outcome = "rejected";
+	if (admit(ctx, assoc, &info))
+		outcome = serve_commands(ctx, assoc, &info, &counts);
+	pn_dcm_assoc_free(assoc);
+	pn_info("association \"%s\" -> \"%s\" from %s: %s after %.3f s, %u instances stored, %u failed%s",
+		info.calling_ae, info.called_ae, info.peer, outcome, seconds_since(&t0), counts.stored,
+		counts.failed, counts.echoes ? ", C-ECHO answered" : "");
+}
+
+void pn_assoc_reject_busy(pn_dcm_net *net, int fd, unsigned long max_pdu)
+{
+	pn_dcm_assoc *assoc = NULL;
+	pn_dcm_assoc_info info;
+	if (pn_dcm_assoc_receive(net, fd, max_pdu, &assoc, &info) < 0)
+		return;
+	pn_dcm_assoc_reject(assoc, PN_REJECT_BUSY);
+	pn_dcm_assoc_free(assoc);
+	pn_warning("association from \"%s\" at %s rejected (transient): max_associations reached", info.calling_ae,
+		   info.peer);
+}

@@ -1,0 +1,26 @@
+/* DICOM Specific Character Set (0008,0005) to UTF-8, PS3.5 6.1 and Annex
+ * C/D: single-byte sets, UTF-8, GB18030/GBK, and ISO 2022 code extensions
+ * (escape sequences switching G0/G1, reset to the initial sets at value,
+ * component and line delimiters), including Japanese (ISO 2022 IR 13/87/159),
+ * Korean (IR 149) and Chinese (IR 58).
+ *
+ * We do this ourselves over iconv(3) because Debian's dcmtk converts with
+ * glibc iconv and refuses ISO 2022 IR 87. */
+#ifndef PN_CHARSET_H
+#define PN_CHARSET_H
+
+#include <stddef.h>
+
+typedef struct pn_charset pn_charset;
+
+/* `spec` is the value of Specific Character Set, backslash-separated, or
+ * NULL/"" for the default repertoire. -EINVAL for a term we do not know. */
+int pn_charset_create(const char *spec, pn_charset **ret_cs);
+void pn_charset_free(pn_charset *cs); /* NULL is a no-op */
+
+/* Converts `len` bytes of one element value to NUL-terminated UTF-8
+ * (malloc'ed). Bytes that cannot be decoded become U+FFFD and the result is
+ * -EILSEQ (with *ret_out still set); 0 otherwise; -ENOMEM. */
+int pn_charset_to_utf8(pn_charset *cs, const char *in, size_t len, char **ret_out);
+
+#endif

@@ -1,0 +1,263 @@
+// Reading stored instances: attribute values as UTF-8 and per-level blobs.
+#include "pn_dcm.h"
+
+#include <dcmtk/config/osconfig.h>
+#include <dcmtk/dcmdata/dcdatset.h>
+#include <dcmtk/dcmdata/dcdeftag.h>
+#include <dcmtk/dcmdata/dcfilefo.h>
+#include <dcmtk/dcmdata/dcistrmb.h>
+#include <dcmtk/dcmdata/dcmetinf.h>
+#include <dcmtk/dcmdata/dcostrmb.h>
+#include <dcmtk/dcmdata/dcsequen.h>
+#include <dcmtk/dcmdata/dcxfer.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+
+struct pn_dcm_ds {
+	DcmFileFormat ff;
+};
+
+namespace {
+
+// Values above this stay on disk while we index (pixel data and the like).
+const Uint32 k_max_read_length = 4096;
+
+bool is_binary_vr(DcmEVR vr)
+{
+	switch (vr) {
+	case EVR_OB:
+	case EVR_OW:
+	case EVR_OF:
+	case EVR_OD:
+	case EVR_OL:
+	case EVR_OV:
+	case EVR_UN:
+	case EVR_ox:
+	case EVR_px:
+		return true;
+	default:
+		return false;
+	}
+}
+
+int encode(DcmDataset &ds, pn_dcm_buf *out)
+{
+	out->data = nullptr;
+	out->len = 0;
+	E_TransferSyntax xfer = EXS_LittleEndianExplicit;
+	Uint32 len = ds.calcElementLength(xfer, EET_ExplicitLength);
+	if (ds.card() == 0)
+		len = 0;
+	void *buf = malloc(len ? len : 1);
+	if (!buf)
+		return -ENOMEM;
+	if (len > 0) {
+		DcmOutputBufferStream stream(buf, len);
+		ds.transferInit();
+		OFCondition c = ds.write(stream, xfer, EET_ExplicitLength, NULL);
+		ds.transferEnd();
+		void *written = nullptr;
+		offile_off_t written_len = 0;
+		stream.flushBuffer(written, written_len);
+		if (c.bad() || (Uint32)written_len != len) {
+			free(buf);
+			return -EIO;
+		}
+	}
+	out->data = buf;
+	out->len = len;
+	return 0;
+}
+
+} // namespace
+
+extern "C" int pn_dcm_ds_load(const char *path, pn_dcm_ds **ret_ds)
+{
+	pn_dcm_ds *d = nullptr;
+	try {
+		d = new pn_dcm_ds();
+		OFCondition c = d->ff.loadFile(path, EXS_Unknown, EGL_noChange, k_max_read_length, ERM_autoDetect);
+		if (c.bad()) {
+			delete d;
+			return c == EC_InvalidFilename ? -ENOENT : -EBADMSG;
+		}
+		*ret_ds = d;
+		return 0;
+	} catch (...) {
+		delete d;
+		return -ENOMEM;
+	}
+}
+
+extern "C" int pn_dcm_ds_load_buffer(const void *data, size_t len, pn_dcm_ds **ret_ds)
+{
+	pn_dcm_ds *d = nullptr;
+	try {
+		d = new pn_dcm_ds();
+		DcmInputBufferStream in;
+		in.setBuffer(data, (offile_off_t)len);
+		in.setEos();
+		DcmDataset *ds = d->ff.getDataset();
+		ds->transferInit();
+		OFCondition c = ds->read(in, EXS_LittleEndianExplicit, EGL_noChange);
+		ds->transferEnd();
+		if (c.bad()) {
+			delete d;
+			return -EBADMSG;
+		}
+		*ret_ds = d;
+		return 0;
+	} catch (...) {
+		delete d;
+		return -ENOMEM;
+	}
+}
+
+extern "C" void pn_dcm_ds_free(pn_dcm_ds *ds)
+{
+	delete ds;
+}
+
+namespace {
+
+bool is_text_vr(DcmEVR vr)
+{
+	switch (vr) {
+	case EVR_SH:
+	case EVR_LO:
+	case EVR_ST:
+	case EVR_LT:
+	case EVR_UC:
+	case EVR_UT:
+	case EVR_PN:
+		return true;
+	default:
+		return false;
+	}
+}
+
+int convert_item(DcmItem *item, pn_dcm_text_fn decode, void *ctx)
+{
+	int result = 0;
+	DcmObject *obj = nullptr;
+	while ((obj = item->nextInContainer(obj)) != nullptr) {
+		if (obj->ident() == EVR_SQ) {
+			DcmSequenceOfItems *sq = OFstatic_cast(DcmSequenceOfItems *, obj);
+			for (unsigned long i = 0; i < sq->card(); i++) {
+				int rc = convert_item(sq->getItem(i), decode, ctx);
+				if (rc == -ENOMEM)
+					return rc;
+				if (rc < 0)
+					result = rc;
+			}
+			continue;
+		}
+		if (!is_text_vr(obj->ident()) || obj->getLength() == 0)
+			continue;
+		DcmElement *el = OFstatic_cast(DcmElement *, obj);
+		char *raw = nullptr;
+		Uint32 len = 0;
+		if (el->getString(raw, len).bad() || !raw)
+			continue;
+		char *utf8 = nullptr;
+		int rc = decode(ctx, raw, len, &utf8);
+		if (rc == -ENOMEM)
+			return rc;
+		if (rc < 0)
+			result = rc;
+		if (utf8) {
+			el->putString(utf8);
+			free(utf8);
+		}
+	}
+	return result;
+}
+
+} // namespace
+
+extern "C" int pn_dcm_ds_convert_text(pn_dcm_ds *d, pn_dcm_text_fn decode, void *ctx)
+{
+	try {
+		DcmDataset *ds = d->ff.getDataset();
+		// Text values are needed in memory to be converted.
+		ds->loadAllDataIntoMemory();
+		int rc = convert_item(ds, decode, ctx);
+		if (rc == -ENOMEM)
+			return rc;
+		ds->putAndInsertString(DCM_SpecificCharacterSet, "ISO_IR 192");
+		return rc;
+	} catch (...) {
+		return -ENOMEM;
+	}
+}
+
+extern "C" int pn_dcm_ds_get(const pn_dcm_ds *d, uint32_t tag, char **ret_value)
+{
+	try {
+		DcmTagKey key((Uint16)(tag >> 16), (Uint16)(tag & 0xffff));
+		DcmItem *item = key.getGroup() == 0x0002 ? (DcmItem *)const_cast<DcmFileFormat &>(d->ff).getMetaInfo()
+							 : (DcmItem *)const_cast<DcmFileFormat &>(d->ff).getDataset();
+		DcmElement *el = nullptr;
+		if (item->findAndGetElement(key, el, OFFalse).bad() || !el)
+			return -ENOENT;
+		OFString value;
+		if (el->getLength() > 0 && !el->isLeaf())
+			value.clear(); // sequences have no string value
+		else if (el->getLength() > 0 && el->getOFStringArray(value).bad())
+			value.clear();
+		char *s = strdup(value.c_str());
+		if (!s)
+			return -ENOMEM;
+		*ret_value = s;
+		return 0;
+	} catch (...) {
+		return -ENOMEM;
+	}
+}
+
+extern "C" int pn_dcm_ds_encode_levels(const pn_dcm_ds *d, int (*level_of)(uint32_t tag), size_t bulk_limit,
+				       pn_dcm_buf ret_levels[PN_LEVELS])
+{
+	DcmDataset levels[PN_LEVELS];
+	for (int i = 0; i < PN_LEVELS; i++) {
+		ret_levels[i].data = nullptr;
+		ret_levels[i].len = 0;
+	}
+	try {
+		DcmDataset *ds = const_cast<DcmFileFormat &>(d->ff).getDataset();
+		DcmObject *obj = nullptr;
+		while ((obj = ds->nextInContainer(obj)) != nullptr) {
+			const DcmTag &tag = obj->getTag();
+			int level = level_of(((uint32_t)tag.getGroup() << 16) | tag.getElement());
+			if (level != -2 && (level < 0 || level >= PN_LEVELS))
+				continue;
+			if (is_binary_vr(obj->ident()) && obj->getLength() > bulk_limit)
+				continue;
+			if (tag == DCM_PixelData || tag == DCM_FloatPixelData || tag == DCM_DoubleFloatPixelData)
+				continue;
+			obj->loadAllDataIntoMemory();
+			for (int l = 0; l < PN_LEVELS; l++)
+				if (level == -2 || level == l)
+					levels[l].insert(OFstatic_cast(DcmElement *, obj->clone()));
+		}
+		for (int i = 0; i < PN_LEVELS; i++) {
+			int rc = encode(levels[i], &ret_levels[i]);
+			if (rc < 0) {
+				for (int j = 0; j < PN_LEVELS; j++) {
+					free(ret_levels[j].data);
+					ret_levels[j].data = nullptr;
+				}
+				return rc;
+			}
+		}
+		return 0;
+	} catch (...) {
+		for (int j = 0; j < PN_LEVELS; j++) {
+			free(ret_levels[j].data);
+			ret_levels[j].data = nullptr;
+		}
+		return -ENOMEM;
+	}
+}

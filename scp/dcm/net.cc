@@ -1,0 +1,477 @@
+// Associations and DIMSE messages on a socket handed to us by the listener.
+#include "pn_dcm.h"
+
+#include <dcmtk/config/osconfig.h>
+#include <dcmtk/dcmdata/dcdeftag.h>
+#include <dcmtk/dcmdata/dcmetinf.h>
+#include <dcmtk/dcmdata/dcostrma.h>
+#include <dcmtk/dcmdata/dcuid.h>
+#include <dcmtk/dcmdata/dcvrae.h>
+#include <dcmtk/dcmdata/dcvrlo.h>
+#include <dcmtk/dcmdata/dcvrsh.h>
+#include <dcmtk/dcmdata/dcvrui.h>
+#include <dcmtk/dcmdata/dcvrobow.h>
+#include <dcmtk/dcmdata/dcvrul.h>
+#include <dcmtk/dcmnet/assoc.h>
+#include <dcmtk/dcmnet/dimse.h>
+#include <dcmtk/dcmnet/dul.h>
+
+#include <cerrno>
+#include <cstring>
+#include <new>
+#include <unistd.h>
+
+// Our implementation identity in the meta header of files we write.
+#define PN_IMPLEMENTATION_CLASS_UID "2.25.159142522441686625131027334693319430699"
+#define PN_IMPLEMENTATION_VERSION "PACSNODE_010"
+
+struct pn_dcm_net {
+	T_ASC_Network *net;
+};
+
+struct pn_dcm_assoc {
+	T_ASC_Association *assoc;
+	int fd;              // ours until dcmtk owns it
+	T_DIMSE_Message msg; // the command being served
+};
+
+namespace {
+
+// Stored as received: every syntax we can keep without touching the data.
+const char *const k_storage_syntaxes[] = {
+    UID_LittleEndianExplicitTransferSyntax,
+    UID_LittleEndianImplicitTransferSyntax,
+    UID_BigEndianExplicitTransferSyntax,
+    UID_DeflatedExplicitVRLittleEndianTransferSyntax,
+    UID_JPEGProcess1TransferSyntax,
+    UID_JPEGProcess2_4TransferSyntax,
+    UID_JPEGProcess14TransferSyntax,
+    UID_JPEGProcess14SV1TransferSyntax,
+    UID_JPEGLSLosslessTransferSyntax,
+    UID_JPEGLSLossyTransferSyntax,
+    UID_JPEG2000LosslessOnlyTransferSyntax,
+    UID_JPEG2000TransferSyntax,
+    UID_JPEG2000Part2MulticomponentImageCompressionLosslessOnlyTransferSyntax,
+    UID_JPEG2000Part2MulticomponentImageCompressionTransferSyntax,
+    UID_RLELosslessTransferSyntax,
+    UID_MPEG2MainProfileAtMainLevelTransferSyntax,
+    UID_MPEG2MainProfileAtHighLevelTransferSyntax,
+    UID_MPEG4HighProfileLevel4_1TransferSyntax,
+    UID_MPEG4BDcompatibleHighProfileLevel4_1TransferSyntax,
+    UID_MPEG4HighProfileLevel4_2_For2DVideoTransferSyntax,
+    UID_MPEG4HighProfileLevel4_2_For3DVideoTransferSyntax,
+    UID_MPEG4StereoHighProfileLevel4_2TransferSyntax,
+    UID_HEVCMainProfileLevel5_1TransferSyntax,
+    UID_HEVCMain10ProfileLevel5_1TransferSyntax,
+};
+
+const char *const k_echo_syntaxes[] = {
+    UID_LittleEndianExplicitTransferSyntax,
+    UID_LittleEndianImplicitTransferSyntax,
+    UID_BigEndianExplicitTransferSyntax,
+};
+
+bool in_list(const char *uid, const char *const *list, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(uid, list[i]) == 0)
+			return true;
+	return false;
+}
+
+bool is_storage_class(const char *uid)
+{
+	for (int i = 0; i < numberOfDcmAllStorageSOPClassUIDs; i++)
+		if (strcmp(uid, dcmAllStorageSOPClassUIDs[i]) == 0)
+			return true;
+	return false;
+}
+
+void copy_ae(char *dst, const char *src)
+{
+	size_t n = src ? strnlen(src, PN_AE_MAX) : 0;
+	memcpy(dst, src ? src : "", n);
+	while (n > 0 && dst[n - 1] == ' ')
+		n--;
+	dst[n] = '\0';
+}
+
+void copy_uid(char *dst, const char *src)
+{
+	size_t n = src ? strnlen(src, PN_UID_MAX) : 0;
+	memcpy(dst, src ? src : "", n);
+	dst[n] = '\0';
+}
+
+// Passes bytes to the C sink; remembers the first failure.
+class SinkConsumer : public DcmConsumer {
+public:
+	explicit SinkConsumer(const pn_dcm_sink *sink) : sink_(sink), err_(0) {}
+	OFBool good() const override { return err_ == 0; }
+	OFCondition status() const override { return err_ == 0 ? EC_Normal : makeOFCondition(OFM_dcmdata, 900, OF_error, "storage write failed"); }
+	OFBool isFlushed() const override { return OFTrue; }
+	offile_off_t avail() const override { return 1 << 30; }
+	offile_off_t write(const void *buf, offile_off_t len) override
+	{
+		if (err_ != 0)
+			return 0;
+		int rc = sink_->write(sink_->ctx, buf, (size_t)len);
+		if (rc < 0) {
+			err_ = rc;
+			return 0;
+		}
+		return len;
+	}
+	void flush() override {}
+	int error() const { return err_; }
+
+private:
+	const pn_dcm_sink *sink_;
+	int err_;
+};
+
+class SinkStream : public DcmOutputStream {
+public:
+	explicit SinkStream(const pn_dcm_sink *sink) : DcmOutputStream(&consumer_), consumer_(sink) {}
+	int error() const { return consumer_.error(); }
+
+private:
+	SinkConsumer consumer_;
+};
+
+int write_meta_header(SinkStream &out, const pn_dcm_cmd *cmd, const char *calling_ae)
+{
+	DcmMetaInfo meta;
+	Uint8 version[2] = {0, 1};
+	Uint32 zero = 0;
+	DcmUnsignedLong *gl = new DcmUnsignedLong(DcmTag(DCM_FileMetaInformationGroupLength));
+	gl->putUint32Array(&zero, 1);
+	meta.insert(gl);
+	DcmOtherByteOtherWord *ver = new DcmOtherByteOtherWord(DcmTag(DCM_FileMetaInformationVersion));
+	ver->putUint8Array(version, 2);
+	meta.insert(ver);
+	meta.putAndInsertString(DCM_MediaStorageSOPClassUID, cmd->sop_class_uid);
+	meta.putAndInsertString(DCM_MediaStorageSOPInstanceUID, cmd->sop_instance_uid);
+	meta.putAndInsertString(DCM_TransferSyntaxUID, cmd->transfer_syntax);
+	meta.putAndInsertString(DCM_ImplementationClassUID, PN_IMPLEMENTATION_CLASS_UID);
+	meta.putAndInsertString(DCM_ImplementationVersionName, PN_IMPLEMENTATION_VERSION);
+	if (calling_ae && *calling_ae)
+		meta.putAndInsertString(DCM_SourceApplicationEntityTitle, calling_ae);
+	if (meta.computeGroupLengthAndPadding(EGL_withGL, EPD_noChange, META_HEADER_DEFAULT_TRANSFERSYNTAX,
+					      EET_UndefinedLength)
+		.bad())
+		return -EINVAL;
+	meta.transferInit();
+	OFCondition c = meta.write(out, META_HEADER_DEFAULT_TRANSFERSYNTAX, EET_ExplicitLength, NULL);
+	meta.transferEnd();
+	if (out.error() != 0)
+		return out.error();
+	return c.good() ? 0 : -EIO;
+}
+
+int condition_to_errno(const OFCondition &c)
+{
+	if (c == DIMSE_NODATAAVAILABLE || c == DUL_READTIMEOUT)
+		return -ETIMEDOUT;
+	return -EPROTO;
+}
+
+} // namespace
+
+extern "C" int pn_dcm_net_create(int acse_timeout, pn_dcm_net **ret_net)
+{
+	try {
+		// No listening socket: connections are accepted by the listener
+		// process and passed to us (dcmExternalSocketHandle).
+		DUL_markProcessAsForkedChild();
+		pn_dcm_net *n = new pn_dcm_net();
+		OFCondition c = ASC_initializeNetwork(NET_ACCEPTOR, 0, acse_timeout, &n->net);
+		if (c.bad()) {
+			delete n;
+			return -EIO;
+		}
+		*ret_net = n;
+		return 0;
+	} catch (...) {
+		return -ENOMEM;
+	}
+}
+
+extern "C" void pn_dcm_net_free(pn_dcm_net *net)
+{
+	if (!net)
+		return;
+	try {
+		ASC_dropNetwork(&net->net);
+	} catch (...) {
+	}
+	delete net;
+}
+
+extern "C" int pn_dcm_assoc_receive(pn_dcm_net *net, int fd, unsigned long max_pdu,
+				    pn_dcm_assoc **ret_assoc, pn_dcm_assoc_info *ret_info)
+{
+	pn_dcm_assoc *a = nullptr;
+	try {
+		a = new pn_dcm_assoc();
+		a->assoc = nullptr;
+		a->fd = fd;
+		dcmExternalSocketHandle.set(fd);
+		OFCondition c = ASC_receiveAssociation(net->net, &a->assoc, (long)max_pdu);
+		dcmExternalSocketHandle.set(-1);
+		if (a->assoc && a->assoc->DULassociation)
+			a->fd = -1; // owned by dcmtk from now on
+		if (c.bad()) {
+			pn_dcm_assoc_free(a);
+			return c == DUL_READTIMEOUT ? -ETIMEDOUT : -EPROTO;
+		}
+		memset(ret_info, 0, sizeof(*ret_info));
+		char calling[65] = "", called[65] = "";
+		ASC_getAPTitles(a->assoc->params, calling, sizeof(calling), called, sizeof(called), NULL, 0);
+		copy_ae(ret_info->calling_ae, calling);
+		copy_ae(ret_info->called_ae, called);
+		snprintf(ret_info->peer, sizeof(ret_info->peer), "%s",
+			 a->assoc->params->DULparams.callingPresentationAddress);
+		ret_info->peer_max_pdu = a->assoc->params->theirMaxPDUReceiveSize;
+		*ret_assoc = a;
+		return 0;
+	} catch (...) {
+		dcmExternalSocketHandle.set(-1);
+		pn_dcm_assoc_free(a);
+		return -ENOMEM;
+	}
+}
+
+extern "C" int pn_dcm_assoc_reject(pn_dcm_assoc *a, pn_dcm_reject_reason reason)
+{
+	try {
+		T_ASC_RejectParameters rej;
+		rej.result = ASC_RESULT_REJECTEDPERMANENT;
+		rej.source = ASC_SOURCE_SERVICEUSER;
+		switch (reason) {
+		case PN_REJECT_BUSY:
+			rej.result = ASC_RESULT_REJECTEDTRANSIENT;
+			rej.source = ASC_SOURCE_SERVICEPROVIDER_PRESENTATION_RELATED;
+			rej.reason = ASC_REASON_SP_PRES_LOCALLIMITEXCEEDED;
+			break;
+		case PN_REJECT_CALLED_AE:
+			rej.reason = ASC_REASON_SU_CALLEDAETITLENOTRECOGNIZED;
+			break;
+		case PN_REJECT_CALLING_AE:
+			rej.reason = ASC_REASON_SU_CALLINGAETITLENOTRECOGNIZED;
+			break;
+		case PN_REJECT_APP_CONTEXT:
+			rej.reason = ASC_REASON_SU_APPCONTEXTNAMENOTSUPPORTED;
+			break;
+		default:
+			rej.reason = ASC_REASON_SU_NOREASON;
+			break;
+		}
+		return ASC_rejectAssociation(a->assoc, &rej).good() ? 0 : -EPROTO;
+	} catch (...) {
+		return -ENOMEM;
+	}
+}
+
+extern "C" int pn_dcm_assoc_accept(pn_dcm_assoc *a, unsigned *ret_accepted)
+{
+	try {
+		T_ASC_Parameters *params = a->assoc->params;
+		char app_ctx[65] = "";
+		ASC_getApplicationContextName(params, app_ctx, sizeof(app_ctx));
+		if (strcmp(app_ctx, UID_StandardApplicationContext) != 0) {
+			*ret_accepted = 0;
+			return -EPROTONOSUPPORT;
+		}
+		const size_t n_store = sizeof(k_storage_syntaxes) / sizeof(k_storage_syntaxes[0]);
+		const size_t n_echo = sizeof(k_echo_syntaxes) / sizeof(k_echo_syntaxes[0]);
+		unsigned accepted = 0;
+		int count = ASC_countPresentationContexts(params);
+		for (int i = 0; i < count; i++) {
+			T_ASC_PresentationContext pc;
+			if (ASC_getPresentationContext(params, i, &pc).bad())
+				continue;
+			const char *const *list;
+			size_t n;
+			if (strcmp(pc.abstractSyntax, UID_VerificationSOPClass) == 0) {
+				list = k_echo_syntaxes;
+				n = n_echo;
+			} else if (is_storage_class(pc.abstractSyntax)) {
+				list = k_storage_syntaxes;
+				n = n_store;
+			} else {
+				ASC_refusePresentationContext(params, pc.presentationContextID,
+							      ASC_P_ABSTRACTSYNTAXNOTSUPPORTED);
+				continue;
+			}
+			// The proposer lists syntaxes in its order of preference;
+			// take its first one that we can keep as received.
+			const char *chosen = nullptr;
+			for (int t = 0; t < pc.transferSyntaxCount && !chosen; t++)
+				if (in_list(pc.proposedTransferSyntaxes[t], list, n))
+					chosen = pc.proposedTransferSyntaxes[t];
+			if (!chosen) {
+				ASC_refusePresentationContext(params, pc.presentationContextID,
+							      ASC_P_TRANSFERSYNTAXESNOTSUPPORTED);
+				continue;
+			}
+			if (ASC_acceptPresentationContext(params, pc.presentationContextID, chosen).good())
+				accepted++;
+		}
+		*ret_accepted = accepted;
+		if (accepted == 0)
+			return 0;
+		return ASC_acknowledgeAssociation(a->assoc).good() ? 0 : -EPROTO;
+	} catch (...) {
+		return -ENOMEM;
+	}
+}
+
+extern "C" int pn_dcm_next_command(pn_dcm_assoc *a, int timeout, pn_dcm_cmd *cmd)
+{
+	try {
+		T_ASC_PresentationContextID pres_id = 0;
+		memset(&a->msg, 0, sizeof(a->msg));
+		OFCondition c = DIMSE_receiveCommand(a->assoc, timeout > 0 ? DIMSE_NONBLOCKING : DIMSE_BLOCKING,
+						     timeout, &pres_id, &a->msg, NULL);
+		if (c == DUL_PEERREQUESTEDRELEASE) {
+			ASC_acknowledgeRelease(a->assoc);
+			return PN_DCM_RELEASED;
+		}
+		if (c == DUL_PEERABORTEDASSOCIATION || c == DUL_NETWORKCLOSED)
+			return PN_DCM_ABORTED;
+		if (c.bad())
+			return condition_to_errno(c);
+
+		memset(cmd, 0, sizeof(*cmd));
+		cmd->pres_id = pres_id;
+		cmd->command_field = (unsigned)a->msg.CommandField;
+		T_ASC_PresentationContext pc;
+		if (ASC_findAcceptedPresentationContext(a->assoc->params, pres_id, &pc).good())
+			copy_uid(cmd->transfer_syntax, pc.acceptedTransferSyntax);
+		switch (a->msg.CommandField) {
+		case DIMSE_C_ECHO_RQ:
+			cmd->kind = PN_CMD_ECHO;
+			cmd->message_id = a->msg.msg.CEchoRQ.MessageID;
+			copy_uid(cmd->sop_class_uid, a->msg.msg.CEchoRQ.AffectedSOPClassUID);
+			break;
+		case DIMSE_C_STORE_RQ:
+			cmd->kind = PN_CMD_STORE;
+			cmd->message_id = a->msg.msg.CStoreRQ.MessageID;
+			cmd->has_dataset = a->msg.msg.CStoreRQ.DataSetType != DIMSE_DATASET_NULL;
+			copy_uid(cmd->sop_class_uid, a->msg.msg.CStoreRQ.AffectedSOPClassUID);
+			copy_uid(cmd->sop_instance_uid, a->msg.msg.CStoreRQ.AffectedSOPInstanceUID);
+			break;
+		default:
+			cmd->kind = PN_CMD_OTHER;
+			break;
+		}
+		return 0;
+	} catch (...) {
+		return -ENOMEM;
+	}
+}
+
+extern "C" int pn_dcm_echo_respond(pn_dcm_assoc *a, const pn_dcm_cmd *cmd, unsigned short status)
+{
+	try {
+		OFCondition c = DIMSE_sendEchoResponse(a->assoc, cmd->pres_id, &a->msg.msg.CEchoRQ, status, NULL);
+		return c.good() ? 0 : -EPROTO;
+	} catch (...) {
+		return -ENOMEM;
+	}
+}
+
+extern "C" int pn_dcm_store_receive(pn_dcm_assoc *a, const pn_dcm_cmd *cmd, int timeout,
+				    const pn_dcm_sink *sink)
+{
+	try {
+		SinkStream out(sink);
+		char calling[65] = "";
+		ASC_getAPTitles(a->assoc->params, calling, sizeof(calling), NULL, 0, NULL, 0);
+		char ae[PN_AE_MAX + 1];
+		copy_ae(ae, calling);
+		// A failed header write still has to drain the dataset below.
+		int rc = write_meta_header(out, cmd, ae);
+		T_ASC_PresentationContextID pres_id = 0;
+		OFCondition c;
+		if (rc == 0) {
+			c = DIMSE_receiveDataSetInFile(a->assoc, timeout > 0 ? DIMSE_NONBLOCKING : DIMSE_BLOCKING,
+						       timeout, &pres_id, &out, NULL, NULL);
+		} else {
+			DIC_UL bytes = 0, pdvs = 0;
+			c = DIMSE_ignoreDataSet(a->assoc, timeout > 0 ? DIMSE_NONBLOCKING : DIMSE_BLOCKING,
+						timeout, &bytes, &pdvs);
+			return c.good() ? rc : condition_to_errno(c);
+		}
+		if (out.error() != 0) // the sink failed; dcmtk drained the rest
+			return c.good() || c == DIMSE_OUTOFRESOURCES ? out.error() : condition_to_errno(c);
+		if (c.bad())
+			return condition_to_errno(c);
+		if (pres_id != cmd->pres_id)
+			return -EPROTO;
+		return 0;
+	} catch (...) {
+		return -ENOMEM;
+	}
+}
+
+extern "C" int pn_dcm_discard_dataset(pn_dcm_assoc *a, int timeout)
+{
+	try {
+		DIC_UL bytes = 0, pdvs = 0;
+		OFCondition c = DIMSE_ignoreDataSet(a->assoc, timeout > 0 ? DIMSE_NONBLOCKING : DIMSE_BLOCKING,
+						    timeout, &bytes, &pdvs);
+		return c.good() ? 0 : condition_to_errno(c);
+	} catch (...) {
+		return -ENOMEM;
+	}
+}
+
+extern "C" int pn_dcm_store_respond(pn_dcm_assoc *a, const pn_dcm_cmd *cmd, unsigned short status,
+				    const char *comment)
+{
+	try {
+		T_DIMSE_C_StoreRSP rsp;
+		memset(&rsp, 0, sizeof(rsp));
+		rsp.DimseStatus = status;
+		DcmDataset *detail = nullptr;
+		if (comment && *comment && status != 0) {
+			detail = new DcmDataset();
+			char buf[65];
+			snprintf(buf, sizeof(buf), "%s", comment);
+			detail->putAndInsertString(DCM_ErrorComment, buf);
+		}
+		OFCondition c = DIMSE_sendStoreResponse(a->assoc, cmd->pres_id, &a->msg.msg.CStoreRQ, &rsp, detail);
+		delete detail;
+		return c.good() ? 0 : -EPROTO;
+	} catch (...) {
+		return -ENOMEM;
+	}
+}
+
+extern "C" void pn_dcm_assoc_abort(pn_dcm_assoc *a)
+{
+	if (!a || !a->assoc)
+		return;
+	try {
+		ASC_abortAssociation(a->assoc);
+	} catch (...) {
+	}
+}
+
+extern "C" void pn_dcm_assoc_free(pn_dcm_assoc *a)
+{
+	if (!a)
+		return;
+	try {
+		if (a->assoc) {
+			ASC_dropSCPAssociation(a->assoc);
+			ASC_destroyAssociation(&a->assoc);
+		}
+	} catch (...) {
+	}
+	if (a->fd >= 0)
+		close(a->fd);
+	delete a;
+}

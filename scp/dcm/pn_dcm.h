@@ -1,0 +1,171 @@
+/* The only door to dcmtk. Everything behind it is C++; everything in front
+ * of it is C and sees opaque handles, plain strings and negative errno-style
+ * codes. No C++ exception crosses this header (each entry point catches).
+ *
+ * Nothing here logs above debug on its own: dcmtk's own messages are routed
+ * to the callback given to pn_dcm_init(). */
+#ifndef PN_DCM_H
+#define PN_DCM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define PN_AE_MAX 16
+#define PN_UID_MAX 64
+
+/* Levels of the patient/study/series/instance hierarchy. */
+enum { PN_LEVEL_PATIENT = 0, PN_LEVEL_STUDY, PN_LEVEL_SERIES, PN_LEVEL_INSTANCE, PN_LEVELS };
+
+/* Log levels shared with scp/log.h. */
+enum { PN_DCM_LOG_ERROR = 0, PN_DCM_LOG_WARNING, PN_DCM_LOG_INFO, PN_DCM_LOG_DEBUG };
+typedef void (*pn_dcm_log_fn)(int level, const char *msg);
+
+/* Once per process, before anything else. dcmtk's messages at or above
+ * `level` go to `log`. Also turns off reverse DNS look-ups of peers. */
+int pn_dcm_init(pn_dcm_log_fn log, int level);
+
+/* ---- associations ---------------------------------------------------- */
+
+typedef struct pn_dcm_net pn_dcm_net;
+typedef struct pn_dcm_assoc pn_dcm_assoc;
+
+/* An acceptor network without a listening socket: the sockets come from the
+ * listener process (see scp/server.c). */
+int pn_dcm_net_create(int acse_timeout, pn_dcm_net **ret_net);
+void pn_dcm_net_free(pn_dcm_net *net);
+
+typedef struct {
+	char calling_ae[PN_AE_MAX + 1]; /* trailing spaces removed */
+	char called_ae[PN_AE_MAX + 1];
+	char peer[64]; /* numeric address */
+	unsigned long peer_max_pdu;
+} pn_dcm_assoc_info;
+
+/* Takes ownership of the connected socket `fd` (closed by
+ * pn_dcm_assoc_free, or here on failure) and reads the A-ASSOCIATE-RQ. */
+int pn_dcm_assoc_receive(pn_dcm_net *net, int fd, unsigned long max_pdu, pn_dcm_assoc **ret_assoc,
+			 pn_dcm_assoc_info *ret_info);
+
+typedef enum {
+	PN_REJECT_BUSY,       /* transient: local limit exceeded */
+	PN_REJECT_CALLED_AE,  /* permanent: called AE title not recognised */
+	PN_REJECT_CALLING_AE, /* permanent: calling AE title not recognised */
+	PN_REJECT_NO_CONTEXT, /* permanent: nothing we could accept */
+	PN_REJECT_APP_CONTEXT, /* permanent: not the DICOM application context */
+} pn_dcm_reject_reason;
+
+int pn_dcm_assoc_reject(pn_dcm_assoc *assoc, pn_dcm_reject_reason reason);
+
+/* Accepts Verification and every storage SOP class dcmtk knows, with the
+ * transfer syntaxes we store as received; acknowledges the association.
+ * *ret_accepted is the number of presentation contexts accepted (0: the
+ * caller should reject with PN_REJECT_NO_CONTEXT instead; nothing was sent).
+ * -EPROTONOSUPPORT: not the DICOM application context (reject with
+ * PN_REJECT_APP_CONTEXT). */
+int pn_dcm_assoc_accept(pn_dcm_assoc *assoc, unsigned *ret_accepted);
+
+typedef enum {
+	PN_CMD_ECHO,
+	PN_CMD_STORE,
+	PN_CMD_OTHER,
+} pn_dcm_cmd_kind;
+
+typedef struct {
+	pn_dcm_cmd_kind kind;
+	unsigned command_field; /* raw DIMSE command field, for logs */
+	unsigned char pres_id;
+	unsigned short message_id;
+	bool has_dataset;
+	char sop_class_uid[PN_UID_MAX + 1];    /* Affected SOP Class UID */
+	char sop_instance_uid[PN_UID_MAX + 1]; /* Affected SOP Instance UID */
+	char transfer_syntax[PN_UID_MAX + 1];  /* of the presentation context */
+} pn_dcm_cmd;
+
+/* Results of pn_dcm_next_command() besides 0 (a command arrived). */
+#define PN_DCM_RELEASED 1 /* peer requested release; we acknowledged */
+#define PN_DCM_ABORTED 2  /* peer aborted (A-ABORT or connection closed) */
+
+/* Waits up to `timeout` seconds (0: forever) for the next DIMSE command.
+ * Returns 0, PN_DCM_RELEASED, PN_DCM_ABORTED, -ETIMEDOUT or -EPROTO. */
+int pn_dcm_next_command(pn_dcm_assoc *assoc, int timeout, pn_dcm_cmd *ret_cmd);
+
+int pn_dcm_echo_respond(pn_dcm_assoc *assoc, const pn_dcm_cmd *cmd, unsigned short status);
+
+/* Where a received dataset's bytes go. write() returns 0 or a negative
+ * errno; after a failure the rest of the dataset is read and dropped. */
+typedef struct {
+	int (*write)(void *ctx, const void *buf, size_t len);
+	void *ctx;
+} pn_dcm_sink;
+
+/* Writes a Part-10 meta header (SOP Class/Instance UID from the command, the
+ * context's transfer syntax, the calling AE as Source AE Title) and then the
+ * dataset exactly as it arrives on the wire.
+ * Returns 0; the sink's error (the dataset was drained, the association is
+ * still usable); or -ETIMEDOUT/-EPROTO (the association is not usable). */
+int pn_dcm_store_receive(pn_dcm_assoc *assoc, const pn_dcm_cmd *cmd, int timeout,
+			 const pn_dcm_sink *sink);
+
+/* Reads and drops the dataset that follows a command. */
+int pn_dcm_discard_dataset(pn_dcm_assoc *assoc, int timeout);
+
+/* C-STORE-RSP; `comment` (may be NULL) goes into Error Comment (0000,0902)
+ * for failure statuses, cut to 64 characters. */
+int pn_dcm_store_respond(pn_dcm_assoc *assoc, const pn_dcm_cmd *cmd, unsigned short status,
+			 const char *comment);
+
+void pn_dcm_assoc_abort(pn_dcm_assoc *assoc);
+/* Closes the connection (if still open) and frees. NULL is a no-op. */
+void pn_dcm_assoc_free(pn_dcm_assoc *assoc);
+
+/* ---- datasets ---------------------------------------------------------- */
+
+typedef struct pn_dcm_ds pn_dcm_ds;
+
+/* Loads a Part-10 file. Large values stay on disk until asked for. */
+int pn_dcm_ds_load(const char *path, pn_dcm_ds **ret_ds);
+/* Loads a dataset encoded in explicit VR little endian without meta header
+ * (as produced by pn_dcm_ds_encode_levels). */
+int pn_dcm_ds_load_buffer(const void *data, size_t len, pn_dcm_ds **ret_ds);
+void pn_dcm_ds_free(pn_dcm_ds *ds);
+
+/* Decoder for one text value: `len` raw bytes in, UTF-8 out (malloc'ed).
+ * Returns 0, -EILSEQ (output still set, with replacement characters) or
+ * -ENOMEM. */
+typedef int (*pn_dcm_text_fn)(void *ctx, const char *in, size_t len, char **ret_out);
+
+/* Replaces, in memory, every SH, LO, ST, LT, UC, UT and PN value (also in
+ * sequences) by its decoding through `decode`, and sets Specific Character
+ * Set to "ISO_IR 192". The file is not touched. Returns 0, -EILSEQ if some
+ * value had bytes that could not be decoded, or -ENOMEM. */
+int pn_dcm_ds_convert_text(pn_dcm_ds *ds, pn_dcm_text_fn decode, void *ctx);
+
+/* The value of a top-level element as a string (all values joined with
+ * '\\', like DICOM's own encoding, without padding), malloc'ed.
+ * Tags of group 0002 are looked up in the meta header.
+ * Returns 0, -ENOENT (absent) or -ENOMEM. An element present with no value
+ * gives "". */
+int pn_dcm_ds_get(const pn_dcm_ds *ds, uint32_t tag, char **ret_value);
+
+typedef struct {
+	void *data; /* malloc'ed */
+	size_t len;
+} pn_dcm_buf;
+
+/* Splits the top-level attributes by level: level_of(tag) gives a
+ * PN_LEVEL_*, -1 to leave the attribute out or -2 to put it in every level. Binary values longer than
+ * `bulk_limit` bytes (pixel data and the like) are always left out. Each
+ * level becomes one buffer in explicit VR little endian. */
+int pn_dcm_ds_encode_levels(const pn_dcm_ds *ds, int (*level_of)(uint32_t tag), size_t bulk_limit,
+			    pn_dcm_buf ret_levels[PN_LEVELS]);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,163 @@
+#include "dicom_values.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Copies the first value (up to '\\'), trimmed, into buf. */
+static bool first_value(const char *s, char *buf, size_t len)
+{
+	while (*s == ' ')
+		s++;
+	size_t n = strcspn(s, "\\");
+	while (n > 0 && s[n - 1] == ' ')
+		n--;
+	if (n == 0 || n >= len)
+		return false;
+	memcpy(buf, s, n);
+	buf[n] = '\0';
+	return true;
+}
+
+static bool all_digits(const char *s, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!isdigit((unsigned char)s[i]))
+			return false;
+	return true;
+}
+
+static int num(const char *s, size_t n)
+{
+	int v = 0;
+	for (size_t i = 0; i < n; i++)
+		v = v * 10 + (s[i] - '0');
+	return v;
+}
+
+bool pn_da_to_iso(const char *da, char out[11])
+{
+	char v[16];
+	if (!first_value(da, v, sizeof(v)))
+		return false;
+	char d[9];
+	if (strlen(v) == 8 && all_digits(v, 8)) {
+		memcpy(d, v, 8);
+	} else if (strlen(v) == 10 && v[4] == '.' && v[7] == '.' && all_digits(v, 4) && all_digits(v + 5, 2) &&
+		   all_digits(v + 8, 2)) {
+		memcpy(d, v, 4);
+		memcpy(d + 4, v + 5, 2);
+		memcpy(d + 6, v + 8, 2);
+	} else {
+		return false;
+	}
+	int y = num(d, 4), m = num(d + 4, 2), day = num(d + 6, 2);
+	static const int mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+	if (y < 1 || m < 1 || m > 12 || day < 1 || day > mdays[m - 1])
+		return false;
+	bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+	if (m == 2 && day == 29 && !leap)
+		return false;
+	snprintf(out, 11, "%04u-%02u-%02u", (unsigned)y % 10000u, (unsigned)m % 100u, (unsigned)day % 100u);
+	return true;
+}
+
+bool pn_tm_to_iso(const char *tm, char out[16])
+{
+	char v[32];
+	if (!first_value(tm, v, sizeof(v)))
+		return false;
+	/* drop the old-style colons */
+	char t[32];
+	size_t k = 0;
+	for (size_t i = 0; v[i]; i++)
+		if (v[i] != ':')
+			t[k++] = v[i];
+	t[k] = '\0';
+	size_t int_len = strcspn(t, ".");
+	if (!(int_len == 2 || int_len == 4 || int_len == 6) || !all_digits(t, int_len))
+		return false;
+	int hh = num(t, 2);
+	int mm = int_len >= 4 ? num(t + 2, 2) : 0;
+	int ss = int_len >= 6 ? num(t + 4, 2) : 0;
+	if (hh > 23 || mm > 59 || ss > 60)
+		return false;
+	if (ss == 60) /* leap second: PostgreSQL's time accepts 60 only as 24:00 */
+		ss = 59;
+	const char *frac = t + int_len;
+	if (*frac == '.') {
+		frac++;
+		size_t fl = strlen(frac);
+		if (int_len != 6 || fl == 0 || fl > 6 || !all_digits(frac, fl))
+			return false;
+		snprintf(out, 16, "%02u:%02u:%02u.%.6s", (unsigned)hh % 100u, (unsigned)mm % 100u, (unsigned)ss % 100u, frac);
+	} else {
+		snprintf(out, 16, "%02u:%02u:%02u", (unsigned)hh % 100u, (unsigned)mm % 100u, (unsigned)ss % 100u);
+	}
+	return true;
+}
+
+bool pn_is_normalise(const char *is, char out[16])
+{
+	char v[32];
+	if (!first_value(is, v, sizeof(v)))
+		return false;
+	char *end;
+	errno = 0;
+	long long x = strtoll(v, &end, 10);
+	if (errno || *end != '\0' || x < -2147483648LL || x > 2147483647LL)
+		return false;
+	snprintf(out, 16, "%lld", x);
+	return true;
+}
+
+bool pn_ds_normalise(const char *ds, char out[32])
+{
+	char v[64];
+	if (!first_value(ds, v, sizeof(v)))
+		return false;
+	char *end;
+	errno = 0;
+	double x = strtod(v, &end);
+	if (errno || *end != '\0' || !isfinite(x))
+		return false;
+	snprintf(out, 32, "%.17g", x);
+	return true;
+}
+
+size_t pn_utf8_sanitise(char *s)
+{
+	size_t fixed = 0;
+	unsigned char *p = (unsigned char *)s;
+	while (*p) {
+		unsigned char c = *p;
+		size_t len = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xe ? 3 : (c >> 3) == 0x1e ? 4 : 0;
+		bool ok = len > 0;
+		for (size_t i = 1; ok && i < len; i++)
+			ok = (p[i] & 0xc0) == 0x80;
+		if (ok && len == 2 && c < 0xc2)
+			ok = false; /* overlong */
+		if (ok && len == 1 && c < 0x20 && c != '\t' && c != '\r' && c != '\n' && c != 0x1b)
+			ok = false;
+		if (!ok) {
+			*p++ = '?';
+			fixed++;
+			continue;
+		}
+		p += len;
+	}
+	return fixed;
+}
+
+void pn_trim(char *s)
+{
+	size_t start = strspn(s, " ");
+	size_t n = strlen(s + start);
+	while (n > 0 && s[start + n - 1] == ' ')
+		n--;
+	memmove(s, s + start, n);
+	s[n] = '\0';
+}

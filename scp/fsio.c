@@ -1,0 +1,15 @@
+#include "fsio.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+pn_fsio_ops pn_fsio = {
+	.openat = openat,
+	.write = write,
+	.fsync = fsync,
+	.close = close,
+	.linkat = linkat,
+	.unlinkat = unlinkat,
+	.mkdirat = mkdirat,
+};

@@ -1,0 +1,153 @@
+/* pacsnode: a DICOM storage node. Start-up: configuration, database schema,
+ * crash recovery of the storage folder; then the listener (server.c). */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "config.h"
+#include "db.h"
+#include "index.h"
+#include "log.h"
+#include "server.h"
+#include "storage.h"
+
+#ifndef PN_VERSION
+#define PN_VERSION "dev"
+#endif
+
+#define DB_WAIT_S 30
+
+static void usage(FILE *out)
+{
+	fprintf(out, "usage: pacsnode [-c FILE] [-t]\n"
+		     "  -c, --config FILE   read the configuration from FILE (default: embedded defaults)\n"
+		     "  -t, --check-config  check the configuration and exit\n"
+		     "  -V, --version       print the version and exit\n"
+		     "  -h, --help          this text\n");
+}
+
+static int referenced(void *ctx, const char *rel, bool *ret)
+{
+	return pn_index_path_referenced(ctx, rel, ret);
+}
+
+/* The database may still be starting (systemd ordering, a cluster coming
+ * up): wait a bounded time for it. */
+static pn_db *connect_with_wait(const pn_config *cfg)
+{
+	char err[512] = "";
+	for (int waited = 0;; waited++) {
+		pn_db *db = NULL;
+		if (pn_db_connect(cfg->conninfo, &db, err, sizeof(err)) == 0)
+			return db;
+		if (waited >= DB_WAIT_S) {
+			pn_error("could not connect to the database: %s", err);
+			return NULL;
+		}
+		if (waited == 0)
+			pn_warning("database not reachable yet, waiting up to %d s: %s", DB_WAIT_S, err);
+		struct timespec ts = {.tv_sec = 1};
+		nanosleep(&ts, NULL);
+	}
+}
+
+/* Schema migrations and storage recovery, before any worker starts. */
+static int prepare(const pn_config *cfg)
+{
+	pn_db *db = connect_with_wait(cfg);
+	if (!db)
+		return -1;
+	int rc = pn_db_migrate(db);
+	int version = 0;
+	if (rc < 0 || pn_db_schema_version(db, &version) < 0) {
+		pn_error("could not apply the database schema: %s", pn_db_errmsg(db));
+		pn_db_free(db);
+		return -1;
+	}
+	pn_storage *storage = NULL;
+	rc = pn_storage_open(cfg->storage_root, &storage);
+	if (rc < 0) {
+		pn_error("could not open storage root \"%s\": %s", cfg->storage_root, strerror(-rc));
+		pn_db_free(db);
+		return -1;
+	}
+	pn_storage_recovery rec = {0};
+	rc = pn_storage_recover(storage, referenced, db, &rec);
+	if (rc < 0)
+		pn_error("storage recovery failed: %s (%s)", strerror(-rc), pn_db_errmsg(db));
+	else if (rec.kept || rec.removed || rec.strays)
+		pn_warning("storage recovery after an unclean stop: %u committed instances finished, %u uncommitted "
+			   "removed, %u stray temporary files removed",
+			   rec.kept, rec.removed, rec.strays);
+	pn_info("database schema version %d; storage root \"%s\"", version, cfg->storage_root);
+	pn_storage_free(storage);
+	pn_db_free(db);
+	return rc < 0 ? -1 : 0;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
+					     {"check-config", no_argument, NULL, 't'},
+					     {"version", no_argument, NULL, 'V'},
+					     {"help", no_argument, NULL, 'h'},
+					     {NULL, 0, NULL, 0}};
+	const char *path = NULL;
+	bool check_only = false;
+	int opt;
+	while ((opt = getopt_long(argc, argv, "c:tVh", opts, NULL)) != -1) {
+		switch (opt) {
+		case 'c':
+			path = optarg;
+			break;
+		case 't':
+			check_only = true;
+			break;
+		case 'V':
+			printf("pacsnode %s\n", PN_VERSION);
+			return EXIT_SUCCESS;
+		case 'h':
+			usage(stdout);
+			return EXIT_SUCCESS;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (optind != argc) {
+		usage(stderr);
+		return 2;
+	}
+
+	pn_config *cfg = NULL;
+	char err[512];
+	if (pn_config_load(path, &cfg, err, sizeof(err)) < 0) {
+		pn_error("%s", err);
+		return EXIT_FAILURE;
+	}
+	pn_log_set_level(cfg->log_level);
+	if (check_only) {
+		printf("configuration %s is valid\n", cfg->source);
+		pn_config_free(cfg);
+		return EXIT_SUCCESS;
+	}
+
+	/* A write past RLIMIT_FSIZE must fail with EFBIG (0xA700), not kill us. */
+	signal(SIGXFSZ, SIG_IGN);
+	signal(SIGPIPE, SIG_IGN);
+
+	pn_info("pacsnode %s starting: configuration %s, duplicate_policy = %s", PN_VERSION, cfg->source,
+		pn_dup_policy_name(cfg->duplicate_policy));
+	if (cfg->accept_unknown_calling_ae)
+		pn_warning("accepting any calling AE title (development default): list the peers and set "
+			   "accept_unknown_calling_ae = no in production");
+	int status = EXIT_FAILURE;
+	if (prepare(cfg) == 0)
+		status = pn_server_run(cfg);
+	pn_config_free(cfg);
+	return status;
+}

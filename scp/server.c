@@ -1,0 +1,375 @@
+/* The listener: accepts connections and hands each to a worker right away,
+ * before any DICOM byte is read, so a slow peer only ever holds up its own
+ * worker. It never touches datasets or the database. */
+#include "server.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <systemd/sd-daemon.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "fdpass.h"
+#include "log.h"
+#include "worker.h"
+
+#define MAX_REJECTERS 16
+#define SHUTDOWN_GRACE_S 10
+
+typedef enum { CHILD_POOL, CHILD_OVERFLOW, CHILD_REJECTER } child_kind;
+
+typedef struct {
+	pid_t pid;      /* 0: slot unused */
+	child_kind kind;
+	int channel;    /* pool workers: our end of the socket pair */
+	bool busy;
+	time_t started;
+} child;
+
+typedef struct {
+	const pn_config *cfg;
+	int listen_fd;
+	child *children;
+	size_t n_children;
+	int n_overflow, n_rejecters;
+	time_t respawn_at; /* a pool worker died young: wait before the next */
+} server;
+
+static volatile sig_atomic_t got_stop, got_child;
+
+static void on_signal(int sig)
+{
+	if (sig == SIGCHLD)
+		got_child = 1;
+	else
+		got_stop = 1;
+}
+
+static int listen_on(const pn_config *cfg)
+{
+	struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)cfg->port)};
+	if (inet_pton(AF_INET, cfg->bind, &addr.sin_addr) != 1) {
+		pn_error("bind address \"%s\" is not an IPv4 address", cfg->bind);
+		return -EINVAL;
+	}
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	int one = 1;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (bind(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0 || listen(fd, 128) < 0) {
+		int rc = -errno;
+		pn_error("could not listen on %s:%d: %s", cfg->bind, cfg->port, strerror(-rc));
+		close(fd);
+		return rc;
+	}
+	return fd;
+}
+
+static child *free_slot(server *s)
+{
+	for (size_t i = 0; i < s->n_children; i++)
+		if (s->children[i].pid == 0)
+			return &s->children[i];
+	return NULL;
+}
+
+/* In a new child: drop what belongs to the listener. */
+static void child_setup(server *s, int keep_fd)
+{
+	sigset_t none;
+	sigemptyset(&none);
+	signal(SIGCHLD, SIG_DFL);
+	signal(SIGTERM, SIG_DFL);
+	signal(SIGINT, SIG_IGN); /* Ctrl-C reaches the listener, which stops us */
+	signal(SIGHUP, SIG_IGN);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+	close(s->listen_fd);
+	for (size_t i = 0; i < s->n_children; i++)
+		if (s->children[i].pid && s->children[i].channel >= 0 && s->children[i].channel != keep_fd)
+			close(s->children[i].channel);
+}
+
+static int spawn_pool_worker(server *s, child *c)
+{
+	int sv[2];
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+		return -errno;
+	pid_t pid = fork();
+	if (pid < 0) {
+		int rc = -errno;
+		close(sv[0]);
+		close(sv[1]);
+		return rc;
+	}
+	if (pid == 0) {
+		close(sv[0]);
+		child_setup(s, sv[1]);
+		_exit(pn_worker_pool_main(s->cfg, sv[1]));
+	}
+	close(sv[1]);
+	*c = (child){.pid = pid, .kind = CHILD_POOL, .channel = sv[0], .started = time(NULL)};
+	return 0;
+}
+
+/* Overflow workers and rejecters: one connection each. */
+static int spawn_oneshot(server *s, child_kind kind, int fd)
+{
+	child *c = free_slot(s);
+	if (!c)
+		return -EAGAIN;
+	pid_t pid = fork();
+	if (pid < 0)
+		return -errno;
+	if (pid == 0) {
+		child_setup(s, -1);
+		_exit(kind == CHILD_OVERFLOW ? pn_worker_oneshot_main(s->cfg, fd) : pn_worker_reject_main(s->cfg, fd));
+	}
+	*c = (child){.pid = pid, .kind = kind, .channel = -1, .started = time(NULL)};
+	if (kind == CHILD_OVERFLOW)
+		s->n_overflow++;
+	else
+		s->n_rejecters++;
+	return 0;
+}
+
+static void dispatch(server *s, int fd)
+{
+	int one = 1;
+	/* Nagle would hold every small DIMSE response for ~40 ms. */
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	int busy = s->n_overflow;
+	for (size_t i = 0; i < s->n_children; i++) {
+		child *c = &s->children[i];
+		if (c->pid && c->kind == CHILD_POOL && c->busy)
+			busy++;
+	}
+	for (size_t i = 0; i < s->n_children && busy < s->cfg->max_associations; i++) {
+		child *c = &s->children[i];
+		if (c->pid && c->kind == CHILD_POOL && !c->busy && c->channel >= 0) {
+			if (pn_fd_send(c->channel, fd) == 0) {
+				c->busy = true;
+				close(fd);
+				return;
+			}
+		}
+	}
+	int rc;
+	if (busy < s->cfg->max_associations)
+		rc = spawn_oneshot(s, CHILD_OVERFLOW, fd);
+	else if (s->n_rejecters < MAX_REJECTERS)
+		rc = spawn_oneshot(s, CHILD_REJECTER, fd);
+	else
+		rc = -EAGAIN;
+	if (rc < 0)
+		pn_warning("connection dropped: %d associations busy and no process free to answer it", busy);
+	close(fd);
+}
+
+static void accept_all(server *s)
+{
+	for (int i = 0; i < 64; i++) {
+		int fd = accept4(s->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+		if (fd < 0) {
+			if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && errno != ECONNABORTED)
+				pn_warning("accept failed: %m");
+			return;
+		}
+		dispatch(s, fd);
+	}
+}
+
+static void describe_exit(int status, char *buf, size_t len)
+{
+	if (WIFSIGNALED(status))
+		snprintf(buf, len, "killed by signal %d", WTERMSIG(status));
+	else
+		snprintf(buf, len, "exit status %d", WEXITSTATUS(status));
+}
+
+static void reap(server *s, bool stopping)
+{
+	int status;
+	pid_t pid;
+	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+		for (size_t i = 0; i < s->n_children; i++) {
+			child *c = &s->children[i];
+			if (c->pid != pid)
+				continue;
+			bool clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+			char how[64];
+			describe_exit(status, how, sizeof(how));
+			if (c->kind == CHILD_OVERFLOW)
+				s->n_overflow--;
+			else if (c->kind == CHILD_REJECTER)
+				s->n_rejecters--;
+			else if (!stopping)
+				pn_warning("worker %d ended unexpectedly (%s); starting another", (int)pid, how);
+			if (!clean && c->kind != CHILD_POOL)
+				pn_warning("process %d ended with %s", (int)pid, how);
+			if (c->channel >= 0)
+				close(c->channel);
+			if (c->kind == CHILD_POOL && !stopping && time(NULL) - c->started < 1)
+				s->respawn_at = time(NULL) + 1;
+			c->pid = 0;
+			c->channel = -1;
+		}
+	}
+}
+
+static int pool_size(const server *s)
+{
+	int n = 0;
+	for (size_t i = 0; i < s->n_children; i++)
+		if (s->children[i].pid && s->children[i].kind == CHILD_POOL)
+			n++;
+	return n;
+}
+
+static void fill_pool(server *s)
+{
+	if (time(NULL) < s->respawn_at)
+		return;
+	while (pool_size(s) < s->cfg->workers) {
+		child *c = free_slot(s);
+		if (!c || spawn_pool_worker(s, c) < 0) {
+			pn_error("could not start a worker: %m");
+			s->respawn_at = time(NULL) + 1;
+			return;
+		}
+	}
+}
+
+static void worker_idle(child *c)
+{
+	char buf[16];
+	ssize_t n = read(c->channel, buf, sizeof(buf));
+	if (n > 0) {
+		c->busy = false;
+	} else if (n == 0) { /* the worker is gone; reap() handles it */
+		close(c->channel);
+		c->channel = -1;
+	}
+}
+
+static void shut_down(server *s)
+{
+	sd_notify(0, "STOPPING=1");
+	pn_info("shutting down: waiting up to %d s for associations in progress", SHUTDOWN_GRACE_S);
+	close(s->listen_fd);
+	s->listen_fd = -1;
+	/* Idle pool workers exit when their channel closes; busy ones finish
+	 * their association first. */
+	for (size_t i = 0; i < s->n_children; i++) {
+		if (s->children[i].channel >= 0) {
+			close(s->children[i].channel);
+			s->children[i].channel = -1;
+		}
+	}
+	time_t deadline = time(NULL) + SHUTDOWN_GRACE_S;
+	bool termed = false;
+	for (;;) {
+		reap(s, true);
+		bool any = false;
+		for (size_t i = 0; i < s->n_children; i++)
+			any |= s->children[i].pid != 0;
+		if (!any)
+			break;
+		if (time(NULL) >= deadline) {
+			for (size_t i = 0; i < s->n_children; i++)
+				if (s->children[i].pid)
+					kill(s->children[i].pid, termed ? SIGKILL : SIGTERM);
+			if (termed)
+				break;
+			termed = true;
+			deadline = time(NULL) + 2;
+		}
+		struct timespec ts = {.tv_sec = 0, .tv_nsec = 50 * 1000 * 1000};
+		nanosleep(&ts, NULL);
+	}
+	reap(s, true);
+}
+
+int pn_server_run(const pn_config *cfg)
+{
+	server s = {.cfg = cfg, .listen_fd = -1};
+	s.n_children = (size_t)cfg->workers + (size_t)cfg->max_associations + MAX_REJECTERS;
+	s.children = calloc(s.n_children, sizeof(child));
+	if (!s.children)
+		return EXIT_FAILURE;
+	for (size_t i = 0; i < s.n_children; i++)
+		s.children[i].channel = -1;
+	s.listen_fd = listen_on(cfg);
+	if (s.listen_fd < 0) {
+		free(s.children);
+		return EXIT_FAILURE;
+	}
+
+	sigset_t blocked, orig;
+	sigemptyset(&blocked);
+	sigaddset(&blocked, SIGCHLD);
+	sigaddset(&blocked, SIGTERM);
+	sigaddset(&blocked, SIGINT);
+	sigprocmask(SIG_BLOCK, &blocked, &orig);
+	struct sigaction sa = {.sa_handler = on_signal};
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGCHLD, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	signal(SIGHUP, SIG_IGN);
+
+	fill_pool(&s);
+	pn_info("listening on %s:%d as \"%s\" with %d workers (max %d associations)", cfg->bind, cfg->port,
+		cfg->ae_title, cfg->workers, cfg->max_associations);
+	sd_notify(0, "READY=1");
+
+	struct pollfd *pfd = calloc(s.n_children + 1, sizeof(*pfd));
+	child **owner = calloc(s.n_children + 1, sizeof(*owner));
+	if (!pfd || !owner) {
+		free(pfd);
+		free(owner);
+		free(s.children);
+		return EXIT_FAILURE;
+	}
+	while (!got_stop) {
+		if (got_child) {
+			got_child = 0;
+			reap(&s, false);
+		}
+		fill_pool(&s);
+		nfds_t n = 0;
+		pfd[n++] = (struct pollfd){.fd = s.listen_fd, .events = POLLIN};
+		for (size_t i = 0; i < s.n_children; i++) {
+			child *c = &s.children[i];
+			if (c->pid && c->kind == CHILD_POOL && c->channel >= 0) {
+				owner[n] = c;
+				pfd[n++] = (struct pollfd){.fd = c->channel, .events = POLLIN};
+			}
+		}
+		struct timespec tick = {.tv_sec = 1};
+		int ready = ppoll(pfd, n, &tick, &orig);
+		if (ready < 0)
+			continue; /* EINTR: a signal; the flags say which */
+		for (nfds_t i = 1; i < n; i++)
+			if (pfd[i].revents)
+				worker_idle(owner[i]);
+		if (pfd[0].revents & POLLIN)
+			accept_all(&s);
+	}
+	free(pfd);
+	free(owner);
+	shut_down(&s);
+	free(s.children);
+	pn_info("stopped");
+	return EXIT_SUCCESS;
+}

@@ -1,0 +1,26 @@
+/* DIMSE statuses pacsnode answers (PS3.7 Annex C, PS3.4 B.2.3). The
+ * README's conformance summary lists the same table. */
+#ifndef PN_STATUS_H
+#define PN_STATUS_H
+
+#define PN_STATUS_SUCCESS 0x0000
+/* Failure: Duplicate SOP Instance (duplicate_policy = reject). */
+#define PN_STATUS_DUPLICATE 0x0111
+/* Refused: Not authorized (peer not allowed to store). */
+#define PN_STATUS_NOT_AUTHORIZED 0x0124
+/* Refused: Out of Resources: the file could not be written. */
+#define PN_STATUS_OUT_OF_STORAGE 0xA700
+/* Refused: Out of Resources: the index could not be updated. */
+#define PN_STATUS_OUT_OF_INDEX 0xA701
+/* Error: Data Set does not match SOP Class. */
+#define PN_STATUS_CLASS_MISMATCH 0xA900
+/* Error: Cannot understand: the dataset could not be parsed. */
+#define PN_STATUS_CANNOT_PARSE 0xC000
+/* Error: Cannot understand: a key UID is missing or invalid. */
+#define PN_STATUS_BAD_UID 0xC001
+/* Error: Cannot understand: SOP Instance UID differs from the command's. */
+#define PN_STATUS_UID_MISMATCH 0xC002
+/* Error: Cannot understand: the series or study belongs elsewhere. */
+#define PN_STATUS_HIERARCHY_CONFLICT 0xC003
+
+#endif

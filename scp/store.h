@@ -1,0 +1,25 @@
+/* The C-STORE SCP: receive one instance, make it durable, index it,
+ * answer. Success is sent only after the file, its folder and the index
+ * row are all durable. */
+#ifndef PN_STORE_H
+#define PN_STORE_H
+
+#include "config.h"
+#include "db.h"
+#include "dcm/pn_dcm.h"
+#include "storage.h"
+
+typedef struct {
+	const pn_config *cfg;
+	pn_db *db;
+	pn_storage *storage;
+} pn_store_ctx;
+
+/* Serves a C-STORE-RQ whose command was just read, and sends the response.
+ * Returns 0 if the association can go on (whatever status was sent), or a
+ * negative code if it cannot (network failure). *ret_status is the status
+ * sent. */
+int pn_store_handle(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dcm_cmd *cmd, const char *calling_ae,
+		    unsigned short *ret_status);
+
+#endif

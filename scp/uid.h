@@ -1,0 +1,10 @@
+/* UID syntax, PS3.5 9.1: at most 64 characters, digits and dots only,
+ * components non-empty and without leading zeros (except "0" itself). */
+#ifndef PN_UID_H
+#define PN_UID_H
+
+#include <stdbool.h>
+
+bool pn_uid_valid(const char *uid);
+
+#endif

@@ -1,0 +1,14 @@
+/* Worker processes. A pool worker keeps its PostgreSQL connection and
+ * serves one association at a time, as the listener hands them over; an
+ * overflow worker serves one association and exits; a rejecter answers one
+ * A-ASSOCIATE-RJ (transient) and exits. Each returns the exit status. */
+#ifndef PN_WORKER_H
+#define PN_WORKER_H
+
+#include "config.h"
+
+int pn_worker_pool_main(const pn_config *cfg, int channel);
+int pn_worker_oneshot_main(const pn_config *cfg, int fd);
+int pn_worker_reject_main(const pn_config *cfg, int fd);
+
+#endif

@@ -1,0 +1,151 @@
+#!/usr/bin/env bash
+# The README's two commands, on a fresh Debian 12 machine as root:
+#   scripts/dev.sh run    install what is missing, build, start a private
+#                         PostgreSQL under .dev/, run pacsnode in the foreground
+#   scripts/dev.sh test   the same set-up, then every test suite
+# Both can be run again: each step checks what is already there.
+set -euo pipefail
+
+top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+dev="$top/.dev"
+pgbin=/usr/lib/postgresql/15/bin
+run_user=pacsnode # PostgreSQL refuses to run as root
+sock="$dev/pgsock"
+pgdata="$dev/pgdata"
+
+packages=(build-essential cmake pkg-config git libdcmtk-dev dcmtk libpq-dev postgresql-15 libssl-dev
+	libinih-dev libcmocka-dev libsystemd-dev python3 python3-pytest python3-pytest-xdist
+	python3-pydicom python3-psycopg2 acl clang-format)
+
+say() { printf '==> %s\n' "$*" >&2; }
+
+install_missing() {
+	local missing=()
+	for p in "${packages[@]}"; do
+		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+	done
+	if ((${#missing[@]})); then
+		say "installing ${missing[*]}"
+		export DEBIAN_FRONTEND=noninteractive
+		apt-get update -q >/dev/null
+		apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+	fi
+}
+
+ensure_user() {
+	id "$run_user" >/dev/null 2>&1 ||
+		useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin "$run_user"
+}
+
+# PostgreSQL runs as $run_user but its data lives under the checkout, which
+# may sit below a folder only root can enter (/root, a mktemp -d folder):
+# let that one user through, and nobody else.
+grant_traverse() {
+	local d="$1"
+	while [ "$d" != / ]; do
+		if ! runuser -u "$run_user" -- test -x "$d"; then
+			setfacl -m "u:$run_user:x" "$d" 2>/dev/null || chmod o+x "$d"
+			say "allowed user $run_user to traverse $d"
+		fi
+		d=$(dirname "$d")
+	done
+}
+
+build() {
+	local dir="$1"
+	shift
+	say "building in ${dir#"$top"/}"
+	cmake -S "$top" -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo "$@" >/dev/null
+	cmake --build "$dir" -j"$(nproc)" >/dev/null
+}
+
+pg_running() { runuser -u "$run_user" -- "$pgbin/pg_ctl" -D "$pgdata" status >/dev/null 2>&1; }
+
+start_postgres() {
+	mkdir -p "$dev"
+	grant_traverse "$dev"
+	if [ ! -f "$pgdata/PG_VERSION" ]; then
+		say "initialising a private PostgreSQL cluster in ${pgdata#"$top"/}"
+		rm -rf "$pgdata"
+		install -d -o "$run_user" -m 700 "$pgdata"
+		runuser -u "$run_user" -- "$pgbin/initdb" -D "$pgdata" -A trust -U postgres -E UTF8 \
+			--locale=C.UTF-8 >/dev/null
+	fi
+	install -d -o "$run_user" -m 700 "$sock"
+	if ! pg_running; then
+		say "starting PostgreSQL (socket in ${sock#"$top"/})"
+		runuser -u "$run_user" -- "$pgbin/pg_ctl" -D "$pgdata" -l "$pgdata/postgresql.log" -w -t 60 \
+			-o "-k $sock -c listen_addresses='' -p 5432" start >/dev/null
+	fi
+	if ! psql -h "$sock" -U postgres -d postgres -Atc "SELECT 1 FROM pg_database WHERE datname='pacsnode'" |
+		grep -q 1; then
+		psql -h "$sock" -U postgres -d postgres -qc "CREATE DATABASE pacsnode"
+	fi
+}
+
+stop_postgres() {
+	if pg_running; then
+		say "stopping PostgreSQL"
+		runuser -u "$run_user" -- "$pgbin/pg_ctl" -D "$pgdata" -m fast stop >/dev/null || true
+	fi
+}
+
+setup() {
+	[ "$(id -u)" = 0 ] || {
+		echo "run this as root (it installs packages and creates the user $run_user)" >&2
+		exit 1
+	}
+	install_missing
+	ensure_user
+	start_postgres
+}
+
+run() {
+	setup
+	build "$top/build" -DBUILD_TESTING=OFF
+	mkdir -p "$dev/storage"
+	cat >"$dev/pacsnode.conf" <<-EOF
+		; written by scripts/dev.sh run: a development node, everything else embedded defaults
+		[storage]
+		root = $dev/storage
+		[database]
+		conninfo = host=$sock user=postgres dbname=pacsnode
+	EOF
+	trap stop_postgres EXIT
+	say "starting pacsnode on port 11112 (Ctrl-C stops it); psql: psql -h $sock -U postgres pacsnode"
+	"$top/build/scp/pacsnode" -c "$dev/pacsnode.conf" || true
+}
+
+run_tests() {
+	setup
+	local build_dir="$top/build" flags=()
+	if [ "${PN_SANITIZE:-0}" = 1 ]; then
+		build_dir="$top/build-asan"
+		flags=(-DPN_SANITIZE=ON)
+	fi
+	build "$build_dir" -DBUILD_TESTING=ON "${flags[@]}"
+	grant_traverse "$build_dir"
+	trap stop_postgres EXIT
+	local status=0
+
+	say "static checks"
+	"$top/tests/check_layout.sh" || status=1
+
+	say "unit and database tests (ctest)"
+	PN_TEST_PG_CONNINFO="host=$sock user=postgres dbname=postgres" \
+		ctest --test-dir "$build_dir" --output-on-failure -j"$(nproc)" || status=1
+
+	say "integration tests (pytest, real PostgreSQL, real dcmtk peers)"
+	PACSNODE_BIN="$build_dir/scp/pacsnode" /usr/bin/python3 -m pytest -n "$(nproc)" -q -p no:cacheprovider \
+		"$top/tests/integration" || status=1
+	return $status
+}
+
+case "${1:-}" in
+run) run ;;
+test) run_tests ;;
+*)
+	echo "usage: $0 run|test" >&2
+	exit 2
+	;;
+esac
