@@ -1,0 +1,233 @@
+/* The durable-write protocol, with faults injected through pn_fsio. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "fsio.h"
+#include "storage.h"
+
+static char root[64];
+static pn_fsio_ops real;
+static int fail_after; /* calls to let through before failing */
+static int fail_errno;
+
+static ssize_t failing_write(int fd, const void *buf, size_t n)
+{
+	if (fail_after-- <= 0) {
+		errno = fail_errno;
+		return -1;
+	}
+	return real.write(fd, buf, n);
+}
+
+static int failing_fsync(int fd)
+{
+	if (fail_after-- <= 0) {
+		errno = fail_errno;
+		return -1;
+	}
+	return real.fsync(fd);
+}
+
+static int failing_linkat(int a, const char *b, int c, const char *d, int e)
+{
+	if (fail_after-- <= 0) {
+		errno = fail_errno;
+		return -1;
+	}
+	return real.linkat(a, b, c, d, e);
+}
+
+static int count_files(const char *dir)
+{
+	char cmd[256];
+	snprintf(cmd, sizeof(cmd), "find %s -type f | wc -l", dir);
+	FILE *p = popen(cmd, "r");
+	int n = -1;
+	assert_int_equal(fscanf(p, "%d", &n), 1);
+	pclose(p);
+	return n;
+}
+
+static int setup(void **state)
+{
+	(void)state;
+	real = pn_fsio;
+	snprintf(root, sizeof(root), "/tmp/pn_test_storage_XXXXXX");
+	assert_non_null(mkdtemp(root));
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	(void)state;
+	pn_fsio = real;
+	char cmd[128];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", root);
+	assert_int_equal(system(cmd), 0);
+	return 0;
+}
+
+static pn_storage_file *write_one(pn_storage *s, const char *uid, char rel[PN_REL_PATH_MAX])
+{
+	pn_storage_file *f = NULL;
+	assert_int_equal(pn_storage_rel_path(uid, 1, rel), 0);
+	assert_int_equal(pn_storage_file_begin(s, rel, &f), 0);
+	assert_int_equal(pn_storage_file_write(f, "hello ", 6), 0);
+	assert_int_equal(pn_storage_file_write(f, "world", 5), 0);
+	return f;
+}
+
+static void happy_path(void **state)
+{
+	(void)state;
+	pn_storage *s = NULL;
+	assert_int_equal(pn_storage_open(root, &s), 0);
+	char rel[PN_REL_PATH_MAX];
+	pn_storage_file *f = write_one(s, "1.2.3", rel);
+	assert_int_equal(pn_storage_file_finish(f), 0);
+	/* sha256("hello world") */
+	assert_string_equal(pn_storage_file_sha256(f),
+			    "b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9");
+	assert_int_equal(pn_storage_file_size(f), 11);
+	assert_int_equal(pn_storage_file_link(f), 0);
+	pn_storage_file_done(f);
+	char full[256];
+	snprintf(full, sizeof(full), "%s/%s", root, rel);
+	struct stat st;
+	assert_int_equal(stat(full, &st), 0);
+	assert_int_equal(st.st_size, 11);
+	assert_int_equal(count_files(root), 1); /* nothing left in tmp/ */
+	pn_storage_free(s);
+}
+
+static void write_fails(void **state)
+{
+	(void)state;
+	pn_storage *s = NULL;
+	assert_int_equal(pn_storage_open(root, &s), 0);
+	pn_fsio.write = failing_write;
+	fail_after = 1;
+	fail_errno = ENOSPC;
+	char rel[PN_REL_PATH_MAX];
+	pn_storage_file *f = NULL;
+	assert_int_equal(pn_storage_rel_path("1.2.4", 1, rel), 0);
+	assert_int_equal(pn_storage_file_begin(s, rel, &f), 0);
+	assert_int_equal(pn_storage_file_write(f, "a", 1), 0);
+	assert_int_equal(pn_storage_file_write(f, "b", 1), -ENOSPC);
+	pn_storage_file_discard(f);
+	assert_int_equal(count_files(root), 0);
+	pn_storage_free(s);
+}
+
+static void fsync_and_link_fail(void **state)
+{
+	(void)state;
+	pn_storage *s = NULL;
+	assert_int_equal(pn_storage_open(root, &s), 0);
+	char rel[PN_REL_PATH_MAX];
+	pn_fsio.fsync = failing_fsync;
+	fail_after = 0;
+	fail_errno = EIO;
+	pn_storage_file *f = write_one(s, "1.2.5", rel);
+	assert_int_equal(pn_storage_file_finish(f), -EIO);
+	pn_storage_file_discard(f);
+	assert_int_equal(count_files(root), 0);
+
+	pn_fsio = real;
+	pn_fsio.linkat = failing_linkat;
+	fail_after = 0;
+	f = write_one(s, "1.2.6", rel);
+	assert_int_equal(pn_storage_file_finish(f), 0);
+	assert_int_equal(pn_storage_file_link(f), -EIO);
+	pn_storage_file_discard(f);
+	assert_int_equal(count_files(root), 0);
+
+	/* the final folder's fsync fails after the link: discard unlinks both */
+	pn_fsio = real;
+	f = write_one(s, "1.2.7", rel);
+	assert_int_equal(pn_storage_file_finish(f), 0);
+	pn_fsio.fsync = failing_fsync;
+	fail_after = 0;
+	assert_int_equal(pn_storage_file_link(f), -EIO);
+	pn_fsio = real;
+	pn_storage_file_discard(f);
+	assert_int_equal(count_files(root), 0);
+	pn_storage_free(s);
+}
+
+/* The row exists only for "1.2.8" (committed before the "crash"). */
+static char committed[PN_REL_PATH_MAX];
+static int referenced(void *ctx, const char *rel, bool *ret)
+{
+	(void)ctx;
+	*ret = strcmp(rel, committed) == 0;
+	return 0;
+}
+
+static void recovery(void **state)
+{
+	(void)state;
+	pn_storage *s = NULL;
+	assert_int_equal(pn_storage_open(root, &s), 0);
+	char rel_a[PN_REL_PATH_MAX], rel_b[PN_REL_PATH_MAX], rel_old[PN_REL_PATH_MAX];
+	/* an old generation of 1.2.8 that a replace had not yet removed */
+	pn_storage_file *old = write_one(s, "1.2.8", rel_old);
+	assert_int_equal(pn_storage_file_finish(old), 0);
+	assert_int_equal(pn_storage_file_link(old), 0);
+	pn_storage_file_done(old);
+	/* committed, crash before the tmp unlink; new generation 2 */
+	pn_storage_file *a = NULL;
+	assert_int_equal(pn_storage_rel_path("1.2.8", 2, rel_a), 0);
+	assert_int_equal(pn_storage_file_begin(s, rel_a, &a), 0);
+	assert_int_equal(pn_storage_file_finish(a), 0);
+	assert_int_equal(pn_storage_file_link(a), 0);
+	snprintf(committed, sizeof(committed), "%s", rel_a);
+	/* linked but not committed */
+	pn_storage_file *b = write_one(s, "1.2.9", rel_b);
+	assert_int_equal(pn_storage_file_finish(b), 0);
+	assert_int_equal(pn_storage_file_link(b), 0);
+	/* a stray in tmp/ */
+	char stray[256];
+	snprintf(stray, sizeof(stray), "%s/tmp/garbage", root);
+	close(open(stray, O_CREAT | O_WRONLY, 0600));
+	/* "crash": forget the in-memory state without cleaning up */
+	free(a);
+	free(b);
+
+	pn_storage_recovery st;
+	assert_int_equal(pn_storage_recover(s, referenced, NULL, &st), 0);
+	assert_int_equal(st.kept, 1);
+	assert_int_equal(st.removed, 1);
+	assert_int_equal(st.strays, 1);
+	char full[256];
+	struct stat sb;
+	snprintf(full, sizeof(full), "%s/%s", root, rel_a);
+	assert_int_equal(stat(full, &sb), 0);
+	snprintf(full, sizeof(full), "%s/%s", root, rel_b);
+	assert_int_not_equal(stat(full, &sb), 0);
+	snprintf(full, sizeof(full), "%s/%s", root, rel_old);
+	assert_int_not_equal(stat(full, &sb), 0); /* unreferenced sibling gone */
+	assert_int_equal(count_files(root), 1);
+	pn_storage_free(s);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(happy_path, setup, teardown),
+		cmocka_unit_test_setup_teardown(write_fails, setup, teardown),
+		cmocka_unit_test_setup_teardown(fsync_and_link_fail, setup, teardown),
+		cmocka_unit_test_setup_teardown(recovery, setup, teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
