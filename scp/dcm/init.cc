@@ -2,6 +2,7 @@
 #include "pn_dcm.h"
 
 #include <dcmtk/config/osconfig.h>
+#include <dcmtk/dcmdata/dcobject.h>
 #include <dcmtk/dcmnet/dul.h>
 #include <dcmtk/oflog/appender.h>
 #include <dcmtk/oflog/logger.h>
@@ -44,6 +45,10 @@ extern "C" int pn_dcm_init(pn_dcm_log_fn log, int level)
 	try {
 		g_log = log;
 		dcmDisableGethostbyaddr.set(OFTrue);
+		// We index what the sender sent: dcmtk must not "repair" values
+		// while reading (it would strip spaces from a UID, say, so the row
+		// and the file would disagree and the bad UID would pass).
+		dcmEnableAutomaticInputDataCorrection.set(OFFalse);
 		dcmtk::log4cplus::Logger root = dcmtk::log4cplus::Logger::getRoot();
 		root.removeAllAppenders();
 		root.addAppender(dcmtk::log4cplus::SharedAppenderPtr(new PnAppender()));
