@@ -1,0 +1,355 @@
+"""C-STORE into a real pacsnode: the file on disk, the index rows, the
+duplicate policies, hierarchy conflicts, hostile UIDs and concurrent senders.
+
+The expected values come from tests/corpus/gen_corpus.py's manifest (what
+the generator wrote), never from reading the node back.
+"""
+
+import os
+import re
+
+import pytest
+
+import pacsnode_checks as C
+import pacsnode_harness as H
+import rawscu
+from pacsnode_harness import gen_corpus
+
+# Files and directories a test directory holds besides the node's storage
+# root: anything else appearing there was written where it must not be.
+OWN_FILES = ("pacsnode.conf", "node.log", "node.stdout")
+
+
+def stray_files(node):
+    """Files under the node's directory that are neither the storage root's
+    nor the harness's own: a path outside the storage root was written."""
+    out = []
+    for rel in C.walk_files(node.dir):
+        if rel in OWN_FILES:
+            continue
+        if rel.startswith(os.path.relpath(node.storage, node.dir) + os.sep):
+            continue
+        out.append(rel)
+    return sorted(out)
+
+
+def assert_storage_clean(node):
+    problems = C.storage_problems(node)
+    assert not problems, "storage root %s vs index:\n  %s" % (node.storage, "\n  ".join(problems))
+    stray = stray_files(node)
+    assert not stray, "files written outside the storage root: %s" % stray
+
+
+def assert_log(node, *patterns, what):
+    """Loose log check: some line matches one of the regexes (ignoring case)."""
+    rx = "|".join("(?:%s)" % p for p in patterns)
+    line = node.wait_for_log(rx)
+    assert line, "no log line about %s (looked for /%s/) in %s:\n%s" % (
+        what, rx, node.log_path, H.tail(node.log_path))
+    return line
+
+
+def stored_path(node, row):
+    return os.path.join(node.storage, row["path"])
+
+
+# --------------------------------------------------------------------------
+
+
+def test_echo(node):
+    r = H.echoscu(node.port, aet="PNECHO")
+    assert r.ok, r.output
+    assert_log(node, "PNECHO", what="the association from PNECHO")
+
+
+def test_store_corpus(node, corpus, scu_dir):
+    """Every corpus file: success, one row, the same dataset on disk, every
+    typed column as the manifest says, the expected number of rows."""
+    run = H.storescu(node.port, corpus.paths(), scu_dir, aet="PNCORPUS")
+    assert run.all_success(), run.summary()
+
+    assert {t: node.count(t) for t in ("patient", "study", "series", "instance")} == {
+        "patient": corpus.expected["patients"],
+        "study": corpus.expected["studies"],
+        "series": corpus.expected["series"],
+        "instance": corpus.expected["instances"],
+    }
+
+    rows = C.joined_rows(node)
+    problems = []
+    for e in corpus.entries:
+        sop = e["sop_instance_uid"]
+        row = rows.get(sop)
+        name = "%s (%s)" % (e["path"], sop)
+        if row is None:
+            problems.append("%s: no instance row" % name)
+            continue
+        problems += ["%s: %s" % (name, d) for d in C.column_differences(row, e)]
+        if row["instance.calling_ae"] != "PNCORPUS":
+            problems.append("%s: calling_ae %r" % (name, row["instance.calling_ae"]))
+        path = os.path.join(node.storage, row["instance.path"])
+        if not os.path.isfile(path):
+            problems.append("%s: no file at %s" % (name, path))
+            continue
+        problems += ["%s: %s" % (name, d) for d in C.compare_part10(
+            e["abspath"], path, e["sop_class_uid"], sop, e["transfer_syntax_uid"])]
+    assert not problems, "%d problems:\n  %s" % (len(problems), "\n  ".join(problems))
+
+    assert_storage_clean(node)
+    assert_log(node, "PNCORPUS", what="the association from PNCORPUS")
+
+
+def test_same_patient_id_other_issuer_is_another_patient(node, corpus, scu_dir):
+    shared = [e for e in corpus.entries if e["attrs"]["PatientID"] == "SHARED-42"]
+    assert len({e["attrs"]["IssuerOfPatientID"] for e in shared}) == 2, "corpus changed"
+    run = H.storescu(node.port, corpus.paths(shared), scu_dir)
+    assert run.all_success(), run.summary()
+    rows = node.query("SELECT patient_id, issuer, patient_name FROM patient ORDER BY issuer")
+    assert rows == [
+        {"patient_id": "SHARED-42", "issuer": "HOSP_A", "patient_name": "Smith^Anna"},
+        {"patient_id": "SHARED-42", "issuer": "HOSP_B", "patient_name": "Smith^Anne"},
+    ]
+    assert node.count("study") == len({e["study_instance_uid"] for e in shared})
+
+
+def test_patient_names_are_utf8(node, corpus, scu_dir):
+    """One instance per generated patient; names decoded from ISO_IR 100,
+    ISO_IR 192 and ISO 2022 IR 87 into UTF-8."""
+    first = {}
+    for e in corpus.entries:
+        if e["origin"] == "generated":
+            first.setdefault((e["attrs"]["PatientID"], e["attrs"]["IssuerOfPatientID"]), e)
+    run = H.storescu(node.port, corpus.paths(first.values()), scu_dir)
+    assert run.all_success(), run.summary()
+    got = {(r["patient_id"], r["issuer"]): r["patient_name"]
+           for r in node.query("SELECT patient_id, issuer, patient_name FROM patient")}
+    want = {k: e["attrs"]["PatientName"] for k, e in first.items()}
+    assert got == want
+    names = set(got.values())
+    for literal in ("Müller^Hans", "Öberg^Åsa", "Ελληνική^Δοκιμή", "Müller^Jürgen", "山田^太郎"):
+        assert literal in names
+    japanese = got[("PN-0007", "HOSP_JP")]
+    assert japanese.split("=")[1] == "山田^太郎", japanese
+    assert japanese == "Yamada^Tarou=山田^太郎=やまだ^たろう"
+
+
+# --------------------------------------------------------------------------
+# Duplicates
+
+
+def two_copies(scu_dir):
+    """Two different files with the same SOP Instance UID in the same series."""
+    common = dict(seed=0, study_uid=gen_corpus.make_uid(0, "dup-study"),
+                  series_uid=gen_corpus.make_uid(0, "dup-series"),
+                  sop_uid=gen_corpus.make_uid(0, "dup-sop"), patient_id="PN-DUP")
+    first = gen_corpus.make_instance(os.path.join(scu_dir, "first.dcm"), name="dup1",
+                                     instance_number=1, **common)
+    second = gen_corpus.make_instance(os.path.join(scu_dir, "second.dcm"), name="dup2",
+                                      instance_number=7,
+                                      set_attrs={"ImageComments": "second copy"}, **common)
+    assert first["sha256"] != second["sha256"]
+    return first, second
+
+
+@pytest.mark.parametrize("policy", ["ignore", "replace", "reject"])
+def test_duplicate_policy(node_factory, scu_dir, policy):
+    node = node_factory(duplicate_policy=policy)
+    first, second = two_copies(scu_dir)
+    sop = first["sop_instance_uid"]
+
+    run = H.storescu(node.port, [first["path"]], scu_dir, aet="PNFIRST")
+    assert run.all_success(), run.summary()
+    [row1] = C.instance_rows(node)
+    path1 = stored_path(node, row1)
+    with open(path1, "rb") as f:
+        bytes1 = f.read()
+    db1 = C.db_snapshot(node)
+
+    run = H.storescu(node.port, [second["path"]], scu_dir, aet="PNSECOND")
+    status = run.status(second["path"])
+    rows = C.instance_rows(node)
+    assert len(rows) == 1 and node.count("series") == 1 and node.count("study") == 1
+
+    if policy in ("ignore", "reject"):
+        if policy == "ignore":
+            assert status == H.SUCCESS, run.summary()
+        else:
+            assert status == H.DUPLICATE, run.summary()
+        assert C.db_snapshot(node) == db1, "the index changed"
+        with open(path1, "rb") as f:
+            assert f.read() == bytes1, "the stored file changed"
+        assert not C.compare_part10(first["path"], path1, first["sop_class_uid"], sop,
+                                    first["transfer_syntax_uid"])
+    else:
+        assert status == H.SUCCESS, run.summary()
+        row = rows[0]
+        assert row["instance_number"] == 7
+        assert row["calling_ae"] == "PNSECOND"
+        path2 = stored_path(node, row)
+        assert not C.compare_part10(second["path"], path2, second["sop_class_uid"], sop,
+                                    second["transfer_syntax_uid"])
+        assert row["sha256"] == C.sha256_file(path2)
+        if row["path"] != row1["path"]:
+            assert not os.path.exists(path1), "the replaced file is still there"
+        else:
+            with open(path2, "rb") as f:
+                assert f.read() != bytes1, "same path, old content"
+    assert_storage_clean(node)
+    assert_log(node, re.escape(sop), "duplicate", what="the duplicate")
+
+
+# --------------------------------------------------------------------------
+# Hierarchy conflicts and hostile UIDs
+
+
+@pytest.mark.parametrize("case", ["conflict_series", "conflict_study"])
+def test_hierarchy_conflict_is_refused(node, bad_cases, scu_dir, case):
+    first, second = bad_cases[case]["files"]
+    run = H.storescu(node.port, [first["abspath"]], scu_dir)
+    assert run.all_success(), run.summary()
+    db1 = C.db_snapshot(node)
+    disk1 = C.tree_snapshot(node.storage)
+
+    run = H.storescu(node.port, [second["abspath"]], scu_dir)
+    status = run.status(second["abspath"])
+    assert H.is_cannot_understand(status), run.summary()
+    assert C.db_snapshot(node) == db1, "the index changed"
+    assert C.tree_snapshot(node.storage) == disk1, "the storage root changed"
+    assert_storage_clean(node)
+    assert_log(node, "conflict", re.escape(second["sop_instance_uid"]),
+               what="the hierarchy conflict")
+
+
+REFUSED = [name for name, _a, _v, _w in gen_corpus.BAD_UIDS] + ["missing_study_uid"]
+
+
+def send_one(node, scu_dir, f, sender):
+    """Status of one C-STORE of file entry f; rawscu sends the file's bytes
+    untouched, command UIDs included. "aborted"/"rejected" when rawscu got
+    no status."""
+    if sender == "storescu":
+        return H.storescu(node.port, [f["abspath"]], scu_dir).status(f["abspath"])
+    try:
+        return rawscu.store_file(node.port, f["abspath"], command_sop_class=f["sop_class_uid"],
+                                 command_sop_uid=f["sop_instance_uid"] or "")
+    except rawscu.UlError as e:
+        return str(e)
+
+
+@pytest.mark.parametrize("sender", ["storescu", "rawscu"])
+@pytest.mark.parametrize("case", REFUSED)
+def test_bad_uid_is_refused(node, bad_cases, scu_dir, case, sender):
+    """Refused with 0xCxxx, nothing in the index, nothing on disk anywhere;
+    and the node still stores a good instance afterwards. rawscu also puts
+    the bad SOP Instance UID in the command, where an A-ABORT is an
+    acceptable answer too (the command cannot be parsed)."""
+    [bad] = bad_cases[case]["files"]
+    if sender == "storescu" and case == "series_uid_space":
+        pytest.skip("dcmtk drops the space when reading the file: storescu sends a valid UID")
+    before = C.tree_snapshot(node.dir, ignore=OWN_FILES)
+    status = send_one(node, scu_dir, bad, sender)
+    if sender == "rawscu" and isinstance(status, str):
+        assert "aborted" in status or "closed" in status, status
+    else:
+        assert H.is_cannot_understand(status), "%s got status %r (outputs in %s)" % (
+            sender, status, scu_dir)
+
+    assert {t: node.count(t) for t in ("patient", "study", "series", "instance")} == {
+        "patient": 0, "study": 0, "series": 0, "instance": 0}
+    assert C.tree_snapshot(node.dir, ignore=OWN_FILES) == before, "files appeared"
+    assert_storage_clean(node)
+    value = bad.get("bad_value") or ""
+    assert_log(node, re.escape(value) if value else "study", r"uid", what="the refused UID")
+
+    good = gen_corpus.make_instance(os.path.join(scu_dir, "good.dcm"), name="after-" + case)
+    run = H.storescu(node.port, [good["path"]], scu_dir)
+    assert run.all_success(), "the node no longer stores: " + run.summary()
+
+
+def test_meta_header_uid_is_not_trusted(node, bad_cases, scu_dir):
+    """The meta header never travels in a C-STORE: the stored file's meta
+    header names the dataset's SOP Instance UID."""
+    [f] = bad_cases["meta_mismatch"]["files"]
+    assert f["meta_sop_instance_uid"] != f["sop_instance_uid"]
+    run = H.storescu(node.port, [f["abspath"]], scu_dir)
+    assert run.all_success(), run.summary()
+    [row] = C.instance_rows(node)
+    assert row["sop_uid"] == f["sop_instance_uid"]
+    assert not C.compare_part10(f["abspath"], stored_path(node, row), f["sop_class_uid"],
+                                f["sop_instance_uid"], f["transfer_syntax_uid"])
+    assert_storage_clean(node)
+
+
+def test_command_uid_must_match_dataset(node, scu_dir):
+    """A C-STORE-RQ whose Affected SOP Instance UID is not the dataset's SOP
+    Instance UID (storescu cannot send one; rawscu can) is refused and
+    leaves nothing behind. A matching one over the same client stores."""
+    good = gen_corpus.make_instance(os.path.join(scu_dir, "raw-good.dcm"), name="raw-good")
+    status = rawscu.store_file(node.port, good["path"], command_sop_class=good["sop_class_uid"],
+                               command_sop_uid=good["sop_instance_uid"])
+    assert status == H.SUCCESS, "control case: 0x%04X" % status
+    db1 = C.db_snapshot(node)
+    disk1 = C.tree_snapshot(node.storage)
+
+    f = gen_corpus.make_instance(os.path.join(scu_dir, "raw-bad.dcm"), name="raw-bad")
+    other = gen_corpus.make_uid(0, "raw-command-only")
+    status = rawscu.store_file(node.port, f["path"], command_sop_class=f["sop_class_uid"],
+                               command_sop_uid=other)
+    assert H.is_cannot_understand(status), "0x%04X" % status
+    assert C.db_snapshot(node) == db1, "the index changed"
+    assert C.tree_snapshot(node.storage) == disk1, "the storage root changed"
+    assert_storage_clean(node)
+    assert_log(node, re.escape(other), re.escape(f["sop_instance_uid"]), "mismatch|differ",
+               what="the UID mismatch")
+
+
+def test_command_class_must_match_dataset(node, scu_dir):
+    f = gen_corpus.make_instance(os.path.join(scu_dir, "raw-class.dcm"), name="raw-class")
+    status = rawscu.store_file(node.port, f["path"], command_sop_class=gen_corpus.SOP_CLASS["MR"],
+                               command_sop_uid=f["sop_instance_uid"])
+    assert H.is_failure(status), "0x%04X" % status
+    assert node.count("instance") == 0
+    assert_storage_clean(node)
+
+
+# --------------------------------------------------------------------------
+# Concurrency
+
+SENDERS = 8
+
+
+@pytest.mark.parametrize("policy", ["ignore", "replace", "reject"])
+def test_concurrent_senders_same_study(node_factory, scu_dir, policy):
+    """8 storescu processes released at the same instant, each sending the
+    same 5 instances: one patient/study/series row, one row per SOP, one
+    file per SOP; with reject exactly one sender wins each SOP."""
+    node = node_factory(duplicate_policy=policy, workers=2, max_associations=2 * SENDERS)
+    study = gen_corpus.make_uid(0, "race-study")
+    series = gen_corpus.make_uid(0, "race-series")
+    files = [gen_corpus.make_instance(os.path.join(scu_dir, "race%d.dcm" % i), name="race%d" % i,
+                                      patient_id="PN-RACE", study_uid=study, series_uid=series,
+                                      instance_number=i + 1, modality=m)
+             for i, m in enumerate(["CT", "CT", "MR", "PT", "NM"])]
+    group = H.StorescuGroup(node.port, [[f["path"] for f in files]] * SENDERS, scu_dir,
+                            aet="PNRACE")
+    runs = group.wait()
+    report = "\n".join(r.summary(only_problems=True) for r in runs)
+
+    for f in files:
+        statuses = [r.status(f["path"]) for r in runs]
+        if policy == "reject":
+            want = [H.SUCCESS] + [H.DUPLICATE] * (SENDERS - 1)
+            assert sorted(statuses, key=str) == sorted(want, key=str), \
+                "%s: %s\n%s" % (f["path"], statuses, report)
+        else:
+            assert statuses == [H.SUCCESS] * SENDERS, "%s: %s\n%s" % (f["path"], statuses, report)
+
+    assert (node.count("patient"), node.count("study"), node.count("series")) == (1, 1, 1)
+    rows = C.instance_rows(node)
+    assert sorted(r["sop_uid"] for r in rows) == sorted(f["sop_instance_uid"] for f in files)
+    for f in files:
+        [row] = [r for r in rows if r["sop_uid"] == f["sop_instance_uid"]]
+        assert not C.compare_part10(f["path"], stored_path(node, row), f["sop_class_uid"],
+                                    f["sop_instance_uid"], f["transfer_syntax_uid"])
+    assert_storage_clean(node)
+    assert_log(node, "PNRACE", what="the racing associations")
