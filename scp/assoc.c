@@ -27,13 +27,13 @@ static bool admit(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dcm_ass
 	const pn_config *cfg = ctx->cfg;
 	if (cfg->require_called_ae && strcmp(info->called_ae, cfg->ae_title) != 0) {
 		pn_warning("association from \"%s\" at %s rejected: called AE title \"%s\" is not ours (\"%s\")",
-			   info->calling_ae, info->peer, info->called_ae, cfg->ae_title);
+		           info->calling_ae, info->peer, info->called_ae, cfg->ae_title);
 		pn_dcm_assoc_reject(assoc, PN_REJECT_CALLED_AE);
 		return false;
 	}
 	if (!pn_config_find_peer(cfg, info->calling_ae) && !cfg->accept_unknown_calling_ae) {
 		pn_warning("association from \"%s\" at %s rejected: calling AE title is not a configured peer",
-			   info->calling_ae, info->peer);
+		           info->calling_ae, info->peer);
 		pn_dcm_assoc_reject(assoc, PN_REJECT_CALLING_AE);
 		return false;
 	}
@@ -41,13 +41,13 @@ static bool admit(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dcm_ass
 	int rc = pn_dcm_assoc_accept(assoc, &accepted);
 	if (rc == -EPROTONOSUPPORT) {
 		pn_warning("association from \"%s\" at %s rejected: not the DICOM application context",
-			   info->calling_ae, info->peer);
+		           info->calling_ae, info->peer);
 		pn_dcm_assoc_reject(assoc, PN_REJECT_APP_CONTEXT);
 		return false;
 	}
 	if (rc == 0 && accepted == 0) {
 		pn_warning("association from \"%s\" at %s rejected: no presentation context we support",
-			   info->calling_ae, info->peer);
+		           info->calling_ae, info->peer);
 		pn_dcm_assoc_reject(assoc, PN_REJECT_NO_CONTEXT);
 		return false;
 	}
@@ -60,7 +60,7 @@ static bool admit(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dcm_ass
 
 /* Runs commands until release, abort or failure; returns the outcome. */
 static const char *serve_commands(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dcm_assoc_info *info,
-				  assoc_counts *counts)
+                                  assoc_counts *counts)
 {
 	const pn_peer *peer = pn_config_find_peer(ctx->cfg, info->calling_ae);
 	for (;;) {
@@ -90,10 +90,10 @@ static const char *serve_commands(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, 
 		case PN_CMD_STORE:
 			if (peer && !(peer->allow & PN_ALLOW_STORE)) {
 				pn_warning("C-STORE from \"%s\" refused: peer [peer.%s] is not allowed to store",
-					   info->calling_ae, peer->label);
+				           info->calling_ae, peer->label);
 				if (pn_dcm_discard_dataset(assoc, ctx->cfg->dimse_timeout) < 0 ||
-				    pn_dcm_store_respond(assoc, &cmd, PN_STATUS_NOT_AUTHORIZED, "not allowed to store") <
-					    0) {
+				    pn_dcm_store_respond(assoc, &cmd, PN_STATUS_NOT_AUTHORIZED,
+				                         "not allowed to store") < 0) {
 					pn_dcm_assoc_abort(assoc);
 					return "aborted: network or protocol error";
 				}
@@ -112,7 +112,7 @@ static const char *serve_commands(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, 
 			break;
 		default:
 			pn_warning("association from \"%s\": unsupported DIMSE command 0x%04X, aborting",
-				   info->calling_ae, cmd.command_field);
+			           info->calling_ae, cmd.command_field);
 			pn_dcm_assoc_abort(assoc);
 			return "aborted: unsupported command";
 		}
@@ -128,7 +128,7 @@ void pn_assoc_serve(const pn_store_ctx *ctx, pn_dcm_net *net, int fd)
 	int rc = pn_dcm_assoc_receive(net, fd, (unsigned long)ctx->cfg->max_pdu, &assoc, &info);
 	if (rc < 0) {
 		pn_warning("connection dropped before a valid A-ASSOCIATE-RQ: %s",
-			   rc == -ETIMEDOUT ? "timed out" : "protocol error");
+		           rc == -ETIMEDOUT ? "timed out" : "protocol error");
 		return;
 	}
 	assoc_counts counts = {0};
@@ -137,8 +137,8 @@ void pn_assoc_serve(const pn_store_ctx *ctx, pn_dcm_net *net, int fd)
 		outcome = serve_commands(ctx, assoc, &info, &counts);
 	pn_dcm_assoc_free(assoc);
 	pn_info("association \"%s\" -> \"%s\" from %s: %s after %.3f s, %u instances stored, %u failed%s",
-		info.calling_ae, info.called_ae, info.peer, outcome, seconds_since(&t0), counts.stored,
-		counts.failed, counts.echoes ? ", C-ECHO answered" : "");
+	        info.calling_ae, info.called_ae, info.peer, outcome, seconds_since(&t0), counts.stored, counts.failed,
+	        counts.echoes ? ", C-ECHO answered" : "");
 }
 
 void pn_assoc_reject_busy(pn_dcm_net *net, int fd, unsigned long max_pdu)
@@ -150,5 +150,5 @@ void pn_assoc_reject_busy(pn_dcm_net *net, int fd, unsigned long max_pdu)
 	pn_dcm_assoc_reject(assoc, PN_REJECT_BUSY);
 	pn_dcm_assoc_free(assoc);
 	pn_warning("association from \"%s\" at %s rejected (transient): max_associations reached", info.calling_ae,
-		   info.peer);
+	           info.peer);
 }

@@ -43,8 +43,7 @@ static int parse_int(parse_state *st, void *field, const char *value, long min, 
 	errno = 0;
 	long v = strtol(value, &end, 10);
 	if (errno || end == value || *end != '\0' || v < min || v > max) {
-		snprintf(st->err, sizeof(st->err), "expected an integer from %ld to %ld, got \"%s\"", min, max,
-			 value);
+		snprintf(st->err, sizeof(st->err), "expected an integer from %ld to %ld, got \"%s\"", min, max, value);
 		return -EINVAL;
 	}
 	*(int *)field = (int)v;
@@ -77,8 +76,8 @@ static int parse_ae(parse_state *st, void *field, const char *value, long min, l
 	(void)max;
 	if (!pn_ae_title_valid(value)) {
 		snprintf(st->err, sizeof(st->err),
-			 "expected an AE title (1-16 characters, no backslash or control characters), got \"%s\"",
-			 value);
+		         "expected an AE title (1-16 characters, no backslash or control characters), got \"%s\"",
+		         value);
 		return -EINVAL;
 	}
 	snprintf((char *)field, 17, "%s", value);
@@ -89,8 +88,7 @@ static int parse_ae(parse_state *st, void *field, const char *value, long min, l
 static int parse_fixed(parse_state *st, void *field, const char *value, long min, long max)
 {
 	if ((long)strlen(value) < min || (long)strlen(value) >= max) {
-		snprintf(st->err, sizeof(st->err), "expected %ld to %ld characters, got \"%s\"", min, max - 1,
-			 value);
+		snprintf(st->err, sizeof(st->err), "expected %ld to %ld characters, got \"%s\"", min, max - 1, value);
 		return -EINVAL;
 	}
 	memcpy(field, value, strlen(value) + 1);
@@ -167,7 +165,7 @@ static int parse_allow(parse_state *st, void *field, const char *value, long min
 		}
 		if (!found) {
 			snprintf(st->err, sizeof(st->err),
-				 "expected a comma-separated list of store, find, move, get; got \"%s\"", value);
+			         "expected a comma-separated list of store, find, move, get; got \"%s\"", value);
 			return -EINVAL;
 		}
 		p += n;
@@ -178,28 +176,28 @@ static int parse_allow(parse_state *st, void *field, const char *value, long min
 
 #define CFG(f) offsetof(pn_config, f)
 static const config_key node_keys[] = {
-	{"node", "ae_title", parse_ae, CFG(ae_title), 0, 0},
-	{"node", "bind", parse_fixed, CFG(bind), 1, sizeof(((pn_config *)0)->bind)},
-	{"node", "port", parse_int, CFG(port), 1, 65535},
-	{"node", "require_called_ae", parse_bool, CFG(require_called_ae), 0, 0},
-	{"node", "accept_unknown_calling_ae", parse_bool, CFG(accept_unknown_calling_ae), 0, 0},
-	{"limits", "workers", parse_int, CFG(workers), 1, 256},
-	{"limits", "max_associations", parse_int, CFG(max_associations), 1, 4096},
-	{"limits", "max_pdu", parse_int, CFG(max_pdu), 4096, 131072},
-	{"limits", "acse_timeout", parse_int, CFG(acse_timeout), 1, 3600},
-	{"limits", "dimse_timeout", parse_int, CFG(dimse_timeout), 0, 86400},
-	{"storage", "root", parse_string, CFG(storage_root), 1, 0},
-	{"storage", "duplicate_policy", parse_dup_policy, CFG(duplicate_policy), 0, 0},
-	{"database", "conninfo", parse_string, CFG(conninfo), 1, 0},
-	{"log", "level", parse_log_level, CFG(log_level), 0, 0},
+    {"node", "ae_title", parse_ae, CFG(ae_title), 0, 0},
+    {"node", "bind", parse_fixed, CFG(bind), 1, sizeof(((pn_config *)0)->bind)},
+    {"node", "port", parse_int, CFG(port), 1, 65535},
+    {"node", "require_called_ae", parse_bool, CFG(require_called_ae), 0, 0},
+    {"node", "accept_unknown_calling_ae", parse_bool, CFG(accept_unknown_calling_ae), 0, 0},
+    {"limits", "workers", parse_int, CFG(workers), 1, 256},
+    {"limits", "max_associations", parse_int, CFG(max_associations), 1, 4096},
+    {"limits", "max_pdu", parse_int, CFG(max_pdu), 4096, 131072},
+    {"limits", "acse_timeout", parse_int, CFG(acse_timeout), 1, 3600},
+    {"limits", "dimse_timeout", parse_int, CFG(dimse_timeout), 0, 86400},
+    {"storage", "root", parse_string, CFG(storage_root), 1, 0},
+    {"storage", "duplicate_policy", parse_dup_policy, CFG(duplicate_policy), 0, 0},
+    {"database", "conninfo", parse_string, CFG(conninfo), 1, 0},
+    {"log", "level", parse_log_level, CFG(log_level), 0, 0},
 };
 
 #define PEER(f) offsetof(pn_peer, f)
 static const config_key peer_keys[] = {
-	{"peer", "ae_title", parse_ae, PEER(ae_title), 0, 0},
-	{"peer", "host", parse_fixed, PEER(host), 1, sizeof(((pn_peer *)0)->host)},
-	{"peer", "port", parse_int, PEER(port), 1, 65535},
-	{"peer", "allow", parse_allow, PEER(allow), 0, 0},
+    {"peer", "ae_title", parse_ae, PEER(ae_title), 0, 0},
+    {"peer", "host", parse_fixed, PEER(host), 1, sizeof(((pn_peer *)0)->host)},
+    {"peer", "port", parse_int, PEER(port), 1, 65535},
+    {"peer", "allow", parse_allow, PEER(allow), 0, 0},
 };
 
 static pn_peer *peer_for_section(parse_state *st, const char *section)
@@ -213,7 +211,7 @@ static pn_peer *peer_for_section(parse_state *st, const char *section)
 			return st->peer = &c->peers[i];
 	if (c->n_peers >= MAX_PEERS || strlen(label) == 0 || strlen(label) >= sizeof(c->peers[0].label)) {
 		snprintf(st->err, sizeof(st->err), "bad peer section (empty or too long label, or over %d peers)",
-			 MAX_PEERS);
+		         MAX_PEERS);
 		return NULL;
 	}
 	pn_peer *grown = realloc(c->peers, (c->n_peers + 1) * sizeof(*grown));
@@ -282,7 +280,7 @@ static int check_whole(const pn_config *c, char *err, size_t errlen)
 {
 	if (c->max_associations < c->workers) {
 		snprintf(err, errlen, "%s: [limits] max_associations (%d) must be at least workers (%d)", c->source,
-			 c->max_associations, c->workers);
+		         c->max_associations, c->workers);
 		return -EINVAL;
 	}
 	for (size_t i = 0; i < c->n_peers; i++) {
@@ -294,7 +292,7 @@ static int check_whole(const pn_config *c, char *err, size_t errlen)
 		for (size_t j = 0; j < i; j++) {
 			if (strcmp(c->peers[j].ae_title, p->ae_title) == 0) {
 				snprintf(err, errlen, "%s: [peer.%s] ae_title \"%s\" is already used by [peer.%s]",
-					 c->source, p->label, p->ae_title, c->peers[j].label);
+				         c->source, p->label, p->ae_title, c->peers[j].label);
 				return -EINVAL;
 			}
 		}
@@ -319,14 +317,13 @@ int pn_config_load(const char *path, pn_config **ret_config, char *errbuf, size_
 		parse_state st = {.cfg = c};
 		int line = ini_parse(path, on_key, &st);
 		if (line == -1) {
-			snprintf(errbuf, errlen, "could not open configuration file \"%s\": %s", path,
-				 strerror(errno));
+			snprintf(errbuf, errlen, "could not open configuration file \"%s\": %s", path, strerror(errno));
 			rc = -ENOENT;
 			goto fail;
 		}
 		if (line != 0) {
 			snprintf(errbuf, errlen, "%s:%d: %s", path, line,
-				 st.err[0] ? st.err : "syntax error (expected [section] or key = value)");
+			         st.err[0] ? st.err : "syntax error (expected [section] or key = value)");
 			rc = -EINVAL;
 			goto fail;
 		}

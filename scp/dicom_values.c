@@ -47,7 +47,7 @@ bool pn_da_to_iso(const char *da, char out[11])
 	if (strlen(v) == 8 && all_digits(v, 8)) {
 		memcpy(d, v, 8);
 	} else if (strlen(v) == 10 && v[4] == '.' && v[7] == '.' && all_digits(v, 4) && all_digits(v + 5, 2) &&
-		   all_digits(v + 8, 2)) {
+	           all_digits(v + 8, 2)) {
 		memcpy(d, v, 4);
 		memcpy(d + 4, v + 5, 2);
 		memcpy(d + 6, v + 8, 2);
@@ -93,7 +93,8 @@ bool pn_tm_to_iso(const char *tm, char out[16])
 		size_t fl = strlen(frac);
 		if (int_len != 6 || fl == 0 || fl > 6 || !all_digits(frac, fl))
 			return false;
-		snprintf(out, 16, "%02u:%02u:%02u.%.6s", (unsigned)hh % 100u, (unsigned)mm % 100u, (unsigned)ss % 100u, frac);
+		snprintf(out, 16, "%02u:%02u:%02u.%.6s", (unsigned)hh % 100u, (unsigned)mm % 100u, (unsigned)ss % 100u,
+		         frac);
 	} else {
 		snprintf(out, 16, "%02u:%02u:%02u", (unsigned)hh % 100u, (unsigned)mm % 100u, (unsigned)ss % 100u);
 	}

@@ -5,11 +5,11 @@
 #include <unistd.h>
 
 pn_fsio_ops pn_fsio = {
-	.openat = openat,
-	.write = write,
-	.fsync = fsync,
-	.close = close,
-	.linkat = linkat,
-	.unlinkat = unlinkat,
-	.mkdirat = mkdirat,
+    .openat = openat,
+    .write = write,
+    .fsync = fsync,
+    .close = close,
+    .linkat = linkat,
+    .unlinkat = unlinkat,
+    .mkdirat = mkdirat,
 };

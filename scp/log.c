@@ -47,9 +47,10 @@ void pn_log(int level, const char *fmt, ...)
 		struct tm tm;
 		gettimeofday(&tv, NULL);
 		localtime_r(&tv.tv_sec, &tm);
-		n = snprintf(line, sizeof(line), "%04d-%02d-%02d %02d:%02d:%02d.%03d pacsnode[%d] %s: ",
-			     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-			     (int)(tv.tv_usec / 1000), (int)getpid(), level_names[level]);
+		n = snprintf(line, sizeof(line),
+		             "%04d-%02d-%02d %02d:%02d:%02d.%03d pacsnode[%d] %s: ", tm.tm_year + 1900, tm.tm_mon + 1,
+		             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(tv.tv_usec / 1000), (int)getpid(),
+		             level_names[level]);
 	}
 	va_list ap;
 	va_start(ap, fmt);

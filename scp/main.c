@@ -24,10 +24,10 @@
 static void usage(FILE *out)
 {
 	fprintf(out, "usage: pacsnode [-c FILE] [-t]\n"
-		     "  -c, --config FILE   read the configuration from FILE (default: embedded defaults)\n"
-		     "  -t, --check-config  check the configuration and exit\n"
-		     "  -V, --version       print the version and exit\n"
-		     "  -h, --help          this text\n");
+	             "  -c, --config FILE   read the configuration from FILE (default: embedded defaults)\n"
+	             "  -t, --check-config  check the configuration and exit\n"
+	             "  -V, --version       print the version and exit\n"
+	             "  -h, --help          this text\n");
 }
 
 static int referenced(void *ctx, const char *rel, bool *ret)
@@ -81,8 +81,8 @@ static int prepare(const pn_config *cfg)
 		pn_error("storage recovery failed: %s (%s)", strerror(-rc), pn_db_errmsg(db));
 	else if (rec.kept || rec.removed || rec.strays)
 		pn_warning("storage recovery after an unclean stop: %u committed instances finished, %u uncommitted "
-			   "removed, %u stray temporary files removed",
-			   rec.kept, rec.removed, rec.strays);
+		           "removed, %u stray temporary files removed",
+		           rec.kept, rec.removed, rec.strays);
 	pn_info("database schema version %d; storage root \"%s\"", version, cfg->storage_root);
 	pn_storage_free(storage);
 	pn_db_free(db);
@@ -92,10 +92,10 @@ static int prepare(const pn_config *cfg)
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
-					     {"check-config", no_argument, NULL, 't'},
-					     {"version", no_argument, NULL, 'V'},
-					     {"help", no_argument, NULL, 'h'},
-					     {NULL, 0, NULL, 0}};
+	                                     {"check-config", no_argument, NULL, 't'},
+	                                     {"version", no_argument, NULL, 'V'},
+	                                     {"help", no_argument, NULL, 'h'},
+	                                     {NULL, 0, NULL, 0}};
 	const char *path = NULL;
 	bool check_only = false;
 	int opt;
@@ -141,10 +141,10 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 
 	pn_info("pacsnode %s starting: configuration %s, duplicate_policy = %s", PN_VERSION, cfg->source,
-		pn_dup_policy_name(cfg->duplicate_policy));
+	        pn_dup_policy_name(cfg->duplicate_policy));
 	if (cfg->accept_unknown_calling_ae)
 		pn_warning("accepting any calling AE title (development default): list the peers and set "
-			   "accept_unknown_calling_ae = no in production");
+		           "accept_unknown_calling_ae = no in production");
 	int status = EXIT_FAILURE;
 	if (prepare(cfg) == 0)
 		status = pn_server_run(cfg);

@@ -27,39 +27,42 @@ typedef struct {
 	size_t offset; /* of the const char * in pn_instance_rec */
 } column;
 
-#define COL(g, e, kind, field) {PN_TAG(g, e), kind, offsetof(pn_instance_rec, field)}
+#define COL(g, e, kind, field)                                                                                         \
+	{                                                                                                              \
+		PN_TAG(g, e), kind, offsetof(pn_instance_rec, field)                                                   \
+	}
 
 /* The typed, indexed columns (PS3.4 C.6 matching keys). */
 static const column columns[] = {
-	COL(0x0010, 0x0010, V_TEXT, patient_name),
-	COL(0x0010, 0x0030, V_DATE, patient_birth_date),
-	COL(0x0010, 0x0040, V_TEXT, patient_sex),
-	COL(0x0008, 0x0020, V_DATE, study_date),
-	COL(0x0008, 0x0030, V_TIME, study_time),
-	COL(0x0008, 0x0050, V_TEXT, accession_number),
-	COL(0x0020, 0x0010, V_TEXT, study_id),
-	COL(0x0008, 0x1030, V_TEXT, study_description),
-	COL(0x0008, 0x0090, V_TEXT, referring_physician_name),
-	COL(0x0008, 0x0060, V_TEXT, modality),
-	COL(0x0020, 0x0011, V_INT, series_number),
-	COL(0x0008, 0x103E, V_TEXT, series_description),
-	COL(0x0008, 0x0021, V_DATE, series_date),
-	COL(0x0008, 0x0031, V_TIME, series_time),
-	COL(0x0018, 0x0015, V_TEXT, body_part_examined),
-	COL(0x0018, 0x1030, V_TEXT, protocol_name),
-	COL(0x0020, 0x0013, V_INT, instance_number),
-	COL(0x0008, 0x0008, V_TEXT, image_type),
-	COL(0x0028, 0x0010, V_INT, rows),
-	COL(0x0028, 0x0011, V_INT, columns),
-	COL(0x0028, 0x0008, V_INT, number_of_frames),
-	COL(0x0028, 0x0002, V_INT, samples_per_pixel),
-	COL(0x0028, 0x0004, V_TEXT, photometric_interpretation),
-	COL(0x0018, 0x0050, V_FLOAT, slice_thickness),
-	COL(0x0018, 0x0088, V_FLOAT, spacing_between_slices),
-	COL(0x0008, 0x0022, V_DATE, acquisition_date),
-	COL(0x0008, 0x0032, V_TIME, acquisition_time),
-	COL(0x0008, 0x0023, V_DATE, content_date),
-	COL(0x0008, 0x0033, V_TIME, content_time),
+    COL(0x0010, 0x0010, V_TEXT, patient_name),
+    COL(0x0010, 0x0030, V_DATE, patient_birth_date),
+    COL(0x0010, 0x0040, V_TEXT, patient_sex),
+    COL(0x0008, 0x0020, V_DATE, study_date),
+    COL(0x0008, 0x0030, V_TIME, study_time),
+    COL(0x0008, 0x0050, V_TEXT, accession_number),
+    COL(0x0020, 0x0010, V_TEXT, study_id),
+    COL(0x0008, 0x1030, V_TEXT, study_description),
+    COL(0x0008, 0x0090, V_TEXT, referring_physician_name),
+    COL(0x0008, 0x0060, V_TEXT, modality),
+    COL(0x0020, 0x0011, V_INT, series_number),
+    COL(0x0008, 0x103E, V_TEXT, series_description),
+    COL(0x0008, 0x0021, V_DATE, series_date),
+    COL(0x0008, 0x0031, V_TIME, series_time),
+    COL(0x0018, 0x0015, V_TEXT, body_part_examined),
+    COL(0x0018, 0x1030, V_TEXT, protocol_name),
+    COL(0x0020, 0x0013, V_INT, instance_number),
+    COL(0x0008, 0x0008, V_TEXT, image_type),
+    COL(0x0028, 0x0010, V_INT, rows),
+    COL(0x0028, 0x0011, V_INT, columns),
+    COL(0x0028, 0x0008, V_INT, number_of_frames),
+    COL(0x0028, 0x0002, V_INT, samples_per_pixel),
+    COL(0x0028, 0x0004, V_TEXT, photometric_interpretation),
+    COL(0x0018, 0x0050, V_FLOAT, slice_thickness),
+    COL(0x0018, 0x0088, V_FLOAT, spacing_between_slices),
+    COL(0x0008, 0x0022, V_DATE, acquisition_date),
+    COL(0x0008, 0x0032, V_TIME, acquisition_time),
+    COL(0x0008, 0x0023, V_DATE, content_date),
+    COL(0x0008, 0x0033, V_TIME, content_time),
 };
 
 static const char *keep(pn_record *r, char *s)
@@ -122,7 +125,7 @@ static int text_decode(void *ctx, const char *in, size_t len, char **ret_out)
 
 /* Reads a key UID; false (with a reason) when missing or invalid. */
 static bool get_uid(pn_dcm_ds *ds, uint32_t tag, const char *name, pn_record *r, const char **ret, char *why,
-		    size_t whylen)
+                    size_t whylen)
 {
 	char *v = NULL;
 	if (pn_dcm_ds_get(ds, tag, &v) < 0 || !v) {
@@ -142,7 +145,7 @@ static bool get_uid(pn_dcm_ds *ds, uint32_t tag, const char *name, pn_record *r,
 }
 
 int pn_record_build(pn_dcm_ds *ds, const char *cmd_sop_class, const char *cmd_sop_uid, pn_record **ret_record,
-		    pn_record_problem *ret_problem, bool *ret_charset_ok, char *why, size_t whylen)
+                    pn_record_problem *ret_problem, bool *ret_charset_ok, char *why, size_t whylen)
 {
 	pn_record *r = calloc(1, sizeof(*r));
 	if (!r)
@@ -160,13 +163,13 @@ int pn_record_build(pn_dcm_ds *ds, const char *cmd_sop_class, const char *cmd_so
 	if (strcmp(row->sop_uid, cmd_sop_uid) != 0) {
 		*ret_problem = PN_RECORD_UID_MISMATCH;
 		snprintf(why, whylen, "SOPInstanceUID %s differs from the command's Affected SOP Instance UID %s",
-			 row->sop_uid, cmd_sop_uid);
+		         row->sop_uid, cmd_sop_uid);
 		goto fail;
 	}
 	if (strcmp(row->sop_class_uid, cmd_sop_class) != 0) {
 		*ret_problem = PN_RECORD_CLASS_MISMATCH;
 		snprintf(why, whylen, "SOPClassUID %s differs from the command's Affected SOP Class UID %s",
-			 row->sop_class_uid, cmd_sop_class);
+		         row->sop_class_uid, cmd_sop_class);
 		goto fail;
 	}
 

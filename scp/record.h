@@ -24,7 +24,7 @@ typedef struct pn_record pn_record;
  * *ret_charset_ok is false when the text could not be converted (values
  * were then kept with unknown bytes replaced). */
 int pn_record_build(pn_dcm_ds *ds, const char *cmd_sop_class, const char *cmd_sop_uid, pn_record **ret_record,
-		    pn_record_problem *ret_problem, bool *ret_charset_ok, char *why, size_t whylen);
+                    pn_record_problem *ret_problem, bool *ret_charset_ok, char *why, size_t whylen);
 void pn_record_free(pn_record *r); /* NULL is a no-op */
 
 /* The row values; the caller fills the storage facts (path, size, ...). */

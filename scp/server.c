@@ -29,9 +29,9 @@
 typedef enum { CHILD_POOL, CHILD_OVERFLOW, CHILD_REJECTER } child_kind;
 
 typedef struct {
-	pid_t pid;      /* 0: slot unused */
+	pid_t pid; /* 0: slot unused */
 	child_kind kind;
-	int channel;    /* pool workers: our end of the socket pair */
+	int channel; /* pool workers: our end of the socket pair */
 	bool busy;
 	time_t started;
 } child;
@@ -330,7 +330,7 @@ int pn_server_run(const pn_config *cfg)
 
 	fill_pool(&s);
 	pn_info("listening on %s:%d as \"%s\" with %d workers (max %d associations)", cfg->bind, cfg->port,
-		cfg->ae_title, cfg->workers, cfg->max_associations);
+	        cfg->ae_title, cfg->workers, cfg->max_associations);
 	sd_notify(0, "READY=1");
 
 	struct pollfd *pfd = calloc(s.n_children + 1, sizeof(*pfd));

@@ -280,8 +280,7 @@ int pn_storage_remove(pn_storage *s, const char *rel)
 /* After a crash between a replace's commit and the removal of the old
  * file: removes siblings of `rel` (same SOP Instance UID, other generation)
  * that no row names. */
-static int remove_unreferenced_siblings(pn_storage *s, const char *rel, pn_storage_referenced_fn referenced,
-					void *ctx)
+static int remove_unreferenced_siblings(pn_storage *s, const char *rel, pn_storage_referenced_fn referenced, void *ctx)
 {
 	char dir[8];
 	snprintf(dir, sizeof(dir), "%.5s", rel);
@@ -317,8 +316,7 @@ static int remove_unreferenced_siblings(pn_storage *s, const char *rel, pn_stora
 	return rc;
 }
 
-int pn_storage_recover(pn_storage *s, pn_storage_referenced_fn referenced, void *ctx,
-		       pn_storage_recovery *ret_stats)
+int pn_storage_recover(pn_storage *s, pn_storage_referenced_fn referenced, void *ctx, pn_storage_recovery *ret_stats)
 {
 	pn_storage_recovery st = {0};
 	int fd = dup(s->tmp_fd);

@@ -56,7 +56,6 @@ typedef struct {
 } pn_storage_recovery;
 
 /* Finishes or undoes what a crash left in tmp/. */
-int pn_storage_recover(pn_storage *s, pn_storage_referenced_fn referenced, void *ctx,
-		       pn_storage_recovery *ret_stats);
+int pn_storage_recover(pn_storage *s, pn_storage_referenced_fn referenced, void *ctx, pn_storage_recovery *ret_stats);
 
 #endif

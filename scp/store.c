@@ -28,7 +28,7 @@ static uint32_t generation(void)
 
 /* Sends the response; maps a failure to send to "association unusable". */
 static int respond(pn_dcm_assoc *assoc, const pn_dcm_cmd *cmd, unsigned short status, const char *comment,
-		   unsigned short *ret_status)
+                   unsigned short *ret_status)
 {
 	*ret_status = status;
 	return pn_dcm_store_respond(assoc, cmd, status, comment) < 0 ? -EPROTO : 0;
@@ -49,7 +49,7 @@ static unsigned short problem_status(pn_record_problem p)
 /* Index the finished file and decide the status. The file is linked and
  * left for the caller to keep (done) or drop (discard) via *ret_keep. */
 static unsigned short index_instance(const pn_store_ctx *ctx, pn_storage_file *file, pn_record *rec,
-				     const char *calling_ae, bool *ret_keep, char *why, size_t whylen)
+                                     const char *calling_ae, bool *ret_keep, char *why, size_t whylen)
 {
 	pn_instance_rec *row = pn_record_row(rec);
 	row->path = pn_storage_file_rel_path(file);
@@ -96,11 +96,11 @@ static unsigned short index_instance(const pn_store_ctx *ctx, pn_storage_file *f
 		return PN_STATUS_DUPLICATE;
 	case PN_INDEX_CONFLICT_STUDY:
 		snprintf(why, whylen, "hierarchy conflict: study %s belongs to another patient than \"%s\"",
-			 row->study_uid, row->patient_id);
+		         row->study_uid, row->patient_id);
 		return PN_STATUS_HIERARCHY_CONFLICT;
 	case PN_INDEX_CONFLICT_SERIES:
-		snprintf(why, whylen, "hierarchy conflict: series %s belongs to another study than %s",
-			 row->series_uid, row->study_uid);
+		snprintf(why, whylen, "hierarchy conflict: series %s belongs to another study than %s", row->series_uid,
+		         row->study_uid);
 		return PN_STATUS_HIERARCHY_CONFLICT;
 	}
 	snprintf(why, whylen, "unexpected index outcome %d", (int)outcome);
@@ -108,7 +108,7 @@ static unsigned short index_instance(const pn_store_ctx *ctx, pn_storage_file *f
 }
 
 int pn_store_handle(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dcm_cmd *cmd, const char *calling_ae,
-		    unsigned short *ret_status)
+                    unsigned short *ret_status)
 {
 	int timeout = ctx->cfg->dimse_timeout;
 	char why[512] = "";
@@ -121,7 +121,7 @@ int pn_store_handle(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dcm_c
 		snprintf(shown, sizeof(shown), "%s", cmd->sop_instance_uid);
 		pn_utf8_sanitise(shown);
 		pn_warning("C-STORE from \"%s\" refused: Affected SOP Instance/Class UID \"%s\" is not a valid UID",
-			   calling_ae, shown);
+		           calling_ae, shown);
 		if (cmd->has_dataset && pn_dcm_discard_dataset(assoc, timeout) < 0)
 			return -EPROTO;
 		return respond(assoc, cmd, PN_STATUS_BAD_UID, "invalid Affected SOP Instance UID", ret_status);
@@ -134,7 +134,7 @@ int pn_store_handle(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dcm_c
 		rc = pn_storage_file_begin(ctx->storage, rel, &file);
 	if (rc < 0) {
 		pn_error("C-STORE of %s refused: could not create a temporary file: %s", cmd->sop_instance_uid,
-			 strerror(-rc));
+		         strerror(-rc));
 		if (pn_dcm_discard_dataset(assoc, timeout) < 0)
 			return -EPROTO;
 		return respond(assoc, cmd, PN_STATUS_OUT_OF_STORAGE, "could not create file", ret_status);
@@ -145,15 +145,15 @@ int pn_store_handle(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dcm_c
 	if (rc == -ETIMEDOUT || rc == -EPROTO || rc == -ENOMEM) {
 		pn_storage_file_discard(file);
 		pn_warning("C-STORE of %s from \"%s\" broken off while receiving: %s", cmd->sop_instance_uid,
-			   calling_ae, rc == -ETIMEDOUT ? "timed out" : "network or protocol error");
+		           calling_ae, rc == -ETIMEDOUT ? "timed out" : "network or protocol error");
 		return rc;
 	}
 	if (rc == 0)
 		rc = pn_storage_file_finish(file);
 	if (rc < 0) {
 		pn_storage_file_discard(file);
-		pn_error("C-STORE of %s refused: could not write \"%s\": %s", cmd->sop_instance_uid,
-			 rel, strerror(-rc));
+		pn_error("C-STORE of %s refused: could not write \"%s\": %s", cmd->sop_instance_uid, rel,
+		         strerror(-rc));
 		return respond(assoc, cmd, PN_STATUS_OUT_OF_STORAGE, "could not write file", ret_status);
 	}
 
@@ -168,7 +168,7 @@ int pn_store_handle(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dcm_c
 		goto refuse;
 	}
 	rc = pn_record_build(ds, cmd->sop_class_uid, cmd->sop_instance_uid, &rec, &problem, &charset_ok, why,
-			     sizeof(why));
+	                     sizeof(why));
 	if (rc == -EBADMSG) {
 		status = problem_status(problem);
 		goto refuse;
@@ -180,10 +180,10 @@ int pn_store_handle(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dcm_c
 	}
 	if (!charset_ok)
 		pn_warning("instance %s: text not convertible from Specific Character Set \"%s\"; unknown bytes "
-			   "indexed as '?'",
-			   cmd->sop_instance_uid,
-			   pn_record_row(rec)->specific_character_set ? pn_record_row(rec)->specific_character_set
-								      : "");
+		           "indexed as '?'",
+		           cmd->sop_instance_uid,
+		           pn_record_row(rec)->specific_character_set ? pn_record_row(rec)->specific_character_set
+		                                                      : "");
 
 	bool keep = false;
 	status = index_instance(ctx, file, rec, calling_ae, &keep, why, sizeof(why));
@@ -196,10 +196,10 @@ int pn_store_handle(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dcm_c
 	if (status != PN_STATUS_SUCCESS) {
 		if (status == PN_STATUS_OUT_OF_INDEX || status == PN_STATUS_OUT_OF_STORAGE)
 			pn_error("C-STORE of %s from \"%s\" refused (0x%04X): %s", cmd->sop_instance_uid, calling_ae,
-				 status, why);
+			         status, why);
 		else
-			pn_warning("C-STORE of %s from \"%s\" failed (0x%04X): %s", cmd->sop_instance_uid,
-				   calling_ae, status, why);
+			pn_warning("C-STORE of %s from \"%s\" failed (0x%04X): %s", cmd->sop_instance_uid, calling_ae,
+			           status, why);
 	} else {
 		pn_debug("stored %s", cmd->sop_instance_uid);
 	}

@@ -20,6 +20,6 @@ typedef struct {
  * negative code if it cannot (network failure). *ret_status is the status
  * sent. */
 int pn_store_handle(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dcm_cmd *cmd, const char *calling_ae,
-		    unsigned short *ret_status);
+                    unsigned short *ret_status);
 
 #endif

@@ -19,7 +19,8 @@ struct pn_dcm_ds {
 	DcmFileFormat ff;
 };
 
-namespace {
+namespace
+{
 
 // Values above this stay on disk while we index (pixel data and the like).
 const Uint32 k_max_read_length = 4096;
@@ -120,7 +121,8 @@ extern "C" void pn_dcm_ds_free(pn_dcm_ds *ds)
 	delete ds;
 }
 
-namespace {
+namespace
+{
 
 bool is_text_vr(DcmEVR vr)
 {
@@ -198,7 +200,7 @@ extern "C" int pn_dcm_ds_get(const pn_dcm_ds *d, uint32_t tag, char **ret_value)
 	try {
 		DcmTagKey key((Uint16)(tag >> 16), (Uint16)(tag & 0xffff));
 		DcmItem *item = key.getGroup() == 0x0002 ? (DcmItem *)const_cast<DcmFileFormat &>(d->ff).getMetaInfo()
-							 : (DcmItem *)const_cast<DcmFileFormat &>(d->ff).getDataset();
+		                                         : (DcmItem *)const_cast<DcmFileFormat &>(d->ff).getDataset();
 		DcmElement *el = nullptr;
 		if (item->findAndGetElement(key, el, OFFalse).bad() || !el)
 			return -ENOENT;
@@ -218,7 +220,7 @@ extern "C" int pn_dcm_ds_get(const pn_dcm_ds *d, uint32_t tag, char **ret_value)
 }
 
 extern "C" int pn_dcm_ds_encode_levels(const pn_dcm_ds *d, int (*level_of)(uint32_t tag), size_t bulk_limit,
-				       pn_dcm_buf ret_levels[PN_LEVELS])
+                                       pn_dcm_buf ret_levels[PN_LEVELS])
 {
 	DcmDataset levels[PN_LEVELS];
 	for (int i = 0; i < PN_LEVELS; i++) {

@@ -12,26 +12,33 @@
 #include <cerrno>
 #include <string>
 
-namespace {
+namespace
+{
 
 pn_dcm_log_fn g_log = nullptr;
 
 // Forwards dcmtk's log events to the C callback, one line each.
-class PnAppender : public dcmtk::log4cplus::Appender {
-public:
-	~PnAppender() override { destructorImpl(); }
-	void close() override {}
+class PnAppender : public dcmtk::log4cplus::Appender
+{
+      public:
+	~PnAppender() override
+	{
+		destructorImpl();
+	}
+	void close() override
+	{
+	}
 
-protected:
+      protected:
 	void append(const dcmtk::log4cplus::spi::InternalLoggingEvent &ev) override
 	{
 		if (!g_log)
 			return;
 		int ll = ev.getLogLevel();
 		int level = ll >= dcmtk::log4cplus::ERROR_LOG_LEVEL  ? PN_DCM_LOG_ERROR
-			    : ll >= dcmtk::log4cplus::WARN_LOG_LEVEL ? PN_DCM_LOG_WARNING
-			    : ll >= dcmtk::log4cplus::INFO_LOG_LEVEL ? PN_DCM_LOG_INFO
-								     : PN_DCM_LOG_DEBUG;
+		            : ll >= dcmtk::log4cplus::WARN_LOG_LEVEL ? PN_DCM_LOG_WARNING
+		            : ll >= dcmtk::log4cplus::INFO_LOG_LEVEL ? PN_DCM_LOG_INFO
+		                                                     : PN_DCM_LOG_DEBUG;
 		std::string msg = "dcmtk: ";
 		msg += ev.getMessage().c_str();
 		g_log(level, msg.c_str());
@@ -55,7 +62,7 @@ extern "C" int pn_dcm_init(pn_dcm_log_fn log, int level)
 		// dcmtk is chatty at INFO; its warnings and errors are what we want
 		// unless we are debugging.
 		root.setLogLevel(level >= PN_DCM_LOG_DEBUG ? dcmtk::log4cplus::DEBUG_LOG_LEVEL
-							   : dcmtk::log4cplus::WARN_LOG_LEVEL);
+		                                           : dcmtk::log4cplus::WARN_LOG_LEVEL);
 		return 0;
 	} catch (...) {
 		return -ENOMEM;

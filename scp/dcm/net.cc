@@ -35,7 +35,8 @@ struct pn_dcm_assoc {
 	T_DIMSE_Message msg; // the command being served
 };
 
-namespace {
+namespace
+{
 
 // Stored as received: every syntax we can keep without touching the data.
 const char *const k_storage_syntaxes[] = {
@@ -104,13 +105,28 @@ void copy_uid(char *dst, const char *src)
 }
 
 // Passes bytes to the C sink; remembers the first failure.
-class SinkConsumer : public DcmConsumer {
-public:
-	explicit SinkConsumer(const pn_dcm_sink *sink) : sink_(sink), err_(0) {}
-	OFBool good() const override { return err_ == 0; }
-	OFCondition status() const override { return err_ == 0 ? EC_Normal : makeOFCondition(OFM_dcmdata, 900, OF_error, "storage write failed"); }
-	OFBool isFlushed() const override { return OFTrue; }
-	offile_off_t avail() const override { return 1 << 30; }
+class SinkConsumer : public DcmConsumer
+{
+      public:
+	explicit SinkConsumer(const pn_dcm_sink *sink) : sink_(sink), err_(0)
+	{
+	}
+	OFBool good() const override
+	{
+		return err_ == 0;
+	}
+	OFCondition status() const override
+	{
+		return err_ == 0 ? EC_Normal : makeOFCondition(OFM_dcmdata, 900, OF_error, "storage write failed");
+	}
+	OFBool isFlushed() const override
+	{
+		return OFTrue;
+	}
+	offile_off_t avail() const override
+	{
+		return 1 << 30;
+	}
 	offile_off_t write(const void *buf, offile_off_t len) override
 	{
 		if (err_ != 0)
@@ -122,20 +138,31 @@ public:
 		}
 		return len;
 	}
-	void flush() override {}
-	int error() const { return err_; }
+	void flush() override
+	{
+	}
+	int error() const
+	{
+		return err_;
+	}
 
-private:
+      private:
 	const pn_dcm_sink *sink_;
 	int err_;
 };
 
-class SinkStream : public DcmOutputStream {
-public:
-	explicit SinkStream(const pn_dcm_sink *sink) : DcmOutputStream(&consumer_), consumer_(sink) {}
-	int error() const { return consumer_.error(); }
+class SinkStream : public DcmOutputStream
+{
+      public:
+	explicit SinkStream(const pn_dcm_sink *sink) : DcmOutputStream(&consumer_), consumer_(sink)
+	{
+	}
+	int error() const
+	{
+		return consumer_.error();
+	}
 
-private:
+      private:
 	SinkConsumer consumer_;
 };
 
@@ -158,8 +185,8 @@ int write_meta_header(SinkStream &out, const pn_dcm_cmd *cmd, const char *callin
 	if (calling_ae && *calling_ae)
 		meta.putAndInsertString(DCM_SourceApplicationEntityTitle, calling_ae);
 	if (meta.computeGroupLengthAndPadding(EGL_withGL, EPD_noChange, META_HEADER_DEFAULT_TRANSFERSYNTAX,
-					      EET_UndefinedLength)
-		.bad())
+	                                      EET_UndefinedLength)
+	        .bad())
 		return -EINVAL;
 	meta.transferInit();
 	OFCondition c = meta.write(out, META_HEADER_DEFAULT_TRANSFERSYNTAX, EET_ExplicitLength, NULL);
@@ -208,8 +235,8 @@ extern "C" void pn_dcm_net_free(pn_dcm_net *net)
 	delete net;
 }
 
-extern "C" int pn_dcm_assoc_receive(pn_dcm_net *net, int fd, unsigned long max_pdu,
-				    pn_dcm_assoc **ret_assoc, pn_dcm_assoc_info *ret_info)
+extern "C" int pn_dcm_assoc_receive(pn_dcm_net *net, int fd, unsigned long max_pdu, pn_dcm_assoc **ret_assoc,
+                                    pn_dcm_assoc_info *ret_info)
 {
 	pn_dcm_assoc *a = nullptr;
 	try {
@@ -231,7 +258,7 @@ extern "C" int pn_dcm_assoc_receive(pn_dcm_net *net, int fd, unsigned long max_p
 		copy_ae(ret_info->calling_ae, calling);
 		copy_ae(ret_info->called_ae, called);
 		snprintf(ret_info->peer, sizeof(ret_info->peer), "%s",
-			 a->assoc->params->DULparams.callingPresentationAddress);
+		         a->assoc->params->DULparams.callingPresentationAddress);
 		ret_info->peer_max_pdu = a->assoc->params->theirMaxPDUReceiveSize;
 		*ret_assoc = a;
 		return 0;
@@ -301,7 +328,7 @@ extern "C" int pn_dcm_assoc_accept(pn_dcm_assoc *a, unsigned *ret_accepted)
 				n = n_store;
 			} else {
 				ASC_refusePresentationContext(params, pc.presentationContextID,
-							      ASC_P_ABSTRACTSYNTAXNOTSUPPORTED);
+				                              ASC_P_ABSTRACTSYNTAXNOTSUPPORTED);
 				continue;
 			}
 			// The proposer lists syntaxes in its order of preference;
@@ -312,7 +339,7 @@ extern "C" int pn_dcm_assoc_accept(pn_dcm_assoc *a, unsigned *ret_accepted)
 					chosen = pc.proposedTransferSyntaxes[t];
 			if (!chosen) {
 				ASC_refusePresentationContext(params, pc.presentationContextID,
-							      ASC_P_TRANSFERSYNTAXESNOTSUPPORTED);
+				                              ASC_P_TRANSFERSYNTAXESNOTSUPPORTED);
 				continue;
 			}
 			if (ASC_acceptPresentationContext(params, pc.presentationContextID, chosen).good())
@@ -333,7 +360,7 @@ extern "C" int pn_dcm_next_command(pn_dcm_assoc *a, int timeout, pn_dcm_cmd *cmd
 		T_ASC_PresentationContextID pres_id = 0;
 		memset(&a->msg, 0, sizeof(a->msg));
 		OFCondition c = DIMSE_receiveCommand(a->assoc, timeout > 0 ? DIMSE_NONBLOCKING : DIMSE_BLOCKING,
-						     timeout, &pres_id, &a->msg, NULL);
+		                                     timeout, &pres_id, &a->msg, NULL);
 		if (c == DUL_PEERREQUESTEDRELEASE) {
 			ASC_acknowledgeRelease(a->assoc);
 			return PN_DCM_RELEASED;
@@ -382,8 +409,7 @@ extern "C" int pn_dcm_echo_respond(pn_dcm_assoc *a, const pn_dcm_cmd *cmd, unsig
 	}
 }
 
-extern "C" int pn_dcm_store_receive(pn_dcm_assoc *a, const pn_dcm_cmd *cmd, int timeout,
-				    const pn_dcm_sink *sink)
+extern "C" int pn_dcm_store_receive(pn_dcm_assoc *a, const pn_dcm_cmd *cmd, int timeout, const pn_dcm_sink *sink)
 {
 	try {
 		SinkStream out(sink);
@@ -397,11 +423,11 @@ extern "C" int pn_dcm_store_receive(pn_dcm_assoc *a, const pn_dcm_cmd *cmd, int 
 		OFCondition c;
 		if (rc == 0) {
 			c = DIMSE_receiveDataSetInFile(a->assoc, timeout > 0 ? DIMSE_NONBLOCKING : DIMSE_BLOCKING,
-						       timeout, &pres_id, &out, NULL, NULL);
+			                               timeout, &pres_id, &out, NULL, NULL);
 		} else {
 			DIC_UL bytes = 0, pdvs = 0;
-			c = DIMSE_ignoreDataSet(a->assoc, timeout > 0 ? DIMSE_NONBLOCKING : DIMSE_BLOCKING,
-						timeout, &bytes, &pdvs);
+			c = DIMSE_ignoreDataSet(a->assoc, timeout > 0 ? DIMSE_NONBLOCKING : DIMSE_BLOCKING, timeout,
+			                        &bytes, &pdvs);
 			return c.good() ? rc : condition_to_errno(c);
 		}
 		if (out.error() != 0) // the sink failed; dcmtk drained the rest
@@ -420,16 +446,15 @@ extern "C" int pn_dcm_discard_dataset(pn_dcm_assoc *a, int timeout)
 {
 	try {
 		DIC_UL bytes = 0, pdvs = 0;
-		OFCondition c = DIMSE_ignoreDataSet(a->assoc, timeout > 0 ? DIMSE_NONBLOCKING : DIMSE_BLOCKING,
-						    timeout, &bytes, &pdvs);
+		OFCondition c = DIMSE_ignoreDataSet(a->assoc, timeout > 0 ? DIMSE_NONBLOCKING : DIMSE_BLOCKING, timeout,
+		                                    &bytes, &pdvs);
 		return c.good() ? 0 : condition_to_errno(c);
 	} catch (...) {
 		return -ENOMEM;
 	}
 }
 
-extern "C" int pn_dcm_store_respond(pn_dcm_assoc *a, const pn_dcm_cmd *cmd, unsigned short status,
-				    const char *comment)
+extern "C" int pn_dcm_store_respond(pn_dcm_assoc *a, const pn_dcm_cmd *cmd, unsigned short status, const char *comment)
 {
 	try {
 		T_DIMSE_C_StoreRSP rsp;

@@ -49,13 +49,13 @@ typedef struct {
 /* Takes ownership of the connected socket `fd` (closed by
  * pn_dcm_assoc_free, or here on failure) and reads the A-ASSOCIATE-RQ. */
 int pn_dcm_assoc_receive(pn_dcm_net *net, int fd, unsigned long max_pdu, pn_dcm_assoc **ret_assoc,
-			 pn_dcm_assoc_info *ret_info);
+                         pn_dcm_assoc_info *ret_info);
 
 typedef enum {
-	PN_REJECT_BUSY,       /* transient: local limit exceeded */
-	PN_REJECT_CALLED_AE,  /* permanent: called AE title not recognised */
-	PN_REJECT_CALLING_AE, /* permanent: calling AE title not recognised */
-	PN_REJECT_NO_CONTEXT, /* permanent: nothing we could accept */
+	PN_REJECT_BUSY,        /* transient: local limit exceeded */
+	PN_REJECT_CALLED_AE,   /* permanent: called AE title not recognised */
+	PN_REJECT_CALLING_AE,  /* permanent: calling AE title not recognised */
+	PN_REJECT_NO_CONTEXT,  /* permanent: nothing we could accept */
 	PN_REJECT_APP_CONTEXT, /* permanent: not the DICOM application context */
 } pn_dcm_reject_reason;
 
@@ -108,16 +108,14 @@ typedef struct {
  * dataset exactly as it arrives on the wire.
  * Returns 0; the sink's error (the dataset was drained, the association is
  * still usable); or -ETIMEDOUT/-EPROTO (the association is not usable). */
-int pn_dcm_store_receive(pn_dcm_assoc *assoc, const pn_dcm_cmd *cmd, int timeout,
-			 const pn_dcm_sink *sink);
+int pn_dcm_store_receive(pn_dcm_assoc *assoc, const pn_dcm_cmd *cmd, int timeout, const pn_dcm_sink *sink);
 
 /* Reads and drops the dataset that follows a command. */
 int pn_dcm_discard_dataset(pn_dcm_assoc *assoc, int timeout);
 
 /* C-STORE-RSP; `comment` (may be NULL) goes into Error Comment (0000,0902)
  * for failure statuses, cut to 64 characters. */
-int pn_dcm_store_respond(pn_dcm_assoc *assoc, const pn_dcm_cmd *cmd, unsigned short status,
-			 const char *comment);
+int pn_dcm_store_respond(pn_dcm_assoc *assoc, const pn_dcm_cmd *cmd, unsigned short status, const char *comment);
 
 void pn_dcm_assoc_abort(pn_dcm_assoc *assoc);
 /* Closes the connection (if still open) and frees. NULL is a no-op. */
@@ -162,7 +160,7 @@ typedef struct {
  * `bulk_limit` bytes (pixel data and the like) are always left out. Each
  * level becomes one buffer in explicit VR little endian. */
 int pn_dcm_ds_encode_levels(const pn_dcm_ds *ds, int (*level_of)(uint32_t tag), size_t bulk_limit,
-			    pn_dcm_buf ret_levels[PN_LEVELS]);
+                            pn_dcm_buf ret_levels[PN_LEVELS]);
 
 #ifdef __cplusplus
 }

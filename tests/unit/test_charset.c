@@ -59,7 +59,12 @@ static void bad_input(void **state)
 	assert_int_equal(pn_charset_create("ISO_IR 999", &cs), -22);
 	assert_int_equal(pn_charset_create("ISO_IR 100\\NOPE", &cs), -22);
 	/* invalid UTF-8 becomes U+FFFD and is reported */
-	expect("ISO_IR 192", "A\xff" "B", "A\xef\xbf\xbd" "B", -84);
+	expect("ISO_IR 192",
+	       "A\xff"
+	       "B",
+	       "A\xef\xbf\xbd"
+	       "B",
+	       -84);
 	/* an unknown escape sequence */
 	expect("\\ISO 2022 IR 87", "A\x1bZ", "A\xef\xbf\xbdZ", -84);
 	/* 8-bit bytes with no character set declared: read as Latin-1, reported */
@@ -69,10 +74,10 @@ static void bad_input(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(single_byte_sets),
-		cmocka_unit_test(iso2022_japanese),
-		cmocka_unit_test(iso2022_korean_and_latin),
-		cmocka_unit_test(bad_input),
+	    cmocka_unit_test(single_byte_sets),
+	    cmocka_unit_test(iso2022_japanese),
+	    cmocka_unit_test(iso2022_korean_and_latin),
+	    cmocka_unit_test(bad_input),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -52,11 +52,11 @@ static void full_file(void **state)
 	pn_config *c = NULL;
 	char err[256];
 	const char *p = write_conf("; comment\n[node]\nae_title = MYNODE\nport = 4242\nbind = 127.0.0.1\n"
-				   "accept_unknown_calling_ae = no\n[limits]\nworkers = 3\nmax_associations = 9\n"
-				   "max_pdu = 32768\ndimse_timeout = 0\n[storage]\nroot = /srv/x\n"
-				   "duplicate_policy = reject\n[database]\nconninfo = host=/tmp dbname=x\n"
-				   "[log]\nlevel = debug\n[peer.ws]\nae_title = WS1\nhost = 10.0.0.5\nport = 104\n"
-				   "allow = find, move\n");
+	                           "accept_unknown_calling_ae = no\n[limits]\nworkers = 3\nmax_associations = 9\n"
+	                           "max_pdu = 32768\ndimse_timeout = 0\n[storage]\nroot = /srv/x\n"
+	                           "duplicate_policy = reject\n[database]\nconninfo = host=/tmp dbname=x\n"
+	                           "[log]\nlevel = debug\n[peer.ws]\nae_title = WS1\nhost = 10.0.0.5\nport = 104\n"
+	                           "allow = find, move\n");
 	assert_int_equal(pn_config_load(p, &c, err, sizeof(err)), 0);
 	unlink(path);
 	assert_string_equal(c->ae_title, "MYNODE");
@@ -122,9 +122,11 @@ static void example_file_is_valid(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(defaults),     cmocka_unit_test(full_file),
-		cmocka_unit_test(bad_files),    cmocka_unit_test(missing_file),
-		cmocka_unit_test(example_file_is_valid),
+	    cmocka_unit_test(defaults),
+	    cmocka_unit_test(full_file),
+	    cmocka_unit_test(bad_files),
+	    cmocka_unit_test(missing_file),
+	    cmocka_unit_test(example_file_is_valid),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -75,10 +75,10 @@ static void sanitise(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(dates),
-		cmocka_unit_test(times),
-		cmocka_unit_test(numbers),
-		cmocka_unit_test(sanitise),
+	    cmocka_unit_test(dates),
+	    cmocka_unit_test(times),
+	    cmocka_unit_test(numbers),
+	    cmocka_unit_test(sanitise),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

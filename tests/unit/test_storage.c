@@ -97,7 +97,7 @@ static void happy_path(void **state)
 	assert_int_equal(pn_storage_file_finish(f), 0);
 	/* sha256("hello world") */
 	assert_string_equal(pn_storage_file_sha256(f),
-			    "b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9");
+	                    "b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9");
 	assert_int_equal(pn_storage_file_size(f), 11);
 	assert_int_equal(pn_storage_file_link(f), 0);
 	pn_storage_file_done(f);
@@ -224,10 +224,10 @@ static void recovery(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(happy_path, setup, teardown),
-		cmocka_unit_test_setup_teardown(write_fails, setup, teardown),
-		cmocka_unit_test_setup_teardown(fsync_and_link_fail, setup, teardown),
-		cmocka_unit_test_setup_teardown(recovery, setup, teardown),
+	    cmocka_unit_test_setup_teardown(happy_path, setup, teardown),
+	    cmocka_unit_test_setup_teardown(write_fails, setup, teardown),
+	    cmocka_unit_test_setup_teardown(fsync_and_link_fail, setup, teardown),
+	    cmocka_unit_test_setup_teardown(recovery, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -13,7 +13,7 @@ static void path_shape(void **state)
 	assert_int_equal(pn_storage_rel_path("1.2.3.4", 0x1a2b3c4d, rel), 0);
 	assert_true(pn_storage_rel_path_valid(rel));
 	assert_int_equal(strlen(rel), 6 + 32 + 1 + 8 + 4);
-	assert_memory_equal(rel, rel + 6, 2);   /* first folder = first hex pair */
+	assert_memory_equal(rel, rel + 6, 2); /* first folder = first hex pair */
 	assert_memory_equal(rel + 3, rel + 8, 2);
 	assert_non_null(strstr(rel, ".1a2b3c4d.dcm"));
 	assert_null(strstr(rel, "1.2.3.4")); /* the UID never appears */
@@ -60,10 +60,10 @@ static void rejects_foreign_names(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(path_shape),
-		cmocka_unit_test(refuses_bad_uids),
-		cmocka_unit_test(tmp_round_trip),
-		cmocka_unit_test(rejects_foreign_names),
+	    cmocka_unit_test(path_shape),
+	    cmocka_unit_test(refuses_bad_uids),
+	    cmocka_unit_test(tmp_round_trip),
+	    cmocka_unit_test(rejects_foreign_names),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -23,7 +23,7 @@ static void invalid_uids(void **state)
 	assert_false(pn_uid_valid("1..2"));
 	assert_false(pn_uid_valid(".1.2"));
 	assert_false(pn_uid_valid("1.2."));
-	assert_false(pn_uid_valid("1.02"));                 /* leading zero */
+	assert_false(pn_uid_valid("1.02")); /* leading zero */
 	assert_false(pn_uid_valid("1.2.3a"));
 	assert_false(pn_uid_valid("1.2.3/../../etc"));
 	assert_false(pn_uid_valid("../../etc/passwd"));
