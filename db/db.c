@@ -1,0 +1,354 @@
+/* Connection to the PostgreSQL index: connect, reconnect, migrate. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <libpq-fe.h>
+
+#include "db.h"
+#include "db_internal.h"
+#include "migrations.h"
+
+enum {
+	RECONNECT_ATTEMPTS = 5, /* PQreset calls before giving up */
+	RECONNECT_BASE_MS = 50,
+	RECONNECT_CAP_MS = 1000,
+};
+
+/* Key of the transaction-level advisory lock that serialises migrations
+ * between processes: "pndbmigr" in ASCII. */
+#define MIGRATE_LOCK_SQL "SELECT pg_advisory_xact_lock(8101800738405313906)"
+
+/* Copies src into dst on one line: newlines become spaces, trailing
+ * white space goes. */
+static void copy_line(char *dst, size_t dstlen, const char *src)
+{
+	size_t n = 0;
+
+	if (!dst || dstlen == 0)
+		return;
+	for (; src && *src && n + 1 < dstlen; src++)
+		dst[n++] = (*src == '\n' || *src == '\r' || *src == '\t') ? ' ' : *src;
+	while (n > 0 && dst[n - 1] == ' ')
+		n--;
+	dst[n] = '\0';
+}
+
+void pn_db_clear_error(pn_db *db)
+{
+	db->sqlstate[0] = '\0';
+	db->errmsg[0] = '\0';
+}
+
+void pn_db_set_error(pn_db *db, const char *sqlstate, const char *msg)
+{
+	snprintf(db->sqlstate, sizeof db->sqlstate, "%s", sqlstate ? sqlstate : "");
+	copy_line(db->errmsg, sizeof db->errmsg, msg);
+}
+
+void pn_db_set_error_result(pn_db *db, const PGresult *res)
+{
+	const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+	const char *primary = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+	char line[sizeof db->errmsg];
+
+	/* Only the primary message: DETAIL may quote a whole failing row,
+	 * patient name included, and this text ends up in logs. */
+	if (primary && state) {
+		snprintf(line, sizeof line, "%s (SQLSTATE %s)", primary, state);
+		pn_db_set_error(db, state, line);
+	} else if (res && *PQresultErrorMessage(res)) {
+		pn_db_set_error(db, state, PQresultErrorMessage(res));
+	} else {
+		pn_db_set_error(db, state, PQerrorMessage(db->conn));
+	}
+	if (!db->errmsg[0])
+		pn_db_set_error(db, state, "unknown database error");
+}
+
+int pn_db_fail(pn_db *db, PGresult *res)
+{
+	bool no_result = !res; /* libpq's answer when out of memory */
+
+	pn_db_set_error_result(db, res);
+	PQclear(res);
+	if (PQstatus(db->conn) == CONNECTION_BAD || strncmp(db->sqlstate, "08", 2) == 0)
+		return PN_DB_CONN_LOST;
+	if (strcmp(db->sqlstate, "40001") == 0 || strcmp(db->sqlstate, "40P01") == 0)
+		return PN_DB_RETRY;
+	return no_result ? -ENOMEM : -EIO;
+}
+
+int pn_db_command(pn_db *db, const char *sql)
+{
+	PGresult *res = PQexec(db->conn, sql);
+
+	if (PQresultStatus(res) != PGRES_COMMAND_OK)
+		return pn_db_fail(db, res);
+	PQclear(res);
+	return 0;
+}
+
+void pn_db_rollback(pn_db *db)
+{
+	if (PQstatus(db->conn) != CONNECTION_OK || PQtransactionStatus(db->conn) == PQTRANS_IDLE)
+		return;
+	/* A failed ROLLBACK leaves nothing to do: the server discards the
+	 * transaction when the connection goes. */
+	PQclear(PQexec(db->conn, "ROLLBACK"));
+}
+
+static uint64_t next_random(pn_db *db)
+{
+	uint64_t x = db->rng; /* xorshift64 */
+
+	x ^= x << 13;
+	x ^= x >> 7;
+	x ^= x << 17;
+	db->rng = x;
+	return x;
+}
+
+void pn_db_backoff(pn_db *db, unsigned attempt, unsigned base_ms, unsigned cap_ms)
+{
+	uint64_t ceil_us = (uint64_t)base_ms * 1000u << (attempt < 16 ? attempt : 16);
+	uint64_t us;
+	struct timespec ts;
+
+	if (ceil_us > (uint64_t)cap_ms * 1000u)
+		ceil_us = (uint64_t)cap_ms * 1000u;
+	us = ceil_us / 2 + next_random(db) % (ceil_us / 2 + 1);
+	ts.tv_sec = (time_t)(us / 1000000u);
+	ts.tv_nsec = (long)(us % 1000000u) * 1000;
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		;
+}
+
+static void ignore_notice(void *arg, const char *message)
+{
+	(void)arg;
+	(void)message;
+}
+
+int pn_db_connect(const char *conninfo, pn_db **ret_db, char *errbuf, size_t errlen)
+{
+	/* Keywords are applied in order and the conninfo expands in place of
+	 * "dbname": what comes before it is a default the conninfo may
+	 * override, what comes after it is forced. The index holds UTF-8. */
+	static const char *const keys[] = {"fallback_application_name", "connect_timeout", "dbname", "client_encoding",
+	                                   NULL};
+	const char *values[] = {"pacsnode", "10", conninfo, "UTF8", NULL};
+	struct timespec now;
+	PGconn *conn;
+	pn_db *db;
+
+	if (!conninfo || !ret_db)
+		return -EINVAL;
+	db = calloc(1, sizeof *db);
+	if (!db) {
+		copy_line(errbuf, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	conn = PQconnectdbParams(keys, values, 1);
+	if (!conn) {
+		free(db);
+		copy_line(errbuf, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	if (PQstatus(conn) != CONNECTION_OK) {
+		copy_line(errbuf, errlen, PQerrorMessage(conn));
+		PQfinish(conn);
+		free(db);
+		return -ECONNREFUSED;
+	}
+	/* The server's NOTICEs would go to stderr: this module does not log. */
+	PQsetNoticeProcessor(conn, ignore_notice, NULL);
+
+	db->conn = conn;
+	db->conn_gen = 1;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	/* Distinct per process, so that workers forked together back off
+	 * differently; never zero. */
+	db->rng = ((uint64_t)getpid() << 32) ^ (uint64_t)now.tv_nsec ^ (uint64_t)now.tv_sec ^ 0x9e3779b97f4a7c15u;
+	*ret_db = db;
+	return 0;
+}
+
+void pn_db_free(pn_db *db)
+{
+	if (!db)
+		return;
+	PQfinish(db->conn);
+	free(db);
+}
+
+int pn_db_ensure_connected(pn_db *db)
+{
+	if (!db)
+		return -EINVAL;
+	if (PQstatus(db->conn) == CONNECTION_OK)
+		return 0;
+	for (unsigned attempt = 0; attempt < RECONNECT_ATTEMPTS; attempt++) {
+		if (attempt > 0)
+			pn_db_backoff(db, attempt - 1, RECONNECT_BASE_MS, RECONNECT_CAP_MS);
+		PQreset(db->conn);
+		if (PQstatus(db->conn) == CONNECTION_OK) {
+			db->conn_gen++;
+			return 0;
+		}
+		pn_db_set_error(db, "", PQerrorMessage(db->conn));
+	}
+	return -ECONNREFUSED;
+}
+
+const char *pn_db_errmsg(const pn_db *db)
+{
+	return db ? db->errmsg : "";
+}
+
+const char *pn_db_sqlstate(const pn_db *db)
+{
+	return db ? db->sqlstate : "";
+}
+
+/* Maps an internal attempt result to what the public functions return. */
+static int public_error(int r)
+{
+	if (r == PN_DB_CONN_LOST)
+		return -ECONNREFUSED;
+	if (r == PN_DB_RETRY)
+		return -EIO;
+	return r;
+}
+
+/* The version in schema_version, 0 before the first migration created it. */
+static int read_version(pn_db *db, int *ret_version)
+{
+	PGresult *res;
+	bool exists;
+	int version;
+
+	/* Not to_regclass(): it answers from the catalog cache, which is not
+	 * refreshed while we wait for the migration lock, so it would miss a
+	 * table another process just created. This scan uses the statement's
+	 * snapshot, taken after the lock. */
+	res = PQexec(db->conn, "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class"
+	                       " WHERE relname = 'schema_version'"
+	                       " AND relnamespace = current_schema()::regnamespace)");
+	if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1)
+		return pn_db_fail(db, res);
+	exists = PQgetvalue(res, 0, 0)[0] == 't';
+	PQclear(res);
+	if (!exists) {
+		*ret_version = 0;
+		return 0;
+	}
+
+	res = PQexec(db->conn, "SELECT coalesce(max(version), 0) FROM schema_version");
+	if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1)
+		return pn_db_fail(db, res);
+	version = atoi(PQgetvalue(res, 0, 0));
+	PQclear(res);
+	*ret_version = version;
+	return 0;
+}
+
+int pn_db_schema_version(pn_db *db, int *ret_version)
+{
+	int version, r;
+
+	if (!db || !ret_version)
+		return -EINVAL;
+	pn_db_clear_error(db);
+	r = read_version(db, &version);
+	if (r != 0)
+		return public_error(r);
+	*ret_version = version;
+	return 0;
+}
+
+/* Applies m unless a concurrent process did already, in one transaction
+ * holding the migration lock. */
+static int apply_migration(pn_db *db, const pn_migration *m)
+{
+	char version_text[16];
+	const char *params[2] = {version_text, m->name};
+	PGresult *res;
+	int current, r;
+
+	r = pn_db_command(db, "BEGIN ISOLATION LEVEL READ COMMITTED");
+	if (r != 0)
+		return r;
+	res = PQexec(db->conn, MIGRATE_LOCK_SQL);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		r = pn_db_fail(db, res);
+		goto fail;
+	}
+	PQclear(res);
+
+	/* Read committed: this snapshot is taken after the lock, so it sees
+	 * whatever the previous holder committed. */
+	r = read_version(db, &current);
+	if (r != 0)
+		goto fail;
+	if (current >= m->version) {
+		pn_db_rollback(db);
+		return 0;
+	}
+
+	res = PQexec(db->conn, m->sql);
+	if (PQresultStatus(res) != PGRES_COMMAND_OK && PQresultStatus(res) != PGRES_TUPLES_OK) {
+		r = pn_db_fail(db, res);
+		goto fail;
+	}
+	PQclear(res);
+
+	snprintf(version_text, sizeof version_text, "%d", m->version);
+	res = PQexecParams(db->conn, "INSERT INTO schema_version (version, name) VALUES ($1::integer, $2)", 2, NULL,
+	                   params, NULL, NULL, 0);
+	if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+		r = pn_db_fail(db, res);
+		goto fail;
+	}
+	PQclear(res);
+
+	r = pn_db_command(db, "COMMIT");
+	if (r != 0)
+		goto fail;
+	return 0;
+
+fail:
+	pn_db_rollback(db);
+	return r;
+}
+
+int pn_db_migrate(pn_db *db)
+{
+	int current, r;
+
+	if (!db)
+		return -EINVAL;
+	pn_db_clear_error(db);
+	r = pn_db_ensure_connected(db);
+	if (r < 0)
+		return r;
+
+	/* The usual case, every start after the first: nothing to do, no lock. */
+	r = read_version(db, &current);
+	if (r != 0)
+		return public_error(r);
+	if (current >= pn_migrations[pn_migrations_count - 1].version)
+		return 0;
+
+	for (size_t i = 0; i < pn_migrations_count; i++) {
+		if (pn_migrations[i].version <= current)
+			continue;
+		r = apply_migration(db, &pn_migrations[i]);
+		if (r != 0)
+			return public_error(r);
+	}
+	return 0;
+}

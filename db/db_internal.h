@@ -1,0 +1,51 @@
+/* What db.c shares with the other files of db/: the connection struct and
+ * the error / retry helpers. Not for use outside db/. */
+#ifndef PN_DB_INTERNAL_H
+#define PN_DB_INTERNAL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <libpq-fe.h>
+
+#include "db.h"
+
+struct pn_db {
+	PGconn *conn;
+	/* Bumped by every successful (re)connect: server-side prepared
+	 * statements belong to one generation. */
+	unsigned conn_gen;
+	/* index.c: statements prepared in generation index_gen. */
+	unsigned index_gen;
+	uint32_t index_prepared; /* bit i: statement i prepared */
+	uint64_t rng;            /* xorshift state for back-off jitter */
+	char sqlstate[6];
+	char errmsg[512];
+};
+
+/* Internal results of one attempt, besides 0 and negative errno codes. */
+enum {
+	PN_DB_RETRY = 1,    /* serialization failure / deadlock: run again */
+	PN_DB_CONN_LOST = 2 /* connection broken: reconnect, then run again */
+};
+
+void pn_db_clear_error(pn_db *db);
+void pn_db_set_error(pn_db *db, const char *sqlstate, const char *msg);
+/* Copies the error of res (or of the connection when res is NULL). */
+void pn_db_set_error_result(pn_db *db, const PGresult *res);
+
+/* Records the error of a failed res, clears res, and classifies it:
+ * PN_DB_CONN_LOST, PN_DB_RETRY (40001, 40P01), -ENOMEM or -EIO. */
+int pn_db_fail(pn_db *db, PGresult *res);
+
+/* Runs a parameterless command expecting PGRES_COMMAND_OK; on failure as
+ * pn_db_fail(). */
+int pn_db_command(pn_db *db, const char *sql);
+
+/* Rolls back an open transaction, if any, keeping the recorded error. */
+void pn_db_rollback(pn_db *db);
+
+/* Sleeps between half and all of min(cap_ms, base_ms << attempt). */
+void pn_db_backoff(pn_db *db, unsigned attempt, unsigned base_ms, unsigned cap_ms);
+
+#endif

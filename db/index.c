@@ -1,0 +1,481 @@
+/* Writing instances into the index: one transaction per instance, made of
+ * prepared statements only (see README.md for the design). */
+#include <assert.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <libpq-fe.h>
+
+#include "db_internal.h"
+#include "index.h"
+
+enum {
+	STORE_RETRIES = 5, /* re-runs after serialization failures / deadlocks */
+	RETRY_BASE_MS = 10,
+	RETRY_CAP_MS = 500,
+	MAX_PARAMS = 24,
+};
+
+/* Parameter types of pg_type.h, which only the server headers provide. */
+#define BYTEAOID ((Oid)17)
+#define TEXTOID ((Oid)25)
+
+/* Every value travels as text (cast in the SQL) but the attrs blobs, which
+ * travel as binary bytea: the "types" strings say which is which. */
+#define INSTANCE_COLUMNS                                                                                               \
+	"series_fk, sop_uid, sop_class_uid, instance_number, image_type, rows, columns,"                               \
+	" number_of_frames, samples_per_pixel, photometric_interpretation, slice_thickness,"                           \
+	" spacing_between_slices, acquisition_date, acquisition_time, content_date,"                                   \
+	" content_time, transfer_syntax_uid, path, size, sha256, specific_character_set,"                              \
+	" calling_ae, attrs"
+#define INSTANCE_VALUES                                                                                                \
+	"$1::bigint, $2, $3, $4::integer, $5, $6::integer, $7::integer, $8::integer, $9::integer,"                     \
+	" $10, $11::float8, $12::float8, $13::date, $14::time, $15::date, $16::time, $17, $18,"                        \
+	" $19::bigint, $20, $21, $22, $23"
+#define INSTANCE_TYPES "ttttttttttttttttttttttb" /* 22 text, then attrs */
+
+enum stmt_id {
+	ST_PATIENT_INSERT,
+	ST_PATIENT_SELECT,
+	ST_STUDY_INSERT,
+	ST_STUDY_SELECT,
+	ST_SERIES_INSERT,
+	ST_SERIES_SELECT,
+	ST_INSTANCE_INSERT,
+	ST_INSTANCE_LOCK,
+	ST_INSTANCE_UPDATE,
+	ST_PATH_REFERENCED,
+	ST_COUNT,
+};
+
+static const struct {
+	const char *name;
+	const char *types; /* one letter a parameter: t text, b bytea */
+	const char *sql;
+} stmts[ST_COUNT] = {
+    [ST_PATIENT_INSERT] = {"pn_index_patient_insert", "tttttb",
+                           "INSERT INTO patient (patient_id, issuer, patient_name,"
+                           " patient_birth_date, patient_sex, attrs)"
+                           " VALUES ($1, $2, $3, $4::date, $5, $6)"
+                           " ON CONFLICT (patient_id, issuer) DO NOTHING RETURNING pk"},
+    [ST_PATIENT_SELECT] = {"pn_index_patient_select", "tt",
+                           "SELECT pk FROM patient WHERE patient_id = $1 AND issuer = $2"},
+    [ST_STUDY_INSERT] = {"pn_index_study_insert", "ttttttttb",
+                         "INSERT INTO study (patient_fk, study_uid, study_date, study_time,"
+                         " accession_number, study_id, study_description,"
+                         " referring_physician_name, attrs)"
+                         " VALUES ($1::bigint, $2, $3::date, $4::time, $5, $6, $7, $8, $9)"
+                         " ON CONFLICT (study_uid) DO NOTHING RETURNING pk"},
+    [ST_STUDY_SELECT] = {"pn_index_study_select", "t", "SELECT pk, patient_fk FROM study WHERE study_uid = $1"},
+    [ST_SERIES_INSERT] = {"pn_index_series_insert", "tttttttttb",
+                          "INSERT INTO series (study_fk, series_uid, modality, series_number,"
+                          " series_description, series_date, series_time, body_part_examined,"
+                          " protocol_name, attrs)"
+                          " VALUES ($1::bigint, $2, $3, $4::integer, $5, $6::date, $7::time,"
+                          " $8, $9, $10)"
+                          " ON CONFLICT (series_uid) DO NOTHING RETURNING pk"},
+    [ST_SERIES_SELECT] = {"pn_index_series_select", "t", "SELECT pk, study_fk FROM series WHERE series_uid = $1"},
+    [ST_INSTANCE_INSERT] = {"pn_index_instance_insert", INSTANCE_TYPES,
+                            "INSERT INTO instance (" INSTANCE_COLUMNS ") VALUES (" INSTANCE_VALUES ")"
+                            " ON CONFLICT (sop_uid) DO NOTHING RETURNING pk"},
+    [ST_INSTANCE_LOCK] = {"pn_index_instance_lock", "t", "SELECT pk, path FROM instance WHERE sop_uid = $1 FOR UPDATE"},
+    [ST_INSTANCE_UPDATE] = {"pn_index_instance_update", INSTANCE_TYPES "t",
+                            "UPDATE instance SET (" INSTANCE_COLUMNS ", received_at) = (" INSTANCE_VALUES
+                            ", now()) WHERE pk = $24::bigint"},
+    [ST_PATH_REFERENCED] = {"pn_index_path_referenced", "t", "SELECT EXISTS (SELECT 1 FROM instance WHERE path = $1)"},
+};
+
+typedef struct {
+	const char *values[MAX_PARAMS];
+	int lengths[MAX_PARAMS];
+	int formats[MAX_PARAMS];
+	int n;
+} params;
+
+static void add_text(params *p, const char *s)
+{
+	assert(p->n < MAX_PARAMS);
+	p->values[p->n] = s; /* NULL: SQL NULL */
+	p->lengths[p->n] = 0;
+	p->formats[p->n] = 0;
+	p->n++;
+}
+
+static void add_blob(params *p, pn_blob b)
+{
+	assert(p->n < MAX_PARAMS);
+	p->values[p->n] = b.data ? (const char *)b.data : NULL;
+	p->lengths[p->n] = (int)b.len; /* checked against INT_MAX on entry */
+	p->formats[p->n] = 1;
+	p->n++;
+}
+
+/* Prepares, once per connection generation, whatever is not prepared yet. */
+static int prepare_statements(pn_db *db)
+{
+	Oid types[MAX_PARAMS];
+
+	if (db->index_gen != db->conn_gen) {
+		db->index_gen = db->conn_gen;
+		db->index_prepared = 0;
+	}
+	for (int i = 0; i < ST_COUNT; i++) {
+		size_t n = strlen(stmts[i].types);
+		PGresult *res;
+
+		if (db->index_prepared & (UINT32_C(1) << i))
+			continue;
+		assert(n <= MAX_PARAMS);
+		for (size_t k = 0; k < n; k++)
+			types[k] = stmts[i].types[k] == 'b' ? BYTEAOID : TEXTOID;
+		res = PQprepare(db->conn, stmts[i].name, stmts[i].sql, (int)n, types);
+		if (PQresultStatus(res) != PGRES_COMMAND_OK)
+			return pn_db_fail(db, res);
+		PQclear(res);
+		db->index_prepared |= UINT32_C(1) << i;
+	}
+	return 0;
+}
+
+static PGresult *run(pn_db *db, enum stmt_id id, const params *p)
+{
+	assert((size_t)p->n == strlen(stmts[id].types));
+	return PQexecPrepared(db->conn, stmts[id].name, p->n, p->values, p->lengths, p->formats, 0);
+}
+
+/* Copies a bigint from a text-format result. */
+static void copy_pk(char *dst, size_t dstlen, const PGresult *res, int col)
+{
+	snprintf(dst, dstlen, "%s", PQgetvalue(res, 0, col));
+}
+
+/* INSERT ... ON CONFLICT DO NOTHING RETURNING pk, then, when the row was
+ * there already, SELECT pk[, parent_fk]. A fresh statement snapshot (read
+ * committed) sees a row committed by a concurrent insert we waited for.
+ * *ret_parent is "" when we inserted the row. */
+static int upsert(pn_db *db, enum stmt_id insert, const params *ins, enum stmt_id select, const params *sel,
+                  char ret_pk[24], char ret_parent[24])
+{
+	PGresult *res = run(db, insert, ins);
+
+	if (PQresultStatus(res) != PGRES_TUPLES_OK)
+		return pn_db_fail(db, res);
+	if (PQntuples(res) == 1) {
+		copy_pk(ret_pk, 24, res, 0);
+		if (ret_parent)
+			ret_parent[0] = '\0';
+		PQclear(res);
+		return 0;
+	}
+	PQclear(res);
+
+	res = run(db, select, sel);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK)
+		return pn_db_fail(db, res);
+	if (PQntuples(res) != 1) {
+		/* Conflicting row gone again (deleted meanwhile): start over. */
+		PQclear(res);
+		pn_db_set_error(db, "", "row vanished between insert and select");
+		return PN_DB_RETRY;
+	}
+	copy_pk(ret_pk, 24, res, 0);
+	if (ret_parent)
+		copy_pk(ret_parent, 24, res, 1);
+	PQclear(res);
+	return 0;
+}
+
+static void instance_params(params *p, const pn_instance_rec *rec, const char *series_pk, const char *size_text)
+{
+	add_text(p, series_pk);
+	add_text(p, rec->sop_uid);
+	add_text(p, rec->sop_class_uid);
+	add_text(p, rec->instance_number);
+	add_text(p, rec->image_type);
+	add_text(p, rec->rows);
+	add_text(p, rec->columns);
+	add_text(p, rec->number_of_frames);
+	add_text(p, rec->samples_per_pixel);
+	add_text(p, rec->photometric_interpretation);
+	add_text(p, rec->slice_thickness);
+	add_text(p, rec->spacing_between_slices);
+	add_text(p, rec->acquisition_date);
+	add_text(p, rec->acquisition_time);
+	add_text(p, rec->content_date);
+	add_text(p, rec->content_time);
+	add_text(p, rec->transfer_syntax_uid);
+	add_text(p, rec->path);
+	add_text(p, size_text);
+	add_text(p, rec->sha256_hex);
+	add_text(p, rec->specific_character_set);
+	add_text(p, rec->calling_ae);
+	add_blob(p, rec->instance_attrs);
+}
+
+/* The SOP instance exists already: apply the policy inside the open
+ * transaction. Returns with the transaction committed (REPLACED) or still
+ * open (anything else, for the caller to roll back). */
+static int existing_instance(pn_db *db, const pn_instance_rec *rec, pn_dup_policy policy, const char *series_pk,
+                             const char *size_text, pn_index_outcome *ret_outcome, char **ret_old_path)
+{
+	params p = {0};
+	char pk[24];
+	char *old_path;
+	PGresult *res;
+	int r;
+
+	add_text(&p, rec->sop_uid);
+	res = run(db, ST_INSTANCE_LOCK, &p);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK)
+		return pn_db_fail(db, res);
+	if (PQntuples(res) != 1) {
+		PQclear(res);
+		pn_db_set_error(db, "", "instance vanished between insert and select");
+		return PN_DB_RETRY;
+	}
+	/* Our own file already: an earlier attempt committed although its
+	 * connection broke before the answer came. */
+	if (strcmp(PQgetvalue(res, 0, 1), rec->path) == 0) {
+		PQclear(res);
+		*ret_outcome = PN_INDEX_STORED;
+		return 0;
+	}
+	if (policy != PN_DUP_REPLACE) {
+		PQclear(res);
+		*ret_outcome = policy == PN_DUP_IGNORE ? PN_INDEX_DUP_IGNORED : PN_INDEX_DUP_REJECTED;
+		return 0;
+	}
+	copy_pk(pk, sizeof pk, res, 0);
+	old_path = strdup(PQgetvalue(res, 0, 1));
+	PQclear(res);
+	if (!old_path) {
+		pn_db_set_error(db, "", "out of memory");
+		return -ENOMEM;
+	}
+
+	p.n = 0;
+	instance_params(&p, rec, series_pk, size_text);
+	add_text(&p, pk);
+	res = run(db, ST_INSTANCE_UPDATE, &p);
+	if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+		r = pn_db_fail(db, res);
+		goto fail;
+	}
+	PQclear(res);
+	r = pn_db_command(db, "COMMIT");
+	if (r != 0)
+		goto fail;
+	*ret_outcome = PN_INDEX_REPLACED;
+	*ret_old_path = old_path;
+	return 0;
+
+fail:
+	free(old_path);
+	return r;
+}
+
+/* One attempt. Returns 0 with the outcome, PN_DB_RETRY, PN_DB_CONN_LOST or
+ * a negative errno; on anything but 0 nothing is committed. */
+static int store_once(pn_db *db, const pn_instance_rec *rec, pn_dup_policy policy, pn_index_outcome *ret_outcome,
+                      char **ret_old_path)
+{
+	char patient_pk[24], study_pk[24], series_pk[24], parent[24], size_text[24];
+	pn_index_outcome outcome = PN_INDEX_STORED;
+	char *old_path = NULL;
+	params ins = {0}, sel = {0};
+	PGresult *res;
+	int r;
+
+	/* Read committed whatever the server's default: the SELECT after an
+	 * INSERT ... DO NOTHING must see the row a concurrent transaction
+	 * committed while we waited for it. */
+	r = pn_db_command(db, "BEGIN ISOLATION LEVEL READ COMMITTED");
+	if (r != 0)
+		goto fail;
+
+	add_text(&ins, rec->patient_id);
+	add_text(&ins, rec->issuer);
+	add_text(&ins, rec->patient_name);
+	add_text(&ins, rec->patient_birth_date);
+	add_text(&ins, rec->patient_sex);
+	add_blob(&ins, rec->patient_attrs);
+	add_text(&sel, rec->patient_id);
+	add_text(&sel, rec->issuer);
+	r = upsert(db, ST_PATIENT_INSERT, &ins, ST_PATIENT_SELECT, &sel, patient_pk, NULL);
+	if (r != 0)
+		goto fail;
+
+	ins.n = sel.n = 0;
+	add_text(&ins, patient_pk);
+	add_text(&ins, rec->study_uid);
+	add_text(&ins, rec->study_date);
+	add_text(&ins, rec->study_time);
+	add_text(&ins, rec->accession_number);
+	add_text(&ins, rec->study_id);
+	add_text(&ins, rec->study_description);
+	add_text(&ins, rec->referring_physician_name);
+	add_blob(&ins, rec->study_attrs);
+	add_text(&sel, rec->study_uid);
+	r = upsert(db, ST_STUDY_INSERT, &ins, ST_STUDY_SELECT, &sel, study_pk, parent);
+	if (r != 0)
+		goto fail;
+	if (parent[0] && strcmp(parent, patient_pk) != 0) {
+		outcome = PN_INDEX_CONFLICT_STUDY;
+		goto rollback;
+	}
+
+	ins.n = sel.n = 0;
+	add_text(&ins, study_pk);
+	add_text(&ins, rec->series_uid);
+	add_text(&ins, rec->modality);
+	add_text(&ins, rec->series_number);
+	add_text(&ins, rec->series_description);
+	add_text(&ins, rec->series_date);
+	add_text(&ins, rec->series_time);
+	add_text(&ins, rec->body_part_examined);
+	add_text(&ins, rec->protocol_name);
+	add_blob(&ins, rec->series_attrs);
+	add_text(&sel, rec->series_uid);
+	r = upsert(db, ST_SERIES_INSERT, &ins, ST_SERIES_SELECT, &sel, series_pk, parent);
+	if (r != 0)
+		goto fail;
+	if (parent[0] && strcmp(parent, study_pk) != 0) {
+		outcome = PN_INDEX_CONFLICT_SERIES;
+		goto rollback;
+	}
+
+	snprintf(size_text, sizeof size_text, "%" PRId64, rec->size);
+	ins.n = 0;
+	instance_params(&ins, rec, series_pk, size_text);
+	res = run(db, ST_INSTANCE_INSERT, &ins);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		r = pn_db_fail(db, res);
+		goto fail;
+	}
+	if (PQntuples(res) == 0) {
+		PQclear(res);
+		r = existing_instance(db, rec, policy, series_pk, size_text, &outcome, &old_path);
+		if (r != 0)
+			goto fail;
+		if (outcome == PN_INDEX_REPLACED)
+			goto done; /* committed */
+		goto rollback;
+	}
+	PQclear(res);
+
+	r = pn_db_command(db, "COMMIT");
+	if (r != 0)
+		goto fail;
+	goto done;
+
+rollback:
+	/* Nothing of this transaction may stay, the patient, study or series
+	 * it may have created included. A broken connection rolls back too. */
+	pn_db_rollback(db);
+done:
+	*ret_outcome = outcome;
+	*ret_old_path = old_path;
+	return 0;
+
+fail:
+	pn_db_rollback(db);
+	return r;
+}
+
+static bool rec_valid(const pn_instance_rec *rec)
+{
+	const pn_blob *blobs[] = {&rec->patient_attrs, &rec->study_attrs, &rec->series_attrs, &rec->instance_attrs};
+
+	if (!rec->patient_id || !rec->issuer || !rec->study_uid || !rec->series_uid || !rec->sop_uid ||
+	    !rec->sop_class_uid || !rec->transfer_syntax_uid || !rec->path || !rec->sha256_hex || !rec->calling_ae ||
+	    rec->size < 0)
+		return false;
+	for (size_t i = 0; i < sizeof blobs / sizeof blobs[0]; i++)
+		if (blobs[i]->len > INT_MAX || (blobs[i]->len > 0 && !blobs[i]->data))
+			return false;
+	return true;
+}
+
+int pn_index_store(pn_db *db, const pn_instance_rec *rec, pn_dup_policy policy, pn_index_outcome *ret_outcome,
+                   char **ret_old_path)
+{
+	unsigned retries = 0;
+	bool reconnected = false;
+
+	if (!db || !rec || !ret_outcome || !rec_valid(rec) ||
+	    (policy != PN_DUP_IGNORE && policy != PN_DUP_REPLACE && policy != PN_DUP_REJECT))
+		return -EINVAL;
+	pn_db_clear_error(db);
+
+	/* At most 1 + STORE_RETRIES + 1 attempts. */
+	for (;;) {
+		pn_index_outcome outcome;
+		char *old_path = NULL;
+		int r;
+
+		r = prepare_statements(db);
+		if (r == 0)
+			r = store_once(db, rec, policy, &outcome, &old_path);
+		if (r == 0) {
+			*ret_outcome = outcome;
+			if (ret_old_path)
+				*ret_old_path = old_path;
+			else
+				free(old_path);
+			return 0;
+		}
+		if (r == PN_DB_RETRY && retries < STORE_RETRIES) {
+			pn_db_backoff(db, retries++, RETRY_BASE_MS, RETRY_CAP_MS);
+			continue;
+		}
+		if (r == PN_DB_CONN_LOST && !reconnected) {
+			reconnected = true;
+			if (pn_db_ensure_connected(db) < 0)
+				return -ECONNREFUSED;
+			continue;
+		}
+		if (r == PN_DB_CONN_LOST)
+			return -ECONNREFUSED;
+		return r == PN_DB_RETRY ? -EIO : r;
+	}
+}
+
+int pn_index_path_referenced(pn_db *db, const char *path, bool *ret_referenced)
+{
+	params p = {0};
+	bool reconnected = false;
+
+	if (!db || !path || !ret_referenced)
+		return -EINVAL;
+	pn_db_clear_error(db);
+	add_text(&p, path);
+
+	for (;;) {
+		PGresult *res;
+		int r;
+
+		r = prepare_statements(db);
+		if (r == 0) {
+			res = run(db, ST_PATH_REFERENCED, &p);
+			if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) {
+				*ret_referenced = PQgetvalue(res, 0, 0)[0] == 't';
+				PQclear(res);
+				return 0;
+			}
+			r = pn_db_fail(db, res);
+		}
+		if (r == PN_DB_CONN_LOST && !reconnected) {
+			reconnected = true;
+			if (pn_db_ensure_connected(db) < 0)
+				return -ECONNREFUSED;
+			continue;
+		}
+		if (r == PN_DB_CONN_LOST)
+			return -ECONNREFUSED;
+		return r == PN_DB_RETRY ? -EIO : r;
+	}
+}

@@ -1,0 +1,116 @@
+/* Writing instances into the index (patient / study / series / instance).
+ *
+ * The caller (scp/store.c) has already validated UIDs and normalised every
+ * typed value; this module only maps the record to parameterised SQL. */
+#ifndef PN_INDEX_H
+#define PN_INDEX_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "db.h"
+
+typedef enum {
+	PN_DUP_IGNORE = 0, /* keep the first copy, report success */
+	PN_DUP_REPLACE,    /* the new copy replaces the old one */
+	PN_DUP_REJECT,     /* refuse the new copy */
+} pn_dup_policy;
+
+typedef enum {
+	PN_INDEX_STORED = 0,      /* new instance row committed */
+	PN_INDEX_REPLACED,        /* existing row now points at the new file */
+	PN_INDEX_DUP_IGNORED,     /* row existed, nothing changed */
+	PN_INDEX_DUP_REJECTED,    /* row existed, nothing changed */
+	PN_INDEX_CONFLICT_STUDY,  /* study belongs to another patient */
+	PN_INDEX_CONFLICT_SERIES, /* series belongs to another study */
+} pn_index_outcome;
+
+/* A byte blob: an encoded dataset (explicit VR little endian, UTF-8 text)
+ * holding the non-bulk attributes of one level. */
+typedef struct {
+	const void *data;
+	size_t len;
+} pn_blob;
+
+/* All strings are NUL-terminated UTF-8, or NULL when the attribute is absent
+ * or its value could not be normalised. Dates are "YYYY-MM-DD", times
+ * "HH:MM:SS[.ffffff]", integers and decimals in C locale text, as accepted by
+ * PostgreSQL's date/time/integer/float8 input functions. */
+typedef struct {
+	/* patient: key is (patient_id, issuer); issuer is "" when absent */
+	const char *patient_id; /* never NULL: "" when absent */
+	const char *issuer;     /* never NULL: "" when absent */
+	const char *patient_name;
+	const char *patient_birth_date;
+	const char *patient_sex;
+	pn_blob patient_attrs;
+
+	/* study */
+	const char *study_uid; /* validated, never NULL */
+	const char *study_date;
+	const char *study_time;
+	const char *accession_number;
+	const char *study_id;
+	const char *study_description;
+	const char *referring_physician_name;
+	pn_blob study_attrs;
+
+	/* series */
+	const char *series_uid; /* validated, never NULL */
+	const char *modality;
+	const char *series_number;
+	const char *series_description;
+	const char *series_date;
+	const char *series_time;
+	const char *body_part_examined;
+	const char *protocol_name;
+	pn_blob series_attrs;
+
+	/* instance */
+	const char *sop_uid;       /* validated, never NULL */
+	const char *sop_class_uid; /* validated, never NULL */
+	const char *instance_number;
+	const char *image_type;
+	const char *rows;
+	const char *columns;
+	const char *number_of_frames;
+	const char *samples_per_pixel;
+	const char *photometric_interpretation;
+	const char *slice_thickness;
+	const char *spacing_between_slices;
+	const char *acquisition_date;
+	const char *acquisition_time;
+	const char *content_date;
+	const char *content_time;
+	pn_blob instance_attrs;
+
+	/* storage facts */
+	const char *transfer_syntax_uid;    /* never NULL */
+	const char *path;                   /* relative to the storage root, never NULL */
+	int64_t size;                       /* bytes of the Part-10 file */
+	const char *sha256_hex;             /* 64 lower-case hex digits of the file */
+	const char *calling_ae;             /* never NULL */
+	const char *specific_character_set; /* as received, NULL when absent */
+} pn_instance_rec;
+
+/* Runs the whole index update for one instance in one transaction:
+ * upsert patient, study and series (INSERT ... ON CONFLICT, never
+ * check-then-insert), check the hierarchy, insert or apply the duplicate
+ * policy to the instance, commit. Anything but STORED/REPLACED leaves the
+ * database exactly as it was.
+ *
+ * Serialization failures and deadlocks are retried a bounded number of times;
+ * a broken connection is re-established once and the transaction re-run.
+ *
+ * On PN_INDEX_REPLACED, *ret_old_path (if ret_old_path is given) receives the
+ * previous relative path, malloc'ed, for the caller to unlink after commit.
+ * Returns 0 with *ret_outcome set, or a negative code (-EIO, -ECONNREFUSED,
+ * -ENOMEM) with nothing committed. */
+int pn_index_store(pn_db *db, const pn_instance_rec *rec, pn_dup_policy policy, pn_index_outcome *ret_outcome,
+                   char **ret_old_path);
+
+/* Crash recovery: whether an instance row references this relative path. */
+int pn_index_path_referenced(pn_db *db, const char *path, bool *ret_referenced);
+
+#endif

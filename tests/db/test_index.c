@@ -1,0 +1,621 @@
+/* db/ against a real PostgreSQL: migrations, pn_index_store() outcomes,
+ * concurrent writers, reconnect.
+ *
+ * PN_TEST_PG_CONNINFO names a server and a role allowed to CREATE DATABASE;
+ * each run works in its own database pn_test_<pid>_<random>, dropped at the
+ * end (kept when PN_TEST_KEEP_DB is set). tests/db/run-pg-test.sh starts a
+ * private server for it. */
+#include <errno.h>
+#include <inttypes.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <libpq-fe.h>
+
+#include "db.h"
+#include "index.h"
+#include "migrations.h"
+#include "testdb.h"
+#include "testrec.h"
+
+enum { WORKERS = 8, PARALLEL_ROUNDS = 3 };
+
+static char *test_conninfo; /* the test database */
+static pn_db *db;           /* the connection under test */
+static PGconn *check;       /* a separate connection for verification */
+
+/* ---- helpers ------------------------------------------------------------ */
+
+/* One text value of a one-parameter query on the verification connection. */
+static char *query1(const char *sql, const char *param)
+{
+	PGresult *res = PQexecParams(check, sql, param ? 1 : 0, NULL, &param, NULL, NULL, 0);
+	char *value;
+
+	if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1)
+		fail_msg("\"%s\": %s", sql, PQresultErrorMessage(res));
+	value = strdup(PQgetisnull(res, 0, 0) ? "<null>" : PQgetvalue(res, 0, 0));
+	PQclear(res);
+	return value;
+}
+
+static long count1(const char *sql, const char *param)
+{
+	char *v = query1(sql, param);
+	long n = strtol(v, NULL, 10);
+
+	free(v);
+	return n;
+}
+
+/* A digest of every row of the four tables: equal digests, untouched DB. */
+static char *fingerprint(void)
+{
+	return query1("SELECT md5(concat_ws('#',"
+	              " (SELECT string_agg(t::text, '|' ORDER BY pk) FROM patient t),"
+	              " (SELECT string_agg(t::text, '|' ORDER BY pk) FROM study t),"
+	              " (SELECT string_agg(t::text, '|' ORDER BY pk) FROM series t),"
+	              " (SELECT string_agg(t::text, '|' ORDER BY pk) FROM instance t)))",
+	              NULL);
+}
+
+static void store_ok(const pn_instance_rec *rec, pn_dup_policy policy, pn_index_outcome expect, char **ret_old_path)
+{
+	pn_index_outcome outcome = (pn_index_outcome)-1;
+	int r = pn_index_store(db, rec, policy, &outcome, ret_old_path);
+
+	if (r != 0)
+		fail_msg("pn_index_store: %d: %s", r, pn_db_errmsg(db));
+	assert_int_equal(outcome, expect);
+}
+
+/* Runs fn in n forked processes, each with its own connection, released
+ * together once all are connected. Returns how many exited 0. */
+static int run_forked(int n, int (*fn)(pn_db *, int, void *), void *arg)
+{
+	int ready[2], go[2], ok = 0;
+	pid_t pids[WORKERS];
+	char byte;
+
+	assert_true(n <= WORKERS);
+	assert_int_equal(pipe(ready), 0);
+	assert_int_equal(pipe(go), 0);
+	for (int i = 0; i < n; i++) {
+		pids[i] = fork();
+		assert_true(pids[i] >= 0);
+		if (pids[i] == 0) {
+			pn_db *mine = NULL;
+			char err[256];
+			int code;
+
+			/* Never touch the parent's connections: no PQfinish. */
+			close(ready[0]);
+			close(go[1]);
+			if (pn_db_connect(test_conninfo, &mine, err, sizeof err) < 0) {
+				fprintf(stderr, "worker %d: %s\n", i, err);
+				_exit(100);
+			}
+			if (write(ready[1], "r", 1) != 1)
+				_exit(101);
+			close(ready[1]);
+			if (read(go[0], &byte, 1) != 0)
+				_exit(102);
+			code = fn(mine, i, arg);
+			pn_db_free(mine);
+			_exit(code);
+		}
+	}
+	close(ready[1]);
+	close(go[0]);
+	for (int got = 0; got < n && read(ready[0], &byte, 1) == 1;)
+		got++;
+	close(go[1]); /* release them all */
+	close(ready[0]);
+	for (int i = 0; i < n; i++) {
+		int status;
+
+		assert_int_equal(waitpid(pids[i], &status, 0), pids[i]);
+		if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+			ok++;
+		else
+			fprintf(stderr, "worker %d: status 0x%x\n", i, status);
+	}
+	return ok;
+}
+
+/* ---- tests -------------------------------------------------------------- */
+
+static int migrate_worker(pn_db *mine, int i, void *arg)
+{
+	(void)arg;
+	if (pn_db_migrate(mine) != 0) {
+		fprintf(stderr, "worker %d: migrate: %s\n", i, pn_db_errmsg(mine));
+		return 1;
+	}
+	return 0;
+}
+
+static void test_migrate_concurrently_then_twice(void **state)
+{
+	const pn_migration *last = &pn_migrations[pn_migrations_count - 1];
+	char *before, *after;
+	int version = -1;
+
+	(void)state;
+	assert_int_equal(pn_db_schema_version(db, &version), 0);
+	assert_int_equal(version, 0); /* fresh database */
+
+	/* Worker processes starting together all migrate. */
+	assert_int_equal(run_forked(WORKERS, migrate_worker, NULL), WORKERS);
+	assert_int_equal(pn_db_schema_version(db, &version), 0);
+	assert_int_equal(version, last->version);
+
+	before = query1("SELECT string_agg(version || name || applied_at, ',' ORDER BY version)"
+	                " FROM schema_version",
+	                NULL);
+	assert_int_equal(pn_db_migrate(db), 0);
+	assert_int_equal(pn_db_migrate(db), 0);
+	after = query1("SELECT string_agg(version || name || applied_at, ',' ORDER BY version)"
+	               " FROM schema_version",
+	               NULL);
+	assert_string_equal(before, after);
+	assert_int_equal(count1("SELECT count(*) FROM schema_version", NULL), (long)pn_migrations_count);
+	assert_int_equal(pn_db_schema_version(db, &version), 0);
+	assert_int_equal(version, last->version);
+	free(before);
+	free(after);
+}
+
+static int setup_migrated(void **state)
+{
+	(void)state;
+	return pn_db_migrate(db) == 0 ? 0 : -1;
+}
+
+static void test_store_new(void **state)
+{
+	char *old_path = (char *)"untouched";
+	test_rec t;
+	PGresult *res;
+	bool referenced;
+	const char *param;
+
+	(void)state;
+	make_rec(&t, "PID-NEW", "", NULL, NULL);
+	store_ok(&t.rec, PN_DUP_IGNORE, PN_INDEX_STORED, &old_path);
+	assert_null(old_path);
+
+	param = t.sop;
+	res = PQexecParams(check,
+	                   "SELECT p.patient_name, p.patient_birth_date::text, st.study_time::text,"
+	                   " i.attrs, i.calling_ae, p.issuer"
+	                   " FROM instance i JOIN series se ON se.pk = i.series_fk"
+	                   " JOIN study st ON st.pk = se.study_fk JOIN patient p ON p.pk = st.patient_fk"
+	                   " WHERE i.sop_uid = $1",
+	                   1, NULL, &param, NULL, NULL, 1 /* binary, for attrs */);
+	assert_int_equal(PQresultStatus(res), PGRES_TUPLES_OK);
+	assert_int_equal(PQntuples(res), 1);
+	assert_string_equal(PQgetvalue(res, 0, 0), "Müller^Jürgen");
+	assert_string_equal(PQgetvalue(res, 0, 1), "1970-01-31");
+	assert_string_equal(PQgetvalue(res, 0, 2), "13:14:15.123456");
+	assert_int_equal(PQgetlength(res, 0, 3), sizeof attrs_bytes);
+	assert_memory_equal(PQgetvalue(res, 0, 3), attrs_bytes, sizeof attrs_bytes);
+	assert_string_equal(PQgetvalue(res, 0, 4), "CT_SCANNER_1");
+	assert_string_equal(PQgetvalue(res, 0, 5), "");
+	PQclear(res);
+
+	res = PQexecParams(check,
+	                   "SELECT se.series_number, i.rows, i.slice_thickness, i.size,"
+	                   " i.number_of_frames IS NULL, se.protocol_name IS NULL, i.content_time"
+	                   " FROM instance i JOIN series se ON se.pk = i.series_fk WHERE i.sop_uid = $1",
+	                   1, NULL, &param, NULL, NULL, 0);
+	assert_int_equal(PQntuples(res), 1);
+	assert_string_equal(PQgetvalue(res, 0, 0), "3");
+	assert_string_equal(PQgetvalue(res, 0, 1), "512");
+	assert_string_equal(PQgetvalue(res, 0, 2), "1.25");
+	assert_string_equal(PQgetvalue(res, 0, 3), "526336");
+	assert_string_equal(PQgetvalue(res, 0, 4), "t");
+	assert_string_equal(PQgetvalue(res, 0, 5), "t");
+	assert_string_equal(PQgetvalue(res, 0, 6), "13:15:02.5");
+	PQclear(res);
+
+	assert_int_equal(pn_index_path_referenced(db, t.path, &referenced), 0);
+	assert_true(referenced);
+	assert_int_equal(pn_index_path_referenced(db, "zz/zz/absent.dcm", &referenced), 0);
+	assert_false(referenced);
+}
+
+static void test_duplicate_policies(void **state)
+{
+	test_rec first, again;
+	char *fp, *fp2, *old_path = NULL, *v;
+
+	(void)state;
+	make_rec(&first, "PID-DUP", "", NULL, NULL);
+	store_ok(&first.rec, PN_DUP_IGNORE, PN_INDEX_STORED, NULL);
+
+	/* Same SOP, another file, even another patient/study/series: ignore
+	 * and reject leave every table as it was. */
+	make_rec(&again, "PID-DUP-OTHER", "", NULL, NULL);
+	again.rec.sop_uid = first.sop;
+	fp = fingerprint();
+	store_ok(&again.rec, PN_DUP_IGNORE, PN_INDEX_DUP_IGNORED, &old_path);
+	assert_null(old_path);
+	fp2 = fingerprint();
+	assert_string_equal(fp, fp2);
+	free(fp2);
+	store_ok(&again.rec, PN_DUP_REJECT, PN_INDEX_DUP_REJECTED, &old_path);
+	assert_null(old_path);
+	fp2 = fingerprint();
+	assert_string_equal(fp, fp2);
+	free(fp2);
+	free(fp);
+	assert_int_equal(count1("SELECT count(*) FROM patient WHERE patient_id = $1", "PID-DUP-OTHER"), 0);
+	v = query1("SELECT path FROM instance WHERE sop_uid = $1", first.sop);
+	assert_string_equal(v, first.path);
+	free(v);
+
+	/* Replace: a new file in a new series of the same study. */
+	make_rec(&again, "PID-DUP", "", first.study, NULL);
+	again.rec.sop_uid = first.sop;
+	again.rec.size = 42;
+	again.rec.calling_ae = "MR_2";
+	again.rec.rows = "256";
+	again.rec.spacing_between_slices = "2.5";
+	store_ok(&again.rec, PN_DUP_REPLACE, PN_INDEX_REPLACED, &old_path);
+	assert_non_null(old_path);
+	assert_string_equal(old_path, first.path);
+	free(old_path);
+	old_path = NULL;
+	assert_int_equal(count1("SELECT count(*) FROM instance WHERE sop_uid = $1", first.sop), 1);
+	v = query1("SELECT concat_ws(',', i.path, i.size, i.calling_ae, i.rows, i.spacing_between_slices,"
+	           " se.series_uid, i.received_at > st.created_at)"
+	           " FROM instance i JOIN series se ON se.pk = i.series_fk"
+	           " JOIN study st ON st.pk = se.study_fk WHERE i.sop_uid = $1",
+	           first.sop);
+	{
+		char expect[256];
+
+		snprintf(expect, sizeof expect, "%s,42,MR_2,256,2.5,%s,t", again.path, again.series);
+		assert_string_equal(v, expect);
+	}
+	free(v);
+
+	/* The same file again (a re-run after a lost COMMIT answer): it is
+	 * ours, whatever the policy. */
+	fp = fingerprint();
+	store_ok(&again.rec, PN_DUP_REJECT, PN_INDEX_STORED, &old_path);
+	assert_null(old_path);
+	fp2 = fingerprint();
+	assert_string_equal(fp, fp2);
+	free(fp);
+	free(fp2);
+}
+
+static void test_study_of_another_patient(void **state)
+{
+	test_rec first, other;
+	char *fp, *fp2;
+
+	(void)state;
+	make_rec(&first, "PID-A", "", NULL, NULL);
+	store_ok(&first.rec, PN_DUP_IGNORE, PN_INDEX_STORED, NULL);
+
+	make_rec(&other, "PID-B", "", first.study, NULL); /* new patient, new series */
+	fp = fingerprint();
+	store_ok(&other.rec, PN_DUP_REPLACE, PN_INDEX_CONFLICT_STUDY, NULL);
+	fp2 = fingerprint();
+	assert_string_equal(fp, fp2);
+	assert_int_equal(count1("SELECT count(*) FROM patient WHERE patient_id = $1", "PID-B"), 0);
+	free(fp);
+	free(fp2);
+}
+
+static void test_series_of_another_study(void **state)
+{
+	test_rec first, other;
+	char *fp, *fp2;
+
+	(void)state;
+	make_rec(&first, "PID-C", "", NULL, NULL);
+	store_ok(&first.rec, PN_DUP_IGNORE, PN_INDEX_STORED, NULL);
+
+	make_rec(&other, "PID-C", "", NULL, first.series); /* new study, old series */
+	fp = fingerprint();
+	store_ok(&other.rec, PN_DUP_IGNORE, PN_INDEX_CONFLICT_SERIES, NULL);
+	fp2 = fingerprint();
+	assert_string_equal(fp, fp2);
+	assert_int_equal(count1("SELECT count(*) FROM study WHERE study_uid = $1", other.study), 0);
+	free(fp);
+	free(fp2);
+}
+
+static void test_issuer_is_part_of_the_key(void **state)
+{
+	test_rec a, b, c;
+
+	(void)state;
+	make_rec(&a, "PID-ISS", "", NULL, NULL);
+	make_rec(&b, "PID-ISS", "HOSPITAL_B", NULL, NULL);
+	make_rec(&c, "PID-ISS", "", NULL, NULL);
+	store_ok(&a.rec, PN_DUP_IGNORE, PN_INDEX_STORED, NULL);
+	store_ok(&b.rec, PN_DUP_IGNORE, PN_INDEX_STORED, NULL);
+	store_ok(&c.rec, PN_DUP_IGNORE, PN_INDEX_STORED, NULL);
+	assert_int_equal(count1("SELECT count(*) FROM patient WHERE patient_id = $1", "PID-ISS"), 2);
+	assert_int_equal(count1("SELECT count(DISTINCT patient_fk) FROM study st JOIN patient p"
+	                        " ON p.pk = st.patient_fk WHERE p.patient_id = $1",
+	                        "PID-ISS"),
+	                 2);
+}
+
+static int store_worker(pn_db *mine, int i, void *arg)
+{
+	const test_rec *base = arg;
+	pn_instance_rec rec = base->rec;
+	char sop[sizeof base->sop + 16], path[sizeof base->path + 16];
+	pn_index_outcome outcome;
+	int r;
+
+	/* Same patient, study and series; own SOP instance and file. */
+	snprintf(sop, sizeof sop, "%s.%d", base->sop, i);
+	snprintf(path, sizeof path, "%s.%d", base->path, i);
+	rec.sop_uid = sop;
+	rec.path = path;
+	r = pn_index_store(mine, &rec, PN_DUP_IGNORE, &outcome, NULL);
+	if (r != 0 || outcome != PN_INDEX_STORED) {
+		fprintf(stderr, "worker %d: %d outcome %d: %s\n", i, r, (int)outcome, pn_db_errmsg(mine));
+		return 1;
+	}
+	return 0;
+}
+
+static void test_parallel_writers_one_hierarchy(void **state)
+{
+	(void)state;
+	for (int round = 0; round < PARALLEL_ROUNDS; round++) {
+		char patient_id[32];
+		test_rec base;
+
+		snprintf(patient_id, sizeof patient_id, "PID-PAR-%d", round);
+		make_rec(&base, patient_id, "", NULL, NULL);
+		assert_int_equal(run_forked(WORKERS, store_worker, &base), WORKERS);
+		assert_int_equal(count1("SELECT count(*) FROM patient WHERE patient_id = $1", patient_id), 1);
+		assert_int_equal(count1("SELECT count(*) FROM study WHERE study_uid = $1", base.study), 1);
+		assert_int_equal(count1("SELECT count(*) FROM series WHERE series_uid = $1", base.series), 1);
+		assert_int_equal(count1("SELECT count(*) FROM instance i JOIN series se ON se.pk = i.series_fk"
+		                        " WHERE se.series_uid = $1",
+		                        base.series),
+		                 WORKERS);
+	}
+}
+
+static void test_invalid_value_is_eio(void **state)
+{
+	pn_index_outcome outcome;
+	test_rec t;
+	char *fp, *fp2;
+
+	(void)state;
+	make_rec(&t, "PID-BAD", "", NULL, NULL);
+	t.rec.content_date = "2024-02-30";
+	fp = fingerprint();
+	assert_int_equal(pn_index_store(db, &t.rec, PN_DUP_IGNORE, &outcome, NULL), -EIO);
+	assert_string_equal(pn_db_sqlstate(db), "22008");
+	assert_non_null(strstr(pn_db_errmsg(db), "SQLSTATE 22008"));
+	fp2 = fingerprint();
+	assert_string_equal(fp, fp2);
+	free(fp);
+	free(fp2);
+
+	t.rec.sop_uid = NULL;
+	assert_int_equal(pn_index_store(db, &t.rec, PN_DUP_IGNORE, &outcome, NULL), -EINVAL);
+}
+
+static void exec_check(const char *sql, const char *param)
+{
+	PGresult *res = PQexecParams(check, sql, param ? 1 : 0, NULL, &param, NULL, NULL, 0);
+
+	if (PQresultStatus(res) != PGRES_COMMAND_OK && PQresultStatus(res) != PGRES_TUPLES_OK)
+		fail_msg("\"%s\": %s", sql, PQresultErrorMessage(res));
+	PQclear(res);
+}
+
+/* Waits (bounded) until the backend named appname waits for a lock. */
+static void wait_until_blocked(const char *appname)
+{
+	PGconn *watch = PQconnectdb(test_conninfo);
+	const char *param = appname;
+
+	assert_int_equal(PQstatus(watch), CONNECTION_OK);
+	for (int i = 0; i < 500; i++) {
+		PGresult *res = PQexecParams(watch,
+		                             "SELECT 1 FROM pg_stat_activity"
+		                             " WHERE application_name = $1 AND wait_event_type = 'Lock'",
+		                             1, NULL, &param, NULL, NULL, 0);
+		int n = PQntuples(res);
+
+		PQclear(res);
+		if (n == 1)
+			break;
+		nanosleep(&(struct timespec){.tv_nsec = 10 * 1000 * 1000}, NULL);
+	}
+	PQfinish(watch);
+}
+
+/* Retried after a deadlock the server broke by aborting us. */
+static void test_deadlock_is_retried(void **state)
+{
+	char appname[64], *conninfo, *v;
+	const char *params[2];
+	test_rec first, again;
+	PGresult *res;
+	int status;
+	pid_t pid;
+
+	(void)state;
+	make_rec(&first, "PID-DEADLOCK", "", NULL, NULL);
+	store_ok(&first.rec, PN_DUP_IGNORE, PN_INDEX_STORED, NULL);
+	make_rec(&again, "PID-DEADLOCK", "", first.study, NULL); /* into a new series */
+	again.rec.sop_uid = first.sop;
+	snprintf(appname, sizeof appname, "pn_test_deadlock_%ld", (long)getpid());
+	assert_true(asprintf(&conninfo, "%s application_name=%s", test_conninfo, appname) > 0);
+
+	/* We hold the instance; the child inserts the new series, then waits
+	 * for the instance; we insert the same series: a cycle. */
+	exec_check("BEGIN", NULL);
+	exec_check("SELECT 1 FROM instance WHERE sop_uid = $1 FOR UPDATE", first.sop);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		pn_index_outcome outcome;
+		char *old_path = NULL;
+		pn_db *mine;
+		int r;
+
+		if (pn_db_connect(conninfo, &mine, NULL, 0) != 0)
+			_exit(100);
+		r = pn_index_store(mine, &again.rec, PN_DUP_REPLACE, &outcome, &old_path);
+		if (r != 0 || outcome != PN_INDEX_REPLACED || strcmp(pn_db_sqlstate(mine), "40P01") != 0) {
+			fprintf(stderr, "deadlock child: %d outcome %d: %s\n", r, (int)outcome, pn_db_errmsg(mine));
+			_exit(1);
+		}
+		_exit(0);
+	}
+	wait_until_blocked(appname);
+	params[0] = again.series;
+	params[1] = first.series;
+	assert_int_equal(PQsendQueryParams(check,
+	                                   "INSERT INTO series (study_fk, series_uid)"
+	                                   " SELECT study_fk, $1 FROM series WHERE series_uid = $2",
+	                                   2, NULL, params, NULL, NULL, 0),
+	                 1);
+	res = PQgetResult(check); /* once the child's transaction is aborted */
+	assert_int_equal(PQresultStatus(res), PGRES_COMMAND_OK);
+	PQclear(res);
+	assert_null(PQgetResult(check));
+	exec_check("ROLLBACK", NULL); /* lets the child's retry through */
+
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	v = query1("SELECT se.series_uid FROM instance i JOIN series se ON se.pk = i.series_fk"
+	           " WHERE i.sop_uid = $1",
+	           first.sop);
+	assert_string_equal(v, again.series);
+	free(v);
+	free(conninfo);
+}
+
+/* Our backend, found by the application_name our conninfo sets. */
+static char *backend_pid(const char *appname)
+{
+	return query1("SELECT pid FROM pg_stat_activity WHERE application_name = $1", appname);
+}
+
+static void terminate(const char *pid)
+{
+	char *v = query1("SELECT pg_terminate_backend($1::integer, 10000)", pid);
+
+	assert_string_equal(v, "t");
+	free(v);
+}
+
+static void test_reconnect_after_terminate(void **state)
+{
+	char appname[64], *conninfo, *pid1, *pid2, *pid3;
+	pn_db *mine = NULL;
+	pn_index_outcome outcome;
+	bool referenced;
+	test_rec t;
+	char err[256];
+
+	(void)state;
+	snprintf(appname, sizeof appname, "pn_test_reconnect_%ld", (long)getpid());
+	assert_true(asprintf(&conninfo, "%s application_name=%s", test_conninfo, appname) > 0);
+	if (pn_db_connect(conninfo, &mine, err, sizeof err) != 0)
+		fail_msg("connect: %s", err);
+	free(conninfo);
+
+	make_rec(&t, "PID-RECONNECT", "", NULL, NULL);
+	assert_int_equal(pn_index_store(mine, &t.rec, PN_DUP_IGNORE, &outcome, NULL), 0);
+	pid1 = backend_pid(appname);
+	terminate(pid1);
+
+	/* The prepared statements died with the backend: re-prepared. */
+	make_rec(&t, "PID-RECONNECT", "", t.study, t.series);
+	if (pn_index_store(mine, &t.rec, PN_DUP_IGNORE, &outcome, NULL) != 0)
+		fail_msg("store after terminate: %s", pn_db_errmsg(mine));
+	assert_int_equal(outcome, PN_INDEX_STORED);
+	pid2 = backend_pid(appname);
+	assert_string_not_equal(pid1, pid2);
+
+	terminate(pid2);
+	assert_int_equal(pn_index_path_referenced(mine, t.path, &referenced), 0);
+	assert_true(referenced);
+	pid3 = backend_pid(appname);
+	assert_string_not_equal(pid2, pid3);
+	assert_int_equal(pn_db_ensure_connected(mine), 0);
+
+	pn_db_free(mine);
+	free(pid1);
+	free(pid2);
+	free(pid3);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_migrate_concurrently_then_twice),
+	    cmocka_unit_test_setup(test_store_new, setup_migrated),
+	    cmocka_unit_test_setup(test_duplicate_policies, setup_migrated),
+	    cmocka_unit_test_setup(test_study_of_another_patient, setup_migrated),
+	    cmocka_unit_test_setup(test_series_of_another_study, setup_migrated),
+	    cmocka_unit_test_setup(test_issuer_is_part_of_the_key, setup_migrated),
+	    cmocka_unit_test_setup(test_parallel_writers_one_hierarchy, setup_migrated),
+	    cmocka_unit_test_setup(test_invalid_value_is_eio, setup_migrated),
+	    cmocka_unit_test_setup(test_deadlock_is_retried, setup_migrated),
+	    cmocka_unit_test_setup(test_reconnect_after_terminate, setup_migrated),
+	};
+	const char *admin = getenv("PN_TEST_PG_CONNINFO");
+	char dbname[64], err[256] = "";
+	int failed = 2;
+
+	if (!admin || !*admin) {
+		fprintf(stderr, "test_db_index: PN_TEST_PG_CONNINFO is not set: it must be a libpq "
+		                "conninfo for a role that may CREATE DATABASE (tests/db/run-pg-test.sh "
+		                "starts a private server and sets it)\n");
+		return 2;
+	}
+	test_conninfo = testdb_create(admin, dbname, sizeof dbname);
+	if (!test_conninfo)
+		return 2;
+	if (pn_db_connect(test_conninfo, &db, err, sizeof err) != 0) {
+		fprintf(stderr, "test_db_index: could not connect to \"%s\": %s\n", dbname, err);
+		goto out;
+	}
+	check = PQconnectdb(test_conninfo);
+	if (PQstatus(check) != CONNECTION_OK) {
+		fprintf(stderr, "test_db_index: %s", PQerrorMessage(check));
+		goto out;
+	}
+
+	failed = cmocka_run_group_tests(tests, NULL, NULL);
+
+out:
+	PQfinish(check);
+	pn_db_free(db);
+	free(test_conninfo);
+	if (getenv("PN_TEST_KEEP_DB"))
+		fprintf(stderr, "test_db_index: kept database \"%s\"\n", dbname);
+	else if (testdb_drop(admin, dbname) != 0 && !failed)
+		failed = 1;
+	return failed ? 1 : 0;
+}
