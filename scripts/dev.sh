@@ -116,28 +116,38 @@ run() {
 	"$top/build/scp/pacsnode" -c "$dev/pacsnode.conf" || true
 }
 
-run_tests() {
-	setup
-	local build_dir="$top/build" flags=()
-	if [ "${PN_SANITIZE:-0}" = 1 ]; then
-		build_dir="$top/build-asan"
-		flags=(-DPN_SANITIZE=ON)
-	fi
-	build "$build_dir" -DBUILD_TESTING=ON "${flags[@]}"
+# One round of every suite against one build.
+run_suite() {
+	local build_dir="$1"
+	shift
+	build "$build_dir" -DBUILD_TESTING=ON "$@"
 	grant_traverse "$build_dir"
-	trap stop_postgres EXIT
 	local status=0
-
-	say "static checks"
-	"$top/tests/check_layout.sh" || status=1
-
-	say "unit and database tests (ctest)"
+	say "unit and database tests (ctest, ${build_dir#"$top"/})"
 	PN_TEST_PG_CONNINFO="host=$sock user=postgres dbname=postgres" \
 		ctest --test-dir "$build_dir" --output-on-failure -j"$(nproc)" || status=1
-
-	say "integration tests (pytest, real PostgreSQL, real dcmtk peers)"
+	say "integration tests (pytest, real PostgreSQL, real dcmtk peers, ${build_dir#"$top"/})"
 	PACSNODE_BIN="$build_dir/scp/pacsnode" /usr/bin/python3 -m pytest -n "$(nproc)" -q -p no:cacheprovider \
 		"$top/tests/integration" || status=1
+	return $status
+}
+
+# Every suite twice: a normal build, then AddressSanitizer + UBSan
+# (PN_SANITIZE=0 skips the second round, PN_SANITIZE=1 runs only it).
+run_tests() {
+	setup
+	trap stop_postgres EXIT
+	local status=0
+	say "static checks"
+	"$top/tests/check_layout.sh" || status=1
+	if [ "${PN_SANITIZE:-}" != 1 ]; then
+		run_suite "$top/build" || status=1
+	fi
+	if [ "${PN_SANITIZE:-}" != 0 ]; then
+		ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
+			run_suite "$top/build-asan" -DPN_SANITIZE=ON || status=1
+	fi
+	if [ $status = 0 ]; then say "all suites passed"; else say "some suites FAILED"; fi
 	return $status
 }
 
