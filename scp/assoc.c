@@ -125,10 +125,17 @@ void pn_assoc_serve(const pn_store_ctx *ctx, pn_dcm_net *net, int fd)
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	pn_dcm_assoc *assoc = NULL;
 	pn_dcm_assoc_info info;
-	int rc = pn_dcm_assoc_receive(net, fd, (unsigned long)ctx->cfg->max_pdu, &assoc, &info);
+	const pn_config *cfg = ctx->cfg;
+	int rc = pn_dcm_assoc_receive(net, fd, (unsigned long)cfg->max_pdu, cfg->acse_timeout, cfg->dimse_timeout,
+	                              &assoc, &info);
+	if (rc == -ECONNRESET) {
+		/* port probes and health checks: not worth a warning */
+		pn_debug("connection closed before an A-ASSOCIATE-RQ");
+		return;
+	}
 	if (rc < 0) {
 		pn_warning("connection dropped before a valid A-ASSOCIATE-RQ: %s",
-		           rc == -ETIMEDOUT ? "timed out" : "protocol error");
+		           rc == -ETIMEDOUT ? "timed out (acse_timeout)" : "protocol error");
 		return;
 	}
 	assoc_counts counts = {0};
@@ -141,11 +148,11 @@ void pn_assoc_serve(const pn_store_ctx *ctx, pn_dcm_net *net, int fd)
 	        counts.echoes ? ", C-ECHO answered" : "");
 }
 
-void pn_assoc_reject_busy(pn_dcm_net *net, int fd, unsigned long max_pdu)
+void pn_assoc_reject_busy(pn_dcm_net *net, int fd, unsigned long max_pdu, int acse_timeout)
 {
 	pn_dcm_assoc *assoc = NULL;
 	pn_dcm_assoc_info info;
-	if (pn_dcm_assoc_receive(net, fd, max_pdu, &assoc, &info) < 0)
+	if (pn_dcm_assoc_receive(net, fd, max_pdu, acse_timeout, acse_timeout, &assoc, &info) < 0)
 		return;
 	pn_dcm_assoc_reject(assoc, PN_REJECT_BUSY);
 	pn_dcm_assoc_free(assoc);

@@ -12,6 +12,6 @@ void pn_assoc_serve(const pn_store_ctx *ctx, pn_dcm_net *net, int fd);
 
 /* Reads the A-ASSOCIATE-RQ on `fd` and answers A-ASSOCIATE-RJ (transient,
  * local limit exceeded). */
-void pn_assoc_reject_busy(pn_dcm_net *net, int fd, unsigned long max_pdu);
+void pn_assoc_reject_busy(pn_dcm_net *net, int fd, unsigned long max_pdu, int acse_timeout);
 
 #endif

@@ -248,8 +248,13 @@ static int on_key(void *user, const char *section, const char *name, const char 
 	for (size_t i = 0; i < n; i++) {
 		if (strcmp(keys[i].section, table_section) != 0 || strcmp(keys[i].name, name) != 0)
 			continue;
-		if (keys[i].parse(st, (char *)base + keys[i].offset, value, keys[i].min, keys[i].max) < 0)
+		if (keys[i].parse(st, (char *)base + keys[i].offset, value, keys[i].min, keys[i].max) < 0) {
+			/* name the key in front of the parser's reason */
+			char reason[sizeof(st->err)];
+			snprintf(reason, sizeof(reason), "%s", st->err);
+			snprintf(st->err, sizeof(st->err), "[%s] %s: %.180s", section, name, reason);
 			return 0;
+		}
 		return 1;
 	}
 	snprintf(st->err, sizeof(st->err), "unknown key \"%s\" in section [%s]", name, section);

@@ -107,7 +107,7 @@ int pn_worker_reject_main(const pn_config *cfg, int fd)
 		close(fd);
 		return EXIT_FAILURE;
 	}
-	pn_assoc_reject_busy(net, fd, (unsigned long)cfg->max_pdu);
+	pn_assoc_reject_busy(net, fd, (unsigned long)cfg->max_pdu, cfg->acse_timeout);
 	pn_dcm_net_free(net);
 	return EXIT_SUCCESS;
 }

@@ -13,12 +13,15 @@
 #include <dcmtk/dcmdata/dcvrobow.h>
 #include <dcmtk/dcmdata/dcvrul.h>
 #include <dcmtk/dcmnet/assoc.h>
+#include <dcmtk/dcmnet/dcmtrans.h>
 #include <dcmtk/dcmnet/dimse.h>
 #include <dcmtk/dcmnet/dul.h>
 
 #include <cerrno>
 #include <cstring>
 #include <new>
+#include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 // Our implementation identity in the meta header of files we write.
@@ -31,7 +34,10 @@ struct pn_dcm_net {
 
 struct pn_dcm_assoc {
 	T_ASC_Association *assoc;
-	int fd;              // ours until dcmtk owns it
+	int fd;   // ours until dcmtk owns it
+	int sock; // the socket, for its timeouts (not owned)
+	int data_timeout;
+	bool broken;         // no orderly end possible: just close
 	T_DIMSE_Message msg; // the command being served
 };
 
@@ -196,6 +202,18 @@ int write_meta_header(SinkStream &out, const pn_dcm_cmd *cmd, const char *callin
 	return c.good() ? 0 : -EIO;
 }
 
+// dcmtk times only the wait for the first byte of a PDU and then reads the
+// rest blocking: a peer that stops half-way would hold the worker forever.
+// Kernel timeouts bound every read and write, whatever dcmtk does.
+void set_socket_timeouts(int fd, int seconds)
+{
+	struct timeval tv;
+	tv.tv_sec = seconds;
+	tv.tv_usec = 0;
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+}
+
 int condition_to_errno(const OFCondition &c)
 {
 	if (c == DIMSE_NODATAAVAILABLE || c == DUL_READTIMEOUT)
@@ -235,22 +253,37 @@ extern "C" void pn_dcm_net_free(pn_dcm_net *net)
 	delete net;
 }
 
-extern "C" int pn_dcm_assoc_receive(pn_dcm_net *net, int fd, unsigned long max_pdu, pn_dcm_assoc **ret_assoc,
-                                    pn_dcm_assoc_info *ret_info)
+extern "C" int pn_dcm_assoc_receive(pn_dcm_net *net, int fd, unsigned long max_pdu, int acse_timeout, int data_timeout,
+                                    pn_dcm_assoc **ret_assoc, pn_dcm_assoc_info *ret_info)
 {
 	pn_dcm_assoc *a = nullptr;
 	try {
 		a = new pn_dcm_assoc();
 		a->assoc = nullptr;
 		a->fd = fd;
+		a->sock = fd;
+		a->data_timeout = data_timeout;
+		// dcmtk applies these to the socket when it takes it over.
+		dcmSocketReceiveTimeout.set(acse_timeout);
+		dcmSocketSendTimeout.set(acse_timeout);
 		dcmExternalSocketHandle.set(fd);
 		OFCondition c = ASC_receiveAssociation(net->net, &a->assoc, (long)max_pdu);
 		dcmExternalSocketHandle.set(-1);
 		if (a->assoc && a->assoc->DULassociation)
 			a->fd = -1; // owned by dcmtk from now on
 		if (c.bad()) {
+			a->broken = true;
 			pn_dcm_assoc_free(a);
-			return c == DUL_READTIMEOUT ? -ETIMEDOUT : -EPROTO;
+			if (c == DUL_READTIMEOUT || errno == EAGAIN || errno == EWOULDBLOCK)
+				return -ETIMEDOUT;
+			return c == DUL_NETWORKCLOSED ? -ECONNRESET : -EPROTO;
+		}
+		// dcmtk reports a connection closed before any PDU as success,
+		// with empty parameters: that is not an association.
+		if (ASC_countPresentationContexts(a->assoc->params) == 0) {
+			a->broken = true;
+			pn_dcm_assoc_free(a);
+			return -ECONNRESET;
 		}
 		memset(ret_info, 0, sizeof(*ret_info));
 		char calling[65] = "", called[65] = "";
@@ -348,7 +381,10 @@ extern "C" int pn_dcm_assoc_accept(pn_dcm_assoc *a, unsigned *ret_accepted)
 		*ret_accepted = accepted;
 		if (accepted == 0)
 			return 0;
-		return ASC_acknowledgeAssociation(a->assoc).good() ? 0 : -EPROTO;
+		if (ASC_acknowledgeAssociation(a->assoc).bad())
+			return -EPROTO;
+		set_socket_timeouts(a->sock, a->data_timeout);
+		return 0;
 	} catch (...) {
 		return -ENOMEM;
 	}
@@ -481,6 +517,7 @@ extern "C" void pn_dcm_assoc_abort(pn_dcm_assoc *a)
 		return;
 	try {
 		ASC_abortAssociation(a->assoc);
+		a->broken = true;
 	} catch (...) {
 	}
 }
@@ -491,7 +528,11 @@ extern "C" void pn_dcm_assoc_free(pn_dcm_assoc *a)
 		return;
 	try {
 		if (a->assoc) {
-			ASC_dropSCPAssociation(a->assoc);
+			// An orderly drop waits for the peer; a broken one must not.
+			if (a->broken)
+				ASC_closeTransportConnection(a->assoc);
+			else
+				ASC_dropSCPAssociation(a->assoc);
 			ASC_destroyAssociation(&a->assoc);
 		}
 	} catch (...) {

@@ -47,9 +47,13 @@ typedef struct {
 } pn_dcm_assoc_info;
 
 /* Takes ownership of the connected socket `fd` (closed by
- * pn_dcm_assoc_free, or here on failure) and reads the A-ASSOCIATE-RQ. */
-int pn_dcm_assoc_receive(pn_dcm_net *net, int fd, unsigned long max_pdu, pn_dcm_assoc **ret_assoc,
-                         pn_dcm_assoc_info *ret_info);
+ * pn_dcm_assoc_free, or here on failure) and reads the A-ASSOCIATE-RQ.
+ * Every read or write on the socket gives up after `acse_timeout` seconds
+ * while negotiating and after `data_timeout` (0: never) once the association
+ * is accepted, also in the middle of a PDU. Returns 0, -ETIMEDOUT,
+ * -ECONNRESET (closed before a complete A-ASSOCIATE-RQ) or -EPROTO. */
+int pn_dcm_assoc_receive(pn_dcm_net *net, int fd, unsigned long max_pdu, int acse_timeout, int data_timeout,
+                         pn_dcm_assoc **ret_assoc, pn_dcm_assoc_info *ret_info);
 
 typedef enum {
 	PN_REJECT_BUSY,        /* transient: local limit exceeded */

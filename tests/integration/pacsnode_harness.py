@@ -162,7 +162,8 @@ class Node:
     scanned for stray files), cwd (the node's working directory)."""
 
     def __init__(self, cluster, testdir, dbname, user, *, duplicate_policy="ignore",
-                 workers=2, max_associations=8, extra_config=None, port=None):
+                 workers=2, max_associations=8, extra_config=None, port=None,
+                 preexec_fn=None):
         self.cluster = cluster
         self.dir = testdir
         self.user = user
@@ -187,6 +188,9 @@ class Node:
         self.workers = workers
         self.max_associations = max_associations
         self.extra_config = extra_config or {}
+        # Called in the node's process before exec (e.g. to lower a
+        # resource limit); its workers inherit what it sets.
+        self.preexec_fn = preexec_fn
         self.write_config()
 
     def write_config(self):
@@ -221,12 +225,25 @@ class Node:
             pw = pwd.getpwnam(self.user)
             kw = {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": []}
             env["HOME"] = self.cwd
+        if self.preexec_fn is not None:
+            kw["preexec_fn"] = self.preexec_fn
         with open(self.log_path, "ab") as log, open(self.stdout_path, "ab") as out:
             self.proc = subprocess.Popen([NODE_BIN, "-c", self.config_path], cwd=self.cwd,
                                          stdin=subprocess.DEVNULL, stdout=out, stderr=log,
                                          env=env, start_new_session=True, **kw)
         self.pid = self.proc.pid
         self.wait_ready(timeout)
+
+    def start_again(self, timeout=30):
+        """Starts a stopped node once more on the same configuration, port,
+        storage root and database (its log is appended to). Returns the log
+        offset where this run's lines begin."""
+        assert self.proc is None or self.proc.poll() is not None, "the node is still running"
+        offset = os.path.getsize(self.log_path) if os.path.exists(self.log_path) else 0
+        self.returncode = None
+        self.leftovers = []
+        self.start(timeout)
+        return offset
 
     def wait_ready(self, timeout):
         """Until the port accepts TCP and C-ECHO succeeds (the node has no

@@ -1,0 +1,582 @@
+"""pacsnode when things go wrong: a failing disk, a database that goes away,
+peers that say nothing, too many associations, peers it must refuse, a crash
+left behind in the storage folder, a bad configuration file; and the one log
+line per association an operator reads afterwards.
+
+Each test checks the effect (statuses, rows, files, log lines, timings), not
+only that the node survived.
+"""
+
+import hashlib
+import os
+import pwd
+import re
+import resource
+import socket
+import subprocess
+import time
+
+import psycopg2
+import psycopg2.sql
+import pytest
+
+import pacsnode_checks as C
+import pacsnode_harness as H
+import rawscu
+from pacsnode_harness import gen_corpus
+
+VERIFICATION = "1.2.840.10008.1.1"
+OUT_OF_STORAGE = 0xA700
+OUT_OF_INDEX = 0xA701
+NOT_AUTHORIZED = 0x0124
+
+
+# --------------------------------------------------------------------------
+# Helpers
+
+
+def small_instance(scu_dir, name, **kw):
+    """A 16x16 CT instance (about 2 KB)."""
+    return gen_corpus.make_instance(os.path.join(scu_dir, name + ".dcm"), name=name, **kw)
+
+
+def big_instance(scu_dir, name):
+    """A 256x256x16 bit CT instance (about 130 KB)."""
+    return gen_corpus.make_instance(os.path.join(scu_dir, name + ".dcm"), name=name,
+                                    set_attrs={"Rows": 256, "Columns": 256,
+                                               "PixelData": bytes(256 * 256 * 2)})
+
+
+def tmp_files(node):
+    tmp = os.path.join(node.storage, "tmp")
+    return sorted(os.listdir(tmp)) if os.path.isdir(tmp) else []
+
+
+def storage_files(node):
+    """Files under the storage root outside tmp/."""
+    return {p for p in C.walk_files(node.storage) if not p.startswith("tmp" + os.sep)}
+
+
+def assert_consistent(node):
+    problems = C.storage_problems(node)
+    assert not problems, "storage root %s vs index:\n  %s" % (node.storage, "\n  ".join(problems))
+
+
+def log_lines(node, offset=0):
+    with open(node.log_path, "r", encoding="utf-8", errors="replace") as f:
+        f.seek(offset)
+        return f.read().splitlines()
+
+
+def wait_log(node, pattern, what, timeout=5.0, offset=0):
+    """The first log line (after byte `offset`) matching the regex, waiting a
+    little for workers that log after answering; fails the test if none."""
+    rx = re.compile(pattern, re.IGNORECASE)
+    deadline = time.monotonic() + timeout
+    while True:
+        for line in log_lines(node, offset):
+            if rx.search(line):
+                return line
+        if time.monotonic() > deadline:
+            pytest.fail("no log line about %s (looked for /%s/) in %s:\n%s"
+                        % (what, pattern, node.log_path, H.tail(node.log_path)), pytrace=False)
+        time.sleep(0.1)
+
+
+def fsize_limit(nbytes):
+    """preexec_fn for the node: no file may grow past nbytes. The node
+    ignores SIGXFSZ, so such a write fails with EFBIG."""
+    def apply():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (nbytes, nbytes))
+    return apply
+
+
+def node_argv_kw():
+    """subprocess keywords running a command as the node's account."""
+    user = H.run_as_user()
+    if not user:
+        return {}
+    pw = pwd.getpwnam(user)
+    return {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": []}
+
+
+def hold_association(node, calling):
+    """A raw association (Verification) that is accepted and then left open."""
+    assoc = rawscu.Association(node.host, node.port, timeout=10)
+    try:
+        assoc.associate(calling, node.aet, VERIFICATION)
+    except Exception:
+        assoc.close()
+        raise
+    return assoc
+
+
+def wait_closed(sock, limit):
+    """Seconds until the peer closes `sock` (EOF or reset), reading and
+    discarding whatever it sends first; None if it stays open `limit` s."""
+    t0 = time.monotonic()
+    sock.settimeout(0.2)
+    received = b""
+    while time.monotonic() - t0 < limit:
+        try:
+            chunk = sock.recv(4096)
+        except socket.timeout:
+            continue
+        except (ConnectionResetError, BrokenPipeError):
+            return time.monotonic() - t0, received
+        if not chunk:
+            return time.monotonic() - t0, received
+        received += chunk
+    return None, received
+
+
+# --------------------------------------------------------------------------
+# 1. The disk refuses a write
+
+
+FSIZE_LIMIT = 64 * 1024
+
+
+def test_write_failure_answers_a700_and_association_goes_on(node_factory, scu_dir):
+    """RLIMIT_FSIZE = 64 KiB on the node: on one association a 2 KB instance
+    is stored, a 130 KB one gets 0xA700 (EFBIG), the next 2 KB one is stored.
+    Nothing of the refused one remains, the index and the files agree."""
+    # info, not debug: the node's log is a file too and must stay under the limit.
+    node = node_factory(preexec_fn=fsize_limit(FSIZE_LIMIT), extra_config={"log": {"level": "info"}})
+    first = small_instance(scu_dir, "fsz-first")
+    big = big_instance(scu_dir, "fsz-big")
+    last = small_instance(scu_dir, "fsz-last")
+    assert first["size"] < FSIZE_LIMIT // 4 and big["size"] > 2 * FSIZE_LIMIT
+
+    run = H.storescu(node.port, [first["path"], big["path"], last["path"]], scu_dir,
+                     aet="PNFSIZE", timeout=30)
+    assert run.association == "accepted", run.summary()
+    assert [run.status(f["path"]) for f in (first, big, last)] == [
+        H.SUCCESS, OUT_OF_STORAGE, H.SUCCESS], run.summary()
+    assert run.returncode == 0, run.summary()
+
+    assert tmp_files(node) == [], "left in tmp/"
+    rows = C.instance_rows(node)
+    assert sorted(r["sop_uid"] for r in rows) == sorted(
+        [first["sop_instance_uid"], last["sop_instance_uid"]])
+    assert len(storage_files(node)) == 2, sorted(storage_files(node))
+    assert_consistent(node)
+    for f in (first, last):
+        [row] = [r for r in rows if r["sop_uid"] == f["sop_instance_uid"]]
+        assert not C.compare_part10(f["path"], os.path.join(node.storage, row["path"]),
+                                    f["sop_class_uid"], f["sop_instance_uid"],
+                                    f["transfer_syntax_uid"])
+
+    wait_log(node, r"%s.*(File too large|could not write)" % re.escape(big["sop_instance_uid"]),
+             "the failed write of the big instance")
+    wait_log(node, r'association "PNFSIZE" .*released.* 2 instances stored, 1 failed',
+             "the association that went on after the failure")
+
+
+# --------------------------------------------------------------------------
+# 2. The database goes away and comes back
+
+
+def terminate_backends(pg, dbname):
+    """Ends every session on dbname (the node's workers) and waits until
+    they are gone."""
+    conn = pg.connect()
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity "
+                        "WHERE datname = %s AND pid <> pg_backend_pid()", (dbname,))
+            ended = len(cur.fetchall())
+            cur.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s "
+                        "AND pid <> pg_backend_pid()", (dbname,))
+            assert cur.fetchone()[0] == 0, "sessions on %s survived pg_terminate_backend" % dbname
+        return ended
+    finally:
+        conn.close()
+
+
+def allow_connections(pg, dbname, allow):
+    conn = pg.connect()
+    try:
+        with conn.cursor() as cur:
+            cur.execute(psycopg2.sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS {}").format(
+                psycopg2.sql.Identifier(dbname), psycopg2.sql.SQL("true" if allow else "false")))
+    finally:
+        conn.close()
+
+
+@pytest.mark.node_config(workers=2)
+def test_database_outage_answers_a701_then_recovers_without_restart(node, pg_cluster, scu_dir):
+    files = [small_instance(scu_dir, "db%d" % i) for i in range(4)]
+    store = lambda f: H.storescu(node.port, [f["path"]], scu_dir, aet="PNDB",  # noqa: E731
+                                 timeout=30)
+    pid = node.pid
+
+    run = store(files[0])
+    assert run.all_success(), run.summary()
+
+    # Sessions killed under the node: the next store reconnects and succeeds.
+    assert terminate_backends(pg_cluster, node.dbname) >= 1, "the node had no database session"
+    run = store(files[1])
+    assert run.status(files[1]["path"]) == H.SUCCESS, (
+        "store right after the node's sessions were terminated: " + run.summary())
+    assert node.count("instance") == 2
+    assert_consistent(node)
+    before = storage_files(node)
+    db_before = C.db_snapshot(node)
+
+    # The database refuses connections: 0xA701, nothing left on disk.
+    allow_connections(pg_cluster, node.dbname, False)
+    try:
+        terminate_backends(pg_cluster, node.dbname)
+        run = store(files[2])
+        status = run.status(files[2]["path"])
+        files_during = storage_files(node)
+        tmp_during = tmp_files(node)
+    finally:
+        allow_connections(pg_cluster, node.dbname, True)
+    assert status == OUT_OF_INDEX, "store while the database is unreachable: " + run.summary()
+    assert tmp_during == [], "left in tmp/ after 0xA701"
+    assert files_during == before, "files left after 0xA701: %s" % sorted(files_during - before)
+    assert C.db_snapshot(node) == db_before
+    line = wait_log(node, r"%s.*0xA701" % re.escape(files[2]["sop_instance_uid"]),
+                    "the refused store while the database was down")
+    assert re.search(r"database|connection", line, re.I), line
+
+    # The database is back: the same node stores again, and the refused one too.
+    for f in (files[3], files[2]):
+        run = store(f)
+        assert run.status(f["path"]) == H.SUCCESS, "store after the database came back: " + run.summary()
+    assert node.proc.poll() is None and node.pid == pid, "the node was restarted"
+    assert not re.search(r"ended unexpectedly", "\n".join(log_lines(node))), H.tail(node.log_path)
+    assert sorted(r["sop_uid"] for r in C.instance_rows(node)) == sorted(
+        f["sop_instance_uid"] for f in files)
+    assert_consistent(node)
+
+
+# --------------------------------------------------------------------------
+# 3. Silent and half-speaking peers
+
+
+@pytest.mark.node_config(workers=2)
+def test_silent_peers_stall_nobody(node, scu_dir):
+    """Two connections that send nothing and one that sends half an
+    A-ASSOCIATE-RQ hold both pool workers and an overflow worker (acse_timeout
+    is 30 s): a storescu and an echoscu still complete at once."""
+    socks = []
+    try:
+        for _ in range(2):
+            socks.append(socket.create_connection((node.host, node.port), timeout=5))
+        rq = rawscu.associate_rq("PNHALF", node.aet, VERIFICATION)
+        half = socket.create_connection((node.host, node.port), timeout=5)
+        socks.append(half)
+        half.sendall(rq[:len(rq) // 2])
+        time.sleep(0.3)  # the listener has handed them out
+
+        f = small_instance(scu_dir, "past-silent")
+        t0 = time.monotonic()
+        run = H.storescu(node.port, [f["path"]], scu_dir, aet="PNBUSY", timeout=15)
+        store_s = time.monotonic() - t0
+        t0 = time.monotonic()
+        echo = H.echoscu(node.port, aet="PNBUSYECHO", timeout=15)
+        echo_s = time.monotonic() - t0
+
+        assert run.all_success(), run.summary()
+        assert store_s < 5, "storescu took %.1f s behind silent peers" % store_s
+        assert echo.ok, echo.output
+        assert echo_s < 5, "echoscu took %.1f s behind silent peers" % echo_s
+        for s in socks:  # still held open by the node, not dropped to make room
+            s.setblocking(False)
+            try:
+                assert s.recv(1) != b"", "the node closed a silent connection early"
+            except BlockingIOError:
+                pass
+    finally:
+        for s in socks:
+            s.close()
+    assert node.count("instance") == 1
+    assert_consistent(node)
+
+
+@pytest.mark.parametrize("what", ["silent", "half A-ASSOCIATE-RQ"])
+def test_acse_timeout_closes_idle_connection(node_factory, what):
+    """With acse_timeout = 2 the node closes a connection that sends nothing,
+    or stops in the middle of its A-ASSOCIATE-RQ, after about 2 s."""
+    acse = 2
+    node = node_factory(workers=1, extra_config={"limits": {"acse_timeout": acse}})
+    s = socket.create_connection((node.host, node.port), timeout=5)
+    try:
+        if what != "silent":
+            rq = rawscu.associate_rq("PNHALF", node.aet, VERIFICATION)
+            s.sendall(rq[:len(rq) // 2])
+        closed_after, got = wait_closed(s, acse + 6)
+    finally:
+        s.close()
+    assert closed_after is not None, "still open %d s after connecting (acse_timeout = %d)" % (
+        acse + 6, acse)
+    assert acse - 0.5 <= closed_after <= acse + 3, "closed after %.1f s (acse_timeout = %d)" % (
+        closed_after, acse)
+    assert got == b"" or got[:1] in (b"\x07", b"\x03"), "unexpected bytes %r" % got[:32]
+    wait_log(node, r"dropped before a valid A-ASSOCIATE-RQ.*timed out", "the timed-out connection")
+    # The worker it held is free again.
+    r = H.echoscu(node.port, aet="PNAFTER", timeout=10)
+    assert r.ok, r.output
+
+
+def test_connection_closed_without_a_byte_is_no_association(node):
+    """A TCP connection that closes without sending anything (a port probe,
+    a load balancer's health check) is logged as a dropped connection, not
+    as an association rejected for its (empty) called AE title."""
+    offset = os.path.getsize(node.log_path)
+    with socket.create_connection((node.host, node.port), timeout=5):
+        pass
+    wait_log(node, r'connection closed before|association (from )?"" ', "the empty connection",
+             offset=offset)
+    time.sleep(0.2)
+    lines = log_lines(node, offset)
+    bogus = [l for l in lines if re.search(r'association (from )?"" ', l)]
+    assert not bogus, "an empty connection was logged as an association:\n" + "\n".join(bogus)
+    assert any("connection closed before an A-ASSOCIATE-RQ" in l for l in lines), \
+        "\n".join(lines)
+
+
+# --------------------------------------------------------------------------
+# 4. max_associations
+
+
+@pytest.mark.node_config(workers=1, max_associations=2)
+def test_max_associations_rejects_transient(node):
+    # The start-up C-ECHO's worker tells the listener it is idle right after
+    # logging its association: let that land before counting.
+    wait_log(node, r'association "PNTEST"', "the start-up C-ECHO")
+    time.sleep(0.2)
+    held = [hold_association(node, "PNHOLD1"), hold_association(node, "PNHOLD2")]
+    try:
+        r = H.echoscu(node.port, aet="PNTHIRD", timeout=15)
+        assert not r.ok, "a third association was accepted:\n" + r.output
+        assert "Rejected Transient" in r.output and "Local Limit Exceeded" in r.output, r.output
+        wait_log(node, r'"PNTHIRD".*rejected \(transient\)', "the rejected third association")
+
+        held[0].release()
+        held[0].close()
+        held.pop(0)
+        # The listener learns that the worker is free a moment after the release.
+        deadline = time.monotonic() + 3
+        while True:
+            r = H.echoscu(node.port, aet="PNFOURTH", timeout=15)
+            if r.ok or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert r.ok, "still refused 3 s after an association was released:\n" + r.output
+    finally:
+        for a in held:
+            a.close()
+
+
+# --------------------------------------------------------------------------
+# 5. Who may associate, and who may store
+
+
+def test_called_ae_must_be_ours(node):
+    r = H.echoscu(node.port, aet="PNCALLER", aec="WRONG")
+    assert not r.ok, r.output
+    assert "Rejected Permanent" in r.output, r.output
+    assert "Called AE Title Not Recognized" in r.output, r.output
+    wait_log(node, r'"PNCALLER".*rejected.*called AE title "WRONG"', "the wrong called AE title")
+
+
+@pytest.mark.node_config(extra_config={
+    "node": {"accept_unknown_calling_ae": "no"},
+    "peer.harness": {"ae_title": "PNTEST", "allow": "store"},  # the harness's readiness C-ECHO
+    "peer.ws": {"ae_title": "GOODSCU", "allow": "store"},
+    "peer.viewer": {"ae_title": "FINDONLY", "allow": "find"},
+})
+def test_calling_ae_and_peer_rights(node, scu_dir):
+    # (b) listed peer: accepted and may store; unknown: rejected.
+    r = H.echoscu(node.port, aet="GOODSCU")
+    assert r.ok, r.output
+    good = small_instance(scu_dir, "peer-good")
+    run = H.storescu(node.port, [good["path"]], scu_dir, aet="GOODSCU")
+    assert run.all_success(), run.summary()
+
+    r = H.echoscu(node.port, aet="STRANGER")
+    assert not r.ok, r.output
+    assert "Rejected Permanent" in r.output, r.output
+    assert "Calling AE Title Not Recognized" in r.output, r.output
+    wait_log(node, r'"STRANGER".*rejected.*calling AE title', "the unknown calling AE title")
+
+    # (c) a peer without "store": 0x0124, nothing stored.
+    db1 = C.db_snapshot(node)
+    files1 = storage_files(node)
+    refused = small_instance(scu_dir, "peer-findonly")
+    run = H.storescu(node.port, [refused["path"]], scu_dir, aet="FINDONLY")
+    assert run.status(refused["path"]) == NOT_AUTHORIZED, run.summary()
+    assert C.db_snapshot(node) == db1, "the index changed"
+    assert storage_files(node) == files1 and tmp_files(node) == []
+    assert_consistent(node)
+    wait_log(node, r'"FINDONLY".*refused.*not allowed to store', "the store by a find-only peer")
+    wait_log(node, r'association "FINDONLY" .*released.* 0 instances stored, 1 failed',
+             "the find-only peer's association")
+
+
+# --------------------------------------------------------------------------
+# 6. Crash recovery at start-up
+
+
+def rel_path(sop_uid, generation):
+    """What scp/storage_path.c names an instance: ab/cd/<32 hex>.<8 hex>.dcm."""
+    h = hashlib.sha256(sop_uid.encode("ascii")).hexdigest()[:32]
+    return "%s/%s/%s.%08x.dcm" % (h[:2], h[2:4], h, generation)
+
+
+def tmp_name(rel):
+    return rel.replace("/", "-")
+
+
+def test_crash_leftovers_are_recovered_at_start(node_factory, scu_dir):
+    node = node_factory()
+    a = small_instance(scu_dir, "crash-a")
+    b = small_instance(scu_dir, "crash-b")
+    run = H.storescu(node.port, [a["path"], b["path"]], scu_dir)
+    assert run.all_success(), run.summary()
+    rc = node.stop()
+    assert rc in (0, -15), "first run ended with %r" % rc
+    rows = {r["sop_uid"]: r for r in C.instance_rows(node)}
+    db1 = C.db_snapshot(node)
+    user = node.user
+    tmp = os.path.join(node.storage, "tmp")
+    assert os.listdir(tmp) == []
+
+    # (i) uncommitted: final file and tmp entry, no row.
+    c = small_instance(scu_dir, "crash-c")
+    c_rel = rel_path(c["sop_instance_uid"], 0x0BADC0DE)
+    c_final = os.path.join(node.storage, c_rel)
+    H.make_dir(os.path.join(node.storage, c_rel[:2]), user, 0o750)
+    H.make_dir(os.path.join(node.storage, c_rel[:5]), user, 0o750)
+    with open(c["path"], "rb") as src, open(c_final, "wb") as dst:
+        dst.write(src.read())
+    H.chown_to(c_final, user)
+    c_tmp = os.path.join(tmp, tmp_name(c_rel))
+    os.link(c_final, c_tmp)
+    # (ii) committed A whose tmp entry was not yet unlinked.
+    a_rel = rows[a["sop_instance_uid"]]["path"]
+    a_final = os.path.join(node.storage, a_rel)
+    a_sha = C.sha256_file(a_final)
+    a_tmp = os.path.join(tmp, tmp_name(a_rel))
+    os.link(a_final, a_tmp)
+    # (iii) something that is no name of ours.
+    garbage = os.path.join(tmp, "garbage")
+    with open(garbage, "w") as f:
+        f.write("not a DICOM file\n")
+    H.chown_to(garbage, user)
+
+    offset = node.start_again()
+    line = wait_log(node, r"storage recovery", "the start-up recovery", offset=offset)
+    assert re.search(r"\b1 committed .*\b1 uncommitted .*\b1 stray", line), line
+
+    assert not os.path.exists(c_final), "the uncommitted instance's file survived"
+    assert not os.path.exists(c_tmp), "the uncommitted instance's tmp entry survived"
+    assert os.path.isfile(a_final) and C.sha256_file(a_final) == a_sha, "A's file lost or changed"
+    assert not os.path.exists(a_tmp), "A's tmp entry survived"
+    assert not os.path.exists(garbage), "tmp/garbage survived"
+    assert os.listdir(tmp) == []
+    assert C.db_snapshot(node) == db1, "the index changed"
+    assert sorted(storage_files(node)) == sorted(r["path"] for r in rows.values())
+    assert_consistent(node)
+    # And it stores again.
+    run = H.storescu(node.port, [c["path"]], scu_dir)
+    assert run.all_success(), run.summary()
+    assert_consistent(node)
+
+
+# --------------------------------------------------------------------------
+# 7. Bad configuration
+
+
+def run_node(argv, timeout=10):
+    t0 = time.monotonic()
+    r = subprocess.run([H.NODE_BIN] + argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, text=True, errors="replace", timeout=timeout,
+                       **node_argv_kw())
+    return r, time.monotonic() - t0
+
+
+def write_conf(testdir, name, text):
+    path = os.path.join(testdir, name)
+    with open(path, "w") as f:
+        f.write(text)
+    os.chmod(path, 0o644)
+    return path
+
+
+def one_error_line(r, path):
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1, "wanted one line on stderr, got:\n" + r.stderr
+    assert path in lines[0], lines[0]
+    return lines[0]
+
+
+BAD_VALUE = "; a comment\n[node]\nport = 11112\n\n[limits]\nworkers = many\n"
+
+
+@pytest.mark.parametrize("check_only", [False, True])
+def test_bad_value_stops_the_node(testdir, check_only):
+    path = write_conf(testdir, "bad-value.conf", BAD_VALUE)
+    r, took = run_node((["-t"] if check_only else []) + ["-c", path])
+    assert r.returncode != 0, "exit 0 with workers = many:\n" + r.stdout + r.stderr
+    assert took < 5, "took %.1f s to refuse the file" % took
+    line = one_error_line(r, path)
+    assert "%s:6:" % path in line, line
+    assert '"many"' in line and "integer" in line, line
+
+
+def test_bad_value_error_names_the_key(testdir):
+    """README: a bad value stops the node 'with one line naming the file, the
+    line and the key'."""
+    path = write_conf(testdir, "bad-value.conf", BAD_VALUE)
+    r, _took = run_node(["-c", path])
+    assert r.returncode != 0
+    line = one_error_line(r, path)
+    assert "workers" in line, "the error line does not name the key: " + line
+
+
+@pytest.mark.parametrize("text,lineno,words", [
+    ("[limits]\nworkers = 2\nworkerz = 2\n", 3, ['"workerz"', "[limits]"]),
+    ("[node]\nport = 11112\n[limitz]\nworkers = 2\n", 4, ['"workers"', "[limitz]"]),
+])
+def test_unknown_key_stops_the_node(testdir, text, lineno, words):
+    path = write_conf(testdir, "unknown.conf", text)
+    r, took = run_node(["-c", path])
+    assert r.returncode != 0, "exit 0 with an unknown key:\n" + r.stdout + r.stderr
+    assert took < 5, "took %.1f s to refuse the file" % took
+    line = one_error_line(r, path)
+    assert "%s:%d:" % (path, lineno) in line, line
+    assert "unknown" in line.lower(), line
+    for w in words:
+        assert w in line, line
+
+
+def test_example_configuration_is_valid():
+    example = os.path.join(H.REPO, "conf", "pacsnode.conf")
+    r = subprocess.run([H.NODE_BIN, "-t", "-c", example], stdin=subprocess.DEVNULL,
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=10)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "valid" in r.stdout, r.stdout
+
+
+# --------------------------------------------------------------------------
+# 8. The association log line
+
+
+def test_one_log_line_per_association(node, scu_dir):
+    files = [small_instance(scu_dir, "logline%d" % i) for i in range(3)]
+    run = H.storescu(node.port, [f["path"] for f in files], scu_dir, aet="PNLOGLINE")
+    assert run.all_success(), run.summary()
+    wait_log(node, r'association "PNLOGLINE"', "the association")
+    lines = [l for l in log_lines(node) if re.search(r'association "PNLOGLINE"', l)]
+    assert len(lines) == 1, "\n".join(lines)
+    line = lines[0]
+    assert '"PNLOGLINE" -> "%s"' % node.aet in line, line
+    assert "from 127.0.0.1" in line, line
+    assert "released" in line, line
+    assert "3 instances stored" in line and "0 failed" in line, line
+    assert re.search(r"after \d+\.\d+ s", line), line
