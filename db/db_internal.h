@@ -19,6 +19,17 @@ struct pn_db {
 	unsigned index_gen;
 	uint32_t index_prepared; /* bit i: statement i prepared */
 	uint64_t rng;            /* xorshift state for back-off jitter */
+	/* The last series this connection committed an instance into, with its
+	 * study and patient: the next instances of that series skip the three
+	 * upserts. Valid because rows are never deleted or re-parented; a
+	 * feature that deletes or moves them must clear it. `pending` becomes
+	 * `committed` when its transaction commits. */
+	struct pn_db_hier {
+		bool valid;
+		char series_uid[65], study_uid[65];
+		char patient_id[257], issuer[257]; /* LO: 64 characters of UTF-8 */
+		char series_pk[24];
+	} committed, pending;
 	char sqlstate[6];
 	char errmsg[512];
 };

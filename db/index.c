@@ -30,7 +30,7 @@ enum {
 	"series_fk, sop_uid, sop_class_uid, instance_number, image_type, rows, columns,"                               \
 	" number_of_frames, samples_per_pixel, photometric_interpretation, slice_thickness,"                           \
 	" spacing_between_slices, acquisition_date, acquisition_time, content_date,"                                   \
-	" content_time, transfer_syntax_uid, path, size, sha256, specific_character_set,"                              \
+	" content_time, transfer_syntax_uid, path, size, checksum, specific_character_set,"                            \
 	" calling_ae, attrs"
 #define INSTANCE_VALUES                                                                                                \
 	"$1::bigint, $2, $3, $4::integer, $5, $6::integer, $7::integer, $8::integer, $9::integer,"                     \
@@ -49,6 +49,9 @@ enum stmt_id {
 	ST_INSTANCE_LOCK,
 	ST_INSTANCE_UPDATE,
 	ST_PATH_REFERENCED,
+	ST_GARBAGE_INSERT,
+	ST_GARBAGE_DELETE,
+	ST_GARBAGE_LIST,
 	ST_COUNT,
 };
 
@@ -87,6 +90,10 @@ static const struct {
                             "UPDATE instance SET (" INSTANCE_COLUMNS ", received_at) = (" INSTANCE_VALUES
                             ", now()) WHERE pk = $24::bigint"},
     [ST_PATH_REFERENCED] = {"pn_index_path_referenced", "t", "SELECT EXISTS (SELECT 1 FROM instance WHERE path = $1)"},
+    [ST_GARBAGE_INSERT] = {"pn_index_garbage_insert", "t",
+                           "INSERT INTO storage_garbage (path) VALUES ($1) ON CONFLICT DO NOTHING"},
+    [ST_GARBAGE_DELETE] = {"pn_index_garbage_delete", "t", "DELETE FROM storage_garbage WHERE path = $1"},
+    [ST_GARBAGE_LIST] = {"pn_index_garbage_list", "", "SELECT path FROM storage_garbage ORDER BY path"},
 };
 
 typedef struct {
@@ -210,7 +217,7 @@ static void instance_params(params *p, const pn_instance_rec *rec, const char *s
 	add_text(p, rec->transfer_syntax_uid);
 	add_text(p, rec->path);
 	add_text(p, size_text);
-	add_text(p, rec->sha256_hex);
+	add_text(p, rec->checksum);
 	add_text(p, rec->specific_character_set);
 	add_text(p, rec->calling_ae);
 	add_blob(p, rec->instance_attrs);
@@ -220,7 +227,7 @@ static void instance_params(params *p, const pn_instance_rec *rec, const char *s
  * transaction. Returns with the transaction committed (REPLACED) or still
  * open (anything else, for the caller to roll back). */
 static int existing_instance(pn_db *db, const pn_instance_rec *rec, pn_dup_policy policy, const char *series_pk,
-                             const char *size_text, pn_index_outcome *ret_outcome, char **ret_old_path)
+                             const char *size_text, bool commit, pn_index_outcome *ret_outcome, char **ret_old_path)
 {
 	params p = {0};
 	char pk[24];
@@ -266,9 +273,21 @@ static int existing_instance(pn_db *db, const pn_instance_rec *rec, pn_dup_polic
 		goto fail;
 	}
 	PQclear(res);
-	r = pn_db_command(db, "COMMIT");
-	if (r != 0)
+	/* The old file goes to the garbage list in the same transaction, so a
+	 * crash before it is unlinked cannot leave a file without a row. */
+	p.n = 0;
+	add_text(&p, old_path);
+	res = run(db, ST_GARBAGE_INSERT, &p);
+	if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+		r = pn_db_fail(db, res);
 		goto fail;
+	}
+	PQclear(res);
+	if (commit) {
+		r = pn_db_command(db, "COMMIT");
+		if (r != 0)
+			goto fail;
+	}
 	*ret_outcome = PN_INDEX_REPLACED;
 	*ret_old_path = old_path;
 	return 0;
@@ -278,10 +297,37 @@ fail:
 	return r;
 }
 
+static bool hier_matches(const struct pn_db_hier *h, const pn_instance_rec *rec)
+{
+	return h->valid && strcmp(h->series_uid, rec->series_uid) == 0 && strcmp(h->study_uid, rec->study_uid) == 0 &&
+	       strcmp(h->patient_id, rec->patient_id) == 0 && strcmp(h->issuer, rec->issuer) == 0;
+}
+
+static void hier_remember(pn_db *db, const pn_instance_rec *rec, const char *series_pk)
+{
+	struct pn_db_hier *h = &db->pending;
+	h->valid = strlen(rec->series_uid) < sizeof h->series_uid && strlen(rec->study_uid) < sizeof h->study_uid &&
+	           strlen(rec->patient_id) < sizeof h->patient_id && strlen(rec->issuer) < sizeof h->issuer;
+	if (!h->valid)
+		return;
+	snprintf(h->series_uid, sizeof h->series_uid, "%s", rec->series_uid);
+	snprintf(h->study_uid, sizeof h->study_uid, "%s", rec->study_uid);
+	snprintf(h->patient_id, sizeof h->patient_id, "%s", rec->patient_id);
+	snprintf(h->issuer, sizeof h->issuer, "%s", rec->issuer);
+	snprintf(h->series_pk, sizeof h->series_pk, "%s", series_pk);
+}
+
+static void hier_committed(pn_db *db)
+{
+	if (db->pending.valid)
+		db->committed = db->pending;
+	db->pending.valid = false;
+}
+
 /* One attempt. Returns 0 with the outcome, PN_DB_RETRY, PN_DB_CONN_LOST or
  * a negative errno; on anything but 0 nothing is committed. */
-static int store_once(pn_db *db, const pn_instance_rec *rec, pn_dup_policy policy, pn_index_outcome *ret_outcome,
-                      char **ret_old_path)
+static int store_once(pn_db *db, const pn_instance_rec *rec, pn_dup_policy policy, bool commit,
+                      pn_index_outcome *ret_outcome, char **ret_old_path)
 {
 	char patient_pk[24], study_pk[24], series_pk[24], parent[24], size_text[24];
 	pn_index_outcome outcome = PN_INDEX_STORED;
@@ -296,6 +342,13 @@ static int store_once(pn_db *db, const pn_instance_rec *rec, pn_dup_policy polic
 	r = pn_db_command(db, "BEGIN ISOLATION LEVEL READ COMMITTED");
 	if (r != 0)
 		goto fail;
+	db->pending.valid = false;
+
+	if (hier_matches(&db->committed, rec)) {
+		/* same series, study and patient as last time: checked then */
+		snprintf(series_pk, sizeof series_pk, "%s", db->committed.series_pk);
+		goto instance;
+	}
 
 	add_text(&ins, rec->patient_id);
 	add_text(&ins, rec->issuer);
@@ -348,6 +401,9 @@ static int store_once(pn_db *db, const pn_instance_rec *rec, pn_dup_policy polic
 		goto rollback;
 	}
 
+instance:
+	hier_remember(db, rec, series_pk);
+
 	snprintf(size_text, sizeof size_text, "%" PRId64, rec->size);
 	ins.n = 0;
 	instance_params(&ins, rec, series_pk, size_text);
@@ -358,18 +414,23 @@ static int store_once(pn_db *db, const pn_instance_rec *rec, pn_dup_policy polic
 	}
 	if (PQntuples(res) == 0) {
 		PQclear(res);
-		r = existing_instance(db, rec, policy, series_pk, size_text, &outcome, &old_path);
+		r = existing_instance(db, rec, policy, series_pk, size_text, commit, &outcome, &old_path);
 		if (r != 0)
 			goto fail;
 		if (outcome == PN_INDEX_REPLACED)
-			goto done; /* committed */
+			goto done; /* committed, or left open for the caller */
+		if (outcome == PN_INDEX_STORED && !commit)
+			goto done; /* our own row already: nothing to commit, but harmless */
 		goto rollback;
 	}
 	PQclear(res);
 
-	r = pn_db_command(db, "COMMIT");
-	if (r != 0)
-		goto fail;
+	if (commit) {
+		r = pn_db_command(db, "COMMIT");
+		if (r != 0)
+			goto fail;
+		hier_committed(db);
+	}
 	goto done;
 
 rollback:
@@ -391,7 +452,7 @@ static bool rec_valid(const pn_instance_rec *rec)
 	const pn_blob *blobs[] = {&rec->patient_attrs, &rec->study_attrs, &rec->series_attrs, &rec->instance_attrs};
 
 	if (!rec->patient_id || !rec->issuer || !rec->study_uid || !rec->series_uid || !rec->sop_uid ||
-	    !rec->sop_class_uid || !rec->transfer_syntax_uid || !rec->path || !rec->sha256_hex || !rec->calling_ae ||
+	    !rec->sop_class_uid || !rec->transfer_syntax_uid || !rec->path || !rec->checksum || !rec->calling_ae ||
 	    rec->size < 0)
 		return false;
 	for (size_t i = 0; i < sizeof blobs / sizeof blobs[0]; i++)
@@ -400,8 +461,8 @@ static bool rec_valid(const pn_instance_rec *rec)
 	return true;
 }
 
-int pn_index_store(pn_db *db, const pn_instance_rec *rec, pn_dup_policy policy, pn_index_outcome *ret_outcome,
-                   char **ret_old_path)
+static int store_with_retries(pn_db *db, const pn_instance_rec *rec, pn_dup_policy policy, bool commit,
+                              pn_index_outcome *ret_outcome, char **ret_old_path)
 {
 	unsigned retries = 0;
 	bool reconnected = false;
@@ -419,7 +480,7 @@ int pn_index_store(pn_db *db, const pn_instance_rec *rec, pn_dup_policy policy, 
 
 		r = prepare_statements(db);
 		if (r == 0)
-			r = store_once(db, rec, policy, &outcome, &old_path);
+			r = store_once(db, rec, policy, commit, &outcome, &old_path);
 		if (r == 0) {
 			*ret_outcome = outcome;
 			if (ret_old_path)
@@ -442,6 +503,102 @@ int pn_index_store(pn_db *db, const pn_instance_rec *rec, pn_dup_policy policy, 
 			return -ECONNREFUSED;
 		return r == PN_DB_RETRY ? -EIO : r;
 	}
+}
+
+int pn_index_store(pn_db *db, const pn_instance_rec *rec, pn_dup_policy policy, pn_index_outcome *ret_outcome,
+                   char **ret_old_path)
+{
+	return store_with_retries(db, rec, policy, true, ret_outcome, ret_old_path);
+}
+
+int pn_index_begin(pn_db *db, const pn_instance_rec *rec, pn_dup_policy policy, pn_index_outcome *ret_outcome,
+                   char **ret_old_path)
+{
+	return store_with_retries(db, rec, policy, false, ret_outcome, ret_old_path);
+}
+
+int pn_index_commit_send(pn_db *db)
+{
+	if (PQsendQuery(db->conn, "COMMIT") != 1) {
+		pn_db_set_error_result(db, NULL);
+		pn_db_rollback(db);
+		return -ECONNRESET;
+	}
+	return 0;
+}
+
+int pn_index_commit_wait(pn_db *db)
+{
+	PGresult *res;
+	int r = 0;
+	bool got = false;
+
+	while ((res = PQgetResult(db->conn)) != NULL) {
+		if (!got && PQresultStatus(res) != PGRES_COMMAND_OK) {
+			pn_db_set_error_result(db, res);
+			r = PQstatus(db->conn) == CONNECTION_BAD ? -ECONNRESET : -EIO;
+		}
+		got = true;
+		PQclear(res);
+	}
+	if (!got) {
+		pn_db_set_error_result(db, NULL);
+		r = -ECONNRESET;
+	}
+	if (r == 0 && PQtransactionStatus(db->conn) != PQTRANS_IDLE) {
+		/* COMMIT of a failed transaction answers ROLLBACK with OK */
+		pn_db_set_error(db, "", "transaction was not committed");
+		pn_db_rollback(db);
+		r = -EIO;
+	}
+	if (r == 0)
+		hier_committed(db);
+	return r;
+}
+
+void pn_index_rollback(pn_db *db)
+{
+	pn_db_rollback(db);
+}
+
+int pn_index_garbage_done(pn_db *db, const char *path)
+{
+	params p = {0};
+	int r;
+
+	pn_db_clear_error(db);
+	add_text(&p, path);
+	r = prepare_statements(db);
+	if (r != 0)
+		return r < 0 ? r : -EIO;
+	PGresult *res = run(db, ST_GARBAGE_DELETE, &p);
+	if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+		r = pn_db_fail(db, res);
+		return r < 0 ? r : -EIO;
+	}
+	PQclear(res);
+	return 0;
+}
+
+int pn_index_garbage_each(pn_db *db, int (*fn)(void *ctx, const char *path), void *ctx)
+{
+	params p = {0};
+	int r;
+
+	pn_db_clear_error(db);
+	r = prepare_statements(db);
+	if (r != 0)
+		return r < 0 ? r : -EIO;
+	PGresult *res = run(db, ST_GARBAGE_LIST, &p);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		r = pn_db_fail(db, res);
+		return r < 0 ? r : -EIO;
+	}
+	r = 0;
+	for (int i = 0; i < PQntuples(res) && r == 0; i++)
+		r = fn(ctx, PQgetvalue(res, i, 0));
+	PQclear(res);
+	return r;
 }
 
 int pn_index_path_referenced(pn_db *db, const char *path, bool *ret_referenced)

@@ -89,7 +89,7 @@ typedef struct {
 	const char *transfer_syntax_uid;    /* never NULL */
 	const char *path;                   /* relative to the storage root, never NULL */
 	int64_t size;                       /* bytes of the Part-10 file */
-	const char *sha256_hex;             /* 64 lower-case hex digits of the file */
+	const char *checksum;               /* of the file: "xxh3-128:" and 32 lower-case hex digits */
 	const char *calling_ae;             /* never NULL */
 	const char *specific_character_set; /* as received, NULL when absent */
 } pn_instance_rec;
@@ -109,6 +109,25 @@ typedef struct {
  * -ENOMEM) with nothing committed. */
 int pn_index_store(pn_db *db, const pn_instance_rec *rec, pn_dup_policy policy, pn_index_outcome *ret_outcome,
                    char **ret_old_path);
+
+/* The same in two steps, so that the caller can make its file durable
+ * while the statements run and overlap the COMMIT with its last fsync:
+ * pn_index_begin() leaves the transaction open when the outcome is STORED
+ * or REPLACED (rolled back otherwise); then pn_index_commit_send() and
+ * pn_index_commit_wait(), or pn_index_rollback(). commit_wait returns 0,
+ * -EIO (not committed) or -ECONNRESET (the connection broke: whether it
+ * committed is unknown; ask pn_index_path_referenced() after reconnecting). */
+int pn_index_begin(pn_db *db, const pn_instance_rec *rec, pn_dup_policy policy, pn_index_outcome *ret_outcome,
+                   char **ret_old_path);
+int pn_index_commit_send(pn_db *db);
+int pn_index_commit_wait(pn_db *db);
+void pn_index_rollback(pn_db *db);
+
+/* Replaced files: a REPLACED outcome queues the old path in the same
+ * transaction; the caller unlinks the file, then calls garbage_done. At
+ * start-up, garbage_each lists what a crash left queued. */
+int pn_index_garbage_done(pn_db *db, const char *path);
+int pn_index_garbage_each(pn_db *db, int (*fn)(void *ctx, const char *path), void *ctx);
 
 /* Crash recovery: whether an instance row references this relative path. */
 int pn_index_path_referenced(pn_db *db, const char *path, bool *ret_referenced);

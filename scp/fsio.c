@@ -1,6 +1,7 @@
 #include "fsio.h"
 
 #include <fcntl.h>
+#include <stdio.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -12,4 +13,5 @@ pn_fsio_ops pn_fsio = {
     .linkat = linkat,
     .unlinkat = unlinkat,
     .mkdirat = mkdirat,
+    .renameat = renameat,
 };

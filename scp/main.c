@@ -35,6 +35,24 @@ static int referenced(void *ctx, const char *rel, bool *ret)
 	return pn_index_path_referenced(ctx, rel, ret);
 }
 
+typedef struct {
+	pn_db *db;
+	pn_storage *storage;
+	unsigned removed;
+} garbage_ctx;
+
+/* A replaced file whose removal a crash interrupted. */
+static int remove_garbage(void *ctx, const char *path)
+{
+	garbage_ctx *g = ctx;
+	int rc = pn_storage_remove(g->storage, path);
+	if (rc < 0 && rc != -ENOENT)
+		return rc;
+	g->removed++;
+	/* the listing is already client-side: another statement is fine */
+	return pn_index_garbage_done(g->db, path);
+}
+
 /* The database may still be starting (systemd ordering, a cluster coming
  * up): wait a bounded time for it. */
 static pn_db *connect_with_wait(const pn_config *cfg)
@@ -83,6 +101,14 @@ static int prepare(const pn_config *cfg)
 		pn_warning("storage recovery after an unclean stop: %u committed instances finished, %u uncommitted "
 		           "removed, %u stray temporary files removed",
 		           rec.kept, rec.removed, rec.strays);
+	if (rc == 0) {
+		garbage_ctx g = {.db = db, .storage = storage};
+		rc = pn_index_garbage_each(db, remove_garbage, &g);
+		if (rc == 0 && g.removed)
+			pn_warning("storage recovery: %u replaced files removed", g.removed);
+		if (rc < 0)
+			pn_error("storage recovery of replaced files failed: %s", pn_db_errmsg(db));
+	}
 	pn_info("database schema version %d; storage root \"%s\"", version, cfg->storage_root);
 	pn_storage_free(storage);
 	pn_db_free(db);

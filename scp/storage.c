@@ -4,33 +4,44 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 #include "fsio.h"
 
 #define TMP_DIR "tmp"
+/* dcmtk hands us PDVs of a few KiB: gather them into writes of this size,
+ * and start the kernel's writeback after each, so that the final fsync
+ * finds most of the file on disk already. */
+#define WRITE_CHUNK (256 * 1024)
 
 struct pn_storage {
 	char *root;
 	int root_fd;
 	int tmp_fd;
+	unsigned long seq;                  /* provisional names */
+	char known_dir[PN_REL_DIR_LEN + 1]; /* last series folder seen to exist */
 };
 
 struct pn_storage_file {
 	pn_storage *s;
 	int fd;
+	bool named; /* tmp_name is the final-path encoding */
 	bool linked;
-	int64_t size;
-	EVP_MD_CTX *md;
+	int64_t size;    /* bytes accepted (buffered or written) */
+	int64_t written; /* bytes written to the file */
+	int64_t writeback_from;
+	XXH3_state_t *xxh;
+	char *buf; /* WRITE_CHUNK bytes */
+	size_t buffered;
 	char rel[PN_REL_PATH_MAX];
 	char tmp_name[PN_REL_PATH_MAX];
 	char tmp_path[PATH_MAX];
-	char sha256[65];
+	char checksum[9 + 32 + 1];
 };
 
 static int mkdir_p(const char *path)
@@ -107,41 +118,48 @@ void pn_storage_free(pn_storage *s)
 	free(s);
 }
 
-int pn_storage_file_begin(pn_storage *s, const char *rel, pn_storage_file **ret_file)
+static void file_free(pn_storage_file *f);
+
+int pn_storage_file_begin(pn_storage *s, pn_storage_file **ret_file)
 {
 	pn_storage_file *f = calloc(1, sizeof(*f));
 	if (!f)
 		return -ENOMEM;
 	f->s = s;
 	f->fd = -1;
-	int rc = pn_storage_tmp_name(rel, f->tmp_name);
-	if (rc < 0) {
-		free(f);
-		return rc;
-	}
-	snprintf(f->rel, sizeof(f->rel), "%s", rel);
+	/* Not a name recovery would keep: a crash before the rename leaves a
+	 * stray, which it removes. */
+	snprintf(f->tmp_name, sizeof(f->tmp_name), "in-%d-%lu", (int)getpid(), ++s->seq);
 	snprintf(f->tmp_path, sizeof(f->tmp_path), "%s/" TMP_DIR "/%s", s->root, f->tmp_name);
-	f->md = EVP_MD_CTX_new();
-	if (!f->md || EVP_DigestInit_ex(f->md, EVP_sha256(), NULL) != 1) {
-		EVP_MD_CTX_free(f->md);
-		free(f);
+	f->xxh = XXH3_createState();
+	f->buf = malloc(WRITE_CHUNK);
+	if (!f->xxh || !f->buf || XXH3_128bits_reset(f->xxh) != XXH_OK) {
+		file_free(f);
 		return -ENOMEM;
 	}
-	f->fd = pn_fsio.openat(s->tmp_fd, f->tmp_name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
+	f->fd = pn_fsio.openat(s->tmp_fd, f->tmp_name, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
 	if (f->fd < 0) {
-		rc = -errno;
-		EVP_MD_CTX_free(f->md);
-		free(f);
+		int rc = -errno;
+		file_free(f);
 		return rc;
 	}
 	*ret_file = f;
 	return 0;
 }
 
-int pn_storage_file_write(pn_storage_file *f, const void *buf, size_t len)
+/* Asks the kernel to start writing what we have; the fsync later waits. */
+static void start_writeback(pn_storage_file *f)
 {
-	const char *p = buf;
-	EVP_DigestUpdate(f->md, buf, len);
+	if (f->written > f->writeback_from) {
+		sync_file_range(f->fd, f->writeback_from, f->written - f->writeback_from, SYNC_FILE_RANGE_WRITE);
+		f->writeback_from = f->written;
+	}
+}
+
+static int flush_buffer(pn_storage_file *f)
+{
+	const char *p = f->buf;
+	size_t len = f->buffered;
 	while (len > 0) {
 		ssize_t n = pn_fsio.write(f->fd, p, len);
 		if (n < 0) {
@@ -153,19 +171,65 @@ int pn_storage_file_write(pn_storage_file *f, const void *buf, size_t len)
 			return -EIO;
 		p += n;
 		len -= (size_t)n;
-		f->size += n;
+		f->written += n;
+	}
+	f->buffered = 0;
+	start_writeback(f);
+	return 0;
+}
+
+int pn_storage_file_write(pn_storage_file *f, const void *buf, size_t len)
+{
+	const char *p = buf;
+	XXH3_128bits_update(f->xxh, buf, len);
+	f->size += (int64_t)len;
+	while (len > 0) {
+		size_t n = WRITE_CHUNK - f->buffered;
+		if (n > len)
+			n = len;
+		memcpy(f->buf + f->buffered, p, n);
+		f->buffered += n;
+		p += n;
+		len -= n;
+		if (f->buffered == WRITE_CHUNK) {
+			int rc = flush_buffer(f);
+			if (rc < 0)
+				return rc;
+		}
 	}
 	return 0;
 }
 
-int pn_storage_file_finish(pn_storage_file *f)
+int pn_storage_file_written(pn_storage_file *f)
 {
-	unsigned char md[EVP_MAX_MD_SIZE];
-	unsigned int md_len = 0;
-	if (EVP_DigestFinal_ex(f->md, md, &md_len) != 1 || md_len != 32)
-		return -EIO;
-	for (unsigned i = 0; i < md_len; i++)
-		snprintf(f->sha256 + 2 * i, 3, "%02x", md[i]);
+	int rc = flush_buffer(f);
+	if (rc < 0)
+		return rc;
+	XXH128_canonical_t c;
+	XXH128_canonicalFromHash(&c, XXH3_128bits_digest(f->xxh));
+	memcpy(f->checksum, "xxh3-128:", 9);
+	for (int i = 0; i < 16; i++)
+		snprintf(f->checksum + 9 + 2 * i, 3, "%02x", c.digest[i]);
+	return 0;
+}
+
+int pn_storage_file_name(pn_storage_file *f, const char *rel)
+{
+	char tmp_name[PN_REL_PATH_MAX];
+	int rc = pn_storage_tmp_name(rel, tmp_name);
+	if (rc < 0)
+		return rc;
+	if (pn_fsio.renameat(f->s->tmp_fd, f->tmp_name, f->s->tmp_fd, tmp_name) < 0)
+		return -errno;
+	snprintf(f->rel, sizeof(f->rel), "%s", rel);
+	snprintf(f->tmp_name, sizeof(f->tmp_name), "%s", tmp_name);
+	snprintf(f->tmp_path, sizeof(f->tmp_path), "%s/" TMP_DIR "/%s", f->s->root, f->tmp_name);
+	f->named = true;
+	return 0;
+}
+
+int pn_storage_file_sync(pn_storage_file *f)
+{
 	if (pn_fsio.fsync(f->fd) < 0)
 		return -errno;
 	int fd = f->fd;
@@ -179,46 +243,65 @@ int pn_storage_file_finish(pn_storage_file *f)
 	return 0;
 }
 
-/* Creates ab/ and ab/cd/ if needed; new folders are made durable in their
- * parent before anything is linked into them. */
+/* Creates ab/, ab/cd/ and ab/cd/<series>/ as needed; each new folder is
+ * made durable in its parent before anything is linked into it. */
 static int ensure_dirs(pn_storage *s, const char *rel)
 {
-	char dir[8];
-	for (int depth = 1; depth <= 2; depth++) {
-		snprintf(dir, sizeof(dir), "%.*s", depth == 1 ? 2 : 5, rel);
+	if (strncmp(s->known_dir, rel, PN_REL_DIR_LEN) == 0)
+		return 0;
+	static const int lens[] = {2, 5, PN_REL_DIR_LEN};
+	for (int i = 0; i < 3; i++) {
+		char dir[PN_REL_DIR_LEN + 1];
+		snprintf(dir, sizeof(dir), "%.*s", lens[i], rel);
 		if (pn_fsio.mkdirat(s->root_fd, dir, 0750) < 0) {
 			if (errno == EEXIST)
 				continue;
 			return -errno;
 		}
-		char parent[8];
-		snprintf(parent, sizeof(parent), "%.*s", depth == 1 ? 1 : 2, depth == 1 ? "." : rel);
+		char parent[PN_REL_DIR_LEN + 1];
+		snprintf(parent, sizeof(parent), "%.*s", i == 0 ? 1 : lens[i - 1], i == 0 ? "." : rel);
 		int rc = fsync_dir_at(s->root_fd, parent);
 		if (rc < 0)
 			return rc;
 	}
+	snprintf(s->known_dir, sizeof(s->known_dir), "%.*s", PN_REL_DIR_LEN, rel);
 	return 0;
 }
 
 int pn_storage_file_link(pn_storage_file *f)
 {
 	pn_storage *s = f->s;
+	if (!f->named)
+		return -EINVAL;
 	int rc = ensure_dirs(s, f->rel);
+	if (rc == 0 && pn_fsio.linkat(s->tmp_fd, f->tmp_name, s->root_fd, f->rel, 0) < 0)
+		rc = -errno;
+	if (rc == -ENOENT) {
+		/* the folder vanished under our cache (removed by hand?): retry */
+		s->known_dir[0] = '\0';
+		rc = ensure_dirs(s, f->rel);
+		if (rc == 0 && pn_fsio.linkat(s->tmp_fd, f->tmp_name, s->root_fd, f->rel, 0) < 0)
+			rc = -errno;
+	}
 	if (rc < 0)
 		return rc;
-	if (pn_fsio.linkat(s->tmp_fd, f->tmp_name, s->root_fd, f->rel, 0) < 0)
-		return -errno;
 	f->linked = true;
-	char dir[8];
-	snprintf(dir, sizeof(dir), "%.5s", f->rel);
-	return fsync_dir_at(s->root_fd, dir);
+	return 0;
+}
+
+int pn_storage_file_sync_link(pn_storage_file *f)
+{
+	char dir[PN_REL_DIR_LEN + 1];
+	snprintf(dir, sizeof(dir), "%.*s", PN_REL_DIR_LEN, f->rel);
+	return fsync_dir_at(f->s->root_fd, dir);
 }
 
 static void file_free(pn_storage_file *f)
 {
 	if (f->fd >= 0)
 		pn_fsio.close(f->fd);
-	EVP_MD_CTX_free(f->md);
+	XXH3_freeState(f->xxh);
+	free(f->buf);
 	free(f);
 }
 
@@ -238,12 +321,18 @@ void pn_storage_file_discard(pn_storage_file *f)
 		return;
 	if (f->linked) {
 		pn_fsio.unlinkat(f->s->root_fd, f->rel, 0);
-		char dir[8];
-		snprintf(dir, sizeof(dir), "%.5s", f->rel);
+		char dir[PN_REL_DIR_LEN + 1];
+		snprintf(dir, sizeof(dir), "%.*s", PN_REL_DIR_LEN, f->rel);
 		fsync_dir_at(f->s->root_fd, dir);
 	}
 	pn_fsio.unlinkat(f->s->tmp_fd, f->tmp_name, 0);
 	file_free(f);
+}
+
+void pn_storage_file_abandon(pn_storage_file *f)
+{
+	if (f)
+		file_free(f);
 }
 
 const char *pn_storage_file_tmp_path(const pn_storage_file *f)
@@ -261,9 +350,9 @@ int64_t pn_storage_file_size(const pn_storage_file *f)
 	return f->size;
 }
 
-const char *pn_storage_file_sha256(const pn_storage_file *f)
+const char *pn_storage_file_checksum(const pn_storage_file *f)
 {
-	return f->sha256;
+	return f->checksum;
 }
 
 int pn_storage_remove(pn_storage *s, const char *rel)
@@ -272,48 +361,9 @@ int pn_storage_remove(pn_storage *s, const char *rel)
 		return -EINVAL;
 	if (pn_fsio.unlinkat(s->root_fd, rel, 0) < 0)
 		return -errno;
-	char dir[8];
-	snprintf(dir, sizeof(dir), "%.5s", rel);
+	char dir[PN_REL_DIR_LEN + 1];
+	snprintf(dir, sizeof(dir), "%.*s", PN_REL_DIR_LEN, rel);
 	return fsync_dir_at(s->root_fd, dir);
-}
-
-/* After a crash between a replace's commit and the removal of the old
- * file: removes siblings of `rel` (same SOP Instance UID, other generation)
- * that no row names. */
-static int remove_unreferenced_siblings(pn_storage *s, const char *rel, pn_storage_referenced_fn referenced, void *ctx)
-{
-	char dir[8];
-	snprintf(dir, sizeof(dir), "%.5s", rel);
-	int fd = openat(s->root_fd, dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
-		return errno == ENOENT ? 0 : -errno;
-	DIR *d = fdopendir(fd);
-	if (!d) {
-		close(fd);
-		return -errno;
-	}
-	const char *name = rel + 6;
-	size_t hash_len = strcspn(name, ".");
-	struct dirent *e;
-	int rc = 0;
-	while ((e = readdir(d)) != NULL) {
-		if (strncmp(e->d_name, name, hash_len) != 0 || strcmp(e->d_name, name) == 0)
-			continue;
-		char sibling[PN_REL_PATH_MAX];
-		if (strlen(e->d_name) >= sizeof(sibling) - 6)
-			continue;
-		snprintf(sibling, sizeof(sibling), "%.5s/%.56s", dir, e->d_name);
-		if (!pn_storage_rel_path_valid(sibling))
-			continue;
-		bool used = true;
-		rc = referenced(ctx, sibling, &used);
-		if (rc < 0)
-			break;
-		if (!used)
-			unlinkat(s->root_fd, sibling, 0);
-	}
-	closedir(d);
-	return rc;
 }
 
 int pn_storage_recover(pn_storage *s, pn_storage_referenced_fn referenced, void *ctx, pn_storage_recovery *ret_stats)
@@ -349,9 +399,6 @@ int pn_storage_recover(pn_storage *s, pn_storage_referenced_fn referenced, void 
 				ensure_dirs(s, rel);
 				linkat(s->tmp_fd, e->d_name, s->root_fd, rel, 0);
 			}
-			rc = remove_unreferenced_siblings(s, rel, referenced, ctx);
-			if (rc < 0)
-				break;
 			st.kept++;
 		} else {
 			/* Only remove the final name if it is this very file. */

@@ -1,14 +1,18 @@
 /* Durable instance files under the storage root.
  *
  * The protocol (see docs/design.md):
- *   1. write tmp/NAME, fsync it and the tmp folder;
- *   2. hard-link it to its final path, fsync that folder;
- *   3. the caller commits the index row;
- *   4. unlink tmp/NAME.
- * A crash anywhere leaves tmp/NAME behind, and NAME says where the final
- * file is; pn_storage_recover() then keeps it if a row names it and removes
- * it otherwise. So there is never a row without a file, and never a file
- * without a row once recovery has run (it runs at every start). */
+ *   1. write tmp/in-PID-N while receiving, starting writeback as it goes;
+ *   2. once the dataset is parsed, rename it tmp/NAME (NAME encodes the
+ *      final path, which depends on the Series Instance UID);
+ *   3. fsync the file and the tmp folder;
+ *   4. hard-link it to its final path (new folders made durable first);
+ *   5. the caller commits the index row while the final folder is fsync'ed;
+ *   6. unlink tmp/NAME.
+ * A crash anywhere leaves tmp/in-* (never linked: removed) or tmp/NAME,
+ * which says where the final file is; pn_storage_recover() then keeps it if
+ * a row names it (re-linking it if needed) and removes it otherwise. So
+ * there is never a row without a file, and never a file without a row once
+ * recovery has run (it runs at every start). */
 #ifndef PN_STORAGE_H
 #define PN_STORAGE_H
 
@@ -25,23 +29,35 @@ typedef struct pn_storage_file pn_storage_file;
 int pn_storage_open(const char *root, pn_storage **ret_storage);
 void pn_storage_free(pn_storage *s); /* NULL is a no-op */
 
-/* Starts tmp/NAME for the final relative path `rel`. */
-int pn_storage_file_begin(pn_storage *s, const char *rel, pn_storage_file **ret_file);
+/* Starts a temporary file with a provisional name. */
+int pn_storage_file_begin(pn_storage *s, pn_storage_file **ret_file);
 /* Appends bytes (and feeds the checksum). Negative errno on failure. */
 int pn_storage_file_write(pn_storage_file *f, const void *buf, size_t len);
-/* fsyncs and closes the temporary file and fsyncs the tmp folder. */
-int pn_storage_file_finish(pn_storage_file *f);
-/* Links the finished file to its final path and makes that durable. */
+/* All bytes are in: the checksum is final, writeback of the rest starts. */
+int pn_storage_file_written(pn_storage_file *f);
+/* Gives the file its final relative path (renaming the temporary file). */
+int pn_storage_file_name(pn_storage_file *f, const char *rel);
+/* fsyncs and closes the file, then fsyncs the tmp folder. */
+int pn_storage_file_sync(pn_storage_file *f);
+/* Links the file at its final path; folders it creates are made durable. */
 int pn_storage_file_link(pn_storage_file *f);
-/* After the index commit: removes tmp/NAME and frees. */
+/* fsyncs the final folder, making the link durable. */
+int pn_storage_file_sync_link(pn_storage_file *f);
+/* After the index commit: removes the temporary name and frees. */
 void pn_storage_file_done(pn_storage_file *f);
 /* On any failure before the commit: removes whatever was written, frees. */
 void pn_storage_file_discard(pn_storage_file *f);
+/* After a commit whose outcome is unknown: keeps both names for start-up
+ * recovery to settle, and frees. */
+void pn_storage_file_abandon(pn_storage_file *f);
 
 const char *pn_storage_file_tmp_path(const pn_storage_file *f); /* absolute */
 const char *pn_storage_file_rel_path(const pn_storage_file *f);
 int64_t pn_storage_file_size(const pn_storage_file *f);
-const char *pn_storage_file_sha256(const pn_storage_file *f); /* after finish */
+/* "xxh3-128:" + 32 hex digits (XXH3 128-bit, canonical form), after
+ * pn_storage_file_written(). A checksum against corruption, not a
+ * cryptographic hash: at ~20 GB/s it costs 1/50 of SHA-256. */
+const char *pn_storage_file_checksum(const pn_storage_file *f);
 
 /* Removes a committed file that the index no longer names (replaced). */
 int pn_storage_remove(pn_storage *s, const char *rel);
@@ -50,7 +66,7 @@ int pn_storage_remove(pn_storage *s, const char *rel);
 typedef int (*pn_storage_referenced_fn)(void *ctx, const char *rel, bool *ret_referenced);
 
 typedef struct {
-	unsigned kept;    /* committed before the crash: tmp removed */
+	unsigned kept;    /* committed before the crash: tmp name removed */
 	unsigned removed; /* not committed: tmp and final removed */
 	unsigned strays;  /* files in tmp/ we did not make: removed */
 } pn_storage_recovery;

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <time.h>
 
 #include "dicom_values.h"
 #include "index.h"
@@ -12,6 +13,21 @@
 #include "record.h"
 #include "status.h"
 #include "uid.h"
+
+/* Phase timings of one instance, for the debug log. */
+typedef struct {
+	struct timespec t0;
+	double receive, parse, index, sync, commit;
+} phases;
+
+static double lap(struct timespec *t)
+{
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	double ms = (double)(now.tv_sec - t->tv_sec) * 1e3 + (double)(now.tv_nsec - t->tv_nsec) / 1e6;
+	*t = now;
+	return ms;
+}
 
 static int sink_write(void *ctx, const void *buf, size_t len)
 {
@@ -46,48 +62,10 @@ static unsigned short problem_status(pn_record_problem p)
 	}
 }
 
-/* Index the finished file and decide the status. The file is linked and
- * left for the caller to keep (done) or drop (discard) via *ret_keep. */
-static unsigned short index_instance(const pn_store_ctx *ctx, pn_storage_file *file, pn_record *rec,
-                                     const char *calling_ae, bool *ret_keep, char *why, size_t whylen)
+/* The outcomes that end before anything is committed. */
+static unsigned short refused_outcome(pn_index_outcome outcome, const pn_instance_rec *row, char *why, size_t whylen)
 {
-	pn_instance_rec *row = pn_record_row(rec);
-	row->path = pn_storage_file_rel_path(file);
-	row->size = pn_storage_file_size(file);
-	row->sha256_hex = pn_storage_file_sha256(file);
-	row->calling_ae = calling_ae;
-	*ret_keep = false;
-
-	if (!ctx->db) {
-		snprintf(why, whylen, "could not index: no database connection");
-		return PN_STATUS_OUT_OF_INDEX;
-	}
-	int rc = pn_storage_file_link(file);
-	if (rc < 0) {
-		snprintf(why, whylen, "could not store \"%s\": %s", row->path, strerror(-rc));
-		return PN_STATUS_OUT_OF_STORAGE;
-	}
-	pn_index_outcome outcome;
-	char *old_path = NULL;
-	rc = pn_index_store(ctx->db, row, ctx->cfg->duplicate_policy, &outcome, &old_path);
-	if (rc < 0) {
-		snprintf(why, whylen, "could not index: %s", pn_db_errmsg(ctx->db));
-		return PN_STATUS_OUT_OF_INDEX;
-	}
 	switch (outcome) {
-	case PN_INDEX_STORED:
-		*ret_keep = true;
-		return PN_STATUS_SUCCESS;
-	case PN_INDEX_REPLACED:
-		*ret_keep = true;
-		if (old_path) {
-			rc = pn_storage_remove(ctx->storage, old_path);
-			if (rc < 0 && rc != -ENOENT)
-				pn_warning("could not remove replaced file \"%s\": %s", old_path, strerror(-rc));
-			free(old_path);
-		}
-		pn_info("instance %s replaced (duplicate_policy = replace)", row->sop_uid);
-		return PN_STATUS_SUCCESS;
 	case PN_INDEX_DUP_IGNORED:
 		pn_info("instance %s already stored: kept the first copy (duplicate_policy = ignore)", row->sop_uid);
 		return PN_STATUS_SUCCESS;
@@ -102,9 +80,106 @@ static unsigned short index_instance(const pn_store_ctx *ctx, pn_storage_file *f
 		snprintf(why, whylen, "hierarchy conflict: series %s belongs to another study than %s", row->series_uid,
 		         row->study_uid);
 		return PN_STATUS_HIERARCHY_CONFLICT;
+	default:
+		snprintf(why, whylen, "unexpected index outcome %d", (int)outcome);
+		return PN_STATUS_OUT_OF_INDEX;
 	}
-	snprintf(why, whylen, "unexpected index outcome %d", (int)outcome);
-	return PN_STATUS_OUT_OF_INDEX;
+}
+
+/* The old file of a replaced instance: unlink it, then take it off the
+ * garbage list (start-up recovery finishes this if we cannot). */
+static void remove_replaced(const pn_store_ctx *ctx, const char *old_path)
+{
+	int rc = pn_storage_remove(ctx->storage, old_path);
+	if (rc < 0 && rc != -ENOENT) {
+		pn_warning("could not remove replaced file \"%s\": %s", old_path, strerror(-rc));
+		return;
+	}
+	if (pn_index_garbage_done(ctx->db, old_path) < 0)
+		pn_warning("replaced file \"%s\" removed but still listed: %s", old_path, pn_db_errmsg(ctx->db));
+}
+
+/* After a COMMIT whose answer was lost: did it commit? */
+static int committed_after_all(const pn_store_ctx *ctx, const char *rel, bool *ret)
+{
+	if (pn_db_ensure_connected(ctx->db) < 0)
+		return -ECONNREFUSED;
+	return pn_index_path_referenced(ctx->db, rel, ret);
+}
+
+/* Makes the named file durable and commits its row, in the order that
+ * keeps every crash recoverable: file and tmp folder, then the link, then
+ * COMMIT overlapped with the final folder's fsync. The file is disposed of
+ * here. Returns the status to answer. */
+static unsigned short commit_instance(const pn_store_ctx *ctx, pn_storage_file *file, pn_instance_rec *row, phases *ph,
+                                      char *why, size_t whylen)
+{
+	pn_index_outcome outcome;
+	char *old_path = NULL;
+	int rc = pn_index_begin(ctx->db, row, ctx->cfg->duplicate_policy, &outcome, &old_path);
+	ph->index = lap(&ph->t0);
+	if (rc < 0) {
+		pn_storage_file_discard(file);
+		snprintf(why, whylen, "could not index: %s", pn_db_errmsg(ctx->db));
+		return PN_STATUS_OUT_OF_INDEX;
+	}
+	if (outcome != PN_INDEX_STORED && outcome != PN_INDEX_REPLACED) {
+		pn_storage_file_discard(file); /* the transaction was rolled back */
+		return refused_outcome(outcome, row, why, whylen);
+	}
+
+	/* Writeback has been running since the data arrived: these mostly
+	 * wait for the tail and the journal. */
+	rc = pn_storage_file_sync(file);
+	if (rc == 0)
+		rc = pn_storage_file_link(file);
+	if (rc < 0) {
+		pn_index_rollback(ctx->db);
+		snprintf(why, whylen, "could not store \"%s\": %s", row->path, strerror(-rc));
+		pn_storage_file_discard(file);
+		free(old_path);
+		return PN_STATUS_OUT_OF_STORAGE;
+	}
+	ph->sync = lap(&ph->t0);
+	int commit_rc = pn_index_commit_send(ctx->db);
+	int sync_rc = pn_storage_file_sync_link(file);
+	if (commit_rc == 0)
+		commit_rc = pn_index_commit_wait(ctx->db);
+	ph->commit = lap(&ph->t0);
+
+	bool committed = commit_rc == 0;
+	if (commit_rc == -ECONNRESET) {
+		int ask = committed_after_all(ctx, row->path, &committed);
+		if (ask < 0) {
+			/* Both names stay: start-up recovery settles it. */
+			pn_storage_file_abandon(file);
+			free(old_path);
+			snprintf(why, whylen, "database connection lost during COMMIT; outcome unknown");
+			return PN_STATUS_OUT_OF_INDEX;
+		}
+	}
+	if (!committed) {
+		snprintf(why, whylen, "could not commit: %s", pn_db_errmsg(ctx->db));
+		pn_storage_file_discard(file);
+		free(old_path);
+		return PN_STATUS_OUT_OF_INDEX;
+	}
+	if (sync_rc < 0) {
+		/* Row and file exist; the link may not survive a crash, the
+		 * durable tmp name does: keep it for start-up recovery. */
+		pn_warning("instance %s: could not fsync its folder (%s); kept tmp/ name for recovery", row->sop_uid,
+		           strerror(-sync_rc));
+		pn_storage_file_abandon(file);
+	} else {
+		pn_storage_file_done(file);
+	}
+	if (outcome == PN_INDEX_REPLACED) {
+		if (old_path)
+			remove_replaced(ctx, old_path);
+		pn_info("instance %s replaced (duplicate_policy = replace)", row->sop_uid);
+	}
+	free(old_path);
+	return PN_STATUS_SUCCESS;
 }
 
 int pn_store_handle(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dcm_cmd *cmd, const char *calling_ae,
@@ -114,8 +189,8 @@ int pn_store_handle(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dcm_c
 	char why[512] = "";
 	unsigned short status;
 
-	/* The command's UID names the file: check it before anything is
-	 * written, and drain the dataset that follows. */
+	/* Check the command's UIDs before anything is written, and drain the
+	 * dataset that follows. */
 	if (!pn_uid_valid(cmd->sop_instance_uid) || !pn_uid_valid(cmd->sop_class_uid)) {
 		char shown[PN_UID_MAX + 1];
 		snprintf(shown, sizeof(shown), "%s", cmd->sop_instance_uid);
@@ -127,11 +202,10 @@ int pn_store_handle(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dcm_c
 		return respond(assoc, cmd, PN_STATUS_BAD_UID, "invalid Affected SOP Instance UID", ret_status);
 	}
 
-	char rel[PN_REL_PATH_MAX];
+	phases ph = {0};
+	clock_gettime(CLOCK_MONOTONIC, &ph.t0);
 	pn_storage_file *file = NULL;
-	int rc = pn_storage_rel_path(cmd->sop_instance_uid, generation(), rel);
-	if (rc == 0)
-		rc = pn_storage_file_begin(ctx->storage, rel, &file);
+	int rc = pn_storage_file_begin(ctx->storage, &file);
 	if (rc < 0) {
 		pn_error("C-STORE of %s refused: could not create a temporary file: %s", cmd->sop_instance_uid,
 		         strerror(-rc));
@@ -149,14 +223,17 @@ int pn_store_handle(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dcm_c
 		return rc;
 	}
 	if (rc == 0)
-		rc = pn_storage_file_finish(file);
+		rc = pn_storage_file_written(file);
+	ph.receive = lap(&ph.t0);
 	if (rc < 0) {
 		pn_storage_file_discard(file);
-		pn_error("C-STORE of %s refused: could not write \"%s\": %s", cmd->sop_instance_uid, rel,
-		         strerror(-rc));
+		pn_error("C-STORE of %s from \"%s\" refused (0x%04X): could not write: %s", cmd->sop_instance_uid,
+		         calling_ae, PN_STATUS_OUT_OF_STORAGE, strerror(-rc));
 		return respond(assoc, cmd, PN_STATUS_OUT_OF_STORAGE, "could not write file", ret_status);
 	}
 
+	/* While the kernel writes the file out, read it back (from the page
+	 * cache) and index it; the fsyncs come last. */
 	pn_dcm_ds *ds = NULL;
 	pn_record *rec = NULL;
 	pn_record_problem problem = PN_RECORD_OK;
@@ -178,37 +255,53 @@ int pn_store_handle(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dcm_c
 		snprintf(why, sizeof(why), "could not read the attributes: %s", strerror(-rc));
 		goto refuse;
 	}
+	pn_instance_rec *row = pn_record_row(rec);
 	if (!charset_ok)
-		pn_warning("instance %s: text not convertible from Specific Character Set \"%s\"; unknown bytes "
-		           "indexed as '?'",
-		           cmd->sop_instance_uid,
-		           pn_record_row(rec)->specific_character_set ? pn_record_row(rec)->specific_character_set
-		                                                      : "");
+		pn_warning("instance %s: text not decodable from Specific Character Set \"%s\"; indexed with U+FFFD",
+		           cmd->sop_instance_uid, row->specific_character_set ? row->specific_character_set : "");
 
-	bool keep = false;
-	status = index_instance(ctx, file, rec, calling_ae, &keep, why, sizeof(why));
+	char rel[PN_REL_PATH_MAX];
+	rc = pn_storage_rel_path(row->series_uid, row->sop_uid, generation(), rel);
+	if (rc == 0)
+		rc = pn_storage_file_name(file, rel);
+	if (rc < 0) {
+		status = PN_STATUS_OUT_OF_STORAGE;
+		snprintf(why, sizeof(why), "could not name the file: %s", strerror(-rc));
+		goto refuse;
+	}
+	ph.parse = lap(&ph.t0);
+	row->path = pn_storage_file_rel_path(file);
+	row->size = pn_storage_file_size(file);
+	row->checksum = pn_storage_file_checksum(file);
+	row->calling_ae = calling_ae;
+	if (!ctx->db) {
+		status = PN_STATUS_OUT_OF_INDEX;
+		snprintf(why, sizeof(why), "could not index: no database connection");
+		goto refuse;
+	}
+	status = commit_instance(ctx, file, row, &ph, why, sizeof(why));
 	pn_record_free(rec);
 	pn_dcm_ds_free(ds);
-	if (keep)
-		pn_storage_file_done(file);
+	if (status == PN_STATUS_OUT_OF_INDEX || status == PN_STATUS_OUT_OF_STORAGE)
+		pn_error("C-STORE of %s from \"%s\" refused (0x%04X): %s", cmd->sop_instance_uid, calling_ae, status,
+		         why);
+	else if (status != PN_STATUS_SUCCESS)
+		pn_warning("C-STORE of %s from \"%s\" failed (0x%04X): %s", cmd->sop_instance_uid, calling_ae, status,
+		           why);
 	else
-		pn_storage_file_discard(file);
-	if (status != PN_STATUS_SUCCESS) {
-		if (status == PN_STATUS_OUT_OF_INDEX || status == PN_STATUS_OUT_OF_STORAGE)
-			pn_error("C-STORE of %s from \"%s\" refused (0x%04X): %s", cmd->sop_instance_uid, calling_ae,
-			         status, why);
-		else
-			pn_warning("C-STORE of %s from \"%s\" failed (0x%04X): %s", cmd->sop_instance_uid, calling_ae,
-			           status, why);
-	} else {
-		pn_debug("stored %s", cmd->sop_instance_uid);
-	}
+		pn_debug("stored %s: receive %.2f ms, parse %.2f, index %.2f, fsync+link %.2f, commit %.2f",
+		         cmd->sop_instance_uid, ph.receive, ph.parse, ph.index, ph.sync, ph.commit);
 	return respond(assoc, cmd, status, status == PN_STATUS_SUCCESS ? NULL : why, ret_status);
 
 refuse:
 	pn_record_free(rec);
 	pn_dcm_ds_free(ds);
 	pn_storage_file_discard(file);
-	pn_warning("C-STORE of %s from \"%s\" failed (0x%04X): %s", cmd->sop_instance_uid, calling_ae, status, why);
+	if (status == PN_STATUS_OUT_OF_INDEX || status == PN_STATUS_OUT_OF_STORAGE)
+		pn_error("C-STORE of %s from \"%s\" refused (0x%04X): %s", cmd->sop_instance_uid, calling_ae, status,
+		         why);
+	else
+		pn_warning("C-STORE of %s from \"%s\" failed (0x%04X): %s", cmd->sop_instance_uid, calling_ae, status,
+		           why);
 	return respond(assoc, cmd, status, why, ret_status);
 }

@@ -138,7 +138,7 @@ CREATE TABLE instance (
 	transfer_syntax_uid        text COLLATE "C" NOT NULL,
 	path                       text COLLATE "C" NOT NULL UNIQUE,
 	size                       bigint NOT NULL CHECK (size >= 0),
-	sha256                     text COLLATE "C" NOT NULL CHECK (sha256 ~ '^[0-9a-f]{64}$'),
+	checksum                   text COLLATE "C" NOT NULL CHECK (checksum ~ '^xxh3-128:[0-9a-f]{32}$'),
 	specific_character_set     text COLLATE "C",
 	calling_ae                 text COLLATE "C" NOT NULL,
 	received_at                timestamptz NOT NULL DEFAULT now(),
@@ -164,7 +164,7 @@ COMMENT ON COLUMN instance.content_time IS '(0008,0033) ContentTime';
 COMMENT ON COLUMN instance.transfer_syntax_uid IS '(0002,0010) TransferSyntaxUID of the stored file';
 COMMENT ON COLUMN instance.path IS 'Part-10 file, relative to the storage root';
 COMMENT ON COLUMN instance.size IS 'Size of the Part-10 file in bytes';
-COMMENT ON COLUMN instance.sha256 IS 'SHA-256 of the Part-10 file, 64 lower-case hex digits';
+COMMENT ON COLUMN instance.checksum IS 'checksum of the Part-10 file: "xxh3-128:" and 32 lower-case hex digits (XXH3 128-bit, canonical big-endian)';
 COMMENT ON COLUMN instance.specific_character_set IS '(0008,0005) SpecificCharacterSet as received';
 COMMENT ON COLUMN instance.calling_ae IS 'Calling AE Title of the association that sent the stored copy';
 COMMENT ON COLUMN instance.received_at IS 'When the stored copy was indexed';

@@ -76,7 +76,7 @@ void make_rec(test_rec *t, const char *patient_id, const char *issuer, const cha
 	    .transfer_syntax_uid = "1.2.840.10008.1.2.1",
 	    .path = t->path,
 	    .size = 526336,
-	    .sha256_hex = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+	    .checksum = "xxh3-128:99aa06d3014798d86001c324468d497f",
 	    .calling_ae = "CT_SCANNER_1",
 	    .specific_character_set = "ISO_IR 192",
 	};

@@ -4,6 +4,8 @@ corpus manifest."""
 
 import datetime
 import hashlib
+
+import xxhash
 import os
 
 import pydicom
@@ -46,6 +48,15 @@ def sha256_file(path):
     return h.hexdigest()
 
 
+def checksum_file(path):
+    """The node's checksum: "xxh3-128:" + XXH3 128-bit in canonical hex."""
+    h = xxhash.xxh3_128()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return "xxh3-128:" + h.hexdigest()
+
+
 def instance_rows(node):
     return node.query("SELECT * FROM instance ORDER BY sop_uid")
 
@@ -79,9 +90,9 @@ def storage_problems(node):
         size = os.path.getsize(full)
         if size != r["size"]:
             problems.append("row %s: size %s, file has %d" % (r["sop_uid"], r["size"], size))
-        digest = sha256_file(full)
-        if digest != r["sha256"]:
-            problems.append("row %s: sha256 %s, file has %s" % (r["sop_uid"], r["sha256"], digest))
+        digest = checksum_file(full)
+        if digest != r["checksum"]:
+            problems.append("row %s: checksum %s, file has %s" % (r["sop_uid"], r["checksum"], digest))
     on_disk = {p for p in walk_files(root) if not p.startswith("tmp" + os.sep)}
     orphans = sorted(on_disk - referenced)
     if orphans:
@@ -223,7 +234,7 @@ SELECT p.patient_id AS "patient.patient_id", p.issuer AS "patient.issuer",
        i.acquisition_time AS "instance.acquisition_time",
        i.content_date AS "instance.content_date", i.content_time AS "instance.content_time",
        i.transfer_syntax_uid AS "instance.transfer_syntax_uid", i.path AS "instance.path",
-       i.size AS "instance.size", i.sha256 AS "instance.sha256",
+       i.size AS "instance.size", i.checksum AS "instance.checksum",
        i.specific_character_set AS "instance.specific_character_set",
        i.calling_ae AS "instance.calling_ae", i.received_at AS "instance.received_at"
   FROM instance i

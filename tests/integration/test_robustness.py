@@ -422,10 +422,12 @@ def test_calling_ae_and_peer_rights(node, scu_dir):
 # 6. Crash recovery at start-up
 
 
-def rel_path(sop_uid, generation):
-    """What scp/storage_path.c names an instance: ab/cd/<32 hex>.<8 hex>.dcm."""
-    h = hashlib.sha256(sop_uid.encode("ascii")).hexdigest()[:32]
-    return "%s/%s/%s.%08x.dcm" % (h[:2], h[2:4], h, generation)
+def rel_path(series_uid, sop_uid, generation):
+    """What scp/storage_path.c names an instance:
+    ab/cd/<32 hex of the series>/<32 hex of the instance>.<8 hex>.dcm."""
+    s = hashlib.sha256(series_uid.encode("ascii")).hexdigest()[:32]
+    i = hashlib.sha256(sop_uid.encode("ascii")).hexdigest()[:32]
+    return "%s/%s/%s/%s.%08x.dcm" % (s[:2], s[2:4], s, i, generation)
 
 
 def tmp_name(rel):
@@ -448,10 +450,11 @@ def test_crash_leftovers_are_recovered_at_start(node_factory, scu_dir):
 
     # (i) uncommitted: final file and tmp entry, no row.
     c = small_instance(scu_dir, "crash-c")
-    c_rel = rel_path(c["sop_instance_uid"], 0x0BADC0DE)
+    c_rel = rel_path(c["series_instance_uid"], c["sop_instance_uid"], 0x0BADC0DE)
     c_final = os.path.join(node.storage, c_rel)
     H.make_dir(os.path.join(node.storage, c_rel[:2]), user, 0o750)
     H.make_dir(os.path.join(node.storage, c_rel[:5]), user, 0o750)
+    H.make_dir(os.path.join(node.storage, c_rel[:38]), user, 0o750)
     with open(c["path"], "rb") as src, open(c_final, "wb") as dst:
         dst.write(src.read())
     H.chown_to(c_final, user)
