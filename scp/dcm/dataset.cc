@@ -183,8 +183,8 @@ extern "C" int pn_dcm_ds_convert_text(pn_dcm_ds *d, pn_dcm_text_fn decode, void 
 {
 	try {
 		DcmDataset *ds = d->ff.getDataset();
-		// Text values are needed in memory to be converted.
-		ds->loadAllDataIntoMemory();
+		// Text values are read from the file when asked for; pixel data
+		// stays on disk.
 		int rc = convert_item(ds, decode, ctx);
 		if (rc == -ENOMEM)
 			return rc;
