@@ -491,6 +491,34 @@ def test_crash_leftovers_are_recovered_at_start(node_factory, scu_dir):
     assert_consistent(node)
 
 
+def test_replaced_file_left_by_a_crash_is_removed_at_start(node_factory, scu_dir):
+    """duplicate_policy = replace queues the old file in storage_garbage in
+    the transaction that points the row at the new one; if the node dies
+    before unlinking it, the next start does."""
+    node = node_factory(duplicate_policy="replace")
+    a = small_instance(scu_dir, "garbage-a")
+    run = H.storescu(node.port, [a["path"]], scu_dir)
+    assert run.all_success(), run.summary()
+    rc = node.stop()
+    assert rc in (0, -15), "first run ended with %r" % rc
+    (row,) = C.instance_rows(node)
+    # The old generation a crash left behind: same folder, another name.
+    old_rel = row["path"][:-len("00000000.dcm")] + "0badc0de.dcm"
+    assert old_rel != row["path"]
+    old_full = os.path.join(node.storage, old_rel)
+    with open(os.path.join(node.storage, row["path"]), "rb") as src, open(old_full, "wb") as dst:
+        dst.write(src.read())
+    H.chown_to(old_full, node.user)
+    node.query("INSERT INTO storage_garbage (path) VALUES (%s)", (old_rel,))
+
+    offset = node.start_again()
+    wait_log(node, r"storage recovery: 1 replaced files removed", "the garbage recovery", offset=offset)
+    assert not os.path.exists(old_full), "the replaced file survived the restart"
+    assert node.query("SELECT path FROM storage_garbage") == []
+    assert os.path.isfile(os.path.join(node.storage, row["path"])), "the current file was removed"
+    assert_consistent(node)
+
+
 # --------------------------------------------------------------------------
 # 7. Bad configuration
 
