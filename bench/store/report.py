@@ -1,0 +1,138 @@
+#!/usr/bin/python3
+"""Format the store benchmark results: table, ratios and PASS/FAIL.
+
+Usage: report.py RESULTS_TSV META_TXT
+
+RESULTS_TSV rows (written by run.sh), tab separated, one per measurement:
+  receiver  associations  run  status(ok|FAIL)  seconds  count  total_bytes
+  stored  note
+META_TXT: key=value lines describing the run.
+
+Each (receiver, associations) pair was measured R times; the table shows the
+median time (and the rates derived from it) plus every run's instances/s. A
+pair with any failed run is reported as FAILED, without a rate.
+"""
+
+import statistics
+import sys
+
+# (reference receiver, associations, minimum pacsnode/reference ratio)
+TARGETS = [
+    ("storescp", 1, 0.6),
+    ("storescp", 4, 0.8),
+    ("Orthanc+PostgreSQL", 1, 3.0),
+    ("Orthanc+PostgreSQL", 4, 3.0),
+]
+INFO_RATIOS = [("storescp --fork", 4)]
+
+
+def read_meta(path):
+    meta = {}
+    with open(path) as f:
+        for line in f:
+            if "=" in line:
+                k, v = line.rstrip("\n").split("=", 1)
+                meta[k] = v
+    return meta
+
+
+def read_rows(path):
+    rows = []
+    with open(path) as f:
+        for line in f:
+            if not line.strip():
+                continue
+            rcv, k, rep, status, secs, count, nbytes, stored, note = \
+                line.rstrip("\n").split("\t")
+            rows.append(dict(rcv=rcv, k=int(k), rep=int(rep), status=status,
+                             secs=float(secs) if secs else None, count=int(count),
+                             bytes=int(nbytes), stored=stored, note=note))
+    return rows
+
+
+def main():
+    meta = read_meta(sys.argv[2])
+    rows = read_rows(sys.argv[1])
+
+    groups = {}                    # (rcv, k) -> [rows], in first-seen order
+    for r in rows:
+        groups.setdefault((r["rcv"], r["k"]), []).append(r)
+    # Table order: by association count, then receiver as first measured.
+    order = sorted(groups, key=lambda g: (g[1], list(groups).index(g)))
+
+    out = []
+    p = out.append
+    count = rows[0]["count"] if rows else 0
+    nbytes = rows[0]["bytes"] if rows else 0
+    p("pacsnode store benchmark (bench/store/run.sh)")
+    p("started %s, took %s s" % (meta.get("started", "?"), meta.get("duration_s", "?")))
+    p("host: %s; work dir on %s" % (meta.get("host", "?"), meta.get("work_fs", "?")))
+    p("load average (1, 5, 15 min): %s" % meta.get("load", "?"))
+    if count:
+        p("data: %d CT instances, 512x512x16 bit, explicit VR little endian, "
+          "%.1f MB in all, %.0f bytes each on average (MB = 10^6 bytes)"
+          % (count, nbytes / 1e6, nbytes / count))
+    p("senders: dcmtk storescu with TCP_NODELAY=1; max PDU %s for every receiver; "
+      "1 assoc = one storescu" % meta.get("pdu", "?"))
+    p("  over all files; 4 assoc = four storescu processes in parallel on a quarter "
+      "of the files each,")
+    p("  timed from the first start to the last exit")
+    p("each figure: median of %s run(s), each into a fresh store and a fresh database"
+      % meta.get("repeat", "?"))
+    p("versions: dcmtk %s; orthanc %s; postgresql %s"
+      % (meta.get("dcmtk", "?"), meta.get("orthanc", "?"), meta.get("postgresql", "?")))
+    p("pacsnode: %s" % meta.get("pacsnode", "?"))
+    p("servers in a private network namespace (loopback only): %s"
+      % ("yes" if meta.get("netns") == "1" else "no"))
+    p("")
+
+    hdr = "%-20s %5s %8s %8s %8s  %-11s %s" % (
+        "receiver", "assoc", "seconds", "inst/s", "MB/s", "stored", "inst/s of each run")
+    p(hdr)
+    p("-" * len(hdr))
+    rate = {}
+    for g in order:
+        runs = groups[g]
+        rcv, k = g
+        n = runs[0]["count"]
+        failed = [r for r in runs if r["status"] != "ok" or not r["secs"]]
+        if failed:
+            f = failed[0]
+            p("%-20s %5d %8s %8s %8s  %-11s FAILED in %d of %d runs: %s" % (
+                rcv, k, "-", "-", "-", "%s/%d" % (f["stored"], n),
+                len(failed), len(runs), f["note"]))
+            continue
+        secs = statistics.median(r["secs"] for r in runs)
+        ips = n / secs
+        mbs = runs[0]["bytes"] / 1e6 / secs
+        rate[g] = ips
+        each = ", ".join("%.0f" % (n / r["secs"]) for r in runs)
+        p("%-20s %5d %8.2f %8.1f %8.1f  %-11s %s" % (
+            rcv, k, secs, ips, mbs, "%s/%d" % (runs[0]["stored"], n), each))
+    if not any(r["rcv"] == "pacsnode" for r in rows):
+        p("%-20s %5s %8s %8s %8s  not run: %s" % (
+            "pacsnode", "-", "-", "-", "-", meta.get("pacsnode", "?")))
+    p("")
+
+    p("%-44s %6s %8s  %s" % ("ratio of instances/s", "value", "target", "result"))
+    for ref, k, target in TARGETS:
+        label = "pacsnode / %s, %d assoc" % (ref, k)
+        a, b = rate.get(("pacsnode", k)), rate.get((ref, k))
+        if a is None or b is None:
+            why = "pacsnode" if a is None else ref
+            p("%-44s %6s %8s  n/a (no valid %s measurement)"
+              % (label, "-", ">= %.1f" % target, why))
+        else:
+            v = a / b
+            p("%-44s %6.2f %8s  %s" % (label, v, ">= %.1f" % target,
+                                      "PASS" if v >= target else "FAIL"))
+    for ref, k in INFO_RATIOS:
+        a, b = rate.get(("pacsnode", k)), rate.get((ref, k))
+        if a is not None and b is not None:
+            p("%-44s %6.2f %8s  (information only)"
+              % ("pacsnode / %s, %d assoc" % (ref, k), a / b, "-"))
+    print("\n".join(out))
+
+
+if __name__ == "__main__":
+    main()

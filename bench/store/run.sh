@@ -1,0 +1,583 @@
+#!/usr/bin/env bash
+# Store benchmark: N synthetic CT instances (512x512x16 bit, ~512 KB each) sent
+# with dcmtk storescu over 1 and over 4 parallel associations to
+#   pacsnode, dcmtk storescp (files only) and Orthanc + PostgreSQL index.
+# Prints instances/s and MB/s per receiver, the pacsnode ratios and PASS/FAIL
+# against the targets, and writes the table to bench/results/.
+#
+# Usage (as root): bash bench/store/run.sh [--count N] [options]; see --help
+# and bench/README.md.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+BENCH_DIR=$(dirname "$HERE")
+REPO_DIR=$(dirname "$BENCH_DIR")
+
+COUNT=2000
+RECEIVERS="storescp,orthanc,pacsnode"
+STORESCP_FORK=1          # also measure "storescp --fork" on 4 associations
+KEEP=0
+USE_NETNS=1
+PDU=65536
+WORK_BASE=${BENCH_WORK_BASE:-/var/tmp}
+PACSNODE_BIN=${PACSNODE_BIN:-$REPO_DIR/build/scp/pacsnode}
+RESULTS_FILE=""
+RUN_USER=pacsnode
+PARALLEL=4
+REPEAT=3
+
+usage() {
+    cat <<EOF
+usage: bash bench/store/run.sh [options]
+  --count N             instances to send per measurement (default 2000)
+  --repeat R            measurements per receiver and association count; the
+                        table shows the median (default 3)
+  --only LIST           receivers to run, comma separated, from
+                        storescp,orthanc,pacsnode (default: all three)
+  --no-storescp-fork    skip the informational "storescp --fork" row
+  --work-base DIR       where the temporary work dir is made (default
+                        \$BENCH_WORK_BASE or /var/tmp; must be a real disk,
+                        not tmpfs, for fsync to mean anything)
+  --results FILE        write the table here instead of
+                        bench/results/store-<date>[-n<N>].txt
+  --no-netns            do not run the servers in a private network namespace
+  --keep                keep the work dir (logs, stores, cluster) afterwards
+environment:
+  PACSNODE_BIN          pacsnode binary (default: build/scp/pacsnode)
+EOF
+}
+
+ARGS=("$@")
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --count) COUNT=${2:?}; shift 2 ;;
+        --count=*) COUNT=${1#*=}; shift ;;
+        --repeat) REPEAT=${2:?}; shift 2 ;;
+        --repeat=*) REPEAT=${1#*=}; shift ;;
+        --only) RECEIVERS=${2:?}; shift 2 ;;
+        --only=*) RECEIVERS=${1#*=}; shift ;;
+        --no-storescp-fork) STORESCP_FORK=0; shift ;;
+        --work-base) WORK_BASE=${2:?}; shift 2 ;;
+        --results) RESULTS_FILE=${2:?}; shift 2 ;;
+        --no-netns) USE_NETNS=0; shift ;;
+        --keep) KEEP=1; shift ;;
+        --_inner) INNER=1; shift ;;
+        -h|--help) usage; exit 0 ;;
+        *) echo "run.sh: unknown argument: $1" >&2; usage >&2; exit 2 ;;
+    esac
+done
+case "$COUNT" in ''|*[!0-9]*) echo "run.sh: --count needs a positive integer" >&2; exit 2 ;; esac
+[ "$COUNT" -ge 4 ] || { echo "run.sh: --count must be at least 4" >&2; exit 2; }
+case "$REPEAT" in ''|*[!0-9]*|0) echo "run.sh: --repeat needs a positive integer" >&2; exit 2 ;; esac
+for r in ${RECEIVERS//,/ }; do
+    case "$r" in storescp|orthanc|pacsnode) ;; *) echo "run.sh: unknown receiver '$r'" >&2; exit 2 ;; esac
+done
+want() { case ",$RECEIVERS," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
+
+log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+DATA_DIR=$BENCH_DIR/.cache/store-n$COUNT-v1
+
+# ---------------------------------------------------------------------------
+# Outer phase (host network namespace): packages, user, data. Then re-run
+# ourselves inside a fresh network namespace that has only a loopback
+# interface, so storescp and Orthanc (which cannot be bound to one address)
+# are reachable on 127.0.0.1 only.
+# ---------------------------------------------------------------------------
+if [ -z "${INNER:-}" ]; then
+    [ "$(id -u)" = 0 ] || die "run as root (it installs packages and runs servers as user $RUN_USER)"
+
+    PKGS=(dcmtk orthanc orthanc-postgresql postgresql python3 python3-pydicom python3-numpy iproute2 util-linux)
+    missing=()
+    for p in "${PKGS[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        log "installing Debian packages: ${missing[*]}"
+        export DEBIAN_FRONTEND=noninteractive
+        # Keep the packages' own services (orthanc on all interfaces, the
+        # main PostgreSQL cluster) from being started by the installation:
+        # a temporary policy-rc.d, unless the machine already has one.
+        own_policy=0
+        if [ ! -e /usr/sbin/policy-rc.d ]; then
+            printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+            chmod 755 /usr/sbin/policy-rc.d
+            own_policy=1
+        fi
+        inst_rc=0
+        { apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null; } || inst_rc=$?
+        [ "$own_policy" = 0 ] || rm -f /usr/sbin/policy-rc.d
+        [ "$inst_rc" = 0 ] || die "apt-get failed (exit $inst_rc)"
+    fi
+
+    if ! id -u "$RUN_USER" >/dev/null 2>&1; then
+        log "creating system user $RUN_USER"
+        useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin "$RUN_USER"
+    fi
+
+    if [ ! -f "$DATA_DIR/.complete" ]; then
+        log "generating $COUNT CT instances into $DATA_DIR"
+        rm -rf "$DATA_DIR"
+        /usr/bin/python3 "$HERE/gen_data.py" "$DATA_DIR" "$COUNT" >&2
+    else
+        log "using cached data set $DATA_DIR"
+    fi
+
+    if [ "$USE_NETNS" = 1 ]; then
+        if unshare --net true 2>/dev/null; then
+            exec unshare --net -- bash "$HERE/run.sh" "${ARGS[@]}" --_inner
+        fi
+        log "WARNING: cannot create a network namespace; storescp and Orthanc will listen on all interfaces (they have no bind option)"
+        USE_NETNS=0
+    fi
+    INNER=1
+fi
+
+# ---------------------------------------------------------------------------
+# Inner phase: the measurements.
+# ---------------------------------------------------------------------------
+if [ "$USE_NETNS" = 1 ]; then
+    ip link set lo up          # a new namespace starts with lo down
+    [ "$(ip -o link show | wc -l)" = 1 ] || die "expected a private network namespace with only lo"
+fi
+export TCP_NODELAY=1           # Debian's dcmtk leaves Nagle on without it (~40 ms per C-STORE)
+
+PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1)
+[ -x "$PG_BIN/initdb" ] || die "PostgreSQL server binaries not found under /usr/lib/postgresql"
+ORTHANC_PLUGIN=$(dpkg -L orthanc-postgresql | grep -E '/libOrthancPostgreSQLIndex\.so(\.[0-9.]+)?$' | sort | head -n1)
+[ -n "$ORTHANC_PLUGIN" ] || die "libOrthancPostgreSQLIndex.so not found in package orthanc-postgresql"
+
+mkdir -p "$WORK_BASE"
+WORK=$(mktemp -d "$WORK_BASE/pacsnode-bench-store.XXXXXX")
+chmod 755 "$WORK"
+chown "$RUN_USER:" "$WORK"
+SOCK=$WORK/pgsock
+PGDATA_DIR=$WORK/pgdata
+PGPORT=5432                    # only names the socket file in $SOCK
+RESULTS_TSV=$WORK/results.tsv
+: > "$RESULTS_TSV"
+
+SERVER_PIDFILES=()             # pid files of the servers we started
+PG_STARTED=0
+
+stop_pidfile() {               # stop_pidfile FILE: TERM, wait, KILL; only that PID
+    local f=$1 pid i
+    [ -s "$f" ] || return 0
+    pid=$(cat "$f")
+    if kill -0 "$pid" 2>/dev/null; then
+        kill -TERM "$pid" 2>/dev/null || true
+        for i in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+        if kill -0 "$pid" 2>/dev/null; then
+            log "PID $pid did not stop after 30 s; sending KILL"
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+    fi
+    rm -f "$f"
+}
+
+cleanup() {
+    local rc=$? f
+    trap - EXIT INT TERM
+    for f in "${SERVER_PIDFILES[@]}"; do stop_pidfile "$f"; done
+    wait 2>/dev/null || true
+    if [ "$PG_STARTED" = 1 ]; then
+        runuser -u "$RUN_USER" -- "$PG_BIN/pg_ctl" -D "$PGDATA_DIR" -m fast -w stop >/dev/null 2>&1 || true
+    fi
+    if [ "$KEEP" = 1 ]; then
+        log "work dir kept: $WORK"
+    elif [ $rc != 0 ]; then
+        # Keep the logs (small) for the post-mortem; drop stores and cluster.
+        find "$WORK" -mindepth 1 -maxdepth 1 ! -name '*.log' ! -name '*.tsv' ! -name '*.txt' -exec rm -rf {} +
+        log "logs kept in $WORK"
+    else
+        rm -rf "$WORK"
+    fi
+    exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# start_server NAME LOGFILE CMD...: runs CMD as $RUN_USER in the background;
+# the server's own PID (exec'd by sh) lands in $WORK/NAME.pid.
+start_server() {
+    local name=$1 logf=$2; shift 2
+    local pidf=$WORK/$name.pid
+    rm -f "$pidf"
+    (cd "$WORK" && exec runuser -u "$RUN_USER" -- sh -c 'echo $$ > "$0"; exec "$@"' "$pidf" "$@") >"$logf" 2>&1 &
+    SERVER_PIDFILES+=("$pidf")
+    local i
+    for i in $(seq 1 50); do [ -s "$pidf" ] && return 0; sleep 0.1; done
+    die "$name did not start (see $logf)"
+}
+
+# wait_echo NAME PORT CALLED_AE LOGFILE: until a C-ECHO succeeds (60 s).
+# On failure: logs why, sets START_ERROR and returns 1.
+START_ERROR=""
+wait_echo() {
+    local name=$1 port=$2 aec=$3 logf=$4 i pid
+    pid=$(cat "$WORK/$name.pid")
+    for i in $(seq 1 300); do
+        if echoscu -q -to 2 -ta 2 -aet BENCHSCU -aec "$aec" 127.0.0.1 "$port" >/dev/null 2>&1; then
+            return 0
+        fi
+        if ! kill -0 "$pid" 2>/dev/null; then
+            START_ERROR="exited during start-up: $(tail -n1 "$logf")"
+            break
+        fi
+        sleep 0.2
+    done
+    [ -n "$START_ERROR" ] || START_ERROR="no C-ECHO answer on port $port within 60 s"
+    tail -n 20 "$logf" >&2
+    log "$name $START_ERROR (log: $logf)"
+    return 1
+}
+
+free_port() {
+    /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+psql_q() {                     # psql_q DB SQL -> single value
+    PGOPTIONS='-c client_min_messages=warning' psql -X -h "$SOCK" -p "$PGPORT" -U postgres -d "$1" -Atqc "$2"
+}
+
+db_count() {                   # db_count DB SQL: the count, or "?" (error logged)
+    local out
+    if out=$(psql_q "$1" "$2" 2>&1); then echo "$out"
+    else log "count query on $1 failed: $(echo "$out" | head -n1)"; echo "?"; fi
+}
+
+count_files() {                # count_files DIR [EXCLUDED_SUBDIR]
+    if [ -n "${2:-}" ]; then
+        find "$1" -path "$1/$2" -prune -o -type f -print | wc -l
+    else
+        find "$1" -type f | wc -l
+    fi
+}
+
+settle() {                     # flush the previous run's dirty pages
+    sync
+    sleep 1
+}
+
+# ----- data lists -----------------------------------------------------------
+LISTS=$WORK/lists
+mkdir -p "$LISTS"
+find "$DATA_DIR" -maxdepth 1 -name 'ct-*.dcm' | sort > "$LISTS/all"
+[ "$(wc -l < "$LISTS/all")" = "$COUNT" ] || die "data set $DATA_DIR does not hold $COUNT files; delete it and re-run"
+split -n "l/$PARALLEL" -d -a 1 "$LISTS/all" "$LISTS/part"
+TOTAL_BYTES=$(xargs -a "$LISTS/all" stat -c %s | awk '{s+=$1} END {print s}')
+xargs -a "$LISTS/all" cat > /dev/null   # warm the page cache: the senders read from RAM
+
+# send K RECEIVER PORT CALLED_AE: times K parallel storescu processes (K=1:
+# one process, one association over all files; K=4: the four list parts).
+# Prints the elapsed seconds; returns non-zero if a sender failed or did not
+# use exactly one association.
+send() {
+    local k=$1 rcv=$2 port=$3 aec=$4
+    local tag=$rcv-$k-r$REP lists=() pids=() i rc=0 t0 t1
+    if [ "$k" = 1 ]; then lists=("$LISTS/all"); else
+        for i in $(seq 0 $((k - 1))); do lists+=("$LISTS/part$i"); done
+    fi
+    t0=$EPOCHREALTIME
+    for i in "${!lists[@]}"; do
+        # -ta 120: with plain (single-process) storescp the later associations
+        # wait in the listen queue until the earlier ones are released.
+        # -td 60: a receiver that stops answering fails the run, not hangs it.
+        mapfile -t files < "${lists[$i]}"
+        storescu -v -aet BENCHSCU -aec "$aec" --max-pdu "$PDU" -ta 120 -td 60 \
+            127.0.0.1 "$port" "${files[@]}" > "$WORK/send-$tag-$i.log" 2>&1 &
+        pids+=($!)
+    done
+    for i in "${!pids[@]}"; do
+        if ! wait "${pids[$i]}"; then
+            rc=1
+            log "storescu $tag #$i failed: $(grep -E '^[EF]: ' "$WORK/send-$tag-$i.log" | head -n1)"
+        fi
+    done
+    t1=$EPOCHREALTIME
+    for i in "${!lists[@]}"; do
+        local n
+        n=$(grep -c 'Association Accepted' "$WORK/send-$tag-$i.log" || true)
+        if [ "$n" != 1 ]; then
+            rc=1; log "storescu $tag #$i used $n associations, expected 1"
+        fi
+    done
+    awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f\n", b - a }'
+    return $rc
+}
+
+# record RECEIVER K STATUS SECONDS STORED NOTE  (uses $REP)
+record() {
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$REP" "$3" "$4" "$COUNT" "$TOTAL_BYTES" "$5" "$6" >> "$RESULTS_TSV"
+    if [ "$3" = ok ]; then
+        log "  -> $4 s, $(awk -v n="$COUNT" -v t="$4" 'BEGIN { printf "%.1f", n / t }') instances/s ($6)"
+    else
+        log "  -> FAILED: $5 of $COUNT stored ($6)"
+    fi
+}
+
+# ----- PostgreSQL cluster ---------------------------------------------------
+pg_start() {
+    mkdir -p "$SOCK"; chown "$RUN_USER:" "$SOCK"
+    runuser -u "$RUN_USER" -- "$PG_BIN/initdb" -D "$PGDATA_DIR" -U postgres -A trust -E UTF8 --no-locale >"$WORK/initdb.log" 2>&1 \
+        || { cat "$WORK/initdb.log" >&2; die "initdb failed"; }
+    # Unix socket only; durability settings spelled out at their defaults.
+    runuser -u "$RUN_USER" -- "$PG_BIN/pg_ctl" -D "$PGDATA_DIR" -l "$WORK/postgresql.log" -w -t 60 \
+        -o "-c listen_addresses='' -k $SOCK -p $PGPORT -c fsync=on -c synchronous_commit=on -c full_page_writes=on -c wal_sync_method=fdatasync" \
+        start >/dev/null || { tail -n 20 "$WORK/postgresql.log" >&2; die "PostgreSQL did not start"; }
+    PG_STARTED=1
+    log "PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}') running, socket $SOCK (no TCP)"
+}
+
+fresh_db() {                   # fresh_db NAME
+    psql_q postgres "DROP DATABASE IF EXISTS $1" >/dev/null
+    psql_q postgres "CREATE DATABASE $1" >/dev/null
+}
+
+drop_db() { psql_q postgres "DROP DATABASE IF EXISTS $1 WITH (FORCE)" >/dev/null || true; }
+
+# ----- receivers ------------------------------------------------------------
+run_storescp() {               # run_storescp K [fork]
+    local k=$1 mode=${2:-} name=storescp label=storescp secs rc=0 stored
+    [ "$mode" = fork ] && label="storescp --fork"
+    local dir=$WORK/store-storescp-$k${mode:+-$mode} port
+    mkdir -p "$dir"; chown "$RUN_USER:" "$dir"
+    port=$(free_port)
+    start_server "$name" "$dir.log" env TCP_NODELAY=1 storescp ${mode:+--fork} -dhl \
+        -aet STORESCP --max-pdu "$PDU" -od "$dir" "$port"
+    if ! wait_echo "$name" "$port" STORESCP "$dir.log"; then
+        stop_pidfile "$WORK/$name.pid"
+        record "$label" "$k" FAIL "" 0 "did not start: $START_ERROR"
+        rm -rf "$dir"; return 0
+    fi
+    log "run $REP/$REPEAT: storescp${mode:+ --fork}, $k association(s)"
+    secs=$(send "$k" "storescp${mode:+fork}" "$port" STORESCP) || rc=1
+    stop_pidfile "$WORK/$name.pid"
+    stored=$(count_files "$dir")
+    if [ $rc = 0 ] && [ "$stored" = "$COUNT" ]; then
+        record "$label" "$k" ok "$secs" "$stored" "files in -od dir"
+    else
+        record "$label" "$k" FAIL "$secs" "$stored" "files in -od dir; sender rc=$rc"
+    fi
+    rm -rf "$dir"; settle
+}
+
+run_orthanc() {                # run_orthanc K
+    local k=$1 name=orthanc secs rc=0 stored files db=orthanc_bench_$1
+    local dir=$WORK/orthanc-$k port cfg
+    mkdir -p "$dir/storage" "$dir/index" "$dir/tmp"; chown -R "$RUN_USER:" "$dir"
+    fresh_db "$db"
+    port=$(free_port)
+    cfg=$dir/orthanc.json
+    # Everything not set here keeps Orthanc's default (see bench/README.md):
+    # notably SyncStorageArea=true (fsync of every stored file),
+    # StoreMD5ForAttachments=true. IndexConnectionsCount stays at its default
+    # of 1: with 4 connections the plugin was slower here (1.7x on 4
+    # associations): its serializable transactions inserting into the same
+    # series fail ("could not serialize access") and are retried.
+    cat > "$cfg" <<EOF
+{
+  "Name" : "pacsnode-bench",
+  "StorageDirectory" : "$dir/storage",
+  "IndexDirectory" : "$dir/index",
+  "TemporaryDirectory" : "$dir/tmp",
+  "StorageCompression" : false,
+  "Plugins" : [ "$ORTHANC_PLUGIN" ],
+  "LuaScripts" : [ ],
+
+  "HttpServerEnabled" : false,
+  "RemoteAccessAllowed" : false,
+  "WebDavEnabled" : false,
+  "OrthancExplorerEnabled" : false,
+
+  "DicomServerEnabled" : true,
+  "DicomAet" : "ORTHANC",
+  "DicomPort" : $port,
+  "DicomCheckCalledAet" : true,
+  "DicomAlwaysAllowEcho" : true,
+  "DicomAlwaysAllowStore" : true,
+  "UnknownSopClassAccepted" : false,
+  "DicomModalities" : { },
+  "OrthancPeers" : { },
+  "MaximumPduLength" : $PDU,
+  "DicomThreadsCount" : 4,
+
+  "HttpsVerifyPeers" : true,
+  "HttpProxy" : "",
+  "SaveJobs" : false,
+
+  "PostgreSQL" : {
+    "EnableIndex" : true,
+    "EnableStorage" : false,
+    "Host" : "$SOCK",
+    "Port" : $PGPORT,
+    "Database" : "$db",
+    "Username" : "postgres",
+    "Password" : "",
+    "EnableSsl" : false,
+    "Lock" : true,
+    "IndexConnectionsCount" : 1
+  }
+}
+EOF
+    start_server "$name" "$dir.log" env TCP_NODELAY=1 Orthanc "$cfg"
+    if ! wait_echo "$name" "$port" ORTHANC "$dir.log"; then
+        stop_pidfile "$WORK/$name.pid"
+        record Orthanc+PostgreSQL "$k" FAIL "" 0 "did not start: $START_ERROR"
+        drop_db "$db"; rm -rf "$dir"; return 0
+    fi
+    log "run $REP/$REPEAT: Orthanc+PostgreSQL, $k association(s)"
+    secs=$(send "$k" orthanc "$port" ORTHANC) || rc=1
+    stop_pidfile "$WORK/$name.pid"
+    stored=$(db_count "$db" "SELECT count(*) FROM resources WHERE resourcetype = 3")
+    files=$(count_files "$dir/storage")
+    if [ $rc = 0 ] && [ "$stored" = "$COUNT" ] && [ "$files" = "$COUNT" ]; then
+        record Orthanc+PostgreSQL "$k" ok "$secs" "$stored" "index rows; $files files"
+    else
+        record Orthanc+PostgreSQL "$k" FAIL "$secs" "$stored" "index rows; $files files; sender rc=$rc"
+    fi
+    drop_db "$db"; rm -rf "$dir"; settle
+}
+
+run_pacsnode() {               # run_pacsnode K
+    local k=$1 name=pacsnode secs rc=0 stored files db=pacsbench_$1
+    local dir=$WORK/pacsnode-$k port cfg
+    mkdir -p "$dir/storage"; chown -R "$RUN_USER:" "$dir"
+    fresh_db "$db"
+    port=$(free_port)
+    cfg=$dir/pacsnode.conf
+    cat > "$cfg" <<EOF
+[node]
+ae_title = PACSNODE
+bind = 127.0.0.1
+port = $port
+require_called_ae = yes
+accept_unknown_calling_ae = yes
+
+[limits]
+workers = 4
+max_associations = 32
+max_pdu = $PDU
+
+[storage]
+root = $dir/storage
+duplicate_policy = ignore
+
+[database]
+conninfo = host=$SOCK port=$PGPORT user=postgres dbname=$db
+
+[log]
+level = warning
+EOF
+    start_server "$name" "$dir.log" env TCP_NODELAY=1 "$PACSNODE_BIN" -c "$cfg"
+    if ! wait_echo "$name" "$port" PACSNODE "$dir.log"; then
+        stop_pidfile "$WORK/$name.pid"
+        record pacsnode "$k" FAIL "" 0 "did not start: $START_ERROR"
+        drop_db "$db"; rm -rf "$dir"; return 0
+    fi
+    log "run $REP/$REPEAT: pacsnode, $k association(s)"
+    secs=$(send "$k" pacsnode "$port" PACSNODE) || rc=1
+    stop_pidfile "$WORK/$name.pid"
+    stored=$(db_count "$db" "SELECT count(*) FROM instance")
+    files=$(count_files "$dir/storage" tmp)
+    if [ $rc = 0 ] && [ "$stored" = "$COUNT" ]; then
+        record pacsnode "$k" ok "$secs" "$stored" "instance rows; $files files"
+    else
+        record pacsnode "$k" FAIL "$secs" "$stored" "instance rows; $files files; sender rc=$rc"
+    fi
+    drop_db "$db"; rm -rf "$dir"; settle
+}
+
+# ----- main -----------------------------------------------------------------
+STARTED=$(date '+%Y-%m-%d %H:%M:%S %Z')
+T_START=$EPOCHREALTIME
+log "work dir $WORK; $COUNT files, $TOTAL_BYTES bytes; max PDU $PDU; load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+
+PACSNODE_NOTE=""
+PACSNODE_SHA=""
+if want pacsnode; then
+    if [ -x "$PACSNODE_BIN" ]; then
+        PACSNODE_SHA=$(sha256sum "$PACSNODE_BIN" | cut -c1-12)
+    else
+        PACSNODE_NOTE="pacsnode binary not found at $PACSNODE_BIN"
+        log "$PACSNODE_NOTE: skipping pacsnode"
+    fi
+fi
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+if want orthanc || { want pacsnode && [ -z "$PACSNODE_NOTE" ]; }; then pg_start; fi
+
+# Warm-up, not timed: storescu and storescp binaries, libraries and the
+# loopback path get exercised once before the first measured run.
+warm_up() {
+    local dir=$WORK/warmup port n
+    mkdir -p "$dir"; chown "$RUN_USER:" "$dir"
+    port=$(free_port)
+    start_server warmup "$dir.log" env TCP_NODELAY=1 storescp -dhl -aet STORESCP --max-pdu "$PDU" -od "$dir" "$port"
+    wait_echo warmup "$port" STORESCP "$dir.log" || die "storescp does not start"
+    n=$(( COUNT < 200 ? COUNT : 200 ))
+    mapfile -t files < <(head -n "$n" "$LISTS/all")
+    storescu -aet BENCHSCU -aec STORESCP --max-pdu "$PDU" -td 60 127.0.0.1 "$port" "${files[@]}" \
+        > "$WORK/send-warmup.log" 2>&1 || log "warm-up send failed (ignored; see $WORK/send-warmup.log)"
+    stop_pidfile "$WORK/warmup.pid"
+    rm -rf "$dir"; settle
+}
+warm_up
+
+# Repetitions go round-robin over all receivers, so that slow drifts of the
+# machine (other load, disk write-back) touch every receiver alike.
+for REP in $(seq 1 "$REPEAT"); do
+    for k in 1 "$PARALLEL"; do
+        if want storescp; then
+            run_storescp "$k"
+            if [ "$k" != 1 ] && [ "$STORESCP_FORK" = 1 ]; then run_storescp "$k" fork; fi
+        fi
+        if want orthanc; then run_orthanc "$k"; fi
+        if want pacsnode && [ -z "$PACSNODE_NOTE" ]; then run_pacsnode "$k"; fi
+    done
+done
+
+# ----- report ---------------------------------------------------------------
+if [ -z "$RESULTS_FILE" ]; then
+    base=$BENCH_DIR/results/store-$(date +%F)
+    [ "$COUNT" = 2000 ] || base=$base-n$COUNT
+    RESULTS_FILE=$base.txt
+    i=2                        # never overwrite an earlier run of the day
+    while [ -e "$RESULTS_FILE" ]; do RESULTS_FILE=$base-$i.txt; i=$((i + 1)); done
+fi
+mkdir -p "$(dirname "$RESULTS_FILE")"
+
+PACSNODE_REV=$(git -C "$REPO_DIR" rev-parse --short HEAD 2>/dev/null || echo "no commit")
+{
+    echo "started=$STARTED"
+    echo "duration_s=$(awk -v a="$T_START" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.0f", b - a }')"
+    echo "load=$LOAD_START at the start, $(cut -d' ' -f1-3 /proc/loadavg) at the end"
+    echo "host=$(nproc) CPUs, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo) RAM, kernel $(uname -r)"
+    echo "work_fs=$(df -PT "$WORK" | awk 'NR==2 {print $2 " on " $1}')"
+    echo "dcmtk=$(dpkg-query -W -f='${Version}' dcmtk)"
+    echo "orthanc=$(dpkg-query -W -f='${Version}' orthanc) orthanc-postgresql=$(dpkg-query -W -f='${Version}' orthanc-postgresql)"
+    echo "postgresql=$("$PG_BIN/postgres" --version | awk '{print $3}')"
+    if want pacsnode; then
+        if [ -n "$PACSNODE_NOTE" ]; then echo "pacsnode=$PACSNODE_NOTE"
+        else
+            local_sha=$(sha256sum "$PACSNODE_BIN" 2>/dev/null | cut -c1-12)
+            changed=""
+            [ "$local_sha" = "$PACSNODE_SHA" ] || changed="; WARNING: the binary changed during the run (sha256 $local_sha at the end)"
+            echo "pacsnode=$PACSNODE_BIN (repo commit $PACSNODE_REV; binary sha256 $PACSNODE_SHA, built $(date -r "$PACSNODE_BIN" '+%F %T')$changed)"
+        fi
+    else
+        echo "pacsnode=not requested (--only $RECEIVERS)"
+    fi
+    echo "pdu=$PDU"
+    echo "netns=$USE_NETNS"
+    echo "repeat=$REPEAT"
+} > "$WORK/meta.txt"
+
+/usr/bin/python3 "$HERE/report.py" "$RESULTS_TSV" "$WORK/meta.txt" | tee "$RESULTS_FILE"
+log "table written to $RESULTS_FILE"
+
+if awk -F'\t' '$4 != "ok" { bad = 1 } END { exit bad ? 0 : 1 }' "$RESULTS_TSV"; then
+    log "some receiver did not store all $COUNT instances (see the table)"
+    exit 1
+fi
+exit 0
