@@ -611,3 +611,30 @@ def test_one_log_line_per_association(node, scu_dir):
     assert "released" in line, line
     assert "3 instances stored" in line and "0 failed" in line, line
     assert re.search(r"after \d+\.\d+ s", line), line
+
+
+# --------------------------------------------------------------------------
+# systemd readiness (Type=notify)
+
+
+def test_notifies_systemd_ready_and_stopping(node_factory, testdir, monkeypatch):
+    """With NOTIFY_SOCKET set, as systemd sets it, the node sends READY=1 once
+    it listens and STOPPING=1 when it shuts down."""
+    import socket
+    path = os.path.join(testdir, "notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    os.chmod(path, 0o777)  # the node may run as the unprivileged user
+    sock.settimeout(10)
+    monkeypatch.setenv("NOTIFY_SOCKET", path)
+    try:
+        node = node_factory()
+        got = sock.recv(4096).decode()
+        assert "READY=1" in got.split("\n"), got
+        # it is ready for real: an echo works
+        assert H.echoscu(node.port, aet="PNNOTIFY").ok
+        node.stop()
+        got = sock.recv(4096).decode()
+        assert "STOPPING=1" in got.split("\n"), got
+    finally:
+        sock.close()
