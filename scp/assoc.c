@@ -66,8 +66,17 @@ static const char *serve_commands(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, 
 	for (;;) {
 		pn_dcm_cmd cmd;
 		int rc = pn_dcm_next_command(assoc, ctx->cfg->dimse_timeout, &cmd);
-		if (rc == PN_DCM_RELEASED)
+		if (rc == PN_DCM_RELEASED) {
+			/* Everything stored is settled before the peer hears the
+			 * association is over. */
+			int frc = pn_storage_flush(ctx->storage);
+			if (frc < 0)
+				pn_warning("could not fsync stored folders (%s); their tmp/ names stay for start-up "
+				           "recovery",
+				           strerror(-frc));
+			pn_dcm_release_ack(assoc);
 			return "released";
+		}
 		if (rc == PN_DCM_ABORTED)
 			return "aborted by peer";
 		if (rc == -ETIMEDOUT) {
@@ -143,6 +152,7 @@ void pn_assoc_serve(const pn_store_ctx *ctx, pn_dcm_net *net, int fd)
 	if (admit(ctx, assoc, &info))
 		outcome = serve_commands(ctx, assoc, &info, &counts);
 	pn_dcm_assoc_free(assoc);
+	pn_storage_flush(ctx->storage); /* after an abort: no-op after a release */
 	pn_info("association \"%s\" -> \"%s\" from %s: %s after %.3f s, %u instances stored, %u failed%s",
 	        info.calling_ae, info.called_ae, info.peer, outcome, seconds_since(&t0), counts.stored, counts.failed,
 	        counts.echoes ? ", C-ECHO answered" : "");

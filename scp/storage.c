@@ -14,6 +14,9 @@
 #include "fsio.h"
 
 #define TMP_DIR "tmp"
+/* Committed instances whose final folder is not fsync'ed yet: their tmp
+ * names stay (and keep them recoverable) until a batched folder fsync. */
+#define PENDING_MAX 32
 /* dcmtk hands us PDVs of a few KiB: gather them into writes of this size,
  * and start the kernel's writeback after each, so that the final fsync
  * finds most of the file on disk already. */
@@ -23,7 +26,12 @@ struct pn_storage {
 	char *root;
 	int root_fd;
 	int tmp_fd;
-	unsigned long seq;                  /* provisional names */
+	unsigned long seq; /* provisional names */
+	struct {
+		char tmp_name[PN_REL_PATH_MAX];
+		char dir[PN_REL_DIR_LEN + 1];
+	} pending[PENDING_MAX];
+	int n_pending;
 	char known_dir[PN_REL_DIR_LEN + 1]; /* last series folder seen to exist */
 };
 
@@ -110,6 +118,7 @@ void pn_storage_free(pn_storage *s)
 {
 	if (!s)
 		return;
+	pn_storage_flush(s);
 	if (s->tmp_fd >= 0)
 		close(s->tmp_fd);
 	if (s->root_fd >= 0)
@@ -305,14 +314,41 @@ static void file_free(pn_storage_file *f)
 	free(f);
 }
 
-void pn_storage_file_done(pn_storage_file *f)
+int pn_storage_flush(pn_storage *s)
+{
+	int rc = 0;
+	for (int i = 0; i < s->n_pending && rc == 0; i++) {
+		bool seen = false;
+		for (int j = 0; j < i && !seen; j++)
+			seen = strcmp(s->pending[j].dir, s->pending[i].dir) == 0;
+		if (!seen)
+			rc = fsync_dir_at(s->root_fd, s->pending[i].dir);
+	}
+	if (rc < 0)
+		return rc; /* the tmp names stay: recovery relinks if needed */
+	/* If one of these unlinks is lost in a crash, recovery finds the row
+	 * and removes the tmp entry then. */
+	for (int i = 0; i < s->n_pending; i++)
+		pn_fsio.unlinkat(s->tmp_fd, s->pending[i].tmp_name, 0);
+	s->n_pending = 0;
+	return 0;
+}
+
+int pn_storage_file_done(pn_storage_file *f)
 {
 	if (!f)
-		return;
-	/* If this unlink is lost in a crash, recovery finds the row and
-	 * removes the tmp entry then. */
-	pn_fsio.unlinkat(f->s->tmp_fd, f->tmp_name, 0);
+		return 0;
+	pn_storage *s = f->s;
+	int rc = 0;
+	if (s->n_pending == PENDING_MAX)
+		rc = pn_storage_flush(s);
+	if (s->n_pending < PENDING_MAX) {
+		snprintf(s->pending[s->n_pending].tmp_name, PN_REL_PATH_MAX, "%s", f->tmp_name);
+		snprintf(s->pending[s->n_pending].dir, PN_REL_DIR_LEN + 1, "%.*s", PN_REL_DIR_LEN, f->rel);
+		s->n_pending++;
+	}
 	file_free(f);
+	return rc;
 }
 
 void pn_storage_file_discard(pn_storage_file *f)

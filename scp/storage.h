@@ -6,8 +6,11 @@
  *      final path, which depends on the Series Instance UID);
  *   3. fsync the file and the tmp folder;
  *   4. hard-link it to its final path (new folders made durable first);
- *   5. the caller commits the index row while the final folder is fsync'ed;
- *   6. unlink tmp/NAME.
+ *   5. the caller commits the index row;
+ *   6. at the end of the association or every PENDING_MAX instances, the
+ *      final folders are fsync'ed and only then the tmp names unlinked
+ *      (one folder fsync for many instances; until then the durable tmp
+ *      name is what recovery relinks from).
  * A crash anywhere leaves tmp/in-* (never linked: removed) or tmp/NAME,
  * which says where the final file is; pn_storage_recover() then keeps it if
  * a row names it (re-linking it if needed) and removes it otherwise. So
@@ -43,8 +46,13 @@ int pn_storage_file_sync(pn_storage_file *f);
 int pn_storage_file_link(pn_storage_file *f);
 /* fsyncs the final folder, making the link durable. */
 int pn_storage_file_sync_link(pn_storage_file *f);
-/* After the index commit: removes the temporary name and frees. */
-void pn_storage_file_done(pn_storage_file *f);
+/* After the index commit: queues the temporary name for removal after the
+ * next batched folder fsync, and frees. A failed batch (returned here or by
+ * pn_storage_flush) keeps the names for start-up recovery. */
+int pn_storage_file_done(pn_storage_file *f);
+/* fsyncs the final folders of the queued instances, then unlinks their
+ * temporary names. */
+int pn_storage_flush(pn_storage *s);
 /* On any failure before the commit: removes whatever was written, frees. */
 void pn_storage_file_discard(pn_storage_file *f);
 /* After a commit whose outcome is unknown: keeps both names for start-up

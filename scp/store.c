@@ -141,8 +141,9 @@ static unsigned short commit_instance(const pn_store_ctx *ctx, pn_storage_file *
 		return PN_STATUS_OUT_OF_STORAGE;
 	}
 	ph->sync = lap(&ph->t0);
+	/* The final folder's fsync is batched (pn_storage_flush): until it,
+	 * the durable tmp name is what recovery relinks from. */
 	int commit_rc = pn_index_commit_send(ctx->db);
-	int sync_rc = pn_storage_file_sync_link(file);
 	if (commit_rc == 0)
 		commit_rc = pn_index_commit_wait(ctx->db);
 	ph->commit = lap(&ph->t0);
@@ -164,15 +165,10 @@ static unsigned short commit_instance(const pn_store_ctx *ctx, pn_storage_file *
 		free(old_path);
 		return PN_STATUS_OUT_OF_INDEX;
 	}
-	if (sync_rc < 0) {
-		/* Row and file exist; the link may not survive a crash, the
-		 * durable tmp name does: keep it for start-up recovery. */
-		pn_warning("instance %s: could not fsync its folder (%s); kept tmp/ name for recovery", row->sop_uid,
-		           strerror(-sync_rc));
-		pn_storage_file_abandon(file);
-	} else {
-		pn_storage_file_done(file);
-	}
+	rc = pn_storage_file_done(file);
+	if (rc < 0)
+		pn_warning("could not fsync stored folders (%s); their tmp/ names stay for start-up recovery",
+		           strerror(-rc));
 	if (outcome == PN_INDEX_REPLACED) {
 		if (old_path)
 			remove_replaced(ctx, old_path);

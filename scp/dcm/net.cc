@@ -397,10 +397,8 @@ extern "C" int pn_dcm_next_command(pn_dcm_assoc *a, int timeout, pn_dcm_cmd *cmd
 		memset(&a->msg, 0, sizeof(a->msg));
 		OFCondition c = DIMSE_receiveCommand(a->assoc, timeout > 0 ? DIMSE_NONBLOCKING : DIMSE_BLOCKING,
 		                                     timeout, &pres_id, &a->msg, NULL);
-		if (c == DUL_PEERREQUESTEDRELEASE) {
-			ASC_acknowledgeRelease(a->assoc);
+		if (c == DUL_PEERREQUESTEDRELEASE)
 			return PN_DCM_RELEASED;
-		}
 		if (c == DUL_PEERABORTEDASSOCIATION || c == DUL_NETWORKCLOSED)
 			return PN_DCM_ABORTED;
 		if (c.bad())
@@ -430,6 +428,15 @@ extern "C" int pn_dcm_next_command(pn_dcm_assoc *a, int timeout, pn_dcm_cmd *cmd
 			break;
 		}
 		return 0;
+	} catch (...) {
+		return -ENOMEM;
+	}
+}
+
+extern "C" int pn_dcm_release_ack(pn_dcm_assoc *a)
+{
+	try {
+		return ASC_acknowledgeRelease(a->assoc).good() ? 0 : -EPROTO;
 	} catch (...) {
 		return -ENOMEM;
 	}

@@ -91,12 +91,15 @@ typedef struct {
 } pn_dcm_cmd;
 
 /* Results of pn_dcm_next_command() besides 0 (a command arrived). */
-#define PN_DCM_RELEASED 1 /* peer requested release; we acknowledged */
+#define PN_DCM_RELEASED 1 /* peer requested release: answer pn_dcm_release_ack */
 #define PN_DCM_ABORTED 2  /* peer aborted (A-ABORT or connection closed) */
 
 /* Waits up to `timeout` seconds (0: forever) for the next DIMSE command.
  * Returns 0, PN_DCM_RELEASED, PN_DCM_ABORTED, -ETIMEDOUT or -EPROTO. */
 int pn_dcm_next_command(pn_dcm_assoc *assoc, int timeout, pn_dcm_cmd *ret_cmd);
+
+/* A-RELEASE-RP to the peer's A-RELEASE-RQ. */
+int pn_dcm_release_ack(pn_dcm_assoc *assoc);
 
 int pn_dcm_echo_respond(pn_dcm_assoc *assoc, const pn_dcm_cmd *cmd, unsigned short status);
 

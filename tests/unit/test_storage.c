@@ -104,7 +104,10 @@ static void happy_path(void **state)
 	assert_int_equal(pn_storage_file_sync(f), 0);
 	assert_int_equal(pn_storage_file_link(f), 0);
 	assert_int_equal(pn_storage_file_sync_link(f), 0);
-	pn_storage_file_done(f);
+	assert_int_equal(pn_storage_file_done(f), 0);
+	/* the tmp name stays until the batched folder fsync */
+	assert_int_equal(count_files(root), 2);
+	assert_int_equal(pn_storage_flush(s), 0);
 	char full[256];
 	snprintf(full, sizeof(full), "%s/%s", root, rel);
 	struct stat st;
@@ -168,6 +171,34 @@ static void fsync_and_link_fail(void **state)
 	pn_fsio = real;
 	pn_storage_file_discard(f);
 	assert_int_equal(count_files(root), 0);
+	pn_storage_free(s);
+}
+
+/* Tmp names of committed files go in batches, after their folders' fsync. */
+static void batched_flush(void **state)
+{
+	(void)state;
+	pn_storage *s = NULL;
+	assert_int_equal(pn_storage_open(root, &s), 0);
+	char rel[PN_REL_PATH_MAX], uid[32];
+	for (int i = 0; i < 33; i++) {
+		snprintf(uid, sizeof(uid), "1.2.%d", 100 + i);
+		pn_storage_file *f = write_one(s, uid, rel);
+		assert_int_equal(pn_storage_file_sync(f), 0);
+		assert_int_equal(pn_storage_file_link(f), 0);
+		assert_int_equal(pn_storage_file_done(f), 0);
+	}
+	/* the 33rd flushed the first 32 and waits for the next batch */
+	assert_int_equal(count_files(root), 33 + 1);
+	/* a failing folder fsync keeps the names for recovery */
+	pn_fsio.fsync = failing_fsync;
+	fail_after = 0;
+	fail_errno = EIO;
+	assert_int_equal(pn_storage_flush(s), -EIO);
+	assert_int_equal(count_files(root), 33 + 1);
+	pn_fsio = real;
+	assert_int_equal(pn_storage_flush(s), 0);
+	assert_int_equal(count_files(root), 33);
 	pn_storage_free(s);
 }
 
@@ -244,6 +275,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(happy_path, setup, teardown),
 	    cmocka_unit_test_setup_teardown(write_fails, setup, teardown),
 	    cmocka_unit_test_setup_teardown(fsync_and_link_fail, setup, teardown),
+	    cmocka_unit_test_setup_teardown(batched_flush, setup, teardown),
 	    cmocka_unit_test_setup_teardown(recovery, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
