@@ -298,13 +298,6 @@ int pn_storage_file_link(pn_storage_file *f)
 	return 0;
 }
 
-int pn_storage_file_sync_link(pn_storage_file *f)
-{
-	char dir[PN_REL_DIR_LEN + 1];
-	snprintf(dir, sizeof(dir), "%.*s", PN_REL_DIR_LEN, f->rel);
-	return fsync_dir_at(f->s->root_fd, dir);
-}
-
 static void file_free(pn_storage_file *f)
 {
 	if (f->fd >= 0)

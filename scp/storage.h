@@ -42,10 +42,9 @@ int pn_storage_file_written(pn_storage_file *f);
 int pn_storage_file_name(pn_storage_file *f, const char *rel);
 /* fsyncs and closes the file, then fsyncs the tmp folder. */
 int pn_storage_file_sync(pn_storage_file *f);
-/* Links the file at its final path; folders it creates are made durable. */
+/* Links the file at its final path; folders it creates are made durable
+ * (the link itself becomes durable in the batch of pn_storage_flush). */
 int pn_storage_file_link(pn_storage_file *f);
-/* fsyncs the final folder, making the link durable. */
-int pn_storage_file_sync_link(pn_storage_file *f);
 /* After the index commit: queues the temporary name for removal after the
  * next batched folder fsync, and frees. A failed batch (returned here or by
  * pn_storage_flush) keeps the names for start-up recovery. */
