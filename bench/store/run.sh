@@ -16,6 +16,7 @@ REPO_DIR=$(dirname "$BENCH_DIR")
 COUNT=2000
 RECEIVERS="storescp,orthanc,pacsnode"
 STORESCP_FORK=1          # also measure "storescp --fork" on 4 associations
+SETTLE_SECONDS=${BENCH_SETTLE_SECONDS:-8}   # pause after each run (see settle)
 KEEP=0
 USE_NETNS=1
 PDU=65536
@@ -257,7 +258,9 @@ count_files() {                # count_files DIR [EXCLUDED_SUBDIR]
 
 settle() {                     # flush the previous run's dirty pages
     sync
-    sleep 1
+    # then give the disk time to write back what it acknowledged: fsync-heavy
+    # receivers would otherwise pay for the previous receiver's gigabyte
+    sleep "$SETTLE_SECONDS"
 }
 
 # ----- data lists -----------------------------------------------------------
@@ -526,14 +529,29 @@ warm_up
 
 # Repetitions go round-robin over all receivers, so that slow drifts of the
 # machine (other load, disk write-back) touch every receiver alike.
+# One receiver's run, by name.
+run_one() {                    # run_one RECEIVER K
+    case $1 in
+        storescp)
+            if want storescp; then
+                run_storescp "$2"
+                if [ "$2" != 1 ] && [ "$STORESCP_FORK" = 1 ]; then run_storescp "$2" fork; fi
+            fi ;;
+        orthanc) if want orthanc; then run_orthanc "$2"; fi ;;
+        pacsnode) if want pacsnode && [ -z "$PACSNODE_NOTE" ]; then run_pacsnode "$2"; fi ;;
+    esac
+}
+
+# The order rotates from one repetition to the next: a receiver that runs
+# right after another one wrote a gigabyte finds the disk still busy with it
+# (on this VM, fsync latency depends on what was written just before), so a
+# fixed order would always hand the same receiver that penalty.
+ORDER=(storescp orthanc pacsnode)
 for REP in $(seq 1 "$REPEAT"); do
     for k in 1 "$PARALLEL"; do
-        if want storescp; then
-            run_storescp "$k"
-            if [ "$k" != 1 ] && [ "$STORESCP_FORK" = 1 ]; then run_storescp "$k" fork; fi
-        fi
-        if want orthanc; then run_orthanc "$k"; fi
-        if want pacsnode && [ -z "$PACSNODE_NOTE" ]; then run_pacsnode "$k"; fi
+        for i in 0 1 2; do
+            run_one "${ORDER[$(( (i + REP - 1) % 3 ))]}" "$k"
+        done
     done
 done
 
