@@ -523,6 +523,10 @@ extern "C" void pn_dcm_assoc_abort(pn_dcm_assoc *a)
 	if (!a || !a->assoc)
 		return;
 	try {
+		// After sending A-ABORT dcmtk waits for the peer to close, with its
+		// own long timer: a stalled peer would hold us. What the peer says
+		// after our abort does not matter, so stop reading first.
+		shutdown(a->sock, SHUT_RD);
 		ASC_abortAssociation(a->assoc);
 		a->broken = true;
 	} catch (...) {

@@ -13,6 +13,7 @@ import pwd
 import re
 import resource
 import socket
+import struct
 import subprocess
 import time
 
@@ -638,3 +639,32 @@ def test_notifies_systemd_ready_and_stopping(node_factory, testdir, monkeypatch)
         assert "STOPPING=1" in got.split("\n"), got
     finally:
         sock.close()
+
+
+def test_dimse_timeout_cuts_a_peer_stalled_mid_dataset(node_factory, scu_dir):
+    """After the association is accepted, dimse_timeout bounds every read,
+    also in the middle of a P-DATA PDU: a peer that stops half-way through a
+    dataset loses its association, nothing of the instance remains, and the
+    worker serves others again."""
+    dimse = 2
+    node = node_factory(workers=1, extra_config={"limits": {"dimse_timeout": dimse}})
+    inst = small_instance(scu_dir, "stalled")
+    a = rawscu.Association(node.host, node.port, timeout=15)
+    try:
+        a.associate("PNSTALL", node.aet, inst["sop_class_uid"])
+        a._send_pdvs(rawscu.c_store_rq(1, inst["sop_class_uid"], inst["sop_instance_uid"]), True)
+        data = rawscu.dataset_bytes(inst["path"])
+        pdv = struct.pack(">IBB", len(data) + 2, a.pc_id, 0x02) + data
+        pdu = rawscu._pdu(0x04, pdv)
+        a.sock.sendall(pdu[:len(pdu) // 2])  # and then nothing
+        closed_after, _ = wait_closed(a.sock, dimse + 6)
+    finally:
+        a.close()
+    assert closed_after is not None, "still open %d s into a stalled dataset (dimse_timeout = %d)" % (
+        dimse + 6, dimse)
+    assert closed_after <= dimse + 3, "closed after %.1f s (dimse_timeout = %d)" % (closed_after, dimse)
+    wait_log(node, r"broken off while receiving|association \"PNSTALL\".*aborted", "the stalled store")
+    assert os.listdir(os.path.join(node.storage, "tmp")) == []
+    assert node.count("instance") == 0
+    r = H.echoscu(node.port, aet="PNAFTER", timeout=10)
+    assert r.ok, r.output
