@@ -668,3 +668,27 @@ def test_dimse_timeout_cuts_a_peer_stalled_mid_dataset(node_factory, scu_dir):
     assert node.count("instance") == 0
     r = H.echoscu(node.port, aet="PNAFTER", timeout=10)
     assert r.ok, r.output
+
+
+def test_unparseable_dataset_is_refused_and_the_association_goes_on(node, scu_dir):
+    """Bytes that do not parse as a dataset get 0xC000 and leave nothing, and
+    the same association then stores a good instance."""
+    good = small_instance(scu_dir, "after-garbage")
+    data = rawscu.dataset_bytes(good["path"])
+    truncated = data[:40] + struct.pack("<HH2sHI", 0x0010, 0x0010, b"UN", 0, 100000) + b"x" * 10
+    a = rawscu.Association(node.host, node.port, timeout=15)
+    try:
+        a.associate("PNGARBAGE", node.aet, good["sop_class_uid"])
+        bad_uid = gen_corpus.make_uid(0, "garbage")
+        for i, payload in enumerate([truncated, os.urandom(2000)]):
+            status = a.c_store(good["sop_class_uid"], bad_uid, payload, msg_id=i + 1)
+            assert status == 0xC000, "0x%04X for case %d" % (status, i)
+        status = a.c_store(good["sop_class_uid"], good["sop_instance_uid"], data, msg_id=3)
+        assert status == H.SUCCESS, "0x%04X" % status
+        a.release()
+    finally:
+        a.close()
+    assert node.count("instance") == 1
+    assert os.listdir(os.path.join(node.storage, "tmp")) == []
+    assert_consistent(node)
+    wait_log(node, r"cannot be parsed", "the unparseable dataset")
