@@ -175,6 +175,53 @@ static void put_iconv(pn_charset *cs, out_buf *o, const char *name, const char *
 	}
 }
 
+size_t pn_utf8_sequence(const unsigned char *s, size_t n)
+{
+	if (n == 0)
+		return 0;
+	unsigned c = s[0];
+	size_t len;
+	unsigned min;
+	if (c < 0x80)
+		return 1;
+	else if (c >= 0xc2 && c <= 0xdf)
+		len = 2, min = 0x80;
+	else if (c >= 0xe0 && c <= 0xef)
+		len = 3, min = 0x800;
+	else if (c >= 0xf0 && c <= 0xf4)
+		len = 4, min = 0x10000;
+	else
+		return 0;
+	if (n < len)
+		return 0;
+	unsigned cp = c & (0xff >> (len + 1));
+	for (size_t i = 1; i < len; i++) {
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+		cp = (cp << 6) | (s[i] & 0x3f);
+	}
+	if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+		return 0;
+	return len;
+}
+
+/* UTF-8 in, checked here: glibc's iconv lets the obsolete 5- and 6-byte
+ * forms through. */
+static void put_utf8(out_buf *o, const unsigned char *in, size_t n)
+{
+	size_t i = 0;
+	while (i < n) {
+		size_t len = pn_utf8_sequence(in + i, n - i);
+		if (len == 0) {
+			put_invalid(o);
+			i++;
+			continue;
+		}
+		put(o, in + i, len);
+		i += len;
+	}
+}
+
 static const term_def *find_term(const char *t, size_t n)
 {
 	/* DICOM pads with spaces; leading/trailing spaces are not significant */
@@ -364,6 +411,8 @@ int pn_charset_to_utf8(pn_charset *cs, const char *in, size_t len, char **ret_ou
 		plain = (unsigned char)in[i] < 0x80 && in[i] != 0x1b;
 	if (plain && cs->g0 != K_JIS_ROMAN)
 		put(&o, in, len);
+	else if (cs->whole && strcmp(cs->whole, "UTF-8") == 0)
+		put_utf8(&o, (const unsigned char *)in, len);
 	else if (cs->whole)
 		put_iconv(cs, &o, cs->whole, in, len);
 	else

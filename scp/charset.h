@@ -23,4 +23,8 @@ void pn_charset_free(pn_charset *cs); /* NULL is a no-op */
  * -EILSEQ (with *ret_out still set); 0 otherwise; -ENOMEM. */
 int pn_charset_to_utf8(pn_charset *cs, const char *in, size_t len, char **ret_out);
 
+/* Length of the well-formed UTF-8 sequence (RFC 3629: at most 4 bytes, no
+ * overlong forms, no surrogates, at most U+10FFFF) at s[0..n), or 0. */
+size_t pn_utf8_sequence(const unsigned char *s, size_t n);
+
 #endif

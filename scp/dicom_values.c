@@ -1,5 +1,7 @@
 #include "dicom_values.h"
 
+#include "charset.h"
+
 #include <ctype.h>
 #include <errno.h>
 #include <math.h>
@@ -133,22 +135,19 @@ size_t pn_utf8_sanitise(char *s)
 {
 	size_t fixed = 0;
 	unsigned char *p = (unsigned char *)s;
+	size_t left = strlen(s);
 	while (*p) {
-		unsigned char c = *p;
-		size_t len = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xe ? 3 : (c >> 3) == 0x1e ? 4 : 0;
-		bool ok = len > 0;
-		for (size_t i = 1; ok && i < len; i++)
-			ok = (p[i] & 0xc0) == 0x80;
-		if (ok && len == 2 && c < 0xc2)
-			ok = false; /* overlong */
-		if (ok && len == 1 && c < 0x20 && c != '\t' && c != '\r' && c != '\n' && c != 0x1b)
-			ok = false;
-		if (!ok) {
+		size_t len = pn_utf8_sequence(p, left);
+		if (len == 1 && *p < 0x20 && *p != '\t' && *p != '\r' && *p != '\n' && *p != 0x1b)
+			len = 0;
+		if (len == 0) {
 			*p++ = '?';
+			left--;
 			fixed++;
 			continue;
 		}
 		p += len;
+		left -= len;
 	}
 	return fixed;
 }

@@ -15,7 +15,8 @@ pgdata="$dev/pgdata"
 
 packages=(build-essential cmake pkg-config git libdcmtk-dev dcmtk libpq-dev postgresql-15 libssl-dev
 	libinih-dev libcmocka-dev libsystemd-dev python3 python3-pytest python3-pytest-xdist
-	python3-pydicom python3-psycopg2 python3-xxhash libxxhash-dev acl clang-format)
+	python3-pydicom python3-psycopg2 python3-xxhash libxxhash-dev acl clang-format clang
+	libclang-rt-14-dev)
 
 say() { printf '==> %s\n' "$*" >&2; }
 
@@ -132,6 +133,28 @@ run_suite() {
 	return $status
 }
 
+# The libFuzzer targets (tests/fuzz/), a short run each from the seed corpus.
+run_fuzz() {
+	local dir="$top/build-fuzz" status=0 t
+	say "fuzzing the parsers of hostile bytes (${PN_FUZZ_SECONDS:-15} s per target)"
+	CC=clang CXX=clang++ cmake -S "$top" -B "$dir" -DPN_FUZZ=ON >/dev/null
+	cmake --build "$dir" -j"$(nproc)" >/dev/null
+	for t in charset paths; do
+		local seeds="$dir/corpus-$t"
+		mkdir -p "$seeds"
+		cp -n "$top/tests/fuzz/corpus/$t/"* "$seeds/" 2>/dev/null || true
+		if "$dir/tests/fuzz/fuzz_$t" -max_total_time="${PN_FUZZ_SECONDS:-15}" -max_len=512 \
+			-artifact_prefix="$dir/" "$seeds" >"$dir/fuzz_$t.log" 2>&1; then
+			echo "fuzz_$t: $(grep -o 'Done [0-9]* runs' "$dir/fuzz_$t.log"), no failure"
+		else
+			echo "fuzz_$t FAILED:"
+			tail -n 30 "$dir/fuzz_$t.log"
+			status=1
+		fi
+	done
+	return $status
+}
+
 # Every suite twice: a normal build, then AddressSanitizer + UBSan
 # (PN_SANITIZE=0 skips the second round, PN_SANITIZE=1 runs only it).
 run_tests() {
@@ -140,6 +163,9 @@ run_tests() {
 	local status=0
 	say "static checks"
 	"$top/tests/check_layout.sh" || status=1
+	if [ "${PN_FUZZ:-}" != 0 ]; then
+		run_fuzz || status=1
+	fi
 	if [ "${PN_SANITIZE:-}" != 1 ]; then
 		run_suite "$top/build" || status=1
 	fi

@@ -65,6 +65,20 @@ static void bad_input(void **state)
 	       "A\xef\xbf\xbd"
 	       "B",
 	       -84);
+	/* obsolete 5-byte form, overlong, surrogate: all refused (iconv lets the first through) */
+	expect("ISO_IR 192",
+	       "\xf8\xbd\xbf\xbd\xbf"
+	       "B",
+	       "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd"
+	       "B",
+	       -84);
+	expect("ISO_IR 192",
+	       "\xc0\xaf"
+	       "A",
+	       "\xef\xbf\xbd\xef\xbf\xbd"
+	       "A",
+	       -84);
+	expect("ISO_IR 192", "\xed\xa0\x80", "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd", -84);
 	/* an unknown escape sequence */
 	expect("\\ISO 2022 IR 87", "A\x1bZ", "A\xef\xbf\xbdZ", -84);
 	/* 8-bit bytes with no character set declared: read as Latin-1, reported */
