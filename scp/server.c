@@ -42,7 +42,8 @@ typedef struct {
 	child *children;
 	size_t n_children;
 	int n_overflow, n_rejecters;
-	time_t respawn_at; /* a pool worker died young: wait before the next */
+	time_t respawn_at;          /* a pool worker died young: wait before the next */
+	time_t accept_paused_until; /* out of descriptors: stop accepting a while */
 } server;
 
 static volatile sig_atomic_t got_stop, got_child;
@@ -181,8 +182,14 @@ static void accept_all(server *s)
 	for (int i = 0; i < 64; i++) {
 		int fd = accept4(s->listen_fd, NULL, NULL, SOCK_CLOEXEC);
 		if (fd < 0) {
-			if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && errno != ECONNABORTED)
+			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+				/* the connection stays queued; polling again at once
+				 * would only spin */
+				pn_warning("accept failed: %m; not accepting for 1 s");
+				s->accept_paused_until = time(NULL) + 1;
+			} else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && errno != ECONNABORTED) {
 				pn_warning("accept failed: %m");
+			}
 			return;
 		}
 		dispatch(s, fd);
@@ -348,7 +355,8 @@ int pn_server_run(const pn_config *cfg)
 		}
 		fill_pool(&s);
 		nfds_t n = 0;
-		pfd[n++] = (struct pollfd){.fd = s.listen_fd, .events = POLLIN};
+		bool accepting = time(NULL) >= s.accept_paused_until;
+		pfd[n++] = (struct pollfd){.fd = accepting ? s.listen_fd : -1, .events = POLLIN};
 		for (size_t i = 0; i < s.n_children; i++) {
 			child *c = &s.children[i];
 			if (c->pid && c->kind == CHILD_POOL && c->channel >= 0) {
