@@ -517,6 +517,105 @@ int pn_index_begin(pn_db *db, const pn_instance_rec *rec, pn_dup_policy policy, 
 	return store_with_retries(db, rec, policy, false, ret_outcome, ret_old_path);
 }
 
+/* Reads results up to the pipeline's sync point and leaves pipeline mode. */
+static void pipeline_drain(pn_db *db)
+{
+	for (int guard = 0; guard < 16; guard++) {
+		PGresult *res = PQgetResult(db->conn);
+		if (!res) {
+			if (PQstatus(db->conn) == CONNECTION_BAD)
+				break;
+			continue;
+		}
+		ExecStatusType st = PQresultStatus(res);
+		PQclear(res);
+		if (st == PGRES_PIPELINE_SYNC)
+			break;
+	}
+	PQexitPipelineMode(db->conn);
+}
+
+int pn_index_begin_send(pn_db *db, const pn_instance_rec *rec)
+{
+	if (!db || !rec || !rec_valid(rec) || !hier_matches(&db->committed, rec) || db->index_gen != db->conn_gen ||
+	    !(db->index_prepared & (UINT32_C(1) << ST_INSTANCE_INSERT)) || PQstatus(db->conn) != CONNECTION_OK ||
+	    PQtransactionStatus(db->conn) != PQTRANS_IDLE)
+		return 0;
+	pn_db_clear_error(db);
+	params p = {0};
+	char size_text[24];
+	snprintf(size_text, sizeof size_text, "%" PRId64, rec->size);
+	instance_params(&p, rec, db->committed.series_pk, size_text);
+	if (PQenterPipelineMode(db->conn) != 1)
+		return 0;
+	/* libpq copies the parameters into its buffer: the stack is fine */
+	if (PQsendQueryParams(db->conn, "BEGIN ISOLATION LEVEL READ COMMITTED", 0, NULL, NULL, NULL, NULL, 0) != 1 ||
+	    PQsendQueryPrepared(db->conn, stmts[ST_INSTANCE_INSERT].name, p.n, p.values, p.lengths, p.formats, 0) !=
+	        1 ||
+	    PQpipelineSync(db->conn) != 1) {
+		pn_db_set_error_result(db, NULL);
+		pipeline_drain(db);
+		pn_db_rollback(db);
+		return 0; /* the caller takes the ordinary path */
+	}
+	return 1;
+}
+
+int pn_index_begin_finish(pn_db *db, const pn_instance_rec *rec, pn_dup_policy policy, pn_index_outcome *ret_outcome,
+                          char **ret_old_path)
+{
+	PGresult *res;
+	bool ok = true, inserted = false;
+
+	/* BEGIN, then the INSERT, each followed by a NULL, then the sync */
+	for (int step = 0; step < 2 && ok; step++) {
+		res = PQgetResult(db->conn);
+		ExecStatusType want = step == 0 ? PGRES_COMMAND_OK : PGRES_TUPLES_OK;
+		if (!res || PQresultStatus(res) != want) {
+			pn_db_set_error_result(db, res);
+			ok = false;
+		} else if (step == 1) {
+			inserted = PQntuples(res) == 1;
+		}
+		PQclear(res);
+		if (ok && (res = PQgetResult(db->conn)) != NULL) { /* the NULL after each result */
+			PQclear(res);
+			ok = false;
+		}
+	}
+	pipeline_drain(db);
+	if (!ok) {
+		pn_db_rollback(db);
+		/* the ordinary path, with its retries and reconnect */
+		return pn_index_begin(db, rec, policy, ret_outcome, ret_old_path);
+	}
+	if (inserted) {
+		hier_remember(db, rec, db->committed.series_pk);
+		*ret_outcome = PN_INDEX_STORED;
+		if (ret_old_path)
+			*ret_old_path = NULL;
+		return 0;
+	}
+	/* A duplicate: the policy decides, inside the same open transaction. */
+	char size_text[24];
+	char *old_path = NULL;
+	pn_index_outcome outcome = PN_INDEX_STORED;
+	snprintf(size_text, sizeof size_text, "%" PRId64, rec->size);
+	int r = existing_instance(db, rec, policy, db->committed.series_pk, size_text, false, &outcome, &old_path);
+	if (r != 0) {
+		pn_db_rollback(db);
+		return pn_index_begin(db, rec, policy, ret_outcome, ret_old_path);
+	}
+	if (outcome != PN_INDEX_STORED && outcome != PN_INDEX_REPLACED)
+		pn_db_rollback(db);
+	*ret_outcome = outcome;
+	if (ret_old_path)
+		*ret_old_path = old_path;
+	else
+		free(old_path);
+	return 0;
+}
+
 int pn_index_commit_send(pn_db *db)
 {
 	if (PQsendQuery(db->conn, "COMMIT") != 1) {

@@ -119,6 +119,15 @@ int pn_index_store(pn_db *db, const pn_instance_rec *rec, pn_dup_policy policy, 
  * committed is unknown; ask pn_index_path_referenced() after reconnecting). */
 int pn_index_begin(pn_db *db, const pn_instance_rec *rec, pn_dup_policy policy, pn_index_outcome *ret_outcome,
                    char **ret_old_path);
+/* The same first step, pipelined, for an instance of the series this
+ * connection committed into last (the common case): BEGIN and the INSERT
+ * are sent at once and the caller can fsync while PostgreSQL works.
+ * begin_send returns 1 when sent, 0 when the fast path does not apply (call
+ * pn_index_begin instead). begin_finish collects the outcome exactly as
+ * pn_index_begin would give it, falling back to it on any trouble. */
+int pn_index_begin_send(pn_db *db, const pn_instance_rec *rec);
+int pn_index_begin_finish(pn_db *db, const pn_instance_rec *rec, pn_dup_policy policy, pn_index_outcome *ret_outcome,
+                          char **ret_old_path);
 int pn_index_commit_send(pn_db *db);
 int pn_index_commit_wait(pn_db *db);
 void pn_index_rollback(pn_db *db);

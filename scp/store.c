@@ -116,7 +116,19 @@ static unsigned short commit_instance(const pn_store_ctx *ctx, pn_storage_file *
 {
 	pn_index_outcome outcome;
 	char *old_path = NULL;
-	int rc = pn_index_begin(ctx->db, row, ctx->cfg->duplicate_policy, &outcome, &old_path);
+	int rc, sync_rc = 0;
+	/* The common case (an instance of the series this worker stored into
+	 * last) sends BEGIN and INSERT at once: PostgreSQL works while we
+	 * fsync. Otherwise the statements first, then the fsyncs. */
+	bool overlapped = pn_index_begin_send(ctx->db, row) == 1;
+	if (overlapped) {
+		sync_rc = pn_storage_file_sync(file);
+		if (sync_rc == 0)
+			sync_rc = pn_storage_file_link(file);
+		rc = pn_index_begin_finish(ctx->db, row, ctx->cfg->duplicate_policy, &outcome, &old_path);
+	} else {
+		rc = pn_index_begin(ctx->db, row, ctx->cfg->duplicate_policy, &outcome, &old_path);
+	}
 	ph->index = lap(&ph->t0);
 	if (rc < 0) {
 		pn_storage_file_discard(file);
@@ -125,17 +137,19 @@ static unsigned short commit_instance(const pn_store_ctx *ctx, pn_storage_file *
 	}
 	if (outcome != PN_INDEX_STORED && outcome != PN_INDEX_REPLACED) {
 		pn_storage_file_discard(file); /* the transaction was rolled back */
+		free(old_path);
 		return refused_outcome(outcome, row, why, whylen);
 	}
-
-	/* Writeback has been running since the data arrived: these mostly
-	 * wait for the tail and the journal. */
-	rc = pn_storage_file_sync(file);
-	if (rc == 0)
-		rc = pn_storage_file_link(file);
-	if (rc < 0) {
+	if (!overlapped) {
+		/* Writeback has been running since the data arrived: these
+		 * mostly wait for the tail and the journal. */
+		sync_rc = pn_storage_file_sync(file);
+		if (sync_rc == 0)
+			sync_rc = pn_storage_file_link(file);
+	}
+	if (sync_rc < 0) {
 		pn_index_rollback(ctx->db);
-		snprintf(why, whylen, "could not store \"%s\": %s", row->path, strerror(-rc));
+		snprintf(why, whylen, "could not store \"%s\": %s", row->path, strerror(-sync_rc));
 		pn_storage_file_discard(file);
 		free(old_path);
 		return PN_STATUS_OUT_OF_STORAGE;
