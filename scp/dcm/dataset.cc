@@ -5,7 +5,6 @@
 #include <dcmtk/dcmdata/dcdatset.h>
 #include <dcmtk/dcmdata/dcdeftag.h>
 #include <dcmtk/dcmdata/dcfilefo.h>
-#include <dcmtk/dcmdata/dcistrmb.h>
 #include <dcmtk/dcmdata/dcmetinf.h>
 #include <dcmtk/dcmdata/dcostrmb.h>
 #include <dcmtk/dcmdata/dcsequen.h>
@@ -83,30 +82,6 @@ extern "C" int pn_dcm_ds_load(const char *path, pn_dcm_ds **ret_ds)
 		if (c.bad()) {
 			delete d;
 			return c == EC_InvalidFilename ? -ENOENT : -EBADMSG;
-		}
-		*ret_ds = d;
-		return 0;
-	} catch (...) {
-		delete d;
-		return -ENOMEM;
-	}
-}
-
-extern "C" int pn_dcm_ds_load_buffer(const void *data, size_t len, pn_dcm_ds **ret_ds)
-{
-	pn_dcm_ds *d = nullptr;
-	try {
-		d = new pn_dcm_ds();
-		DcmInputBufferStream in;
-		in.setBuffer(data, (offile_off_t)len);
-		in.setEos();
-		DcmDataset *ds = d->ff.getDataset();
-		ds->transferInit();
-		OFCondition c = ds->read(in, EXS_LittleEndianExplicit, EGL_noChange);
-		ds->transferEnd();
-		if (c.bad()) {
-			delete d;
-			return -EBADMSG;
 		}
 		*ret_ds = d;
 		return 0;

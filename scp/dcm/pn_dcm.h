@@ -134,9 +134,6 @@ typedef struct pn_dcm_ds pn_dcm_ds;
 
 /* Loads a Part-10 file. Large values stay on disk until asked for. */
 int pn_dcm_ds_load(const char *path, pn_dcm_ds **ret_ds);
-/* Loads a dataset encoded in explicit VR little endian without meta header
- * (as produced by pn_dcm_ds_encode_levels). */
-int pn_dcm_ds_load_buffer(const void *data, size_t len, pn_dcm_ds **ret_ds);
 void pn_dcm_ds_free(pn_dcm_ds *ds);
 
 /* Decoder for one text value: `len` raw bytes in, UTF-8 out (malloc'ed).
