@@ -10,6 +10,7 @@
 
 #include "db.h"
 #include "db_internal.h"
+#include "find.h"
 #include "migrations.h"
 
 enum {
@@ -181,6 +182,8 @@ void pn_db_free(pn_db *db)
 {
 	if (!db)
 		return;
+	pn_find_stop(db);
+	free(db->find);
 	PQfinish(db->conn);
 	free(db);
 }

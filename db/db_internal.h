@@ -32,6 +32,8 @@ struct pn_db {
 	} committed, pending;
 	char sqlstate[6];
 	char errmsg[512];
+	/* find.c: the query being streamed, NULL when none. */
+	struct pn_find_state *find;
 };
 
 /* Internal results of one attempt, besides 0 and negative errno codes. */

@@ -5,6 +5,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "find_scp.h"
 #include "log.h"
 #include "status.h"
 
@@ -12,6 +13,7 @@ typedef struct {
 	unsigned stored;
 	unsigned failed;
 	unsigned echoes;
+	unsigned queries;
 } assoc_counts;
 
 static double seconds_since(const struct timespec *t0)
@@ -119,6 +121,19 @@ static const char *serve_commands(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, 
 			else
 				counts->failed++;
 			break;
+		case PN_CMD_FIND:
+			counts->queries++;
+			if (pn_find_handle(ctx, assoc, &cmd, info->calling_ae, !peer || (peer->allow & PN_ALLOW_FIND),
+			                   &status) < 0) {
+				pn_dcm_assoc_abort(assoc);
+				return "aborted: network or protocol error during C-FIND";
+			}
+			break;
+		case PN_CMD_CANCEL:
+			/* the request it names is already answered (PS3.7 9.3.2.3) */
+			pn_debug("association from \"%s\": C-CANCEL-RQ for finished message %u ignored",
+			         info->calling_ae, cmd.message_id);
+			break;
 		default:
 			pn_warning("association from \"%s\": unsupported DIMSE command 0x%04X, aborting",
 			           info->calling_ae, cmd.command_field);
@@ -153,9 +168,9 @@ void pn_assoc_serve(const pn_store_ctx *ctx, pn_dcm_net *net, int fd)
 		outcome = serve_commands(ctx, assoc, &info, &counts);
 	pn_dcm_assoc_free(assoc);
 	pn_storage_flush(ctx->storage); /* after an abort: no-op after a release */
-	pn_info("association \"%s\" -> \"%s\" from %s: %s after %.3f s, %u instances stored, %u failed%s",
+	pn_info("association \"%s\" -> \"%s\" from %s: %s after %.3f s, %u instances stored, %u failed, %u queries%s",
 	        info.calling_ae, info.called_ae, info.peer, outcome, seconds_since(&t0), counts.stored, counts.failed,
-	        counts.echoes ? ", C-ECHO answered" : "");
+	        counts.queries, counts.echoes ? ", C-ECHO answered" : "");
 }
 
 void pn_assoc_reject_busy(pn_dcm_net *net, int fd, unsigned long max_pdu, int acse_timeout)

@@ -424,3 +424,55 @@ int pn_charset_to_utf8(pn_charset *cs, const char *in, size_t len, char **ret_ou
 	*ret_out = o.buf;
 	return o.invalid ? -EILSEQ : 0;
 }
+
+struct pn_charset_encoder {
+	iconv_t cd;
+};
+
+int pn_charset_encoder_create(const char *spec, pn_charset_encoder **ret_enc)
+{
+	if (!spec || strchr(spec, '\\'))
+		return -ENOTSUP;
+	const char *name = NULL;
+	for (size_t i = 0; i < sizeof terms / sizeof terms[0]; i++)
+		if (strcmp(terms[i].term, spec) == 0 && terms[i].g1 == K_SINGLE && strncmp(spec, "ISO_IR", 6) == 0)
+			name = terms[i].g1_iconv;
+	if (!name)
+		return -ENOTSUP;
+	pn_charset_encoder *enc = malloc(sizeof *enc);
+	if (!enc)
+		return -ENOMEM;
+	enc->cd = iconv_open(name, "UTF-8");
+	if (enc->cd == (iconv_t)-1) {
+		free(enc);
+		return -ENOTSUP;
+	}
+	*ret_enc = enc;
+	return 0;
+}
+
+void pn_charset_encoder_free(pn_charset_encoder *enc)
+{
+	if (!enc)
+		return;
+	iconv_close(enc->cd);
+	free(enc);
+}
+
+int pn_charset_from_utf8(pn_charset_encoder *enc, const char *in, size_t len, char **ret_out)
+{
+	/* single-byte targets: never longer than the UTF-8 input */
+	char *out = malloc(len + 1);
+	if (!out)
+		return -ENOMEM;
+	char *ip = (char *)in, *op = out;
+	size_t il = len, ol = len;
+	iconv(enc->cd, NULL, NULL, NULL, NULL);
+	if (iconv(enc->cd, &ip, &il, &op, &ol) == (size_t)-1) {
+		free(out);
+		return errno == E2BIG ? -ENOMEM : -EILSEQ;
+	}
+	*op = '\0';
+	*ret_out = out;
+	return 0;
+}

@@ -27,4 +27,14 @@ int pn_charset_to_utf8(pn_charset *cs, const char *in, size_t len, char **ret_ou
  * overlong forms, no surrogates, at most U+10FFFF) at s[0..n), or 0. */
 size_t pn_utf8_sequence(const unsigned char *s, size_t n);
 
+/* The reverse, for answers: UTF-8 to a Specific Character Set made of one
+ * single-byte term without code extensions ("ISO_IR 100", "ISO_IR 144"...).
+ * create returns -ENOTSUP for anything else (the caller answers in
+ * ISO_IR 192 then). */
+typedef struct pn_charset_encoder pn_charset_encoder;
+int pn_charset_encoder_create(const char *spec, pn_charset_encoder **ret_enc);
+void pn_charset_encoder_free(pn_charset_encoder *enc);
+/* -EILSEQ when some character has no encoding in the set; -ENOMEM. */
+int pn_charset_from_utf8(pn_charset_encoder *enc, const char *in, size_t len, char **ret_out);
+
 #endif

@@ -189,6 +189,8 @@ static const config_key node_keys[] = {
     {"storage", "root", parse_string, CFG(storage_root), 1, 0},
     {"storage", "duplicate_policy", parse_dup_policy, CFG(duplicate_policy), 0, 0},
     {"database", "conninfo", parse_string, CFG(conninfo), 1, 0},
+    {"query", "max_matches", parse_int, CFG(max_matches), 0, 100000000},
+    {"query", "pn_case_insensitive", parse_bool, CFG(pn_case_insensitive), 0, 0},
     {"log", "level", parse_log_level, CFG(log_level), 0, 0},
 };
 
@@ -274,6 +276,8 @@ static int set_defaults(pn_config *c)
 	c->acse_timeout = 30;
 	c->dimse_timeout = 60;
 	c->duplicate_policy = PN_DUP_IGNORE;
+	c->max_matches = 0;
+	c->pn_case_insensitive = true;
 	c->log_level = PN_LOG_INFO;
 	c->storage_root = strdup(DEFAULT_STORAGE_ROOT);
 	c->conninfo = strdup(DEFAULT_CONNINFO);

@@ -42,6 +42,9 @@ typedef struct pn_config {
 	char *conninfo;
 	int log_level;
 
+	int max_matches;          /* C-FIND: 0 = no limit */
+	bool pn_case_insensitive; /* C-FIND: person names */
+
 	pn_peer *peers;
 	size_t n_peers;
 

@@ -23,4 +23,16 @@
 /* Error: Cannot understand: the series or study belongs elsewhere. */
 #define PN_STATUS_HIERARCHY_CONFLICT 0xC003
 
+/* C-FIND (PS3.4 C.4.1.1.4) */
+#define PN_STATUS_PENDING 0xFF00
+/* Pending: some keys were not matched (not kept by the node). */
+#define PN_STATUS_PENDING_UNMATCHED 0xFF01
+#define PN_STATUS_CANCELLED 0xFE00
+/* Refused: Out of Resources (also: more than max_matches). */
+#define PN_STATUS_OUT_OF_RESOURCES 0xA700
+/* Error: Identifier does not match SOP Class (level rules). */
+#define PN_STATUS_IDENTIFIER_MISMATCH 0xA900
+/* Error: Unable to process (a value that cannot be understood). */
+#define PN_STATUS_UNABLE_TO_PROCESS 0xC000
+
 #endif

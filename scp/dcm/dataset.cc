@@ -14,9 +14,7 @@
 #include <cstdlib>
 #include <cstring>
 
-struct pn_dcm_ds {
-	DcmFileFormat ff;
-};
+#include "dataset_internal.h"
 
 namespace
 {
@@ -78,7 +76,9 @@ extern "C" int pn_dcm_ds_load(const char *path, pn_dcm_ds **ret_ds)
 	pn_dcm_ds *d = nullptr;
 	try {
 		d = new pn_dcm_ds();
-		OFCondition c = d->ff.loadFile(path, EXS_Unknown, EGL_noChange, k_max_read_length, ERM_autoDetect);
+		d->ff = new DcmFileFormat();
+		d->item = d->ff->getDataset();
+		OFCondition c = d->ff->loadFile(path, EXS_Unknown, EGL_noChange, k_max_read_length, ERM_autoDetect);
 		if (c.bad()) {
 			delete d;
 			return c == EC_InvalidFilename ? -ENOENT : -EBADMSG;
@@ -157,13 +157,14 @@ int convert_item(DcmItem *item, pn_dcm_text_fn decode, void *ctx)
 extern "C" int pn_dcm_ds_convert_text(pn_dcm_ds *d, pn_dcm_text_fn decode, void *ctx)
 {
 	try {
-		DcmDataset *ds = d->ff.getDataset();
+		DcmItem *ds = d->item;
 		// Text values are read from the file when asked for; pixel data
 		// stays on disk.
 		int rc = convert_item(ds, decode, ctx);
 		if (rc == -ENOMEM)
 			return rc;
-		ds->putAndInsertString(DCM_SpecificCharacterSet, "ISO_IR 192");
+		if (d->item->putAndInsertString(DCM_SpecificCharacterSet, "ISO_IR 192").bad())
+			return -ENOMEM;
 		return rc;
 	} catch (...) {
 		return -ENOMEM;
@@ -174,8 +175,7 @@ extern "C" int pn_dcm_ds_get(const pn_dcm_ds *d, uint32_t tag, char **ret_value)
 {
 	try {
 		DcmTagKey key((Uint16)(tag >> 16), (Uint16)(tag & 0xffff));
-		DcmItem *item = key.getGroup() == 0x0002 ? (DcmItem *)const_cast<DcmFileFormat &>(d->ff).getMetaInfo()
-		                                         : (DcmItem *)const_cast<DcmFileFormat &>(d->ff).getDataset();
+		DcmItem *item = key.getGroup() == 0x0002 && d->ff ? (DcmItem *)d->ff->getMetaInfo() : d->item;
 		DcmElement *el = nullptr;
 		if (item->findAndGetElement(key, el, OFFalse).bad() || !el)
 			return -ENOENT;
@@ -203,7 +203,7 @@ extern "C" int pn_dcm_ds_encode_levels(const pn_dcm_ds *d, int (*level_of)(uint3
 		ret_levels[i].len = 0;
 	}
 	try {
-		DcmDataset *ds = const_cast<DcmFileFormat &>(d->ff).getDataset();
+		DcmItem *ds = d->item;
 		DcmObject *obj = nullptr;
 		while ((obj = ds->nextInContainer(obj)) != nullptr) {
 			const DcmTag &tag = obj->getTag();

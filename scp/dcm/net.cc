@@ -24,21 +24,14 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include "assoc_internal.h"
+
 // Our implementation identity in the meta header of files we write.
 #define PN_IMPLEMENTATION_CLASS_UID "2.25.159142522441686625131027334693319430699"
 #define PN_IMPLEMENTATION_VERSION "PACSNODE_010"
 
 struct pn_dcm_net {
 	T_ASC_Network *net;
-};
-
-struct pn_dcm_assoc {
-	T_ASC_Association *assoc;
-	int fd;   // ours until dcmtk owns it
-	int sock; // the socket, for its timeouts (not owned)
-	int data_timeout;
-	bool broken;         // no orderly end possible: just close
-	T_DIMSE_Message msg; // the command being served
 };
 
 namespace
@@ -76,6 +69,12 @@ const char *const k_echo_syntaxes[] = {
     UID_LittleEndianExplicitTransferSyntax,
     UID_LittleEndianImplicitTransferSyntax,
     UID_BigEndianExplicitTransferSyntax,
+};
+
+// Queries: the identifier is small, any uncompressed syntax will do.
+const char *const k_query_classes[] = {
+    UID_FINDPatientRootQueryRetrieveInformationModel,
+    UID_FINDStudyRootQueryRetrieveInformationModel,
 };
 
 bool in_list(const char *uid, const char *const *list, size_t n)
@@ -356,6 +355,10 @@ extern "C" int pn_dcm_assoc_accept(pn_dcm_assoc *a, unsigned *ret_accepted)
 			if (strcmp(pc.abstractSyntax, UID_VerificationSOPClass) == 0) {
 				list = k_echo_syntaxes;
 				n = n_echo;
+			} else if (in_list(pc.abstractSyntax, k_query_classes,
+			                   sizeof(k_query_classes) / sizeof(k_query_classes[0]))) {
+				list = k_echo_syntaxes;
+				n = n_echo;
 			} else if (is_storage_class(pc.abstractSyntax)) {
 				list = k_storage_syntaxes;
 				n = n_store;
@@ -422,6 +425,17 @@ extern "C" int pn_dcm_next_command(pn_dcm_assoc *a, int timeout, pn_dcm_cmd *cmd
 			cmd->has_dataset = a->msg.msg.CStoreRQ.DataSetType != DIMSE_DATASET_NULL;
 			copy_uid(cmd->sop_class_uid, a->msg.msg.CStoreRQ.AffectedSOPClassUID);
 			copy_uid(cmd->sop_instance_uid, a->msg.msg.CStoreRQ.AffectedSOPInstanceUID);
+			break;
+		case DIMSE_C_FIND_RQ:
+			cmd->kind = PN_CMD_FIND;
+			cmd->message_id = a->msg.msg.CFindRQ.MessageID;
+			cmd->has_dataset = a->msg.msg.CFindRQ.DataSetType != DIMSE_DATASET_NULL;
+			copy_uid(cmd->sop_class_uid, a->msg.msg.CFindRQ.AffectedSOPClassUID);
+			break;
+		case DIMSE_C_CANCEL_RQ:
+			// A cancel for a request already answered: nothing to do.
+			cmd->kind = PN_CMD_CANCEL;
+			cmd->message_id = a->msg.msg.CCancelRQ.MessageIDBeingRespondedTo;
 			break;
 		default:
 			cmd->kind = PN_CMD_OTHER;

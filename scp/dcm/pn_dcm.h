@@ -65,7 +65,8 @@ typedef enum {
 
 int pn_dcm_assoc_reject(pn_dcm_assoc *assoc, pn_dcm_reject_reason reason);
 
-/* Accepts Verification and every storage SOP class dcmtk knows, with the
+/* Accepts Verification, the Patient and Study Root C-FIND models, and every
+ * storage SOP class dcmtk knows, with the
  * transfer syntaxes we store as received; acknowledges the association.
  * *ret_accepted is the number of presentation contexts accepted (0: the
  * caller should reject with PN_REJECT_NO_CONTEXT instead; nothing was sent).
@@ -76,6 +77,8 @@ int pn_dcm_assoc_accept(pn_dcm_assoc *assoc, unsigned *ret_accepted);
 typedef enum {
 	PN_CMD_ECHO,
 	PN_CMD_STORE,
+	PN_CMD_FIND,
+	PN_CMD_CANCEL, /* C-CANCEL-RQ outside of any running request */
 	PN_CMD_OTHER,
 } pn_dcm_cmd_kind;
 
@@ -124,13 +127,26 @@ int pn_dcm_discard_dataset(pn_dcm_assoc *assoc, int timeout);
  * for failure statuses, cut to 64 characters. */
 int pn_dcm_store_respond(pn_dcm_assoc *assoc, const pn_dcm_cmd *cmd, unsigned short status, const char *comment);
 
+typedef struct pn_dcm_ds pn_dcm_ds;
+
+/* C-FIND: reads the identifier that follows the command into memory.
+ * Returns 0, -ETIMEDOUT or -EPROTO (the association is not usable). */
+int pn_dcm_find_receive(pn_dcm_assoc *assoc, const pn_dcm_cmd *cmd, int timeout, pn_dcm_ds **ret_identifier);
+
+/* C-FIND-RSP: pending (0xFF00, 0xFF01) with `identifier`, or the final
+ * response with NULL; `comment` as for pn_dcm_store_respond (failures). */
+int pn_dcm_find_respond(pn_dcm_assoc *assoc, const pn_dcm_cmd *cmd, unsigned short status, const pn_dcm_ds *identifier,
+                        const char *comment);
+
+/* Whether the peer has sent C-CANCEL-RQ for `cmd`; never waits.
+ * 1 yes, 0 no, -EPROTO (something else arrived or the link broke). */
+int pn_dcm_cancel_requested(pn_dcm_assoc *assoc, const pn_dcm_cmd *cmd);
+
 void pn_dcm_assoc_abort(pn_dcm_assoc *assoc);
 /* Closes the connection (if still open) and frees. NULL is a no-op. */
 void pn_dcm_assoc_free(pn_dcm_assoc *assoc);
 
 /* ---- datasets ---------------------------------------------------------- */
-
-typedef struct pn_dcm_ds pn_dcm_ds;
 
 /* Loads a Part-10 file. Large values stay on disk until asked for. */
 int pn_dcm_ds_load(const char *path, pn_dcm_ds **ret_ds);
@@ -165,6 +181,45 @@ typedef struct {
  * level becomes one buffer in explicit VR little endian. */
 int pn_dcm_ds_encode_levels(const pn_dcm_ds *ds, int (*level_of)(uint32_t tag), size_t bulk_limit,
                             pn_dcm_buf ret_levels[PN_LEVELS]);
+
+/* An empty dataset (to build a response in). */
+int pn_dcm_ds_create(pn_dcm_ds **ret_ds);
+
+/* A dataset encoded in explicit VR little endian without meta header, as
+ * pn_dcm_ds_encode_levels() makes them (copied). 0, -EBADMSG, -ENOMEM. */
+int pn_dcm_ds_load_buffer(const void *data, size_t len, pn_dcm_ds **ret_ds);
+
+typedef struct {
+	uint32_t tag;
+	char vr[3];        /* the dictionary's VR when the dataset said UN */
+	const char *value; /* all values joined with '\'; "" when empty */
+	bool is_sequence;
+	size_t n_items;
+} pn_dcm_elem;
+
+/* Calls fn for each top-level element in order; stops at fn's first
+ * non-zero return and returns it; -ENOMEM. `e` is valid during the call. */
+int pn_dcm_ds_each(const pn_dcm_ds *ds, int (*fn)(void *ctx, const pn_dcm_elem *e), void *ctx);
+
+/* Item `index` of the sequence `seq_tag` as a view: free it with
+ * pn_dcm_ds_free before `ds`. 0, -ENOENT, -ENOMEM. */
+int pn_dcm_ds_item(const pn_dcm_ds *ds, uint32_t seq_tag, size_t index, pn_dcm_ds **ret_view);
+
+/* Inserts or replaces an element with the dictionary's VR: `value` ("" for
+ * an empty element; an empty sequence for SQ). 0, -EINVAL, -ENOMEM. */
+int pn_dcm_ds_put(pn_dcm_ds *ds, uint32_t tag, const char *value);
+
+/* Copies element `tag` from src into dst. A sequence keeps, in each item,
+ * only the keys of the first item of the same sequence in `shape` (the
+ * request), when there is one. 0, -ENOENT (not in src), -ENOMEM. */
+int pn_dcm_ds_copy(pn_dcm_ds *dst, const pn_dcm_ds *src, uint32_t tag, const pn_dcm_ds *shape);
+
+/* Re-encodes every non-ASCII text value (UTF-8 in) through `fn` and sets
+ * Specific Character Set to `charset`; all or nothing: on fn's first error
+ * nothing has changed and that error is returned. `fn` NULL: values stay
+ * as they are, only the character set is set. Returns 1 if there was
+ * non-ASCII text, 0 if there was none (nothing changed), or an error. */
+int pn_dcm_ds_recode_text(pn_dcm_ds *ds, pn_dcm_text_fn fn, void *ctx, const char *charset);
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,464 @@
+/* C-FIND queries over the index, streamed row by row (docs/find.md).
+ *
+ * The statement is sent unnamed with PQsendQueryParams so that the planner
+ * sees the values: a LIKE 'SMI%' then becomes a B-tree range and a leading
+ * '%' a trigram index scan. Rows come in single-row mode, so neither libpq
+ * nor we hold more than one at a time. */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <libpq-fe.h>
+
+#include "db_internal.h"
+#include "find.h"
+
+#define TAG(g, e) (((uint32_t)(g) << 16) | (uint32_t)(e))
+
+enum {
+	MAX_CONDS = 64,
+	SQL_MAX = 16384,
+};
+
+/* Aliases used in the fragments: p patient, st study, se series, i instance. */
+static const struct column {
+	uint32_t tag;
+	int level;
+	pn_find_col_kind kind;
+	const char *expr;      /* as matched */
+	const char *fold_expr; /* person names matched case-insensitively */
+} columns[] = {
+    {TAG(0x0008, 0x0016), PN_FIND_IMAGE, PN_FIND_COL_UID, "i.sop_class_uid", NULL},
+    {TAG(0x0008, 0x0018), PN_FIND_IMAGE, PN_FIND_COL_UID, "i.sop_uid", NULL},
+    {TAG(0x0008, 0x0020), PN_FIND_STUDY, PN_FIND_COL_DATE, "st.study_date", NULL},
+    {TAG(0x0008, 0x0021), PN_FIND_SERIES, PN_FIND_COL_DATE, "se.series_date", NULL},
+    {TAG(0x0008, 0x0022), PN_FIND_IMAGE, PN_FIND_COL_DATE, "i.acquisition_date", NULL},
+    {TAG(0x0008, 0x0023), PN_FIND_IMAGE, PN_FIND_COL_DATE, "i.content_date", NULL},
+    {TAG(0x0008, 0x0030), PN_FIND_STUDY, PN_FIND_COL_TIME, "st.study_time", NULL},
+    {TAG(0x0008, 0x0031), PN_FIND_SERIES, PN_FIND_COL_TIME, "se.series_time", NULL},
+    {TAG(0x0008, 0x0032), PN_FIND_IMAGE, PN_FIND_COL_TIME, "i.acquisition_time", NULL},
+    {TAG(0x0008, 0x0033), PN_FIND_IMAGE, PN_FIND_COL_TIME, "i.content_time", NULL},
+    {TAG(0x0008, 0x0050), PN_FIND_STUDY, PN_FIND_COL_TEXT, "st.accession_number", NULL},
+    {TAG(0x0008, 0x0060), PN_FIND_SERIES, PN_FIND_COL_TEXT, "se.modality", NULL},
+    {TAG(0x0008, 0x0061), PN_FIND_STUDY, PN_FIND_COL_MODALITIES, "m.modality", NULL},
+    {TAG(0x0008, 0x0090), PN_FIND_STUDY, PN_FIND_COL_NAME, "st.referring_physician_name",
+     "st.referring_physician_name_fold"},
+    {TAG(0x0008, 0x1030), PN_FIND_STUDY, PN_FIND_COL_TEXT, "st.study_description", NULL},
+    {TAG(0x0008, 0x103E), PN_FIND_SERIES, PN_FIND_COL_TEXT, "se.series_description", NULL},
+    {TAG(0x0010, 0x0010), PN_FIND_PATIENT, PN_FIND_COL_NAME, "p.patient_name", "p.patient_name_fold"},
+    {TAG(0x0010, 0x0020), PN_FIND_PATIENT, PN_FIND_COL_TEXT, "p.patient_id", NULL},
+    {TAG(0x0010, 0x0021), PN_FIND_PATIENT, PN_FIND_COL_TEXT, "p.issuer", NULL},
+    {TAG(0x0010, 0x0030), PN_FIND_PATIENT, PN_FIND_COL_DATE, "p.patient_birth_date", NULL},
+    {TAG(0x0010, 0x0040), PN_FIND_PATIENT, PN_FIND_COL_TEXT, "p.patient_sex", NULL},
+    {TAG(0x0018, 0x0015), PN_FIND_SERIES, PN_FIND_COL_TEXT, "se.body_part_examined", NULL},
+    {TAG(0x0018, 0x0050), PN_FIND_IMAGE, PN_FIND_COL_FLOAT, "i.slice_thickness", NULL},
+    {TAG(0x0018, 0x0088), PN_FIND_IMAGE, PN_FIND_COL_FLOAT, "i.spacing_between_slices", NULL},
+    {TAG(0x0018, 0x1030), PN_FIND_SERIES, PN_FIND_COL_TEXT, "se.protocol_name", NULL},
+    {TAG(0x0020, 0x000D), PN_FIND_STUDY, PN_FIND_COL_UID, "st.study_uid", NULL},
+    {TAG(0x0020, 0x000E), PN_FIND_SERIES, PN_FIND_COL_UID, "se.series_uid", NULL},
+    {TAG(0x0020, 0x0010), PN_FIND_STUDY, PN_FIND_COL_TEXT, "st.study_id", NULL},
+    {TAG(0x0020, 0x0011), PN_FIND_SERIES, PN_FIND_COL_INT, "se.series_number", NULL},
+    {TAG(0x0020, 0x0013), PN_FIND_IMAGE, PN_FIND_COL_INT, "i.instance_number", NULL},
+    {TAG(0x0028, 0x0002), PN_FIND_IMAGE, PN_FIND_COL_INT, "i.samples_per_pixel", NULL},
+    {TAG(0x0028, 0x0004), PN_FIND_IMAGE, PN_FIND_COL_TEXT, "i.photometric_interpretation", NULL},
+    {TAG(0x0028, 0x0008), PN_FIND_IMAGE, PN_FIND_COL_INT, "i.number_of_frames", NULL},
+    {TAG(0x0028, 0x0010), PN_FIND_IMAGE, PN_FIND_COL_INT, "i.rows", NULL},
+    {TAG(0x0028, 0x0011), PN_FIND_IMAGE, PN_FIND_COL_INT, "i.columns", NULL},
+};
+
+static const struct column *column_of(uint32_t tag)
+{
+	for (size_t i = 0; i < sizeof columns / sizeof columns[0]; i++)
+		if (columns[i].tag == tag)
+			return &columns[i];
+	return NULL;
+}
+
+int pn_find_column(uint32_t tag, int *ret_level, pn_find_col_kind *ret_kind)
+{
+	const struct column *c = column_of(tag);
+	if (!c)
+		return 0;
+	if (ret_level)
+		*ret_level = c->level;
+	if (ret_kind)
+		*ret_kind = c->kind;
+	return 1;
+}
+
+/* Computed attributes: the level whose row they describe, and the
+ * sub-query. Index order is the bit order of PN_FIND_C_*. */
+static const struct computed {
+	int min_level;
+	bool is_count;
+	const char *sql;
+} computed[PN_FIND_C_COUNT] = {
+    {PN_FIND_PATIENT, true, "(SELECT count(*) FROM study x WHERE x.patient_fk = p.pk)"},
+    {PN_FIND_PATIENT, true,
+     "(SELECT count(*) FROM series x JOIN study y ON y.pk = x.study_fk WHERE y.patient_fk = p.pk)"},
+    {PN_FIND_PATIENT, true,
+     "(SELECT count(*) FROM instance x JOIN series y ON y.pk = x.series_fk"
+     " JOIN study z ON z.pk = y.study_fk WHERE z.patient_fk = p.pk)"},
+    {PN_FIND_STUDY, true, "(SELECT count(*) FROM series x WHERE x.study_fk = st.pk)"},
+    {PN_FIND_STUDY, true,
+     "(SELECT count(*) FROM instance x JOIN series y ON y.pk = x.series_fk WHERE y.study_fk = st.pk)"},
+    {PN_FIND_SERIES, true, "(SELECT count(*) FROM instance x WHERE x.series_fk = se.pk)"},
+    {PN_FIND_STUDY, false,
+     "(SELECT string_agg(DISTINCT x.modality, '\\' ORDER BY x.modality) FROM series x"
+     " WHERE x.study_fk = st.pk)"},
+    {PN_FIND_STUDY, false,
+     "(SELECT string_agg(DISTINCT x.sop_class_uid, '\\' ORDER BY x.sop_class_uid)"
+     " FROM instance x JOIN series y ON y.pk = x.series_fk WHERE y.study_fk = st.pk)"},
+};
+
+static const char *const from_clause[PN_FIND_LEVELS] = {
+    " FROM patient p",
+    " FROM study st JOIN patient p ON p.pk = st.patient_fk",
+    " FROM series se JOIN study st ON st.pk = se.study_fk JOIN patient p ON p.pk = st.patient_fk",
+    " FROM instance i JOIN series se ON se.pk = i.series_fk JOIN study st ON st.pk = se.study_fk"
+    " JOIN patient p ON p.pk = st.patient_fk",
+};
+static const char *const attrs_column[PN_FIND_LEVELS] = {"p.attrs", "st.attrs", "se.attrs", "i.attrs"};
+
+struct pn_find_state {
+	PGresult *row; /* the current single-row result */
+	bool running;  /* results still to be read */
+	int level;
+	unsigned computed;
+	int col_computed[PN_FIND_C_COUNT];
+	int col_path; /* first of sop_uid, sop_class_uid, transfer_syntax_uid, path */
+	/* parameter storage: array literals built for LIST conditions */
+	char *owned[MAX_CONDS * 2];
+	size_t n_owned;
+};
+
+typedef struct {
+	char sql[SQL_MAX];
+	size_t len;
+	bool overflow;
+	const char *values[MAX_CONDS * 2];
+	int n;
+} builder;
+
+static void put(builder *b, const char *fmt, ...)
+{
+	if (b->overflow)
+		return;
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(b->sql + b->len, sizeof b->sql - b->len, fmt, ap);
+	va_end(ap);
+	if (n < 0 || (size_t)n >= sizeof b->sql - b->len)
+		b->overflow = true;
+	else
+		b->len += (size_t)n;
+}
+
+/* The parameter number of a new value. */
+static int param(builder *b, const char *value)
+{
+	b->values[b->n] = value;
+	return ++b->n;
+}
+
+/* A PostgreSQL array literal of text values: {"a","b"} with '"' and '\\'
+ * escaped. It is a parameter value, never SQL text. */
+static char *array_literal(const char *const *list, size_t n)
+{
+	size_t len = 3;
+	for (size_t i = 0; i < n; i++)
+		len += 3 + 2 * strlen(list[i]);
+	char *s = malloc(len), *o = s;
+	if (!s)
+		return NULL;
+	*o++ = '{';
+	for (size_t i = 0; i < n; i++) {
+		if (i)
+			*o++ = ',';
+		*o++ = '"';
+		for (const char *c = list[i]; *c; c++) {
+			if (*c == '"' || *c == '\\')
+				*o++ = '\\';
+			*o++ = *c;
+		}
+		*o++ = '"';
+	}
+	*o++ = '}';
+	*o = '\0';
+	return s;
+}
+
+static const char *cast_of(pn_find_col_kind k)
+{
+	switch (k) {
+	case PN_FIND_COL_DATE:
+		return "::date";
+	case PN_FIND_COL_TIME:
+		return "::time";
+	case PN_FIND_COL_INT:
+		return "::integer";
+	case PN_FIND_COL_FLOAT:
+		return "::float8";
+	default:
+		return "";
+	}
+}
+
+static const char *array_cast_of(pn_find_col_kind k)
+{
+	switch (k) {
+	case PN_FIND_COL_INT:
+		return "::integer[]";
+	case PN_FIND_COL_FLOAT:
+		return "::float8[]";
+	case PN_FIND_COL_DATE:
+		return "::date[]";
+	case PN_FIND_COL_TIME:
+		return "::time[]";
+	default:
+		return "::text[]";
+	}
+}
+
+/* Appends " AND <condition>" for one key; -EINVAL if it cannot be
+ * expressed, -ENOMEM. */
+static int add_condition(builder *b, struct pn_find_state *fs, const pn_find_query *q, const pn_find_cond *c)
+{
+	const struct column *col = column_of(c->tag);
+	if (!col || col->level > q->level)
+		return -EINVAL;
+	bool fold = col->kind == PN_FIND_COL_NAME && q->fold_names;
+	const char *expr = fold ? col->fold_expr : col->expr;
+	const char *cast = cast_of(col->kind);
+	/* The SQL function pn_fold() folds the value exactly as the column was
+	 * folded: both sides go through ICU. */
+	const char *fo = fold ? "pn_fold(" : "", *fc = fold ? ")" : "";
+	bool modalities = col->kind == PN_FIND_COL_MODALITIES;
+
+	put(b, " AND ");
+	if (modalities)
+		put(b, "EXISTS (SELECT 1 FROM series m WHERE m.study_fk = st.pk AND ");
+	switch (c->kind) {
+	case PN_FIND_SINGLE:
+		if (!c->value)
+			return -EINVAL;
+		put(b, "%s = %s$%d%s%s", expr, fo, param(b, c->value), cast, fc);
+		break;
+	case PN_FIND_WILDCARD:
+		if (!c->value || col->kind == PN_FIND_COL_DATE || col->kind == PN_FIND_COL_TIME ||
+		    col->kind == PN_FIND_COL_INT || col->kind == PN_FIND_COL_FLOAT || col->kind == PN_FIND_COL_UID)
+			return -EINVAL;
+		put(b, "%s LIKE %s$%d%s", expr, fo, param(b, c->value), fc);
+		break;
+	case PN_FIND_LIST: {
+		if (c->n_list == 0 || fs->n_owned >= sizeof fs->owned / sizeof fs->owned[0])
+			return -EINVAL;
+		char *lit = array_literal(c->list, c->n_list);
+		if (!lit)
+			return -ENOMEM;
+		fs->owned[fs->n_owned++] = lit;
+		if (fold)
+			put(b, "%s IN (SELECT pn_fold(v) FROM unnest($%d::text[]) v)", expr, param(b, lit));
+		else
+			put(b, "%s = ANY ($%d%s)", expr, param(b, lit), array_cast_of(col->kind));
+		break;
+	}
+	case PN_FIND_RANGE:
+		if (col->kind != PN_FIND_COL_DATE && col->kind != PN_FIND_COL_TIME)
+			return -EINVAL;
+		if (c->lo && c->hi)
+			put(b, "%s BETWEEN $%d%s AND $%d%s", expr, param(b, c->lo), cast, param(b, c->hi), cast);
+		else if (c->lo)
+			put(b, "%s >= $%d%s", expr, param(b, c->lo), cast);
+		else if (c->hi)
+			put(b, "%s <= $%d%s", expr, param(b, c->hi), cast);
+		else
+			put(b, "true");
+		break;
+	default:
+		return -EINVAL;
+	}
+	if (modalities)
+		put(b, ")");
+	return 0;
+}
+
+static void state_reset(struct pn_find_state *fs)
+{
+	PQclear(fs->row);
+	fs->row = NULL;
+	for (size_t i = 0; i < fs->n_owned; i++)
+		free(fs->owned[i]);
+	fs->n_owned = 0;
+	fs->running = false;
+}
+
+int pn_find_start(pn_db *db, const pn_find_query *q)
+{
+	if (!db || !q || q->level < 0 || q->level >= PN_FIND_LEVELS || q->n_conds > MAX_CONDS)
+		return -EINVAL;
+	if (!db->find) {
+		db->find = calloc(1, sizeof *db->find);
+		if (!db->find)
+			return -ENOMEM;
+	}
+	struct pn_find_state *fs = db->find;
+	if (fs->running)
+		pn_find_stop(db);
+	state_reset(fs);
+	pn_db_clear_error(db);
+
+	builder *b = malloc(sizeof *b);
+	if (!b)
+		return -ENOMEM;
+	b->len = 0;
+	b->n = 0;
+	b->overflow = false;
+
+	int ncol = 0;
+	put(b, "SELECT ");
+	for (int l = 0; l <= q->level; l++, ncol++)
+		put(b, "%s%s", l ? ", " : "", attrs_column[l]);
+	fs->level = q->level;
+	fs->computed = 0;
+	for (int c = 0; c < PN_FIND_C_COUNT; c++) {
+		fs->col_computed[c] = -1;
+		if (!(q->computed & (1u << c)) || computed[c].min_level > q->level)
+			continue;
+		put(b, ", %s", computed[c].sql);
+		fs->col_computed[c] = ncol++;
+		fs->computed |= 1u << c;
+	}
+	fs->col_path = -1;
+	if (q->level == PN_FIND_IMAGE) {
+		put(b, ", i.sop_uid, i.sop_class_uid, i.transfer_syntax_uid, i.path");
+		fs->col_path = ncol;
+		ncol += 4;
+	}
+	put(b, "%s WHERE true", from_clause[q->level]);
+	int rc = 0;
+	for (size_t i = 0; i < q->n_conds && rc == 0; i++)
+		rc = add_condition(b, fs, q, &q->conds[i]);
+	if (rc == 0 && b->overflow)
+		rc = -EINVAL;
+	if (rc < 0) {
+		free(b);
+		state_reset(fs);
+		pn_db_set_error(db, "", "query cannot be expressed");
+		return rc;
+	}
+
+	/* Connection lost since the last statement: one fresh connection. */
+	rc = pn_db_ensure_connected(db);
+	if (rc < 0) {
+		free(b);
+		state_reset(fs);
+		return rc;
+	}
+	/* Text parameters, binary results: attrs arrive as raw bytes. */
+	if (PQsendQueryParams(db->conn, b->sql, b->n, NULL, b->values, NULL, NULL, 1) != 1 ||
+	    PQsetSingleRowMode(db->conn) != 1) {
+		pn_db_set_error_result(db, NULL);
+		free(b);
+		pn_find_stop(db);
+		return PQstatus(db->conn) == CONNECTION_OK ? -EIO : -ECONNREFUSED;
+	}
+	free(b);
+	fs->running = true;
+	return 0;
+}
+
+static int64_t be64(const char *p)
+{
+	uint64_t v = 0;
+	for (int i = 0; i < 8; i++)
+		v = (v << 8) | (unsigned char)p[i];
+	return (int64_t)v;
+}
+
+int pn_find_next(pn_db *db, pn_find_row *row)
+{
+	if (!db || !db->find || !row)
+		return -EINVAL;
+	struct pn_find_state *fs = db->find;
+	PQclear(fs->row);
+	fs->row = NULL;
+	if (!fs->running)
+		return 0;
+	PGresult *res = PQgetResult(db->conn);
+	if (!res) {
+		fs->running = false;
+		return 0;
+	}
+	ExecStatusType st = PQresultStatus(res);
+	if (st == PGRES_TUPLES_OK) {
+		/* the end: collect the trailing NULL */
+		PQclear(res);
+		while ((res = PQgetResult(db->conn)) != NULL)
+			PQclear(res);
+		fs->running = false;
+		return 0;
+	}
+	if (st != PGRES_SINGLE_TUPLE) {
+		pn_db_set_error_result(db, res);
+		PQclear(res);
+		while ((res = PQgetResult(db->conn)) != NULL)
+			PQclear(res);
+		fs->running = false;
+		return -EIO;
+	}
+	fs->row = res;
+	memset(row, 0, sizeof *row);
+	for (int l = 0; l <= fs->level; l++) {
+		if (!PQgetisnull(res, 0, l)) {
+			row->attrs[l].data = PQgetvalue(res, 0, l);
+			row->attrs[l].len = (size_t)PQgetlength(res, 0, l);
+		}
+	}
+	for (int c = 0; c < PN_FIND_C_COUNT; c++) {
+		row->counts[c] = -1;
+		int col = fs->col_computed[c];
+		if (col < 0 || !computed[c].is_count || PQgetisnull(res, 0, col) || PQgetlength(res, 0, col) != 8)
+			continue;
+		row->counts[c] = be64(PQgetvalue(res, 0, col));
+	}
+	/* libpq NUL-terminates every value, binary ones too: text columns in
+	 * binary format are their UTF-8 bytes, usable as C strings. */
+	int cm = fs->col_computed[6], cs = fs->col_computed[7];
+	if (cm >= 0 && !PQgetisnull(res, 0, cm))
+		row->modalities = PQgetvalue(res, 0, cm);
+	if (cs >= 0 && !PQgetisnull(res, 0, cs))
+		row->sop_classes = PQgetvalue(res, 0, cs);
+	if (fs->col_path >= 0) {
+		row->sop_uid = PQgetvalue(res, 0, fs->col_path);
+		row->sop_class_uid = PQgetvalue(res, 0, fs->col_path + 1);
+		row->transfer_syntax_uid = PQgetvalue(res, 0, fs->col_path + 2);
+		row->path = PQgetvalue(res, 0, fs->col_path + 3);
+	}
+	return 1;
+}
+
+void pn_find_stop(pn_db *db)
+{
+	if (!db || !db->find)
+		return;
+	struct pn_find_state *fs = db->find;
+	PQclear(fs->row);
+	fs->row = NULL;
+	if (fs->running && PQstatus(db->conn) == CONNECTION_OK) {
+		/* Rows still coming: ask the server to stop, then read what is in
+		 * flight (ending with the "canceled" error or the last rows). */
+		PGcancel *cancel = PQgetCancel(db->conn);
+		if (cancel) {
+			char err[256];
+			PQcancel(cancel, err, sizeof err);
+			PQfreeCancel(cancel);
+		}
+		PGresult *res;
+		while ((res = PQgetResult(db->conn)) != NULL)
+			PQclear(res);
+	}
+	state_reset(fs);
+}

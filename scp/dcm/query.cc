@@ -1,0 +1,375 @@
+// C-FIND messages, and the dataset operations queries need: reading
+// identifiers and stored attribute blobs, building responses.
+#include "pn_dcm.h"
+
+#include <dcmtk/config/osconfig.h>
+#include <dcmtk/dcmdata/dcdeftag.h>
+#include <dcmtk/dcmdata/dcdict.h>
+#include <dcmtk/dcmdata/dcistrmb.h>
+#include <dcmtk/dcmdata/dcsequen.h>
+#include <dcmtk/dcmdata/dcvrcs.h>
+#include <dcmtk/dcmnet/assoc.h>
+#include <dcmtk/dcmnet/dimse.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#include "assoc_internal.h"
+#include "dataset_internal.h"
+
+namespace
+{
+
+DcmTagKey key_of(uint32_t tag)
+{
+	return DcmTagKey((Uint16)(tag >> 16), (Uint16)(tag & 0xffff));
+}
+
+uint32_t tag_of(const DcmTagKey &k)
+{
+	return ((uint32_t)k.getGroup() << 16) | k.getElement();
+}
+
+bool is_text_vr(DcmEVR vr)
+{
+	switch (vr) {
+	case EVR_SH:
+	case EVR_LO:
+	case EVR_ST:
+	case EVR_LT:
+	case EVR_UC:
+	case EVR_UT:
+	case EVR_PN:
+		return true;
+	default:
+		return false;
+	}
+}
+
+pn_dcm_ds *wrap_owned(DcmItem *item)
+{
+	pn_dcm_ds *d = new pn_dcm_ds();
+	d->owned = item;
+	d->item = item;
+	return d;
+}
+
+int condition_to_errno(const OFCondition &c)
+{
+	if (c == DIMSE_NODATAAVAILABLE || c == DUL_READTIMEOUT)
+		return -ETIMEDOUT;
+	return -EPROTO;
+}
+
+} // namespace
+
+extern "C" int pn_dcm_find_receive(pn_dcm_assoc *a, const pn_dcm_cmd *cmd, int timeout, pn_dcm_ds **ret_ds)
+{
+	try {
+		DcmDataset *ds = nullptr;
+		T_ASC_PresentationContextID pres_id = 0;
+		OFCondition c = DIMSE_receiveDataSetInMemory(a->assoc, timeout > 0 ? DIMSE_NONBLOCKING : DIMSE_BLOCKING,
+		                                             timeout, &pres_id, &ds, NULL, NULL);
+		if (c.bad()) {
+			delete ds;
+			return condition_to_errno(c);
+		}
+		if (pres_id != cmd->pres_id || !ds) {
+			delete ds;
+			return -EPROTO;
+		}
+		*ret_ds = wrap_owned(ds);
+		return 0;
+	} catch (...) {
+		return -ENOMEM;
+	}
+}
+
+extern "C" int pn_dcm_find_respond(pn_dcm_assoc *a, const pn_dcm_cmd *cmd, unsigned short status,
+                                   const pn_dcm_ds *identifier, const char *comment)
+{
+	try {
+		T_DIMSE_C_FindRSP rsp;
+		memset(&rsp, 0, sizeof(rsp));
+		rsp.DimseStatus = status;
+		DcmDataset *detail = nullptr;
+		if (comment && *comment && status != 0 && status != 0xFF00 && status != 0xFF01) {
+			detail = new DcmDataset();
+			char buf[65];
+			snprintf(buf, sizeof(buf), "%s", comment);
+			detail->putAndInsertString(DCM_ErrorComment, buf);
+		}
+		DcmDataset *id = identifier ? OFstatic_cast(DcmDataset *, identifier->item) : nullptr;
+		OFCondition c = DIMSE_sendFindResponse(a->assoc, cmd->pres_id, &a->msg.msg.CFindRQ, &rsp, id, detail);
+		delete detail;
+		return c.good() ? 0 : -EPROTO;
+	} catch (...) {
+		return -ENOMEM;
+	}
+}
+
+extern "C" int pn_dcm_cancel_requested(pn_dcm_assoc *a, const pn_dcm_cmd *cmd)
+{
+	try {
+		// Polls without waiting; a well-behaved SCU sends nothing but
+		// C-CANCEL-RQ while its request is being answered.
+		OFCondition c = DIMSE_checkForCancelRQ(a->assoc, cmd->pres_id, cmd->message_id);
+		if (c.good())
+			return 1;
+		if (c == DIMSE_NODATAAVAILABLE)
+			return 0;
+		return -EPROTO;
+	} catch (...) {
+		return -ENOMEM;
+	}
+}
+
+extern "C" int pn_dcm_ds_create(pn_dcm_ds **ret_ds)
+{
+	try {
+		*ret_ds = wrap_owned(new DcmDataset());
+		return 0;
+	} catch (...) {
+		return -ENOMEM;
+	}
+}
+
+extern "C" int pn_dcm_ds_load_buffer(const void *data, size_t len, pn_dcm_ds **ret_ds)
+{
+	pn_dcm_ds *d = nullptr;
+	try {
+		DcmDataset *ds = new DcmDataset();
+		d = wrap_owned(ds);
+		if (len > 0) {
+			DcmInputBufferStream in;
+			in.setBuffer(data, (offile_off_t)len);
+			in.setEos();
+			ds->transferInit();
+			OFCondition c = ds->read(in, EXS_LittleEndianExplicit, EGL_noChange);
+			ds->transferEnd();
+			if (c.bad()) {
+				delete d;
+				return -EBADMSG;
+			}
+		}
+		*ret_ds = d;
+		return 0;
+	} catch (...) {
+		delete d;
+		return -ENOMEM;
+	}
+}
+
+extern "C" int pn_dcm_ds_each(const pn_dcm_ds *d, int (*fn)(void *ctx, const pn_dcm_elem *e), void *ctx)
+{
+	try {
+		DcmObject *obj = nullptr;
+		while ((obj = d->item->nextInContainer(obj)) != nullptr) {
+			pn_dcm_elem e;
+			memset(&e, 0, sizeof(e));
+			e.tag = tag_of(obj->getTag());
+			// The standard's VR, whatever the SCU wrote (implicit VR, UN or
+			// a wrong explicit VR): matching rules follow the dictionary.
+			DcmEVR vr = obj->ident();
+			DcmTag t(obj->getTag());
+			DcmEVR dict = t.getEVR();
+			if (dict != EVR_UNKNOWN && dict != EVR_UN && dict != EVR_UNKNOWN2B)
+				vr = dict;
+			const char *name = DcmVR(vr).getValidVRName();
+			snprintf(e.vr, sizeof(e.vr), "%s", name ? name : "UN");
+			OFString value;
+			if (obj->ident() == EVR_SQ) {
+				DcmSequenceOfItems *sq = OFstatic_cast(DcmSequenceOfItems *, obj);
+				e.is_sequence = true;
+				e.n_items = sq->card();
+			} else if (obj->getLength() > 0) {
+				if (OFstatic_cast(DcmElement *, obj)->getOFStringArray(value).bad())
+					value.clear();
+			}
+			e.value = value.c_str();
+			int rc = fn(ctx, &e);
+			if (rc != 0)
+				return rc;
+		}
+		return 0;
+	} catch (...) {
+		return -ENOMEM;
+	}
+}
+
+extern "C" int pn_dcm_ds_item(const pn_dcm_ds *d, uint32_t seq_tag, size_t index, pn_dcm_ds **ret_view)
+{
+	try {
+		DcmSequenceOfItems *sq = nullptr;
+		if (d->item->findAndGetSequence(key_of(seq_tag), sq, OFFalse).bad() || !sq)
+			return -ENOENT;
+		if (index >= sq->card())
+			return -ENOENT;
+		pn_dcm_ds *v = new pn_dcm_ds();
+		v->item = sq->getItem((unsigned long)index);
+		*ret_view = v;
+		return 0;
+	} catch (...) {
+		return -ENOMEM;
+	}
+}
+
+extern "C" int pn_dcm_ds_put(pn_dcm_ds *d, uint32_t tag, const char *value)
+{
+	try {
+		DcmTag t(key_of(tag));
+		if (t.getEVR() == EVR_SQ) {
+			DcmSequenceOfItems *sq = new DcmSequenceOfItems(t);
+			return d->item->insert(sq, OFTrue).good() ? 0 : -EINVAL;
+		}
+		if (t.getEVR() == EVR_UNKNOWN || t.getEVR() == EVR_UN) {
+			// Private or unknown: nothing we could return typed.
+			t.setVR(DcmVR(EVR_UN));
+		}
+		OFCondition c = d->item->putAndInsertString(t, value ? value : "", OFTrue);
+		return c.good() ? 0 : -EINVAL;
+	} catch (...) {
+		return -ENOMEM;
+	}
+}
+
+namespace
+{
+
+// Copies the items of `src` into a new sequence, keeping in each only the
+// keys present in the request's first item `shape` (all when it is empty).
+DcmSequenceOfItems *copy_sequence(const DcmSequenceOfItems *src, DcmItem *shape)
+{
+	DcmSequenceOfItems *out = new DcmSequenceOfItems(src->getTag());
+	for (unsigned long i = 0; i < src->card(); i++) {
+		DcmItem *from = const_cast<DcmSequenceOfItems *>(src)->getItem(i);
+		DcmItem *to;
+		if (!shape || shape->card() == 0) {
+			to = OFstatic_cast(DcmItem *, from->clone());
+		} else {
+			to = new DcmItem();
+			DcmObject *k = nullptr;
+			while ((k = shape->nextInContainer(k)) != nullptr) {
+				DcmElement *el = nullptr;
+				if (from->findAndGetElement(k->getTag(), el, OFFalse).good() && el) {
+					if (el->ident() == EVR_SQ) {
+						DcmSequenceOfItems *ksq = OFstatic_cast(DcmSequenceOfItems *, k);
+						DcmItem *kshape =
+						    k->ident() == EVR_SQ && ksq->card() > 0 ? ksq->getItem(0) : nullptr;
+						to->insert(
+						    copy_sequence(OFstatic_cast(DcmSequenceOfItems *, el), kshape),
+						    OFTrue);
+					} else {
+						to->insert(OFstatic_cast(DcmElement *, el->clone()), OFTrue);
+					}
+				} else {
+					to->insertEmptyElement(k->getTag(), OFTrue);
+				}
+			}
+		}
+		out->append(to);
+	}
+	return out;
+}
+
+} // namespace
+
+extern "C" int pn_dcm_ds_copy(pn_dcm_ds *dst, const pn_dcm_ds *src, uint32_t tag, const pn_dcm_ds *shape)
+{
+	try {
+		DcmElement *el = nullptr;
+		if (!src || src->item->findAndGetElement(key_of(tag), el, OFFalse).bad() || !el)
+			return -ENOENT;
+		if (el->ident() == EVR_SQ) {
+			DcmItem *kshape = nullptr;
+			DcmSequenceOfItems *req = nullptr;
+			if (shape && shape->item->findAndGetSequence(key_of(tag), req, OFFalse).good() && req &&
+			    req->card() > 0)
+				kshape = req->getItem(0);
+			return dst->item->insert(copy_sequence(OFstatic_cast(DcmSequenceOfItems *, el), kshape), OFTrue)
+			               .good()
+			           ? 0
+			           : -EINVAL;
+		}
+		return dst->item->insert(OFstatic_cast(DcmElement *, el->clone()), OFTrue).good() ? 0 : -EINVAL;
+	} catch (...) {
+		return -ENOMEM;
+	}
+}
+
+namespace
+{
+
+struct Recoded {
+	DcmElement *el;
+	char *value;
+};
+
+// First pass: every text value converted, nothing changed yet.
+int recode_collect(DcmItem *item, pn_dcm_text_fn fn, void *ctx, std::vector<Recoded> &out, bool *non_ascii)
+{
+	DcmObject *obj = nullptr;
+	while ((obj = item->nextInContainer(obj)) != nullptr) {
+		if (obj->ident() == EVR_SQ) {
+			DcmSequenceOfItems *sq = OFstatic_cast(DcmSequenceOfItems *, obj);
+			for (unsigned long i = 0; i < sq->card(); i++) {
+				int rc = recode_collect(sq->getItem(i), fn, ctx, out, non_ascii);
+				if (rc < 0)
+					return rc;
+			}
+			continue;
+		}
+		if (!is_text_vr(obj->ident()) || obj->getLength() == 0)
+			continue;
+		DcmElement *el = OFstatic_cast(DcmElement *, obj);
+		char *raw = nullptr;
+		Uint32 len = 0;
+		if (el->getString(raw, len).bad() || !raw)
+			continue;
+		bool ascii = true;
+		for (Uint32 i = 0; i < len; i++)
+			if ((unsigned char)raw[i] >= 0x80)
+				ascii = false;
+		if (ascii)
+			continue;
+		*non_ascii = true;
+		if (!fn)
+			continue;
+		char *conv = nullptr;
+		int rc = fn(ctx, raw, len, &conv);
+		if (rc < 0) {
+			free(conv);
+			return rc;
+		}
+		out.push_back(Recoded{el, conv});
+	}
+	return 0;
+}
+
+} // namespace
+
+extern "C" int pn_dcm_ds_recode_text(pn_dcm_ds *d, pn_dcm_text_fn fn, void *ctx, const char *charset)
+{
+	std::vector<Recoded> done;
+	try {
+		bool non_ascii = false;
+		int rc = recode_collect(d->item, fn, ctx, done, &non_ascii);
+		if (rc == 0 && non_ascii) {
+			for (auto &r : done)
+				if (r.el->putString(r.value).bad())
+					rc = -EINVAL;
+			if (rc == 0 && charset &&
+			    d->item->putAndInsertString(DCM_SpecificCharacterSet, charset, OFTrue).bad())
+				rc = -ENOMEM;
+		}
+		for (auto &r : done)
+			free(r.value);
+		return rc < 0 ? rc : (non_ascii ? 1 : 0);
+	} catch (...) {
+		for (auto &r : done)
+			free(r.value);
+		return -ENOMEM;
+	}
+}

@@ -1,0 +1,67 @@
+/* A C-FIND identifier turned into a query: the model and level rules of
+ * PS3.4 C.4.1.2.1 checked, each key classified (matched in SQL, matched
+ * against the stored attribute blobs, computed, or only returned). */
+#ifndef PN_FIND_QUERY_H
+#define PN_FIND_QUERY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dcm/pn_dcm.h"
+#include "find.h"
+#include "find_match.h"
+
+typedef enum {
+	PN_KEY_RETURN,   /* returned from the blob of its level */
+	PN_KEY_LEVEL,    /* QueryRetrieveLevel: echoed */
+	PN_KEY_COMPUTED, /* computed by the index */
+	PN_KEY_RETRIEVE_AE,
+	PN_KEY_AVAILABILITY,
+	PN_KEY_SKIP, /* not returned (Specific Character Set, group lengths) */
+} pn_key_role;
+
+typedef struct {
+	uint32_t tag;
+	pn_key_role role;
+	int level;         /* PN_LEVEL_*; -1: kept nowhere */
+	unsigned computed; /* PN_FIND_C_* bit for PN_KEY_COMPUTED */
+	bool returned;     /* the level is at or above the query level */
+	/* matching against the blob (keys without a column) */
+	bool post;
+	pn_match match;
+	/* sequences: the keys of the request's first item */
+	uint32_t *item_tags;
+	pn_match *item_matches;
+	size_t n_item_matches;
+} pn_query_key;
+
+typedef struct {
+	bool patient_root;
+	int level; /* PN_LEVEL_* */
+	const char *level_name;
+	pn_query_key *keys;
+	size_t n_keys;
+	pn_find_query sql;
+	bool unmatched;       /* some key with a value is not matched: 0xFF01 */
+	unsigned need_levels; /* bit l: the blob of level l is read per row */
+	char *request_charset;
+	pn_dcm_ds *identifier; /* text in UTF-8 */
+
+	/* storage behind sql.conds */
+	pn_find_cond *conds;
+	pn_match *cond_matches;
+	size_t n_conds;
+} pn_query;
+
+/* Takes ownership of `identifier`. On a request that breaks the rules,
+ * returns -EINVAL with *ret_status (0xA900 / 0xC000) and a reason; -ENOMEM. */
+int pn_query_parse(pn_dcm_ds *identifier, const char *sop_class_uid, bool fold_names, pn_query **ret_query,
+                   unsigned short *ret_status, char *why, size_t whylen);
+void pn_query_free(pn_query *q);
+
+/* Whether the row, whose level blobs are loaded in levels[] (NULL where not
+ * needed), passes the keys matched in C. */
+bool pn_query_post_match(const pn_query *q, pn_dcm_ds *const levels[PN_LEVELS]);
+
+#endif
