@@ -14,6 +14,8 @@
 #include "log.h"
 #include "status.h"
 
+#define PN_TAG_RETRIEVE_AE 0x00080054u
+
 static int encode_text(void *ctx, const char *in, size_t len, char **ret_out)
 {
 	return pn_charset_from_utf8(ctx, in, len, ret_out);
@@ -89,6 +91,10 @@ static int build_response(const pn_query *q, const pn_find_row *row, pn_dcm_ds *
 			break;
 		}
 	}
+	/* Where to retrieve from, in every response (PS3.4 C.4.1.1.3.2): we
+	 * keep no media file-sets, so this is the only location we give. */
+	if (rc >= 0 && !q->asked_retrieve_ae)
+		rc = pn_dcm_ds_put(rsp, PN_TAG_RETRIEVE_AE, our_ae);
 	if (rc < 0) {
 		pn_dcm_ds_free(rsp);
 		return rc;

@@ -233,13 +233,16 @@ int pn_query_parse(pn_dcm_ds *identifier, const char *sop_class_uid, bool fold_n
 		rc = -EINVAL;
 		goto fail;
 	}
-	rc = pn_dcm_ds_convert_text(identifier, text_decode, cs);
+	uint32_t bad_tag = 0;
+	rc = pn_dcm_ds_convert_text(identifier, text_decode, cs, &bad_tag);
 	pn_charset_free(cs);
 	if (rc == -ENOMEM)
 		goto fail;
 	if (rc < 0) {
-		snprintf(why, whylen, "text that cannot be decoded in Specific Character Set \"%.64s\"",
-		         q->request_charset ? q->request_charset : "");
+		/* short: the Error Comment holds 64 characters */
+		describe_tag(tagbuf, sizeof tagbuf, bad_tag);
+		snprintf(why, whylen, "%s: bytes invalid in %.32s", tagbuf,
+		         q->request_charset ? q->request_charset : "ISO_IR 6");
 		goto fail;
 	}
 
@@ -312,6 +315,8 @@ int pn_query_parse(pn_dcm_ds *identifier, const char *sop_class_uid, bool fold_n
 		}
 		if (k->tag == TAG_RETRIEVE_AE || k->tag == TAG_AVAILABILITY) {
 			key->role = k->tag == TAG_RETRIEVE_AE ? PN_KEY_RETRIEVE_AE : PN_KEY_AVAILABILITY;
+			if (k->tag == TAG_RETRIEVE_AE)
+				q->asked_retrieve_ae = true;
 			if (k->value[0])
 				q->unmatched = true;
 			continue;

@@ -43,7 +43,8 @@ typedef struct {
 	pn_query_key *keys;
 	size_t n_keys;
 	pn_find_query sql;
-	bool unmatched;       /* some key with a value is not matched: 0xFF01 */
+	bool unmatched; /* some key with a value is not matched: 0xFF01 */
+	bool asked_retrieve_ae;
 	unsigned need_levels; /* bit l: the blob of level l is read per row */
 	char *request_charset;
 	pn_dcm_ds *identifier; /* text in UTF-8 */

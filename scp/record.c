@@ -185,7 +185,7 @@ int pn_record_build(pn_dcm_ds *ds, const char *cmd_sop_class, const char *cmd_so
 		if ((rc = pn_charset_create(NULL, &cs)) < 0)
 			goto fail;
 	}
-	rc = pn_dcm_ds_convert_text(ds, text_decode, cs);
+	rc = pn_dcm_ds_convert_text(ds, text_decode, cs, NULL);
 	pn_charset_free(cs);
 	if (rc == -ENOMEM)
 		goto fail;

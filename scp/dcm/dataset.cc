@@ -115,7 +115,7 @@ bool is_text_vr(DcmEVR vr)
 	}
 }
 
-int convert_item(DcmItem *item, pn_dcm_text_fn decode, void *ctx)
+int convert_item(DcmItem *item, pn_dcm_text_fn decode, void *ctx, uint32_t *bad_tag)
 {
 	int result = 0;
 	DcmObject *obj = nullptr;
@@ -123,7 +123,7 @@ int convert_item(DcmItem *item, pn_dcm_text_fn decode, void *ctx)
 		if (obj->ident() == EVR_SQ) {
 			DcmSequenceOfItems *sq = OFstatic_cast(DcmSequenceOfItems *, obj);
 			for (unsigned long i = 0; i < sq->card(); i++) {
-				int rc = convert_item(sq->getItem(i), decode, ctx);
+				int rc = convert_item(sq->getItem(i), decode, ctx, bad_tag);
 				if (rc == -ENOMEM)
 					return rc;
 				if (rc < 0)
@@ -142,6 +142,8 @@ int convert_item(DcmItem *item, pn_dcm_text_fn decode, void *ctx)
 		int rc = decode(ctx, raw, len, &utf8);
 		if (rc == -ENOMEM)
 			return rc;
+		if (rc < 0 && result == 0 && bad_tag)
+			*bad_tag = ((uint32_t)obj->getTag().getGroup() << 16) | obj->getTag().getElement();
 		if (rc < 0)
 			result = rc;
 		if (utf8) {
@@ -154,13 +156,13 @@ int convert_item(DcmItem *item, pn_dcm_text_fn decode, void *ctx)
 
 } // namespace
 
-extern "C" int pn_dcm_ds_convert_text(pn_dcm_ds *d, pn_dcm_text_fn decode, void *ctx)
+extern "C" int pn_dcm_ds_convert_text(pn_dcm_ds *d, pn_dcm_text_fn decode, void *ctx, uint32_t *ret_bad_tag)
 {
 	try {
 		DcmItem *ds = d->item;
 		// Text values are read from the file when asked for; pixel data
 		// stays on disk.
-		int rc = convert_item(ds, decode, ctx);
+		int rc = convert_item(ds, decode, ctx, ret_bad_tag);
 		if (rc == -ENOMEM)
 			return rc;
 		if (d->item->putAndInsertString(DCM_SpecificCharacterSet, "ISO_IR 192").bad())

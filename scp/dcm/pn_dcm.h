@@ -160,8 +160,9 @@ typedef int (*pn_dcm_text_fn)(void *ctx, const char *in, size_t len, char **ret_
 /* Replaces, in memory, every SH, LO, ST, LT, UC, UT and PN value (also in
  * sequences) by its decoding through `decode`, and sets Specific Character
  * Set to "ISO_IR 192". The file is not touched. Returns 0, -EILSEQ if some
- * value had bytes that could not be decoded, or -ENOMEM. */
-int pn_dcm_ds_convert_text(pn_dcm_ds *ds, pn_dcm_text_fn decode, void *ctx);
+ * value had bytes that could not be decoded (the first such element's tag
+ * in *ret_bad_tag, if given), or -ENOMEM. */
+int pn_dcm_ds_convert_text(pn_dcm_ds *ds, pn_dcm_text_fn decode, void *ctx, uint32_t *ret_bad_tag);
 
 /* The value of a top-level element as a string (all values joined with
  * '\\', like DICOM's own encoding, without padding), malloc'ed.
