@@ -317,15 +317,22 @@ int pn_find_start(pn_db *db, const pn_find_query *q)
 	b->n = 0;
 	b->overflow = false;
 
+	if (q->paths_only && q->level != PN_FIND_IMAGE) {
+		free(b);
+		return -EINVAL;
+	}
 	int ncol = 0;
 	put(b, "SELECT ");
-	for (int l = 0; l <= q->level; l++, ncol++)
+	fs->level = q->paths_only ? -1 : q->level;
+	if (q->paths_only)
+		put(b, "true"); /* keeps the column numbering simple */
+	for (int l = 0; l <= fs->level; l++)
 		put(b, "%s%s", l ? ", " : "", attrs_column[l]);
-	fs->level = q->level;
+	ncol = q->paths_only ? 1 : q->level + 1;
 	fs->computed = 0;
 	for (int c = 0; c < PN_FIND_C_COUNT; c++) {
 		fs->col_computed[c] = -1;
-		if (!(q->computed & (1u << c)) || computed[c].min_level > q->level)
+		if (q->paths_only || !(q->computed & (1u << c)) || computed[c].min_level > q->level)
 			continue;
 		put(b, ", %s", computed[c].sql);
 		fs->col_computed[c] = ncol++;

@@ -66,6 +66,7 @@ typedef struct {
 	size_t n_conds;
 	unsigned computed; /* PN_FIND_C_* wanted */
 	bool fold_names;   /* person names case-insensitively */
+	bool paths_only;   /* IMAGE level, for retrieval: no attrs, no computed */
 } pn_find_query;
 
 /* One match. Pointers stay valid until the next pn_find_next/stop. */

@@ -7,6 +7,7 @@
 
 #include "find_scp.h"
 #include "log.h"
+#include "retrieve.h"
 #include "status.h"
 
 typedef struct {
@@ -14,6 +15,7 @@ typedef struct {
 	unsigned failed;
 	unsigned echoes;
 	unsigned queries;
+	unsigned retrieves, sent;
 } assoc_counts;
 
 static double seconds_since(const struct timespec *t0)
@@ -129,6 +131,20 @@ static const char *serve_commands(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, 
 				return "aborted: network or protocol error during C-FIND";
 			}
 			break;
+		case PN_CMD_MOVE:
+		case PN_CMD_GET: {
+			unsigned need = cmd.kind == PN_CMD_MOVE ? PN_ALLOW_MOVE : PN_ALLOW_GET;
+			pn_retrieve_result res;
+			counts->retrieves++;
+			if (pn_retrieve_handle(ctx, assoc, &cmd, info->calling_ae, !peer || (peer->allow & need),
+			                       &res) < 0) {
+				pn_dcm_assoc_abort(assoc);
+				return cmd.kind == PN_CMD_MOVE ? "aborted: network or protocol error during C-MOVE"
+				                               : "aborted: network or protocol error during C-GET";
+			}
+			counts->sent += res.completed + res.warning;
+			break;
+		}
 		case PN_CMD_CANCEL:
 			/* the request it names is already answered (PS3.7 9.3.2.3) */
 			pn_debug("association from \"%s\": C-CANCEL-RQ for finished message %u ignored",
@@ -168,9 +184,10 @@ void pn_assoc_serve(const pn_store_ctx *ctx, pn_dcm_net *net, int fd)
 		outcome = serve_commands(ctx, assoc, &info, &counts);
 	pn_dcm_assoc_free(assoc);
 	pn_storage_flush(ctx->storage); /* after an abort: no-op after a release */
-	pn_info("association \"%s\" -> \"%s\" from %s: %s after %.3f s, %u instances stored, %u failed, %u queries%s",
+	pn_info("association \"%s\" -> \"%s\" from %s: %s after %.3f s, %u instances stored, %u failed, %u queries, "
+	        "%u retrievals (%u instances sent)%s",
 	        info.calling_ae, info.called_ae, info.peer, outcome, seconds_since(&t0), counts.stored, counts.failed,
-	        counts.queries, counts.echoes ? ", C-ECHO answered" : "");
+	        counts.queries, counts.retrieves, counts.sent, counts.echoes ? ", C-ECHO answered" : "");
 }
 
 void pn_assoc_reject_busy(pn_dcm_net *net, int fd, unsigned long max_pdu, int acse_timeout)

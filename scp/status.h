@@ -35,4 +35,14 @@
 /* Error: Unable to process (a value that cannot be understood). */
 #define PN_STATUS_UNABLE_TO_PROCESS 0xC000
 
+/* C-MOVE and C-GET (PS3.4 C.4.2.1.5, C.4.3.1.4) */
+/* Refused: Out of Resources: unable to calculate the number of matches. */
+#define PN_STATUS_RETRIEVE_NO_MATCHES 0xA701
+/* Refused: Out of Resources: unable to perform sub-operations. */
+#define PN_STATUS_RETRIEVE_NO_SUBOPS 0xA702
+/* Refused: Move Destination unknown. */
+#define PN_STATUS_MOVE_DESTINATION_UNKNOWN 0xA801
+/* Warning: sub-operations complete, one or more failures or warnings. */
+#define PN_STATUS_SUBOPS_WITH_FAILURES 0xB000
+
 #endif

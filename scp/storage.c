@@ -395,6 +395,19 @@ int pn_storage_remove(pn_storage *s, const char *rel)
 	return fsync_dir_at(s->root_fd, dir);
 }
 
+int pn_storage_full_path(const pn_storage *s, const char *rel, char **ret_path)
+{
+	if (!pn_storage_rel_path_valid(rel))
+		return -EINVAL;
+	size_t n = strlen(s->root) + 1 + strlen(rel) + 1;
+	char *p = malloc(n);
+	if (!p)
+		return -ENOMEM;
+	snprintf(p, n, "%s/%s", s->root, rel);
+	*ret_path = p;
+	return 0;
+}
+
 int pn_storage_recover(pn_storage *s, pn_storage_referenced_fn referenced, void *ctx, pn_storage_recovery *ret_stats)
 {
 	pn_storage_recovery st = {0};

@@ -69,6 +69,11 @@ const char *pn_storage_file_checksum(const pn_storage_file *f);
 /* Removes a committed file that the index no longer names (replaced). */
 int pn_storage_remove(pn_storage *s, const char *rel);
 
+/* The absolute path of a stored file (malloc'ed), for readers: -EINVAL if
+ * `rel` is not a path this module makes (never trust a path from the
+ * index blindly), -ENOMEM. */
+int pn_storage_full_path(const pn_storage *s, const char *rel, char **ret_path);
+
 /* Callback: does an index row name this relative path? 0 or negative errno. */
 typedef int (*pn_storage_referenced_fn)(void *ctx, const char *rel, bool *ret_referenced);
 

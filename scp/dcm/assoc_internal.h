@@ -7,12 +7,20 @@
 #include <dcmtk/dcmnet/dimse.h>
 
 struct pn_dcm_assoc {
-	T_ASC_Association *assoc;
-	int fd;   // ours until dcmtk owns it
-	int sock; // the socket, for its timeouts (not owned)
-	int data_timeout;
-	bool broken;         // no orderly end possible: just close
+	T_ASC_Association *assoc = nullptr;
+	int fd = -1;   // ours until dcmtk owns it
+	int sock = -1; // the socket, for its timeouts (not owned)
+	int data_timeout = 0;
+	bool broken = false; // no orderly end possible: just close
 	T_DIMSE_Message msg; // the command being served
+	// Requestor associations (pn_dcm_scu_open) own their network.
+	T_ASC_Network *own_net = nullptr;
+	// Message ID of the next C-STORE-RQ we send on this association.
+	unsigned short next_msg_id = 1;
+	// A C-CANCEL-RQ read while waiting for a C-STORE-RSP (C-GET): kept for
+	// pn_dcm_cancel_requested, forgotten at the next command.
+	bool cancel_seen = false;
+	unsigned short cancel_msg_id = 0;
 };
 
 #endif

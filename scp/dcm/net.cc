@@ -71,10 +71,12 @@ const char *const k_echo_syntaxes[] = {
     UID_BigEndianExplicitTransferSyntax,
 };
 
-// Queries: the identifier is small, any uncompressed syntax will do.
+// Queries and retrievals: the identifier is small, any uncompressed syntax
+// will do.
 const char *const k_query_classes[] = {
-    UID_FINDPatientRootQueryRetrieveInformationModel,
-    UID_FINDStudyRootQueryRetrieveInformationModel,
+    UID_FINDPatientRootQueryRetrieveInformationModel, UID_FINDStudyRootQueryRetrieveInformationModel,
+    UID_MOVEPatientRootQueryRetrieveInformationModel, UID_MOVEStudyRootQueryRetrieveInformationModel,
+    UID_GETPatientRootQueryRetrieveInformationModel,  UID_GETStudyRootQueryRetrieveInformationModel,
 };
 
 bool in_list(const char *uid, const char *const *list, size_t n)
@@ -352,6 +354,7 @@ extern "C" int pn_dcm_assoc_accept(pn_dcm_assoc *a, unsigned *ret_accepted)
 				continue;
 			const char *const *list;
 			size_t n;
+			T_ASC_SC_ROLE role = ASC_SC_ROLE_DEFAULT;
 			if (strcmp(pc.abstractSyntax, UID_VerificationSOPClass) == 0) {
 				list = k_echo_syntaxes;
 				n = n_echo;
@@ -360,8 +363,18 @@ extern "C" int pn_dcm_assoc_accept(pn_dcm_assoc *a, unsigned *ret_accepted)
 				list = k_echo_syntaxes;
 				n = n_echo;
 			} else if (is_storage_class(pc.abstractSyntax)) {
+				// Every syntax we keep as received we can also send
+				// (from a file stored so, or decompressed to little
+				// endian), so a context on which a C-GET SCU takes
+				// the SCP role is chosen from the same list.
 				list = k_storage_syntaxes;
 				n = n_store;
+				// Role selection: a C-GET SCU asks to be the storage
+				// SCP (we send on the context); grant what it asks.
+				// Without a role item, or asking for the SCU role
+				// only, the default (it sends, we receive) stays.
+				if (pc.proposedRole == ASC_SC_ROLE_SCP || pc.proposedRole == ASC_SC_ROLE_SCUSCP)
+					role = pc.proposedRole;
 			} else {
 				ASC_refusePresentationContext(params, pc.presentationContextID,
 				                              ASC_P_ABSTRACTSYNTAXNOTSUPPORTED);
@@ -378,7 +391,7 @@ extern "C" int pn_dcm_assoc_accept(pn_dcm_assoc *a, unsigned *ret_accepted)
 				                              ASC_P_TRANSFERSYNTAXESNOTSUPPORTED);
 				continue;
 			}
-			if (ASC_acceptPresentationContext(params, pc.presentationContextID, chosen).good())
+			if (ASC_acceptPresentationContext(params, pc.presentationContextID, chosen, role).good())
 				accepted++;
 		}
 		*ret_accepted = accepted;
@@ -408,6 +421,7 @@ extern "C" int pn_dcm_next_command(pn_dcm_assoc *a, int timeout, pn_dcm_cmd *cmd
 			return condition_to_errno(c);
 
 		memset(cmd, 0, sizeof(*cmd));
+		a->cancel_seen = false; // a cancel seen for an earlier request
 		cmd->pres_id = pres_id;
 		cmd->command_field = (unsigned)a->msg.CommandField;
 		T_ASC_PresentationContext pc;
@@ -431,6 +445,19 @@ extern "C" int pn_dcm_next_command(pn_dcm_assoc *a, int timeout, pn_dcm_cmd *cmd
 			cmd->message_id = a->msg.msg.CFindRQ.MessageID;
 			cmd->has_dataset = a->msg.msg.CFindRQ.DataSetType != DIMSE_DATASET_NULL;
 			copy_uid(cmd->sop_class_uid, a->msg.msg.CFindRQ.AffectedSOPClassUID);
+			break;
+		case DIMSE_C_MOVE_RQ:
+			cmd->kind = PN_CMD_MOVE;
+			cmd->message_id = a->msg.msg.CMoveRQ.MessageID;
+			cmd->has_dataset = a->msg.msg.CMoveRQ.DataSetType != DIMSE_DATASET_NULL;
+			copy_uid(cmd->sop_class_uid, a->msg.msg.CMoveRQ.AffectedSOPClassUID);
+			copy_ae(cmd->move_destination, a->msg.msg.CMoveRQ.MoveDestination);
+			break;
+		case DIMSE_C_GET_RQ:
+			cmd->kind = PN_CMD_GET;
+			cmd->message_id = a->msg.msg.CGetRQ.MessageID;
+			cmd->has_dataset = a->msg.msg.CGetRQ.DataSetType != DIMSE_DATASET_NULL;
+			copy_uid(cmd->sop_class_uid, a->msg.msg.CGetRQ.AffectedSOPClassUID);
 			break;
 		case DIMSE_C_CANCEL_RQ:
 			// A cancel for a request already answered: nothing to do.
@@ -556,10 +583,14 @@ extern "C" void pn_dcm_assoc_free(pn_dcm_assoc *a)
 			// An orderly drop waits for the peer; a broken one must not.
 			if (a->broken)
 				ASC_closeTransportConnection(a->assoc);
+			else if (a->own_net)
+				ASC_dropAssociation(a->assoc); // released: nothing to wait for
 			else
 				ASC_dropSCPAssociation(a->assoc);
 			ASC_destroyAssociation(&a->assoc);
 		}
+		if (a->own_net)
+			ASC_dropNetwork(&a->own_net);
 	} catch (...) {
 	}
 	if (a->fd >= 0)

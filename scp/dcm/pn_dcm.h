@@ -65,8 +65,9 @@ typedef enum {
 
 int pn_dcm_assoc_reject(pn_dcm_assoc *assoc, pn_dcm_reject_reason reason);
 
-/* Accepts Verification, the Patient and Study Root C-FIND models, and every
- * storage SOP class dcmtk knows, with the
+/* Accepts Verification, the Patient and Study Root C-FIND, C-MOVE and C-GET
+ * models, and every storage SOP class dcmtk knows (with SCP/SCU role
+ * selection, so that a C-GET SCU can receive on them), with the
  * transfer syntaxes we store as received; acknowledges the association.
  * *ret_accepted is the number of presentation contexts accepted (0: the
  * caller should reject with PN_REJECT_NO_CONTEXT instead; nothing was sent).
@@ -78,6 +79,8 @@ typedef enum {
 	PN_CMD_ECHO,
 	PN_CMD_STORE,
 	PN_CMD_FIND,
+	PN_CMD_MOVE,
+	PN_CMD_GET,
 	PN_CMD_CANCEL, /* C-CANCEL-RQ outside of any running request */
 	PN_CMD_OTHER,
 } pn_dcm_cmd_kind;
@@ -91,6 +94,7 @@ typedef struct {
 	char sop_class_uid[PN_UID_MAX + 1];    /* Affected SOP Class UID */
 	char sop_instance_uid[PN_UID_MAX + 1]; /* Affected SOP Instance UID */
 	char transfer_syntax[PN_UID_MAX + 1];  /* of the presentation context */
+	char move_destination[PN_AE_MAX + 1];  /* C-MOVE: trailing spaces removed */
 } pn_dcm_cmd;
 
 /* Results of pn_dcm_next_command() besides 0 (a command arrived). */
@@ -129,7 +133,8 @@ int pn_dcm_store_respond(pn_dcm_assoc *assoc, const pn_dcm_cmd *cmd, unsigned sh
 
 typedef struct pn_dcm_ds pn_dcm_ds;
 
-/* C-FIND: reads the identifier that follows the command into memory.
+/* C-FIND, C-MOVE, C-GET: reads the identifier that follows the command
+ * into memory.
  * Returns 0, -ETIMEDOUT or -EPROTO (the association is not usable). */
 int pn_dcm_find_receive(pn_dcm_assoc *assoc, const pn_dcm_cmd *cmd, int timeout, pn_dcm_ds **ret_identifier);
 
@@ -141,6 +146,52 @@ int pn_dcm_find_respond(pn_dcm_assoc *assoc, const pn_dcm_cmd *cmd, unsigned sho
 /* Whether the peer has sent C-CANCEL-RQ for `cmd`; never waits.
  * 1 yes, 0 no, -EPROTO (something else arrived or the link broke). */
 int pn_dcm_cancel_requested(pn_dcm_assoc *assoc, const pn_dcm_cmd *cmd);
+
+/* ---- retrieval: C-MOVE and C-GET ------------------------------------- */
+
+typedef struct {
+	unsigned remaining, completed, failed, warning;
+} pn_dcm_subops;
+
+/* C-MOVE-RSP or C-GET-RSP (after cmd's kind): pending 0xFF00 with all four
+ * counts, or a final status with completed/failed/warning (and remaining
+ * too when cancelled). `failed_uids` ("\\"-joined, NULL: none) goes into
+ * Failed SOP Instance UID List (0008,0058) of a final response; `comment`
+ * into Error Comment for failures. */
+int pn_dcm_retrieve_respond(pn_dcm_assoc *assoc, const pn_dcm_cmd *cmd, unsigned short status, const pn_dcm_subops *ops,
+                            const char *failed_uids, const char *comment);
+
+/* What a sub-association must be able to carry: one instance's SOP class
+ * and the transfer syntax it is stored in. Duplicates are fine. */
+typedef struct {
+	const char *sop_class_uid;
+	const char *transfer_syntax_uid;
+} pn_dcm_offer;
+
+/* Opens an association to a C-MOVE destination: for each distinct SOP
+ * class, presentation contexts for its stored transfer syntaxes and for
+ * explicit and implicit VR little endian. Returns 0, -ECONNREFUSED (cannot
+ * connect, or the association was rejected), -ETIMEDOUT, -EPROTO. The
+ * result is freed by pn_dcm_scu_close (A-RELEASE, or abort when broken). */
+int pn_dcm_scu_open(const char *host, int port, const char *our_ae, const char *peer_ae, const pn_dcm_offer *offers,
+                    size_t n_offers, unsigned long max_pdu, int acse_timeout, int dimse_timeout,
+                    pn_dcm_assoc **ret_assoc);
+void pn_dcm_scu_close(pn_dcm_assoc *assoc);
+
+/* Sends one stored Part-10 file in a C-STORE-RQ on `assoc`: a
+ * sub-association from pn_dcm_scu_open, or (C-GET) the requesting
+ * association, on a storage context its SCU proposed with the SCP role.
+ * Sent as stored when a context for the class accepted that syntax;
+ * otherwise decompressed to an accepted uncompressed syntax (JPEG, JPEG-LS,
+ * RLE decoders). The file is read when sent, never kept.
+ * `originator_ae`/`originator_msg_id`: Move Originator (NULL/0: none).
+ * Returns 0 with *ret_status the peer's C-STORE status; -ENOENT (no such
+ * file), -EBADMSG (unreadable), -ENOTSUP (no accepted context or syntax for
+ * it), -ETIMEDOUT or -EPROTO (the association is broken). For C-GET, a
+ * C-CANCEL-RQ arriving meanwhile is remembered: see pn_dcm_cancel_requested. */
+int pn_dcm_store_send(pn_dcm_assoc *assoc, const char *path, const char *sop_class_uid, const char *sop_instance_uid,
+                      const char *stored_ts, const char *originator_ae, unsigned short originator_msg_id, int timeout,
+                      unsigned short *ret_status);
 
 void pn_dcm_assoc_abort(pn_dcm_assoc *assoc);
 /* Closes the connection (if still open) and frees. NULL is a no-op. */

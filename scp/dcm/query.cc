@@ -113,6 +113,9 @@ extern "C" int pn_dcm_find_respond(pn_dcm_assoc *a, const pn_dcm_cmd *cmd, unsig
 extern "C" int pn_dcm_cancel_requested(pn_dcm_assoc *a, const pn_dcm_cmd *cmd)
 {
 	try {
+		// Read while pn_dcm_store_send waited for a C-STORE-RSP (C-GET).
+		if (a->cancel_seen && a->cancel_msg_id == cmd->message_id)
+			return 1;
 		// Polls without waiting; a well-behaved SCU sends nothing but
 		// C-CANCEL-RQ while its request is being answered.
 		OFCondition c = DIMSE_checkForCancelRQ(a->assoc, cmd->pres_id, cmd->message_id);
