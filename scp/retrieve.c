@@ -299,7 +299,7 @@ int pn_retrieve_handle(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dc
 	ops.remaining = (unsigned)targets.n;
 
 	/* C-MOVE: one sub-association to the destination. */
-	pn_dcm_assoc *sub = assoc;
+	pn_dcm_assoc *sub = is_move ? NULL : assoc;
 	uid_list failed_uids = {0};
 	bool cancelled = false, broken = false, refused = false;
 	if (is_move && targets.n > 0) {

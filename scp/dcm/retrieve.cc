@@ -7,10 +7,13 @@
 #include <dcmtk/dcmdata/dcdeftag.h>
 #include <dcmtk/dcmdata/dcfilefo.h>
 #include <dcmtk/dcmdata/dcrledrg.h>
+#include <dcmtk/dcmdata/dcrleerg.h>
 #include <dcmtk/dcmdata/dcuid.h>
 #include <dcmtk/dcmdata/dcxfer.h>
 #include <dcmtk/dcmjpeg/djdecode.h>
+#include <dcmtk/dcmjpeg/djencode.h>
 #include <dcmtk/dcmjpls/djdecode.h>
+#include <dcmtk/dcmjpls/djencode.h>
 #include <dcmtk/dcmnet/assoc.h>
 #include <dcmtk/dcmnet/dcmtrans.h>
 #include <dcmtk/dcmnet/dimse.h>
@@ -88,7 +91,18 @@ void register_decoders()
 	DJDecoderRegistration::registerCodecs(EDC_photometricInterpretation, EUC_never);
 	DJLSDecoderRegistration::registerCodecs(EJLSUC_never);
 	DcmRLEDecoderRegistration::registerCodecs(OFFalse);
+	// Lossless encoders, for a receiver that accepted only a compressed
+	// lossless syntax for the class: never a new UID, never lossy.
+	DJEncoderRegistration::registerCodecs(ECC_lossyYCbCr, EUC_never);
+	DJLSEncoderRegistration::registerCodecs(0, 0, 0, 0, OFTrue, 0, OFTrue, EJLSUC_never);
+	DcmRLEEncoderRegistration::registerCodecs();
 	done = true;
+}
+
+// Syntaxes we can encode to without losing anything.
+bool is_lossless_target(E_TransferSyntax x)
+{
+	return x == EXS_JPEGProcess14SV1 || x == EXS_JPEGProcess14 || x == EXS_JPEGLSLossless || x == EXS_RLELossless;
 }
 
 struct Proposal {
@@ -359,8 +373,8 @@ extern "C" int pn_dcm_store_send(pn_dcm_assoc *a, const char *path, const char *
 
 		// As stored if some context took that syntax; otherwise the first
 		// of explicit LE, implicit LE, any other native syntax.
-		T_ASC_PresentationContextID same = 0, expl = 0, impl = 0, native = 0;
-		std::string same_ts, native_ts;
+		T_ASC_PresentationContextID same = 0, expl = 0, impl = 0, native = 0, lossless = 0;
+		std::string same_ts, native_ts, lossless_ts;
 		T_ASC_Parameters *params = a->assoc->params;
 		int count = ASC_countPresentationContexts(params);
 		for (int i = 0; i < count; i++) {
@@ -378,6 +392,9 @@ extern "C" int pn_dcm_store_send(pn_dcm_assoc *a, const char *path, const char *
 			else if (!native && DcmXfer(ts).getXfer() != EXS_Unknown && DcmXfer(ts).isNotEncapsulated()) {
 				native = pc.presentationContextID;
 				native_ts = ts;
+			} else if (!lossless && is_lossless_target(DcmXfer(ts).getXfer())) {
+				lossless = pc.presentationContextID;
+				lossless_ts = ts;
 			}
 		}
 		T_ASC_PresentationContextID pres_id = same;
@@ -392,6 +409,15 @@ extern "C" int pn_dcm_store_send(pn_dcm_assoc *a, const char *path, const char *
 			} else if (native) {
 				pres_id = native;
 				target = DcmXfer(native_ts.c_str()).getXfer();
+			} else if (lossless) {
+				// Decoded first (if compressed), then encoded losslessly.
+				if (!have_x.isNotEncapsulated() &&
+				    ds->chooseRepresentation(EXS_LittleEndianExplicit, NULL).bad())
+					return -ENOTSUP;
+				pres_id = lossless;
+				target = DcmXfer(lossless_ts.c_str()).getXfer();
+				if (ds->chooseRepresentation(target, NULL).bad() || !ds->canWriteXfer(target))
+					return -ENOTSUP;
 			}
 			if (!pres_id)
 				return -ENOTSUP;

@@ -32,7 +32,8 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers",
         "node_config(**kw): how the node fixture configures its node: duplicate_policy, "
-        "workers, max_associations, extra_config={section: {key: value}}")
+        "workers, max_associations, extra_config={section: {key: value}}, "
+        "peers={label: {ae_title, host, port, allow}}")
 
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)
@@ -145,7 +146,7 @@ def scu_dir(testdir):
 @pytest.fixture
 def node_factory(request, pg_cluster, testdir, it_base):
     """node_factory(duplicate_policy=..., workers=..., max_associations=...,
-    extra_config=...) -> a started Node with a fresh database. Teardown
+    extra_config=..., peers=...) -> a started Node with a fresh database. Teardown
     stops each node with SIGTERM and fails the test on sanitizer reports,
     a crash on the way out, or worker processes left behind."""
     _base, user = it_base

@@ -163,7 +163,7 @@ class Node:
 
     def __init__(self, cluster, testdir, dbname, user, *, duplicate_policy="ignore",
                  workers=2, max_associations=8, extra_config=None, port=None,
-                 preexec_fn=None):
+                 preexec_fn=None, peers=None):
         self.cluster = cluster
         self.dir = testdir
         self.user = user
@@ -188,6 +188,9 @@ class Node:
         self.workers = workers
         self.max_associations = max_associations
         self.extra_config = extra_config or {}
+        # {label: {"ae_title": ..., "host": ..., "port": ..., "allow": ...}}:
+        # one [peer.LABEL] section each (extra_config may still add more).
+        self.peers = dict(peers or {})
         # Called in the node's process before exec (e.g. to lower a
         # resource limit); its workers inherit what it sets.
         self.preexec_fn = preexec_fn
@@ -203,6 +206,8 @@ class Node:
             "database": {"conninfo": self.conninfo},
             "log": {"level": "debug"},
         }
+        for label, keys in self.peers.items():
+            cfg["peer." + label] = dict(keys)
         for section, keys in self.extra_config.items():
             cfg.setdefault(section, {}).update(keys)
         with open(self.config_path, "w") as f:
