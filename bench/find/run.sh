@@ -1,0 +1,653 @@
+#!/usr/bin/env bash
+# C-FIND benchmark: query latency (p50, p99) per query shape and the response
+# rate of a large result, for
+#   pacsnode with 1,000,000 instances   (loaded with COPY, not C-STORE)
+#   pacsnode with   100,000 instances   (the same loader)
+#   Orthanc + PostgreSQL index with the same 100,000 instances (C-STORE)
+# all from one deterministic synthetic data set (bench/find/gen.py).
+# Prints the table with the ratios and the targets of issue 3, and writes it
+# to bench/results/find-<date>.txt.
+#
+# Usage (as root): bash bench/find/run.sh [options]; see --help and
+# bench/README.md ("find/").
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+BENCH_DIR=$(dirname "$HERE")
+REPO_DIR=$(dirname "$BENCH_DIR")
+PY=/usr/bin/python3
+
+N_BIG=${N_INSTANCES:-1000000}
+N_SMALL=${N_SMALL:-100000}
+QUERIES=${QUERIES:-100}              # timed queries per shape
+export WARMUP=${WARMUP:-5}           # untimed queries per shape first
+LARGE_TARGET=${LARGE_TARGET:-10000}  # studies matched by the large query
+export LARGE_REPEAT=${LARGE_REPEAT:-3}
+export LITERAL_REPEAT=${LITERAL_REPEAT:-20}   # the literal SMI* and *SON, repeated
+FINDSCU_K=${FINDSCU_K:-50}           # query files per findscu run
+FINDSCU_RUNS=${FINDSCU_RUNS:-3}
+MAX_SECONDS=${MAX_SECONDS:-120}      # cap on one shape's timed queries
+REGIMES=${REGIMES:-idle,busy}        # CPU regimes to measure in (see README)
+N_CHECK=${N_CHECK:-300}              # loader check: instances C-STOREd and COPYed
+ORTHANC_STORAGE_ACCESS=${ORTHANC_STORAGE_ACCESS:-Always}   # Orthanc's default
+PG_SHARED_BUFFERS=${PG_SHARED_BUFFERS:-1GB}
+ORTHANC_STABLE_AGE=${ORTHANC_STABLE_AGE:-5}     # Orthanc's default: 60
+TARGETS="check,pacs-big,pacs-small,orthanc"
+KEEP=0
+USE_NETNS=1
+PDU=65536
+PARALLEL=4
+WORK_BASE=${BENCH_WORK_BASE:-/var/tmp}
+PACSNODE_BIN=${PACSNODE_BIN:-$REPO_DIR/build/scp/pacsnode}
+RESULTS_FILE=""
+RUN_USER=pacsnode
+
+usage() {
+    cat <<EOF
+usage: bash bench/find/run.sh [options]
+  --only LIST       steps to run, comma separated, from
+                    check,pacs-big,pacs-small,orthanc (default: all)
+  --work-base DIR   where the temporary work dir is made (default
+                    \$BENCH_WORK_BASE or /var/tmp)
+  --results FILE    write the table here instead of
+                    bench/results/find-<date>[-<sizes>].txt
+  --no-netns        do not run the servers in a private network namespace
+  --keep            keep the work dir (logs, cluster, results) afterwards
+environment (defaults in brackets):
+  N_INSTANCES [1000000]  instances of the big pacsnode set
+  N_SMALL [100000]       instances of the set given to pacsnode and Orthanc
+  QUERIES [100]          timed queries per shape; WARMUP [5] untimed first
+  LARGE_TARGET [10000]   studies the large query matches; LARGE_REPEAT [3]
+  LITERAL_REPEAT [20]    repetitions of the literal SMI* and *SON queries
+  FINDSCU_K [50]         query files per findscu run; FINDSCU_RUNS [3]
+  MAX_SECONDS [120]      stop a shape's timed queries after this long
+  REGIMES [idle,busy]    measure with idle CPUs, and/or with one CPU kept
+                         busy by a nice-19 spinner (see bench/README.md)
+  N_CHECK [300]          instances of the loader check (COPY vs C-STORE)
+  ORTHANC_STORAGE_ACCESS [Always]  Orthanc's StorageAccessOnFind
+  PG_SHARED_BUFFERS [1GB]
+  PACSNODE_BIN           pacsnode binary (default: build/scp/pacsnode)
+EOF
+}
+
+ARGS=("$@")
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --only) TARGETS=${2:?}; shift 2 ;;
+        --only=*) TARGETS=${1#*=}; shift ;;
+        --work-base) WORK_BASE=${2:?}; shift 2 ;;
+        --results) RESULTS_FILE=${2:?}; shift 2 ;;
+        --no-netns) USE_NETNS=0; shift ;;
+        --keep) KEEP=1; shift ;;
+        --_inner) INNER=1; shift ;;
+        -h|--help) usage; exit 0 ;;
+        *) echo "run.sh: unknown argument: $1" >&2; usage >&2; exit 2 ;;
+    esac
+done
+for v in N_BIG N_SMALL QUERIES WARMUP LARGE_TARGET LARGE_REPEAT LITERAL_REPEAT FINDSCU_K FINDSCU_RUNS N_CHECK; do
+    case "${!v}" in ''|*[!0-9]*) echo "run.sh: $v needs a non-negative integer" >&2; exit 2 ;; esac
+done
+[ "$N_BIG" -ge 100 ] && [ "$N_SMALL" -ge 100 ] && [ "$N_CHECK" -ge 100 ] \
+    || { echo "run.sh: data sets need at least 100 instances" >&2; exit 2; }
+[ "$QUERIES" -ge 1 ] || { echo "run.sh: QUERIES must be at least 1" >&2; exit 2; }
+for r in ${REGIMES//,/ }; do
+    case "$r" in idle|busy) ;; *) echo "run.sh: unknown regime '$r' in REGIMES (idle, busy)" >&2; exit 2 ;; esac
+done
+for t in ${TARGETS//,/ }; do
+    case "$t" in check|pacs-big|pacs-small|orthanc) ;; *) echo "run.sh: unknown step '$t'" >&2; exit 2 ;; esac
+done
+want() { case ",$TARGETS," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
+
+log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+# the cache is keyed on the generator's own text: a change makes new files
+GEN_HASH=$(cat "$HERE/gen.py" "$HERE/dicomenc.py" | sha256sum | cut -c1-10)
+FILES_DIR=$BENCH_DIR/.cache/find-files-n$N_SMALL-$GEN_HASH
+CHECK_DIR=$BENCH_DIR/.cache/find-files-n$N_CHECK-$GEN_HASH
+
+# ---------------------------------------------------------------------------
+# Outer phase (host network namespace): packages, user, the files for
+# C-STORE. Then re-run ourselves in a network namespace with only loopback.
+# ---------------------------------------------------------------------------
+if [ -z "${INNER:-}" ]; then
+    [ "$(id -u)" = 0 ] || die "run as root (it installs packages and runs servers as user $RUN_USER)"
+
+    PKGS=(dcmtk orthanc orthanc-postgresql postgresql python3 iproute2 util-linux)
+    missing=()
+    for p in "${PKGS[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        log "installing Debian packages: ${missing[*]}"
+        export DEBIAN_FRONTEND=noninteractive
+        # keep the packages' own services from starting (see bench/README.md)
+        own_policy=0
+        if [ ! -e /usr/sbin/policy-rc.d ]; then
+            printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+            chmod 755 /usr/sbin/policy-rc.d
+            own_policy=1
+        fi
+        inst_rc=0
+        { apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null; } || inst_rc=$?
+        [ "$own_policy" = 0 ] || rm -f /usr/sbin/policy-rc.d
+        [ "$inst_rc" = 0 ] || die "apt-get failed (exit $inst_rc)"
+    fi
+
+    if ! id -u "$RUN_USER" >/dev/null 2>&1; then
+        log "creating system user $RUN_USER"
+        useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin "$RUN_USER"
+    fi
+
+    make_files() {             # make_files N DIR: cached Part-10 files
+        if [ ! -f "$2/.complete" ]; then
+            log "writing the $1 instances as files into $2"
+            # files of an older generator for the same N are stale
+            mkdir -p "$BENCH_DIR/.cache"
+            find "$BENCH_DIR/.cache" -maxdepth 1 -name "find-files-n$1-*" ! -path "$2" -exec rm -rf {} +
+            rm -rf "$2"
+            local t0=$EPOCHREALTIME
+            $PY "$HERE/gen.py" files "$1" "$2" "$PARALLEL"
+            touch "$2/.complete"
+            log "  files written in $(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.0f", b - a }') s"
+        else
+            log "using cached files $2"
+        fi
+    }
+    if want orthanc; then make_files "$N_SMALL" "$FILES_DIR"; fi
+    if want check; then make_files "$N_CHECK" "$CHECK_DIR"; fi
+
+    if [ "$USE_NETNS" = 1 ]; then
+        if unshare --net true 2>/dev/null; then
+            exec unshare --net -- bash "$HERE/run.sh" "${ARGS[@]}" --_inner
+        fi
+        log "WARNING: cannot create a network namespace; Orthanc will listen on all interfaces (it has no bind option)"
+        USE_NETNS=0
+    fi
+    INNER=1
+fi
+
+# ---------------------------------------------------------------------------
+# Inner phase
+# ---------------------------------------------------------------------------
+if [ "$USE_NETNS" = 1 ]; then
+    ip link set lo up
+    [ "$(ip -o link show | wc -l)" = 1 ] || die "expected a private network namespace with only lo"
+fi
+export TCP_NODELAY=1           # Debian's dcmtk leaves Nagle on without it
+
+PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1)
+[ -x "$PG_BIN/initdb" ] || die "PostgreSQL server binaries not found under /usr/lib/postgresql"
+ORTHANC_PLUGIN=$(dpkg -L orthanc-postgresql | grep -E '/libOrthancPostgreSQLIndex\.so(\.[0-9.]+)?$' | sort | head -n1)
+[ -n "$ORTHANC_PLUGIN" ] || die "libOrthancPostgreSQLIndex.so not found in package orthanc-postgresql"
+
+mkdir -p "$WORK_BASE"
+WORK=$(mktemp -d "$WORK_BASE/pacsnode-bench-find.XXXXXX")
+chmod 755 "$WORK"
+chown "$RUN_USER:" "$WORK"
+SOCK=$WORK/pgsock
+PGDATA_DIR=$WORK/pgdata
+PGPORT=5432
+LOADS=$WORK/loads.tsv          # step, seconds, note
+: > "$LOADS"
+SERVER_PIDFILES=()
+PG_STARTED=0
+
+stop_pidfile() {               # stop_pidfile FILE: TERM, wait, KILL; only that PID
+    local f=$1 pid i
+    [ -s "$f" ] || return 0
+    pid=$(cat "$f")
+    if kill -0 "$pid" 2>/dev/null; then
+        kill -TERM "$pid" 2>/dev/null || true
+        for i in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+        if kill -0 "$pid" 2>/dev/null; then
+            log "PID $pid did not stop after 30 s; sending KILL"
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+    fi
+    rm -f "$f"
+}
+
+cleanup() {
+    local rc=$? f
+    trap - EXIT INT TERM
+    if [ -n "$SPIN_PID" ]; then kill "$SPIN_PID" 2>/dev/null || true; fi
+    for f in "${SERVER_PIDFILES[@]}"; do stop_pidfile "$f"; done
+    wait 2>/dev/null || true
+    if [ "$PG_STARTED" = 1 ]; then
+        runuser -u "$RUN_USER" -- "$PG_BIN/pg_ctl" -D "$PGDATA_DIR" -m fast -w stop >/dev/null 2>&1 || true
+    fi
+    if [ "$KEEP" = 1 ]; then
+        log "work dir kept: $WORK"
+    elif [ $rc != 0 ]; then
+        find "$WORK" -mindepth 1 -maxdepth 1 ! -name '*.log' ! -name '*.tsv' ! -name '*.txt' ! -name '*.json' \
+            -exec rm -rf {} +
+        log "logs kept in $WORK"
+    else
+        rm -rf "$WORK"
+    fi
+    exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+start_server() {               # start_server NAME LOGFILE CMD...
+    local name=$1 logf=$2; shift 2
+    local pidf=$WORK/$name.pid
+    rm -f "$pidf"
+    (cd "$WORK" && exec runuser -u "$RUN_USER" -- sh -c 'echo $$ > "$0"; exec "$@"' "$pidf" "$@") >"$logf" 2>&1 &
+    SERVER_PIDFILES+=("$pidf")
+    local i
+    for i in $(seq 1 50); do [ -s "$pidf" ] && return 0; sleep 0.1; done
+    die "$name did not start (see $logf)"
+}
+
+wait_echo() {                  # wait_echo NAME PORT CALLED_AE LOGFILE
+    local name=$1 port=$2 aec=$3 logf=$4 i pid
+    pid=$(cat "$WORK/$name.pid")
+    for i in $(seq 1 300); do
+        if echoscu -q -to 2 -ta 2 -aet BENCHSCU -aec "$aec" 127.0.0.1 "$port" >/dev/null 2>&1; then
+            return 0
+        fi
+        if ! kill -0 "$pid" 2>/dev/null; then
+            tail -n 20 "$logf" >&2
+            log "$name exited during start-up (log: $logf)"
+            return 1
+        fi
+        sleep 0.2
+    done
+    tail -n 20 "$logf" >&2
+    log "$name: no C-ECHO answer on port $port within 60 s (log: $logf)"
+    return 1
+}
+
+free_port() {
+    $PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+psql_q() {                     # psql_q DB SQL -> output, unaligned
+    PGOPTIONS='-c client_min_messages=warning' psql -X -v ON_ERROR_STOP=1 -h "$SOCK" -p "$PGPORT" -U postgres \
+        -d "$1" -Atqc "$2"
+}
+
+secs_since() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }'; }
+
+note_load() {                  # note_load STEP SECONDS NOTE
+    printf '%s\t%s\t%s\n' "$1" "$2" "$3" >> "$LOADS"
+    log "  $1: $2 s${3:+ ($3)}"
+}
+
+pg_start() {
+    mkdir -p "$SOCK"; chown "$RUN_USER:" "$SOCK"
+    runuser -u "$RUN_USER" -- "$PG_BIN/initdb" -D "$PGDATA_DIR" -U postgres -A trust -E UTF8 --no-locale \
+        >"$WORK/initdb.log" 2>&1 || { cat "$WORK/initdb.log" >&2; die "initdb failed"; }
+    # Unix socket only; durability at its defaults, spelled out. A bigger
+    # max_wal_size only spares the bulk load checkpoint storms.
+    runuser -u "$RUN_USER" -- "$PG_BIN/pg_ctl" -D "$PGDATA_DIR" -l "$WORK/postgresql.log" -w -t 60 \
+        -o "-c listen_addresses='' -k $SOCK -p $PGPORT -c fsync=on -c synchronous_commit=on -c full_page_writes=on \
+            -c shared_buffers=$PG_SHARED_BUFFERS -c max_wal_size=8GB -c maintenance_work_mem=512MB" \
+        start >/dev/null || { tail -n 20 "$WORK/postgresql.log" >&2; die "PostgreSQL did not start"; }
+    PG_STARTED=1
+    log "PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}') running, socket $SOCK (no TCP)"
+}
+
+fresh_db() {
+    psql_q postgres "DROP DATABASE IF EXISTS $1" >/dev/null
+    psql_q postgres "CREATE DATABASE $1" >/dev/null
+}
+drop_db() { psql_q postgres "DROP DATABASE IF EXISTS $1 WITH (FORCE)" >/dev/null || true; }
+
+# ----- pacsnode -------------------------------------------------------------
+PACS_PORT=""
+pacs_start() {                 # pacs_start DB TAG: node on DB, port in PACS_PORT
+    local db=$1 tag=$2 dir=$WORK/pacsnode-$2 cfg
+    mkdir -p "$dir/storage"; chown -R "$RUN_USER:" "$dir"
+    PACS_PORT=$(free_port)
+    cfg=$dir/pacsnode.conf
+    cat > "$cfg" <<EOF
+[node]
+ae_title = PACSNODE
+bind = 127.0.0.1
+port = $PACS_PORT
+require_called_ae = yes
+accept_unknown_calling_ae = yes
+
+[limits]
+workers = 4
+max_associations = 32
+max_pdu = $PDU
+
+[storage]
+root = $dir/storage
+duplicate_policy = ignore
+
+[database]
+conninfo = host=$SOCK port=$PGPORT user=postgres dbname=$db
+
+[log]
+level = warning
+
+[peer.BENCH]
+ae_title = BENCHSCU
+host = 127.0.0.1
+port = 104
+allow = store, find
+EOF
+    start_server "pacsnode" "$dir.log" env TCP_NODELAY=1 "$PACSNODE_BIN" -c "$cfg"
+    wait_echo pacsnode "$PACS_PORT" PACSNODE "$dir.log"
+}
+pacs_stop() { stop_pidfile "$WORK/pacsnode.pid"; }
+
+# load_copy DB N: pacsnode's schema (the node migrates), then COPY the
+# generated rows, set the sequences, VACUUM ANALYZE.
+load_copy() {
+    local db=$1 n=$2 tag=$3 t0 t table cols
+    fresh_db "$db"
+    pacs_start "$db" "$tag-migrate" || return 1
+    pacs_stop
+    for table in patient study series instance; do
+        [ "$(psql_q "$db" "SELECT count(*) FROM $table")" = 0 ] || die "$db.$table not empty after migration"
+    done
+    log "loading $n instances into $db with COPY"
+    t0=$EPOCHREALTIME
+    for table in patient study series instance; do
+        t=$EPOCHREALTIME
+        cols=$($PY "$HERE/gen.py" columns 0 "$table")
+        $PY "$HERE/gen.py" copy "$n" "$table" \
+            | PGOPTIONS='-c client_min_messages=warning' psql -X -v ON_ERROR_STOP=1 -h "$SOCK" -p "$PGPORT" \
+                -U postgres -d "$db" -qc "COPY $table ($cols) FROM STDIN" \
+            || die "COPY into $db.$table failed"
+        psql_q "$db" "SELECT setval(pg_get_serial_sequence('$table', 'pk'), (SELECT max(pk) FROM $table))" >/dev/null
+        note_load "$tag COPY $table" "$(secs_since "$t")" "$(psql_q "$db" "SELECT count(*) FROM $table") rows"
+    done
+    note_load "$tag COPY total" "$(secs_since "$t0")" "generation and COPY, pipelined"
+    t=$EPOCHREALTIME
+    psql_q "$db" "VACUUM ANALYZE" >/dev/null
+    note_load "$tag VACUUM ANALYZE" "$(secs_since "$t")" "$(psql_q "$db" "SELECT pg_size_pretty(pg_database_size('$db'))") database"
+}
+
+# ----- Orthanc --------------------------------------------------------------
+ORTHANC_PORT=""
+orthanc_start() {              # orthanc_start DB
+    local db=$1 dir=$WORK/orthanc cfg
+    mkdir -p "$dir/storage" "$dir/index" "$dir/tmp"; chown -R "$RUN_USER:" "$dir"
+    ORTHANC_PORT=$(free_port)
+    cfg=$dir/orthanc.json
+    # Everything not set here keeps Orthanc's default (bench/README.md):
+    # StorageAccessOnFind=Always, CaseSensitivePN=false, LimitFindResults=0.
+    # SyncStorageArea=false only speeds up the (untimed) load.
+    cat > "$cfg" <<EOF
+{
+  "Name" : "pacsnode-bench-find",
+  "StorageDirectory" : "$dir/storage",
+  "IndexDirectory" : "$dir/index",
+  "TemporaryDirectory" : "$dir/tmp",
+  "StorageCompression" : false,
+  "SyncStorageArea" : false,
+  "Plugins" : [ "$ORTHANC_PLUGIN" ],
+  "LuaScripts" : [ ],
+  "HttpServerEnabled" : false,
+  "RemoteAccessAllowed" : false,
+  "WebDavEnabled" : false,
+  "OrthancExplorerEnabled" : false,
+  "DicomServerEnabled" : true,
+  "DicomAet" : "ORTHANC",
+  "DicomPort" : $ORTHANC_PORT,
+  "DicomCheckCalledAet" : true,
+  "DicomAlwaysAllowEcho" : true,
+  "DicomAlwaysAllowStore" : true,
+  "DicomAlwaysAllowFind" : true,
+  "UnknownSopClassAccepted" : false,
+  "DicomModalities" : { },
+  "OrthancPeers" : { },
+  "MaximumPduLength" : $PDU,
+  "DicomThreadsCount" : 4,
+  "StorageAccessOnFind" : "$ORTHANC_STORAGE_ACCESS",
+  "HttpsVerifyPeers" : true,
+  "HttpProxy" : "",
+  "SaveJobs" : false,
+  "StableAge" : $ORTHANC_STABLE_AGE,
+  "PostgreSQL" : {
+    "EnableIndex" : true,
+    "EnableStorage" : false,
+    "Host" : "$SOCK",
+    "Port" : $PGPORT,
+    "Database" : "$db",
+    "Username" : "postgres",
+    "Password" : "",
+    "EnableSsl" : false,
+    "Lock" : true,
+    "IndexConnectionsCount" : 1
+  }
+}
+EOF
+    start_server orthanc "$WORK/orthanc.log" env TCP_NODELAY=1 Orthanc "$cfg"
+    wait_echo orthanc "$ORTHANC_PORT" ORTHANC "$WORK/orthanc.log"
+}
+
+# orthanc_settle DB: until Orthanc's table of changes has not grown for
+# 3 * StableAge seconds (at most 10 minutes)
+orthanc_settle() {
+    local db=$1 last=-1 now same=0 i
+    for i in $(seq 1 600); do
+        now=$(psql_q "$db" "SELECT count(*) FROM changes" 2>/dev/null || echo -1)
+        if [ "$now" = "$last" ]; then same=$((same + 1)); else same=0; last=$now; fi
+        [ "$same" -lt $((3 * ORTHANC_STABLE_AGE)) ] || return 0
+        sleep 1
+    done
+    log "WARNING: Orthanc still recording changes after 10 minutes"
+}
+
+# send_files PORT AEC DIR TAG: PARALLEL storescu, one per shard s<k>
+send_files() {
+    local port=$1 aec=$2 dir=$3 tag=$4 pids=() i rc=0
+    for i in $(seq 0 $((PARALLEL - 1))); do
+        [ -d "$dir/s$i" ] || continue
+        storescu -aet BENCHSCU -aec "$aec" --max-pdu "$PDU" -ta 120 -td 120 +sd +r \
+            127.0.0.1 "$port" "$dir/s$i" > "$WORK/send-$tag-$i.log" 2>&1 &
+        pids+=($!)
+    done
+    for i in "${!pids[@]}"; do
+        if ! wait "${pids[$i]}"; then
+            rc=1
+            log "storescu $tag #$i failed: $(grep -E '^[EF]: ' "$WORK/send-$tag-$i.log" | head -n1)"
+        fi
+    done
+    return $rc
+}
+
+# ----- queries --------------------------------------------------------------
+# measure LABEL PORT AEC PLAN: findclient over the plan once per CPU regime
+# (REGIMES: "idle", then "busy" with a nice-19 spinner keeping one CPU from
+# idling), then the findscu cross-check (CPUs idle). Never fails the run:
+# results (or the error) land in JSON.
+SPIN_PID=""
+measure() {
+    local label=$1 port=$2 aec=$3 plan=$4 rc t regime
+    local qdir=$WORK/findscu-queries-$(basename "$plan" .json)
+    for regime in ${REGIMES//,/ }; do
+        t=$EPOCHREALTIME
+        rc=0
+        if [ "$regime" = busy ]; then
+            nice -n 19 sh -c 'while :; do :; done' &
+            SPIN_PID=$!
+        fi
+        log "$label, CPUs $regime: $QUERIES queries per shape on one association"
+        $PY "$HERE/findclient.py" run --port "$port" --aec "$aec" --label "$label" --plan "$plan" \
+            --out "$WORK/find-$label-$regime.json" --max-seconds "$MAX_SECONDS" \
+            > "$WORK/findclient-$label-$regime.log" 2>&1 || rc=$?
+        if [ $rc = 3 ]; then
+            log "$label does not answer C-FIND: $($PY -c 'import json,sys; print(json.load(open(sys.argv[1]))["error"])' "$WORK/find-$label-$regime.json")"
+        elif [ $rc != 0 ]; then
+            log "$label: findclient failed (exit $rc; see $WORK/findclient-$label-$regime.log)"
+            tail -n 5 "$WORK/findclient-$label-$regime.log" >&2 || true
+        fi
+        log "  queries took $(secs_since "$t") s"
+        if [ $rc != 3 ] && [ "$FINDSCU_K" -ge 2 ]; then
+            t=$EPOCHREALTIME
+            [ -d "$qdir" ] || $PY "$HERE/findclient.py" write-queries --plan "$plan" --dir "$qdir" --count "$FINDSCU_K"
+            mkdir -p "$WORK/findscu-logs"
+            $PY "$HERE/findclient.py" findscu --port "$port" --aec "$aec" --label "$label-$regime" --dir "$qdir" \
+                --runs "$FINDSCU_RUNS" --logdir "$WORK/findscu-logs" --out "$WORK/findscu-$label-$regime.json" \
+                || log "$label: some findscu run failed (see $WORK/findscu-logs)"
+            log "  findscu cross-check took $(secs_since "$t") s"
+        fi
+        if [ -n "$SPIN_PID" ]; then
+            kill "$SPIN_PID" 2>/dev/null || true
+            wait "$SPIN_PID" 2>/dev/null || true
+            SPIN_PID=""
+        fi
+        [ $rc != 3 ] || return 0
+    done
+}
+
+# ----- steps ----------------------------------------------------------------
+# The loader's rows must be what a C-STORE of the same files gives: N_CHECK
+# instances both ways, every column but the storage facts compared.
+step_check() {
+    log "loader check: $N_CHECK instances by C-STORE and by COPY"
+    fresh_db loadcheck_store
+    pacs_start loadcheck_store check || die "pacsnode does not start"
+    send_files "$PACS_PORT" PACSNODE "$CHECK_DIR" check || die "C-STORE of the check set failed"
+    pacs_stop
+    load_copy loadcheck_copy "$N_CHECK" check >/dev/null
+    local q out_store out_copy bad=0 table
+    declare -A Q=(
+        [patient]="SELECT patient_id, issuer, patient_name, patient_birth_date, patient_sex, encode(attrs, 'hex') FROM patient ORDER BY 1"
+        [study]="SELECT s.study_uid, p.patient_id, s.study_date, s.study_time, s.accession_number, s.study_id, s.study_description, s.referring_physician_name, encode(s.attrs, 'hex') FROM study s JOIN patient p ON p.pk = s.patient_fk ORDER BY 1"
+        [series]="SELECT se.series_uid, s.study_uid, se.modality, se.series_number, se.series_description, se.series_date, se.series_time, se.body_part_examined, se.protocol_name, encode(se.attrs, 'hex') FROM series se JOIN study s ON s.pk = se.study_fk ORDER BY 1"
+        [instance]="SELECT i.sop_uid, se.series_uid, i.sop_class_uid, i.instance_number, i.image_type, i.rows, i.columns, i.number_of_frames, i.samples_per_pixel, i.photometric_interpretation, i.slice_thickness, i.spacing_between_slices, i.acquisition_date, i.acquisition_time, i.content_date, i.content_time, i.transfer_syntax_uid, i.specific_character_set, encode(i.attrs, 'hex') FROM instance i JOIN series se ON se.pk = i.series_fk ORDER BY 1"
+    )
+    for table in patient study series instance; do
+        psql_q loadcheck_store "${Q[$table]}" > "$WORK/check-store-$table.txt"
+        psql_q loadcheck_copy "${Q[$table]}" > "$WORK/check-copy-$table.txt"
+        if ! cmp -s "$WORK/check-store-$table.txt" "$WORK/check-copy-$table.txt"; then
+            bad=1
+            log "loader check: $table rows differ from C-STORE's:"
+            diff "$WORK/check-store-$table.txt" "$WORK/check-copy-$table.txt" | head -n 6 | cut -c1-300 >&2
+        fi
+    done
+    # the file sizes the loader writes are those of the files sent
+    local sz_store sz_copy
+    sz_store=$(find "$CHECK_DIR" -name '*.dcm' -printf '%s\n' | awk '{s+=$1} END {print s}')
+    sz_copy=$(psql_q loadcheck_copy "SELECT sum(size) FROM instance")
+    [ "$sz_store" = "$sz_copy" ] || { bad=1; log "loader check: sizes $sz_copy (COPY) vs $sz_store (files)"; }
+    drop_db loadcheck_store; drop_db loadcheck_copy
+    if [ $bad = 0 ]; then
+        echo "check=COPY rows identical to C-STORE's for $N_CHECK instances (every column but path, size, checksum, calling AE, times; attrs byte for byte)" >> "$WORK/meta.txt"
+        log "loader check passed: COPY rows = C-STORE rows"
+    else
+        echo "check=FAILED: COPY rows differ from C-STORE's (see the log)" >> "$WORK/meta.txt"
+        log "loader check FAILED"
+    fi
+}
+
+step_pacs() {                  # step_pacs big|small
+    local which=$1 n db label plan
+    if [ "$which" = big ]; then n=$N_BIG; else n=$N_SMALL; fi
+    db=pacsfind_$which
+    label=pacsnode-$which
+    plan=$WORK/plan-$n.json
+    [ -f "$plan" ] || $PY "$HERE/gen.py" queries "$n" "$plan" "$QUERIES" "$LARGE_TARGET"
+    load_copy "$db" "$n" "$label" || { log "$label: pacsnode does not start; skipped"; return 0; }
+    if pacs_start "$db" "$label"; then
+        measure "$label" "$PACS_PORT" PACSNODE "$plan"
+    else
+        log "$label: pacsnode does not start; skipped"
+    fi
+    pacs_stop
+    [ "$KEEP" = 1 ] || drop_db "$db"
+}
+
+step_orthanc() {
+    local db=orthanc_find n=$N_SMALL plan t files rows
+    plan=$WORK/plan-$n.json
+    [ -f "$plan" ] || $PY "$HERE/gen.py" queries "$n" "$plan" "$QUERIES" "$LARGE_TARGET"
+    fresh_db "$db"
+    # only spares the untimed load its fsyncs; the queries only read
+    psql_q postgres "ALTER DATABASE $db SET synchronous_commit = off" >/dev/null
+    orthanc_start "$db" || { log "Orthanc does not start; skipped"; return 0; }
+    log "storing $n instances into Orthanc with $PARALLEL storescu"
+    t=$EPOCHREALTIME
+    send_files "$ORTHANC_PORT" ORTHANC "$FILES_DIR" orthanc || log "some storescu failed (counted below)"
+    rows=$(psql_q "$db" "SELECT count(*) FROM resources WHERE resourcetype = 3")
+    note_load "orthanc C-STORE" "$(secs_since "$t")" "$rows instances indexed, $PARALLEL associations"
+    [ "$rows" = "$n" ] || log "WARNING: Orthanc indexed $rows of $n instances"
+    # Orthanc marks each patient/study/series "stable" StableAge seconds
+    # after its last instance and records that in the index: wait until that
+    # is over, so the queries do not compete with it.
+    t=$EPOCHREALTIME
+    orthanc_settle "$db"
+    note_load "orthanc settle" "$(secs_since "$t")" "until its stable events were recorded (StableAge $ORTHANC_STABLE_AGE s)"
+    psql_q postgres "ALTER DATABASE $db RESET synchronous_commit" >/dev/null
+    t=$EPOCHREALTIME
+    psql_q "$db" "VACUUM ANALYZE" >/dev/null
+    note_load "orthanc VACUUM ANALYZE" "$(secs_since "$t")" "$(psql_q "$db" "SELECT pg_size_pretty(pg_database_size('$db'))") database"
+    echo "orthanc_indexed=$rows" >> "$WORK/meta.txt"
+    measure orthanc "$ORTHANC_PORT" ORTHANC "$plan"
+    stop_pidfile "$WORK/orthanc.pid"
+    [ "$KEEP" = 1 ] || drop_db "$db"
+}
+
+# ----- main -----------------------------------------------------------------
+STARTED=$(date '+%Y-%m-%d %H:%M:%S %Z')
+T_START=$EPOCHREALTIME
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+: > "$WORK/meta.txt"
+PACSNODE_NOTE=""
+PACSNODE_SHA=""
+# the commit checked out when the run starts (others may commit meanwhile)
+PACSNODE_REV=$(git -C "$REPO_DIR" rev-parse --short HEAD 2>/dev/null || echo "no commit")
+if [ -x "$PACSNODE_BIN" ]; then
+    PACSNODE_SHA=$(sha256sum "$PACSNODE_BIN" | cut -c1-12)
+else
+    PACSNODE_NOTE="pacsnode binary not found at $PACSNODE_BIN"
+    log "$PACSNODE_NOTE: skipping pacsnode"
+fi
+log "work dir $WORK; sets of $N_BIG and $N_SMALL instances; $QUERIES queries per shape"
+pg_start
+
+if [ -z "$PACSNODE_NOTE" ]; then
+    if want check; then step_check; fi
+    if want pacs-big; then step_pacs big; fi
+    if want pacs-small; then step_pacs small; fi
+fi
+if want orthanc; then step_orthanc; fi
+
+# ----- report ---------------------------------------------------------------
+if [ -z "$RESULTS_FILE" ]; then
+    base=$BENCH_DIR/results/find-$(date +%F)
+    [ "$N_BIG/$N_SMALL" = 1000000/100000 ] || base=$base-n$N_BIG-$N_SMALL
+    RESULTS_FILE=$base.txt
+    i=2
+    while [ -e "$RESULTS_FILE" ]; do RESULTS_FILE=$base-$i.txt; i=$((i + 1)); done
+fi
+mkdir -p "$(dirname "$RESULTS_FILE")"
+{
+    echo "started=$STARTED"
+    echo "duration_s=$(awk -v a="$T_START" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.0f", b - a }')"
+    echo "load=$LOAD_START at the start, $(cut -d' ' -f1-3 /proc/loadavg) at the end"
+    echo "host=$(nproc) CPUs, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo) RAM, kernel $(uname -r)"
+    echo "dcmtk=$(dpkg-query -W -f='${Version}' dcmtk)"
+    echo "orthanc=$(dpkg-query -W -f='${Version}' orthanc) orthanc-postgresql=$(dpkg-query -W -f='${Version}' orthanc-postgresql)"
+    echo "orthanc_storage_access=$ORTHANC_STORAGE_ACCESS"
+    echo "postgresql=$("$PG_BIN/postgres" --version | awk '{print $3}') shared_buffers=$PG_SHARED_BUFFERS"
+    if [ -n "$PACSNODE_NOTE" ]; then echo "pacsnode=$PACSNODE_NOTE"
+    else
+        sha_end=$(sha256sum "$PACSNODE_BIN" 2>/dev/null | cut -c1-12)
+        changed=""
+        [ "$sha_end" = "$PACSNODE_SHA" ] || changed="; WARNING: the binary changed during the run"
+        echo "pacsnode=$PACSNODE_BIN (repo at commit $PACSNODE_REV when the run started; binary sha256 $PACSNODE_SHA, built $(date -r "$PACSNODE_BIN" '+%F %T')$changed)"
+    fi
+    echo "n_big=$N_BIG"
+    echo "n_small=$N_SMALL"
+    echo "queries=$QUERIES warmup=$WARMUP literal_repeat=$LITERAL_REPEAT large_repeat=$LARGE_REPEAT findscu_k=$FINDSCU_K findscu_runs=$FINDSCU_RUNS max_seconds=$MAX_SECONDS"
+    echo "netns=$USE_NETNS"
+    echo "regimes=$REGIMES"
+    echo "findscu_runs=$FINDSCU_RUNS"
+    echo "data_big=$($PY "$HERE/gen.py" stats "$N_BIG" | $PY -c 'import json,sys; print(json.dumps(json.load(sys.stdin)))')"
+    echo "data_small=$($PY "$HERE/gen.py" stats "$N_SMALL" | $PY -c 'import json,sys; print(json.dumps(json.load(sys.stdin)))')"
+} >> "$WORK/meta.txt"
+
+$PY "$HERE/report.py" "$WORK" | tee "$RESULTS_FILE"
+log "table written to $RESULTS_FILE"
