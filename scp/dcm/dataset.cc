@@ -15,6 +15,7 @@
 #include <cstring>
 
 #include "dataset_internal.h"
+#include "util_internal.h"
 
 namespace
 {
@@ -98,22 +99,6 @@ extern "C" void pn_dcm_ds_free(pn_dcm_ds *ds)
 
 namespace
 {
-
-bool is_text_vr(DcmEVR vr)
-{
-	switch (vr) {
-	case EVR_SH:
-	case EVR_LO:
-	case EVR_ST:
-	case EVR_LT:
-	case EVR_UC:
-	case EVR_UT:
-	case EVR_PN:
-		return true;
-	default:
-		return false;
-	}
-}
 
 int convert_item(DcmItem *item, pn_dcm_text_fn decode, void *ctx, uint32_t *bad_tag)
 {

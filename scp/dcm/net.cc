@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "assoc_internal.h"
+#include "util_internal.h"
 
 // Our implementation identity in the meta header of files we write.
 #define PN_IMPLEMENTATION_CLASS_UID "2.25.159142522441686625131027334693319430699"
@@ -201,25 +202,6 @@ int write_meta_header(SinkStream &out, const pn_dcm_cmd *cmd, const char *callin
 	if (out.error() != 0)
 		return out.error();
 	return c.good() ? 0 : -EIO;
-}
-
-// dcmtk times only the wait for the first byte of a PDU and then reads the
-// rest blocking: a peer that stops half-way would hold the worker forever.
-// Kernel timeouts bound every read and write, whatever dcmtk does.
-void set_socket_timeouts(int fd, int seconds)
-{
-	struct timeval tv;
-	tv.tv_sec = seconds;
-	tv.tv_usec = 0;
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-}
-
-int condition_to_errno(const OFCondition &c)
-{
-	if (c == DIMSE_NODATAAVAILABLE || c == DUL_READTIMEOUT)
-		return -ETIMEDOUT;
-	return -EPROTO;
 }
 
 } // namespace

@@ -18,6 +18,7 @@
 
 #include "assoc_internal.h"
 #include "dataset_internal.h"
+#include "util_internal.h"
 
 namespace
 {
@@ -32,35 +33,12 @@ uint32_t tag_of(const DcmTagKey &k)
 	return ((uint32_t)k.getGroup() << 16) | k.getElement();
 }
 
-bool is_text_vr(DcmEVR vr)
-{
-	switch (vr) {
-	case EVR_SH:
-	case EVR_LO:
-	case EVR_ST:
-	case EVR_LT:
-	case EVR_UC:
-	case EVR_UT:
-	case EVR_PN:
-		return true;
-	default:
-		return false;
-	}
-}
-
 pn_dcm_ds *wrap_owned(DcmItem *item)
 {
 	pn_dcm_ds *d = new pn_dcm_ds();
 	d->owned = item;
 	d->item = item;
 	return d;
-}
-
-int condition_to_errno(const OFCondition &c)
-{
-	if (c == DIMSE_NODATAAVAILABLE || c == DUL_READTIMEOUT)
-		return -ETIMEDOUT;
-	return -EPROTO;
 }
 
 } // namespace

@@ -32,6 +32,7 @@
 #include <vector>
 
 #include "assoc_internal.h"
+#include "util_internal.h"
 
 namespace
 {
@@ -45,28 +46,12 @@ bool is_uncompressed_le(const char *ts)
 	       strcmp(ts, UID_LittleEndianImplicitTransferSyntax) == 0;
 }
 
-int condition_to_errno(const OFCondition &c)
-{
-	if (c == DIMSE_NODATAAVAILABLE || c == DUL_READTIMEOUT)
-		return -ETIMEDOUT;
-	return -EPROTO;
-}
-
 // After a failed send: the kernel's send timeout shows as EAGAIN.
 int send_errno(const OFCondition &c)
 {
 	if (errno == EAGAIN || errno == EWOULDBLOCK)
 		return -ETIMEDOUT;
 	return condition_to_errno(c);
-}
-
-void set_socket_timeouts(int fd, int seconds)
-{
-	struct timeval tv;
-	tv.tv_sec = seconds;
-	tv.tv_usec = 0;
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
 }
 
 // Failure statuses carry an Error Comment; success, pending, cancel and
