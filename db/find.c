@@ -122,18 +122,6 @@ static const char *const from_clause[PN_FIND_LEVELS] = {
 };
 static const char *const attrs_column[PN_FIND_LEVELS] = {"p.attrs", "st.attrs", "se.attrs", "i.attrs"};
 
-struct pn_find_state {
-	PGresult *row; /* the current single-row result */
-	bool running;  /* results still to be read */
-	int level;
-	unsigned computed;
-	int col_computed[PN_FIND_C_COUNT];
-	int col_path; /* first of sop_uid, sop_class_uid, transfer_syntax_uid, path */
-	/* parameter storage: array literals built for LIST conditions */
-	char *owned[MAX_CONDS * 2];
-	size_t n_owned;
-};
-
 typedef struct {
 	char sql[SQL_MAX];
 	size_t len;
@@ -141,6 +129,23 @@ typedef struct {
 	const char *values[MAX_CONDS * 2];
 	int n;
 } builder;
+
+struct pn_find_state {
+	PGresult *row; /* the current single-row result */
+	bool running;  /* results still to be read */
+	int level;
+	unsigned computed;
+	int col_computed[PN_FIND_C_COUNT];
+	int col_path; /* first of sop_uid, sop_class_uid, transfer_syntax_uid, path */
+	/* The statement, kept until its first row: a connection found broken
+	 * then (the server restarted since the last statement) is re-made and
+	 * the statement sent once more. */
+	builder *sent;
+	bool got_row, resent;
+	/* parameter storage: array literals built for LIST conditions */
+	char *owned[MAX_CONDS * 2];
+	size_t n_owned;
+};
 
 static void put(builder *b, const char *fmt, ...)
 {
@@ -289,10 +294,23 @@ static void state_reset(struct pn_find_state *fs)
 {
 	PQclear(fs->row);
 	fs->row = NULL;
+	free(fs->sent);
+	fs->sent = NULL;
+	fs->got_row = false;
+	fs->resent = false;
 	for (size_t i = 0; i < fs->n_owned; i++)
 		free(fs->owned[i]);
 	fs->n_owned = 0;
 	fs->running = false;
+}
+
+/* Text parameters, binary results: attrs arrive as raw bytes. */
+static int send_query(pn_db *db, const builder *b)
+{
+	if (PQsendQueryParams(db->conn, b->sql, b->n, NULL, b->values, NULL, NULL, 1) != 1 ||
+	    PQsetSingleRowMode(db->conn) != 1)
+		return -EIO;
+	return 0;
 }
 
 int pn_find_start(pn_db *db, const pn_find_query *q)
@@ -364,17 +382,25 @@ int pn_find_start(pn_db *db, const pn_find_query *q)
 		state_reset(fs);
 		return rc;
 	}
-	/* Text parameters, binary results: attrs arrive as raw bytes. */
-	if (PQsendQueryParams(db->conn, b->sql, b->n, NULL, b->values, NULL, NULL, 1) != 1 ||
-	    PQsetSingleRowMode(db->conn) != 1) {
+	fs->sent = b;
+	if (send_query(db, b) < 0 && (PQstatus(db->conn) == CONNECTION_OK ||
+	                              (fs->resent = true, pn_db_ensure_connected(db) < 0) || send_query(db, b) < 0)) {
 		pn_db_set_error_result(db, NULL);
-		free(b);
 		pn_find_stop(db);
 		return PQstatus(db->conn) == CONNECTION_OK ? -EIO : -ECONNREFUSED;
 	}
-	free(b);
 	fs->running = true;
 	return 0;
+}
+
+/* Before the first row: true if the connection broke and the statement
+ * could be sent again on a new one. */
+static bool resend(pn_db *db, struct pn_find_state *fs)
+{
+	if (fs->got_row || fs->resent || !fs->sent || PQstatus(db->conn) == CONNECTION_OK)
+		return false;
+	fs->resent = true;
+	return pn_db_ensure_connected(db) == 0 && send_query(db, fs->sent) == 0;
 }
 
 static int64_t be64(const char *p)
@@ -413,8 +439,15 @@ int pn_find_next(pn_db *db, pn_find_row *row)
 		PQclear(res);
 		while ((res = PQgetResult(db->conn)) != NULL)
 			PQclear(res);
+		if (resend(db, fs))
+			return pn_find_next(db, row);
 		fs->running = false;
 		return -EIO;
+	}
+	if (!fs->got_row) {
+		fs->got_row = true;
+		free(fs->sent);
+		fs->sent = NULL;
 	}
 	fs->row = res;
 	memset(row, 0, sizeof *row);

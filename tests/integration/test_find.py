@@ -1053,3 +1053,26 @@ def test_100k_matches_in_flat_memory(node):
                           sampler.peak))
     assert worst < 20 * 1024, "a worker's RSS grew by %d kB during the query (base %s, peak %s)" \
         % (worst, base, sampler.peak)
+
+
+# --------------------------------------------------------------------------
+# The database connection
+
+
+@pytest.mark.node_config(workers=2)
+def test_query_after_database_sessions_ended(node, corpus, scu_dir, pg_cluster):
+    """Every worker's session is terminated (as by a server restart): the
+    next queries are answered, not refused with 0xA700 (the statement is
+    sent again on a new connection when the old one is found broken)."""
+    run = H.storescu(node.port, corpus.paths(), scu_dir)
+    assert run.all_success(), run.summary()
+    keys = {"StudyInstanceUID": "", "PatientID": "PN-0005"}
+    for _ in range(4):  # every worker has been used and holds a session
+        res = F.find(node.port, S, F.query_dataset("STUDY", keys))
+        assert (res.n_pending, res.final_status) == (2, F.SUCCESS)
+    from test_robustness import terminate_backends
+    assert terminate_backends(pg_cluster, node.dbname) >= 1
+    for _ in range(6):
+        res = F.find(node.port, S, F.query_dataset("STUDY", keys))
+        assert (res.n_pending, res.final_status) == (2, F.SUCCESS), "0x%04X" % res.final_status
+    assert "0xA700" not in node.log_text()
