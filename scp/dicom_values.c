@@ -40,6 +40,13 @@ static int num(const char *s, size_t n)
 	return v;
 }
 
+int pn_days_in_month(int y, int m)
+{
+	static const int mdays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+	bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+	return m == 2 && leap ? 29 : mdays[m - 1];
+}
+
 bool pn_da_to_iso(const char *da, char out[11])
 {
 	char v[16];
@@ -57,11 +64,7 @@ bool pn_da_to_iso(const char *da, char out[11])
 		return false;
 	}
 	int y = num(d, 4), m = num(d + 4, 2), day = num(d + 6, 2);
-	static const int mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-	if (y < 1 || m < 1 || m > 12 || day < 1 || day > mdays[m - 1])
-		return false;
-	bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-	if (m == 2 && day == 29 && !leap)
+	if (y < 1 || m < 1 || m > 12 || day < 1 || day > pn_days_in_month(y, m))
 		return false;
 	snprintf(out, 11, "%04u-%02u-%02u", (unsigned)y % 10000u, (unsigned)m % 100u, (unsigned)day % 100u);
 	return true;

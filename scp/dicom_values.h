@@ -9,6 +9,9 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+/* Days in month m (1-12) of year y, leap years included. */
+int pn_days_in_month(int y, int m);
+
 /* DA "YYYYMMDD" (and the old "YYYY.MM.DD") -> "YYYY-MM-DD". */
 bool pn_da_to_iso(const char *da, char out[11]);
 /* TM "HH[MM[SS[.F{1,6}]]]" (and the old "HH:MM:SS") -> "HH:MM:SS[.ffffff]". */

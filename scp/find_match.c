@@ -1,6 +1,7 @@
 #include "find_match.h"
 
 #include "charset.h"
+#include "dicom_values.h"
 #include "uid.h"
 
 #include <errno.h>
@@ -202,13 +203,6 @@ static int num(const char *s, size_t n)
 	return v;
 }
 
-static int days_in_month(int y, int m)
-{
-	static const int mdays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-	bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-	return m == 2 && leap ? 29 : mdays[m - 1];
-}
-
 static void put2(char *out, int v)
 {
 	out[0] = (char)('0' + v / 10 % 10);
@@ -241,23 +235,8 @@ static void fmt_time(char *out, int hh, int mm, int ss, const char *frac, size_t
 
 int pn_norm_date(const char *in, char out[11])
 {
-	size_t n = strlen(in);
-	char d[8];
-	if (n == 8 && digits(in, 8)) {
-		memcpy(d, in, 8);
-	} else if (n == 10 && in[4] == '.' && in[7] == '.' && digits(in, 4) && digits(in + 5, 2) && digits(in + 8, 2)) {
-		memcpy(d, in, 4);
-		memcpy(d + 4, in + 5, 2);
-		memcpy(d + 6, in + 8, 2);
-	} else {
-		return -EINVAL;
-	}
-	int y = num(d, 4), m = num(d + 4, 2), day = num(d + 6, 2);
-	if (y < 1 || m < 1 || m > 12 || day < 1 || day > days_in_month(y, m))
-		return -EINVAL;
-	fmt_date(out, y, m, day);
-	out[10] = '\0';
-	return 0;
+	/* one value only: lists were split before */
+	return !strchr(in, '\\') && pn_da_to_iso(in, out) ? 0 : -EINVAL;
 }
 
 /* Parses the "HH[MM[SS[.F{1,6}]]]" at t[0..n) (n > 0) into fields;
@@ -359,8 +338,8 @@ static int norm_datetime(const char *in, bool upper, char out[27])
 	int m = nd >= 6 ? num(in + 4, 2) : upper ? 12 : 1;
 	if (y < 1 || m < 1 || m > 12)
 		return -EINVAL;
-	int d = nd >= 8 ? num(in + 6, 2) : upper ? days_in_month(y, m) : 1;
-	if (d < 1 || d > days_in_month(y, m))
+	int d = nd >= 8 ? num(in + 6, 2) : upper ? pn_days_in_month(y, m) : 1;
+	if (d < 1 || d > pn_days_in_month(y, m))
 		return -EINVAL;
 	int hh = upper ? 23 : 0, mm = 0, ss = 0;
 	const char *frac = "";

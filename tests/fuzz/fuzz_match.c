@@ -141,13 +141,11 @@ static void check_shape(const pn_match *m, const char *vr, const char *value)
 	}
 }
 
-/* The normalisers agree with the ones the store path uses for the columns. */
+/* The time normaliser agrees with the one the store path uses for the
+ * columns (pn_norm_date is pn_da_to_iso itself). */
 static void check_normalisers(const char *s)
 {
-	char a[11], b[11], t[16], u[16], iso[16];
-	if (pn_norm_date(s, a) == 0) {
-		CHECK(pn_da_to_iso(s, b) && strcmp(a, b) == 0);
-	}
+	char t[16], u[16], iso[16];
 	if (pn_norm_time(s, false, t) == 0) {
 		CHECK(strlen(t) == 15);
 		CHECK(pn_norm_time(s, true, u) == 0 && strlen(u) == 15 && strcmp(t, u) <= 0);
