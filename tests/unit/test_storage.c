@@ -264,6 +264,28 @@ static void recovery(void **state)
 	pn_storage_free(s);
 }
 
+/* Readers (C-MOVE, C-GET) join only paths this module makes. */
+static void full_path(void **state)
+{
+	(void)state;
+	pn_storage *s = NULL;
+	assert_int_equal(pn_storage_open(root, &s), 0);
+	char rel[PN_REL_PATH_MAX];
+	assert_int_equal(pn_storage_rel_path("1.2", "1.2.3", 7, rel), 0);
+	char *p = NULL;
+	assert_int_equal(pn_storage_full_path(s, rel, &p), 0);
+	size_t n = strlen(p), m = strlen(rel);
+	assert_true(n > m + 1 && strcmp(p + n - m, rel) == 0 && p[n - m - 1] == '/');
+	free(p);
+	const char *bad[] = {"", "../etc/passwd", "/etc/passwd", "tmp/x.dcm", "ab/cd/../../../x.dcm"};
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		p = NULL;
+		assert_int_equal(pn_storage_full_path(s, bad[i], &p), -EINVAL);
+		assert_null(p);
+	}
+	pn_storage_free(s);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -272,6 +294,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(fsync_and_link_fail, setup, teardown),
 	    cmocka_unit_test_setup_teardown(batched_flush, setup, teardown),
 	    cmocka_unit_test_setup_teardown(recovery, setup, teardown),
+	    cmocka_unit_test_setup_teardown(full_path, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
