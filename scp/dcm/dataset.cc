@@ -13,6 +13,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <vector>
 
 #include "dataset_internal.h"
 #include "util_internal.h"
@@ -100,20 +101,16 @@ extern "C" void pn_dcm_ds_free(pn_dcm_ds *ds)
 namespace
 {
 
-int convert_item(DcmItem *item, pn_dcm_text_fn decode, void *ctx, uint32_t *bad_tag)
+} // namespace
+
+void pn_dcm_text_values(DcmItem *item, std::vector<pn_dcm_text_value> &out)
 {
-	int result = 0;
 	DcmObject *obj = nullptr;
 	while ((obj = item->nextInContainer(obj)) != nullptr) {
 		if (obj->ident() == EVR_SQ) {
 			DcmSequenceOfItems *sq = OFstatic_cast(DcmSequenceOfItems *, obj);
-			for (unsigned long i = 0; i < sq->card(); i++) {
-				int rc = convert_item(sq->getItem(i), decode, ctx, bad_tag);
-				if (rc == -ENOMEM)
-					return rc;
-				if (rc < 0)
-					result = rc;
-			}
+			for (unsigned long i = 0; i < sq->card(); i++)
+				pn_dcm_text_values(sq->getItem(i), out);
 			continue;
 		}
 		if (!is_text_vr(obj->ident()) || obj->getLength() == 0)
@@ -121,35 +118,34 @@ int convert_item(DcmItem *item, pn_dcm_text_fn decode, void *ctx, uint32_t *bad_
 		DcmElement *el = OFstatic_cast(DcmElement *, obj);
 		char *raw = nullptr;
 		Uint32 len = 0;
-		if (el->getString(raw, len).bad() || !raw)
-			continue;
-		char *utf8 = nullptr;
-		int rc = decode(ctx, raw, len, &utf8);
-		if (rc == -ENOMEM)
-			return rc;
-		if (rc < 0 && result == 0 && bad_tag)
-			*bad_tag = ((uint32_t)obj->getTag().getGroup() << 16) | obj->getTag().getElement();
-		if (rc < 0)
-			result = rc;
-		if (utf8) {
-			el->putString(utf8);
-			free(utf8);
-		}
+		if (el->getString(raw, len).good() && raw)
+			out.push_back(pn_dcm_text_value{el, raw, len});
 	}
-	return result;
 }
-
-} // namespace
 
 extern "C" int pn_dcm_ds_convert_text(pn_dcm_ds *d, pn_dcm_text_fn decode, void *ctx, uint32_t *ret_bad_tag)
 {
 	try {
-		DcmItem *ds = d->item;
 		// Text values are read from the file when asked for; pixel data
 		// stays on disk.
-		int rc = convert_item(ds, decode, ctx, ret_bad_tag);
-		if (rc == -ENOMEM)
-			return rc;
+		std::vector<pn_dcm_text_value> values;
+		pn_dcm_text_values(d->item, values);
+		int rc = 0;
+		for (auto &v : values) {
+			char *utf8 = nullptr;
+			int r = decode(ctx, v.raw, v.len, &utf8);
+			if (r == -ENOMEM)
+				return r;
+			if (r < 0 && rc == 0 && ret_bad_tag)
+				*ret_bad_tag =
+				    ((uint32_t)v.el->getTag().getGroup() << 16) | v.el->getTag().getElement();
+			if (r < 0)
+				rc = r;
+			if (utf8) {
+				v.el->putString(utf8);
+				free(utf8);
+			}
+		}
 		if (d->item->putAndInsertString(DCM_SpecificCharacterSet, "ISO_IR 192").bad())
 			return -ENOMEM;
 		return rc;

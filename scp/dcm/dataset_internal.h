@@ -6,6 +6,8 @@
 #include <dcmtk/dcmdata/dcdatset.h>
 #include <dcmtk/dcmdata/dcfilefo.h>
 
+#include <vector>
+
 // One of: a loaded file (ff owns item), a dataset of our own (owned is
 // item), or a view of a sequence item inside another handle (owns nothing;
 // valid while that handle lives).
@@ -23,5 +25,14 @@ struct pn_dcm_ds {
 		delete owned;
 	}
 };
+
+// Every non-empty text value (SH, LO, ST, LT, UC, UT, PN) of an item and
+// its sequences, in order; `raw` points into the element.
+struct pn_dcm_text_value {
+	DcmElement *el;
+	char *raw;
+	Uint32 len;
+};
+void pn_dcm_text_values(DcmItem *item, std::vector<pn_dcm_text_value> &out);
 
 #endif

@@ -280,77 +280,42 @@ extern "C" int pn_dcm_ds_copy(pn_dcm_ds *dst, const pn_dcm_ds *src, uint32_t tag
 	}
 }
 
-namespace
-{
-
-struct Recoded {
-	DcmElement *el;
-	char *value;
-};
-
-// First pass: every text value converted, nothing changed yet.
-int recode_collect(DcmItem *item, pn_dcm_text_fn fn, void *ctx, std::vector<Recoded> &out, bool *non_ascii)
-{
-	DcmObject *obj = nullptr;
-	while ((obj = item->nextInContainer(obj)) != nullptr) {
-		if (obj->ident() == EVR_SQ) {
-			DcmSequenceOfItems *sq = OFstatic_cast(DcmSequenceOfItems *, obj);
-			for (unsigned long i = 0; i < sq->card(); i++) {
-				int rc = recode_collect(sq->getItem(i), fn, ctx, out, non_ascii);
-				if (rc < 0)
-					return rc;
-			}
-			continue;
-		}
-		if (!is_text_vr(obj->ident()) || obj->getLength() == 0)
-			continue;
-		DcmElement *el = OFstatic_cast(DcmElement *, obj);
-		char *raw = nullptr;
-		Uint32 len = 0;
-		if (el->getString(raw, len).bad() || !raw)
-			continue;
-		bool ascii = true;
-		for (Uint32 i = 0; i < len; i++)
-			if ((unsigned char)raw[i] >= 0x80)
-				ascii = false;
-		if (ascii)
-			continue;
-		*non_ascii = true;
-		if (!fn)
-			continue;
-		char *conv = nullptr;
-		int rc = fn(ctx, raw, len, &conv);
-		if (rc < 0) {
-			free(conv);
-			return rc;
-		}
-		out.push_back(Recoded{el, conv});
-	}
-	return 0;
-}
-
-} // namespace
-
 extern "C" int pn_dcm_ds_recode_text(pn_dcm_ds *d, pn_dcm_text_fn fn, void *ctx, const char *charset)
 {
-	std::vector<Recoded> done;
+	std::vector<char *> done;
 	try {
-		bool non_ascii = false;
-		int rc = recode_collect(d->item, fn, ctx, done, &non_ascii);
-		if (rc == 0 && non_ascii) {
-			for (auto &r : done)
-				if (r.el->putString(r.value).bad())
+		std::vector<pn_dcm_text_value> values, non_ascii;
+		pn_dcm_text_values(d->item, values);
+		for (auto &v : values)
+			for (Uint32 i = 0; i < v.len; i++)
+				if ((unsigned char)v.raw[i] >= 0x80) {
+					non_ascii.push_back(v);
+					break;
+				}
+		int rc = 0;
+		// All converted first, then applied: nothing changes on a failure.
+		for (size_t i = 0; fn && i < non_ascii.size() && rc == 0; i++) {
+			char *conv = nullptr;
+			rc = fn(ctx, non_ascii[i].raw, non_ascii[i].len, &conv);
+			if (rc < 0)
+				free(conv);
+			else
+				done.push_back(conv);
+		}
+		if (rc == 0 && !non_ascii.empty()) {
+			for (size_t i = 0; i < done.size(); i++)
+				if (non_ascii[i].el->putString(done[i]).bad())
 					rc = -EINVAL;
 			if (rc == 0 && charset &&
 			    d->item->putAndInsertString(DCM_SpecificCharacterSet, charset, OFTrue).bad())
 				rc = -ENOMEM;
 		}
-		for (auto &r : done)
-			free(r.value);
-		return rc < 0 ? rc : (non_ascii ? 1 : 0);
+		for (char *c : done)
+			free(c);
+		return rc < 0 ? rc : (non_ascii.empty() ? 0 : 1);
 	} catch (...) {
-		for (auto &r : done)
-			free(r.value);
+		for (char *c : done)
+			free(c);
 		return -ENOMEM;
 	}
 }
