@@ -160,6 +160,7 @@ STUDY_UID=$(sed -n 's/^study_uid=//p' "$DATA_DIR/.complete")
 
 mkdir -p "$WORK_BASE"
 WORK=$(mktemp -d "$WORK_BASE/pacsnode-bench-move.XXXXXX")
+. "$BENCH_DIR/lib.sh"
 chmod 755 "$WORK"
 chown "$RUN_USER:" "$WORK"
 SOCK=$WORK/pgsock
@@ -273,7 +274,7 @@ settle() {                     # flush the previous run's dirty pages, then wait
     sleep "$SETTLE_SECONDS"
 }
 
-empty_dest() { find "$DEST_DIR" -mindepth 1 -delete; }
+empty_dest() { retire "$DEST_DIR"; mkdir -p "$DEST_DIR"; chown "$RUN_USER:" "$DEST_DIR"; }
 
 secs_between() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f\n", b - a }'; }
 

@@ -151,6 +151,7 @@ ORTHANC_PLUGIN=$(dpkg -L orthanc-postgresql | grep -E '/libOrthancPostgreSQLInde
 
 mkdir -p "$WORK_BASE"
 WORK=$(mktemp -d "$WORK_BASE/pacsnode-bench-store.XXXXXX")
+. "$BENCH_DIR/lib.sh"
 chmod 755 "$WORK"
 chown "$RUN_USER:" "$WORK"
 SOCK=$WORK/pgsock
@@ -352,7 +353,7 @@ run_storescp() {               # run_storescp K [fork]
     if ! wait_echo "$name" "$port" STORESCP "$dir.log"; then
         stop_pidfile "$WORK/$name.pid"
         record "$label" "$k" FAIL "" 0 "did not start: $START_ERROR"
-        rm -rf "$dir"; return 0
+        retire "$dir"; return 0
     fi
     log "run $REP/$REPEAT: storescp${mode:+ --fork}, $k association(s)"
     secs=$(send "$k" "storescp${mode:+fork}" "$port" STORESCP) || rc=1
@@ -363,7 +364,7 @@ run_storescp() {               # run_storescp K [fork]
     else
         record "$label" "$k" FAIL "$secs" "$stored" "files in -od dir; sender rc=$rc"
     fi
-    rm -rf "$dir"; settle
+    retire "$dir"; settle
 }
 
 run_orthanc() {                # run_orthanc K
@@ -428,7 +429,7 @@ EOF
     if ! wait_echo "$name" "$port" ORTHANC "$dir.log"; then
         stop_pidfile "$WORK/$name.pid"
         record Orthanc+PostgreSQL "$k" FAIL "" 0 "did not start: $START_ERROR"
-        drop_db "$db"; rm -rf "$dir"; return 0
+        drop_db "$db"; retire "$dir"; return 0
     fi
     log "run $REP/$REPEAT: Orthanc+PostgreSQL, $k association(s)"
     secs=$(send "$k" orthanc "$port" ORTHANC) || rc=1
@@ -440,7 +441,7 @@ EOF
     else
         record Orthanc+PostgreSQL "$k" FAIL "$secs" "$stored" "index rows; $files files; sender rc=$rc"
     fi
-    drop_db "$db"; rm -rf "$dir"; settle
+    drop_db "$db"; retire "$dir"; settle
 }
 
 run_pacsnode() {               # run_pacsnode K
@@ -471,13 +472,13 @@ duplicate_policy = ignore
 conninfo = host=$SOCK port=$PGPORT user=postgres dbname=$db
 
 [log]
-level = warning
+level = ${BENCH_PACSNODE_LOG_LEVEL:-warning}
 EOF
     start_server "$name" "$dir.log" env TCP_NODELAY=1 "$PACSNODE_BIN" -c "$cfg"
     if ! wait_echo "$name" "$port" PACSNODE "$dir.log"; then
         stop_pidfile "$WORK/$name.pid"
         record pacsnode "$k" FAIL "" 0 "did not start: $START_ERROR"
-        drop_db "$db"; rm -rf "$dir"; return 0
+        drop_db "$db"; retire "$dir"; return 0
     fi
     log "run $REP/$REPEAT: pacsnode, $k association(s)"
     secs=$(send "$k" pacsnode "$port" PACSNODE) || rc=1
@@ -489,7 +490,7 @@ EOF
     else
         record pacsnode "$k" FAIL "$secs" "$stored" "instance rows; $files files; sender rc=$rc"
     fi
-    drop_db "$db"; rm -rf "$dir"; settle
+    drop_db "$db"; retire "$dir"; settle
 }
 
 # ----- main -----------------------------------------------------------------
@@ -523,7 +524,7 @@ warm_up() {
     storescu -aet BENCHSCU -aec STORESCP --max-pdu "$PDU" -td 60 127.0.0.1 "$port" "${files[@]}" \
         > "$WORK/send-warmup.log" 2>&1 || log "warm-up send failed (ignored; see $WORK/send-warmup.log)"
     stop_pidfile "$WORK/warmup.pid"
-    rm -rf "$dir"; settle
+    retire "$dir"; settle
 }
 warm_up
 
