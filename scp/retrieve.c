@@ -5,15 +5,19 @@
 #include "retrieve.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "dicom_values.h"
 #include "find.h"
 #include "find_match.h"
 #include "log.h"
+#include "part10.h"
 #include "status.h"
 #include "uid.h"
 
@@ -186,6 +190,72 @@ static int select_targets(const pn_store_ctx *ctx, const retrieve_keys *k, targe
 	return rc;
 }
 
+/* Opens a stored file and finds its dataset, so that it can be sent as it
+ * lies on disk. The file must hold the instance the index says it does.
+ * Returns the descriptor, -ENOENT or -EBADMSG. */
+static int open_stored(const char *full, const char *sop_uid, pn_part10_meta *meta, pn_dcm_raw *raw)
+{
+	int fd = open(full, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return errno == ENOENT || errno == ENOTDIR ? -ENOENT : -EBADMSG;
+	unsigned char head[4096];
+	unsigned char *buf = head;
+	size_t cap = sizeof(head);
+	int rc;
+	for (;;) {
+		ssize_t n = pread(fd, buf, cap, 0);
+		rc = n < 0 ? -EBADMSG : pn_part10_meta_parse(buf, (size_t)n, meta);
+		if (rc != -EAGAIN || (size_t)n < cap || buf != head)
+			break;
+		/* a File Meta Information past 4 KiB: rare, read up to its limit */
+		cap = 128 * 1024;
+		buf = malloc(cap);
+		if (!buf) {
+			buf = head;
+			rc = -EBADMSG;
+			break;
+		}
+	}
+	if (buf != head)
+		free(buf);
+	struct stat st;
+	if (rc == 0 && strcmp(meta->sop_instance_uid, sop_uid) != 0)
+		rc = -EBADMSG;
+	if (rc == 0 && (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size <= meta->dataset_offset))
+		rc = -EBADMSG;
+	if (rc < 0) {
+		close(fd);
+		return rc == -EAGAIN ? -EBADMSG : rc;
+	}
+	raw->fd = fd;
+	raw->offset = meta->dataset_offset;
+	raw->length = (uint64_t)st.st_size - meta->dataset_offset;
+	raw->ts_uid = meta->ts_uid;
+	return fd;
+}
+
+/* Starts one C-STORE sub-operation: the stored bytes as they are when the
+ * receiver took their syntax, converted through dcmtk otherwise. Its
+ * answer is read by pn_dcm_store_finish. */
+static int start_sending(const pn_store_ctx *ctx, pn_dcm_assoc *sub, const target *t, const char *originator_ae,
+                         unsigned short originator_msg_id)
+{
+	char *full = NULL;
+	if (pn_storage_full_path(ctx->storage, t->path, &full) < 0)
+		return -ENOMEM;
+	pn_part10_meta meta;
+	pn_dcm_raw raw;
+	int fd = open_stored(full, t->sop_uid, &meta, &raw);
+	int rc = fd;
+	if (fd >= 0) {
+		rc = pn_dcm_store_start(sub, full, &raw, t->sop_class_uid, t->sop_uid, t->ts, originator_ae,
+		                        originator_msg_id);
+		close(fd);
+	}
+	free(full);
+	return rc;
+}
+
 typedef struct {
 	char *buf;
 	size_t len, cap;
@@ -336,13 +406,16 @@ int pn_retrieve_handle(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dc
 			break;
 		}
 		unsigned short st = 0;
-		char *full = NULL;
-		if (pn_storage_full_path(ctx->storage, t->path, &full) < 0) {
-			rc = -ENOMEM;
-		} else {
-			rc = pn_dcm_store_send(sub, full, t->sop_class_uid, t->sop_uid, t->ts,
-			                       is_move ? calling_ae : NULL, is_move ? cmd->message_id : 0,
-			                       ctx->cfg->dimse_timeout, &st);
+		bool requester_gone = false;
+		rc = start_sending(ctx, sub, t, is_move ? calling_ae : NULL, is_move ? cmd->message_id : 0);
+		if (rc == 0) {
+			/* C-MOVE: the pending response for what is done goes to the
+			 * requester while the destination works on this instance
+			 * (C-GET keeps one message at a time on its association). */
+			if (is_move && i > 0 &&
+			    pn_dcm_retrieve_respond(assoc, cmd, PN_STATUS_PENDING, &ops, NULL, NULL) < 0)
+				requester_gone = true;
+			rc = pn_dcm_store_finish(sub, ctx->cfg->dimse_timeout, &st);
 		}
 		ops.remaining--;
 		if (rc == 0 && st == 0) {
@@ -362,7 +435,6 @@ int pn_retrieve_handle(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dc
 				pn_warning("%s from \"%s\": instance %s refused by the receiver with status 0x%04X", op,
 				           calling_ae, t->sop_uid, st);
 		}
-		free(full);
 		if (rc == -ETIMEDOUT || rc == -EPROTO) {
 			broken = true;
 			pn_warning("%s from \"%s\": the %s association broke (%s) after %u sub-operations", op,
@@ -370,12 +442,13 @@ int pn_retrieve_handle(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dc
 			           rc == -ETIMEDOUT ? "timeout" : "protocol", ops.completed + ops.failed + ops.warning);
 			break;
 		}
-		if (ops.remaining > 0 && pn_dcm_retrieve_respond(assoc, cmd, PN_STATUS_PENDING, &ops, NULL, NULL) < 0) {
-			broken = !is_move; /* C-GET: the same association */
-			if (is_move) {
-				/* the requester left: stop sending on its behalf */
-				cancelled = true;
-			}
+		if (requester_gone) {
+			cancelled = true; /* the requester left: stop sending on its behalf */
+			break;
+		}
+		if (!is_move && ops.remaining > 0 &&
+		    pn_dcm_retrieve_respond(assoc, cmd, PN_STATUS_PENDING, &ops, NULL, NULL) < 0) {
+			broken = true; /* C-GET: the same association */
 			break;
 		}
 	}

@@ -5,6 +5,10 @@
 
 #include <stdbool.h>
 
+#ifndef PN_UID_MAX
+#define PN_UID_MAX 64 /* also in pn_dcm.h, which stands alone */
+#endif
+
 bool pn_uid_valid(const char *uid);
 
 #endif

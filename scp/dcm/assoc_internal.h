@@ -17,6 +17,8 @@ struct pn_dcm_assoc {
 	T_ASC_Network *own_net = nullptr;
 	// Message ID of the next C-STORE-RQ we send on this association.
 	unsigned short next_msg_id = 1;
+	// The C-STORE-RQ sent and not answered yet (0: none).
+	unsigned short awaiting_msg_id = 0;
 	// A C-CANCEL-RQ read while waiting for a C-STORE-RSP (C-GET): kept for
 	// pn_dcm_cancel_requested, forgotten at the next command.
 	bool cancel_seen = false;

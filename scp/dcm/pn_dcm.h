@@ -16,7 +16,9 @@ extern "C" {
 #endif
 
 #define PN_AE_MAX 16
+#ifndef PN_UID_MAX
 #define PN_UID_MAX 64
+#endif
 
 /* Levels of the patient/study/series/instance hierarchy. */
 enum { PN_LEVEL_PATIENT = 0, PN_LEVEL_STUDY, PN_LEVEL_SERIES, PN_LEVEL_INSTANCE, PN_LEVELS };
@@ -178,20 +180,38 @@ int pn_dcm_scu_open(const char *host, int port, const char *our_ae, const char *
                     pn_dcm_assoc **ret_assoc);
 void pn_dcm_scu_close(pn_dcm_assoc *assoc);
 
+/* A stored file's dataset as it lies on disk: `length` bytes at `offset`
+ * of `fd` (after the File Meta Information), in syntax `ts_uid`. */
+typedef struct {
+	int fd;
+	uint64_t offset, length;
+	const char *ts_uid;
+} pn_dcm_raw;
+
 /* Sends one stored Part-10 file in a C-STORE-RQ on `assoc`: a
  * sub-association from pn_dcm_scu_open, or (C-GET) the requesting
  * association, on a storage context its SCU proposed with the SCP role.
- * Sent as stored when a context for the class accepted that syntax;
- * otherwise decompressed to an accepted uncompressed syntax (JPEG, JPEG-LS,
- * RLE decoders). The file is read when sent, never kept.
- * `originator_ae`/`originator_msg_id`: Move Originator (NULL/0: none).
+ * When `raw` is given and a context for the class accepted its syntax, its
+ * bytes are sent as they are, unparsed. Otherwise the file at `path` is
+ * parsed and decompressed to an accepted uncompressed syntax (JPEG,
+ * JPEG-LS, RLE decoders) or losslessly re-encoded. Nothing is kept in
+ * memory beyond one PDV. `originator_ae`/`originator_msg_id`: Move
+ * Originator (NULL/0: none).
  * Returns 0 with *ret_status the peer's C-STORE status; -ENOENT (no such
  * file), -EBADMSG (unreadable), -ENOTSUP (no accepted context or syntax for
  * it), -ETIMEDOUT or -EPROTO (the association is broken). For C-GET, a
  * C-CANCEL-RQ arriving meanwhile is remembered: see pn_dcm_cancel_requested. */
-int pn_dcm_store_send(pn_dcm_assoc *assoc, const char *path, const char *sop_class_uid, const char *sop_instance_uid,
-                      const char *stored_ts, const char *originator_ae, unsigned short originator_msg_id, int timeout,
-                      unsigned short *ret_status);
+int pn_dcm_store_send(pn_dcm_assoc *assoc, const char *path, const pn_dcm_raw *raw, const char *sop_class_uid,
+                      const char *sop_instance_uid, const char *stored_ts, const char *originator_ae,
+                      unsigned short originator_msg_id, int timeout, unsigned short *ret_status);
+/* pn_dcm_store_send in two halves, so that other work (a C-MOVE's pending
+ * response on another association) can be done while the receiver works:
+ * start sends the request (same arguments and errors), finish waits for its
+ * answer. Between them nothing else may be sent on `assoc`. */
+int pn_dcm_store_start(pn_dcm_assoc *assoc, const char *path, const pn_dcm_raw *raw, const char *sop_class_uid,
+                       const char *sop_instance_uid, const char *stored_ts, const char *originator_ae,
+                       unsigned short originator_msg_id);
+int pn_dcm_store_finish(pn_dcm_assoc *assoc, int timeout, unsigned short *ret_status);
 
 void pn_dcm_assoc_abort(pn_dcm_assoc *assoc);
 /* Closes the connection (if still open) and frees. NULL is a no-op. */

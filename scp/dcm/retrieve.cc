@@ -6,6 +6,7 @@
 #include <dcmtk/config/osconfig.h>
 #include <dcmtk/dcmdata/dcdeftag.h>
 #include <dcmtk/dcmdata/dcfilefo.h>
+#include <dcmtk/dcmdata/dcostrmb.h>
 #include <dcmtk/dcmdata/dcrledrg.h>
 #include <dcmtk/dcmdata/dcrleerg.h>
 #include <dcmtk/dcmdata/dcuid.h>
@@ -26,9 +27,11 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <string>
+#include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/time.h>
+#include <unistd.h>
 #include <vector>
 
 #include "assoc_internal.h"
@@ -329,91 +332,249 @@ extern "C" void pn_dcm_scu_close(pn_dcm_assoc *a)
 	pn_dcm_assoc_free(a);
 }
 
-extern "C" int pn_dcm_store_send(pn_dcm_assoc *a, const char *path, const char *sop_class_uid,
-                                 const char *sop_instance_uid, const char *stored_ts, const char *originator_ae,
-                                 unsigned short originator_msg_id, int timeout, unsigned short *ret_status)
+namespace
+{
+
+// The C-STORE-RQ command set (PS3.7 9.3.1.1) in implicit VR little endian,
+// for a dataset we send ourselves rather than through DIMSE_sendMessage.
+int encode_store_rq(const T_DIMSE_C_StoreRQ &rq, unsigned char *buf, size_t size, unsigned long *ret_len)
+{
+	DcmDataset cmd;
+	bool ok = cmd.putAndInsertString(DCM_AffectedSOPClassUID, rq.AffectedSOPClassUID).good() &&
+	          cmd.putAndInsertUint16(DCM_CommandField, 0x0001).good() &&
+	          cmd.putAndInsertUint16(DCM_MessageID, rq.MessageID).good() &&
+	          cmd.putAndInsertUint16(DCM_Priority, 0x0000).good() &&
+	          cmd.putAndInsertUint16(DCM_CommandDataSetType, 0x0000).good() &&
+	          cmd.putAndInsertString(DCM_AffectedSOPInstanceUID, rq.AffectedSOPInstanceUID).good();
+	if (ok && (rq.opts & O_STORE_MOVEORIGINATORAETITLE))
+		ok = cmd.putAndInsertString(DCM_MoveOriginatorApplicationEntityTitle,
+		                            rq.MoveOriginatorApplicationEntityTitle)
+		         .good() &&
+		     cmd.putAndInsertUint16(DCM_MoveOriginatorMessageID, rq.MoveOriginatorID).good();
+	if (!ok ||
+	    cmd.computeGroupLengthAndPadding(EGL_withGL, EPD_noChange, EXS_LittleEndianImplicit, EET_ExplicitLength)
+	        .bad())
+		return -ENOMEM;
+	DcmOutputBufferStream out(buf, (offile_off_t)size);
+	cmd.transferInit();
+	OFCondition c = cmd.write(out, EXS_LittleEndianImplicit, EET_ExplicitLength, NULL, EGL_withGL);
+	cmd.transferEnd();
+	if (c.bad()) // EC_StreamNotifyClient: the buffer is too small
+		return -ENOMEM;
+	void *p = nullptr;
+	offile_off_t len = 0;
+	out.flushBuffer(p, len);
+	*ret_len = (unsigned long)len;
+	return 0;
+}
+
+// One P-DATA-TF PDU with one PDV (PS3.8 9.3.5): its 12 header bytes.
+void pdata_header(unsigned char h[12], uint32_t data_len, T_ASC_PresentationContextID id, bool command, bool last)
+{
+	uint32_t pdu_len = data_len + 6, item_len = data_len + 2;
+	h[0] = 0x04;
+	h[1] = 0;
+	for (int i = 0; i < 4; i++) {
+		h[2 + i] = (unsigned char)(pdu_len >> (24 - 8 * i));
+		h[6 + i] = (unsigned char)(item_len >> (24 - 8 * i));
+	}
+	h[10] = id;
+	h[11] = (unsigned char)((command ? 0x01 : 0x00) | (last ? 0x02 : 0x00));
+}
+
+// The socket's send timeout shows as EAGAIN.
+int io_errno(int e)
+{
+	return e == EAGAIN || e == EWOULDBLOCK ? -ETIMEDOUT : -EPROTO;
+}
+
+int send_all(int sock, const unsigned char *p, size_t len)
+{
+	while (len > 0) {
+		ssize_t n = send(sock, p, len, MSG_MORE | MSG_NOSIGNAL);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return io_errno(errno);
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+// 1: the file ended early (cut while we read it).
+int sendfile_all(int sock, int fd, uint64_t off, size_t len)
+{
+	off_t pos = (off_t)off;
+	while (len > 0) {
+		ssize_t n = sendfile(sock, fd, &pos, len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return io_errno(errno);
+		if (n == 0)
+			return 1;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+// The dataset as it lies on disk: no parsing, no re-encoding, and no copy
+// through our memory either. sendfile() hands the page-cache pages to the
+// socket; we write only the 12-byte PDU and PDV headers (PS3.8 9.3.5),
+// with PDVs of the size dcmtk would use for this peer. Anything going
+// wrong once the command is out leaves the association unusable (half a
+// message sent): the connection is closed.
+int send_raw(pn_dcm_assoc *a, T_ASC_PresentationContextID id, const T_DIMSE_C_StoreRQ &rq, const pn_dcm_raw *raw)
+{
+	if (raw->length == 0)
+		return -EBADMSG;
+	unsigned char cmd[12 + 1024];
+	unsigned long cmd_len = 0;
+	int rc = encode_store_rq(rq, cmd + 12, sizeof(cmd) - 12, &cmd_len);
+	if (rc < 0)
+		return rc;
+	uint64_t chunk_max = a->assoc->sendPDVLength & ~(unsigned long)1; // even fragments
+	if (chunk_max < 2 || cmd_len > chunk_max)
+		return -EPROTO;
+	pdata_header(cmd, (uint32_t)cmd_len, id, true, true);
+	rc = send_all(a->sock, cmd, 12 + cmd_len);
+	uint64_t off = raw->offset, left = raw->length;
+	while (rc == 0 && left > 0) {
+		uint64_t chunk = left < chunk_max ? left : chunk_max;
+		unsigned char h[12];
+		pdata_header(h, (uint32_t)chunk, id, false, left == chunk);
+		rc = send_all(a->sock, h, sizeof(h));
+		if (rc == 0)
+			rc = sendfile_all(a->sock, raw->fd, off, (size_t)chunk);
+		off += chunk;
+		left -= chunk;
+	}
+	if (rc != 0) {
+		// Mid-PDU, an A-ABORT would be read as data: end the connection.
+		a->broken = true;
+		shutdown(a->sock, SHUT_RDWR);
+		return rc == 1 ? -EPROTO : rc;
+	}
+	return 0;
+}
+
+// The accepted context for this class in exactly this syntax, or 0.
+T_ASC_PresentationContextID context_as_stored(const pn_dcm_assoc *a, const char *sop_class, const char *ts)
+{
+	T_ASC_Parameters *params = a->assoc->params;
+	int count = ASC_countPresentationContexts(params);
+	for (int i = 0; i < count; i++) {
+		T_ASC_PresentationContext pc;
+		if (ASC_getPresentationContext(params, i, &pc).bad() || !usable_for_sending(a, pc, sop_class))
+			continue;
+		if (strcmp(pc.acceptedTransferSyntax, ts) == 0)
+			return pc.presentationContextID;
+	}
+	return 0;
+}
+
+// Through dcmtk: the file parsed, then decompressed or re-encoded as the
+// accepted contexts require.
+int send_converted(pn_dcm_assoc *a, const char *path, const char *sop_class_uid, const char *stored_ts,
+                   T_DIMSE_Message &req)
+{
+	struct stat st;
+	if (stat(path, &st) != 0)
+		return errno == ENOENT || errno == ENOTDIR ? -ENOENT : -EBADMSG;
+	if (!S_ISREG(st.st_mode))
+		return -EBADMSG;
+	register_decoders();
+	// Values longer than the default read limit (pixel data) stay on
+	// disk until they are written to the network.
+	std::unique_ptr<DcmFileFormat> ff(new DcmFileFormat());
+	if (ff->loadFile(path).bad())
+		return -EBADMSG;
+	DcmDataset *ds = ff->getDataset();
+	if (!ds || ds->isEmpty())
+		return -EBADMSG;
+	E_TransferSyntax have = ds->getOriginalXfer();
+	if (have == EXS_Unknown && stored_ts)
+		have = DcmXfer(stored_ts).getXfer();
+	DcmXfer have_x(have);
+	const char *have_uid = have_x.getXferID();
+
+	// As stored if some context took that syntax; otherwise the first
+	// of explicit LE, implicit LE, any other native syntax.
+	T_ASC_PresentationContextID same = 0, expl = 0, impl = 0, native = 0, lossless = 0;
+	std::string same_ts, native_ts, lossless_ts;
+	T_ASC_Parameters *params = a->assoc->params;
+	int count = ASC_countPresentationContexts(params);
+	for (int i = 0; i < count; i++) {
+		T_ASC_PresentationContext pc;
+		if (ASC_getPresentationContext(params, i, &pc).bad() || !usable_for_sending(a, pc, sop_class_uid))
+			continue;
+		const char *ts = pc.acceptedTransferSyntax;
+		if (!same && have != EXS_Unknown && strcmp(ts, have_uid) == 0)
+			same = pc.presentationContextID;
+		else if (!expl && strcmp(ts, UID_LittleEndianExplicitTransferSyntax) == 0)
+			expl = pc.presentationContextID;
+		else if (!impl && strcmp(ts, UID_LittleEndianImplicitTransferSyntax) == 0)
+			impl = pc.presentationContextID;
+		else if (!native && DcmXfer(ts).getXfer() != EXS_Unknown && DcmXfer(ts).isNotEncapsulated()) {
+			native = pc.presentationContextID;
+			native_ts = ts;
+		} else if (!lossless && is_lossless_target(DcmXfer(ts).getXfer())) {
+			lossless = pc.presentationContextID;
+			lossless_ts = ts;
+		}
+	}
+	T_ASC_PresentationContextID pres_id = same;
+	if (!pres_id) {
+		E_TransferSyntax target = EXS_Unknown;
+		if (expl) {
+			pres_id = expl;
+			target = EXS_LittleEndianExplicit;
+		} else if (impl) {
+			pres_id = impl;
+			target = EXS_LittleEndianImplicit;
+		} else if (native) {
+			pres_id = native;
+			target = DcmXfer(native_ts.c_str()).getXfer();
+		} else if (lossless) {
+			// Decoded first (if compressed), then encoded losslessly.
+			if (!have_x.isNotEncapsulated() &&
+			    ds->chooseRepresentation(EXS_LittleEndianExplicit, NULL).bad())
+				return -ENOTSUP;
+			pres_id = lossless;
+			target = DcmXfer(lossless_ts.c_str()).getXfer();
+			if (ds->chooseRepresentation(target, NULL).bad() || !ds->canWriteXfer(target))
+				return -ENOTSUP;
+		}
+		if (!pres_id)
+			return -ENOTSUP;
+		// Decompress (JPEG, JPEG-LS, RLE); whatever we have no
+		// decoder for (JPEG 2000, video) cannot be sent here.
+		if (!have_x.isNotEncapsulated() && ds->chooseRepresentation(target, NULL).bad())
+			return -ENOTSUP;
+		if (!ds->canWriteXfer(target))
+			return -ENOTSUP;
+	}
+
+	errno = 0;
+	OFCondition c = DIMSE_sendMessageUsingMemoryData(a->assoc, pres_id, &req, NULL, ds, NULL, NULL);
+	ff.reset(); // the file is not kept while waiting
+	if (c.bad()) {
+		a->broken = true;
+		return send_errno(c);
+	}
+	return 0;
+}
+
+} // namespace
+
+extern "C" int pn_dcm_store_start(pn_dcm_assoc *a, const char *path, const pn_dcm_raw *raw, const char *sop_class_uid,
+                                  const char *sop_instance_uid, const char *stored_ts, const char *originator_ae,
+                                  unsigned short originator_msg_id)
 {
 	try {
-		if (a->broken || !a->assoc)
+		if (a->broken || !a->assoc || a->awaiting_msg_id != 0)
 			return -EPROTO;
-		struct stat st;
-		if (stat(path, &st) != 0)
-			return errno == ENOENT || errno == ENOTDIR ? -ENOENT : -EBADMSG;
-		if (!S_ISREG(st.st_mode))
-			return -EBADMSG;
-		register_decoders();
-		// Values longer than the default read limit (pixel data) stay on
-		// disk until they are written to the network.
-		std::unique_ptr<DcmFileFormat> ff(new DcmFileFormat());
-		if (ff->loadFile(path).bad())
-			return -EBADMSG;
-		DcmDataset *ds = ff->getDataset();
-		if (!ds || ds->isEmpty())
-			return -EBADMSG;
-		E_TransferSyntax have = ds->getOriginalXfer();
-		if (have == EXS_Unknown && stored_ts)
-			have = DcmXfer(stored_ts).getXfer();
-		DcmXfer have_x(have);
-		const char *have_uid = have_x.getXferID();
-
-		// As stored if some context took that syntax; otherwise the first
-		// of explicit LE, implicit LE, any other native syntax.
-		T_ASC_PresentationContextID same = 0, expl = 0, impl = 0, native = 0, lossless = 0;
-		std::string same_ts, native_ts, lossless_ts;
-		T_ASC_Parameters *params = a->assoc->params;
-		int count = ASC_countPresentationContexts(params);
-		for (int i = 0; i < count; i++) {
-			T_ASC_PresentationContext pc;
-			if (ASC_getPresentationContext(params, i, &pc).bad() ||
-			    !usable_for_sending(a, pc, sop_class_uid))
-				continue;
-			const char *ts = pc.acceptedTransferSyntax;
-			if (!same && have != EXS_Unknown && strcmp(ts, have_uid) == 0)
-				same = pc.presentationContextID;
-			else if (!expl && strcmp(ts, UID_LittleEndianExplicitTransferSyntax) == 0)
-				expl = pc.presentationContextID;
-			else if (!impl && strcmp(ts, UID_LittleEndianImplicitTransferSyntax) == 0)
-				impl = pc.presentationContextID;
-			else if (!native && DcmXfer(ts).getXfer() != EXS_Unknown && DcmXfer(ts).isNotEncapsulated()) {
-				native = pc.presentationContextID;
-				native_ts = ts;
-			} else if (!lossless && is_lossless_target(DcmXfer(ts).getXfer())) {
-				lossless = pc.presentationContextID;
-				lossless_ts = ts;
-			}
-		}
-		T_ASC_PresentationContextID pres_id = same;
-		if (!pres_id) {
-			E_TransferSyntax target = EXS_Unknown;
-			if (expl) {
-				pres_id = expl;
-				target = EXS_LittleEndianExplicit;
-			} else if (impl) {
-				pres_id = impl;
-				target = EXS_LittleEndianImplicit;
-			} else if (native) {
-				pres_id = native;
-				target = DcmXfer(native_ts.c_str()).getXfer();
-			} else if (lossless) {
-				// Decoded first (if compressed), then encoded losslessly.
-				if (!have_x.isNotEncapsulated() &&
-				    ds->chooseRepresentation(EXS_LittleEndianExplicit, NULL).bad())
-					return -ENOTSUP;
-				pres_id = lossless;
-				target = DcmXfer(lossless_ts.c_str()).getXfer();
-				if (ds->chooseRepresentation(target, NULL).bad() || !ds->canWriteXfer(target))
-					return -ENOTSUP;
-			}
-			if (!pres_id)
-				return -ENOTSUP;
-			// Decompress (JPEG, JPEG-LS, RLE); whatever we have no
-			// decoder for (JPEG 2000, video) cannot be sent here.
-			if (!have_x.isNotEncapsulated() && ds->chooseRepresentation(target, NULL).bad())
-				return -ENOTSUP;
-			if (!ds->canWriteXfer(target))
-				return -ENOTSUP;
-		}
-
 		T_DIMSE_Message req;
 		memset(&req, 0, sizeof(req));
 		req.CommandField = DIMSE_C_STORE_RQ;
@@ -431,14 +592,27 @@ extern "C" int pn_dcm_store_send(pn_dcm_assoc *a, const char *path, const char *
 			rq.MoveOriginatorID = originator_msg_id;
 			rq.opts = O_STORE_MOVEORIGINATORAETITLE | O_STORE_MOVEORIGINATORID;
 		}
-		errno = 0;
-		OFCondition c = DIMSE_sendMessageUsingMemoryData(a->assoc, pres_id, &req, NULL, ds, NULL, NULL);
-		ff.reset(); // the file is not kept while waiting
-		if (c.bad()) {
-			a->broken = true;
-			return send_errno(c);
-		}
+		T_ASC_PresentationContextID same = raw ? context_as_stored(a, sop_class_uid, raw->ts_uid) : 0;
+		// Without a plain socket of our own (never so far): through dcmtk.
+		if (a->sock < 0)
+			same = 0;
+		int rc = same ? send_raw(a, same, rq, raw) : send_converted(a, path, sop_class_uid, stored_ts, req);
+		if (rc < 0)
+			return rc;
+		a->awaiting_msg_id = rq.MessageID;
+		return 0;
+	} catch (...) {
+		return -ENOMEM;
+	}
+}
 
+extern "C" int pn_dcm_store_finish(pn_dcm_assoc *a, int timeout, unsigned short *ret_status)
+{
+	try {
+		if (a->broken || !a->assoc || a->awaiting_msg_id == 0)
+			return -EPROTO;
+		unsigned short msg_id = a->awaiting_msg_id;
+		a->awaiting_msg_id = 0;
 		// DIMSE_storeUser would treat the C-CANCEL-RQ a C-GET SCU may send
 		// meanwhile as an error: read the commands ourselves.
 		for (;;) {
@@ -446,15 +620,15 @@ extern "C" int pn_dcm_store_send(pn_dcm_assoc *a, const char *path, const char *
 			memset(&rsp, 0, sizeof(rsp));
 			T_ASC_PresentationContextID rsp_id = 0;
 			DcmDataset *detail = nullptr;
-			c = DIMSE_receiveCommand(a->assoc, timeout > 0 ? DIMSE_NONBLOCKING : DIMSE_BLOCKING, timeout,
-			                         &rsp_id, &rsp, &detail);
+			OFCondition c = DIMSE_receiveCommand(a->assoc, timeout > 0 ? DIMSE_NONBLOCKING : DIMSE_BLOCKING,
+			                                     timeout, &rsp_id, &rsp, &detail);
 			delete detail;
 			if (c.bad()) {
 				a->broken = true;
 				return condition_to_errno(c);
 			}
 			if (rsp.CommandField == DIMSE_C_STORE_RSP &&
-			    rsp.msg.CStoreRSP.MessageIDBeingRespondedTo == rq.MessageID) {
+			    rsp.msg.CStoreRSP.MessageIDBeingRespondedTo == msg_id) {
 				*ret_status = rsp.msg.CStoreRSP.DimseStatus;
 				return 0;
 			}
@@ -469,4 +643,13 @@ extern "C" int pn_dcm_store_send(pn_dcm_assoc *a, const char *path, const char *
 	} catch (...) {
 		return -ENOMEM;
 	}
+}
+
+extern "C" int pn_dcm_store_send(pn_dcm_assoc *a, const char *path, const pn_dcm_raw *raw, const char *sop_class_uid,
+                                 const char *sop_instance_uid, const char *stored_ts, const char *originator_ae,
+                                 unsigned short originator_msg_id, int timeout, unsigned short *ret_status)
+{
+	int rc = pn_dcm_store_start(a, path, raw, sop_class_uid, sop_instance_uid, stored_ts, originator_ae,
+	                            originator_msg_id);
+	return rc < 0 ? rc : pn_dcm_store_finish(a, timeout, ret_status);
 }

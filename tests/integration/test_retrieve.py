@@ -737,10 +737,12 @@ def raw_scps():
 
 
 def test_missing_and_unreadable_files(node_factory, own_dest, corpus, scu_dir):
-    """One stored file deleted, another overwritten with garbage: the move
-    ends 0xB000 with exactly those two UIDs in the Failed SOP Instance UID
-    List, the others arrive intact, an error line names each, the node
-    lives on; the same for C-GET."""
+    """One stored file deleted, one overwritten with garbage, one cut off
+    inside its File Meta Information, one replaced by the file of another
+    instance (its bytes would be sent as they are, so the node must see the
+    swap): the move ends 0xB000 with exactly those four UIDs in the Failed
+    SOP Instance UID List, the others arrive intact, an error line names
+    each, the node lives on; the same for C-GET."""
     d = own_dest("DEST")
     node = node_factory(peers={"dest": peer("DEST", d.port), "mover": peer(MOVER, allow="move, get")})
     entries = [e for e in corpus.entries if e["study_instance_uid"] in (uid("s02"), uid("s07"))]
@@ -748,20 +750,27 @@ def test_missing_and_unreadable_files(node_factory, own_dest, corpus, scu_dir):
     assert run.all_success(), run.summary()
     missing = sop(corpus, "s02", "mr1", 2)
     garbage = sop(corpus, "s07", "mr4", 1)
-    rows = {r["sop_uid"]: r["path"] for r in node.query(
-        "SELECT sop_uid, path FROM instance WHERE sop_uid IN (%s, %s)", (missing, garbage))}
+    others = [e["sop_instance_uid"] for e in entries if e["sop_instance_uid"] not in (missing, garbage)]
+    cut, swapped, donor = others[0], others[1], others[2]
+    rows = {r["sop_uid"]: r["path"] for r in node.query("SELECT sop_uid, path FROM instance")}
     os.unlink(os.path.join(node.storage, rows[missing]))
     with open(os.path.join(node.storage, rows[garbage]), "r+b") as f:
         f.truncate(0)
         f.write(b"this is not a DICOM file at all\n" * 4)
-    bad = sorted([missing, garbage])
+    with open(os.path.join(node.storage, rows[cut]), "r+b") as f:
+        f.truncate(200)
+    with open(os.path.join(node.storage, rows[donor]), "rb") as f:
+        donor_bytes = f.read()
+    with open(os.path.join(node.storage, rows[swapped]), "wb") as f:
+        f.write(donor_bytes)
+    bad = sorted([missing, garbage, cut, swapped])
     good = [e for e in entries if e["sop_instance_uid"] not in bad]
     keys = {"StudyInstanceUID": [uid("s02"), uid("s07")]}
 
     off = log_offset(node)
     run = R.movescu(node.port, "study", "STUDY", keys, scu_dir, aet=MOVER, dest="DEST")
     d.settle()
-    problems = R.check_counts(run, len(entries), failed=2,
+    problems = R.check_counts(run, len(entries), failed=len(bad),
                               final_status=R.SUBOPS_WITH_FAILURES)
     if run.final is not None and sorted(run.final.failed_uids or []) != bad:
         problems.append("movescu: Failed SOP Instance UID List %r, wanted %r"
@@ -778,7 +787,7 @@ def test_missing_and_unreadable_files(node_factory, own_dest, corpus, scu_dir):
     outdir = H.make_dir(os.path.join(scu_dir, "rawget"))
     run = R.raw_get(node.port, "study", "STUDY", keys, pairs, calling=MOVER, outdir=outdir)
     files = {s["sop_uid"]: s["path"] for s in run.stores if "path" in s}
-    problems = R.check_counts(run, len(entries), failed=2, final_status=R.SUBOPS_WITH_FAILURES)
+    problems = R.check_counts(run, len(entries), failed=len(bad), final_status=R.SUBOPS_WITH_FAILURES)
     if run.final is not None and sorted(run.final.failed_uids or []) != bad:
         problems.append("C-GET: Failed SOP Instance UID List %r, wanted %r"
                         % (run.final.failed_uids, bad))
