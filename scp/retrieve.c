@@ -234,26 +234,50 @@ static int open_stored(const char *full, const char *sop_uid, pn_part10_meta *me
 	return fd;
 }
 
+/* A stored file opened and checked ahead of its sub-operation. */
+typedef struct {
+	int fd; /* or -errno: the sub-operation fails with it */
+	char *full;
+	pn_part10_meta meta;
+	pn_dcm_raw raw;
+} opened;
+
+/* Opens the next instance's file while the receiver still works on the
+ * current one, and asks the kernel to read it in: from a cold disk, its
+ * reading overlaps the network instead of following it. */
+static void open_ahead(const pn_store_ctx *ctx, const target *t, opened *o)
+{
+	o->full = NULL;
+	if (pn_storage_full_path(ctx->storage, t->path, &o->full) < 0) {
+		o->fd = -ENOMEM;
+		return;
+	}
+	o->fd = open_stored(o->full, t->sop_uid, &o->meta, &o->raw);
+	if (o->fd >= 0)
+		posix_fadvise(o->fd, 0, 0, POSIX_FADV_WILLNEED);
+}
+
+static void opened_close(opened *o)
+{
+	if (o->fd >= 0)
+		close(o->fd);
+	o->fd = -EBADF;
+	free(o->full);
+	o->full = NULL;
+}
+
 /* Starts one C-STORE sub-operation: the stored bytes as they are when the
  * receiver took their syntax, converted through dcmtk otherwise. Its
  * answer is read by pn_dcm_store_finish. */
-static int start_sending(const pn_store_ctx *ctx, pn_dcm_assoc *sub, const target *t, const char *originator_ae,
+static int start_sending(pn_dcm_assoc *sub, const target *t, opened *o, const char *originator_ae,
                          unsigned short originator_msg_id)
 {
-	char *full = NULL;
-	if (pn_storage_full_path(ctx->storage, t->path, &full) < 0)
-		return -ENOMEM;
-	pn_part10_meta meta;
-	pn_dcm_raw raw;
-	int fd = open_stored(full, t->sop_uid, &meta, &raw);
-	int rc = fd;
-	if (fd >= 0) {
-		rc = pn_dcm_store_start(sub, full, &raw, t->sop_class_uid, t->sop_uid, t->ts, originator_ae,
-		                        originator_msg_id);
-		close(fd);
-	}
-	free(full);
-	return rc;
+	if (o->fd < 0)
+		return o->fd;
+	/* raw.fd points into o: refresh it in case o was copied */
+	o->raw.ts_uid = o->meta.ts_uid;
+	return pn_dcm_store_start(sub, o->full, &o->raw, t->sop_class_uid, t->sop_uid, t->ts, originator_ae,
+	                          originator_msg_id);
 }
 
 typedef struct {
@@ -395,8 +419,17 @@ int pn_retrieve_handle(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dc
 		}
 	}
 
+	opened cur = {.fd = -EBADF}, next = {.fd = -EBADF};
+	if (targets.n > 0 && !refused)
+		open_ahead(ctx, &targets.items[0], &cur);
 	for (size_t i = 0; i < targets.n && !refused; i++) {
 		const target *t = &targets.items[i];
+		if (i > 0) {
+			opened_close(&cur);
+			cur = next;
+			next.fd = -EBADF;
+			next.full = NULL;
+		}
 		rc = pn_dcm_cancel_requested(assoc, cmd);
 		if (rc != 0) {
 			if (rc > 0)
@@ -407,15 +440,19 @@ int pn_retrieve_handle(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dc
 		}
 		unsigned short st = 0;
 		bool requester_gone = false;
-		rc = start_sending(ctx, sub, t, is_move ? calling_ae : NULL, is_move ? cmd->message_id : 0);
+		rc = start_sending(sub, t, &cur, is_move ? calling_ae : NULL, is_move ? cmd->message_id : 0);
 		if (rc == 0) {
-			/* C-MOVE: the pending response for what is done goes to the
-			 * requester while the destination works on this instance
-			 * (C-GET keeps one message at a time on its association). */
+			/* While the receiver works on this instance: C-MOVE's pending
+			 * response for what is done (C-GET keeps one message at a
+			 * time on its association), and the next file. */
 			if (is_move && i > 0 &&
 			    pn_dcm_retrieve_respond(assoc, cmd, PN_STATUS_PENDING, &ops, NULL, NULL) < 0)
 				requester_gone = true;
+			if (i + 1 < targets.n)
+				open_ahead(ctx, &targets.items[i + 1], &next);
 			rc = pn_dcm_store_finish(sub, ctx->cfg->dimse_timeout, &st);
+		} else if (i + 1 < targets.n) {
+			open_ahead(ctx, &targets.items[i + 1], &next);
 		}
 		ops.remaining--;
 		if (rc == 0 && st == 0) {
@@ -452,6 +489,8 @@ int pn_retrieve_handle(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dc
 			break;
 		}
 	}
+	opened_close(&cur);
+	opened_close(&next);
 	if (is_move && sub)
 		pn_dcm_scu_close(sub);
 
