@@ -131,7 +131,48 @@ def main():
         if a is not None and b is not None:
             p("%-44s %6.2f %8s  (information only)"
               % ("pacsnode / %s, %d assoc" % (ref, k), a / b, "-"))
+    floor_lines(meta, rate, p)
     print("\n".join(out))
+
+
+def floor_lines(meta, rate, p):
+    """The disk's floor for a durable store, measured in the same run, and
+    what it means for the targets relative to storescp."""
+    par = int(meta.get("parallel", "4"))
+    got = {}
+    for tag in ("start", "end"):
+        for k in (1, par):
+            v = meta.get("floor_%s_%d" % (tag, k))
+            if v:
+                f, c = v.split()
+                got[(tag, k)] = (f, c)
+    if not got:
+        return
+    p("")
+    p("the disk's floor, measured in this run (bench/store/floor.py; pgbench), at the start / at the end:")
+    for k in (1, par):
+        vals = [got.get((t, k)) for t in ("start", "end")]
+        fs = " / ".join(v[0] if v else "?" for v in vals)
+        cs = " / ".join(v[1] if v else "?" for v in vals)
+        p("  %d thread(s): 512 KB file written + fsync + folder fsync %s files/s; "
+          "INSERT + COMMIT %s/s" % (k, fs, cs))
+    # One association waits for both, one after the other, for every instance.
+    for k, target in ((1, 0.6), (par, 0.8)):
+        best = None
+        for t in ("start", "end"):
+            v = got.get((t, k))
+            try:
+                f, c = float(v[0]), float(v[1])
+            except (TypeError, ValueError):
+                continue
+            serial = 1 / (1 / f + 1 / c)
+            best = serial if best is None else max(best, serial)
+        ref = rate.get(("storescp", k))
+        if best is None or ref is None:
+            continue
+        p("  %d assoc: file then commit, in turn, about %.0f/s at best; %.1f x storescp would be %.0f/s (%s)"
+          % (k, best, target, target * ref,
+             "above what the disk allows" if target * ref > best else "within what the disk allows"))
 
 
 if __name__ == "__main__":

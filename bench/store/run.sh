@@ -543,6 +543,34 @@ run_one() {                    # run_one RECEIVER K
     esac
 }
 
+# The disk's own floor, at the start and at the end: the least any receiver
+# that answers only once an instance is durable must do (floor.py), and
+# PostgreSQL's rate of one-row INSERT + COMMIT (pgbench), each on 1 and on
+# $PARALLEL threads/connections. Printed beside the targets.
+FLOOR=()
+measure_floor() {              # measure_floor TAG
+    local k f c avg db=floor_bench script=$WORK/floor.sql
+    avg=$((TOTAL_BYTES / COUNT))
+    for k in 1 "$PARALLEL"; do
+        f=$(/usr/bin/python3 "$HERE/floor.py" "$WORK/floor-$1-$k" "$COUNT" "$avg" "$k") || f="?"
+        retire "$WORK/floor-$1-$k"
+        c="?"
+        if [ -n "${PG_STARTED:-}" ]; then
+            fresh_db "$db"
+            psql_q "$db" "CREATE TABLE t (id bigserial PRIMARY KEY, v int)" >/dev/null
+            echo 'INSERT INTO t (v) VALUES (:client_id);' > "$script"
+            c=$("$PG_BIN/pgbench" -h "$SOCK" -p "$PGPORT" -U postgres -n -c "$k" -j "$k" -T 5 -f "$script" "$db" 2>/dev/null \
+                | awk '/^tps = / { printf "%.0f", $3 }')
+            drop_db "$db"
+            [ -n "$c" ] || c="?"
+        fi
+        FLOOR+=("floor_$1_$k=$f $c")
+        log "floor ($1, $k): durable 512 KB files $f/s, INSERT+COMMIT $c/s"
+    done
+    settle
+}
+measure_floor start
+
 # The order rotates from one repetition to the next: a receiver that runs
 # right after another one wrote a gigabyte finds the disk still busy with it
 # (on this VM, fsync latency depends on what was written just before), so a
@@ -555,6 +583,7 @@ for REP in $(seq 1 "$REPEAT"); do
         done
     done
 done
+measure_floor end
 
 # ----- report ---------------------------------------------------------------
 if [ -z "$RESULTS_FILE" ]; then
@@ -590,6 +619,8 @@ PACSNODE_REV=$(git -C "$REPO_DIR" rev-parse --short HEAD 2>/dev/null || echo "no
     echo "pdu=$PDU"
     echo "netns=$USE_NETNS"
     echo "repeat=$REPEAT"
+    echo "parallel=$PARALLEL"
+    printf '%s\n' "${FLOOR[@]}"
 } > "$WORK/meta.txt"
 
 /usr/bin/python3 "$HERE/report.py" "$RESULTS_TSV" "$WORK/meta.txt" | tee "$RESULTS_FILE"
