@@ -614,6 +614,8 @@ class UlConnection:
 
     def recv_pdu(self):
         kind, _, length = struct.unpack(">BBI", self._recv_exact(6))
+        if kind == 0x04:
+            self.largest_pdata = max(getattr(self, "largest_pdata", 0), length)
         return kind, self._recv_exact(length)
 
     def send_pdu(self, kind, payload):
@@ -718,7 +720,7 @@ class RetrieveAssociation(UlConnection):
         self.accepted = {}  # pc id -> (abstract syntax, transfer syntax)
         self.msg_id = 0
 
-    def associate(self, calling, called, contexts, roles=()):
+    def associate(self, calling, called, contexts, roles=(), max_pdu=None):
         """contexts: [(abstract syntax, [transfer syntaxes])]; roles:
         abstract syntaxes for which we propose the SCP role (C-GET)."""
         body = struct.pack(">HH", 1, 0) + rawscu._ae(called) + rawscu._ae(calling) + b"\0" * 32
@@ -732,7 +734,7 @@ class RetrieveAssociation(UlConnection):
             for ts in syntaxes:
                 pc += _item(0x40, _uid_bytes(ts))
             body += _item(0x20, pc)
-        body += _user_info(rawscu.MAX_PDU, sorted(set(roles)))
+        body += _user_info(max_pdu or rawscu.MAX_PDU, sorted(set(roles)))
         self.send_pdu(0x01, body)
         kind, rsp = self.recv_pdu()
         if kind == 0x03:
@@ -876,14 +878,16 @@ def get_contexts(pairs):
     return [(cls, [ts]) for cls, ts in sorted(set(pairs))]
 
 
-def raw_get(port, model, level, keys, pairs, *, calling="MOVER", outdir=None, **kw):
-    """C-GET with storage contexts for `pairs` [(SOP class, TS)] (SCP role)."""
+def raw_get(port, model, level, keys, pairs, *, calling="MOVER", outdir=None, max_pdu=None, **kw):
+    """C-GET with storage contexts for `pairs` [(SOP class, TS)] (SCP role).
+    The run's largest_pdata is the longest P-DATA-TF PDU received."""
     assoc = RetrieveAssociation("127.0.0.1", port)
     try:
         ctx = [(GET[model], [TS["explicit"], TS["implicit"]])] + get_contexts(pairs)
-        assoc.associate(calling, H.NODE_AET, ctx, roles={c for c, _ in pairs})
+        assoc.associate(calling, H.NODE_AET, ctx, roles={c for c, _ in pairs}, max_pdu=max_pdu)
         run = assoc.retrieve(GET[model], retrieve_dataset(level, keys), outdir=outdir, **kw)
         assoc.release()
+        run.largest_pdata = getattr(assoc, "largest_pdata", 0)
         return run
     finally:
         assoc.close()

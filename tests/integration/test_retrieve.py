@@ -926,6 +926,53 @@ def test_requester_aborts_mid_move(node_factory, raw_scps, scu_dir):
     assert_alive(node, off)
 
 
+def test_get_with_the_smallest_pdu(node_factory, scu_dir):
+    """An SCU that takes PDUs of at most 4,096 bytes (dcmtk's minimum):
+    instances of 8 to 128 KiB, sent as they lie on disk, come in P-DATA-TF
+    PDUs that never exceed it (PS3.8 D.1: the maximum length bounds the
+    PDU's variable field) and arrive with their datasets identical."""
+    node = node_factory(peers={"mover": peer(MOVER, allow="move, get")})
+    src = H.make_dir(os.path.join(scu_dir, "pdu"))
+    study = gen_corpus.make_uid(0, "pdu", "study")
+    series = gen_corpus.make_uid(0, "pdu", "series")
+    tmpl_path = os.path.join(src, "template.dcm")
+    gen_corpus.make_instance(tmpl_path, name="pdu-tmpl", patient_id="PN-PDU", study_uid=study, series_uid=series)
+    sent = {}
+    with gen_corpus.quiet_pydicom():
+        ds = pydicom.dcmread(tmpl_path)
+        for i, side in enumerate((64, 101, 256)):
+            u = gen_corpus.make_uid(0, "pdu", "sop", str(i))
+            ds.SOPInstanceUID = u
+            ds.file_meta.MediaStorageSOPInstanceUID = u
+            ds.Rows = ds.Columns = side
+            ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 12, 11
+            ds.PixelData = bytes((7 * k) & 0xFF for k in range(side * side * 2))
+            ds["PixelData"].VR = "OW"
+            path = os.path.join(src, "p%d.dcm" % i)
+            ds.save_as(path, write_like_original=False)
+            sent[u] = path
+    os.unlink(tmpl_path)
+    run = H.storescu(node.port, list(sent.values()), scu_dir)
+    assert run.all_success(), run.summary(only_problems=True)
+
+    with gen_corpus.quiet_pydicom():
+        pairs = sorted({(pydicom.dcmread(p).SOPClassUID, pydicom.dcmread(p).file_meta.TransferSyntaxUID)
+                        for p in sent.values()})
+    outdir = H.make_dir(os.path.join(scu_dir, "got"))
+    run = R.raw_get(node.port, "study", "STUDY", {"StudyInstanceUID": study}, pairs,
+                    calling=MOVER, outdir=outdir, max_pdu=4096)
+    problems = R.check_counts(run, len(sent))
+    got = {s["sop_uid"]: s["path"] for s in run.stores if "path" in s}
+    assert sorted(got) == sorted(sent), run.summary()
+    with gen_corpus.quiet_pydicom():
+        for u, path in sent.items():
+            a, b = pydicom.dcmread(path), pydicom.dcmread(got[u])
+            if a != b:
+                problems.append("%s: dataset differs" % u)
+    assert not problems, "%s\n%s" % (run.summary(), "\n".join(problems))
+    assert 0 < run.largest_pdata <= 4096, run.largest_pdata
+
+
 def test_move_streams_instances(node_factory, own_dest, scu_dir):
     """240 instances of 512 KiB (120 MiB) moved to a storescp that discards
     them: no worker's resident memory grows by more than 40 MiB, so the
