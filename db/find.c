@@ -5,6 +5,7 @@
  * '%' a trigram index scan. Rows come in single-row mode, so neither libpq
  * nor we hold more than one at a time. */
 #include <errno.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -409,6 +410,19 @@ static int64_t be64(const char *p)
 	for (int i = 0; i < 8; i++)
 		v = (v << 8) | (unsigned char)p[i];
 	return (int64_t)v;
+}
+
+bool pn_find_row_ready(pn_db *db)
+{
+	if (!db || !db->find || !db->find->running)
+		return true; /* nothing to wait for */
+	/* Not PQconsumeInput: it would pull all the server has sent into
+	 * libpq's buffer, which then grows with the result when we are the
+	 * slower side. */
+	if (PQisBusy(db->conn) == 0)
+		return true;
+	struct pollfd p = {.fd = PQsocket(db->conn), .events = POLLIN};
+	return poll(&p, 1, 0) > 0;
 }
 
 int pn_find_next(pn_db *db, pn_find_row *row)

@@ -83,6 +83,9 @@ typedef struct {
  * Returns 0, -EINVAL (too many conditions), -ECONNREFUSED or -EIO. */
 int pn_find_start(pn_db *db, const pn_find_query *q);
 /* 1: *row holds the next match; 0: no more; <0: -EIO (the query failed). */
+/* Whether pn_find_next would return at once: the next row (or the end)
+ * is already here, without waiting for the server. */
+bool pn_find_row_ready(pn_db *db);
 int pn_find_next(pn_db *db, pn_find_row *row);
 /* Ends the query; cancels it on the server if rows are still coming. The
  * connection is ready for the next statement afterwards. */

@@ -103,12 +103,40 @@ static int build_response(const pn_query *q, const pn_find_row *row, pn_dcm_ds *
 	return 0;
 }
 
-static void free_levels(pn_dcm_ds *levels[PN_LEVELS])
+/* The parsed attribute blob of each level, kept while the next rows carry
+ * the same bytes: a name query returns a patient's studies one after the
+ * other, and parsing the blobs was the largest cost per response. */
+typedef struct {
+	pn_dcm_ds *ds;
+	unsigned char *bytes;
+	size_t len;
+	bool have;
+} level_cache;
+
+static void cache_clear(level_cache *c)
 {
-	for (int l = 0; l < PN_LEVELS; l++) {
-		pn_dcm_ds_free(levels[l]);
-		levels[l] = NULL;
+	pn_dcm_ds_free(c->ds);
+	free(c->bytes);
+	memset(c, 0, sizeof *c);
+}
+
+/* The dataset for this blob, parsed once; NULL if it cannot be read. */
+static pn_dcm_ds *cached_level(level_cache *c, const pn_blob *b, int level)
+{
+	if (c->have && c->len == b->len && (b->len == 0 || memcmp(c->bytes, b->data, b->len) == 0))
+		return c->ds;
+	cache_clear(c);
+	c->bytes = malloc(b->len ? b->len : 1);
+	if (!c->bytes)
+		return NULL; /* not kept: parsed again next time */
+	memcpy(c->bytes, b->data, b->len);
+	c->len = b->len;
+	c->have = true;
+	if (pn_dcm_ds_load_buffer(b->data, b->len, &c->ds) < 0) {
+		pn_warning("C-FIND: a stored attribute blob at level %d cannot be read; left out", level);
+		c->ds = NULL;
 	}
+	return c->ds;
 }
 
 /* Runs the query and sends the pending responses; returns the final status
@@ -131,7 +159,18 @@ static int stream(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dcm_cmd
 	int status = PN_STATUS_SUCCESS;
 	pn_find_row row;
 	pn_dcm_ds *levels[PN_LEVELS] = {0};
+	level_cache cache[PN_LEVELS] = {0};
+	/* Responses are small: while PostgreSQL has the next rows ready they
+	 * go out in full TCP segments, not one or two packets each (the
+	 * loopback's per-packet work and the client's wake-ups were a large
+	 * part of a long answer). Whenever we would wait for PostgreSQL, what
+	 * is held is sent. */
+	bool corked = pn_dcm_assoc_cork(assoc, true) == 0;
 	for (;;) {
+		if (corked && !pn_find_row_ready(ctx->db)) {
+			pn_dcm_assoc_cork(assoc, false);
+			pn_dcm_assoc_cork(assoc, true);
+		}
 		rc = pn_find_next(ctx->db, &row);
 		if (rc == 0)
 			break;
@@ -140,27 +179,17 @@ static int stream(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dcm_cmd
 			status = PN_STATUS_OUT_OF_RESOURCES;
 			break;
 		}
-		for (int l = 0; l <= q->level; l++) {
-			if (!(q->need_levels & (1u << l)))
-				continue;
-			if (pn_dcm_ds_load_buffer(row.attrs[l].data, row.attrs[l].len, &levels[l]) < 0) {
-				pn_warning("C-FIND: a stored attribute blob at level %d cannot be read; left out", l);
-				levels[l] = NULL;
-			}
-		}
-		if (!pn_query_post_match(q, levels)) {
-			free_levels(levels);
+		for (int l = 0; l <= q->level; l++)
+			levels[l] = q->need_levels & (1u << l) ? cached_level(&cache[l], &row.attrs[l], l) : NULL;
+		if (!pn_query_post_match(q, levels))
 			continue;
-		}
 		if (ctx->cfg->max_matches > 0 && matches >= (unsigned)ctx->cfg->max_matches) {
-			free_levels(levels);
 			snprintf(why, whylen, "more than %d matches: narrow the query", ctx->cfg->max_matches);
 			status = PN_STATUS_OUT_OF_RESOURCES;
 			break;
 		}
 		pn_dcm_ds *rsp = NULL;
 		rc = build_response(q, &row, levels, ctx->cfg->ae_title, &rsp);
-		free_levels(levels);
 		if (rc == 0)
 			rc = set_charset(rsp, enc, q->request_charset);
 		if (rc < 0) {
@@ -182,6 +211,10 @@ static int stream(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dcm_cmd
 			break;
 		}
 	}
+	for (int l = 0; l < PN_LEVELS; l++)
+		cache_clear(&cache[l]);
+	if (corked)
+		pn_dcm_assoc_cork(assoc, false);
 	pn_find_stop(ctx->db);
 	pn_charset_encoder_free(enc);
 	*ret_matches = matches;

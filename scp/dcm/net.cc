@@ -19,6 +19,8 @@
 
 #include <cerrno>
 #include <cstring>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <new>
 #include <sys/socket.h>
 #include <sys/time.h>
@@ -539,6 +541,14 @@ extern "C" int pn_dcm_store_respond(pn_dcm_assoc *a, const pn_dcm_cmd *cmd, unsi
 	} catch (...) {
 		return -ENOMEM;
 	}
+}
+
+extern "C" int pn_dcm_assoc_cork(pn_dcm_assoc *a, bool on)
+{
+	if (!a || a->sock < 0)
+		return -EBADF;
+	int v = on ? 1 : 0;
+	return setsockopt(a->sock, IPPROTO_TCP, TCP_CORK, &v, sizeof(v)) < 0 ? -errno : 0;
 }
 
 extern "C" void pn_dcm_assoc_abort(pn_dcm_assoc *a)

@@ -213,6 +213,11 @@ int pn_dcm_store_start(pn_dcm_assoc *assoc, const char *path, const pn_dcm_raw *
                        unsigned short originator_msg_id);
 int pn_dcm_store_finish(pn_dcm_assoc *assoc, int timeout, unsigned short *ret_status);
 
+/* Holds back (on) or lets go of (off: sends what was held) partial TCP
+ * segments on the association's socket (TCP_CORK), so that a burst of small
+ * messages goes out in full segments. Returns 0 or -errno. */
+int pn_dcm_assoc_cork(pn_dcm_assoc *assoc, bool on);
+
 void pn_dcm_assoc_abort(pn_dcm_assoc *assoc);
 /* Closes the connection (if still open) and frees. NULL is a no-op. */
 void pn_dcm_assoc_free(pn_dcm_assoc *assoc);
