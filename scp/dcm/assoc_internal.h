@@ -6,6 +6,8 @@
 #include <dcmtk/dcmnet/assoc.h>
 #include <dcmtk/dcmnet/dimse.h>
 
+#include <vector>
+
 struct pn_dcm_assoc {
 	T_ASC_Association *assoc = nullptr;
 	int fd = -1;   // ours until dcmtk owns it
@@ -17,6 +19,12 @@ struct pn_dcm_assoc {
 	T_ASC_Network *own_net = nullptr;
 	// Message ID of the next C-STORE-RQ we send on this association.
 	unsigned short next_msg_id = 1;
+	// C-FIND pending responses (query.cc): the encoded command, kept for
+	// the request it answers, and reused buffers.
+	bool pending_valid = false;
+	unsigned short pending_msg_id = 0, pending_status = 0;
+	unsigned char pending_pres_id = 0;
+	std::vector<unsigned char> pending_cmd, pending_ds, pending_buf;
 	// The C-STORE-RQ sent and not answered yet (0: none).
 	unsigned short awaiting_msg_id = 0;
 	// A C-CANCEL-RQ read while waiting for a C-STORE-RSP (C-GET): kept for

@@ -18,6 +18,7 @@
 
 #include "assoc_internal.h"
 #include "dataset_internal.h"
+#include "pdu_internal.h"
 #include "util_internal.h"
 
 namespace
@@ -65,10 +66,66 @@ extern "C" int pn_dcm_find_receive(pn_dcm_assoc *a, const pn_dcm_cmd *cmd, int t
 	}
 }
 
+namespace
+{
+
+// A pending C-FIND-RSP with its identifier, encoded here and written in one
+// go: through DIMSE_sendFindResponse each response cost a command dataset
+// built and encoded anew and two writes, a large part of a long answer.
+// The command is the same for every pending response of a request, so it
+// is encoded once. 1: not for this path (dcmtk sends it).
+int send_pending(pn_dcm_assoc *a, const pn_dcm_cmd *cmd, unsigned short status, DcmDataset *id)
+{
+	E_TransferSyntax xfer = DcmXfer(cmd->transfer_syntax).getXfer();
+	unsigned long max = a->assoc->sendPDVLength & ~1UL;
+	if (a->sock < 0 || !id || xfer == EXS_Unknown || xfer == EXS_DeflatedLittleEndianExplicit ||
+	    DcmXfer(xfer).isEncapsulated() || max < 2)
+		return 1;
+	if (!a->pending_valid || a->pending_msg_id != cmd->message_id || a->pending_status != status ||
+	    a->pending_pres_id != cmd->pres_id) {
+		DcmDataset c;
+		if (c.putAndInsertString(DCM_AffectedSOPClassUID, cmd->sop_class_uid).bad() ||
+		    c.putAndInsertUint16(DCM_CommandField, 0x8020).bad() ||
+		    c.putAndInsertUint16(DCM_MessageIDBeingRespondedTo, cmd->message_id).bad() ||
+		    c.putAndInsertUint16(DCM_CommandDataSetType, 0x0000).bad() ||
+		    c.putAndInsertUint16(DCM_Status, status).bad())
+			return -ENOMEM;
+		std::vector<unsigned char> bytes;
+		if (pn_pdu_encode(c, EXS_LittleEndianImplicit, true, bytes) < 0)
+			return -ENOMEM;
+		a->pending_cmd.clear();
+		pn_pdu_append(a->pending_cmd, bytes.data(), bytes.size(), cmd->pres_id, true, max);
+		a->pending_valid = true;
+		a->pending_msg_id = cmd->message_id;
+		a->pending_status = status;
+		a->pending_pres_id = cmd->pres_id;
+	}
+	std::vector<unsigned char> &out = a->pending_buf;
+	out.clear();
+	if (pn_pdu_encode(*id, xfer, false, a->pending_ds) < 0) {
+		a->pending_ds.clear();
+		return 1; // let dcmtk try, and say why
+	}
+	out.insert(out.end(), a->pending_cmd.begin(), a->pending_cmd.end());
+	pn_pdu_append(out, a->pending_ds.data(), a->pending_ds.size(), cmd->pres_id, false, max);
+	a->pending_ds.clear();
+	int rc = pn_pdu_send_all(a->sock, out.data(), out.size(), false);
+	if (rc < 0)
+		a->broken = true;
+	return rc;
+}
+
+} // namespace
+
 extern "C" int pn_dcm_find_respond(pn_dcm_assoc *a, const pn_dcm_cmd *cmd, unsigned short status,
                                    const pn_dcm_ds *identifier, const char *comment)
 {
 	try {
+		if ((status == 0xFF00 || status == 0xFF01) && identifier) {
+			int rc = send_pending(a, cmd, status, OFstatic_cast(DcmDataset *, identifier->item));
+			if (rc <= 0)
+				return rc < 0 ? -EPROTO : 0;
+		}
 		T_DIMSE_C_FindRSP rsp;
 		memset(&rsp, 0, sizeof(rsp));
 		rsp.DimseStatus = status;

@@ -6,7 +6,6 @@
 #include <dcmtk/config/osconfig.h>
 #include <dcmtk/dcmdata/dcdeftag.h>
 #include <dcmtk/dcmdata/dcfilefo.h>
-#include <dcmtk/dcmdata/dcostrmb.h>
 #include <dcmtk/dcmdata/dcrledrg.h>
 #include <dcmtk/dcmdata/dcrleerg.h>
 #include <dcmtk/dcmdata/dcuid.h>
@@ -35,6 +34,7 @@
 #include <vector>
 
 #include "assoc_internal.h"
+#include "pdu_internal.h"
 #include "util_internal.h"
 
 namespace
@@ -337,7 +337,7 @@ namespace
 
 // The C-STORE-RQ command set (PS3.7 9.3.1.1) in implicit VR little endian,
 // for a dataset we send ourselves rather than through DIMSE_sendMessage.
-int encode_store_rq(const T_DIMSE_C_StoreRQ &rq, unsigned char *buf, size_t size, unsigned long *ret_len)
+int encode_store_rq(const T_DIMSE_C_StoreRQ &rq, std::vector<unsigned char> &out)
 {
 	DcmDataset cmd;
 	bool ok = cmd.putAndInsertString(DCM_AffectedSOPClassUID, rq.AffectedSOPClassUID).good() &&
@@ -351,55 +351,9 @@ int encode_store_rq(const T_DIMSE_C_StoreRQ &rq, unsigned char *buf, size_t size
 		                            rq.MoveOriginatorApplicationEntityTitle)
 		         .good() &&
 		     cmd.putAndInsertUint16(DCM_MoveOriginatorMessageID, rq.MoveOriginatorID).good();
-	if (!ok ||
-	    cmd.computeGroupLengthAndPadding(EGL_withGL, EPD_noChange, EXS_LittleEndianImplicit, EET_ExplicitLength)
-	        .bad())
+	if (!ok)
 		return -ENOMEM;
-	DcmOutputBufferStream out(buf, (offile_off_t)size);
-	cmd.transferInit();
-	OFCondition c = cmd.write(out, EXS_LittleEndianImplicit, EET_ExplicitLength, NULL, EGL_withGL);
-	cmd.transferEnd();
-	if (c.bad()) // EC_StreamNotifyClient: the buffer is too small
-		return -ENOMEM;
-	void *p = nullptr;
-	offile_off_t len = 0;
-	out.flushBuffer(p, len);
-	*ret_len = (unsigned long)len;
-	return 0;
-}
-
-// One P-DATA-TF PDU with one PDV (PS3.8 9.3.5): its 12 header bytes.
-void pdata_header(unsigned char h[12], uint32_t data_len, T_ASC_PresentationContextID id, bool command, bool last)
-{
-	uint32_t pdu_len = data_len + 6, item_len = data_len + 2;
-	h[0] = 0x04;
-	h[1] = 0;
-	for (int i = 0; i < 4; i++) {
-		h[2 + i] = (unsigned char)(pdu_len >> (24 - 8 * i));
-		h[6 + i] = (unsigned char)(item_len >> (24 - 8 * i));
-	}
-	h[10] = id;
-	h[11] = (unsigned char)((command ? 0x01 : 0x00) | (last ? 0x02 : 0x00));
-}
-
-// The socket's send timeout shows as EAGAIN.
-int io_errno(int e)
-{
-	return e == EAGAIN || e == EWOULDBLOCK ? -ETIMEDOUT : -EPROTO;
-}
-
-int send_all(int sock, const unsigned char *p, size_t len)
-{
-	while (len > 0) {
-		ssize_t n = send(sock, p, len, MSG_MORE | MSG_NOSIGNAL);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return io_errno(errno);
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
+	return pn_pdu_encode(cmd, EXS_LittleEndianImplicit, true, out);
 }
 
 // 1: the file ended early (cut while we read it).
@@ -411,7 +365,7 @@ int sendfile_all(int sock, int fd, uint64_t off, size_t len)
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0)
-			return io_errno(errno);
+			return errno == EAGAIN || errno == EWOULDBLOCK ? -ETIMEDOUT : -EPROTO;
 		if (n == 0)
 			return 1;
 		len -= (size_t)n;
@@ -429,22 +383,22 @@ int send_raw(pn_dcm_assoc *a, T_ASC_PresentationContextID id, const T_DIMSE_C_St
 {
 	if (raw->length == 0)
 		return -EBADMSG;
-	unsigned char cmd[12 + 1024];
-	unsigned long cmd_len = 0;
-	int rc = encode_store_rq(rq, cmd + 12, sizeof(cmd) - 12, &cmd_len);
+	std::vector<unsigned char> cmd;
+	int rc = encode_store_rq(rq, cmd);
 	if (rc < 0)
 		return rc;
 	uint64_t chunk_max = a->assoc->sendPDVLength & ~(unsigned long)1; // even fragments
-	if (chunk_max < 2 || cmd_len > chunk_max)
+	if (chunk_max < 2 || cmd.size() > chunk_max)
 		return -EPROTO;
-	pdata_header(cmd, (uint32_t)cmd_len, id, true, true);
-	rc = send_all(a->sock, cmd, 12 + cmd_len);
+	std::vector<unsigned char> pdu;
+	pn_pdu_append(pdu, cmd.data(), cmd.size(), id, true, chunk_max);
+	rc = pn_pdu_send_all(a->sock, pdu.data(), pdu.size(), true);
 	uint64_t off = raw->offset, left = raw->length;
 	while (rc == 0 && left > 0) {
 		uint64_t chunk = left < chunk_max ? left : chunk_max;
 		unsigned char h[12];
-		pdata_header(h, (uint32_t)chunk, id, false, left == chunk);
-		rc = send_all(a->sock, h, sizeof(h));
+		pn_pdu_header(h, (uint32_t)chunk, id, false, left == chunk);
+		rc = pn_pdu_send_all(a->sock, h, sizeof(h), true);
 		if (rc == 0)
 			rc = sendfile_all(a->sock, raw->fd, off, (size_t)chunk);
 		off += chunk;
