@@ -349,11 +349,19 @@ int pn_find_start(pn_db *db, const pn_find_query *q)
 		put(b, "%s%s", l ? ", " : "", attrs_column[l]);
 	ncol = q->paths_only ? 1 : q->level + 1;
 	fs->computed = 0;
+	/* The study's series count, instance count and modalities from one
+	 * pass over its series (LATERAL) when more than one is asked for,
+	 * rather than a sub-query each. */
+	unsigned study_set = (1u << 3) | (1u << 4) | (1u << 6);
+	bool lateral = !q->paths_only && q->level >= PN_FIND_STUDY && __builtin_popcount(q->computed & study_set) >= 2;
 	for (int c = 0; c < PN_FIND_C_COUNT; c++) {
 		fs->col_computed[c] = -1;
 		if (q->paths_only || !(q->computed & (1u << c)) || computed[c].min_level > q->level)
 			continue;
-		put(b, ", %s", computed[c].sql);
+		if (lateral && (study_set & (1u << c)))
+			put(b, ", %s", c == 3 ? "sc.n_series" : c == 4 ? "sc.n_instances" : "sc.modalities");
+		else
+			put(b, ", %s", computed[c].sql);
 		fs->col_computed[c] = ncol++;
 		fs->computed |= 1u << c;
 	}
@@ -363,7 +371,13 @@ int pn_find_start(pn_db *db, const pn_find_query *q)
 		fs->col_path = ncol;
 		ncol += 4;
 	}
-	put(b, "%s WHERE true", from_clause[q->level]);
+	put(b, "%s", from_clause[q->level]);
+	if (lateral)
+		put(b, " LEFT JOIN LATERAL (SELECT count(*) AS n_series,"
+		       " coalesce(sum((SELECT count(*) FROM instance y WHERE y.series_fk = x.pk)), 0)::bigint"
+		       " AS n_instances, string_agg(DISTINCT x.modality, '\\' ORDER BY x.modality) AS modalities"
+		       " FROM series x WHERE x.study_fk = st.pk) sc ON true");
+	put(b, " WHERE true");
 	int rc = 0;
 	for (size_t i = 0; i < q->n_conds && rc == 0; i++)
 		rc = add_condition(b, fs, q, &q->conds[i]);
