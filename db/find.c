@@ -96,16 +96,24 @@ static const struct computed {
 	bool is_count;
 	const char *sql;
 } computed[PN_FIND_C_COUNT] = {
-    {PN_FIND_PATIENT, true, "(SELECT count(*) FROM study x WHERE x.patient_fk = p.pk)"},
     {PN_FIND_PATIENT, true,
-     "(SELECT count(*) FROM series x JOIN study y ON y.pk = x.study_fk WHERE y.patient_fk = p.pk)"},
+     "(SELECT coalesce(sum(c.n_studies), 0)::bigint FROM patient_count c"
+     " WHERE c.patient_fk = p.pk)"},
     {PN_FIND_PATIENT, true,
-     "(SELECT count(*) FROM instance x JOIN series y ON y.pk = x.series_fk"
-     " JOIN study z ON z.pk = y.study_fk WHERE z.patient_fk = p.pk)"},
-    {PN_FIND_STUDY, true, "(SELECT count(*) FROM series x WHERE x.study_fk = st.pk)"},
+     "(SELECT coalesce(sum(c.n_series), 0)::bigint FROM patient_count c"
+     " WHERE c.patient_fk = p.pk)"},
+    {PN_FIND_PATIENT, true,
+     "(SELECT coalesce(sum(c.n_instances), 0)::bigint FROM patient_count c"
+     " WHERE c.patient_fk = p.pk)"},
     {PN_FIND_STUDY, true,
-     "(SELECT count(*) FROM instance x JOIN series y ON y.pk = x.series_fk WHERE y.study_fk = st.pk)"},
-    {PN_FIND_SERIES, true, "(SELECT count(*) FROM instance x WHERE x.series_fk = se.pk)"},
+     "(SELECT coalesce(sum(c.n_series), 0)::bigint FROM study_count c"
+     " WHERE c.study_fk = st.pk)"},
+    {PN_FIND_STUDY, true,
+     "(SELECT coalesce(sum(c.n_instances), 0)::bigint FROM study_count c"
+     " WHERE c.study_fk = st.pk)"},
+    {PN_FIND_SERIES, true,
+     "(SELECT coalesce(sum(c.n_instances), 0)::bigint FROM series_count c"
+     " WHERE c.series_fk = se.pk)"},
     {PN_FIND_STUDY, false,
      "(SELECT string_agg(DISTINCT x.modality, '\\' ORDER BY x.modality) FROM series x"
      " WHERE x.study_fk = st.pk)"},
@@ -349,19 +357,11 @@ int pn_find_start(pn_db *db, const pn_find_query *q)
 		put(b, "%s%s", l ? ", " : "", attrs_column[l]);
 	ncol = q->paths_only ? 1 : q->level + 1;
 	fs->computed = 0;
-	/* The study's series count, instance count and modalities from one
-	 * pass over its series (LATERAL) when more than one is asked for,
-	 * rather than a sub-query each. */
-	unsigned study_set = (1u << 3) | (1u << 4) | (1u << 6);
-	bool lateral = !q->paths_only && q->level >= PN_FIND_STUDY && __builtin_popcount(q->computed & study_set) >= 2;
 	for (int c = 0; c < PN_FIND_C_COUNT; c++) {
 		fs->col_computed[c] = -1;
 		if (q->paths_only || !(q->computed & (1u << c)) || computed[c].min_level > q->level)
 			continue;
-		if (lateral && (study_set & (1u << c)))
-			put(b, ", %s", c == 3 ? "sc.n_series" : c == 4 ? "sc.n_instances" : "sc.modalities");
-		else
-			put(b, ", %s", computed[c].sql);
+		put(b, ", %s", computed[c].sql);
 		fs->col_computed[c] = ncol++;
 		fs->computed |= 1u << c;
 	}
@@ -371,13 +371,7 @@ int pn_find_start(pn_db *db, const pn_find_query *q)
 		fs->col_path = ncol;
 		ncol += 4;
 	}
-	put(b, "%s", from_clause[q->level]);
-	if (lateral)
-		put(b, " LEFT JOIN LATERAL (SELECT count(*) AS n_series,"
-		       " coalesce(sum((SELECT count(*) FROM instance y WHERE y.series_fk = x.pk)), 0)::bigint"
-		       " AS n_instances, string_agg(DISTINCT x.modality, '\\' ORDER BY x.modality) AS modalities"
-		       " FROM series x WHERE x.study_fk = st.pk) sc ON true");
-	put(b, " WHERE true");
+	put(b, "%s WHERE true", from_clause[q->level]);
 	int rc = 0;
 	for (size_t i = 0; i < q->n_conds && rc == 0; i++)
 		rc = add_condition(b, fs, q, &q->conds[i]);

@@ -192,6 +192,10 @@ def node_factory(request, pg_cluster, testdir, it_base):
                             % (rc, node.log_path, H.tail(node.log_path)))
         if getattr(node, "leftovers", None):
             problems.append("node left processes %s running after it exited" % node.leftovers)
+        wrong = _wrong_counts(node)
+        if wrong:
+            problems.append("kept counts differ from the rows (migration 004's triggers) in "
+                            "database %s: %s" % (node.dbname, wrong))
     keep = problems or _failed(request.node)
     for node in nodes:
         if keep:
@@ -204,6 +208,41 @@ def node_factory(request, pg_cluster, testdir, it_base):
                 print("could not drop database %s: %s" % (node.dbname, e))
     if problems:
         pytest.fail("\n\n".join(problems), pytrace=False)
+
+
+# The counts C-FIND returns are kept by triggers (db/migrations/004): after
+# every test, whatever it stored, duplicated, replaced, refused or crashed,
+# they must equal what the rows say.
+_COUNT_CHECK = """
+SELECT 'series ' || s.pk FROM series s
+ WHERE (SELECT coalesce(sum(n_instances), 0) FROM series_count c WHERE c.series_fk = s.pk)
+    <> (SELECT count(*) FROM instance i WHERE i.series_fk = s.pk)
+UNION ALL
+SELECT 'study ' || t.pk FROM study t
+ WHERE (SELECT coalesce(sum(n_series), 0) FROM study_count c WHERE c.study_fk = t.pk)
+    <> (SELECT count(*) FROM series s WHERE s.study_fk = t.pk)
+    OR (SELECT coalesce(sum(n_instances), 0) FROM study_count c WHERE c.study_fk = t.pk)
+    <> (SELECT count(*) FROM instance i JOIN series s ON s.pk = i.series_fk WHERE s.study_fk = t.pk)
+UNION ALL
+SELECT 'patient ' || p.pk FROM patient p
+ WHERE (SELECT coalesce(sum(n_studies), 0) FROM patient_count c WHERE c.patient_fk = p.pk)
+    <> (SELECT count(*) FROM study t WHERE t.patient_fk = p.pk)
+    OR (SELECT coalesce(sum(n_series), 0) FROM patient_count c WHERE c.patient_fk = p.pk)
+    <> (SELECT count(*) FROM series s JOIN study t ON t.pk = s.study_fk WHERE t.patient_fk = p.pk)
+    OR (SELECT coalesce(sum(n_instances), 0) FROM patient_count c WHERE c.patient_fk = p.pk)
+    <> (SELECT count(*) FROM instance i JOIN series s ON s.pk = i.series_fk
+         JOIN study t ON t.pk = s.study_fk WHERE t.patient_fk = p.pk)
+LIMIT 5
+"""
+
+
+def _wrong_counts(node):
+    try:
+        if not node.query("SELECT to_regclass('series_count') IS NOT NULL AS have")[0]["have"]:
+            return None
+        return [r["?column?"] for r in node.query(_COUNT_CHECK)]
+    except Exception as e:  # the database may be gone on purpose
+        return None if "does not exist" in str(e) else "check failed: %s" % e
 
 
 @pytest.fixture
