@@ -13,6 +13,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <new>
 #include <vector>
 
 #include "dataset_internal.h"
@@ -42,36 +43,56 @@ bool is_binary_vr(DcmEVR vr)
 	}
 }
 
+// An attribute blob: explicit VR little endian, in malloc'ed memory.
 int encode(DcmDataset &ds, pn_dcm_buf *out)
 {
 	out->data = nullptr;
 	out->len = 0;
-	E_TransferSyntax xfer = EXS_LittleEndianExplicit;
-	Uint32 len = ds.calcElementLength(xfer, EET_ExplicitLength);
-	if (ds.card() == 0)
-		len = 0;
-	void *buf = malloc(len ? len : 1);
+	std::vector<unsigned char> bytes;
+	if (ds.card() > 0) {
+		int rc = pn_dcm_encode(ds, EXS_LittleEndianExplicit, false, bytes);
+		if (rc < 0)
+			return rc == -ENOMEM ? rc : -EIO;
+	}
+	void *buf = malloc(bytes.empty() ? 1 : bytes.size());
 	if (!buf)
 		return -ENOMEM;
-	if (len > 0) {
-		DcmOutputBufferStream stream(buf, len);
-		ds.transferInit();
-		OFCondition c = ds.write(stream, xfer, EET_ExplicitLength, NULL);
-		ds.transferEnd();
-		void *written = nullptr;
-		offile_off_t written_len = 0;
-		stream.flushBuffer(written, written_len);
-		if (c.bad() || (Uint32)written_len != len) {
-			free(buf);
-			return -EIO;
-		}
-	}
+	if (!bytes.empty())
+		memcpy(buf, bytes.data(), bytes.size());
 	out->data = buf;
-	out->len = len;
+	out->len = bytes.size();
 	return 0;
 }
 
 } // namespace
+
+int pn_dcm_encode(DcmItem &ds, E_TransferSyntax xfer, bool group_length, std::vector<unsigned char> &out)
+{
+	try {
+		if (group_length &&
+		    ds.computeGroupLengthAndPadding(EGL_withGL, EPD_noChange, xfer, EET_ExplicitLength).bad())
+			return -EINVAL;
+		Uint32 len = ds.getLength(xfer, EET_ExplicitLength);
+		size_t at = out.size();
+		out.resize(at + len);
+		if (len == 0)
+			return 0;
+		DcmOutputBufferStream stream(out.data() + at, (offile_off_t)len);
+		ds.transferInit();
+		OFCondition c = ds.write(stream, xfer, EET_ExplicitLength, NULL);
+		ds.transferEnd();
+		void *p = nullptr;
+		offile_off_t n = 0;
+		stream.flushBuffer(p, n);
+		if (c.bad() || (Uint32)n != len) {
+			out.resize(at);
+			return -EINVAL;
+		}
+		return 0;
+	} catch (const std::bad_alloc &) {
+		return -ENOMEM;
+	}
+}
 
 extern "C" int pn_dcm_ds_load(const char *path, pn_dcm_ds **ret_ds)
 {

@@ -35,4 +35,10 @@ struct pn_dcm_text_value {
 };
 void pn_dcm_text_values(DcmItem *item, std::vector<pn_dcm_text_value> &out);
 
+// Appends the encoding of `ds` in `xfer` (explicit lengths) to `out`; with
+// group_length, group length elements are computed and written (commands).
+// The one encoder behind attribute blobs, commands and C-FIND responses.
+// Returns 0, -EINVAL or -ENOMEM.
+int pn_dcm_encode(DcmItem &ds, E_TransferSyntax xfer, bool group_length, std::vector<unsigned char> &out);
+
 #endif

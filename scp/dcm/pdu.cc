@@ -1,33 +1,7 @@
 #include "pdu_internal.h"
 
-#include <dcmtk/dcmdata/dcostrmb.h>
-
 #include <cerrno>
 #include <sys/socket.h>
-
-int pn_pdu_encode(DcmItem &ds, E_TransferSyntax xfer, bool group_length, std::vector<unsigned char> &out)
-{
-	E_GrpLenEncoding gl = group_length ? EGL_withGL : EGL_withoutGL;
-	if (ds.computeGroupLengthAndPadding(gl, EPD_noChange, xfer, EET_ExplicitLength).bad())
-		return -EINVAL;
-	Uint32 len = ds.getLength(xfer, EET_ExplicitLength);
-	size_t at = out.size();
-	out.resize(at + len);
-	if (len == 0)
-		return 0;
-	DcmOutputBufferStream stream(out.data() + at, (offile_off_t)len);
-	ds.transferInit();
-	OFCondition c = ds.write(stream, xfer, EET_ExplicitLength, NULL);
-	ds.transferEnd();
-	void *p = nullptr;
-	offile_off_t n = 0;
-	stream.flushBuffer(p, n);
-	if (c.bad() || (Uint32)n != len) {
-		out.resize(at);
-		return -EINVAL;
-	}
-	return 0;
-}
 
 void pn_pdu_header(unsigned char h[12], uint32_t len, unsigned char pres_id, bool command, bool last)
 {

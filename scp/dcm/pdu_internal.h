@@ -6,17 +6,10 @@
 #define PN_DCM_PDU_INTERNAL_H
 
 #include <dcmtk/config/osconfig.h>
-#include <dcmtk/dcmdata/dcitem.h>
-#include <dcmtk/dcmdata/dcxfer.h>
 
 #include <cstddef>
 #include <cstdint>
 #include <vector>
-
-// Appends the encoding of `ds` in `xfer` (explicit lengths). With
-// group_length, group length elements are computed and written (commands).
-// Returns 0 or -ENOMEM / -EINVAL.
-int pn_pdu_encode(DcmItem &ds, E_TransferSyntax xfer, bool group_length, std::vector<unsigned char> &out);
 
 // The 12 header bytes of a PDU holding one PDV of `len` bytes.
 void pn_pdu_header(unsigned char h[12], uint32_t len, unsigned char pres_id, bool command, bool last);

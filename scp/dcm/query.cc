@@ -91,7 +91,7 @@ int send_pending(pn_dcm_assoc *a, const pn_dcm_cmd *cmd, unsigned short status, 
 		    c.putAndInsertUint16(DCM_Status, status).bad())
 			return -ENOMEM;
 		std::vector<unsigned char> bytes;
-		if (pn_pdu_encode(c, EXS_LittleEndianImplicit, true, bytes) < 0)
+		if (pn_dcm_encode(c, EXS_LittleEndianImplicit, true, bytes) < 0)
 			return -ENOMEM;
 		a->pending_cmd.clear();
 		pn_pdu_append(a->pending_cmd, bytes.data(), bytes.size(), cmd->pres_id, true, max);
@@ -102,7 +102,7 @@ int send_pending(pn_dcm_assoc *a, const pn_dcm_cmd *cmd, unsigned short status, 
 	}
 	std::vector<unsigned char> &out = a->pending_buf;
 	out.clear();
-	if (pn_pdu_encode(*id, xfer, false, a->pending_ds) < 0) {
+	if (pn_dcm_encode(*id, xfer, false, a->pending_ds) < 0) {
 		a->pending_ds.clear();
 		return 1; // let dcmtk try, and say why
 	}

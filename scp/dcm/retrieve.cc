@@ -34,6 +34,7 @@
 #include <vector>
 
 #include "assoc_internal.h"
+#include "dataset_internal.h"
 #include "pdu_internal.h"
 #include "util_internal.h"
 
@@ -353,7 +354,7 @@ int encode_store_rq(const T_DIMSE_C_StoreRQ &rq, std::vector<unsigned char> &out
 		     cmd.putAndInsertUint16(DCM_MoveOriginatorMessageID, rq.MoveOriginatorID).good();
 	if (!ok)
 		return -ENOMEM;
-	return pn_pdu_encode(cmd, EXS_LittleEndianImplicit, true, out);
+	return pn_dcm_encode(cmd, EXS_LittleEndianImplicit, true, out);
 }
 
 // 1: the file ended early (cut while we read it).
