@@ -192,7 +192,8 @@ static int select_targets(const pn_store_ctx *ctx, const retrieve_keys *k, targe
 
 /* Opens a stored file and finds its dataset, so that it can be sent as it
  * lies on disk. The file must hold the instance the index says it does.
- * Returns the descriptor, -ENOENT or -EBADMSG. */
+ * Returns the descriptor, -ENOENT, -EILSEQ (it holds another instance) or
+ * -EBADMSG. */
 static int open_stored(const char *full, const char *sop_uid, pn_part10_meta *meta, pn_dcm_raw *raw)
 {
 	int fd = open(full, O_RDONLY | O_CLOEXEC);
@@ -220,7 +221,7 @@ static int open_stored(const char *full, const char *sop_uid, pn_part10_meta *me
 		free(buf);
 	struct stat st;
 	if (rc == 0 && strcmp(meta->sop_instance_uid, sop_uid) != 0)
-		rc = -EBADMSG;
+		rc = -EILSEQ;
 	if (rc == 0 && (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size <= meta->dataset_offset))
 		rc = -EBADMSG;
 	if (rc < 0) {
@@ -462,9 +463,12 @@ int pn_retrieve_handle(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dc
 		} else {
 			ops.failed++;
 			uid_list_add(&failed_uids, t->sop_uid);
-			if (rc == -ENOENT || rc == -EBADMSG)
+			if (rc == -ENOENT || rc == -EBADMSG || rc == -EILSEQ)
 				pn_error("%s from \"%s\": instance %s: file \"%s\" %s", op, calling_ae, t->sop_uid,
-				         t->path, rc == -ENOENT ? "is missing" : "cannot be read");
+				         t->path,
+				         rc == -ENOENT   ? "is missing"
+				         : rc == -EILSEQ ? "holds another instance"
+				                         : "cannot be read");
 			else if (rc == -ENOTSUP)
 				pn_warning("%s from \"%s\": instance %s: no accepted presentation context for it", op,
 				           calling_ae, t->sop_uid);

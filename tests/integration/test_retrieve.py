@@ -781,6 +781,8 @@ def test_missing_and_unreadable_files(node_factory, own_dest, corpus, scu_dir):
     for u in bad:
         assert wait_log(node, off, r" error: .*%s|%s.* error" % (u, u)), \
             "no error line names %s:\n%s" % (u, H.tail(node.log_path))
+    assert wait_log(node, off, r" error: .*%s: file .* holds another instance" % swapped), \
+        "the swapped file is not reported as such:\n%s" % H.tail(node.log_path)
     assert_alive(node)
 
     pairs = [(e["sop_class_uid"], e["transfer_syntax_uid"]) for e in entries]
