@@ -96,27 +96,14 @@ static const struct computed {
 	bool is_count;
 	const char *sql;
 } computed[PN_FIND_C_COUNT] = {
-    {PN_FIND_PATIENT, true,
-     "(SELECT coalesce(sum(c.n_studies), 0)::bigint FROM patient_count c"
-     " WHERE c.patient_fk = p.pk)"},
-    {PN_FIND_PATIENT, true,
-     "(SELECT coalesce(sum(c.n_series), 0)::bigint FROM patient_count c"
-     " WHERE c.patient_fk = p.pk)"},
-    {PN_FIND_PATIENT, true,
-     "(SELECT coalesce(sum(c.n_instances), 0)::bigint FROM patient_count c"
-     " WHERE c.patient_fk = p.pk)"},
-    {PN_FIND_STUDY, true,
-     "(SELECT coalesce(sum(c.n_series), 0)::bigint FROM study_count c"
-     " WHERE c.study_fk = st.pk)"},
-    {PN_FIND_STUDY, true,
-     "(SELECT coalesce(sum(c.n_instances), 0)::bigint FROM study_count c"
-     " WHERE c.study_fk = st.pk)"},
-    {PN_FIND_SERIES, true,
-     "(SELECT coalesce(sum(c.n_instances), 0)::bigint FROM series_count c"
-     " WHERE c.series_fk = se.pk)"},
-    {PN_FIND_STUDY, false,
-     "(SELECT string_agg(DISTINCT x.modality, '\\' ORDER BY x.modality) FROM series x"
-     " WHERE x.study_fk = st.pk)"},
+    /* Kept in the rows by triggers (migrations 004 and 005). */
+    {PN_FIND_PATIENT, true, "p.n_studies"},
+    {PN_FIND_PATIENT, true, "p.n_series"},
+    {PN_FIND_PATIENT, true, "p.n_instances"},
+    {PN_FIND_STUDY, true, "st.n_series"},
+    {PN_FIND_STUDY, true, "st.n_instances"},
+    {PN_FIND_SERIES, true, "se.n_instances"},
+    {PN_FIND_STUDY, false, "st.modalities"},
     {PN_FIND_STUDY, false,
      "(SELECT string_agg(DISTINCT x.sop_class_uid, '\\' ORDER BY x.sop_class_uid)"
      " FROM instance x JOIN series y ON y.pk = x.series_fk WHERE y.study_fk = st.pk)"},

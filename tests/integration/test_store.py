@@ -7,6 +7,7 @@ the generator wrote), never from reading the node back.
 
 import os
 import re
+import threading
 
 import pytest
 
@@ -353,3 +354,80 @@ def test_concurrent_senders_same_study(node_factory, scu_dir, policy):
                                     f["sop_instance_uid"], f["transfer_syntax_uid"])
     assert_storage_clean(node)
     assert_log(node, "PNRACE", what="the racing associations")
+
+
+def test_modalities_fold_sees_the_transaction_it_waited_for(node, scu_dir):
+    """The race the fold's lock is for, made certain: T1 adds an MR series
+    and folds (SET CONSTRAINTS ALL IMMEDIATE) but has not committed; T2
+    adds a PT series and commits, its fold waiting for T1's row lock; T1
+    commits. Without the lock T2 computed the modalities from a snapshot
+    without T1's series and wrote "CT\\PT"."""
+    f = gen_corpus.make_instance(os.path.join(scu_dir, "fold-ct.dcm"), name="fold-ct", modality="CT")
+    run = H.storescu(node.port, [f["path"]], scu_dir)
+    assert run.all_success(), run.summary()
+    [study] = node.query("SELECT pk FROM study")
+    add = "INSERT INTO series (study_fk, series_uid, modality) VALUES (%s, %s, %s)"
+    t1, t2 = node.connect(), node.connect()
+    try:
+        t1.autocommit = t2.autocommit = False
+        c1, c2 = t1.cursor(), t2.cursor()
+        c1.execute(add, (study["pk"], "1.2.3.901", "MR"))
+        c1.execute("SET CONSTRAINTS ALL IMMEDIATE")  # folds now, holding the study row
+        c2.execute(add, (study["pk"], "1.2.3.902", "PT"))
+        done = threading.Event()
+        errors = []
+
+        def commit_t2():
+            try:
+                t2.commit()  # folds: waits for T1
+            except Exception as e:  # reported below
+                errors.append(e)
+            done.set()
+
+        th = threading.Thread(target=commit_t2)
+        th.start()
+        assert not done.wait(1.0), "T2 committed without waiting for T1's lock on the study row"
+        t1.commit()
+        th.join(10)
+        assert done.is_set() and not errors, errors
+    finally:
+        t1.close()
+        t2.close()
+    [row] = node.query("SELECT modalities, n_series FROM study")
+    assert (row["modalities"], row["n_series"]) == ("CT\\MR\\PT", 3)
+
+
+STUDIES = 25
+
+
+def test_concurrent_series_of_one_new_study(node_factory, scu_dir):
+    """4 storescu processes released at the same instant, each sending its
+    own series (its own modality) of the same 25 new studies, so that the
+    transactions adding series to one study commit at nearly the same time: the counts and
+    Modalities in Study kept in the study and patient rows (migration 005)
+    hold every series, whichever association folded its counts first."""
+    node = node_factory(workers=4, max_associations=8)
+    modalities = ["CT", "MR", "NM", "PT"]
+    studies = [gen_corpus.make_uid(0, "fold-study-%d" % k) for k in range(STUDIES)]
+    per_sender = []
+    for m in modalities:
+        files = []
+        for k, study in enumerate(studies):
+            series = gen_corpus.make_uid(0, "fold-series-%d-%s" % (k, m))
+            for i in range(2):
+                files.append(gen_corpus.make_instance(
+                    os.path.join(scu_dir, "fold-%d-%s-%d.dcm" % (k, m, i)), name="fold-%d-%s-%d" % (k, m, i),
+                    patient_id="PN-FOLD", study_uid=study, series_uid=series, instance_number=i + 1,
+                    modality=m)["path"])
+        per_sender.append(files)
+    runs = H.StorescuGroup(node.port, per_sender, scu_dir, aet="PNFOLD").wait()
+    for r in runs:
+        assert r.all_success(), r.summary()
+    rows = node.query("SELECT study_uid, modalities, n_series, n_instances FROM study ORDER BY study_uid")
+    assert [(r["study_uid"], r["modalities"], r["n_series"], r["n_instances"]) for r in rows] == \
+        [(s, "CT\\MR\\NM\\PT", 4, 8) for s in sorted(studies)]
+    [p] = node.query("SELECT n_studies, n_series, n_instances FROM patient")
+    assert (p["n_studies"], p["n_series"], p["n_instances"]) == (STUDIES, 4 * STUDIES, 8 * STUDIES)
+    [left] = node.query("SELECT (SELECT count(*) FROM study_count) + (SELECT count(*) FROM series_count)"
+                        " + (SELECT count(*) FROM patient_count) AS n")
+    assert left["n"] == 0, "shard rows left unfolded"
