@@ -43,6 +43,7 @@ static const char *const level_names[PN_LEVELS] = {"PATIENT", "STUDY", "SERIES",
 typedef struct {
 	uint32_t tag;
 	char vr[3];
+	bool vr_from_dict;
 	char *value;
 	bool is_sequence;
 	size_t n_items;
@@ -70,6 +71,7 @@ static int collect(void *ctx, const pn_dcm_elem *e)
 	raw_key *k = &rk->keys[rk->n];
 	k->tag = e->tag;
 	memcpy(k->vr, e->vr, sizeof k->vr);
+	k->vr_from_dict = e->vr_from_dict;
 	k->value = strdup(e->value ? e->value : "");
 	if (!k->value) {
 		rk->nomem = true;
@@ -304,6 +306,8 @@ int pn_query_parse(pn_dcm_ds *identifier, const char *sop_class_uid, bool fold_n
 		pn_query_key *key = &q->keys[q->n_keys++];
 		key->tag = k->tag;
 		key->level = -1;
+		memcpy(key->vr, k->vr, sizeof key->vr);
+		key->vr_from_dict = k->vr_from_dict;
 		uint16_t group = (uint16_t)(k->tag >> 16), elem = (uint16_t)(k->tag & 0xffff);
 		if (k->tag == TAG_CHARSET || group == 0x0000 || group == 0x0002 || elem == 0x0000) {
 			key->role = PN_KEY_SKIP;

@@ -23,6 +23,8 @@ typedef enum {
 
 typedef struct {
 	uint32_t tag;
+	char vr[3]; /* the dictionary's, when vr_from_dict */
+	bool vr_from_dict;
 	pn_key_role role;
 	int level;         /* PN_LEVEL_*; -1: kept nowhere */
 	unsigned computed; /* PN_FIND_C_* bit for PN_KEY_COMPUTED */

@@ -144,6 +144,11 @@ int pn_dcm_find_receive(pn_dcm_assoc *assoc, const pn_dcm_cmd *cmd, int timeout,
  * response with NULL; `comment` as for pn_dcm_store_respond (failures). */
 int pn_dcm_find_respond(pn_dcm_assoc *assoc, const pn_dcm_cmd *cmd, unsigned short status, const pn_dcm_ds *identifier,
                         const char *comment);
+/* A pending C-FIND-RSP whose identifier the caller encoded in the context's
+ * transfer syntax (implicit or explicit VR little endian). 0; 1: not
+ * possible on this association (use pn_dcm_find_respond); -EPROTO. */
+int pn_dcm_find_respond_encoded(pn_dcm_assoc *assoc, const pn_dcm_cmd *cmd, unsigned short status,
+                                const void *identifier, size_t len);
 
 /* Whether the peer has sent C-CANCEL-RQ for `cmd`; never waits.
  * 1 yes, 0 no, -EPROTO (something else arrived or the link broke). */
@@ -262,6 +267,10 @@ int pn_dcm_ds_encode_levels(const pn_dcm_ds *ds, int (*level_of)(uint32_t tag), 
 /* An empty dataset (to build a response in). */
 int pn_dcm_ds_create(pn_dcm_ds **ret_ds);
 
+/* `ds` encoded in implicit or explicit VR little endian, as a C-FIND
+ * response goes out (malloc'ed; for tests). 0, -EINVAL, -ENOMEM. */
+int pn_dcm_ds_encode_le(const pn_dcm_ds *ds, bool explicit_vr, pn_dcm_buf *out);
+
 /* A dataset encoded in explicit VR little endian without meta header, as
  * pn_dcm_ds_encode_levels() makes them (copied). 0, -EBADMSG, -ENOMEM. */
 int pn_dcm_ds_load_buffer(const void *data, size_t len, pn_dcm_ds **ret_ds);
@@ -269,6 +278,7 @@ int pn_dcm_ds_load_buffer(const void *data, size_t len, pn_dcm_ds **ret_ds);
 typedef struct {
 	uint32_t tag;
 	char vr[3];        /* the dictionary's VR when the dataset said UN */
+	bool vr_from_dict; /* vr is the dictionary's (the tag is known) */
 	const char *value; /* all values joined with '\'; "" when empty */
 	bool is_sequence;
 	size_t n_items;

@@ -74,11 +74,13 @@ namespace
 // built and encoded anew and two writes, a large part of a long answer.
 // The command is the same for every pending response of a request, so it
 // is encoded once. 1: not for this path (dcmtk sends it).
-int send_pending(pn_dcm_assoc *a, const pn_dcm_cmd *cmd, unsigned short status, DcmDataset *id)
+// The command and the identifier's bytes, in one write.
+int send_pending_bytes(pn_dcm_assoc *a, const pn_dcm_cmd *cmd, unsigned short status, const unsigned char *id,
+                       size_t len)
 {
 	E_TransferSyntax xfer = DcmXfer(cmd->transfer_syntax).getXfer();
 	unsigned long max = a->assoc->sendPDVLength & ~1UL;
-	if (a->sock < 0 || !id || xfer == EXS_Unknown || xfer == EXS_DeflatedLittleEndianExplicit ||
+	if (a->sock < 0 || xfer == EXS_Unknown || xfer == EXS_DeflatedLittleEndianExplicit ||
 	    DcmXfer(xfer).isEncapsulated() || max < 2)
 		return 1;
 	if (!a->pending_valid || a->pending_msg_id != cmd->message_id || a->pending_status != status ||
@@ -102,16 +104,27 @@ int send_pending(pn_dcm_assoc *a, const pn_dcm_cmd *cmd, unsigned short status, 
 	}
 	std::vector<unsigned char> &out = a->pending_buf;
 	out.clear();
+	out.insert(out.end(), a->pending_cmd.begin(), a->pending_cmd.end());
+	pn_pdu_append(out, id, len, cmd->pres_id, false, max);
+	int rc = pn_pdu_send_all(a->sock, out.data(), out.size(), false);
+	if (rc < 0)
+		a->broken = true;
+	return rc;
+}
+
+int send_pending(pn_dcm_assoc *a, const pn_dcm_cmd *cmd, unsigned short status, DcmDataset *id)
+{
+	E_TransferSyntax xfer = DcmXfer(cmd->transfer_syntax).getXfer();
+	if (a->sock < 0 || !id || xfer == EXS_Unknown || xfer == EXS_DeflatedLittleEndianExplicit ||
+	    DcmXfer(xfer).isEncapsulated())
+		return 1;
+	a->pending_ds.clear();
 	if (pn_dcm_encode(*id, xfer, false, a->pending_ds) < 0) {
 		a->pending_ds.clear();
 		return 1; // let dcmtk try, and say why
 	}
-	out.insert(out.end(), a->pending_cmd.begin(), a->pending_cmd.end());
-	pn_pdu_append(out, a->pending_ds.data(), a->pending_ds.size(), cmd->pres_id, false, max);
+	int rc = send_pending_bytes(a, cmd, status, a->pending_ds.data(), a->pending_ds.size());
 	a->pending_ds.clear();
-	int rc = pn_pdu_send_all(a->sock, out.data(), out.size(), false);
-	if (rc < 0)
-		a->broken = true;
 	return rc;
 }
 
@@ -140,6 +153,41 @@ extern "C" int pn_dcm_find_respond(pn_dcm_assoc *a, const pn_dcm_cmd *cmd, unsig
 		OFCondition c = DIMSE_sendFindResponse(a->assoc, cmd->pres_id, &a->msg.msg.CFindRQ, &rsp, id, detail);
 		delete detail;
 		return c.good() ? 0 : -EPROTO;
+	} catch (...) {
+		return -ENOMEM;
+	}
+}
+
+extern "C" int pn_dcm_find_respond_encoded(pn_dcm_assoc *a, const pn_dcm_cmd *cmd, unsigned short status,
+                                           const void *identifier, size_t len)
+{
+	if (status != 0xFF00 && status != 0xFF01)
+		return -EINVAL;
+	try {
+		int rc = send_pending_bytes(a, cmd, status, OFstatic_cast(const unsigned char *, identifier), len);
+		return rc < 0 ? -EPROTO : rc;
+	} catch (...) {
+		return -ENOMEM;
+	}
+}
+
+extern "C" int pn_dcm_ds_encode_le(const pn_dcm_ds *d, bool explicit_vr, pn_dcm_buf *out)
+{
+	out->data = nullptr;
+	out->len = 0;
+	try {
+		std::vector<unsigned char> bytes;
+		int rc = pn_dcm_encode(*d->item, explicit_vr ? EXS_LittleEndianExplicit : EXS_LittleEndianImplicit,
+		                       false, bytes);
+		if (rc < 0)
+			return rc;
+		out->data = malloc(bytes.empty() ? 1 : bytes.size());
+		if (!out->data)
+			return -ENOMEM;
+		if (!bytes.empty())
+			memcpy(out->data, bytes.data(), bytes.size());
+		out->len = bytes.size();
+		return 0;
 	} catch (...) {
 		return -ENOMEM;
 	}
@@ -213,8 +261,10 @@ extern "C" int pn_dcm_ds_each(const pn_dcm_ds *d, int (*fn)(void *ctx, const pn_
 			DcmEVR vr = obj->ident();
 			DcmTag t(obj->getTag());
 			DcmEVR dict = t.getEVR();
-			if (dict != EVR_UNKNOWN && dict != EVR_UN && dict != EVR_UNKNOWN2B)
+			if (dict != EVR_UNKNOWN && dict != EVR_UN && dict != EVR_UNKNOWN2B) {
 				vr = dict;
+				e.vr_from_dict = true;
+			}
 			const char *name = DcmVR(vr).getValidVRName();
 			snprintf(e.vr, sizeof(e.vr), "%s", name ? name : "UN");
 			OFString value;

@@ -1,0 +1,424 @@
+/* C-FIND response identifiers, the general way and the direct way
+ * (find_response.h). */
+#include "find_response.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+
+#define TAG_RETRIEVE_AE 0x00080054u
+
+/* --- blobs ------------------------------------------------------------ */
+
+/* Explicit VR encoding with a 4-byte length (PS3.5 7.1.2). */
+static bool long_vr(const char vr[2])
+{
+	static const char *const l[] = {"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"};
+	for (size_t i = 0; i < sizeof l / sizeof l[0]; i++)
+		if (vr[0] == l[i][0] && vr[1] == l[i][1])
+			return true;
+	return false;
+}
+
+static uint16_t le16(const unsigned char *p)
+{
+	return (uint16_t)(p[0] | p[1] << 8);
+}
+
+static uint32_t le32(const unsigned char *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+int pn_blob_index(const unsigned char *data, size_t len, pn_blob_elem **elems, size_t *n, size_t *cap)
+{
+	size_t off = 0;
+	*n = 0;
+	while (off < len) {
+		if (len - off < 8)
+			return -EBADMSG;
+		const unsigned char *p = data + off;
+		uint32_t tag = (uint32_t)le16(p) << 16 | le16(p + 2);
+		char vr[2] = {(char)p[4], (char)p[5]};
+		size_t hdr;
+		uint32_t vlen;
+		if (long_vr(vr)) {
+			if (len - off < 12)
+				return -EBADMSG;
+			hdr = 12;
+			vlen = le32(p + 8);
+		} else {
+			hdr = 8;
+			vlen = le16(p + 6);
+		}
+		/* Undefined lengths are not followed: the blobs are written with
+		 * explicit lengths, and anything else goes the general way. */
+		if (vlen == 0xFFFFFFFFu || vlen > len - off - hdr)
+			return -EBADMSG;
+		if (*n > 0 && tag <= (*elems)[*n - 1].tag)
+			return -EBADMSG;
+		if (*n == *cap) {
+			size_t c = *cap ? *cap * 2 : 32;
+			pn_blob_elem *e = realloc(*elems, c * sizeof *e);
+			if (!e)
+				return -ENOMEM;
+			*elems = e;
+			*cap = c;
+		}
+		pn_blob_elem *e = &(*elems)[(*n)++];
+		e->tag = tag;
+		e->vr[0] = vr[0];
+		e->vr[1] = vr[1];
+		e->off = (uint32_t)(off + hdr);
+		e->len = vlen;
+		off += hdr + vlen;
+	}
+	return 0;
+}
+
+int pn_level_blob_set(pn_level_blob *lb, const pn_blob *b)
+{
+	if (lb->have && lb->len == b->len && (b->len == 0 || memcmp(lb->bytes, b->data, b->len) == 0))
+		return 0;
+	pn_dcm_ds_free(lb->ds);
+	lb->ds = NULL;
+	lb->parsed = false;
+	lb->have = false;
+	lb->indexed = false;
+	unsigned char *bytes = realloc(lb->bytes, b->len ? b->len : 1);
+	if (!bytes)
+		return -ENOMEM;
+	lb->bytes = bytes;
+	memcpy(lb->bytes, b->data, b->len);
+	lb->len = b->len;
+	lb->have = true;
+	int rc = pn_blob_index(lb->bytes, lb->len, &lb->elems, &lb->n_elems, &lb->cap_elems);
+	if (rc == -ENOMEM)
+		return rc;
+	lb->indexed = rc == 0;
+	return 0;
+}
+
+pn_dcm_ds *pn_level_blob_ds(pn_level_blob *lb, int level)
+{
+	if (!lb->have)
+		return NULL;
+	if (!lb->parsed) {
+		lb->parsed = true;
+		if (pn_dcm_ds_load_buffer(lb->bytes, lb->len, &lb->ds) < 0) {
+			pn_warning("C-FIND: a stored attribute blob at level %d cannot be read; left out", level);
+			lb->ds = NULL;
+		}
+	}
+	return lb->ds;
+}
+
+void pn_level_blob_clear(pn_level_blob *lb)
+{
+	pn_dcm_ds_free(lb->ds);
+	free(lb->bytes);
+	free(lb->elems);
+	memset(lb, 0, sizeof *lb);
+}
+
+/* --- the general way ---------------------------------------------------- */
+
+static int encode_text(void *ctx, const char *in, size_t len, char **ret_out)
+{
+	return pn_charset_from_utf8(ctx, in, len, ret_out);
+}
+
+/* Answers in the request's character set when every value fits in it,
+ * otherwise in UTF-8 (values are UTF-8 already). */
+static int set_charset(pn_dcm_ds *rsp, pn_charset_encoder *enc, const char *request_charset)
+{
+	if (enc) {
+		int rc = pn_dcm_ds_recode_text(rsp, encode_text, enc, request_charset);
+		if (rc != -EILSEQ)
+			return rc < 0 ? rc : 0;
+	}
+	int rc = pn_dcm_ds_recode_text(rsp, NULL, NULL, "ISO_IR 192");
+	return rc < 0 ? rc : 0;
+}
+
+static int bit_index(unsigned bit)
+{
+	int i = 0;
+	while (bit > 1) {
+		bit >>= 1;
+		i++;
+	}
+	return i;
+}
+
+/* A computed attribute's value as text ("" when the index had none). */
+static const char *computed_value(const pn_query_key *k, const pn_find_row *row, char buf[24])
+{
+	if (k->computed == PN_FIND_C_MODALITIES)
+		return row->modalities ? row->modalities : "";
+	if (k->computed == PN_FIND_C_SOP_CLASSES)
+		return row->sop_classes ? row->sop_classes : "";
+	int64_t n = row->counts[bit_index(k->computed)];
+	buf[0] = '\0';
+	if (n >= 0)
+		snprintf(buf, 24, "%" PRId64, n);
+	return buf;
+}
+
+int pn_find_response_build(const pn_query *q, const pn_find_row *row, pn_dcm_ds *const levels[PN_LEVELS],
+                           const char *our_ae, pn_charset_encoder *enc, pn_dcm_ds **ret_rsp)
+{
+	pn_dcm_ds *rsp = NULL;
+	int rc = pn_dcm_ds_create(&rsp);
+	if (rc < 0)
+		return rc;
+	char buf[24];
+	for (size_t i = 0; i < q->n_keys && rc >= 0; i++) {
+		const pn_query_key *k = &q->keys[i];
+		switch (k->role) {
+		case PN_KEY_SKIP:
+			break;
+		case PN_KEY_LEVEL:
+			rc = pn_dcm_ds_put(rsp, k->tag, q->level_name);
+			break;
+		case PN_KEY_RETRIEVE_AE:
+			rc = pn_dcm_ds_put(rsp, k->tag, our_ae);
+			break;
+		case PN_KEY_AVAILABILITY:
+			rc = pn_dcm_ds_put(rsp, k->tag, "ONLINE");
+			break;
+		case PN_KEY_COMPUTED:
+			rc = pn_dcm_ds_put(rsp, k->tag, computed_value(k, row, buf));
+			break;
+		case PN_KEY_RETURN:
+			rc = -ENOENT;
+			if (k->returned && levels[k->level])
+				rc = pn_dcm_ds_copy(rsp, levels[k->level], k->tag, q->identifier);
+			if (rc == -ENOENT)
+				rc = pn_dcm_ds_put(rsp, k->tag, "");
+			break;
+		}
+	}
+	/* Where to retrieve from, in every response (PS3.4 C.4.1.1.3.2): we
+	 * keep no media file-sets, so this is the only location we give. */
+	if (rc >= 0 && !q->asked_retrieve_ae)
+		rc = pn_dcm_ds_put(rsp, TAG_RETRIEVE_AE, our_ae);
+	if (rc >= 0)
+		rc = set_charset(rsp, enc, q->request_charset);
+	if (rc < 0) {
+		pn_dcm_ds_free(rsp);
+		return rc;
+	}
+	*ret_rsp = rsp;
+	return 0;
+}
+
+/* --- the direct way ----------------------------------------------------- */
+
+bool pn_find_response_direct_ok(const pn_query *q)
+{
+	for (size_t i = 0; i < q->n_keys; i++)
+		if (q->keys[i].post || q->keys[i].item_tags)
+			return false;
+	return true;
+}
+
+/* Text whose bytes depend on the character set (PS3.5 6.1.2.3). */
+static bool charset_vr(const char vr[2])
+{
+	static const char *const t[] = {"LO", "LT", "PN", "SH", "ST", "UC", "UT"};
+	for (size_t i = 0; i < sizeof t / sizeof t[0]; i++)
+		if (vr[0] == t[i][0] && vr[1] == t[i][1])
+			return true;
+	return false;
+}
+
+/* VRs written here as the blob holds them: every VR but SQ and UN (whose
+ * handling by dcmtk depends on the dictionary). */
+static bool plain_vr(const char vr[2])
+{
+	static const char *const v[] = {"AE", "AS", "AT", "CS", "DA", "DS", "DT", "FD", "FL", "IS", "LO",
+	                                "LT", "OB", "OD", "OF", "OL", "OV", "OW", "PN", "SH", "SL", "SS",
+	                                "ST", "SV", "TM", "UC", "UI", "UL", "UR", "US", "UT", "UV"};
+	for (size_t i = 0; i < sizeof v / sizeof v[0]; i++)
+		if (vr[0] == v[i][0] && vr[1] == v[i][1])
+			return true;
+	return false;
+}
+
+/* VRs of the values written from text here (empty keys, constants,
+ * computed attributes): string VRs, padded as dcmtk pads them. */
+static bool string_vr(const char vr[2])
+{
+	static const char *const v[] = {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT",
+	                                "PN", "SH", "ST", "TM", "UC", "UI", "UR", "UT"};
+	for (size_t i = 0; i < sizeof v / sizeof v[0]; i++)
+		if (vr[0] == v[i][0] && vr[1] == v[i][1])
+			return true;
+	return false;
+}
+
+typedef struct {
+	unsigned char **buf;
+	size_t *len, *cap;
+	bool explicit_vr;
+	uint32_t last_tag;
+	bool any;
+} writer;
+
+static int reserve(writer *w, size_t more)
+{
+	if (*w->cap - *w->len >= more)
+		return 0;
+	size_t c = *w->cap ? *w->cap : 1024;
+	while (c - *w->len < more)
+		c *= 2;
+	unsigned char *b = realloc(*w->buf, c);
+	if (!b)
+		return -ENOMEM;
+	*w->buf = b;
+	*w->cap = c;
+	return 0;
+}
+
+/* One element; `pad` makes an odd value even (PS3.5 6.2). 1 when it
+ * cannot be written here. */
+static int put(writer *w, uint32_t tag, const char vr[2], const void *value, size_t vlen, int pad)
+{
+	if (w->any && tag <= w->last_tag)
+		return 1; /* out of order: the general way sorts */
+	size_t total = vlen + (vlen & 1);
+	if (total > 0xFFFFFFF0u || (w->explicit_vr && !long_vr(vr) && total > 0xFFFF))
+		return 1;
+	if ((vlen & 1) && pad < 0)
+		return 1;
+	int rc = reserve(w, 12 + total);
+	if (rc < 0)
+		return rc;
+	unsigned char *p = *w->buf + *w->len;
+	p[0] = (unsigned char)(tag >> 16);
+	p[1] = (unsigned char)(tag >> 24);
+	p[2] = (unsigned char)tag;
+	p[3] = (unsigned char)(tag >> 8);
+	size_t h = 4;
+	uint32_t l = (uint32_t)total;
+	if (w->explicit_vr) {
+		p[4] = (unsigned char)vr[0];
+		p[5] = (unsigned char)vr[1];
+		if (long_vr(vr)) {
+			p[6] = p[7] = 0;
+			h = 8;
+		} else {
+			p[6] = (unsigned char)l;
+			p[7] = (unsigned char)(l >> 8);
+			h = 8;
+			goto value;
+		}
+	}
+	p[h] = (unsigned char)l;
+	p[h + 1] = (unsigned char)(l >> 8);
+	p[h + 2] = (unsigned char)(l >> 16);
+	p[h + 3] = (unsigned char)(l >> 24);
+	h += 4;
+value:
+	if (vlen)
+		memcpy(p + h, value, vlen);
+	if (vlen & 1)
+		p[h + vlen] = (unsigned char)pad;
+	*w->len += h + total;
+	w->last_tag = tag;
+	w->any = true;
+	return 0;
+}
+
+/* A text value in a string VR, padded as dcmtk pads it: UI with NUL,
+ * the others with a space. */
+static int put_text(writer *w, uint32_t tag, const char vr[2], const char *s)
+{
+	if (!string_vr(vr))
+		return 1;
+	size_t n = strlen(s);
+	for (size_t i = 0; charset_vr(vr) && i < n; i++)
+		if ((unsigned char)s[i] >= 0x80)
+			return 1; /* the general way converts and says which set */
+	return put(w, tag, vr, s, n, vr[0] == 'U' && vr[1] == 'I' ? 0 : ' ');
+}
+
+static const pn_blob_elem *find_elem(const pn_level_blob *lb, uint32_t tag)
+{
+	size_t lo = 0, hi = lb->n_elems;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (lb->elems[mid].tag < tag)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo < lb->n_elems && lb->elems[lo].tag == tag ? &lb->elems[lo] : NULL;
+}
+
+static int put_key(writer *w, const pn_query *q, const pn_query_key *k, const pn_find_row *row,
+                   pn_level_blob *const levels[PN_LEVELS], const char *our_ae)
+{
+	char buf[24];
+	if (k->role != PN_KEY_SKIP && !k->vr_from_dict)
+		return 1; /* dcmtk would write it as UN */
+	switch (k->role) {
+	case PN_KEY_SKIP:
+		return 0;
+	case PN_KEY_LEVEL:
+		return put_text(w, k->tag, k->vr, q->level_name);
+	case PN_KEY_RETRIEVE_AE:
+		return put_text(w, k->tag, k->vr, our_ae);
+	case PN_KEY_AVAILABILITY:
+		return put_text(w, k->tag, k->vr, "ONLINE");
+	case PN_KEY_COMPUTED:
+		return put_text(w, k->tag, k->vr, computed_value(k, row, buf));
+	case PN_KEY_RETURN:
+		break;
+	}
+	pn_level_blob *lb = k->returned && k->level >= 0 && k->level < PN_LEVELS ? levels[k->level] : NULL;
+	if (lb && lb->have) {
+		if (!lb->indexed)
+			return 1;
+		const pn_blob_elem *e = find_elem(lb, k->tag);
+		if (e) {
+			if (!plain_vr(e->vr))
+				return 1;
+			const unsigned char *v = lb->bytes + e->off;
+			for (uint32_t i = 0; charset_vr(e->vr) && i < e->len; i++)
+				if (v[i] >= 0x80)
+					return 1;
+			return put(w, k->tag, e->vr, v, e->len, -1);
+		}
+	}
+	return put_text(w, k->tag, k->vr, "");
+}
+
+int pn_find_response_encode(const pn_query *q, const pn_find_row *row, pn_level_blob *const levels[PN_LEVELS],
+                            const char *our_ae, bool explicit_vr, unsigned char **out, size_t *len, size_t *cap)
+{
+	size_t start = *len;
+	writer w = {out, len, cap, explicit_vr, 0, false};
+	bool ae_done = q->asked_retrieve_ae;
+	int rc = 0;
+	for (size_t i = 0; i < q->n_keys && rc == 0; i++) {
+		const pn_query_key *k = &q->keys[i];
+		if (!ae_done && k->tag > TAG_RETRIEVE_AE) {
+			rc = put_text(&w, TAG_RETRIEVE_AE, "AE", our_ae);
+			ae_done = true;
+			if (rc != 0)
+				break;
+		}
+		rc = put_key(&w, q, k, row, levels, our_ae);
+	}
+	if (rc == 0 && !ae_done)
+		rc = put_text(&w, TAG_RETRIEVE_AE, "AE", our_ae);
+	if (rc != 0)
+		*len = start;
+	return rc;
+}
