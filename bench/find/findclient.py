@@ -90,6 +90,10 @@ class Association:
         self.max_send = MAX_PDU
         self.contexts = {}      # abstract syntax -> (pc id, transfer syntax)
         self.msg_id = 0
+        # The pending responses of one request carry the same command
+        # bytes: each is parsed once (parsing them every time was most of
+        # this client's time per response, on the order of the servers').
+        self.parsed = {}
 
     def close(self):
         try:
@@ -170,8 +174,16 @@ class Association:
         cmd = b""
         ds = []
         state = "cmd"
+        read = self.rf.read  # inlined recv_pdu: this loop runs per response
         while True:
-            kind, body = self.recv_pdu()
+            head = read(6)
+            if len(head) != 6:
+                raise UlError("connection closed by the peer")
+            kind = head[0]
+            length = int.from_bytes(head[2:6], "big")
+            body = read(length)
+            if len(body) != length:
+                raise UlError("connection closed by the peer")
             if kind != 0x04:
                 if kind == 0x07:
                     raise UlError("association aborted by the peer")
@@ -188,7 +200,11 @@ class Association:
                 if control & 1:
                     cmd += frag
                     if control & 2:
-                        c = parse_command(cmd)
+                        c = self.parsed.get(cmd)
+                        if c is None:
+                            if len(self.parsed) > 64:
+                                self.parsed.clear()
+                            c = self.parsed[cmd] = parse_command(cmd)
                         dtype = c.get(TAG_DATASET_TYPE)
                         if dtype is None or struct.unpack("<H", dtype)[0] == 0x0101:
                             return c, None
