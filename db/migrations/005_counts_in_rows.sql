@@ -115,6 +115,12 @@ DECLARE
 	me integer := pg_backend_pid();
 	r record;
 BEGIN
+	-- Already folded by an earlier event of this transaction (a bulk
+	-- insert queues one per patient).
+	PERFORM 1 FROM patient_count WHERE patient_fk = NEW.patient_fk AND shard = NEW.shard;
+	IF NOT FOUND THEN
+		RETURN NULL;
+	END IF;
 	FOR r IN SELECT * FROM patient_count WHERE shard = me ORDER BY patient_fk LOOP
 		IF r.n_studies <> 0 OR r.n_series <> 0 OR r.n_instances <> 0 THEN
 			UPDATE patient
@@ -151,6 +157,12 @@ BEGIN
 	DELETE FROM series_count WHERE shard = me;
 	RETURN NULL;
 END $$;
+
+-- The fold finds a transaction's rows by shard: without these indexes it
+-- read every row left dead by the commits since the last vacuum.
+CREATE INDEX series_count_shard_idx ON series_count (shard);
+CREATE INDEX study_count_shard_idx ON study_count (shard);
+CREATE INDEX patient_count_shard_idx ON patient_count (shard);
 
 CREATE CONSTRAINT TRIGGER patient_count_fold AFTER INSERT OR UPDATE ON patient_count
 	DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION pn_fold_counts();
