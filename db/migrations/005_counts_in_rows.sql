@@ -84,6 +84,10 @@ END $$;
 CREATE OR REPLACE FUNCTION pn_count_series_trigger() RETURNS trigger
 	LANGUAGE plpgsql AS $$
 BEGIN
+	-- The fold's own UPDATEs (inside a trigger) change counts only.
+	IF TG_OP = 'UPDATE' AND pg_trigger_depth() > 1 THEN
+		RETURN NULL;
+	END IF;
 	IF TG_OP = 'INSERT' THEN
 		PERFORM pn_count_series(array_agg(study_fk), array_agg(n))
 		   FROM (SELECT study_fk, count(*) AS n FROM new_rows GROUP BY study_fk) x;
@@ -102,6 +106,32 @@ BEGIN
 		           SELECT w.study_fk, 0 FROM old_rows o JOIN new_rows w ON w.pk = o.pk
 		            WHERE o.modality IS DISTINCT FROM w.modality) m
 		         GROUP BY study_fk) x;
+	END IF;
+	RETURN NULL;
+END $$;
+
+CREATE OR REPLACE FUNCTION pn_count_study_trigger() RETURNS trigger
+	LANGUAGE plpgsql AS $$
+BEGIN
+	-- The fold's own UPDATEs (inside a trigger) change counts only.
+	IF TG_OP = 'UPDATE' AND pg_trigger_depth() > 1 THEN
+		RETURN NULL;
+	END IF;
+	IF TG_OP = 'INSERT' THEN
+		PERFORM pn_count_studies(array_agg(patient_fk), array_agg(n))
+		   FROM (SELECT patient_fk, count(*) AS n FROM new_rows GROUP BY patient_fk) x;
+	ELSIF TG_OP = 'DELETE' THEN
+		PERFORM pn_count_studies(array_agg(patient_fk), array_agg(n))
+		   FROM (SELECT patient_fk, -count(*) AS n FROM old_rows GROUP BY patient_fk) x;
+	ELSE
+		PERFORM pn_count_studies(array_agg(patient_fk), array_agg(n))
+		   FROM (SELECT patient_fk, sum(n)::bigint AS n FROM (
+		           SELECT o.patient_fk, -1 AS n FROM old_rows o JOIN new_rows w ON w.pk = o.pk
+		            WHERE o.patient_fk <> w.patient_fk
+		           UNION ALL
+		           SELECT w.patient_fk, 1 FROM old_rows o JOIN new_rows w ON w.pk = o.pk
+		            WHERE o.patient_fk <> w.patient_fk) m
+		         GROUP BY patient_fk) x;
 	END IF;
 	RETURN NULL;
 END $$;
