@@ -8,57 +8,25 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "evr.h"
 #include "log.h"
 
 #define TAG_RETRIEVE_AE 0x00080054u
 
 /* --- blobs ------------------------------------------------------------ */
 
-/* Explicit VR encoding with a 4-byte length (PS3.5 7.1.2). */
-static bool long_vr(const char vr[2])
-{
-	static const char *const l[] = {"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"};
-	for (size_t i = 0; i < sizeof l / sizeof l[0]; i++)
-		if (vr[0] == l[i][0] && vr[1] == l[i][1])
-			return true;
-	return false;
-}
-
-static uint16_t le16(const unsigned char *p)
-{
-	return (uint16_t)(p[0] | p[1] << 8);
-}
-
-static uint32_t le32(const unsigned char *p)
-{
-	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
 int pn_blob_index(const unsigned char *data, size_t len, pn_blob_elem **elems, size_t *n, size_t *cap)
 {
 	size_t off = 0;
 	*n = 0;
 	while (off < len) {
-		if (len - off < 8)
+		/* Undefined lengths are not followed (pn_evr_read refuses them):
+		 * the blobs are written with explicit lengths, and anything else
+		 * goes the general way. */
+		pn_evr_elem el;
+		if (pn_evr_read(data + off, len - off, &el) < 0)
 			return -EBADMSG;
-		const unsigned char *p = data + off;
-		uint32_t tag = (uint32_t)le16(p) << 16 | le16(p + 2);
-		char vr[2] = {(char)p[4], (char)p[5]};
-		size_t hdr;
-		uint32_t vlen;
-		if (long_vr(vr)) {
-			if (len - off < 12)
-				return -EBADMSG;
-			hdr = 12;
-			vlen = le32(p + 8);
-		} else {
-			hdr = 8;
-			vlen = le16(p + 6);
-		}
-		/* Undefined lengths are not followed: the blobs are written with
-		 * explicit lengths, and anything else goes the general way. */
-		if (vlen == 0xFFFFFFFFu || vlen > len - off - hdr)
-			return -EBADMSG;
+		uint32_t tag = el.tag;
 		if (*n > 0 && tag <= (*elems)[*n - 1].tag)
 			return -EBADMSG;
 		if (*n == *cap) {
@@ -71,11 +39,11 @@ int pn_blob_index(const unsigned char *data, size_t len, pn_blob_elem **elems, s
 		}
 		pn_blob_elem *e = &(*elems)[(*n)++];
 		e->tag = tag;
-		e->vr[0] = vr[0];
-		e->vr[1] = vr[1];
-		e->off = (uint32_t)(off + hdr);
-		e->len = vlen;
-		off += hdr + vlen;
+		e->vr[0] = el.vr[0];
+		e->vr[1] = el.vr[1];
+		e->off = (uint32_t)(off + el.head);
+		e->len = el.len;
+		off += el.head + el.len;
 	}
 	return 0;
 }
@@ -292,7 +260,7 @@ static int put(writer *w, uint32_t tag, const char vr[2], const void *value, siz
 	if (w->any && tag <= w->last_tag)
 		return 1; /* out of order: the general way sorts */
 	size_t total = vlen + (vlen & 1);
-	if (total > 0xFFFFFFF0u || (w->explicit_vr && !long_vr(vr) && total > 0xFFFF))
+	if (total > 0xFFFFFFF0u || (w->explicit_vr && !pn_evr_long_vr(vr) && total > 0xFFFF))
 		return 1;
 	if ((vlen & 1) && pad < 0)
 		return 1;
@@ -309,7 +277,7 @@ static int put(writer *w, uint32_t tag, const char vr[2], const void *value, siz
 	if (w->explicit_vr) {
 		p[4] = (unsigned char)vr[0];
 		p[5] = (unsigned char)vr[1];
-		if (long_vr(vr)) {
+		if (pn_evr_long_vr(vr)) {
 			p[6] = p[7] = 0;
 			h = 8;
 		} else {

@@ -5,32 +5,14 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "evr.h"
+
 #define PREAMBLE 128
 /* preamble, "DICM", then (0002,0000) UL 4 as explicit VR little endian */
 #define FIRST_ELEMENT (PREAMBLE + 4)
 #define GROUP_LENGTH_ELEMENT 12
 /* Far more than any real group 0002; a bigger claim is a damaged file. */
 #define META_MAX (64 * 1024)
-
-static uint16_t le16(const unsigned char *p)
-{
-	return (uint16_t)(p[0] | p[1] << 8);
-}
-
-static uint32_t le32(const unsigned char *p)
-{
-	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-/* The VRs whose explicit length takes 4 bytes after 2 reserved ones. */
-static bool long_vr(const unsigned char *vr)
-{
-	static const char *const vrs[] = {"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"};
-	for (size_t i = 0; i < sizeof(vrs) / sizeof(vrs[0]); i++)
-		if (memcmp(vr, vrs[i], 2) == 0)
-			return true;
-	return false;
-}
 
 /* A UI value without its trailing NUL/space padding; false if it is not a
  * valid UID. */
@@ -55,9 +37,9 @@ int pn_part10_meta_parse(const void *buf, size_t len, pn_part10_meta *ret_meta)
 	if (memcmp(b + PREAMBLE, "DICM", 4) != 0)
 		return -EBADMSG;
 	const unsigned char *gl = b + FIRST_ELEMENT;
-	if (le16(gl) != 0x0002 || le16(gl + 2) != 0x0000 || memcmp(gl + 4, "UL", 2) != 0 || le16(gl + 6) != 4)
+	if (pn_le16(gl) != 0x0002 || pn_le16(gl + 2) != 0x0000 || memcmp(gl + 4, "UL", 2) != 0 || pn_le16(gl + 6) != 4)
 		return -EBADMSG;
-	uint32_t group_len = le32(gl + 8);
+	uint32_t group_len = pn_le32(gl + 8);
 	if (group_len > META_MAX)
 		return -EBADMSG;
 	size_t end = FIRST_ELEMENT + GROUP_LENGTH_ELEMENT + (size_t)group_len;
@@ -67,25 +49,15 @@ int pn_part10_meta_parse(const void *buf, size_t len, pn_part10_meta *ret_meta)
 	bool have_ts = false;
 	size_t pos = FIRST_ELEMENT + GROUP_LENGTH_ELEMENT;
 	while (pos < end) {
-		if (end - pos < 8)
-			return -EBADMSG;
 		const unsigned char *e = b + pos;
-		uint16_t group = le16(e), element = le16(e + 2);
-		uint32_t vlen;
-		size_t head;
+		pn_evr_elem el;
+		if (pn_evr_read(e, end - pos, &el) < 0)
+			return -EBADMSG;
+		uint16_t group = (uint16_t)(el.tag >> 16), element = (uint16_t)el.tag;
+		uint32_t vlen = el.len;
+		size_t head = el.head;
 		if (group != 0x0002)
 			return -EBADMSG; /* the group length lied */
-		if (long_vr(e + 4)) {
-			if (end - pos < 12)
-				return -EBADMSG;
-			vlen = le32(e + 8);
-			head = 12;
-		} else {
-			vlen = le16(e + 6);
-			head = 8;
-		}
-		if (vlen > end - pos - head)
-			return -EBADMSG;
 		const unsigned char *v = e + head;
 		char *uid = NULL;
 		if (element == 0x0002)
