@@ -1,4 +1,154 @@
-# Shared by bench/*/run.sh (sourced after WORK and log() are set).
+# Shared by bench/*/run.sh, sourced at the start: the set-up every
+# benchmark does the same way (packages, user, network namespace, the
+# private PostgreSQL, starting and stopping servers by their PIDs) and the
+# retiring of what runs wrote. Functions read the script's settings (WORK,
+# RUN_USER, SOCK, ...) when they are called.
+
+log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+bench_host_setup() {           # bench_host_setup PKG...: as root; packages and $RUN_USER
+    [ "$(id -u)" = 0 ] || die "run as root (it installs packages and runs servers as user $RUN_USER)"
+    local p missing=()
+    for p in "$@"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        log "installing Debian packages: ${missing[*]}"
+        export DEBIAN_FRONTEND=noninteractive
+        # Keep the packages' own services (orthanc on all interfaces, the
+        # main PostgreSQL cluster) from being started by the installation:
+        # a temporary policy-rc.d, unless the machine already has one.
+        local own_policy=0 inst_rc=0
+        if [ ! -e /usr/sbin/policy-rc.d ]; then
+            printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+            chmod 755 /usr/sbin/policy-rc.d
+            own_policy=1
+        fi
+        { apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null; } || inst_rc=$?
+        [ "$own_policy" = 0 ] || rm -f /usr/sbin/policy-rc.d
+        [ "$inst_rc" = 0 ] || die "apt-get failed (exit $inst_rc)"
+    fi
+    if ! id -u "$RUN_USER" >/dev/null 2>&1; then
+        log "creating system user $RUN_USER"
+        useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin "$RUN_USER"
+    fi
+}
+
+# Re-runs the script (bench_netns_enter SCRIPT ARGS...) in a fresh network
+# namespace whose only interface is lo, so storescp and Orthanc (which
+# cannot be bound to one address) are reachable on 127.0.0.1 only. Returns
+# only when that is not possible (USE_NETNS=0 then) or not wanted.
+bench_netns_enter() {
+    [ "$USE_NETNS" = 1 ] || return 0
+    if unshare --net true 2>/dev/null; then
+        exec unshare --net -- bash "$@" --_inner
+    fi
+    log "WARNING: cannot create a network namespace; storescp and Orthanc will listen on all interfaces (they have no bind option)"
+    USE_NETNS=0
+}
+
+bench_inner_setup() {          # bench_inner_setup NAME: inside; sets PG_BIN, ORTHANC_PLUGIN, WORK
+    if [ "$USE_NETNS" = 1 ]; then
+        ip link set lo up      # a new namespace starts with lo down
+        [ "$(ip -o link show | wc -l)" = 1 ] || die "expected a private network namespace with only lo"
+    fi
+    export TCP_NODELAY=1       # Debian's dcmtk leaves Nagle on without it (~40 ms per C-STORE)
+    PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1)
+    [ -x "$PG_BIN/initdb" ] || die "PostgreSQL server binaries not found under /usr/lib/postgresql"
+    ORTHANC_PLUGIN=$(dpkg -L orthanc-postgresql | grep -E '/libOrthancPostgreSQLIndex\.so(\.[0-9.]+)?$' | sort | head -n1)
+    [ -n "$ORTHANC_PLUGIN" ] || die "libOrthancPostgreSQLIndex.so not found in package orthanc-postgresql"
+    mkdir -p "$WORK_BASE"
+    WORK=$(mktemp -d "$WORK_BASE/pacsnode-bench-$1.XXXXXX")
+    chmod 755 "$WORK"
+    chown "$RUN_USER:" "$WORK"
+    SOCK=$WORK/pgsock
+    PGDATA_DIR=$WORK/pgdata
+    PGPORT=5432                # only names the socket file in $SOCK
+    SERVER_PIDFILES=()         # pid files of the servers we started
+    PG_STARTED=0
+}
+
+stop_pidfile() {               # stop_pidfile FILE: TERM, wait, KILL; only that PID
+    local f=$1 pid i
+    [ -s "$f" ] || return 0
+    pid=$(cat "$f")
+    if kill -0 "$pid" 2>/dev/null; then
+        kill -TERM "$pid" 2>/dev/null || true
+        for i in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+        if kill -0 "$pid" 2>/dev/null; then
+            log "PID $pid did not stop after 30 s; sending KILL"
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+    fi
+    rm -f "$f"
+}
+
+start_server() {               # start_server NAME LOGFILE CMD...: as $RUN_USER, PID in $WORK/NAME.pid
+    local name=$1 logf=$2; shift 2
+    local pidf=$WORK/$name.pid
+    rm -f "$pidf"
+    (cd "$WORK" && exec runuser -u "$RUN_USER" -- sh -c 'echo $$ > "$0"; exec "$@"' "$pidf" "$@") >"$logf" 2>&1 &
+    SERVER_PIDFILES+=("$pidf")
+    local i
+    for i in $(seq 1 50); do [ -s "$pidf" ] && return 0; sleep 0.1; done
+    die "$name did not start (see $logf)"
+}
+
+wait_echo() {                  # wait_echo NAME PORT CALLED_AE LOGFILE: 1 and START_ERROR if no answer
+    local name=$1 port=$2 aec=$3 logf=$4 i pid
+    START_ERROR=""
+    pid=$(cat "$WORK/$name.pid")
+    for i in $(seq 1 300); do
+        if echoscu -q -to 2 -ta 2 -aet "${SCU_AE:-BENCHSCU}" -aec "$aec" 127.0.0.1 "$port" >/dev/null 2>&1; then
+            return 0
+        fi
+        if ! kill -0 "$pid" 2>/dev/null; then
+            START_ERROR="exited during start-up: $(tail -n1 "$logf")"
+            break
+        fi
+        sleep 0.2
+    done
+    [ -n "$START_ERROR" ] || START_ERROR="no C-ECHO answer on port $port within 60 s"
+    tail -n 20 "$logf" >&2
+    log "$name $START_ERROR (log: $logf)"
+    return 1
+}
+
+free_port() {
+    /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+psql_q() {                     # psql_q DB SQL -> output, unaligned
+    PGOPTIONS='-c client_min_messages=warning' psql -X -v ON_ERROR_STOP=1 -h "$SOCK" -p "$PGPORT" -U postgres \
+        -d "$1" -Atqc "$2"
+}
+
+db_count() {                   # db_count DB SQL: the count, or "?" (error logged)
+    local out
+    if out=$(psql_q "$1" "$2" 2>&1); then echo "$out"
+    else log "count query on $1 failed: $(echo "$out" | head -n1)"; echo "?"; fi
+}
+
+fresh_db() {                   # fresh_db NAME
+    psql_q postgres "DROP DATABASE IF EXISTS $1" >/dev/null
+    psql_q postgres "CREATE DATABASE $1" >/dev/null
+}
+
+drop_db() { psql_q postgres "DROP DATABASE IF EXISTS $1 WITH (FORCE)" >/dev/null || true; }
+
+# The private cluster: Unix socket only, durability settings spelled out at
+# their defaults; PG_OPTS adds the script's own.
+pg_start() {
+    mkdir -p "$SOCK"; chown "$RUN_USER:" "$SOCK"
+    runuser -u "$RUN_USER" -- "$PG_BIN/initdb" -D "$PGDATA_DIR" -U postgres -A trust -E UTF8 --no-locale \
+        >"$WORK/initdb.log" 2>&1 || { cat "$WORK/initdb.log" >&2; die "initdb failed"; }
+    runuser -u "$RUN_USER" -- "$PG_BIN/pg_ctl" -D "$PGDATA_DIR" -l "$WORK/postgresql.log" -w -t 60 \
+        -o "-c listen_addresses='' -k $SOCK -p $PGPORT -c fsync=on -c synchronous_commit=on -c full_page_writes=on ${PG_OPTS:-}" \
+        start >/dev/null || { tail -n 20 "$WORK/postgresql.log" >&2; die "PostgreSQL did not start"; }
+    PG_STARTED=1
+    log "PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}') running, socket $SOCK (no TCP)"
+}
 
 # What a run wrote is moved aside, written back and dropped from the page
 # cache, and deleted only at the end (or when it grows too big, followed by

@@ -14,6 +14,7 @@ set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 BENCH_DIR=$(dirname "$HERE")
+. "$BENCH_DIR/lib.sh"
 REPO_DIR=$(dirname "$BENCH_DIR")
 PY=/usr/bin/python3
 
@@ -31,6 +32,9 @@ REGIMES=${REGIMES:-idle,busy}        # CPU regimes to measure in (see README)
 N_CHECK=${N_CHECK:-300}              # loader check: instances C-STOREd and COPYed
 ORTHANC_STORAGE_ACCESS=${ORTHANC_STORAGE_ACCESS:-Always}   # Orthanc's default
 PG_SHARED_BUFFERS=${PG_SHARED_BUFFERS:-1GB}
+# for pg_start (bench/lib.sh); a bigger max_wal_size only spares the bulk
+# load checkpoint storms
+PG_OPTS="-c shared_buffers=$PG_SHARED_BUFFERS -c max_wal_size=8GB -c maintenance_work_mem=512MB"
 ORTHANC_STABLE_AGE=${ORTHANC_STABLE_AGE:-5}     # Orthanc's default: 60
 TARGETS="check,pacs-big,pacs-small,orthanc"
 KEEP=0
@@ -98,9 +102,6 @@ for t in ${TARGETS//,/ }; do
 done
 want() { case ",$TARGETS," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
 
-log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
-
 # the cache is keyed on the generator's own text: a change makes new files
 GEN_HASH=$(cat "$HERE/gen.py" "$HERE/dicomenc.py" | sha256sum | cut -c1-10)
 FILES_DIR=$BENCH_DIR/.cache/find-files-n$N_SMALL-$GEN_HASH
@@ -111,33 +112,7 @@ CHECK_DIR=$BENCH_DIR/.cache/find-files-n$N_CHECK-$GEN_HASH
 # C-STORE. Then re-run ourselves in a network namespace with only loopback.
 # ---------------------------------------------------------------------------
 if [ -z "${INNER:-}" ]; then
-    [ "$(id -u)" = 0 ] || die "run as root (it installs packages and runs servers as user $RUN_USER)"
-
-    PKGS=(dcmtk orthanc orthanc-postgresql postgresql python3 iproute2 util-linux)
-    missing=()
-    for p in "${PKGS[@]}"; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-    done
-    if [ ${#missing[@]} -gt 0 ]; then
-        log "installing Debian packages: ${missing[*]}"
-        export DEBIAN_FRONTEND=noninteractive
-        # keep the packages' own services from starting (see bench/README.md)
-        own_policy=0
-        if [ ! -e /usr/sbin/policy-rc.d ]; then
-            printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
-            chmod 755 /usr/sbin/policy-rc.d
-            own_policy=1
-        fi
-        inst_rc=0
-        { apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null; } || inst_rc=$?
-        [ "$own_policy" = 0 ] || rm -f /usr/sbin/policy-rc.d
-        [ "$inst_rc" = 0 ] || die "apt-get failed (exit $inst_rc)"
-    fi
-
-    if ! id -u "$RUN_USER" >/dev/null 2>&1; then
-        log "creating system user $RUN_USER"
-        useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin "$RUN_USER"
-    fi
+    bench_host_setup dcmtk orthanc orthanc-postgresql postgresql python3 iproute2 util-linux
 
     make_files() {             # make_files N DIR: cached Part-10 files
         if [ ! -f "$2/.complete" ]; then
@@ -157,56 +132,16 @@ if [ -z "${INNER:-}" ]; then
     if want orthanc; then make_files "$N_SMALL" "$FILES_DIR"; fi
     if want check; then make_files "$N_CHECK" "$CHECK_DIR"; fi
 
-    if [ "$USE_NETNS" = 1 ]; then
-        if unshare --net true 2>/dev/null; then
-            exec unshare --net -- bash "$HERE/run.sh" "${ARGS[@]}" --_inner
-        fi
-        log "WARNING: cannot create a network namespace; Orthanc will listen on all interfaces (it has no bind option)"
-        USE_NETNS=0
-    fi
+    bench_netns_enter "$HERE/run.sh" "${ARGS[@]}"
     INNER=1
 fi
 
 # ---------------------------------------------------------------------------
 # Inner phase
 # ---------------------------------------------------------------------------
-if [ "$USE_NETNS" = 1 ]; then
-    ip link set lo up
-    [ "$(ip -o link show | wc -l)" = 1 ] || die "expected a private network namespace with only lo"
-fi
-export TCP_NODELAY=1           # Debian's dcmtk leaves Nagle on without it
-
-PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1)
-[ -x "$PG_BIN/initdb" ] || die "PostgreSQL server binaries not found under /usr/lib/postgresql"
-ORTHANC_PLUGIN=$(dpkg -L orthanc-postgresql | grep -E '/libOrthancPostgreSQLIndex\.so(\.[0-9.]+)?$' | sort | head -n1)
-[ -n "$ORTHANC_PLUGIN" ] || die "libOrthancPostgreSQLIndex.so not found in package orthanc-postgresql"
-
-mkdir -p "$WORK_BASE"
-WORK=$(mktemp -d "$WORK_BASE/pacsnode-bench-find.XXXXXX")
-chmod 755 "$WORK"
-chown "$RUN_USER:" "$WORK"
-SOCK=$WORK/pgsock
-PGDATA_DIR=$WORK/pgdata
-PGPORT=5432
+bench_inner_setup find
 LOADS=$WORK/loads.tsv          # step, seconds, note
 : > "$LOADS"
-SERVER_PIDFILES=()
-PG_STARTED=0
-
-stop_pidfile() {               # stop_pidfile FILE: TERM, wait, KILL; only that PID
-    local f=$1 pid i
-    [ -s "$f" ] || return 0
-    pid=$(cat "$f")
-    if kill -0 "$pid" 2>/dev/null; then
-        kill -TERM "$pid" 2>/dev/null || true
-        for i in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-        if kill -0 "$pid" 2>/dev/null; then
-            log "PID $pid did not stop after 30 s; sending KILL"
-            kill -KILL "$pid" 2>/dev/null || true
-        fi
-    fi
-    rm -f "$f"
-}
 
 cleanup() {
     local rc=$? f
@@ -231,71 +166,12 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-start_server() {               # start_server NAME LOGFILE CMD...
-    local name=$1 logf=$2; shift 2
-    local pidf=$WORK/$name.pid
-    rm -f "$pidf"
-    (cd "$WORK" && exec runuser -u "$RUN_USER" -- sh -c 'echo $$ > "$0"; exec "$@"' "$pidf" "$@") >"$logf" 2>&1 &
-    SERVER_PIDFILES+=("$pidf")
-    local i
-    for i in $(seq 1 50); do [ -s "$pidf" ] && return 0; sleep 0.1; done
-    die "$name did not start (see $logf)"
-}
-
-wait_echo() {                  # wait_echo NAME PORT CALLED_AE LOGFILE
-    local name=$1 port=$2 aec=$3 logf=$4 i pid
-    pid=$(cat "$WORK/$name.pid")
-    for i in $(seq 1 300); do
-        if echoscu -q -to 2 -ta 2 -aet BENCHSCU -aec "$aec" 127.0.0.1 "$port" >/dev/null 2>&1; then
-            return 0
-        fi
-        if ! kill -0 "$pid" 2>/dev/null; then
-            tail -n 20 "$logf" >&2
-            log "$name exited during start-up (log: $logf)"
-            return 1
-        fi
-        sleep 0.2
-    done
-    tail -n 20 "$logf" >&2
-    log "$name: no C-ECHO answer on port $port within 60 s (log: $logf)"
-    return 1
-}
-
-free_port() {
-    $PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
-psql_q() {                     # psql_q DB SQL -> output, unaligned
-    PGOPTIONS='-c client_min_messages=warning' psql -X -v ON_ERROR_STOP=1 -h "$SOCK" -p "$PGPORT" -U postgres \
-        -d "$1" -Atqc "$2"
-}
-
 secs_since() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }'; }
 
 note_load() {                  # note_load STEP SECONDS NOTE
     printf '%s\t%s\t%s\n' "$1" "$2" "$3" >> "$LOADS"
     log "  $1: $2 s${3:+ ($3)}"
 }
-
-pg_start() {
-    mkdir -p "$SOCK"; chown "$RUN_USER:" "$SOCK"
-    runuser -u "$RUN_USER" -- "$PG_BIN/initdb" -D "$PGDATA_DIR" -U postgres -A trust -E UTF8 --no-locale \
-        >"$WORK/initdb.log" 2>&1 || { cat "$WORK/initdb.log" >&2; die "initdb failed"; }
-    # Unix socket only; durability at its defaults, spelled out. A bigger
-    # max_wal_size only spares the bulk load checkpoint storms.
-    runuser -u "$RUN_USER" -- "$PG_BIN/pg_ctl" -D "$PGDATA_DIR" -l "$WORK/postgresql.log" -w -t 60 \
-        -o "-c listen_addresses='' -k $SOCK -p $PGPORT -c fsync=on -c synchronous_commit=on -c full_page_writes=on \
-            -c shared_buffers=$PG_SHARED_BUFFERS -c max_wal_size=8GB -c maintenance_work_mem=512MB" \
-        start >/dev/null || { tail -n 20 "$WORK/postgresql.log" >&2; die "PostgreSQL did not start"; }
-    PG_STARTED=1
-    log "PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}') running, socket $SOCK (no TCP)"
-}
-
-fresh_db() {
-    psql_q postgres "DROP DATABASE IF EXISTS $1" >/dev/null
-    psql_q postgres "CREATE DATABASE $1" >/dev/null
-}
-drop_db() { psql_q postgres "DROP DATABASE IF EXISTS $1 WITH (FORCE)" >/dev/null || true; }
 
 # ----- pacsnode -------------------------------------------------------------
 PACS_PORT=""

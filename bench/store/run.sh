@@ -11,6 +11,7 @@ set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 BENCH_DIR=$(dirname "$HERE")
+. "$BENCH_DIR/lib.sh"
 REPO_DIR=$(dirname "$BENCH_DIR")
 
 COUNT=2000
@@ -75,9 +76,6 @@ for r in ${RECEIVERS//,/ }; do
 done
 want() { case ",$RECEIVERS," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
 
-log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
-
 DATA_DIR=$BENCH_DIR/.cache/store-n$COUNT-v1
 
 # ---------------------------------------------------------------------------
@@ -87,35 +85,7 @@ DATA_DIR=$BENCH_DIR/.cache/store-n$COUNT-v1
 # are reachable on 127.0.0.1 only.
 # ---------------------------------------------------------------------------
 if [ -z "${INNER:-}" ]; then
-    [ "$(id -u)" = 0 ] || die "run as root (it installs packages and runs servers as user $RUN_USER)"
-
-    PKGS=(dcmtk orthanc orthanc-postgresql postgresql python3 python3-pydicom python3-numpy iproute2 util-linux)
-    missing=()
-    for p in "${PKGS[@]}"; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-    done
-    if [ ${#missing[@]} -gt 0 ]; then
-        log "installing Debian packages: ${missing[*]}"
-        export DEBIAN_FRONTEND=noninteractive
-        # Keep the packages' own services (orthanc on all interfaces, the
-        # main PostgreSQL cluster) from being started by the installation:
-        # a temporary policy-rc.d, unless the machine already has one.
-        own_policy=0
-        if [ ! -e /usr/sbin/policy-rc.d ]; then
-            printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
-            chmod 755 /usr/sbin/policy-rc.d
-            own_policy=1
-        fi
-        inst_rc=0
-        { apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null; } || inst_rc=$?
-        [ "$own_policy" = 0 ] || rm -f /usr/sbin/policy-rc.d
-        [ "$inst_rc" = 0 ] || die "apt-get failed (exit $inst_rc)"
-    fi
-
-    if ! id -u "$RUN_USER" >/dev/null 2>&1; then
-        log "creating system user $RUN_USER"
-        useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin "$RUN_USER"
-    fi
+    bench_host_setup dcmtk orthanc orthanc-postgresql postgresql python3 python3-pydicom python3-numpy iproute2 util-linux
 
     if [ ! -f "$DATA_DIR/.complete" ]; then
         log "generating $COUNT CT instances into $DATA_DIR"
@@ -125,58 +95,16 @@ if [ -z "${INNER:-}" ]; then
         log "using cached data set $DATA_DIR"
     fi
 
-    if [ "$USE_NETNS" = 1 ]; then
-        if unshare --net true 2>/dev/null; then
-            exec unshare --net -- bash "$HERE/run.sh" "${ARGS[@]}" --_inner
-        fi
-        log "WARNING: cannot create a network namespace; storescp and Orthanc will listen on all interfaces (they have no bind option)"
-        USE_NETNS=0
-    fi
+    bench_netns_enter "$HERE/run.sh" "${ARGS[@]}"
     INNER=1
 fi
 
 # ---------------------------------------------------------------------------
 # Inner phase: the measurements.
 # ---------------------------------------------------------------------------
-if [ "$USE_NETNS" = 1 ]; then
-    ip link set lo up          # a new namespace starts with lo down
-    [ "$(ip -o link show | wc -l)" = 1 ] || die "expected a private network namespace with only lo"
-fi
-export TCP_NODELAY=1           # Debian's dcmtk leaves Nagle on without it (~40 ms per C-STORE)
-
-PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1)
-[ -x "$PG_BIN/initdb" ] || die "PostgreSQL server binaries not found under /usr/lib/postgresql"
-ORTHANC_PLUGIN=$(dpkg -L orthanc-postgresql | grep -E '/libOrthancPostgreSQLIndex\.so(\.[0-9.]+)?$' | sort | head -n1)
-[ -n "$ORTHANC_PLUGIN" ] || die "libOrthancPostgreSQLIndex.so not found in package orthanc-postgresql"
-
-mkdir -p "$WORK_BASE"
-WORK=$(mktemp -d "$WORK_BASE/pacsnode-bench-store.XXXXXX")
-. "$BENCH_DIR/lib.sh"
-chmod 755 "$WORK"
-chown "$RUN_USER:" "$WORK"
-SOCK=$WORK/pgsock
-PGDATA_DIR=$WORK/pgdata
-PGPORT=5432                    # only names the socket file in $SOCK
+bench_inner_setup store
 RESULTS_TSV=$WORK/results.tsv
 : > "$RESULTS_TSV"
-
-SERVER_PIDFILES=()             # pid files of the servers we started
-PG_STARTED=0
-
-stop_pidfile() {               # stop_pidfile FILE: TERM, wait, KILL; only that PID
-    local f=$1 pid i
-    [ -s "$f" ] || return 0
-    pid=$(cat "$f")
-    if kill -0 "$pid" 2>/dev/null; then
-        kill -TERM "$pid" 2>/dev/null || true
-        for i in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-        if kill -0 "$pid" 2>/dev/null; then
-            log "PID $pid did not stop after 30 s; sending KILL"
-            kill -KILL "$pid" 2>/dev/null || true
-        fi
-    fi
-    rm -f "$f"
-}
 
 cleanup() {
     local rc=$? f
@@ -199,55 +127,6 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-# start_server NAME LOGFILE CMD...: runs CMD as $RUN_USER in the background;
-# the server's own PID (exec'd by sh) lands in $WORK/NAME.pid.
-start_server() {
-    local name=$1 logf=$2; shift 2
-    local pidf=$WORK/$name.pid
-    rm -f "$pidf"
-    (cd "$WORK" && exec runuser -u "$RUN_USER" -- sh -c 'echo $$ > "$0"; exec "$@"' "$pidf" "$@") >"$logf" 2>&1 &
-    SERVER_PIDFILES+=("$pidf")
-    local i
-    for i in $(seq 1 50); do [ -s "$pidf" ] && return 0; sleep 0.1; done
-    die "$name did not start (see $logf)"
-}
-
-# wait_echo NAME PORT CALLED_AE LOGFILE: until a C-ECHO succeeds (60 s).
-# On failure: logs why, sets START_ERROR and returns 1.
-START_ERROR=""
-wait_echo() {
-    local name=$1 port=$2 aec=$3 logf=$4 i pid
-    pid=$(cat "$WORK/$name.pid")
-    for i in $(seq 1 300); do
-        if echoscu -q -to 2 -ta 2 -aet BENCHSCU -aec "$aec" 127.0.0.1 "$port" >/dev/null 2>&1; then
-            return 0
-        fi
-        if ! kill -0 "$pid" 2>/dev/null; then
-            START_ERROR="exited during start-up: $(tail -n1 "$logf")"
-            break
-        fi
-        sleep 0.2
-    done
-    [ -n "$START_ERROR" ] || START_ERROR="no C-ECHO answer on port $port within 60 s"
-    tail -n 20 "$logf" >&2
-    log "$name $START_ERROR (log: $logf)"
-    return 1
-}
-
-free_port() {
-    /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
-psql_q() {                     # psql_q DB SQL -> single value
-    PGOPTIONS='-c client_min_messages=warning' psql -X -h "$SOCK" -p "$PGPORT" -U postgres -d "$1" -Atqc "$2"
-}
-
-db_count() {                   # db_count DB SQL: the count, or "?" (error logged)
-    local out
-    if out=$(psql_q "$1" "$2" 2>&1); then echo "$out"
-    else log "count query on $1 failed: $(echo "$out" | head -n1)"; echo "?"; fi
-}
 
 count_files() {                # count_files DIR [EXCLUDED_SUBDIR]
     if [ -n "${2:-}" ]; then
@@ -322,24 +201,8 @@ record() {
 }
 
 # ----- PostgreSQL cluster ---------------------------------------------------
-pg_start() {
-    mkdir -p "$SOCK"; chown "$RUN_USER:" "$SOCK"
-    runuser -u "$RUN_USER" -- "$PG_BIN/initdb" -D "$PGDATA_DIR" -U postgres -A trust -E UTF8 --no-locale >"$WORK/initdb.log" 2>&1 \
-        || { cat "$WORK/initdb.log" >&2; die "initdb failed"; }
-    # Unix socket only; durability settings spelled out at their defaults.
-    runuser -u "$RUN_USER" -- "$PG_BIN/pg_ctl" -D "$PGDATA_DIR" -l "$WORK/postgresql.log" -w -t 60 \
-        -o "-c listen_addresses='' -k $SOCK -p $PGPORT -c fsync=on -c synchronous_commit=on -c full_page_writes=on -c wal_sync_method=fdatasync" \
-        start >/dev/null || { tail -n 20 "$WORK/postgresql.log" >&2; die "PostgreSQL did not start"; }
-    PG_STARTED=1
-    log "PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}') running, socket $SOCK (no TCP)"
-}
 
-fresh_db() {                   # fresh_db NAME
-    psql_q postgres "DROP DATABASE IF EXISTS $1" >/dev/null
-    psql_q postgres "CREATE DATABASE $1" >/dev/null
-}
-
-drop_db() { psql_q postgres "DROP DATABASE IF EXISTS $1 WITH (FORCE)" >/dev/null || true; }
+PG_OPTS="-c wal_sync_method=fdatasync"   # for pg_start (bench/lib.sh)
 
 # ----- receivers ------------------------------------------------------------
 run_storescp() {               # run_storescp K [fork]
