@@ -17,6 +17,9 @@ import os
 import statistics
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from meta import read_meta  # noqa: E402
+
 TARGETS = ["pacsnode-big", "pacsnode-small", "orthanc"]
 REGIME_TEXT = {
     "idle": "CPUs idle between requests (the machine otherwise quiet)",
@@ -26,16 +29,6 @@ BIG_P50, BIG_P99 = 10.0, 50.0          # ms, every shape at 1,000,000 instances
 FASTER, FASTER_ABOVE = 5.0, 5.0        # x faster where Orthanc's p50 > 5 ms
 RATE_FACTOR = 5.0                      # responses/s on the large result
 
-
-def read_meta(path):
-    meta = {}
-    if os.path.exists(path):
-        with open(path) as f:
-            for line in f:
-                if "=" in line:
-                    k, v = line.rstrip("\n").split("=", 1)
-                    meta[k] = v
-    return meta
 
 
 def load_json(path):

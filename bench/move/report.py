@@ -17,8 +17,12 @@ rates derived from it) plus every run's instances/s. A source with any
 failed run is reported as FAILED, without a rate.
 """
 
+import os
 import statistics
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from meta import read_meta  # noqa: E402
 
 SOURCES = [
     # (name in the TSV, label in the table)
@@ -29,15 +33,6 @@ SOURCES = [
 # (reference source, minimum pacsnode/reference ratio of instances/s)
 TARGETS = [("storescu", 0.9), ("Orthanc+PostgreSQL", 2.0)]
 
-
-def read_meta(path):
-    meta = {}
-    with open(path) as f:
-        for line in f:
-            if "=" in line:
-                k, v = line.rstrip("\n").split("=", 1)
-                meta[k] = v
-    return meta
 
 
 def num(s):

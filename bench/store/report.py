@@ -13,8 +13,12 @@ median time (and the rates derived from it) plus every run's instances/s. A
 pair with any failed run is reported as FAILED, without a rate.
 """
 
+import os
 import statistics
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from meta import read_meta  # noqa: E402
 
 # (reference receiver, associations, minimum pacsnode/reference ratio)
 TARGETS = [
@@ -25,15 +29,6 @@ TARGETS = [
 ]
 INFO_RATIOS = [("storescp --fork", 4)]
 
-
-def read_meta(path):
-    meta = {}
-    with open(path) as f:
-        for line in f:
-            if "=" in line:
-                k, v = line.rstrip("\n").split("=", 1)
-                meta[k] = v
-    return meta
 
 
 def read_rows(path):
