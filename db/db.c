@@ -93,6 +93,45 @@ int pn_db_command(pn_db *db, const char *sql)
 	return 0;
 }
 
+int pn_db_send_async(pn_db *db, const char *sql)
+{
+	pn_db_settle(db);
+	if (PQsendQuery(db->conn, sql) != 1) {
+		pn_db_set_error_result(db, NULL);
+		return -EIO;
+	}
+	db->async_sent = true;
+	return 0;
+}
+
+void pn_db_settle(pn_db *db)
+{
+	if (!db || !db->async_sent)
+		return;
+	db->async_sent = false;
+	PGresult *res;
+	while ((res = PQgetResult(db->conn)) != NULL) {
+		ExecStatusType st = PQresultStatus(res);
+		if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK && !db->async_failed) {
+			db->async_failed = true;
+			const char *primary = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+			copy_line(db->async_errmsg, sizeof db->async_errmsg,
+			          primary ? primary : PQerrorMessage(db->conn));
+		}
+		PQclear(res);
+	}
+}
+
+int pn_db_async_outcome(pn_db *db)
+{
+	pn_db_settle(db);
+	if (!db->async_failed)
+		return 0;
+	db->async_failed = false;
+	pn_db_set_error(db, "", db->async_errmsg);
+	return -EIO;
+}
+
 void pn_db_rollback(pn_db *db)
 {
 	if (PQstatus(db->conn) != CONNECTION_OK || PQtransactionStatus(db->conn) == PQTRANS_IDLE)

@@ -18,7 +18,9 @@ struct pn_db {
 	/* index.c: statements prepared in generation index_gen. */
 	unsigned index_gen;
 	uint32_t index_prepared; /* bit i: statement i prepared */
-	uint64_t rng;            /* xorshift state for back-off jitter */
+	/* index.c: the generation whose orphaned count deltas were folded. */
+	unsigned orphans_gen;
+	uint64_t rng; /* xorshift state for back-off jitter */
 	/* The last series this connection committed an instance into, with its
 	 * study and patient: the next instances of that series skip the three
 	 * upserts. Valid because rows are never deleted or re-parented; a
@@ -32,6 +34,12 @@ struct pn_db {
 	} committed, pending;
 	char sqlstate[6];
 	char errmsg[512];
+	/* An asynchronous statement sent and not collected yet (the count
+	 * fold), and the failure of the last one collected, kept for
+	 * pn_db_async_outcome(). */
+	bool async_sent;
+	bool async_failed;
+	char async_errmsg[256];
 	/* find.c: the query being streamed, NULL when none. */
 	struct pn_find_state *find;
 };
@@ -54,6 +62,15 @@ int pn_db_fail(pn_db *db, PGresult *res);
 /* Runs a parameterless command expecting PGRES_COMMAND_OK; on failure as
  * pn_db_fail(). */
 int pn_db_command(pn_db *db, const char *sql);
+
+/* Sends a parameterless statement (or several, one implicit transaction)
+ * without waiting for its outcome; every public function of db/ first
+ * collects it with pn_db_settle(). 0 or -EIO. */
+int pn_db_send_async(pn_db *db, const char *sql);
+void pn_db_settle(pn_db *db);
+/* The outcome of the asynchronous statement (collecting it if need be):
+ * 0, or -EIO with the error recorded; clears it. */
+int pn_db_async_outcome(pn_db *db);
 
 /* Rolls back an open transaction, if any, keeping the recorded error. */
 void pn_db_rollback(pn_db *db);

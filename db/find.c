@@ -318,6 +318,7 @@ int pn_find_start(pn_db *db, const pn_find_query *q)
 		if (!db->find)
 			return -ENOMEM;
 	}
+	pn_db_settle(db);
 	struct pn_find_state *fs = db->find;
 	if (fs->running)
 		pn_find_stop(db);

@@ -470,6 +470,7 @@ static int store_with_retries(pn_db *db, const pn_instance_rec *rec, pn_dup_poli
 	if (!db || !rec || !ret_outcome || !rec_valid(rec) ||
 	    (policy != PN_DUP_IGNORE && policy != PN_DUP_REPLACE && policy != PN_DUP_REJECT))
 		return -EINVAL;
+	pn_db_settle(db);
 	pn_db_clear_error(db);
 
 	/* At most 1 + STORE_RETRIES + 1 attempts. */
@@ -537,6 +538,7 @@ static void pipeline_drain(pn_db *db)
 
 int pn_index_begin_send(pn_db *db, const pn_instance_rec *rec)
 {
+	pn_db_settle(db);
 	if (!db || !rec || !rec_valid(rec) || !hier_matches(&db->committed, rec) || db->index_gen != db->conn_gen ||
 	    !(db->index_prepared & (UINT32_C(1) << ST_INSTANCE_INSERT)) || PQstatus(db->conn) != CONNECTION_OK ||
 	    PQtransactionStatus(db->conn) != PQTRANS_IDLE)
@@ -660,8 +662,59 @@ void pn_index_rollback(pn_db *db)
 	pn_db_rollback(db);
 }
 
+/* One implicit transaction: SET LOCAL holds until its end. The fold's
+ * commit need not wait for the WAL flush: losing it loses the deletion of
+ * the shard rows with it (migration 006). */
+#define FOLD_SQL "SET LOCAL synchronous_commit = off; SELECT pn_fold_counts(pg_backend_pid())"
+#define FOLD_ORPHANS_SQL "SELECT pn_fold_orphans()"
+
+int pn_index_fold_orphans(pn_db *db, int *ret_shards)
+{
+	if (!db)
+		return -EINVAL;
+	pn_db_settle(db);
+	pn_db_clear_error(db);
+	PGresult *res = PQexec(db->conn, FOLD_ORPHANS_SQL);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+		int r = pn_db_fail(db, res);
+		return r < 0 ? r : r == PN_DB_CONN_LOST ? -ECONNREFUSED : -EIO;
+	}
+	if (ret_shards)
+		*ret_shards = atoi(PQgetvalue(res, 0, 0));
+	PQclear(res);
+	db->orphans_gen = db->conn_gen;
+	return 0;
+}
+
+int pn_index_fold_send(pn_db *db)
+{
+	if (!db)
+		return -EINVAL;
+	pn_db_settle(db);
+	/* A new connection: a backend that is gone may have left deltas. */
+	if (db->orphans_gen != db->conn_gen) {
+		int r = pn_index_fold_orphans(db, NULL);
+		if (r < 0)
+			return r;
+	}
+	pn_db_clear_error(db);
+	if (PQstatus(db->conn) != CONNECTION_OK || PQtransactionStatus(db->conn) != PQTRANS_IDLE) {
+		pn_db_set_error(db, "", "connection not idle");
+		return -EIO;
+	}
+	return pn_db_send_async(db, FOLD_SQL);
+}
+
+int pn_index_fold_wait(pn_db *db)
+{
+	if (!db)
+		return -EINVAL;
+	return pn_db_async_outcome(db);
+}
+
 int pn_index_garbage_done(pn_db *db, const char *path)
 {
+	pn_db_settle(db);
 	params p = {0};
 	int r;
 
@@ -681,6 +734,7 @@ int pn_index_garbage_done(pn_db *db, const char *path)
 
 int pn_index_garbage_each(pn_db *db, int (*fn)(void *ctx, const char *path), void *ctx)
 {
+	pn_db_settle(db);
 	params p = {0};
 	int r;
 
@@ -707,6 +761,7 @@ int pn_index_path_referenced(pn_db *db, const char *path, bool *ret_referenced)
 
 	if (!db || !path || !ret_referenced)
 		return -EINVAL;
+	pn_db_settle(db);
 	pn_db_clear_error(db);
 	add_text(&p, path);
 

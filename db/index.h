@@ -132,6 +132,21 @@ int pn_index_commit_send(pn_db *db);
 int pn_index_commit_wait(pn_db *db);
 void pn_index_rollback(pn_db *db);
 
+/* Kept counts (migrations 004-006): a committed store leaves its count
+ * deltas in shard rows of this connection, to be added to the patient,
+ * study and series rows by a fold, in a transaction of its own.
+ * fold_send starts it after each committed store (outside a transaction)
+ * and returns at once: the fold runs while the caller answers and reads
+ * its next request. Any later call on this connection collects it first;
+ * fold_wait collects it and returns its outcome, also of one an earlier
+ * call collected. fold_orphans folds the deltas of connections that are
+ * gone (a crash, a lost connection); fold_send calls it first on each new
+ * connection. 0 or negative errno (-ECONNREFUSED, -EIO, -ENOMEM); a failed
+ * fold leaves the deltas for the next. */
+int pn_index_fold_send(pn_db *db);
+int pn_index_fold_wait(pn_db *db);
+int pn_index_fold_orphans(pn_db *db, int *ret_shards);
+
 /* Replaced files: a REPLACED outcome queues the old path in the same
  * transaction; the caller unlinks the file, then calls garbage_done. At
  * start-up, garbage_each lists what a crash left queued. */

@@ -73,6 +73,7 @@ static const char *serve_commands(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, 
 		if (rc == PN_DCM_RELEASED) {
 			/* Everything stored is settled before the peer hears the
 			 * association is over. */
+			pn_store_settle(ctx);
 			int frc = pn_storage_flush(ctx->storage);
 			if (frc < 0)
 				pn_warning("could not fsync stored folders (%s); their tmp/ names stay for start-up "
@@ -183,6 +184,7 @@ void pn_assoc_serve(const pn_store_ctx *ctx, pn_dcm_net *net, int fd)
 	if (admit(ctx, assoc, &info))
 		outcome = serve_commands(ctx, assoc, &info, &counts);
 	pn_dcm_assoc_free(assoc);
+	pn_store_settle(ctx);
 	pn_storage_flush(ctx->storage); /* after an abort: no-op after a release */
 	pn_info("association \"%s\" -> \"%s\" from %s: %s after %.3f s, %u instances stored, %u failed, %u queries, "
 	        "%u retrievals (%u instances sent)%s",

@@ -109,6 +109,13 @@ static int prepare(const pn_config *cfg)
 		if (rc < 0)
 			pn_error("storage recovery of replaced files failed: %s", pn_db_errmsg(db));
 	}
+	int shards = 0;
+	if (rc == 0 && pn_index_fold_orphans(db, &shards) < 0)
+		pn_warning("could not fold the count deltas left by an unclean stop (retried on the first store): %s",
+		           pn_db_errmsg(db));
+	else if (shards > 0)
+		pn_warning("count recovery: folded the count deltas left by %d connection(s) of an unclean stop",
+		           shards);
 	pn_info("database schema version %d; storage root \"%s\"", version, cfg->storage_root);
 	pn_storage_free(storage);
 	pn_db_free(db);

@@ -99,6 +99,17 @@ static void remove_replaced(const pn_store_ctx *ctx, const char *old_path)
 		pn_warning("replaced file \"%s\" removed but still listed: %s", old_path, pn_db_errmsg(ctx->db));
 }
 
+static void fold_failed(const pn_store_ctx *ctx)
+{
+	pn_warning("could not update the kept counts (the next store retries): %s", pn_db_errmsg(ctx->db));
+}
+
+void pn_store_settle(const pn_store_ctx *ctx)
+{
+	if (ctx->db && pn_index_fold_wait(ctx->db) < 0)
+		fold_failed(ctx);
+}
+
 /* After a COMMIT whose answer was lost: did it commit? */
 static int committed_after_all(const pn_store_ctx *ctx, const char *rel, bool *ret)
 {
@@ -112,7 +123,7 @@ static int committed_after_all(const pn_store_ctx *ctx, const char *rel, bool *r
  * COMMIT overlapped with the final folder's fsync. The file is disposed of
  * here. Returns the status to answer. */
 static unsigned short commit_instance(const pn_store_ctx *ctx, pn_storage_file *file, pn_instance_rec *row, phases *ph,
-                                      char *why, size_t whylen)
+                                      bool *ret_committed, char *why, size_t whylen)
 {
 	pn_index_outcome outcome;
 	char *old_path = NULL;
@@ -189,6 +200,7 @@ static unsigned short commit_instance(const pn_store_ctx *ctx, pn_storage_file *
 		pn_info("instance %s replaced (duplicate_policy = replace)", row->sop_uid);
 	}
 	free(old_path);
+	*ret_committed = true;
 	return PN_STATUS_SUCCESS;
 }
 
@@ -289,7 +301,9 @@ int pn_store_handle(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dcm_c
 		snprintf(why, sizeof(why), "could not index: no database connection");
 		goto refuse;
 	}
-	status = commit_instance(ctx, file, row, &ph, why, sizeof(why));
+	pn_store_settle(ctx); /* the previous instance's fold */
+	bool committed = false;
+	status = commit_instance(ctx, file, row, &ph, &committed, why, sizeof(why));
 	pn_record_free(rec);
 	pn_dcm_ds_free(ds);
 	if (status == PN_STATUS_OUT_OF_INDEX || status == PN_STATUS_OUT_OF_STORAGE)
@@ -301,7 +315,12 @@ int pn_store_handle(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dcm_c
 	else
 		pn_debug("stored %s: receive %.2f ms, parse %.2f, index %.2f, fsync+link %.2f, commit %.2f",
 		         cmd->sop_instance_uid, ph.receive, ph.parse, ph.index, ph.sync, ph.commit);
-	return respond(assoc, cmd, status, status == PN_STATUS_SUCCESS ? NULL : why, ret_status);
+	rc = respond(assoc, cmd, status, status == PN_STATUS_SUCCESS ? NULL : why, ret_status);
+	/* The counts C-FIND returns are folded in while the SCU reads the
+	 * response and sends its next request (migration 006). */
+	if (committed && pn_index_fold_send(ctx->db) < 0)
+		fold_failed(ctx);
+	return rc;
 
 refuse:
 	pn_record_free(rec);

@@ -22,4 +22,9 @@ typedef struct {
 int pn_store_handle(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dcm_cmd *cmd, const char *calling_ae,
                     unsigned short *ret_status);
 
+/* Waits for what a store left running in the database after its response
+ * (the fold of the kept counts) and logs a failure. Before a release is
+ * acknowledged and at the end of an association. */
+void pn_store_settle(const pn_store_ctx *ctx);
+
 #endif

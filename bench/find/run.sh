@@ -236,6 +236,10 @@ load_copy() {
         psql_q "$db" "SELECT setval(pg_get_serial_sequence('$table', 'pk'), (SELECT max(pk) FROM $table))" >/dev/null
         note_load "$tag COPY $table" "$(secs_since "$t")" "$(psql_q "$db" "SELECT count(*) FROM $table") rows"
     done
+    # The kept counts: each COPY left its deltas (migration 006).
+    t=$EPOCHREALTIME
+    psql_q "$db" "SELECT pn_fold_orphans()" >/dev/null
+    note_load "$tag fold counts" "$(secs_since "$t")" "pn_fold_orphans()"
     note_load "$tag COPY total" "$(secs_since "$t0")" "generation and COPY, pipelined"
     t=$EPOCHREALTIME
     psql_q "$db" "VACUUM ANALYZE" >/dev/null

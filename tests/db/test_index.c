@@ -429,6 +429,55 @@ static void exec_check(const char *sql, const char *param)
 	PQclear(res);
 }
 
+/* The fold runs while the connection's owner goes on: the next call
+ * collects it first, and pn_index_fold_wait() reports a failed one, also
+ * after another call collected it. Deltas a failed fold leaves are folded
+ * by the next. */
+static void test_fold_async(void **state)
+{
+	test_rec a, b, c;
+	pn_index_outcome outcome;
+	bool referenced;
+	const char *series_n = "SELECT n_instances FROM series WHERE series_uid = $1";
+	const char *patient_n =
+	    "SELECT p.n_series || '/' || p.n_instances FROM patient p WHERE p.patient_id = 'PID-FOLD'";
+
+	(void)state;
+	make_rec(&a, "PID-FOLD", "", NULL, NULL);
+	store_ok(&a.rec, PN_DUP_IGNORE, PN_INDEX_STORED, NULL);
+	assert_int_equal(count1(series_n, a.series), 0); /* committed, not folded */
+	assert_int_equal(pn_index_fold_send(db), 0);
+	/* the next call, with the fold in flight */
+	assert_int_equal(pn_index_path_referenced(db, a.path, &referenced), 0);
+	assert_true(referenced);
+	assert_int_equal(count1(series_n, a.series), 1);
+	char *v = query1(patient_n, NULL);
+	assert_string_equal(v, "1/1");
+	free(v);
+	assert_int_equal(pn_index_fold_wait(db), 0);
+
+	/* A fold that fails: the store after it still works, the failure is
+	 * reported once, the deltas wait for the next fold. */
+	exec_check("ALTER FUNCTION pn_fold_counts(integer) RENAME TO pn_fold_counts_away", NULL);
+	make_rec(&b, "PID-FOLD", "", a.study, a.series);
+	store_ok(&b.rec, PN_DUP_IGNORE, PN_INDEX_STORED, NULL);
+	assert_int_equal(pn_index_fold_send(db), 0);
+	make_rec(&c, "PID-FOLD", "", a.study, a.series);
+	assert_int_equal(pn_index_store(db, &c.rec, PN_DUP_IGNORE, &outcome, NULL), 0);
+	assert_int_equal(outcome, PN_INDEX_STORED);
+	assert_int_equal(pn_index_fold_wait(db), -EIO);
+	assert_non_null(strstr(pn_db_errmsg(db), "pn_fold_counts"));
+	assert_int_equal(pn_index_fold_wait(db), 0);
+	assert_int_equal(count1(series_n, a.series), 1);
+	exec_check("ALTER FUNCTION pn_fold_counts_away(integer) RENAME TO pn_fold_counts", NULL);
+	assert_int_equal(pn_index_fold_send(db), 0);
+	assert_int_equal(pn_index_fold_wait(db), 0);
+	assert_int_equal(count1(series_n, a.series), 3);
+	v = query1(patient_n, NULL);
+	assert_string_equal(v, "1/3");
+	free(v);
+}
+
 /* Waits (bounded) until the backend named appname waits for a lock. */
 static void wait_until_blocked(const char *appname)
 {
@@ -583,6 +632,7 @@ int main(void)
 	    cmocka_unit_test_setup(test_invalid_value_is_eio, setup_migrated),
 	    cmocka_unit_test_setup(test_deadlock_is_retried, setup_migrated),
 	    cmocka_unit_test_setup(test_reconnect_after_terminate, setup_migrated),
+	    cmocka_unit_test_setup(test_fold_async, setup_migrated),
 	};
 	const char *admin = getenv("PN_TEST_PG_CONNINFO");
 	char dbname[64], err[256] = "";

@@ -194,7 +194,7 @@ def node_factory(request, pg_cluster, testdir, it_base):
             problems.append("node left processes %s running after it exited" % node.leftovers)
         wrong = _wrong_counts(node)
         if wrong:
-            problems.append("kept counts differ from the rows (migrations 004 and 005) in "
+            problems.append("kept counts differ from the rows (migrations 004 to 006) in "
                             "database %s: %s" % (node.dbname, wrong))
     keep = problems or _failed(request.node)
     for node in nodes:

@@ -740,6 +740,8 @@ def load_instances(node, n, *, tag="bulk", patient_id="PN-BULK", comment_len=300
                 {"series": sepk, "prefix": sop_prefix, "cls": sop_class,
                  "ts": gen_corpus.TS["explicit"], "tag": tag, "tmpl": tmpl,
                  "uid_at": uid_at + 1, "is_at": is_at + 1, "n": n})
+            # the kept counts, as the node folds them after a store
+            cur.execute("SELECT pn_fold_counts(pg_backend_pid())")
             cur.execute("ANALYZE patient; ANALYZE study; ANALYZE series; ANALYZE instance")
         conn.commit()
     finally:

@@ -356,37 +356,42 @@ def test_concurrent_senders_same_study(node_factory, scu_dir, policy):
     assert_log(node, "PNRACE", what="the racing associations")
 
 
-def test_modalities_fold_sees_the_transaction_it_waited_for(node, scu_dir):
-    """The race the fold's lock is for, made certain: T1 adds an MR series
-    and folds (SET CONSTRAINTS ALL IMMEDIATE) but has not committed; T2
-    adds a PT series and commits, its fold waiting for T1's row lock; T1
-    commits. Without the lock T2 computed the modalities from a snapshot
-    without T1's series and wrote "CT\\PT"."""
+def test_concurrent_folds_of_one_study(node, scu_dir):
+    """Two folds of one study made to overlap (migration 006): T1 has added
+    an MR series and committed, T2 adds a PT series but has not committed
+    when T1's fold runs and holds the study row. T2 commits and folds: its
+    fold must wait for T1's lock, then add its series to T1's and compute
+    the modalities again, T2's series in them (T1's fold, which could not
+    see it, wrote "CT\\MR")."""
     f = gen_corpus.make_instance(os.path.join(scu_dir, "fold-ct.dcm"), name="fold-ct", modality="CT")
     run = H.storescu(node.port, [f["path"]], scu_dir)
     assert run.all_success(), run.summary()
     [study] = node.query("SELECT pk FROM study")
     add = "INSERT INTO series (study_fk, series_uid, modality) VALUES (%s, %s, %s)"
+    fold = "SELECT pn_fold_counts(pg_backend_pid())"
     t1, t2 = node.connect(), node.connect()
     try:
         t1.autocommit = t2.autocommit = False
         c1, c2 = t1.cursor(), t2.cursor()
         c1.execute(add, (study["pk"], "1.2.3.901", "MR"))
-        c1.execute("SET CONSTRAINTS ALL IMMEDIATE")  # folds now, holding the study row
+        t1.commit()
         c2.execute(add, (study["pk"], "1.2.3.902", "PT"))
+        c1.execute(fold)  # holds the study row; T2's series is not visible
+        t2.commit()
         done = threading.Event()
         errors = []
 
-        def commit_t2():
+        def fold_t2():
             try:
-                t2.commit()  # folds: waits for T1
+                c2.execute(fold)  # waits for T1
+                t2.commit()
             except Exception as e:  # reported below
                 errors.append(e)
             done.set()
 
-        th = threading.Thread(target=commit_t2)
+        th = threading.Thread(target=fold_t2)
         th.start()
-        assert not done.wait(1.0), "T2 committed without waiting for T1's lock on the study row"
+        assert not done.wait(1.0), "T2's fold did not wait for T1's lock on the study row"
         t1.commit()
         th.join(10)
         assert done.is_set() and not errors, errors
@@ -395,6 +400,35 @@ def test_modalities_fold_sees_the_transaction_it_waited_for(node, scu_dir):
         t2.close()
     [row] = node.query("SELECT modalities, n_series FROM study")
     assert (row["modalities"], row["n_series"]) == ("CT\\MR\\PT", 3)
+
+
+def test_counts_left_by_a_lost_connection_are_folded_at_start(node, scu_dir):
+    """A store commits its count deltas with the instance and folds them in
+    a second transaction (migration 006). A connection that committed
+    deltas and went away before folding leaves them behind: the next start
+    folds them (pn_fold_orphans), and the counts are right."""
+    f = gen_corpus.make_instance(os.path.join(scu_dir, "orphan-ct.dcm"), name="orphan-ct", modality="CT")
+    run = H.storescu(node.port, [f["path"]], scu_dir)
+    assert run.all_success(), run.summary()
+    [study] = node.query("SELECT pk FROM study")
+    conn = node.connect()
+    try:
+        conn.autocommit = True
+        conn.cursor().execute("INSERT INTO series (study_fk, series_uid, modality) VALUES (%s, %s, %s)",
+                              (study["pk"], "1.2.3.903", "MR"))
+    finally:
+        conn.close()
+    [left] = node.query("SELECT count(*) AS n FROM patient_count")
+    assert left["n"] == 1, "the direct insert should have left its deltas unfolded"
+    [row] = node.query("SELECT modalities, n_series FROM study")
+    assert (row["modalities"], row["n_series"]) == ("CT", 1)
+    node.stop()
+    node.start_again()
+    node.wait_for_log(r"count recovery: folded the count deltas left by 1 connection")
+    [row] = node.query("SELECT modalities, n_series FROM study")
+    assert (row["modalities"], row["n_series"]) == ("CT\\MR", 2)
+    [p] = node.query("SELECT n_series FROM patient")
+    assert p["n_series"] == 2
 
 
 STUDIES = 25
