@@ -383,7 +383,8 @@ measure() {
 
 # ----- steps ----------------------------------------------------------------
 # The loader's rows must be what a C-STORE of the same files gives: N_CHECK
-# instances both ways, every column but the storage facts compared.
+# instances both ways, every column but the storage facts compared (the
+# kept counts included).
 step_check() {
     log "loader check: $N_CHECK instances by C-STORE and by COPY"
     fresh_db loadcheck_store
@@ -393,9 +394,9 @@ step_check() {
     load_copy loadcheck_copy "$N_CHECK" check >/dev/null
     local q out_store out_copy bad=0 table
     declare -A Q=(
-        [patient]="SELECT patient_id, issuer, patient_name, patient_birth_date, patient_sex, encode(attrs, 'hex') FROM patient ORDER BY 1"
-        [study]="SELECT s.study_uid, p.patient_id, s.study_date, s.study_time, s.accession_number, s.study_id, s.study_description, s.referring_physician_name, encode(s.attrs, 'hex') FROM study s JOIN patient p ON p.pk = s.patient_fk ORDER BY 1"
-        [series]="SELECT se.series_uid, s.study_uid, se.modality, se.series_number, se.series_description, se.series_date, se.series_time, se.body_part_examined, se.protocol_name, encode(se.attrs, 'hex') FROM series se JOIN study s ON s.pk = se.study_fk ORDER BY 1"
+        [patient]="SELECT patient_id, issuer, patient_name, patient_birth_date, patient_sex, n_studies, n_series, n_instances, encode(attrs, 'hex') FROM patient ORDER BY 1"
+        [study]="SELECT s.study_uid, p.patient_id, s.study_date, s.study_time, s.accession_number, s.study_id, s.study_description, s.referring_physician_name, s.n_series, s.n_instances, s.modalities, encode(s.attrs, 'hex') FROM study s JOIN patient p ON p.pk = s.patient_fk ORDER BY 1"
+        [series]="SELECT se.series_uid, s.study_uid, se.modality, se.series_number, se.series_description, se.series_date, se.series_time, se.body_part_examined, se.protocol_name, se.n_instances, encode(se.attrs, 'hex') FROM series se JOIN study s ON s.pk = se.study_fk ORDER BY 1"
         [instance]="SELECT i.sop_uid, se.series_uid, i.sop_class_uid, i.instance_number, i.image_type, i.rows, i.columns, i.number_of_frames, i.samples_per_pixel, i.photometric_interpretation, i.slice_thickness, i.spacing_between_slices, i.acquisition_date, i.acquisition_time, i.content_date, i.content_time, i.transfer_syntax_uid, i.specific_character_set, encode(i.attrs, 'hex') FROM instance i JOIN series se ON se.pk = i.series_fk ORDER BY 1"
     )
     for table in patient study series instance; do
