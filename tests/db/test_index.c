@@ -583,7 +583,7 @@ static void test_reconnect_after_terminate(void **state)
 	pn_db *mine = NULL;
 	pn_index_outcome outcome;
 	bool referenced;
-	test_rec t;
+	test_rec t, u;
 	char err[256];
 
 	(void)state;
@@ -599,15 +599,15 @@ static void test_reconnect_after_terminate(void **state)
 	terminate(pid1);
 
 	/* The prepared statements died with the backend: re-prepared. */
-	make_rec(&t, "PID-RECONNECT", "", t.study, t.series);
-	if (pn_index_store(mine, &t.rec, PN_DUP_IGNORE, &outcome, NULL) != 0)
+	make_rec(&u, "PID-RECONNECT", "", t.study, t.series);
+	if (pn_index_store(mine, &u.rec, PN_DUP_IGNORE, &outcome, NULL) != 0)
 		fail_msg("store after terminate: %s", pn_db_errmsg(mine));
 	assert_int_equal(outcome, PN_INDEX_STORED);
 	pid2 = backend_pid(appname);
 	assert_string_not_equal(pid1, pid2);
 
 	terminate(pid2);
-	assert_int_equal(pn_index_path_referenced(mine, t.path, &referenced), 0);
+	assert_int_equal(pn_index_path_referenced(mine, u.path, &referenced), 0);
 	assert_true(referenced);
 	pid3 = backend_pid(appname);
 	assert_string_not_equal(pid2, pid3);
@@ -617,6 +617,50 @@ static void test_reconnect_after_terminate(void **state)
 	free(pid1);
 	free(pid2);
 	free(pid3);
+}
+
+/* Deltas a connection committed and could not fold before it died are
+ * folded by the first fold on its replacement (pn_fold_orphans). */
+static void test_fold_after_reconnect_takes_orphans(void **state)
+{
+	char appname[64], *conninfo, *pid;
+	pn_db *mine = NULL;
+	pn_index_outcome outcome;
+	test_rec a, b, c;
+	char err[256];
+	const char *series_n = "SELECT n_instances FROM series WHERE series_uid = $1";
+
+	(void)state;
+	snprintf(appname, sizeof appname, "pn_test_orphans_%ld", (long)getpid());
+	assert_true(asprintf(&conninfo, "%s application_name=%s", test_conninfo, appname) > 0);
+	if (pn_db_connect(conninfo, &mine, err, sizeof err) != 0)
+		fail_msg("connect: %s", err);
+	free(conninfo);
+
+	make_rec(&a, "PID-ORPHANS", "", NULL, NULL);
+	assert_int_equal(pn_index_store(mine, &a.rec, PN_DUP_IGNORE, &outcome, NULL), 0);
+	assert_int_equal(outcome, PN_INDEX_STORED);
+	assert_int_equal(pn_index_fold_send(mine), 0);
+	assert_int_equal(pn_index_fold_wait(mine), 0);
+	assert_int_equal(count1(series_n, a.series), 1);
+
+	make_rec(&b, "PID-ORPHANS", "", a.study, a.series);
+	assert_int_equal(pn_index_store(mine, &b.rec, PN_DUP_IGNORE, &outcome, NULL), 0);
+	assert_int_equal(outcome, PN_INDEX_STORED);
+	pid = backend_pid(appname);
+	terminate(pid); /* before its fold: the delta is left behind */
+	assert_int_equal(count1(series_n, a.series), 1);
+
+	make_rec(&c, "PID-ORPHANS", "", a.study, a.series);
+	if (pn_index_store(mine, &c.rec, PN_DUP_IGNORE, &outcome, NULL) != 0)
+		fail_msg("store after terminate: %s", pn_db_errmsg(mine));
+	assert_int_equal(outcome, PN_INDEX_STORED);
+	assert_int_equal(pn_index_fold_send(mine), 0);
+	assert_int_equal(pn_index_fold_wait(mine), 0);
+	assert_int_equal(count1(series_n, a.series), 3);
+
+	pn_db_free(mine);
+	free(pid);
 }
 
 int main(void)
@@ -633,6 +677,7 @@ int main(void)
 	    cmocka_unit_test_setup(test_deadlock_is_retried, setup_migrated),
 	    cmocka_unit_test_setup(test_reconnect_after_terminate, setup_migrated),
 	    cmocka_unit_test_setup(test_fold_async, setup_migrated),
+	    cmocka_unit_test_setup(test_fold_after_reconnect_takes_orphans, setup_migrated),
 	};
 	const char *admin = getenv("PN_TEST_PG_CONNINFO");
 	char dbname[64], err[256] = "";
