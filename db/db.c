@@ -260,8 +260,7 @@ const char *pn_db_sqlstate(const pn_db *db)
 	return db ? db->sqlstate : "";
 }
 
-/* Maps an internal attempt result to what the public functions return. */
-static int public_error(int r)
+int pn_db_public_error(int r)
 {
 	if (r == PN_DB_CONN_LOST)
 		return -ECONNREFUSED;
@@ -311,7 +310,7 @@ int pn_db_schema_version(pn_db *db, int *ret_version)
 	pn_db_clear_error(db);
 	r = read_version(db, &version);
 	if (r != 0)
-		return public_error(r);
+		return pn_db_public_error(r);
 	*ret_version = version;
 	return 0;
 }
@@ -385,7 +384,7 @@ int pn_db_migrate(pn_db *db)
 	/* The usual case, every start after the first: nothing to do, no lock. */
 	r = read_version(db, &current);
 	if (r != 0)
-		return public_error(r);
+		return pn_db_public_error(r);
 	if (current >= pn_migrations[pn_migrations_count - 1].version)
 		return 0;
 
@@ -394,7 +393,7 @@ int pn_db_migrate(pn_db *db)
 			continue;
 		r = apply_migration(db, &pn_migrations[i]);
 		if (r != 0)
-			return public_error(r);
+			return pn_db_public_error(r);
 	}
 	return 0;
 }

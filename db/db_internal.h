@@ -59,6 +59,10 @@ void pn_db_set_error_result(pn_db *db, const PGresult *res);
  * PN_DB_CONN_LOST, PN_DB_RETRY (40001, 40P01), -ENOMEM or -EIO. */
 int pn_db_fail(pn_db *db, PGresult *res);
 
+/* Maps an internal attempt result (PN_DB_RETRY, PN_DB_CONN_LOST or a
+ * negative errno) to what the public functions return. */
+int pn_db_public_error(int r);
+
 /* Runs a parameterless command expecting PGRES_COMMAND_OK; on failure as
  * pn_db_fail(). */
 int pn_db_command(pn_db *db, const char *sql);

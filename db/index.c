@@ -676,8 +676,7 @@ int pn_index_fold_orphans(pn_db *db, int *ret_shards)
 	pn_db_clear_error(db);
 	PGresult *res = PQexec(db->conn, FOLD_ORPHANS_SQL);
 	if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
-		int r = pn_db_fail(db, res);
-		return r < 0 ? r : r == PN_DB_CONN_LOST ? -ECONNREFUSED : -EIO;
+		return pn_db_public_error(pn_db_fail(db, res));
 	}
 	if (ret_shards)
 		*ret_shards = atoi(PQgetvalue(res, 0, 0));
