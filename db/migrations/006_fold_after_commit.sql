@@ -62,31 +62,6 @@ BEGIN
 	ON CONFLICT (patient_fk, shard) DO UPDATE SET n_studies = c.n_studies + excluded.n_studies;
 END $$;
 
--- The INSERT branch, which every store takes, upserts directly: a call
--- with arrays cost a fifth of the trigger's time.
-CREATE OR REPLACE FUNCTION pn_count_instance_trigger() RETURNS trigger
-	LANGUAGE plpgsql AS $$
-BEGIN
-	IF TG_OP = 'INSERT' THEN
-		INSERT INTO series_count AS c (series_fk, shard, n_instances)
-		SELECT series_fk, pg_backend_pid(), count(*) FROM new_rows GROUP BY series_fk
-		ON CONFLICT (series_fk, shard) DO UPDATE SET n_instances = c.n_instances + excluded.n_instances;
-	ELSIF TG_OP = 'DELETE' THEN
-		PERFORM pn_count_instances(array_agg(series_fk), array_agg(n))
-		   FROM (SELECT series_fk, -count(*) AS n FROM old_rows GROUP BY series_fk) x;
-	ELSE
-		PERFORM pn_count_instances(array_agg(series_fk), array_agg(n))
-		   FROM (SELECT series_fk, sum(n)::bigint AS n FROM (
-		           SELECT o.series_fk, -1 AS n FROM old_rows o JOIN new_rows w ON w.pk = o.pk
-		            WHERE o.series_fk <> w.series_fk
-		           UNION ALL
-		           SELECT w.series_fk, 1 FROM old_rows o JOIN new_rows w ON w.pk = o.pk
-		            WHERE o.series_fk <> w.series_fk) m
-		         GROUP BY series_fk) x;
-	END IF;
-	RETURN NULL;
-END $$;
-
 -- Folds the shard rows of one backend. The rows are claimed by deleting
 -- them, so two folds of one shard never add the same delta twice.
 -- pacsnode.folding tells the count triggers that these UPDATEs change
