@@ -32,15 +32,21 @@ typedef struct pn_storage_file pn_storage_file;
 int pn_storage_open(const char *root, pn_storage **ret_storage);
 void pn_storage_free(pn_storage *s); /* NULL is a no-op */
 
-/* Starts a temporary file with a provisional name. */
+/* Starts a temporary file with a provisional name: the spare one if
+ * pn_storage_prepare made it. */
 int pn_storage_file_begin(pn_storage *s, pn_storage_file **ret_file);
+/* Creates the next temporary file ahead of time, off the store's critical
+ * path. Negative errno on failure, which the next begin meets again and
+ * reports. */
+int pn_storage_prepare(pn_storage *s);
 /* Appends bytes (and feeds the checksum). Negative errno on failure. */
 int pn_storage_file_write(pn_storage_file *f, const void *buf, size_t len);
-/* All bytes are in: the checksum is final, writeback of the rest starts. */
+/* All bytes are in: the checksum is final, and the file's fsync starts in
+ * the background. */
 int pn_storage_file_written(pn_storage_file *f);
 /* Gives the file its final relative path (renaming the temporary file). */
 int pn_storage_file_name(pn_storage_file *f, const char *rel);
-/* fsyncs and closes the file, then fsyncs the tmp folder. */
+/* fsyncs the tmp folder, waits for the file's fsync, closes the file. */
 int pn_storage_file_sync(pn_storage_file *f);
 /* Links the file at its final path; folders it creates are made durable
  * (the link itself becomes durable in the batch of pn_storage_flush). */
@@ -49,8 +55,8 @@ int pn_storage_file_link(pn_storage_file *f);
  * next batched folder fsync, and frees. A failed batch (returned here or by
  * pn_storage_flush) keeps the names for start-up recovery. */
 int pn_storage_file_done(pn_storage_file *f);
-/* fsyncs the final folders of the queued instances, then unlinks their
- * temporary names. */
+/* At the end of an association: fsyncs the final folders of the queued
+ * instances, then unlinks their temporary names and the spare file. */
 int pn_storage_flush(pn_storage *s);
 /* On any failure before the commit: removes whatever was written, frees. */
 void pn_storage_file_discard(pn_storage_file *f);

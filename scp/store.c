@@ -320,6 +320,7 @@ int pn_store_handle(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dcm_c
 	 * response and sends its next request (migration 006). */
 	if (committed && pn_index_fold_send(ctx->db) < 0)
 		fold_failed(ctx);
+	pn_storage_prepare(ctx->storage); /* failing, the next begin says why */
 	return rc;
 
 refuse:

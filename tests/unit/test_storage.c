@@ -6,6 +6,8 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,31 +23,63 @@ static pn_fsio_ops real;
 static int fail_after; /* calls to let through before failing */
 static int fail_errno;
 
+/* Atomic: the file's fsync runs on the storage's helper thread. */
+static bool should_fail(void)
+{
+	if (__atomic_fetch_sub(&fail_after, 1, __ATOMIC_SEQ_CST) <= 0) {
+		errno = fail_errno;
+		return true;
+	}
+	return false;
+}
+
 static ssize_t failing_write(int fd, const void *buf, size_t n)
 {
-	if (fail_after-- <= 0) {
-		errno = fail_errno;
-		return -1;
-	}
-	return real.write(fd, buf, n);
+	return should_fail() ? -1 : real.write(fd, buf, n);
 }
 
 static int failing_fsync(int fd)
 {
-	if (fail_after-- <= 0) {
-		errno = fail_errno;
-		return -1;
-	}
-	return real.fsync(fd);
+	return should_fail() ? -1 : real.fsync(fd);
 }
 
 static int failing_linkat(int a, const char *b, int c, const char *d, int e)
 {
-	if (fail_after-- <= 0) {
-		errno = fail_errno;
-		return -1;
-	}
-	return real.linkat(a, b, c, d, e);
+	return should_fail() ? -1 : real.linkat(a, b, c, d, e);
+}
+
+static int failing_openat(int dirfd, const char *path, int flags, ...)
+{
+	va_list ap;
+	va_start(ap, flags);
+	mode_t mode = (mode_t)va_arg(ap, int);
+	va_end(ap);
+	return should_fail() ? -1 : real.openat(dirfd, path, flags, mode);
+}
+
+/* fsyncs that take a while and note which thread ran them */
+static pthread_t main_thread;
+static int fsyncs_started, fsyncs_done, fsyncs_off_main;
+static int slow_fsync(int fd)
+{
+	__atomic_fetch_add(&fsyncs_started, 1, __ATOMIC_SEQ_CST);
+	if (!pthread_equal(pthread_self(), main_thread))
+		__atomic_fetch_add(&fsyncs_off_main, 1, __ATOMIC_SEQ_CST);
+	usleep(50 * 1000);
+	int rc = real.fsync(fd);
+	__atomic_fetch_add(&fsyncs_done, 1, __ATOMIC_SEQ_CST);
+	return rc;
+}
+
+static int count_in(const char *dir)
+{
+	int n = 0;
+	DIR *d = opendir(dir);
+	assert_non_null(d);
+	for (struct dirent *e; (e = readdir(d)) != NULL;)
+		n += e->d_name[0] != '.';
+	closedir(d);
+	return n;
 }
 
 static int count_files(const char *dir)
@@ -264,6 +298,82 @@ static void recovery(void **state)
 	pn_storage_free(s);
 }
 
+/* The file's fsync runs on the helper thread from _written() on, and
+ * nothing closes the file under it. */
+static void fsync_in_background(void **state)
+{
+	(void)state;
+	pn_storage *s = NULL;
+	assert_int_equal(pn_storage_open(root, &s), 0);
+	main_thread = pthread_self();
+	fsyncs_started = fsyncs_done = fsyncs_off_main = 0;
+	pn_fsio.fsync = slow_fsync;
+	char rel[PN_REL_PATH_MAX];
+	pn_storage_file *f = write_one(s, "1.2.10", rel);
+	for (int i = 0; i < 200 && __atomic_load_n(&fsyncs_started, __ATOMIC_SEQ_CST) == 0; i++)
+		usleep(1000);
+	assert_int_equal(fsyncs_off_main, 1); /* before anyone asked for it */
+	assert_int_equal(pn_storage_file_sync(f), 0);
+	assert_int_equal(fsyncs_started, 2); /* and the tmp folder's, in line */
+	assert_int_equal(fsyncs_done, 2);
+	assert_int_equal(pn_storage_file_link(f), 0);
+	assert_int_equal(pn_storage_file_done(f), 0);
+
+	/* discarded while its fsync runs: waits for it before closing */
+	int started = fsyncs_started; /* the link made folders, fsync'ed */
+	f = write_one(s, "1.2.11", rel);
+	pn_storage_file_discard(f);
+	assert_int_equal(fsyncs_started, started + 1);
+	assert_int_equal(fsyncs_done, started + 1);
+	assert_int_equal(fsyncs_off_main, 2);
+	pn_fsio = real;
+	assert_int_equal(pn_storage_flush(s), 0);
+	assert_int_equal(count_files(root), 1);
+	pn_storage_free(s);
+}
+
+/* The next file is made ahead of time and dropped at the end of an
+ * association, so an idle node's tmp/ is empty. */
+static void spare_file(void **state)
+{
+	(void)state;
+	pn_storage *s = NULL;
+	assert_int_equal(pn_storage_open(root, &s), 0);
+	char tmp[128];
+	snprintf(tmp, sizeof(tmp), "%s/tmp", root);
+	assert_int_equal(pn_storage_prepare(s), 0);
+	assert_int_equal(pn_storage_prepare(s), 0); /* one is enough */
+	assert_int_equal(count_in(tmp), 1);
+	pn_storage_file *f = NULL;
+	pn_fsio.openat = failing_openat; /* begin must not need to create */
+	fail_after = 0;
+	fail_errno = EMFILE;
+	assert_int_equal(pn_storage_file_begin(s, &f), 0);
+	pn_fsio = real;
+	assert_int_equal(count_in(tmp), 1);
+	assert_int_equal(pn_storage_file_write(f, "x", 1), 0);
+	assert_int_equal(pn_storage_file_written(f), 0);
+	pn_storage_file_discard(f);
+	assert_int_equal(count_in(tmp), 0);
+
+	assert_int_equal(pn_storage_prepare(s), 0);
+	assert_int_equal(count_in(tmp), 1);
+	assert_int_equal(pn_storage_flush(s), 0);
+	assert_int_equal(count_in(tmp), 0);
+
+	/* failing ahead of time: begin tries again and says why */
+	pn_fsio.openat = failing_openat;
+	fail_after = 0;
+	fail_errno = ENOSPC;
+	assert_int_equal(pn_storage_prepare(s), -ENOSPC);
+	assert_int_equal(pn_storage_file_begin(s, &f), -ENOSPC);
+	pn_fsio = real;
+	assert_int_equal(pn_storage_file_begin(s, &f), 0);
+	pn_storage_file_discard(f);
+	assert_int_equal(count_in(tmp), 0);
+	pn_storage_free(s);
+}
+
 /* Readers (C-MOVE, C-GET) join only paths this module makes. */
 static void full_path(void **state)
 {
@@ -294,6 +404,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(fsync_and_link_fail, setup, teardown),
 	    cmocka_unit_test_setup_teardown(batched_flush, setup, teardown),
 	    cmocka_unit_test_setup_teardown(recovery, setup, teardown),
+	    cmocka_unit_test_setup_teardown(fsync_in_background, setup, teardown),
+	    cmocka_unit_test_setup_teardown(spare_file, setup, teardown),
 	    cmocka_unit_test_setup_teardown(full_path, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
