@@ -14,6 +14,7 @@
 #include "log.h"
 #include "server.h"
 #include "storage.h"
+#include "store.h"
 
 #ifndef PN_VERSION
 #define PN_VERSION "dev"
@@ -33,6 +34,12 @@ static void usage(FILE *out)
 static int referenced(void *ctx, const char *rel, bool *ret)
 {
 	return pn_index_path_referenced(ctx, rel, ret);
+}
+
+static int identify(void *ctx, const char *path, uint32_t generation, char rel[PN_REL_PATH_MAX])
+{
+	(void)ctx;
+	return pn_store_final_path(path, generation, rel);
 }
 
 typedef struct {
@@ -94,7 +101,7 @@ static int prepare(const pn_config *cfg)
 		return -1;
 	}
 	pn_storage_recovery rec = {0};
-	rc = pn_storage_recover(storage, referenced, db, &rec);
+	rc = pn_storage_recover(storage, referenced, identify, db, &rec);
 	if (rc < 0)
 		pn_error("storage recovery failed: %s (%s)", strerror(-rc), pn_db_errmsg(db));
 	else if (rec.kept || rec.removed || rec.strays)

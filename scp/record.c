@@ -123,17 +123,42 @@ static int text_decode(void *ctx, const char *in, size_t len, char **ret_out)
 	return pn_charset_to_utf8(ctx, in, len, ret_out);
 }
 
+/* A UID as the index and the storage path take it: -ENOENT if missing,
+ * -EINVAL (with the value) if not a valid UID. */
+static int read_uid(pn_dcm_ds *ds, uint32_t tag, char **ret)
+{
+	char *v = NULL;
+	if (pn_dcm_ds_get(ds, tag, &v) < 0 || !v)
+		return -ENOENT;
+	pn_trim(v);
+	*ret = v;
+	return pn_uid_valid(v) ? 0 : -EINVAL;
+}
+
+int pn_record_path_uids(pn_dcm_ds *ds, char **ret_series_uid, char **ret_sop_uid)
+{
+	char *series = NULL, *sop = NULL;
+	if (read_uid(ds, PN_TAG(0x0020, 0x000E), &series) < 0 || read_uid(ds, PN_TAG(0x0008, 0x0018), &sop) < 0) {
+		free(series);
+		free(sop);
+		return -EBADMSG;
+	}
+	*ret_series_uid = series;
+	*ret_sop_uid = sop;
+	return 0;
+}
+
 /* Reads a key UID; false (with a reason) when missing or invalid. */
 static bool get_uid(pn_dcm_ds *ds, uint32_t tag, const char *name, pn_record *r, const char **ret, char *why,
                     size_t whylen)
 {
 	char *v = NULL;
-	if (pn_dcm_ds_get(ds, tag, &v) < 0 || !v) {
+	int rc = read_uid(ds, tag, &v);
+	if (rc == -ENOENT) {
 		snprintf(why, whylen, "%s is missing", name);
 		return false;
 	}
-	pn_trim(v);
-	if (!pn_uid_valid(v)) {
+	if (rc < 0) {
 		/* printable, bounded: the value came from the network */
 		pn_utf8_sanitise(v);
 		snprintf(why, whylen, "%s \"%.80s\" is not a valid UID", name, v);

@@ -27,6 +27,11 @@ int pn_record_build(pn_dcm_ds *ds, const char *cmd_sop_class, const char *cmd_so
                     pn_record_problem *ret_problem, bool *ret_charset_ok, char *why, size_t whylen);
 void pn_record_free(pn_record *r); /* NULL is a no-op */
 
+/* The two UIDs a stored file's path is made of, read as pn_record_build
+ * reads them, so that start-up recovery finds the path the store chose.
+ * -EBADMSG if either is missing or invalid. The caller frees both. */
+int pn_record_path_uids(pn_dcm_ds *ds, char **ret_series_uid, char **ret_sop_uid);
+
 /* The row values; the caller fills the storage facts (path, size, ...). */
 pn_instance_rec *pn_record_row(pn_record *r);
 

@@ -7,12 +7,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <xxhash.h>
 
 #include "fsio.h"
-#include "syncer.h"
 
 #define TMP_DIR "tmp"
 /* Committed instances whose final folder is not fsync'ed yet: their tmp
@@ -22,30 +22,39 @@
  * and start the kernel's writeback after each, so that the final fsync
  * finds most of the file on disk already. */
 #define WRITE_CHUNK (256 * 1024)
+/* Temporary files made ahead of time (see pn_storage_prepare). */
+#define SPARES_MAX 8
 
 struct pn_storage {
 	char *root;
 	int root_fd;
 	int tmp_fd;
-	unsigned long seq; /* provisional names */
+	unsigned long seq; /* temporary names */
 	struct {
 		char tmp_name[PN_REL_PATH_MAX];
 		char dir[PN_REL_DIR_LEN + 1];
 	} pending[PENDING_MAX];
 	int n_pending;
 	char known_dir[PN_REL_DIR_LEN + 1]; /* last series folder seen to exist */
-	/* Creating a file costs a third of a millisecond here: the next
-	 * instance's file is made while the SCU reads the last response. */
-	int spare_fd;
-	char spare_name[PN_REL_PATH_MAX];
-	pn_syncer *syncer; /* made on first use: never in a process that forks */
+	/* Creating a file costs a third of a millisecond here, and making its
+	 * name durable a folder fsync: the next instances' files are made
+	 * while the SCU reads a response, their names made durable in
+	 * batches. Oldest first; the durable ones are the oldest. */
+	struct spare {
+		int fd;
+		uint32_t gen;
+		bool durable;
+		char name[PN_REL_PATH_MAX];
+	} spares[SPARES_MAX];
+	int n_spares;
 };
 
 struct pn_storage_file {
 	pn_storage *s;
 	int fd;
-	bool named;   /* tmp_name is the final-path encoding */
-	bool syncing; /* the syncer has fd */
+	bool named;        /* rel is set */
+	bool name_durable; /* tmp_name survives a crash (the tmp folder was fsync'ed) */
+	uint32_t gen;      /* the generation in tmp_name and rel */
 	bool linked;
 	int64_t size;    /* bytes accepted (buffered or written) */
 	int64_t written; /* bytes written to the file */
@@ -92,7 +101,7 @@ int pn_storage_open(const char *root, pn_storage **ret_storage)
 	pn_storage *s = calloc(1, sizeof(*s));
 	if (!s)
 		return -ENOMEM;
-	s->root_fd = s->tmp_fd = s->spare_fd = -1;
+	s->root_fd = s->tmp_fd = -1;
 	int rc = -ENOMEM;
 	s->root = strdup(root);
 	if (!s->root)
@@ -126,7 +135,6 @@ void pn_storage_free(pn_storage *s)
 	if (!s)
 		return;
 	pn_storage_flush(s);
-	pn_syncer_free(s->syncer);
 	if (s->tmp_fd >= 0)
 		close(s->tmp_fd);
 	if (s->root_fd >= 0)
@@ -137,33 +145,52 @@ void pn_storage_free(pn_storage *s)
 
 static void file_free(pn_storage_file *f);
 
-/* Not a name recovery would keep: a crash before the rename leaves a
- * stray, which it removes. */
-static int create_tmp(pn_storage *s, char name[PN_REL_PATH_MAX])
+/* A new file in tmp/, named with a fresh random generation (which keeps a
+ * replacing instance's final path apart from the replaced one's). */
+static int create_tmp(pn_storage *s, char name[PN_REL_PATH_MAX], uint32_t *ret_gen)
 {
-	snprintf(name, PN_REL_PATH_MAX, "in-%d-%lu", (int)getpid(), ++s->seq);
+	uint32_t g = 0;
+	if (getrandom(&g, sizeof(g), 0) != sizeof(g))
+		g = (uint32_t)rand();
+	pn_storage_part_name(g, (int)getpid(), ++s->seq, name);
 	int fd = pn_fsio.openat(s->tmp_fd, name, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
-	return fd < 0 ? -errno : fd;
+	if (fd < 0)
+		return -errno;
+	*ret_gen = g;
+	return fd;
 }
 
 int pn_storage_prepare(pn_storage *s)
 {
-	if (s->spare_fd >= 0)
+	/* Two per call until the stock is full, then one per call for the one
+	 * the store took: the tmp folder is fsync'ed only when the stock has
+	 * no durable file left, once per SPARES_MAX instances. */
+	int want = s->n_spares + 1 < SPARES_MAX ? 2 : SPARES_MAX - s->n_spares;
+	for (int i = 0; i < want; i++) {
+		struct spare *sp = &s->spares[s->n_spares];
+		int fd = create_tmp(s, sp->name, &sp->gen);
+		if (fd < 0)
+			return fd;
+		sp->fd = fd;
+		sp->durable = false;
+		s->n_spares++;
+	}
+	if (s->n_spares == 0 || s->spares[0].durable)
 		return 0;
-	int fd = create_tmp(s, s->spare_name);
-	if (fd < 0)
-		return fd;
-	s->spare_fd = fd;
+	if (pn_fsio.fsync(s->tmp_fd) < 0)
+		return -errno; /* begin fsyncs the folder for the file it takes */
+	for (int i = 0; i < s->n_spares; i++)
+		s->spares[i].durable = true;
 	return 0;
 }
 
-static void drop_spare(pn_storage *s)
+static void drop_spares(pn_storage *s)
 {
-	if (s->spare_fd < 0)
-		return;
-	pn_fsio.close(s->spare_fd);
-	pn_fsio.unlinkat(s->tmp_fd, s->spare_name, 0);
-	s->spare_fd = -1;
+	for (int i = 0; i < s->n_spares; i++) {
+		pn_fsio.close(s->spares[i].fd);
+		pn_fsio.unlinkat(s->tmp_fd, s->spares[i].name, 0);
+	}
+	s->n_spares = 0;
 }
 
 int pn_storage_file_begin(pn_storage *s, pn_storage_file **ret_file)
@@ -179,12 +206,16 @@ int pn_storage_file_begin(pn_storage *s, pn_storage_file **ret_file)
 		file_free(f);
 		return -ENOMEM;
 	}
-	if (s->spare_fd >= 0) {
-		f->fd = s->spare_fd;
-		snprintf(f->tmp_name, sizeof(f->tmp_name), "%s", s->spare_name);
-		s->spare_fd = -1;
+	if (s->n_spares > 0) {
+		/* durable ones first: they were made first */
+		struct spare *sp = &s->spares[0];
+		f->fd = sp->fd;
+		f->gen = sp->gen;
+		f->name_durable = sp->durable;
+		snprintf(f->tmp_name, sizeof(f->tmp_name), "%s", sp->name);
+		memmove(&s->spares[0], &s->spares[1], (size_t)--s->n_spares * sizeof(s->spares[0]));
 	} else {
-		f->fd = create_tmp(s, f->tmp_name);
+		f->fd = create_tmp(s, f->tmp_name, &f->gen);
 		if (f->fd < 0) {
 			int rc = f->fd;
 			file_free(f);
@@ -249,31 +280,11 @@ int pn_storage_file_write(pn_storage_file *f, const void *buf, size_t len)
 	return 0;
 }
 
-/* The file's fsync starts now, on the syncer: the store parses and indexes
- * meanwhile. Without a syncer, pn_storage_file_sync does it in line. */
-static void sync_start(pn_storage_file *f)
-{
-	pn_storage *s = f->s;
-	if (!s->syncer && pn_syncer_create(&s->syncer) < 0)
-		return;
-	f->syncing = pn_syncer_start(s->syncer, f->fd) == 0;
-}
-
-/* The file's fsync: collected from the syncer, or done here. */
-static int sync_finish(pn_storage_file *f)
-{
-	if (!f->syncing)
-		return pn_fsio.fsync(f->fd) < 0 ? -errno : 0;
-	f->syncing = false;
-	return pn_syncer_wait(f->s->syncer);
-}
-
 int pn_storage_file_written(pn_storage_file *f)
 {
 	int rc = flush_buffer(f);
 	if (rc < 0)
 		return rc;
-	sync_start(f);
 	XXH128_canonical_t c;
 	XXH128_canonicalFromHash(&c, XXH3_128bits_digest(f->xxh));
 	memcpy(f->checksum, "xxh3-128:", 9);
@@ -282,34 +293,36 @@ int pn_storage_file_written(pn_storage_file *f)
 	return 0;
 }
 
+uint32_t pn_storage_file_generation(const pn_storage_file *f)
+{
+	return f->gen;
+}
+
 int pn_storage_file_name(pn_storage_file *f, const char *rel)
 {
-	char tmp_name[PN_REL_PATH_MAX];
-	int rc = pn_storage_tmp_name(rel, tmp_name);
-	if (rc < 0)
-		return rc;
-	if (pn_fsio.renameat(f->s->tmp_fd, f->tmp_name, f->s->tmp_fd, tmp_name) < 0)
-		return -errno;
+	/* Recovery finds the final path from the file's UIDs and the
+	 * generation in its temporary name: they must agree. */
+	uint32_t gen;
+	if (!pn_storage_rel_generation(rel, &gen) || gen != f->gen)
+		return -EINVAL;
 	snprintf(f->rel, sizeof(f->rel), "%s", rel);
-	snprintf(f->tmp_name, sizeof(f->tmp_name), "%s", tmp_name);
-	snprintf(f->tmp_path, sizeof(f->tmp_path), "%s/" TMP_DIR "/%s", f->s->root, f->tmp_name);
 	f->named = true;
 	return 0;
 }
 
 int pn_storage_file_sync(pn_storage_file *f)
 {
-	/* Makes the tmp entry durable before the final link can be: recovery
-	 * relies on finding it. Runs while the file's own fsync finishes. */
-	int rc = pn_fsio.fsync(f->s->tmp_fd) < 0 ? -errno : 0;
-	int file_rc = sync_finish(f);
-	if (rc == 0)
-		rc = file_rc;
-	if (rc < 0)
-		return rc;
+	if (pn_fsio.fsync(f->fd) < 0)
+		return -errno;
 	int fd = f->fd;
 	f->fd = -1;
-	return pn_fsio.close(fd) < 0 ? -errno : 0;
+	if (pn_fsio.close(fd) < 0)
+		return -errno;
+	/* The tmp entry must be durable before the final link can be:
+	 * recovery relies on finding it. A spare's already is. */
+	if (!f->name_durable && pn_fsio.fsync(f->s->tmp_fd) < 0)
+		return -errno;
+	return 0;
 }
 
 /* Creates ab/, ab/cd/ and ab/cd/<series>/ as needed; each new folder is
@@ -360,8 +373,6 @@ int pn_storage_file_link(pn_storage_file *f)
 
 static void file_free(pn_storage_file *f)
 {
-	if (f->syncing)
-		sync_finish(f); /* the syncer must be done with fd */
 	if (f->fd >= 0)
 		pn_fsio.close(f->fd);
 	XXH3_freeState(f->xxh);
@@ -391,7 +402,7 @@ static int flush_pending(pn_storage *s)
 
 int pn_storage_flush(pn_storage *s)
 {
-	drop_spare(s);
+	drop_spares(s);
 	return flush_pending(s);
 }
 
@@ -476,7 +487,29 @@ int pn_storage_full_path(const pn_storage *s, const char *rel, char **ret_path)
 	return 0;
 }
 
-int pn_storage_recover(pn_storage *s, pn_storage_referenced_fn referenced, void *ctx, pn_storage_recovery *ret_stats)
+/* The final path a tmp/ entry stands for: read from the name (earlier
+ * builds) or from the file and the generation in its name. 0, -EBADMSG
+ * for a name or file we did not make, other negative errno. */
+static int final_path_of(pn_storage *s, const char *name, pn_storage_identify_fn identify, void *ctx,
+                         char rel[PN_REL_PATH_MAX])
+{
+	if (pn_storage_rel_from_tmp(name, rel) == 0)
+		return 0;
+	uint32_t gen;
+	if (!pn_storage_part_generation(name, &gen))
+		return -EBADMSG;
+	char path[PATH_MAX];
+	snprintf(path, sizeof(path), "%s/" TMP_DIR "/%s", s->root, name);
+	int rc = identify(ctx, path, gen, rel);
+	if (rc == -ENOENT)
+		rc = -EBADMSG;
+	if (rc == 0 && !pn_storage_rel_path_valid(rel))
+		rc = -EBADMSG;
+	return rc;
+}
+
+int pn_storage_recover(pn_storage *s, pn_storage_referenced_fn referenced, pn_storage_identify_fn identify, void *ctx,
+                       pn_storage_recovery *ret_stats)
 {
 	pn_storage_recovery st = {0};
 	int fd = dup(s->tmp_fd);
@@ -494,11 +527,16 @@ int pn_storage_recover(pn_storage *s, pn_storage_referenced_fn referenced, void 
 		if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
 			continue;
 		char rel[PN_REL_PATH_MAX];
-		if (pn_storage_rel_from_tmp(e->d_name, rel) < 0) {
+		rc = final_path_of(s, e->d_name, identify, ctx, rel);
+		if (rc == -EBADMSG) {
+			/* a file still being received, or not ours */
 			unlinkat(s->tmp_fd, e->d_name, 0);
 			st.strays++;
+			rc = 0;
 			continue;
 		}
+		if (rc < 0)
+			break;
 		bool used = false;
 		rc = referenced(ctx, rel, &used);
 		if (rc < 0)
@@ -507,8 +545,17 @@ int pn_storage_recover(pn_storage *s, pn_storage_referenced_fn referenced, void 
 			struct stat fst;
 			if (fstatat(s->root_fd, rel, &fst, 0) < 0 && errno == ENOENT) {
 				ensure_dirs(s, rel);
-				linkat(s->tmp_fd, e->d_name, s->root_fd, rel, 0);
+				if (linkat(s->tmp_fd, e->d_name, s->root_fd, rel, 0) < 0) {
+					rc = -errno;
+					break; /* the tmp name stays for the next start */
+				}
 			}
+			/* the final name must be durable before the tmp one goes */
+			char dir[PN_REL_DIR_LEN + 1];
+			snprintf(dir, sizeof(dir), "%.*s", PN_REL_DIR_LEN, rel);
+			rc = fsync_dir_at(s->root_fd, dir);
+			if (rc < 0)
+				break;
 			st.kept++;
 		} else {
 			/* Only remove the final name if it is this very file. */

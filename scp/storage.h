@@ -1,21 +1,25 @@
 /* Durable instance files under the storage root.
  *
  * The protocol (see docs/design.md):
- *   1. write tmp/in-PID-N while receiving, starting writeback as it goes;
- *   2. once the dataset is parsed, rename it tmp/NAME (NAME encodes the
- *      final path, which depends on the Series Instance UID);
- *   3. fsync the file and the tmp folder;
- *   4. hard-link it to its final path (new folders made durable first);
+ *   1. before the instance arrives, create tmp/in-GEN-PID-N (GEN: a random
+ *      generation) and fsync the tmp folder, so that the name is durable
+ *      (a few files at once);
+ *   2. write the file while receiving, starting writeback as it goes;
+ *   3. the caller parses the dataset; the final path follows from its
+ *      Series and SOP Instance UIDs and GEN;
+ *   4. fsync the file, hard-link it to its final path (new folders made
+ *      durable first);
  *   5. the caller commits the index row;
  *   6. at the end of the association or every PENDING_MAX instances, the
  *      final folders are fsync'ed and only then the tmp names unlinked
  *      (one folder fsync for many instances; until then the durable tmp
  *      name is what recovery relinks from).
- * A crash anywhere leaves tmp/in-* (never linked: removed) or tmp/NAME,
- * which says where the final file is; pn_storage_recover() then keeps it if
- * a row names it (re-linking it if needed) and removes it otherwise. So
- * there is never a row without a file, and never a file without a row once
- * recovery has run (it runs at every start). */
+ * A crash anywhere leaves tmp/in-* files. pn_storage_recover() reads each
+ * one's UIDs (through the caller) to find its final path, keeps it if a row
+ * names that path (re-linking it if needed) and removes both names
+ * otherwise; a file that cannot be read was still being received and is
+ * removed. So there is never a row without a file, and never a file
+ * without a row once recovery has run (it runs at every start). */
 #ifndef PN_STORAGE_H
 #define PN_STORAGE_H
 
@@ -32,21 +36,24 @@ typedef struct pn_storage_file pn_storage_file;
 int pn_storage_open(const char *root, pn_storage **ret_storage);
 void pn_storage_free(pn_storage *s); /* NULL is a no-op */
 
-/* Starts a temporary file with a provisional name: the spare one if
- * pn_storage_prepare made it. */
+/* Starts a temporary file: the spare one if pn_storage_prepare made it. */
 int pn_storage_file_begin(pn_storage *s, pn_storage_file **ret_file);
-/* Creates the next temporary file ahead of time, off the store's critical
- * path. Negative errno on failure, which the next begin meets again and
- * reports. */
+/* Makes the next temporary files ahead of time, off the store's critical
+ * path (0.3 ms each here), and their names durable in batches (one tmp
+ * folder fsync per 8 files). Negative errno on failure, which the next
+ * begin meets again and reports, or makes up for. */
 int pn_storage_prepare(pn_storage *s);
 /* Appends bytes (and feeds the checksum). Negative errno on failure. */
 int pn_storage_file_write(pn_storage_file *f, const void *buf, size_t len);
-/* All bytes are in: the checksum is final, and the file's fsync starts in
- * the background. */
+/* All bytes are in: the checksum is final, writeback of the rest starts. */
 int pn_storage_file_written(pn_storage_file *f);
-/* Gives the file its final relative path (renaming the temporary file). */
+/* The generation the file's final path must carry. */
+uint32_t pn_storage_file_generation(const pn_storage_file *f);
+/* Sets the file's final relative path: -EINVAL unless
+ * pn_storage_rel_path() made it with the file's generation. */
 int pn_storage_file_name(pn_storage_file *f, const char *rel);
-/* fsyncs the tmp folder, waits for the file's fsync, closes the file. */
+/* fsyncs and closes the file, then fsyncs the tmp folder if the file's
+ * name is not durable yet. */
 int pn_storage_file_sync(pn_storage_file *f);
 /* Links the file at its final path; folders it creates are made durable
  * (the link itself becomes durable in the batch of pn_storage_flush). */
@@ -56,7 +63,7 @@ int pn_storage_file_link(pn_storage_file *f);
  * pn_storage_flush) keeps the names for start-up recovery. */
 int pn_storage_file_done(pn_storage_file *f);
 /* At the end of an association: fsyncs the final folders of the queued
- * instances, then unlinks their temporary names and the spare file. */
+ * instances, then unlinks their temporary names and the spare files. */
 int pn_storage_flush(pn_storage *s);
 /* On any failure before the commit: removes whatever was written, frees. */
 void pn_storage_file_discard(pn_storage_file *f);
@@ -86,10 +93,19 @@ typedef int (*pn_storage_referenced_fn)(void *ctx, const char *rel, bool *ret_re
 typedef struct {
 	unsigned kept;    /* committed before the crash: tmp name removed */
 	unsigned removed; /* not committed: tmp and final removed */
-	unsigned strays;  /* files in tmp/ we did not make: removed */
+	unsigned strays;  /* files in tmp/ holding no stored instance (still being
+	                     received at the crash, or not ours): removed */
 } pn_storage_recovery;
 
-/* Finishes or undoes what a crash left in tmp/. */
-int pn_storage_recover(pn_storage *s, pn_storage_referenced_fn referenced, void *ctx, pn_storage_recovery *ret_stats);
+/* Callback: the final relative path the store gave the instance in the
+ * temporary file at `path`, whose name carries `generation`. -EBADMSG if
+ * the file holds no instance the store could have named; other negative
+ * errno codes stop the recovery. */
+typedef int (*pn_storage_identify_fn)(void *ctx, const char *path, uint32_t generation, char rel[PN_REL_PATH_MAX]);
+
+/* Finishes or undoes what a crash left in tmp/. A negative return leaves
+ * the rest for the next start. */
+int pn_storage_recover(pn_storage *s, pn_storage_referenced_fn referenced, pn_storage_identify_fn identify, void *ctx,
+                       pn_storage_recovery *ret_stats);
 
 #endif

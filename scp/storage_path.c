@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <openssl/sha.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "uid.h"
@@ -83,4 +84,34 @@ int pn_storage_rel_from_tmp(const char *tmp_name, char out[PN_REL_PATH_MAX])
 	snprintf(out, PN_REL_PATH_MAX, "%s", tmp_name);
 	out[SEP1] = out[SEP2] = out[SEP3] = '/';
 	return 0;
+}
+
+/* 8 lower-case hex digits at p */
+static bool hex8(const char *p, uint32_t *ret)
+{
+	for (int i = 0; i < 8; i++)
+		if (!is_hex(p[i]))
+			return false;
+	char buf[9];
+	memcpy(buf, p, 8);
+	buf[8] = '\0';
+	*ret = (uint32_t)strtoul(buf, NULL, 16);
+	return true;
+}
+
+void pn_storage_part_name(uint32_t generation, int pid, unsigned long n, char out[PN_REL_PATH_MAX])
+{
+	snprintf(out, PN_REL_PATH_MAX, "in-%08x-%d-%lu", generation, pid, n);
+}
+
+bool pn_storage_part_generation(const char *name, uint32_t *ret_generation)
+{
+	if (strncmp(name, "in-", 3) != 0 || strlen(name) < 3 + 8 + 1 || name[3 + 8] != '-')
+		return false;
+	return hex8(name + 3, ret_generation);
+}
+
+bool pn_storage_rel_generation(const char *rel, uint32_t *ret_generation)
+{
+	return pn_storage_rel_path_valid(rel) && hex8(rel + DOT + 1, ret_generation);
 }

@@ -4,7 +4,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <time.h>
 
 #include "dicom_values.h"
@@ -32,14 +31,6 @@ static double lap(struct timespec *t)
 static int sink_write(void *ctx, const void *buf, size_t len)
 {
 	return pn_storage_file_write(ctx, buf, len);
-}
-
-static uint32_t generation(void)
-{
-	uint32_t g = 0;
-	if (getrandom(&g, sizeof(g), 0) != sizeof(g))
-		g = (uint32_t)rand();
-	return g;
 }
 
 /* Sends the response; maps a failure to send to "association unusable". */
@@ -204,6 +195,22 @@ static unsigned short commit_instance(const pn_store_ctx *ctx, pn_storage_file *
 	return PN_STATUS_SUCCESS;
 }
 
+int pn_store_final_path(const char *path, uint32_t generation, char rel[PN_REL_PATH_MAX])
+{
+	pn_dcm_ds *ds = NULL;
+	int rc = pn_dcm_ds_load(path, &ds);
+	if (rc < 0)
+		return rc == -ENOMEM ? rc : -EBADMSG;
+	char *series = NULL, *sop = NULL;
+	rc = pn_record_path_uids(ds, &series, &sop);
+	if (rc == 0 && pn_storage_rel_path(series, sop, generation, rel) < 0)
+		rc = -EBADMSG;
+	free(series);
+	free(sop);
+	pn_dcm_ds_free(ds);
+	return rc;
+}
+
 int pn_store_handle(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dcm_cmd *cmd, const char *calling_ae,
                     unsigned short *ret_status)
 {
@@ -283,7 +290,7 @@ int pn_store_handle(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dcm_c
 		           cmd->sop_instance_uid, row->specific_character_set ? row->specific_character_set : "");
 
 	char rel[PN_REL_PATH_MAX];
-	rc = pn_storage_rel_path(row->series_uid, row->sop_uid, generation(), rel);
+	rc = pn_storage_rel_path(row->series_uid, row->sop_uid, pn_storage_file_generation(file), rel);
 	if (rc == 0)
 		rc = pn_storage_file_name(file, rel);
 	if (rc < 0) {

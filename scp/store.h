@@ -22,6 +22,11 @@ typedef struct {
 int pn_store_handle(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dcm_cmd *cmd, const char *calling_ae,
                     unsigned short *ret_status);
 
+/* The final relative path a store gives the instance in the file at
+ * `path` with this generation: for start-up recovery, which must agree
+ * with the store. -EBADMSG if the file holds no instance it could store. */
+int pn_store_final_path(const char *path, uint32_t generation, char rel[PN_REL_PATH_MAX]);
+
 /* Waits for what a store left running in the database after its response
  * (the fold of the kept counts) and logs a failure. Before a release is
  * acknowledged and at the end of an association. */

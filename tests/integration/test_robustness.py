@@ -432,14 +432,21 @@ def rel_path(series_uid, sop_uid, generation):
 
 
 def tmp_name(rel):
+    """The tmp/ name earlier builds gave a file: its final path, flattened."""
     return rel.replace("/", "-")
+
+
+def part_name(rel, n):
+    """A tmp/ name as the node makes it now: in-<generation>-<pid>-<n>."""
+    return "in-%s-1-%d" % (rel[-12:-4], n)
 
 
 def test_crash_leftovers_are_recovered_at_start(node_factory, scu_dir):
     node = node_factory()
     a = small_instance(scu_dir, "crash-a")
     b = small_instance(scu_dir, "crash-b")
-    run = H.storescu(node.port, [a["path"], b["path"]], scu_dir)
+    e = small_instance(scu_dir, "crash-e")
+    run = H.storescu(node.port, [a["path"], b["path"], e["path"]], scu_dir)
     assert run.all_success(), run.summary()
     rc = node.stop()
     assert rc in (0, -15), "first run ended with %r" % rc
@@ -472,16 +479,45 @@ def test_crash_leftovers_are_recovered_at_start(node_factory, scu_dir):
     with open(garbage, "w") as f:
         f.write("not a DICOM file\n")
     H.chown_to(garbage, user)
+    # Names as the node makes them now, which only carry the generation:
+    # recovery reads the UIDs from the file.
+    # (iv) committed E whose final link was lost: only its tmp entry is left.
+    e_rel = rows[e["sop_instance_uid"]]["path"]
+    e_final = os.path.join(node.storage, e_rel)
+    e_sha = C.sha256_file(e_final)
+    e_tmp = os.path.join(tmp, part_name(e_rel, 1))
+    os.link(e_final, e_tmp)
+    os.unlink(e_final)
+    # (v) uncommitted D: linked, no row.
+    d = small_instance(scu_dir, "crash-d")
+    d_rel = rel_path(d["series_instance_uid"], d["sop_instance_uid"], 0x00C0FFEE)
+    d_final = os.path.join(node.storage, d_rel)
+    H.make_dir(os.path.join(node.storage, d_rel[:2]), user, 0o750)
+    H.make_dir(os.path.join(node.storage, d_rel[:5]), user, 0o750)
+    H.make_dir(os.path.join(node.storage, d_rel[:38]), user, 0o750)
+    with open(d["path"], "rb") as src, open(d_final, "wb") as dst:
+        dst.write(src.read())
+    H.chown_to(d_final, user)
+    d_tmp = os.path.join(tmp, part_name(d_rel, 2))
+    os.link(d_final, d_tmp)
+    # (vi) an instance still being received: the first bytes of a file.
+    partial = os.path.join(tmp, "in-0000abcd-1-3")
+    with open(c["path"], "rb") as src, open(partial, "wb") as dst:
+        dst.write(src.read(200))
+    H.chown_to(partial, user)
 
     offset = node.start_again()
     line = wait_log(node, r"storage recovery", "the start-up recovery", offset=offset)
-    assert re.search(r"\b1 committed .*\b1 uncommitted .*\b1 stray", line), line
+    assert re.search(r"\b2 committed .*\b2 uncommitted .*\b2 stray", line), line
 
     assert not os.path.exists(c_final), "the uncommitted instance's file survived"
     assert not os.path.exists(c_tmp), "the uncommitted instance's tmp entry survived"
     assert os.path.isfile(a_final) and C.sha256_file(a_final) == a_sha, "A's file lost or changed"
     assert not os.path.exists(a_tmp), "A's tmp entry survived"
     assert not os.path.exists(garbage), "tmp/garbage survived"
+    assert os.path.isfile(e_final) and C.sha256_file(e_final) == e_sha, "E's file not relinked"
+    assert not os.path.exists(d_final), "the uncommitted D's file survived"
+    assert not os.path.exists(partial), "the partly received file survived"
     assert os.listdir(tmp) == []
     assert C.db_snapshot(node) == db1, "the index changed"
     assert sorted(storage_files(node)) == sorted(r["path"] for r in rows.values())

@@ -6,7 +6,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,7 +22,6 @@ static pn_fsio_ops real;
 static int fail_after; /* calls to let through before failing */
 static int fail_errno;
 
-/* Atomic: the file's fsync runs on the storage's helper thread. */
 static bool should_fail(void)
 {
 	if (__atomic_fetch_sub(&fail_after, 1, __ATOMIC_SEQ_CST) <= 0) {
@@ -57,18 +55,14 @@ static int failing_openat(int dirfd, const char *path, int flags, ...)
 	return should_fail() ? -1 : real.openat(dirfd, path, flags, mode);
 }
 
-/* fsyncs that take a while and note which thread ran them */
-static pthread_t main_thread;
-static int fsyncs_started, fsyncs_done, fsyncs_off_main;
-static int slow_fsync(int fd)
+/* fsyncs of folders, counted */
+static int dir_fsyncs;
+static int counting_fsync(int fd)
 {
-	__atomic_fetch_add(&fsyncs_started, 1, __ATOMIC_SEQ_CST);
-	if (!pthread_equal(pthread_self(), main_thread))
-		__atomic_fetch_add(&fsyncs_off_main, 1, __ATOMIC_SEQ_CST);
-	usleep(50 * 1000);
-	int rc = real.fsync(fd);
-	__atomic_fetch_add(&fsyncs_done, 1, __ATOMIC_SEQ_CST);
-	return rc;
+	struct stat st;
+	if (fstat(fd, &st) == 0 && S_ISDIR(st.st_mode))
+		dir_fsyncs++;
+	return real.fsync(fd);
 }
 
 static int count_in(const char *dir)
@@ -112,12 +106,12 @@ static int teardown(void **state)
 	return 0;
 }
 
-/* A file named for `uid` with "hello world" in it, synced. */
+/* A file for `uid` with "hello world" in it, its fsync started. */
 static pn_storage_file *write_one(pn_storage *s, const char *uid, char rel[PN_REL_PATH_MAX])
 {
 	pn_storage_file *f = NULL;
-	assert_int_equal(pn_storage_rel_path("1.2", uid, 1, rel), 0);
 	assert_int_equal(pn_storage_file_begin(s, &f), 0);
+	assert_int_equal(pn_storage_rel_path("1.2", uid, pn_storage_file_generation(f), rel), 0);
 	assert_int_equal(pn_storage_file_write(f, "hello ", 6), 0);
 	assert_int_equal(pn_storage_file_write(f, "world", 5), 0);
 	assert_int_equal(pn_storage_file_written(f), 0);
@@ -231,32 +225,69 @@ static void batched_flush(void **state)
 	pn_storage_free(s);
 }
 
-/* The row exists only for "1.2.8" (committed before the "crash"). */
-static char committed[PN_REL_PATH_MAX];
+/* Rows exist only for 1.2.8 and 1.2.12 (committed before the "crash"),
+ * whatever their generation. */
 static int referenced(void *ctx, const char *rel, bool *ret)
 {
 	(void)ctx;
-	*ret = strcmp(rel, committed) == 0;
+	char a[PN_REL_PATH_MAX], d[PN_REL_PATH_MAX];
+	assert_int_equal(pn_storage_rel_path("1.2", "1.2.8", 0, a), 0);
+	assert_int_equal(pn_storage_rel_path("1.2", "1.2.12", 0, d), 0);
+	size_t n = strlen(a) - strlen("00000000.dcm"); /* up to the generation */
+	*ret = strncmp(rel, a, n) == 0 || strncmp(rel, d, n) == 0;
 	return 0;
 }
 
+/* Stands for the store reading the UIDs: these files hold their UID. */
+static int identify(void *ctx, const char *path, uint32_t gen, char rel[PN_REL_PATH_MAX])
+{
+	(void)ctx;
+	char uid[80] = "";
+	FILE *f = fopen(path, "r");
+	assert_non_null(f);
+	size_t n = fread(uid, 1, sizeof(uid) - 1, f);
+	fclose(f);
+	uid[n] = '\0';
+	if (strcmp(uid, "EIO") == 0)
+		return -EIO;
+	return pn_storage_rel_path("1.2", uid, gen, rel) == 0 ? 0 : -EBADMSG;
+}
+
+/* A file holding `uid`, named, synced and linked. */
+static void stored(pn_storage *s, const char *uid, char rel[PN_REL_PATH_MAX])
+{
+	pn_storage_file *f = NULL;
+	if (pn_storage_file_begin(s, &f) || pn_storage_rel_path("1.2", uid, pn_storage_file_generation(f), rel) ||
+	    pn_storage_file_write(f, uid, strlen(uid)) || pn_storage_file_written(f) || pn_storage_file_name(f, rel) ||
+	    pn_storage_file_sync(f) || pn_storage_file_link(f))
+		_exit(1);
+}
+
 /* Leaves the storage as a crash would: run in a child that _exit()s. */
-static void crash_midway(const char *rel_a, const char *rel_b)
+static void crash_midway(void)
 {
 	pn_storage *s = NULL;
 	if (pn_storage_open(root, &s) != 0)
 		_exit(1);
-	pn_storage_file *a = NULL, *b = NULL, *c = NULL;
-	/* committed, crash before the tmp unlink */
-	if (pn_storage_file_begin(s, &a) || pn_storage_file_written(a) || pn_storage_file_name(a, rel_a) ||
-	    pn_storage_file_sync(a) || pn_storage_file_link(a))
+	char rel[PN_REL_PATH_MAX];
+	/* committed, crash before the tmp unlink (in the spare file) */
+	if (pn_storage_prepare(s) != 0)
 		_exit(1);
+	stored(s, "1.2.8", rel);
 	/* linked but never committed */
-	if (pn_storage_file_begin(s, &b) || pn_storage_file_write(b, "x", 1) || pn_storage_file_written(b) ||
-	    pn_storage_file_name(b, rel_b) || pn_storage_file_sync(b) || pn_storage_file_link(b))
+	stored(s, "1.2.9", rel);
+	/* still being received */
+	pn_storage_file *c = NULL;
+	if (pn_storage_file_begin(s, &c) || pn_storage_file_write(c, "1.2.", 4) || pn_storage_file_written(c))
 		_exit(1);
-	/* still being received: provisional name */
-	if (pn_storage_file_begin(s, &c) || pn_storage_file_write(c, "y", 1) || pn_storage_file_written(c))
+	/* committed by an earlier build, which named tmp files after the final
+	 * path, and never linked */
+	char old[PN_REL_PATH_MAX], path[256];
+	if (pn_storage_rel_path("1.2", "1.2.12", 5, rel) || pn_storage_tmp_name(rel, old))
+		_exit(1);
+	snprintf(path, sizeof(path), "%s/tmp/%s", root, old);
+	FILE *f = fopen(path, "w");
+	if (!f || fputs("1.2.12", f) < 0 || fclose(f) != 0)
 		_exit(1);
 	/* a stray in tmp/ */
 	char stray[256];
@@ -268,100 +299,111 @@ static void crash_midway(const char *rel_a, const char *rel_b)
 static void recovery(void **state)
 {
 	(void)state;
-	char rel_a[PN_REL_PATH_MAX], rel_b[PN_REL_PATH_MAX];
-	assert_int_equal(pn_storage_rel_path("1.2", "1.2.8", 2, rel_a), 0);
-	assert_int_equal(pn_storage_rel_path("1.2", "1.2.9", 1, rel_b), 0);
-	snprintf(committed, sizeof(committed), "%s", rel_a);
 	pid_t pid = fork();
 	assert_true(pid >= 0);
 	if (pid == 0)
-		crash_midway(rel_a, rel_b);
+		crash_midway();
 	int status = 0;
 	assert_int_equal(waitpid(pid, &status, 0), pid);
 	assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-	assert_int_equal(count_files(root), 6); /* 2 final names, 2 named and 1 provisional in tmp/, 1 stray */
+	/* 2 final names; 3 in-* files, the earlier build's and the stray in tmp/ */
+	assert_int_equal(count_files(root), 7);
 
 	pn_storage *s = NULL;
 	assert_int_equal(pn_storage_open(root, &s), 0);
 	pn_storage_recovery st;
-	assert_int_equal(pn_storage_recover(s, referenced, NULL, &st), 0);
-	assert_int_equal(st.kept, 1);
+	assert_int_equal(pn_storage_recover(s, referenced, identify, NULL, &st), 0);
+	assert_int_equal(st.kept, 2);
 	assert_int_equal(st.removed, 1);
-	assert_int_equal(st.strays, 2); /* the provisional file and the garbage */
-	char full[256];
-	struct stat sb;
-	snprintf(full, sizeof(full), "%s/%s", root, rel_a);
-	assert_int_equal(stat(full, &sb), 0);
-	snprintf(full, sizeof(full), "%s/%s", root, rel_b);
-	assert_int_not_equal(stat(full, &sb), 0);
-	assert_int_equal(count_files(root), 1);
+	assert_int_equal(st.strays, 2); /* the file being received and the garbage */
+	assert_int_equal(count_files(root), 2);
+	char rel[PN_REL_PATH_MAX], full[256], got[16] = "";
+	assert_int_equal(pn_storage_rel_path("1.2", "1.2.12", 5, rel), 0);
+	snprintf(full, sizeof(full), "%s/%s", root, rel);
+	FILE *f = fopen(full, "r");
+	assert_non_null(f); /* relinked from the earlier build's tmp name */
+	assert_int_equal(fread(got, 1, sizeof(got) - 1, f), 6);
+	fclose(f);
+	assert_string_equal(got, "1.2.12");
 	pn_storage_free(s);
 }
 
-/* The file's fsync runs on the helper thread from _written() on, and
- * nothing closes the file under it. */
-static void fsync_in_background(void **state)
+/* A file recovery cannot read for another reason than its content stops
+ * it, and stays for the next start. */
+static void recovery_stops_on_errors(void **state)
 {
 	(void)state;
 	pn_storage *s = NULL;
 	assert_int_equal(pn_storage_open(root, &s), 0);
-	main_thread = pthread_self();
-	fsyncs_started = fsyncs_done = fsyncs_off_main = 0;
-	pn_fsio.fsync = slow_fsync;
-	char rel[PN_REL_PATH_MAX];
-	pn_storage_file *f = write_one(s, "1.2.10", rel);
-	for (int i = 0; i < 200 && __atomic_load_n(&fsyncs_started, __ATOMIC_SEQ_CST) == 0; i++)
-		usleep(1000);
-	assert_int_equal(fsyncs_off_main, 1); /* before anyone asked for it */
-	assert_int_equal(pn_storage_file_sync(f), 0);
-	assert_int_equal(fsyncs_started, 2); /* and the tmp folder's, in line */
-	assert_int_equal(fsyncs_done, 2);
-	assert_int_equal(pn_storage_file_link(f), 0);
-	assert_int_equal(pn_storage_file_done(f), 0);
-
-	/* discarded while its fsync runs: waits for it before closing */
-	int started = fsyncs_started; /* the link made folders, fsync'ed */
-	f = write_one(s, "1.2.11", rel);
-	pn_storage_file_discard(f);
-	assert_int_equal(fsyncs_started, started + 1);
-	assert_int_equal(fsyncs_done, started + 1);
-	assert_int_equal(fsyncs_off_main, 2);
-	pn_fsio = real;
-	assert_int_equal(pn_storage_flush(s), 0);
+	pn_storage_file *f = NULL;
+	assert_int_equal(pn_storage_file_begin(s, &f), 0);
+	assert_int_equal(pn_storage_file_write(f, "EIO", 3), 0);
+	assert_int_equal(pn_storage_file_written(f), 0);
+	pn_storage_file_abandon(f);
+	pn_storage_recovery st;
+	assert_int_equal(pn_storage_recover(s, referenced, identify, NULL, &st), -EIO);
 	assert_int_equal(count_files(root), 1);
 	pn_storage_free(s);
 }
 
-/* The next file is made ahead of time and dropped at the end of an
- * association, so an idle node's tmp/ is empty. */
-static void spare_file(void **state)
+/* The next files are made ahead of time, their names made durable in
+ * batches, and dropped at the end of an association, so an idle node's
+ * tmp/ is empty. */
+static void spare_files(void **state)
 {
 	(void)state;
 	pn_storage *s = NULL;
 	assert_int_equal(pn_storage_open(root, &s), 0);
 	char tmp[128];
 	snprintf(tmp, sizeof(tmp), "%s/tmp", root);
+	dir_fsyncs = 0;
+	pn_fsio.fsync = counting_fsync;
 	assert_int_equal(pn_storage_prepare(s), 0);
-	assert_int_equal(pn_storage_prepare(s), 0); /* one is enough */
-	assert_int_equal(count_in(tmp), 1);
+	assert_int_equal(count_in(tmp), 2);
+	assert_int_equal(dir_fsyncs, 1); /* the tmp folder, for both */
+
 	pn_storage_file *f = NULL;
 	pn_fsio.openat = failing_openat; /* begin must not need to create */
 	fail_after = 0;
 	fail_errno = EMFILE;
 	assert_int_equal(pn_storage_file_begin(s, &f), 0);
-	pn_fsio = real;
-	assert_int_equal(count_in(tmp), 1);
-	assert_int_equal(pn_storage_file_write(f, "x", 1), 0);
-	assert_int_equal(pn_storage_file_written(f), 0);
+	pn_fsio.openat = real.openat;
+	assert_int_equal(count_in(tmp), 2);
+	/* the final path must carry the generation of the tmp name */
+	char rel[PN_REL_PATH_MAX];
+	uint32_t gen = pn_storage_file_generation(f);
+	assert_int_equal(pn_storage_rel_path("1.2", "1.2.3", gen + 1, rel), 0);
+	assert_int_equal(pn_storage_file_name(f, rel), -EINVAL);
+	assert_int_equal(pn_storage_rel_path("1.2", "1.2.3", gen, rel), 0);
+	assert_int_equal(pn_storage_file_name(f, rel), 0);
+	char first[PN_REL_PATH_MAX];
+	pn_storage_part_name(gen, (int)getpid(), 1, first);
+	char path[256];
+	snprintf(path, sizeof(path), "%s/%s", tmp, first);
+	assert_int_equal(access(path, F_OK), 0); /* the oldest: in-<gen>-<pid>-1 */
 	pn_storage_file_discard(f);
-	assert_int_equal(count_in(tmp), 0);
-
-	assert_int_equal(pn_storage_prepare(s), 0);
 	assert_int_equal(count_in(tmp), 1);
+
+	/* a store's round: prepare after each response. No file needs its
+	 * folder fsync'ed in line, and the batches are few. */
+	int before = dir_fsyncs;
+	for (int i = 0; i < 40; i++) {
+		assert_int_equal(pn_storage_prepare(s), 0);
+		assert_true(count_in(tmp) <= 8);
+		char uid[32];
+		snprintf(uid, sizeof(uid), "1.2.%d", 200 + i);
+		f = write_one(s, uid, rel);
+		int in_line = dir_fsyncs;
+		assert_int_equal(pn_storage_file_sync(f), 0);
+		assert_int_equal(dir_fsyncs, in_line);
+		pn_storage_file_discard(f);
+	}
+	assert_true(dir_fsyncs - before <= 40 / 8 + 2);
 	assert_int_equal(pn_storage_flush(s), 0);
 	assert_int_equal(count_in(tmp), 0);
 
 	/* failing ahead of time: begin tries again and says why */
+	pn_fsio = real;
 	pn_fsio.openat = failing_openat;
 	fail_after = 0;
 	fail_errno = ENOSPC;
@@ -371,7 +413,20 @@ static void spare_file(void **state)
 	assert_int_equal(pn_storage_file_begin(s, &f), 0);
 	pn_storage_file_discard(f);
 	assert_int_equal(count_in(tmp), 0);
+	/* a failed batch fsync: the file taken has its folder fsync'ed in line */
+	pn_fsio.fsync = failing_fsync;
+	fail_after = 0;
+	fail_errno = EIO;
+	assert_int_equal(pn_storage_prepare(s), -EIO);
+	pn_fsio.fsync = counting_fsync;
+	f = write_one(s, "1.2.99", rel);
+	int in_line = dir_fsyncs;
+	assert_int_equal(pn_storage_file_sync(f), 0);
+	assert_int_equal(dir_fsyncs, in_line + 1);
+	pn_storage_file_discard(f);
+	pn_fsio = real;
 	pn_storage_free(s);
+	assert_int_equal(count_in(tmp), 0);
 }
 
 /* Readers (C-MOVE, C-GET) join only paths this module makes. */
@@ -404,8 +459,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(fsync_and_link_fail, setup, teardown),
 	    cmocka_unit_test_setup_teardown(batched_flush, setup, teardown),
 	    cmocka_unit_test_setup_teardown(recovery, setup, teardown),
-	    cmocka_unit_test_setup_teardown(fsync_in_background, setup, teardown),
-	    cmocka_unit_test_setup_teardown(spare_file, setup, teardown),
+	    cmocka_unit_test_setup_teardown(recovery_stops_on_errors, setup, teardown),
+	    cmocka_unit_test_setup_teardown(spare_files, setup, teardown),
 	    cmocka_unit_test_setup_teardown(full_path, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

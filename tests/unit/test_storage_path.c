@@ -51,6 +51,35 @@ static void tmp_round_trip(void **state)
 	assert_string_equal(rel, back);
 }
 
+/* Temporary names carry the generation, final paths give it back. */
+static void generations(void **state)
+{
+	(void)state;
+	char name[PN_REL_PATH_MAX], rel[PN_REL_PATH_MAX];
+	uint32_t g = 0;
+	pn_storage_part_name(0xdeadbeef, 1234, 56, name);
+	assert_string_equal(name, "in-deadbeef-1234-56");
+	assert_true(pn_storage_part_generation(name, &g));
+	assert_int_equal(g, 0xdeadbeef);
+	pn_storage_part_name(7, 1, 1, name);
+	assert_true(pn_storage_part_generation(name, &g));
+	assert_int_equal(g, 7);
+	const char *foreign[] = {
+	    "in-123-4",
+	    "in-0000000g-1-1",
+	    "in-00000001",
+	    "garbage",
+	    "",
+	    "in-00000001x1-1",
+	    "ab-cd-abcd0000000000000000000000000000-11111111111111111111111111111111.00000001.dcm"};
+	for (size_t i = 0; i < sizeof foreign / sizeof foreign[0]; i++)
+		assert_false(pn_storage_part_generation(foreign[i], &g));
+	assert_int_equal(pn_storage_rel_path("1.2", "1.2.3", 0x0badc0de, rel), 0);
+	assert_true(pn_storage_rel_generation(rel, &g));
+	assert_int_equal(g, 0x0badc0de);
+	assert_false(pn_storage_rel_generation("tmp/in-deadbeef-1-1", &g));
+}
+
 static void rejects_foreign_names(void **state)
 {
 	(void)state;
@@ -81,10 +110,8 @@ static void rejects_foreign_names(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(path_shape),
-	    cmocka_unit_test(refuses_bad_uids),
-	    cmocka_unit_test(tmp_round_trip),
-	    cmocka_unit_test(rejects_foreign_names),
+	    cmocka_unit_test(path_shape),  cmocka_unit_test(refuses_bad_uids),      cmocka_unit_test(tmp_round_trip),
+	    cmocka_unit_test(generations), cmocka_unit_test(rejects_foreign_names),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
