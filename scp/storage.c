@@ -21,7 +21,7 @@
 /* dcmtk hands us PDVs of a few KiB: gather them into writes of this size,
  * and start the kernel's writeback after each, so that the final fsync
  * finds most of the file on disk already. */
-#define WRITE_CHUNK (256 * 1024)
+#define WRITE_CHUNK (128 * 1024)
 /* Temporary files made ahead of time (see pn_storage_prepare). */
 #define SPARES_MAX 8
 
