@@ -155,7 +155,7 @@ static void write_fails(void **state)
 	pn_storage_file *f = NULL;
 	assert_int_equal(pn_storage_file_begin(s, &f), 0);
 	/* writes are gathered: the failure shows when they reach the file */
-	static char big[200 * 1024]; /* one 128 KiB chunk, and some */
+	static char big[200 * 1024];                                     /* one 128 KiB chunk, and some */
 	assert_int_equal(pn_storage_file_write(f, big, sizeof(big)), 0); /* first chunk written */
 	assert_int_equal(pn_storage_file_write(f, "b", 1), 0);
 	assert_int_equal(pn_storage_file_written(f), -ENOSPC);
