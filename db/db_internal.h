@@ -4,6 +4,7 @@
 #define PN_DB_INTERNAL_H
 
 #include <stdbool.h>
+#include <time.h>
 #include <stdint.h>
 
 #include <libpq-fe.h>
@@ -40,6 +41,10 @@ struct pn_db {
 	bool async_sent;
 	bool async_failed;
 	char async_errmsg[256];
+	/* index.c: committed stores whose deltas no fold has taken yet, and
+	 * when the first of them committed. */
+	unsigned unfolded;
+	struct timespec unfolded_since;
 	/* find.c: the query being streamed, NULL when none. */
 	struct pn_find_state *find;
 };

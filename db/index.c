@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <libpq-fe.h>
 
@@ -701,7 +702,30 @@ int pn_index_fold_send(pn_db *db)
 		pn_db_set_error(db, "", "connection not idle");
 		return -EIO;
 	}
-	return pn_db_send_async(db, FOLD_SQL);
+	int r = pn_db_send_async(db, FOLD_SQL);
+	if (r == 0)
+		db->unfolded = 0;
+	return r;
+}
+
+int pn_index_fold_note(pn_db *db)
+{
+	if (!db)
+		return -EINVAL;
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	if (db->unfolded++ == 0)
+		db->unfolded_since = now;
+	long lag_ms = (long)(now.tv_sec - db->unfolded_since.tv_sec) * 1000 +
+	              (now.tv_nsec - db->unfolded_since.tv_nsec) / 1000000;
+	if (db->unfolded < PN_FOLD_EVERY && lag_ms < PN_FOLD_LAG_MS)
+		return 0;
+	return pn_index_fold_send(db);
+}
+
+bool pn_index_fold_pending(const pn_db *db)
+{
+	return db && db->unfolded > 0;
 }
 
 int pn_index_fold_wait(pn_db *db)

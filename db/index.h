@@ -135,16 +135,26 @@ void pn_index_rollback(pn_db *db);
 /* Kept counts (migrations 004-006): a committed store leaves its count
  * deltas in shard rows of this connection, to be added to the patient,
  * study and series rows by a fold, in a transaction of its own.
- * fold_send starts it after each committed store (outside a transaction)
- * and returns at once: the fold runs while the caller answers and reads
- * its next request. Any later call on this connection collects it first;
- * fold_wait collects it and returns its outcome, also of one an earlier
- * call collected. fold_orphans folds the deltas of connections that are
- * gone (a crash, a lost connection); fold_send calls it first on each new
- * connection. 0 or negative errno (-ECONNREFUSED, -EIO, -ENOMEM); a failed
- * fold leaves the deltas for the next. */
+ * fold_send starts one (outside a transaction) and returns at once: the
+ * fold runs while the caller answers and reads its next request. Any later
+ * call on this connection collects it first; fold_wait collects it and
+ * returns its outcome, also of one an earlier call collected. fold_orphans
+ * folds the deltas of connections that are gone (a crash, a lost
+ * connection); fold_send calls it first on each new connection. 0 or
+ * negative errno (-ECONNREFUSED, -EIO, -ENOMEM); a failed fold leaves the
+ * deltas for the next.
+ *
+ * A fold costs about as much for one store's deltas as for fifty (a
+ * transaction, the parents' UPDATEs): fold_note, after each committed
+ * store, sends one only when PN_FOLD_EVERY stores or PN_FOLD_LAG_MS have
+ * passed since the first unfolded one; fold_pending tells the caller to
+ * fold when it goes idle. */
+#define PN_FOLD_EVERY 32
+#define PN_FOLD_LAG_MS 50
 int pn_index_fold_send(pn_db *db);
 int pn_index_fold_wait(pn_db *db);
+int pn_index_fold_note(pn_db *db);
+bool pn_index_fold_pending(const pn_db *db);
 int pn_index_fold_orphans(pn_db *db, int *ret_shards);
 
 /* Replaced files: a REPLACED outcome queues the old path in the same

@@ -69,6 +69,7 @@ static const char *serve_commands(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, 
 	const pn_peer *peer = pn_config_find_peer(ctx->cfg, info->calling_ae);
 	for (;;) {
 		pn_dcm_cmd cmd;
+		pn_store_idle(ctx, assoc);
 		int rc = pn_dcm_next_command(assoc, ctx->cfg->dimse_timeout, &cmd);
 		if (rc == PN_DCM_RELEASED) {
 			/* Everything stored is settled before the peer hears the
@@ -126,6 +127,7 @@ static const char *serve_commands(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, 
 			break;
 		case PN_CMD_FIND:
 			counts->queries++;
+			pn_store_settle(ctx); /* this association's stores, counted */
 			if (pn_find_handle(ctx, assoc, &cmd, info->calling_ae, !peer || (peer->allow & PN_ALLOW_FIND),
 			                   &status) < 0) {
 				pn_dcm_assoc_abort(assoc);
@@ -137,6 +139,7 @@ static const char *serve_commands(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, 
 			unsigned need = cmd.kind == PN_CMD_MOVE ? PN_ALLOW_MOVE : PN_ALLOW_GET;
 			pn_retrieve_result res;
 			counts->retrieves++;
+			pn_store_settle(ctx);
 			if (pn_retrieve_handle(ctx, assoc, &cmd, info->calling_ae, !peer || (peer->allow & need),
 			                       &res) < 0) {
 				pn_dcm_assoc_abort(assoc);

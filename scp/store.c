@@ -97,8 +97,24 @@ static void fold_failed(const pn_store_ctx *ctx)
 
 void pn_store_settle(const pn_store_ctx *ctx)
 {
-	if (ctx->db && pn_index_fold_wait(ctx->db) < 0)
+	if (!ctx->db)
+		return;
+	if (pn_index_fold_pending(ctx->db) && pn_index_fold_send(ctx->db) < 0) {
 		fold_failed(ctx);
+		return;
+	}
+	if (pn_index_fold_wait(ctx->db) < 0)
+		fold_failed(ctx);
+}
+
+/* How long a peer that stored may stay silent before its counts are
+ * folded: a modality sends its next instance well within this. */
+#define FOLD_IDLE_MS 10
+
+void pn_store_idle(const pn_store_ctx *ctx, pn_dcm_assoc *assoc)
+{
+	if (ctx->db && pn_index_fold_pending(ctx->db) && pn_dcm_wait_readable(assoc, FOLD_IDLE_MS) == 0)
+		pn_store_settle(ctx);
 }
 
 /* After a COMMIT whose answer was lost: did it commit? */
@@ -308,7 +324,8 @@ int pn_store_handle(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dcm_c
 		snprintf(why, sizeof(why), "could not index: no database connection");
 		goto refuse;
 	}
-	pn_store_settle(ctx); /* the previous instance's fold */
+	if (pn_index_fold_wait(ctx->db) < 0) /* a fold still running */
+		fold_failed(ctx);
 	bool committed = false;
 	status = commit_instance(ctx, file, row, &ph, &committed, why, sizeof(why));
 	pn_record_free(rec);
@@ -324,8 +341,9 @@ int pn_store_handle(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dcm_c
 		         cmd->sop_instance_uid, ph.receive, ph.parse, ph.index, ph.sync, ph.commit);
 	rc = respond(assoc, cmd, status, status == PN_STATUS_SUCCESS ? NULL : why, ret_status);
 	/* The counts C-FIND returns are folded in while the SCU reads the
-	 * response and sends its next request (migration 006). */
-	if (committed && pn_index_fold_send(ctx->db) < 0)
+	 * response and sends its next request (migration 006), every few
+	 * instances. */
+	if (committed && pn_index_fold_note(ctx->db) < 0)
 		fold_failed(ctx);
 	pn_storage_prepare(ctx->storage); /* failing, the next begin says why */
 	return rc;

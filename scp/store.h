@@ -27,9 +27,12 @@ int pn_store_handle(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dcm_c
  * with the store. -EBADMSG if the file holds no instance it could store. */
 int pn_store_final_path(const char *path, uint32_t generation, char rel[PN_REL_PATH_MAX]);
 
-/* Waits for what a store left running in the database after its response
- * (the fold of the kept counts) and logs a failure. Before a release is
- * acknowledged and at the end of an association. */
+/* Folds the kept counts of the stores that no fold took yet, waits for it
+ * and logs a failure: before a release is acknowledged, at the end of an
+ * association, before a query or retrieval. */
 void pn_store_settle(const pn_store_ctx *ctx);
+/* Before waiting for the next command: if stores left counts unfolded and
+ * the peer sends nothing for 10 ms, folds them (pn_store_settle). */
+void pn_store_idle(const pn_store_ctx *ctx, pn_dcm_assoc *assoc);
 
 #endif

@@ -21,6 +21,7 @@
 #include <cstring>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <new>
 #include <sys/socket.h>
 #include <sys/time.h>
@@ -508,6 +509,25 @@ extern "C" int pn_dcm_store_receive(pn_dcm_assoc *a, const pn_dcm_cmd *cmd, int 
 	} catch (...) {
 		return -ENOMEM;
 	}
+}
+
+extern "C" int pn_dcm_wait_readable(pn_dcm_assoc *a, int timeout_ms)
+{
+	if (!a || !a->assoc || a->sock < 0)
+		return -EBADF;
+	try {
+		// Bytes dcmtk has read already (a TLS record) would not wake poll.
+		if (ASC_dataWaiting(a->assoc, 0))
+			return 1;
+	} catch (...) {
+		return -ENOMEM;
+	}
+	struct pollfd p = {a->sock, POLLIN, 0};
+	int n;
+	do
+		n = poll(&p, 1, timeout_ms);
+	while (n < 0 && errno == EINTR);
+	return n < 0 ? -errno : n > 0;
 }
 
 extern "C" int pn_dcm_discard_dataset(pn_dcm_assoc *a, int timeout)

@@ -107,6 +107,10 @@ typedef struct {
  * Returns 0, PN_DCM_RELEASED, PN_DCM_ABORTED, -ETIMEDOUT or -EPROTO. */
 int pn_dcm_next_command(pn_dcm_assoc *assoc, int timeout, pn_dcm_cmd *ret_cmd);
 
+/* Waits up to timeout_ms for the peer to send something (data dcmtk
+ * already holds counts). 1: something to read, 0: nothing yet, or -errno. */
+int pn_dcm_wait_readable(pn_dcm_assoc *assoc, int timeout_ms);
+
 /* A-RELEASE-RP to the peer's A-RELEASE-RQ. */
 int pn_dcm_release_ack(pn_dcm_assoc *assoc);
 

@@ -478,6 +478,50 @@ static void test_fold_async(void **state)
 	free(v);
 }
 
+/* A fold per PN_FOLD_EVERY stores, or once the first unfolded one is
+ * PN_FOLD_LAG_MS old; pending says whether deltas wait. */
+static void test_fold_note(void **state)
+{
+	test_rec a, b;
+	const char *series_n = "SELECT n_instances FROM series WHERE series_uid = $1";
+
+	(void)state;
+	assert_false(pn_index_fold_pending(db)); /* nothing noted yet */
+	make_rec(&a, "PID-NOTE", "", NULL, NULL);
+	store_ok(&a.rec, PN_DUP_IGNORE, PN_INDEX_STORED, NULL);
+	assert_int_equal(pn_index_fold_note(db), 0);
+	assert_true(pn_index_fold_pending(db)); /* too early: nothing sent */
+	assert_int_equal(pn_index_fold_wait(db), 0);
+	assert_int_equal(count1(series_n, a.series), 0);
+
+	/* the lag: the next store's note sends it */
+	struct timespec ts = {.tv_nsec = (PN_FOLD_LAG_MS + 10) * 1000000L};
+	nanosleep(&ts, NULL);
+	make_rec(&b, "PID-NOTE", "", a.study, a.series);
+	store_ok(&b.rec, PN_DUP_IGNORE, PN_INDEX_STORED, NULL);
+	assert_int_equal(pn_index_fold_note(db), 0);
+	assert_false(pn_index_fold_pending(db));
+	assert_int_equal(pn_index_fold_wait(db), 0);
+	assert_int_equal(count1(series_n, a.series), 2);
+
+	/* the number: the PN_FOLD_EVERY-th note sends one (a fold with no
+	 * deltas is harmless) */
+	for (int i = 1; i < PN_FOLD_EVERY; i++) {
+		assert_int_equal(pn_index_fold_note(db), 0);
+		assert_true(pn_index_fold_pending(db));
+	}
+	assert_int_equal(pn_index_fold_note(db), 0);
+	assert_false(pn_index_fold_pending(db));
+	assert_int_equal(pn_index_fold_wait(db), 0);
+
+	/* an explicit fold takes what waits */
+	assert_int_equal(pn_index_fold_note(db), 0);
+	assert_true(pn_index_fold_pending(db));
+	assert_int_equal(pn_index_fold_send(db), 0);
+	assert_false(pn_index_fold_pending(db));
+	assert_int_equal(pn_index_fold_wait(db), 0);
+}
+
 /* Waits (bounded) until the backend named appname waits for a lock. */
 static void wait_until_blocked(const char *appname)
 {
@@ -677,6 +721,7 @@ int main(void)
 	    cmocka_unit_test_setup(test_deadlock_is_retried, setup_migrated),
 	    cmocka_unit_test_setup(test_reconnect_after_terminate, setup_migrated),
 	    cmocka_unit_test_setup(test_fold_async, setup_migrated),
+	    cmocka_unit_test_setup(test_fold_note, setup_migrated),
 	    cmocka_unit_test_setup(test_fold_after_reconnect_takes_orphans, setup_migrated),
 	};
 	const char *admin = getenv("PN_TEST_PG_CONNINFO");

@@ -8,6 +8,7 @@ the generator wrote), never from reading the node back.
 import os
 import re
 import threading
+import time
 
 import pytest
 
@@ -429,6 +430,41 @@ def test_counts_left_by_a_lost_connection_are_folded_at_start(node, scu_dir):
     assert (row["modalities"], row["n_series"]) == ("CT\\MR", 2)
     [p] = node.query("SELECT n_series FROM patient")
     assert p["n_series"] == 2
+
+
+def test_counts_of_an_open_association_are_folded_when_it_pauses(node, scu_dir):
+    """The fold of the kept counts runs every few stores, not after each:
+    a peer that stored and then keeps its association open without sending
+    gets its counts folded once it has been silent for about 10 ms, before
+    it releases. The association goes on afterwards."""
+    files = [gen_corpus.make_instance(os.path.join(scu_dir, "pause-%d.dcm" % i), name="pause-%d" % i,
+                                      patient_id="PN-PAUSE", study_uid="1.2.3.77", series_uid="1.2.3.77.1")
+             for i in range(4)]
+    a = rawscu.Association(node.host, node.port, timeout=15)
+    try:
+        a.associate("PNPAUSE", node.aet, files[0]["sop_class_uid"])
+        for i, f in enumerate(files[:3]):
+            status = a.c_store(f["sop_class_uid"], f["sop_instance_uid"], rawscu.dataset_bytes(f["path"]),
+                               msg_id=i + 1)
+            assert status == H.SUCCESS
+        # Still associated; nothing sent since the last response.
+        deadline = time.monotonic() + 5
+        while True:
+            [row] = node.query("SELECT n_series, n_instances FROM study WHERE study_uid = '1.2.3.77'")
+            [left] = node.query("SELECT count(*) AS n FROM series_count")
+            if (row["n_series"], row["n_instances"], left["n"]) == (1, 3, 0):
+                break
+            assert time.monotonic() < deadline, \
+                "counts of the open association not folded: %r, %d shard rows" % (row, left["n"])
+            time.sleep(0.02)
+        status = a.c_store(files[3]["sop_class_uid"], files[3]["sop_instance_uid"],
+                           rawscu.dataset_bytes(files[3]["path"]), msg_id=4)
+        assert status == H.SUCCESS
+        a.release()
+    finally:
+        a.close()
+    [row] = node.query("SELECT n_series, n_instances FROM study WHERE study_uid = '1.2.3.77'")
+    assert (row["n_series"], row["n_instances"]) == (1, 4)
 
 
 STUDIES = 25
