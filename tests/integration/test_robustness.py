@@ -505,10 +505,14 @@ def test_crash_leftovers_are_recovered_at_start(node_factory, scu_dir):
     with open(c["path"], "rb") as src, open(partial, "wb") as dst:
         dst.write(src.read(200))
     H.chown_to(partial, user)
+    # (vii) a spare file made ahead of time, still empty.
+    spare = os.path.join(tmp, "in-0000abce-1-4")
+    open(spare, "wb").close()
+    H.chown_to(spare, user)
 
     offset = node.start_again()
     line = wait_log(node, r"storage recovery", "the start-up recovery", offset=offset)
-    assert re.search(r"\b2 committed .*\b2 uncommitted .*\b2 stray", line), line
+    assert re.search(r"\b2 committed .*\b2 uncommitted .*\b3 stray", line), line
 
     assert not os.path.exists(c_final), "the uncommitted instance's file survived"
     assert not os.path.exists(c_tmp), "the uncommitted instance's tmp entry survived"
@@ -518,6 +522,7 @@ def test_crash_leftovers_are_recovered_at_start(node_factory, scu_dir):
     assert os.path.isfile(e_final) and C.sha256_file(e_final) == e_sha, "E's file not relinked"
     assert not os.path.exists(d_final), "the uncommitted D's file survived"
     assert not os.path.exists(partial), "the partly received file survived"
+    assert not os.path.exists(spare), "the empty spare file survived"
     assert os.listdir(tmp) == []
     assert C.db_snapshot(node) == db1, "the index changed"
     assert sorted(storage_files(node)) == sorted(r["path"] for r in rows.values())
