@@ -36,10 +36,11 @@ struct pn_storage {
 	} pending[PENDING_MAX];
 	int n_pending;
 	char known_dir[PN_REL_DIR_LEN + 1]; /* last series folder seen to exist */
-	/* Creating a file costs a third of a millisecond here, and making its
-	 * name durable a folder fsync: the next instances' files are made
-	 * while the SCU reads a response, their names made durable in
-	 * batches. Oldest first; the durable ones are the oldest. */
+	/* Creating a file costs up to half a millisecond here (after mass
+	 * deletions), and making its name durable a folder fsync: the next
+	 * instances' files are made while the SCU reads a response, their
+	 * names made durable in batches. Oldest first; the durable ones are
+	 * the oldest. */
 	struct spare {
 		int fd;
 		uint32_t gen;

@@ -39,7 +39,7 @@ void pn_storage_free(pn_storage *s); /* NULL is a no-op */
 /* Starts a temporary file: the spare one if pn_storage_prepare made it. */
 int pn_storage_file_begin(pn_storage *s, pn_storage_file **ret_file);
 /* Makes the next temporary files ahead of time, off the store's critical
- * path (0.3 ms each here), and their names durable in batches (one tmp
+ * path (0.06-0.45 ms each here), and their names durable in batches (one tmp
  * folder fsync per 8 files). Negative errno on failure, which the next
  * begin meets again and reports, or makes up for. */
 int pn_storage_prepare(pn_storage *s);
