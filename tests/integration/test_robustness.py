@@ -441,6 +441,18 @@ def part_name(rel, n):
     return "in-%s-1-%d" % (rel[-12:-4], n)
 
 
+def place_final(node, rel, src_path):
+    """Copies src_path to its final path under the storage root, with the
+    folders the node would have made, owned by the node's user."""
+    for n in (2, 5, 38):
+        H.make_dir(os.path.join(node.storage, rel[:n]), node.user, 0o750)
+    final = os.path.join(node.storage, rel)
+    with open(src_path, "rb") as src, open(final, "wb") as dst:
+        dst.write(src.read())
+    H.chown_to(final, node.user)
+    return final
+
+
 def test_crash_leftovers_are_recovered_at_start(node_factory, scu_dir):
     node = node_factory()
     a = small_instance(scu_dir, "crash-a")
@@ -459,13 +471,7 @@ def test_crash_leftovers_are_recovered_at_start(node_factory, scu_dir):
     # (i) uncommitted: final file and tmp entry, no row.
     c = small_instance(scu_dir, "crash-c")
     c_rel = rel_path(c["series_instance_uid"], c["sop_instance_uid"], 0x0BADC0DE)
-    c_final = os.path.join(node.storage, c_rel)
-    H.make_dir(os.path.join(node.storage, c_rel[:2]), user, 0o750)
-    H.make_dir(os.path.join(node.storage, c_rel[:5]), user, 0o750)
-    H.make_dir(os.path.join(node.storage, c_rel[:38]), user, 0o750)
-    with open(c["path"], "rb") as src, open(c_final, "wb") as dst:
-        dst.write(src.read())
-    H.chown_to(c_final, user)
+    c_final = place_final(node, c_rel, c["path"])
     c_tmp = os.path.join(tmp, tmp_name(c_rel))
     os.link(c_final, c_tmp)
     # (ii) committed A whose tmp entry was not yet unlinked.
@@ -491,13 +497,7 @@ def test_crash_leftovers_are_recovered_at_start(node_factory, scu_dir):
     # (v) uncommitted D: linked, no row.
     d = small_instance(scu_dir, "crash-d")
     d_rel = rel_path(d["series_instance_uid"], d["sop_instance_uid"], 0x00C0FFEE)
-    d_final = os.path.join(node.storage, d_rel)
-    H.make_dir(os.path.join(node.storage, d_rel[:2]), user, 0o750)
-    H.make_dir(os.path.join(node.storage, d_rel[:5]), user, 0o750)
-    H.make_dir(os.path.join(node.storage, d_rel[:38]), user, 0o750)
-    with open(d["path"], "rb") as src, open(d_final, "wb") as dst:
-        dst.write(src.read())
-    H.chown_to(d_final, user)
+    d_final = place_final(node, d_rel, d["path"])
     d_tmp = os.path.join(tmp, part_name(d_rel, 2))
     os.link(d_final, d_tmp)
     # (vi) an instance still being received: the first bytes of a file.
