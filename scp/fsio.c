@@ -13,5 +13,4 @@ pn_fsio_ops pn_fsio = {
     .linkat = linkat,
     .unlinkat = unlinkat,
     .mkdirat = mkdirat,
-    .renameat = renameat,
 };

@@ -13,7 +13,6 @@ typedef struct {
 	int (*close)(int fd);
 	int (*linkat)(int olddirfd, const char *oldpath, int newdirfd, const char *newpath, int flags);
 	int (*unlinkat)(int dirfd, const char *path, int flags);
-	int (*renameat)(int olddirfd, const char *oldpath, int newdirfd, const char *newpath);
 	int (*mkdirat)(int dirfd, const char *path, mode_t mode);
 } pn_fsio_ops;
 
