@@ -139,7 +139,6 @@ static const char *serve_commands(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, 
 			unsigned need = cmd.kind == PN_CMD_MOVE ? PN_ALLOW_MOVE : PN_ALLOW_GET;
 			pn_retrieve_result res;
 			counts->retrieves++;
-			pn_store_settle(ctx);
 			if (pn_retrieve_handle(ctx, assoc, &cmd, info->calling_ae, !peer || (peer->allow & need),
 			                       &res) < 0) {
 				pn_dcm_assoc_abort(assoc);

@@ -29,7 +29,7 @@ int pn_store_final_path(const char *path, uint32_t generation, char rel[PN_REL_P
 
 /* Folds the kept counts of the stores that no fold took yet, waits for it
  * and logs a failure: before a release is acknowledged, at the end of an
- * association, before a query or retrieval. */
+ * association, before a query on it. */
 void pn_store_settle(const pn_store_ctx *ctx);
 /* Before waiting for the next command: if stores left counts unfolded and
  * the peer sends nothing for 10 ms, folds them (pn_store_settle). */

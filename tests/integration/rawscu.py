@@ -1,10 +1,12 @@
 """A deliberately small DICOM Upper Layer client for the cases storescu
-cannot produce: a C-STORE-RQ whose command names another SOP Instance (or
-Class) UID than the dataset it carries.
+and findscu cannot produce: a C-STORE-RQ whose command names another SOP
+Instance (or Class) UID than the dataset it carries; C-STOREs and a C-FIND
+on one association.
 
-One association, one presentation context (the file's SOP class, explicit
-VR little endian), one C-STORE, release. Written from PS3.8 (PDUs) and PS3.7
-(command set); no negotiation beyond what these tests need.
+One association, a presentation context per abstract syntax asked for
+(explicit VR little endian), C-STOREs, C-FINDs, release. Written from PS3.8
+(PDUs), PS3.7 (command set) and PS3.5 (explicit VR encoding); no
+negotiation beyond what these tests need.
 """
 
 import socket
@@ -37,13 +39,17 @@ def _ae(title):
     return title.encode("ascii").ljust(16, b" ")[:16]
 
 
-def associate_rq(calling, called, abstract, transfer=EXPLICIT_LE, pc_id=1):
-    pc = struct.pack(">BBBB", pc_id, 0, 0, 0)
-    pc += _item(0x30, abstract.encode("ascii"))
-    pc += _item(0x40, transfer.encode("ascii"))
+def associate_rq(calling, called, abstract, transfer=EXPLICIT_LE, pc_id=1, more=()):
+    """`abstract` in context pc_id, each of `more` in the next odd ids."""
+    pcs = b""
+    for i, a in enumerate((abstract,) + tuple(more)):
+        pc = struct.pack(">BBBB", pc_id + 2 * i, 0, 0, 0)
+        pc += _item(0x30, a.encode("ascii"))
+        pc += _item(0x40, transfer.encode("ascii"))
+        pcs += _item(0x20, pc)
     user = _item(0x51, struct.pack(">I", MAX_PDU)) + _item(0x52, IMPL_CLASS)
     body = struct.pack(">HH", 1, 0) + _ae(called) + _ae(calling) + b"\0" * 32
-    body += _item(0x10, APP_CONTEXT) + _item(0x20, pc) + _item(0x50, user)
+    body += _item(0x10, APP_CONTEXT) + pcs + _item(0x50, user)
     return _pdu(0x01, body)
 
 
@@ -60,6 +66,44 @@ def c_store_rq(msg_id, sop_class, sop_uid):
              + _element(0x0000, 0x0800, struct.pack("<H", 0x0000))
              + _element(0x0000, 0x1000, _uid(sop_uid)))
     return _element(0x0000, 0x0000, struct.pack("<I", len(elems))) + elems
+
+
+def c_find_rq(msg_id, sop_class):
+    elems = (_element(0x0000, 0x0002, _uid(sop_class))
+             + _element(0x0000, 0x0100, struct.pack("<H", 0x0020))
+             + _element(0x0000, 0x0110, struct.pack("<H", msg_id))
+             + _element(0x0000, 0x0700, struct.pack("<H", 0))
+             + _element(0x0000, 0x0800, struct.pack("<H", 0x0000)))
+    return _element(0x0000, 0x0000, struct.pack("<I", len(elems))) + elems
+
+
+LONG_VRS = (b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV")
+
+
+def explicit_element(group, elem, vr, value):
+    """An explicit VR little endian element with a short-length VR."""
+    if len(value) % 2:
+        value += b"\0" if vr == "UI" else b" "
+    return struct.pack("<HH2sH", group, elem, vr.encode("ascii"), len(value)) + value
+
+
+def parse_explicit(data):
+    """{(group, element): bytes} of the top level of an explicit VR little
+    endian dataset (sequences skipped whole when of defined length)."""
+    out, off = {}, 0
+    while off + 8 <= len(data):
+        g, e, vr = struct.unpack_from("<HH2s", data, off)
+        if vr in LONG_VRS:
+            (n,) = struct.unpack_from("<I", data, off + 8)
+            start = off + 12
+        else:
+            (n,) = struct.unpack_from("<H", data, off + 6)
+            start = off + 8
+        if n == 0xFFFFFFFF:
+            raise UlError("undefined length element (%04x,%04x)" % (g, e))
+        out[(g, e)] = data[start:start + n]
+        off = start + n
+    return out
 
 
 def parse_command(data):
@@ -106,8 +150,9 @@ class Association:
         kind, _, length = struct.unpack(">BBI", self._recv_exact(6))
         return kind, self._recv_exact(length)
 
-    def associate(self, calling, called, abstract, transfer=EXPLICIT_LE):
-        self.sock.sendall(associate_rq(calling, called, abstract, transfer))
+    def associate(self, calling, called, abstract, transfer=EXPLICIT_LE, more=()):
+        self.accepted = set()
+        self.sock.sendall(associate_rq(calling, called, abstract, transfer, more=more))
         kind, body = self.recv_pdu()
         if kind == 0x03:
             raise UlError("association rejected (result %d, source %d, reason %d)"
@@ -119,7 +164,9 @@ class Association:
             item, _, n = struct.unpack_from(">BBH", body, off)
             payload = body[off + 4:off + 4 + n]
             if item == 0x21 and payload[2] == 0:
-                self.pc_id = payload[0]
+                self.accepted.add(payload[0])
+                if self.pc_id is None:
+                    self.pc_id = payload[0]
             elif item == 0x50:
                 sub = 0
                 while sub + 4 <= len(payload):
@@ -133,15 +180,19 @@ class Association:
         if self.pc_id is None:
             raise UlError("presentation context not accepted")
 
-    def _send_pdvs(self, data, is_command):
+    def _send_pdvs(self, data, is_command, pc_id=None):
         room = self.max_send - 6  # PDV item: length (4), context id, control header
         chunks = [data[i:i + room] for i in range(0, len(data), room)] or [b""]
         for i, chunk in enumerate(chunks):
             control = (1 if is_command else 0) | (2 if i == len(chunks) - 1 else 0)
-            pdv = struct.pack(">IBB", len(chunk) + 2, self.pc_id, control) + chunk
+            pdv = struct.pack(">IBB", len(chunk) + 2, pc_id or self.pc_id, control) + chunk
             self.sock.sendall(_pdu(0x04, pdv))
 
     def _recv_command(self):
+        return parse_command(self._recv_pdvs())
+
+    def _recv_pdvs(self):
+        """The next whole message fragment stream: a command or a dataset."""
         data = b""
         while True:
             kind, body = self.recv_pdu()
@@ -155,8 +206,8 @@ class Association:
                 control = body[off + 5]
                 data += body[off + 6:off + 4 + n]
                 off += 4 + n
-                if control & 1 and control & 2:
-                    return parse_command(data)
+                if control & 2:
+                    return data
 
     def c_store(self, sop_class, sop_uid, dataset, msg_id=1):
         """Sends one C-STORE-RQ; returns the response's status."""
@@ -167,6 +218,22 @@ class Association:
         if status is None:
             raise UlError("C-STORE-RSP without a status")
         return struct.unpack("<H", status)[0]
+
+    def c_find(self, sop_class, identifier, pc_id, msg_id=1):
+        """Sends one C-FIND-RQ on context pc_id; returns [(status, dataset
+        bytes or None)] up to and including the final response."""
+        if pc_id not in self.accepted:
+            raise UlError("presentation context %d not accepted" % pc_id)
+        self._send_pdvs(c_find_rq(msg_id, sop_class), True, pc_id)
+        self._send_pdvs(identifier, False, pc_id)
+        out = []
+        while True:
+            rsp = self._recv_command()
+            (status,) = struct.unpack("<H", rsp[(0x0000, 0x0900)])
+            has_data = struct.unpack("<H", rsp[(0x0000, 0x0800)])[0] != 0x0101
+            out.append((status, self._recv_pdvs() if has_data else None))
+            if status not in (0xFF00, 0xFF01):
+                return out
 
     def release(self):
         self.sock.sendall(_pdu(0x05, b"\0" * 4))

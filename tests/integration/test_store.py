@@ -467,6 +467,33 @@ def test_counts_of_an_open_association_are_folded_when_it_pauses(node, scu_dir):
     assert (row["n_series"], row["n_instances"]) == (1, 4)
 
 
+def test_a_query_after_stores_on_one_association_counts_them(node, scu_dir):
+    """A C-FIND right after C-STOREs on the same association counts what
+    they stored: the node folds the association's counts before it
+    answers, without waiting for a pause or the 32nd store."""
+    study_root_find = "1.2.840.10008.5.1.4.1.2.2.1"
+    files = [gen_corpus.make_instance(os.path.join(scu_dir, "ask-%d.dcm" % i), name="ask-%d" % i,
+                                      patient_id="PN-ASK", study_uid="1.2.3.78", series_uid="1.2.3.78.1")
+             for i in range(2)]
+    identifier = (rawscu.explicit_element(0x0008, 0x0052, "CS", b"STUDY")
+                  + rawscu.explicit_element(0x0020, 0x000D, "UI", b"1.2.3.78")
+                  + rawscu.explicit_element(0x0020, 0x1208, "IS", b""))
+    a = rawscu.Association(node.host, node.port, timeout=15)
+    try:
+        a.associate("PNASK", node.aet, files[0]["sop_class_uid"], more=(study_root_find,))
+        for i, f in enumerate(files):
+            status = a.c_store(f["sop_class_uid"], f["sop_instance_uid"], rawscu.dataset_bytes(f["path"]),
+                               msg_id=i + 1)
+            assert status == H.SUCCESS
+        rsps = a.c_find(study_root_find, identifier, pc_id=3, msg_id=3)
+        a.release()
+    finally:
+        a.close()
+    assert [s for s, _ in rsps] == [0xFF00, 0x0000], rsps
+    found = rawscu.parse_explicit(rsps[0][1])
+    assert found[(0x0020, 0x1208)].strip() == b"2", found
+
+
 STUDIES = 25
 
 
