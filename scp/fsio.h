@@ -5,10 +5,12 @@
 #define PN_FSIO_H
 
 #include <sys/types.h>
+#include <sys/uio.h>
 
 typedef struct {
 	int (*openat)(int dirfd, const char *path, int flags, ...);
 	ssize_t (*write)(int fd, const void *buf, size_t n);
+	ssize_t (*writev)(int fd, const struct iovec *iov, int n);
 	int (*fsync)(int fd);
 	int (*close)(int fd);
 	int (*linkat)(int olddirfd, const char *oldpath, int newdirfd, const char *newpath, int flags);

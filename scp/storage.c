@@ -13,15 +13,12 @@
 #include <xxhash.h>
 
 #include "fsio.h"
+#include "writer.h"
 
 #define TMP_DIR "tmp"
 /* Committed instances whose final folder is not fsync'ed yet: their tmp
  * names stay (and keep them recoverable) until a batched folder fsync. */
 #define PENDING_MAX 32
-/* dcmtk hands us PDVs of a few KiB: gather them into writes of this size,
- * and start the kernel's writeback after each, so that the final fsync
- * finds most of the file on disk already. */
-#define WRITE_CHUNK (128 * 1024)
 /* Temporary files made ahead of time (see pn_storage_prepare). */
 #define SPARES_MAX 8
 
@@ -29,6 +26,10 @@ struct pn_storage {
 	char *root;
 	int root_fd;
 	int tmp_fd;
+	/* Files are opened with O_DIRECT where the file system allows it
+	 * (probed at open): the data skips the page cache. */
+	bool direct;
+	pn_writer *writer; /* made on the first file, in the worker process */
 	unsigned long seq; /* temporary names */
 	struct {
 		char tmp_name[PN_REL_PATH_MAX];
@@ -57,11 +58,15 @@ struct pn_storage_file {
 	bool name_durable; /* tmp_name survives a crash (the tmp folder was fsync'ed) */
 	uint32_t gen;      /* the generation in tmp_name and rel */
 	bool linked;
-	int64_t size;    /* bytes accepted (buffered or written) */
-	int64_t written; /* bytes written to the file */
-	int64_t writeback_from;
+	int64_t size;  /* bytes accepted (buffered or queued) */
+	bool queued;   /* the writer has jobs for fd not waited for */
+	int io_rc;     /* their outcome, once waited for */
+	bool io_known; /* io_rc is set */
+	/* The bytes, in the writer's buffers, while no more than those. */
+	pn_storage_part parts[PN_WRITER_SLOTS];
+	int n_parts; /* -1: more than that */
 	XXH3_state_t *xxh;
-	char *buf; /* WRITE_CHUNK bytes */
+	char *buf; /* the writer's buffer being filled, or NULL */
 	size_t buffered;
 	char rel[PN_REL_PATH_MAX];
 	char tmp_name[PN_REL_PATH_MAX];
@@ -97,6 +102,19 @@ static int fsync_dir_at(int dirfd, const char *path)
 	return rc;
 }
 
+/* tmpfs before Linux 6.6 and some FUSE file systems refuse O_DIRECT. */
+static bool probe_direct(pn_storage *s)
+{
+	char name[64];
+	snprintf(name, sizeof(name), "probe-%d", (int)getpid());
+	int fd = pn_fsio.openat(s->tmp_fd, name, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_DIRECT, 0640);
+	if (fd < 0)
+		return false;
+	pn_fsio.close(fd);
+	pn_fsio.unlinkat(s->tmp_fd, name, 0);
+	return true;
+}
+
 int pn_storage_open(const char *root, pn_storage **ret_storage)
 {
 	pn_storage *s = calloc(1, sizeof(*s));
@@ -124,6 +142,7 @@ int pn_storage_open(const char *root, pn_storage **ret_storage)
 		rc = -errno;
 		goto fail;
 	}
+	s->direct = probe_direct(s);
 	*ret_storage = s;
 	return 0;
 fail:
@@ -136,6 +155,7 @@ void pn_storage_free(pn_storage *s)
 	if (!s)
 		return;
 	pn_storage_flush(s);
+	pn_writer_free(s->writer);
 	if (s->tmp_fd >= 0)
 		close(s->tmp_fd);
 	if (s->root_fd >= 0)
@@ -154,7 +174,8 @@ static int create_tmp(pn_storage *s, char name[PN_REL_PATH_MAX], uint32_t *ret_g
 	if (getrandom(&g, sizeof(g), 0) != sizeof(g))
 		g = (uint32_t)rand();
 	pn_storage_part_name(g, (int)getpid(), ++s->seq, name);
-	int fd = pn_fsio.openat(s->tmp_fd, name, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+	int fd = pn_fsio.openat(s->tmp_fd, name, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | (s->direct ? O_DIRECT : 0),
+	                        0640);
 	if (fd < 0)
 		return -errno;
 	*ret_gen = g;
@@ -202,8 +223,11 @@ int pn_storage_file_begin(pn_storage *s, pn_storage_file **ret_file)
 	f->s = s;
 	f->fd = -1;
 	f->xxh = XXH3_createState();
-	f->buf = malloc(WRITE_CHUNK);
-	if (!f->xxh || !f->buf || XXH3_128bits_reset(f->xxh) != XXH_OK) {
+	if (!s->writer && pn_writer_create(&s->writer) < 0) {
+		file_free(f);
+		return -ENOMEM;
+	}
+	if (!f->xxh || XXH3_128bits_reset(f->xxh) != XXH_OK) {
 		file_free(f);
 		return -ENOMEM;
 	}
@@ -228,35 +252,17 @@ int pn_storage_file_begin(pn_storage *s, pn_storage_file **ret_file)
 	return 0;
 }
 
-/* Asks the kernel to start writing what we have; the fsync later waits. */
-static void start_writeback(pn_storage_file *f)
+/* Hands the buffer to the writer thread. */
+static void queue_buffer(pn_storage_file *f)
 {
-	if (f->written > f->writeback_from) {
-		sync_file_range(f->fd, f->writeback_from, f->written - f->writeback_from, SYNC_FILE_RANGE_WRITE);
-		f->writeback_from = f->written;
-	}
-}
-
-static int flush_buffer(pn_storage_file *f)
-{
-	const char *p = f->buf;
-	size_t len = f->buffered;
-	while (len > 0) {
-		ssize_t n = pn_fsio.write(f->fd, p, len);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		if (n == 0)
-			return -EIO;
-		p += n;
-		len -= (size_t)n;
-		f->written += n;
-	}
+	if (f->n_parts >= 0 && f->n_parts < PN_WRITER_SLOTS)
+		f->parts[f->n_parts++] = (pn_storage_part){f->buf, f->buffered};
+	else
+		f->n_parts = -1;
+	pn_writer_write(f->s->writer, f->fd, f->buffered, f->s->direct);
+	f->queued = true;
+	f->buf = NULL;
 	f->buffered = 0;
-	start_writeback(f);
-	return 0;
 }
 
 int pn_storage_file_write(pn_storage_file *f, const void *buf, size_t len)
@@ -265,27 +271,29 @@ int pn_storage_file_write(pn_storage_file *f, const void *buf, size_t len)
 	XXH3_128bits_update(f->xxh, buf, len);
 	f->size += (int64_t)len;
 	while (len > 0) {
-		size_t n = WRITE_CHUNK - f->buffered;
+		if (!f->buf)
+			f->buf = pn_writer_buffer(f->s->writer);
+		size_t n = PN_WRITER_CHUNK - f->buffered;
 		if (n > len)
 			n = len;
 		memcpy(f->buf + f->buffered, p, n);
 		f->buffered += n;
 		p += n;
 		len -= n;
-		if (f->buffered == WRITE_CHUNK) {
-			int rc = flush_buffer(f);
-			if (rc < 0)
-				return rc;
-		}
+		if (f->buffered == PN_WRITER_CHUNK)
+			queue_buffer(f);
 	}
 	return 0;
 }
 
 int pn_storage_file_written(pn_storage_file *f)
 {
-	int rc = flush_buffer(f);
-	if (rc < 0)
-		return rc;
+	if (f->buf && f->buffered > 0)
+		queue_buffer(f);
+	f->buf = NULL; /* an unused buffer goes back to the writer as it is */
+	/* While the caller parses and indexes, the writer writes and fsyncs. */
+	pn_writer_fsync(f->s->writer, f->fd);
+	f->queued = true;
 	XXH128_canonical_t c;
 	XXH128_canonicalFromHash(&c, XXH3_128bits_digest(f->xxh));
 	memcpy(f->checksum, "xxh3-128:", 9);
@@ -311,10 +319,37 @@ int pn_storage_file_name(pn_storage_file *f, const char *rel)
 	return 0;
 }
 
+int pn_storage_file_parts(const pn_storage_file *f, const pn_storage_part **ret_parts)
+{
+	*ret_parts = f->parts;
+	return f->n_parts < 0 ? -E2BIG : f->n_parts;
+}
+
+/* The outcome of the file's writes and fsync, waited for once. */
+static int settle(pn_storage_file *f)
+{
+	if (f->queued) {
+		f->io_rc = pn_writer_wait(f->s->writer);
+		f->queued = false;
+		f->io_known = true;
+	}
+	return f->io_known ? f->io_rc : 0;
+}
+
+int pn_storage_file_wait(pn_storage_file *f)
+{
+	return settle(f);
+}
+
 int pn_storage_file_sync(pn_storage_file *f)
 {
-	if (pn_fsio.fsync(f->fd) < 0)
-		return -errno;
+	if (!f->io_known && !f->queued) {
+		/* pn_storage_file_written() was not called */
+		return -EINVAL;
+	}
+	int rc = settle(f);
+	if (rc < 0)
+		return rc;
 	int fd = f->fd;
 	f->fd = -1;
 	if (pn_fsio.close(fd) < 0)
@@ -374,10 +409,10 @@ int pn_storage_file_link(pn_storage_file *f)
 
 static void file_free(pn_storage_file *f)
 {
+	settle(f); /* the writer's jobs on fd end before it closes */
 	if (f->fd >= 0)
 		pn_fsio.close(f->fd);
 	XXH3_freeState(f->xxh);
-	free(f->buf);
 	free(f);
 }
 

@@ -4,11 +4,12 @@
  *   1. before the instance arrives, create tmp/in-GEN-PID-N (GEN: a random
  *      generation) and fsync the tmp folder, so that the name is durable
  *      (a few files at once);
- *   2. write the file while receiving, starting writeback as it goes;
+ *   2. write the file while receiving, on the writer's thread (writer.h),
+ *      with O_DIRECT where the file system has it, and fsync it there;
  *   3. the caller parses the dataset; the final path follows from its
  *      Series and SOP Instance UIDs and GEN;
- *   4. fsync the file, hard-link it to its final path (new folders made
- *      durable first);
+ *   4. wait for that fsync, hard-link the file to its final path (new
+ *      folders made durable first);
  *   5. the caller commits the index row;
  *   6. at the end of the association or every PENDING_MAX instances, the
  *      final folders are fsync'ed and only then the tmp names unlinked
@@ -31,6 +32,10 @@
 
 typedef struct pn_storage pn_storage;
 typedef struct pn_storage_file pn_storage_file;
+typedef struct {
+	const void *data;
+	size_t len;
+} pn_storage_part;
 
 /* Creates the root and its tmp folder if needed and opens them. */
 int pn_storage_open(const char *root, pn_storage **ret_storage);
@@ -43,17 +48,28 @@ int pn_storage_file_begin(pn_storage *s, pn_storage_file **ret_file);
  * folder fsync per 8 files). Negative errno on failure, which the next
  * begin meets again and reports, or makes up for. */
 int pn_storage_prepare(pn_storage *s);
-/* Appends bytes (and feeds the checksum). Negative errno on failure. */
+/* Appends bytes (and feeds the checksum). They are written on the
+ * writer's thread: a failure shows at pn_storage_file_wait() or _sync(). */
 int pn_storage_file_write(pn_storage_file *f, const void *buf, size_t len);
-/* All bytes are in: the checksum is final, writeback of the rest starts. */
+/* All bytes are in: the checksum is final; the last writes and the fsync
+ * are queued. */
 int pn_storage_file_written(pn_storage_file *f);
+/* After _written(): the file's bytes while they are still in memory, in
+ * order, so that they can be parsed without reading the file back.
+ * Returns how many parts, or -E2BIG for a file larger than the buffers
+ * (then pn_storage_file_wait() and read the tmp path). Valid until the
+ * next file's first write. */
+int pn_storage_file_parts(const pn_storage_file *f, const pn_storage_part **ret_parts);
+/* Waits until the file's bytes are written and fsync'ed: 0 or the first
+ * failure. */
+int pn_storage_file_wait(pn_storage_file *f);
 /* The generation the file's final path must carry. */
 uint32_t pn_storage_file_generation(const pn_storage_file *f);
 /* Sets the file's final relative path: -EINVAL unless
  * pn_storage_rel_path() made it with the file's generation. */
 int pn_storage_file_name(pn_storage_file *f, const char *rel);
-/* fsyncs and closes the file, then fsyncs the tmp folder if the file's
- * name is not durable yet. */
+/* Waits for the file's fsync (see _wait) and closes the file, then fsyncs
+ * the tmp folder if the file's name is not durable yet. */
 int pn_storage_file_sync(pn_storage_file *f);
 /* Links the file at its final path; folders it creates are made durable
  * (the link itself becomes durable in the batch of pn_storage_flush). */

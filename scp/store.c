@@ -12,6 +12,10 @@
 #include "record.h"
 #include "status.h"
 #include "uid.h"
+#include "writer.h"
+
+/* pn_storage_file_parts() gives at most this many. */
+#define PN_STORE_PARTS_MAX PN_WRITER_SLOTS
 
 /* Phase timings of one instance, for the debug log. */
 typedef struct {
@@ -211,6 +215,26 @@ static unsigned short commit_instance(const pn_store_ctx *ctx, pn_storage_file *
 	return PN_STATUS_SUCCESS;
 }
 
+/* The received dataset: from the writer's buffers when it fits in them,
+ * else (or if they do not parse) from the file once it is written, which
+ * is the authority. -EIO: the file could not be written. */
+static int load_dataset(pn_storage_file *file, pn_dcm_ds **ret_ds)
+{
+	const pn_storage_part *parts;
+	int n = pn_storage_file_parts(file, &parts);
+	if (n > 0 && n <= PN_STORE_PARTS_MAX) {
+		pn_dcm_part p[PN_STORE_PARTS_MAX];
+		for (int i = 0; i < n; i++)
+			p[i] = (pn_dcm_part){parts[i].data, parts[i].len};
+		int rc = pn_dcm_ds_load_parts(p, (size_t)n, ret_ds);
+		if (rc == 0 || rc == -ENOMEM)
+			return rc;
+	}
+	if (pn_storage_file_wait(file) < 0)
+		return -EIO;
+	return pn_dcm_ds_load(pn_storage_file_tmp_path(file), ret_ds);
+}
+
 int pn_store_final_path(const char *path, uint32_t generation, char rel[PN_REL_PATH_MAX])
 {
 	pn_dcm_ds *ds = NULL;
@@ -277,13 +301,18 @@ int pn_store_handle(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dcm_c
 		return respond(assoc, cmd, PN_STATUS_OUT_OF_STORAGE, "could not write file", ret_status);
 	}
 
-	/* While the kernel writes the file out, read it back (from the page
-	 * cache) and index it; the fsyncs come last. */
+	/* While the writer thread writes the file out and fsyncs it, parse the
+	 * bytes still in memory and index them. */
 	pn_dcm_ds *ds = NULL;
 	pn_record *rec = NULL;
 	pn_record_problem problem = PN_RECORD_OK;
 	bool charset_ok = true;
-	rc = pn_dcm_ds_load(pn_storage_file_tmp_path(file), &ds);
+	rc = load_dataset(file, &ds);
+	if (rc == -EIO) {
+		status = PN_STATUS_OUT_OF_STORAGE;
+		snprintf(why, sizeof(why), "could not write: %s", strerror(-pn_storage_file_wait(file)));
+		goto refuse;
+	}
 	if (rc < 0) {
 		status = PN_STATUS_CANNOT_PARSE;
 		snprintf(why, sizeof(why), "the dataset cannot be parsed");

@@ -5,6 +5,7 @@
 #include <dcmtk/dcmdata/dcdatset.h>
 #include <dcmtk/dcmdata/dcdeftag.h>
 #include <dcmtk/dcmdata/dcfilefo.h>
+#include <dcmtk/dcmdata/dcistrmb.h>
 #include <dcmtk/dcmdata/dcmetinf.h>
 #include <dcmtk/dcmdata/dcostrmb.h>
 #include <dcmtk/dcmdata/dcsequen.h>
@@ -105,6 +106,40 @@ extern "C" int pn_dcm_ds_load(const char *path, pn_dcm_ds **ret_ds)
 		if (c.bad()) {
 			delete d;
 			return c == EC_InvalidFilename ? -ENOENT : -EBADMSG;
+		}
+		*ret_ds = d;
+		return 0;
+	} catch (...) {
+		delete d;
+		return -ENOMEM;
+	}
+}
+
+extern "C" int pn_dcm_ds_load_parts(const pn_dcm_part *parts, size_t n, pn_dcm_ds **ret_ds)
+{
+	pn_dcm_ds *d = nullptr;
+	try {
+		d = new pn_dcm_ds();
+		d->ff = new DcmFileFormat();
+		d->item = d->ff->getDataset();
+		// As loadFile() reads a file, but fed piece by piece: the parser
+		// asks for more (EC_StreamNotifyClient) at the end of each piece.
+		DcmInputBufferStream in;
+		OFCondition c = EC_StreamNotifyClient;
+		d->ff->transferInit();
+		for (size_t i = 0; i < n && c == EC_StreamNotifyClient; i++) {
+			if (parts[i].len % 2 != 0 && i + 1 < n)
+				break; /* setBuffer() wants even lengths but at the end */
+			in.setBuffer(parts[i].data, (offile_off_t)parts[i].len);
+			if (i + 1 == n)
+				in.setEos();
+			c = d->ff->read(in, EXS_Unknown, EGL_noChange, k_max_read_length);
+			in.releaseBuffer();
+		}
+		d->ff->transferEnd();
+		if (c.bad() || in.status().bad()) {
+			delete d;
+			return -EBADMSG;
 		}
 		*ret_ds = d;
 		return 0;

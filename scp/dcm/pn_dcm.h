@@ -235,6 +235,13 @@ void pn_dcm_assoc_free(pn_dcm_assoc *assoc);
 
 /* Loads a Part-10 file. Large values stay on disk until asked for. */
 int pn_dcm_ds_load(const char *path, pn_dcm_ds **ret_ds);
+/* The same from a Part-10 file's bytes in memory, in n pieces (each but the
+ * last of even length). Values are all loaded. 0, -EBADMSG or -ENOMEM. */
+typedef struct {
+	const void *data;
+	size_t len;
+} pn_dcm_part;
+int pn_dcm_ds_load_parts(const pn_dcm_part *parts, size_t n, pn_dcm_ds **ret_ds);
 void pn_dcm_ds_free(pn_dcm_ds *ds);
 
 /* Decoder for one text value: `len` raw bytes in, UTF-8 out (malloc'ed).

@@ -36,6 +36,11 @@ static ssize_t failing_write(int fd, const void *buf, size_t n)
 	return should_fail() ? -1 : real.write(fd, buf, n);
 }
 
+static ssize_t failing_writev(int fd, const struct iovec *iov, int n)
+{
+	return should_fail() ? -1 : real.writev(fd, iov, n);
+}
+
 static int failing_fsync(int fd)
 {
 	return should_fail() ? -1 : real.fsync(fd);
@@ -150,15 +155,18 @@ static void write_fails(void **state)
 	pn_storage *s = NULL;
 	assert_int_equal(pn_storage_open(root, &s), 0);
 	pn_fsio.write = failing_write;
+	pn_fsio.writev = failing_writev;
 	fail_after = 1;
 	fail_errno = ENOSPC;
 	pn_storage_file *f = NULL;
 	assert_int_equal(pn_storage_file_begin(s, &f), 0);
-	/* writes are gathered: the failure shows when they reach the file */
+	/* writes run on the writer's thread: the failure shows when waited for */
 	static char big[200 * 1024];                                     /* one 128 KiB chunk, and some */
 	assert_int_equal(pn_storage_file_write(f, big, sizeof(big)), 0); /* first chunk written */
 	assert_int_equal(pn_storage_file_write(f, "b", 1), 0);
-	assert_int_equal(pn_storage_file_written(f), -ENOSPC);
+	assert_int_equal(pn_storage_file_written(f), 0);
+	assert_int_equal(pn_storage_file_wait(f), -ENOSPC);
+	assert_int_equal(pn_storage_file_sync(f), -ENOSPC); /* the same outcome */
 	pn_storage_file_discard(f);
 	assert_int_equal(count_files(root), 0);
 	pn_storage_free(s);
@@ -430,6 +438,108 @@ static void spare_files(void **state)
 }
 
 /* Readers (C-MOVE, C-GET) join only paths this module makes. */
+/* Opens of files, with or without O_DIRECT; refused with EINVAL when
+ * refuse_direct, as tmpfs before Linux 6.6 does. */
+static int direct_opens, buffered_opens;
+static bool refuse_direct;
+static int direct_openat(int dirfd, const char *path, int flags, ...)
+{
+	va_list ap;
+	va_start(ap, flags);
+	mode_t mode = (mode_t)va_arg(ap, int);
+	va_end(ap);
+	if ((flags & O_DIRECT) && refuse_direct) {
+		errno = EINVAL;
+		return -1;
+	}
+	if (flags & O_CREAT)
+		(*(flags & O_DIRECT ? &direct_opens : &buffered_opens))++;
+	return real.openat(dirfd, path, flags, mode);
+}
+
+/* Stores `len` bytes of a pattern; checks the parts in memory and the
+ * file on disk against them. */
+static void store_pattern(pn_storage *s, size_t len, const char *uid)
+{
+	char *data = malloc(len);
+	assert_non_null(data);
+	for (size_t i = 0; i < len; i++)
+		data[i] = (char)(i * 7 + i / 4096);
+	pn_storage_file *f = NULL;
+	assert_int_equal(pn_storage_file_begin(s, &f), 0);
+	/* in odd pieces, as PDVs come */
+	for (size_t at = 0; at < len;) {
+		size_t n = len - at < 10007 ? len - at : 10007;
+		assert_int_equal(pn_storage_file_write(f, data + at, n), 0);
+		at += n;
+	}
+	assert_int_equal(pn_storage_file_written(f), 0);
+	const pn_storage_part *parts = NULL;
+	int n = pn_storage_file_parts(f, &parts);
+	size_t chunk = 128 * 1024;
+	if (len > 8 * chunk) {
+		assert_int_equal(n, -E2BIG);
+	} else {
+		assert_int_equal(n, (int)((len + chunk - 1) / chunk));
+		size_t at = 0;
+		for (int i = 0; i < n; i++) {
+			assert_true(at + parts[i].len <= len);
+			assert_memory_equal(parts[i].data, data + at, parts[i].len);
+			at += parts[i].len;
+		}
+		assert_int_equal(at, len);
+	}
+	char rel[PN_REL_PATH_MAX];
+	assert_int_equal(pn_storage_rel_path("1.2", uid, pn_storage_file_generation(f), rel), 0);
+	assert_int_equal(pn_storage_file_name(f, rel), 0);
+	assert_int_equal(pn_storage_file_sync(f), 0);
+	assert_int_equal(pn_storage_file_link(f), 0);
+	assert_int_equal(pn_storage_file_done(f), 0);
+
+	char full[256];
+	snprintf(full, sizeof(full), "%s/%s", root, rel);
+	FILE *in = fopen(full, "rb");
+	assert_non_null(in);
+	char *back = malloc(len + 1);
+	assert_non_null(back);
+	assert_int_equal(fread(back, 1, len + 1, in), len);
+	fclose(in);
+	assert_memory_equal(back, data, len);
+	free(back);
+	free(data);
+}
+
+/* Sizes around the buffers' and the blocks' edges, with O_DIRECT (the
+ * tail shorter than a block goes through the page cache) and without
+ * (where the file system refuses it). */
+static void direct_and_buffered(void **state)
+{
+	(void)state;
+	const size_t sizes[] = {1, 4095, 4096, 131072, 131073, 3 * 131072 + 1234, 8 * 131072, 8 * 131072 + 1, 2500000};
+	for (int mode = 0; mode < 2; mode++) {
+		refuse_direct = mode == 1;
+		direct_opens = buffered_opens = 0;
+		pn_fsio.openat = direct_openat;
+		pn_storage *s = NULL;
+		assert_int_equal(pn_storage_open(root, &s), 0);
+		for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+			char uid[32];
+			snprintf(uid, sizeof(uid), "1.2.%d.%zu", mode, i);
+			store_pattern(s, sizes[i], uid);
+		}
+		pn_storage_free(s);
+		pn_fsio = real;
+		if (mode == 0) {
+			assert_true(direct_opens > 0);
+			assert_int_equal(buffered_opens, 0);
+		} else {
+			assert_int_equal(direct_opens, 0);
+			assert_true(buffered_opens > 0);
+		}
+	}
+	refuse_direct = false;
+}
+
 static void full_path(void **state)
 {
 	(void)state;
@@ -461,6 +571,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(recovery, setup, teardown),
 	    cmocka_unit_test_setup_teardown(recovery_stops_on_errors, setup, teardown),
 	    cmocka_unit_test_setup_teardown(spare_files, setup, teardown),
+	    cmocka_unit_test_setup_teardown(direct_and_buffered, setup, teardown),
 	    cmocka_unit_test_setup_teardown(full_path, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
