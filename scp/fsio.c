@@ -8,7 +8,6 @@
 
 pn_fsio_ops pn_fsio = {
     .openat = openat,
-    .write = write,
     .writev = writev,
     .fsync = fsync,
     .close = close,

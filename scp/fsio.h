@@ -1,5 +1,5 @@
 /* Every file-system call the storage layer makes goes through this table,
- * so that tests can make the Nth write, fsync or link fail with ENOSPC or
+ * so that tests can make the Nth write(v), fsync or link fail with ENOSPC or
  * EIO (the idea of SQLite's test_syscall.c). Production never changes it. */
 #ifndef PN_FSIO_H
 #define PN_FSIO_H
@@ -9,7 +9,6 @@
 
 typedef struct {
 	int (*openat)(int dirfd, const char *path, int flags, ...);
-	ssize_t (*write)(int fd, const void *buf, size_t n);
 	ssize_t (*writev)(int fd, const struct iovec *iov, int n);
 	int (*fsync)(int fd);
 	int (*close)(int fd);

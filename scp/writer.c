@@ -38,22 +38,6 @@ struct pn_writer {
 	struct job jobs[SLOTS];
 };
 
-static int write_all(int fd, const char *p, size_t len)
-{
-	while (len > 0) {
-		ssize_t n = pn_fsio.write(fd, p, len);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -errno;
-		if (n == 0)
-			return -EIO;
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
 /* Consecutive full direct chunks of one file go in one writev: the disk
  * takes one large request faster than several small ones. */
 static int writev_all(int fd, struct iovec *iov, int n)
@@ -77,6 +61,12 @@ static int writev_all(int fd, struct iovec *iov, int n)
 		}
 	}
 	return 0;
+}
+
+static int write_all(int fd, const char *p, size_t len)
+{
+	struct iovec iov = {(void *)p, len};
+	return len == 0 ? 0 : writev_all(fd, &iov, 1);
 }
 
 /* The file's end: the aligned part directly, the rest (shorter than a
@@ -127,7 +117,7 @@ static unsigned long run_jobs(pn_writer *w, unsigned long first, unsigned long l
 			iov[n] = (struct iovec){k->buf, k->len};
 			n++;
 		}
-		rc = n == 1 ? write_all(j->fd, j->buf, j->len) : writev_all(j->fd, iov, (int)n);
+		rc = writev_all(j->fd, iov, (int)n);
 	} else if (j->direct) {
 		rc = write_tail(j);
 	} else {

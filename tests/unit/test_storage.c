@@ -31,11 +31,6 @@ static bool should_fail(void)
 	return false;
 }
 
-static ssize_t failing_write(int fd, const void *buf, size_t n)
-{
-	return should_fail() ? -1 : real.write(fd, buf, n);
-}
-
 static ssize_t failing_writev(int fd, const struct iovec *iov, int n)
 {
 	return should_fail() ? -1 : real.writev(fd, iov, n);
@@ -154,7 +149,6 @@ static void write_fails(void **state)
 	(void)state;
 	pn_storage *s = NULL;
 	assert_int_equal(pn_storage_open(root, &s), 0);
-	pn_fsio.write = failing_write;
 	pn_fsio.writev = failing_writev;
 	fail_after = 1;
 	fail_errno = ENOSPC;
