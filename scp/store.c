@@ -1,6 +1,7 @@
 #include "store.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -217,11 +218,13 @@ static unsigned short commit_instance(const pn_store_ctx *ctx, pn_storage_file *
 
 /* The received dataset: from the writer's buffers when it fits in them,
  * else (or if they do not parse) from the file once it is written, which
- * is the authority. -EIO: the file could not be written. */
-static int load_dataset(pn_storage_file *file, pn_dcm_ds **ret_ds)
+ * is the authority. -EIO: the file could not be written. *ret_source says
+ * which, for the debug log. */
+static int load_dataset(pn_storage_file *file, pn_dcm_ds **ret_ds, const char **ret_source)
 {
 	const pn_storage_part *parts;
 	int n = pn_storage_file_parts(file, &parts);
+	*ret_source = "memory";
 	if (n > 0 && n <= PN_STORE_PARTS_MAX) {
 		pn_dcm_part p[PN_STORE_PARTS_MAX];
 		for (int i = 0; i < n; i++)
@@ -230,6 +233,7 @@ static int load_dataset(pn_storage_file *file, pn_dcm_ds **ret_ds)
 		if (rc == 0 || rc == -ENOMEM)
 			return rc;
 	}
+	*ret_source = "file";
 	if (pn_storage_file_wait(file) < 0)
 		return -EIO;
 	return pn_dcm_ds_load(pn_storage_file_tmp_path(file), ret_ds);
@@ -307,7 +311,8 @@ int pn_store_handle(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dcm_c
 	pn_record *rec = NULL;
 	pn_record_problem problem = PN_RECORD_OK;
 	bool charset_ok = true;
-	rc = load_dataset(file, &ds);
+	const char *parsed_from = NULL;
+	rc = load_dataset(file, &ds, &parsed_from);
 	if (rc == -EIO) {
 		status = PN_STATUS_OUT_OF_STORAGE;
 		snprintf(why, sizeof(why), "could not write: %s", strerror(-pn_storage_file_wait(file)));
@@ -356,6 +361,7 @@ int pn_store_handle(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dcm_c
 	if (pn_index_fold_wait(ctx->db) < 0) /* a fold still running */
 		fold_failed(ctx);
 	bool committed = false;
+	int64_t size = row->size; /* row goes with rec below */
 	status = commit_instance(ctx, file, row, &ph, &committed, why, sizeof(why));
 	pn_record_free(rec);
 	pn_dcm_ds_free(ds);
@@ -366,8 +372,9 @@ int pn_store_handle(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dcm_c
 		pn_warning("C-STORE of %s from \"%s\" failed (0x%04X): %s", cmd->sop_instance_uid, calling_ae, status,
 		           why);
 	else
-		pn_debug("stored %s: receive %.2f ms, parse %.2f, index %.2f, fsync+link %.2f, commit %.2f",
-		         cmd->sop_instance_uid, ph.receive, ph.parse, ph.index, ph.sync, ph.commit);
+		pn_debug("stored %s (%" PRId64 " bytes, parsed from %s): receive %.2f ms, parse %.2f, index %.2f, "
+		         "fsync+link %.2f, commit %.2f",
+		         cmd->sop_instance_uid, size, parsed_from, ph.receive, ph.parse, ph.index, ph.sync, ph.commit);
 	rc = respond(assoc, cmd, status, status == PN_STATUS_SUCCESS ? NULL : why, ret_status);
 	/* The counts C-FIND returns are folded in while the SCU reads the
 	 * response and sends its next request (migration 006), every few

@@ -14,6 +14,8 @@
 
 #define SLOTS PN_WRITER_SLOTS
 
+int (*pn_writer_thread_create)(pthread_t *, const pthread_attr_t *, void *(*)(void *), void *) = pthread_create;
+
 typedef enum { JOB_WRITE, JOB_FSYNC } job_kind;
 
 struct job {
@@ -170,7 +172,7 @@ int pn_writer_create(pn_writer **ret_writer)
 	sigset_t all, old;
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
-	w->threaded = pthread_create(&w->thread, NULL, thread_main, w) == 0;
+	w->threaded = pn_writer_thread_create(&w->thread, NULL, thread_main, w) == 0;
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	*ret_writer = w;
 	return 0;

@@ -9,6 +9,7 @@
 #ifndef PN_WRITER_H
 #define PN_WRITER_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -25,6 +26,11 @@ typedef struct pn_writer pn_writer;
 /* Starts the thread; without one (pthread_create failed), jobs run in the
  * caller when queued. */
 int pn_writer_create(pn_writer **ret_writer);
+
+/* pthread_create, called through this pointer so that tests can refuse
+ * the thread as a system out of threads would. Production never changes
+ * it. */
+extern int (*pn_writer_thread_create)(pthread_t *thread, const pthread_attr_t *attr, void *(*start)(void *), void *arg);
 void pn_writer_free(pn_writer *w); /* waits for queued jobs; NULL is a no-op */
 
 /* The buffer the next pn_writer_write() sends: PN_WRITER_CHUNK bytes,

@@ -314,6 +314,36 @@ def test_command_class_must_match_dataset(node, scu_dir):
     assert_storage_clean(node)
 
 
+def test_dataset_is_parsed_from_memory_within_the_buffers_and_from_the_file_beyond(node, scu_dir):
+    """The node parses what it received from its write buffers (1 MiB) and
+    reads larger instances back from the file: one instance each side of
+    that edge, and a small one, are all stored as sent, and the debug log
+    says which way each was parsed (so a memory path that always fell back
+    to the file would show here)."""
+    sizes = {"parse-small": 16, "parse-900k": 660, "parse-2m": 1024}  # rows = columns
+    files = {}
+    for name, n in sizes.items():
+        files[name] = gen_corpus.make_instance(
+            os.path.join(scu_dir, name + ".dcm"), name=name,
+            set_attrs={"Rows": n, "Columns": n, "PixelData": os.urandom(n * n * 2)})
+    assert files["parse-900k"]["size"] < 1024 * 1024 < files["parse-2m"]["size"]
+
+    run = H.storescu(node.port, [f["path"] for f in files.values()], scu_dir)
+    assert run.all_success(), run.summary()
+
+    rows = {r["sop_uid"]: r for r in C.instance_rows(node)}
+    expect = {"parse-small": "memory", "parse-900k": "memory", "parse-2m": "file"}
+    for name, f in files.items():
+        row = rows[f["sop_instance_uid"]]
+        assert row["size"] > f["size"] - 1024, (name, row["size"], f["size"])
+        assert not C.compare_part10(f["path"], stored_path(node, row), f["sop_class_uid"],
+                                    f["sop_instance_uid"], f["transfer_syntax_uid"]), name
+        line = assert_log(node, r"stored %s \(%d bytes, parsed from " % (
+            re.escape(f["sop_instance_uid"]), row["size"]), what="the store of " + name)
+        assert "parsed from %s)" % expect[name] in line, (name, line)
+    assert_storage_clean(node)
+
+
 # --------------------------------------------------------------------------
 # Concurrency
 

@@ -6,6 +6,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +17,7 @@
 
 #include "fsio.h"
 #include "storage.h"
+#include "writer.h"
 
 static char root[64];
 static pn_fsio_ops real;
@@ -100,6 +102,7 @@ static int teardown(void **state)
 {
 	(void)state;
 	pn_fsio = real;
+	pn_writer_thread_create = pthread_create;
 	char cmd[128];
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", root);
 	assert_int_equal(system(cmd), 0);
@@ -144,9 +147,9 @@ static void happy_path(void **state)
 	pn_storage_free(s);
 }
 
-static void write_fails(void **state)
+static void check_write_failure(void)
 {
-	(void)state;
+	int files_before = count_files(root);
 	pn_storage *s = NULL;
 	assert_int_equal(pn_storage_open(root, &s), 0);
 	pn_fsio.writev = failing_writev;
@@ -162,8 +165,15 @@ static void write_fails(void **state)
 	assert_int_equal(pn_storage_file_wait(f), -ENOSPC);
 	assert_int_equal(pn_storage_file_sync(f), -ENOSPC); /* the same outcome */
 	pn_storage_file_discard(f);
-	assert_int_equal(count_files(root), 0);
+	assert_int_equal(count_files(root), files_before);
 	pn_storage_free(s);
+	pn_fsio = real;
+}
+
+static void write_fails(void **state)
+{
+	(void)state;
+	check_write_failure();
 }
 
 static void fsync_and_link_fail(void **state)
@@ -506,9 +516,8 @@ static void store_pattern(pn_storage *s, size_t len, const char *uid)
 /* Sizes around the buffers' and the blocks' edges, with O_DIRECT (the
  * tail shorter than a block goes through the page cache) and without
  * (where the file system refuses it). */
-static void direct_and_buffered(void **state)
+static void store_sizes(void)
 {
-	(void)state;
 	const size_t sizes[] = {1, 4095, 4096, 131072, 131073, 3 * 131072 + 1234, 8 * 131072, 8 * 131072 + 1, 2500000};
 	for (int mode = 0; mode < 2; mode++) {
 		refuse_direct = mode == 1;
@@ -532,6 +541,34 @@ static void direct_and_buffered(void **state)
 		}
 	}
 	refuse_direct = false;
+}
+
+static void direct_and_buffered(void **state)
+{
+	(void)state;
+	store_sizes();
+}
+
+static int thread_refusals;
+
+static int refuse_thread(pthread_t *thread, const pthread_attr_t *attr, void *(*start)(void *), void *arg)
+{
+	(void)thread, (void)attr, (void)start, (void)arg;
+	thread_refusals++;
+	return EAGAIN;
+}
+
+/* No writer thread (the system refused one): the worker writes and
+ * fsyncs when it queues, with the same results and the same errors. */
+static void without_writer_thread(void **state)
+{
+	(void)state;
+	pn_writer_thread_create = refuse_thread;
+	thread_refusals = 0;
+	store_sizes();
+	check_write_failure();
+	pn_writer_thread_create = pthread_create;
+	assert_true(thread_refusals >= 3); /* each storage made its writer inline */
 }
 
 static void full_path(void **state)
@@ -566,6 +603,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(recovery_stops_on_errors, setup, teardown),
 	    cmocka_unit_test_setup_teardown(spare_files, setup, teardown),
 	    cmocka_unit_test_setup_teardown(direct_and_buffered, setup, teardown),
+	    cmocka_unit_test_setup_teardown(without_writer_thread, setup, teardown),
 	    cmocka_unit_test_setup_teardown(full_path, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
