@@ -16,7 +16,7 @@ REPO_DIR=$(dirname "$BENCH_DIR")
 
 COUNT=2000
 RECEIVERS="storescp,orthanc,pacsnode"
-STORESCP_FORK=1          # also measure "storescp --fork" on 4 associations
+INFO_ROWS=1              # also measure "storescp --ignore" (1 assoc) and "storescp --fork" (4)
 SETTLE_SECONDS=${BENCH_SETTLE_SECONDS:-8}   # pause after each run (see settle)
 KEEP=0
 USE_NETNS=1
@@ -36,7 +36,8 @@ usage: bash bench/store/run.sh [options]
                         table shows the median (default 3)
   --only LIST           receivers to run, comma separated, from
                         storescp,orthanc,pacsnode (default: all three)
-  --no-storescp-fork    skip the informational "storescp --fork" row
+  --no-info-rows        skip the informational "storescp --ignore" and
+                        "storescp --fork" rows
   --work-base DIR       where the temporary work dir is made (default
                         \$BENCH_WORK_BASE or /var/tmp; must be a real disk,
                         not tmpfs, for fsync to mean anything)
@@ -58,7 +59,7 @@ while [ $# -gt 0 ]; do
         --repeat=*) REPEAT=${1#*=}; shift ;;
         --only) RECEIVERS=${2:?}; shift 2 ;;
         --only=*) RECEIVERS=${1#*=}; shift ;;
-        --no-storescp-fork) STORESCP_FORK=0; shift ;;
+        --no-info-rows) INFO_ROWS=0; shift ;;
         --work-base) WORK_BASE=${2:?}; shift 2 ;;
         --results) RESULTS_FILE=${2:?}; shift 2 ;;
         --no-netns) USE_NETNS=0; shift ;;
@@ -205,24 +206,25 @@ record() {
 PG_OPTS="-c wal_sync_method=fdatasync"   # for pg_start (bench/lib.sh)
 
 # ----- receivers ------------------------------------------------------------
-run_storescp() {               # run_storescp K [fork]
-    local k=$1 mode=${2:-} name=storescp label=storescp secs rc=0 stored
-    [ "$mode" = fork ] && label="storescp --fork"
+run_storescp() {               # run_storescp K [fork|ignore]
+    local k=$1 mode=${2:-} name=storescp label=storescp secs rc=0 stored expect=$COUNT
+    [ -n "$mode" ] && label="storescp --$mode"
+    [ "$mode" = ignore ] && expect=0   # receives every byte, writes nothing
     local dir=$WORK/store-storescp-$k${mode:+-$mode} port
     mkdir -p "$dir"; chown "$RUN_USER:" "$dir"
     port=$(free_port)
-    start_server "$name" "$dir.log" env TCP_NODELAY=1 storescp ${mode:+--fork} -dhl \
+    start_server "$name" "$dir.log" env TCP_NODELAY=1 storescp ${mode:+--$mode} -dhl \
         -aet STORESCP --max-pdu "$PDU" -od "$dir" "$port"
     if ! wait_echo "$name" "$port" STORESCP "$dir.log"; then
         stop_pidfile "$WORK/$name.pid"
         record "$label" "$k" FAIL "" 0 "did not start: $START_ERROR"
         retire "$dir"; return 0
     fi
-    log "run $REP/$REPEAT: storescp${mode:+ --fork}, $k association(s)"
-    secs=$(send "$k" "storescp${mode:+fork}" "$port" STORESCP) || rc=1
+    log "run $REP/$REPEAT: storescp${mode:+ --$mode}, $k association(s)"
+    secs=$(send "$k" "storescp$mode" "$port" STORESCP) || rc=1
     stop_pidfile "$WORK/$name.pid"
     stored=$(count_files "$dir")
-    if [ $rc = 0 ] && [ "$stored" = "$COUNT" ]; then
+    if [ $rc = 0 ] && [ "$stored" = "$expect" ]; then
         record "$label" "$k" ok "$secs" "$stored" "files in -od dir"
     else
         record "$label" "$k" FAIL "$secs" "$stored" "files in -od dir; sender rc=$rc"
@@ -399,7 +401,9 @@ run_one() {                    # run_one RECEIVER K
         storescp)
             if want storescp; then
                 run_storescp "$2"
-                if [ "$2" != 1 ] && [ "$STORESCP_FORK" = 1 ]; then run_storescp "$2" fork; fi
+                if [ "$INFO_ROWS" = 1 ]; then
+                    if [ "$2" = 1 ]; then run_storescp 1 ignore; else run_storescp "$2" fork; fi
+                fi
             fi ;;
         orthanc) if want orthanc; then run_orthanc "$2"; fi ;;
         pacsnode) if want pacsnode && [ -z "$PACSNODE_NOTE" ]; then run_pacsnode "$2"; fi ;;
