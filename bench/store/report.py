@@ -27,7 +27,8 @@ TARGETS = [
     ("Orthanc+PostgreSQL", 1, 3.0),
     ("Orthanc+PostgreSQL", 4, 3.0),
 ]
-INFO_RATIOS = [("storescp --ignore", 1), ("storescp --fork", 4)]
+IGNORE = "storescp --ignore --bit-preserving"
+INFO_RATIOS = [(IGNORE, 1), ("storescp --fork", 4)]
 
 
 
@@ -81,8 +82,9 @@ def main():
       % ("yes" if meta.get("netns") == "1" else "no"))
     p("")
 
-    hdr = "%-20s %5s %8s %8s %8s  %-11s %s" % (
-        "receiver", "assoc", "seconds", "inst/s", "MB/s", "stored", "inst/s of each run")
+    w = max([20] + [len(g[0]) for g in order])  # the receiver column
+    hdr = "%-*s %5s %8s %8s %8s  %-11s %s" % (
+        w, "receiver", "assoc", "seconds", "inst/s", "MB/s", "stored", "inst/s of each run")
     p(hdr)
     p("-" * len(hdr))
     rate = {}
@@ -93,8 +95,8 @@ def main():
         failed = [r for r in runs if r["status"] != "ok" or not r["secs"]]
         if failed:
             f = failed[0]
-            p("%-20s %5d %8s %8s %8s  %-11s FAILED in %d of %d runs: %s" % (
-                rcv, k, "-", "-", "-", "%s/%d" % (f["stored"], n),
+            p("%-*s %5d %8s %8s %8s  %-11s FAILED in %d of %d runs: %s" % (
+                w, rcv, k, "-", "-", "-", "%s/%d" % (f["stored"], n),
                 len(failed), len(runs), f["note"]))
             continue
         secs = statistics.median(r["secs"] for r in runs)
@@ -102,30 +104,31 @@ def main():
         mbs = runs[0]["bytes"] / 1e6 / secs
         rate[g] = ips
         each = ", ".join("%.0f" % (n / r["secs"]) for r in runs)
-        p("%-20s %5d %8.2f %8.1f %8.1f  %-11s %s" % (
-            rcv, k, secs, ips, mbs, "%s/%d" % (runs[0]["stored"], n), each))
+        p("%-*s %5d %8.2f %8.1f %8.1f  %-11s %s" % (
+            w, rcv, k, secs, ips, mbs, "%s/%d" % (runs[0]["stored"], n), each))
     if not any(r["rcv"] == "pacsnode" for r in rows):
-        p("%-20s %5s %8s %8s %8s  not run: %s" % (
-            "pacsnode", "-", "-", "-", "-", meta.get("pacsnode", "?")))
+        p("%-*s %5s %8s %8s %8s  not run: %s" % (
+            w, "pacsnode", "-", "-", "-", "-", meta.get("pacsnode", "?")))
     p("")
 
-    p("%-44s %6s %8s  %s" % ("ratio of instances/s", "value", "target", "result"))
+    lw = max([44] + [len("pacsnode / %s, %d assoc" % r) for r in INFO_RATIOS])
+    p("%-*s %6s %8s  %s" % (lw, "ratio of instances/s", "value", "target", "result"))
     for ref, k, target in TARGETS:
         label = "pacsnode / %s, %d assoc" % (ref, k)
         a, b = rate.get(("pacsnode", k)), rate.get((ref, k))
         if a is None or b is None:
             why = "pacsnode" if a is None else ref
-            p("%-44s %6s %8s  n/a (no valid %s measurement)"
-              % (label, "-", ">= %.1f" % target, why))
+            p("%-*s %6s %8s  n/a (no valid %s measurement)"
+              % (lw, label, "-", ">= %.1f" % target, why))
         else:
             v = a / b
-            p("%-44s %6.2f %8s  %s" % (label, v, ">= %.1f" % target,
+            p("%-*s %6.2f %8s  %s" % (lw, label, v, ">= %.1f" % target,
                                       "PASS" if v >= target else "FAIL"))
     for ref, k in INFO_RATIOS:
         a, b = rate.get(("pacsnode", k)), rate.get((ref, k))
         if a is not None and b is not None:
-            p("%-44s %6.2f %8s  (information only)"
-              % ("pacsnode / %s, %d assoc" % (ref, k), a / b, "-"))
+            p("%-*s %6.2f %8s  (information only)"
+              % (lw, "pacsnode / %s, %d assoc" % (ref, k), a / b, "-"))
     floor_lines(meta, rate, p)
     print("\n".join(out))
 
@@ -175,16 +178,22 @@ def floor_lines(meta, rate, p):
           % (serial, serial / ref, target, target * ref))
         p("    overlapping the file's write-back with receiving it can do better")
     # What is left for a durable store once the sender's own work and the
-    # transfer are paid: storescp --ignore receives every byte and writes
-    # nothing.
-    ign, ref = rate.get(("storescp --ignore", 1)), rate.get(("storescp", 1))
+    # transfer are paid: storescp --ignore --bit-preserving writes every
+    # byte to /dev/null as it arrives, without parsing it.
+    ign, ref = rate.get((IGNORE, 1)), rate.get(("storescp", 1))
     if ign and ref:
         budget = 1000 / (0.6 * ref)
-        p("  1 assoc: storescu's own work and the transfer (storescp --ignore, nothing written) take")
-        p("    %.2f ms of every instance; at 0.6 x storescp (%.0f/s = %.2f ms an instance) that leaves"
-          % (1000 / ign, 0.6 * ref, budget))
-        p("    %.2f ms for the file's fsync and the commit, which cannot overlap the transfer"
-          % (budget - 1000 / ign))
+        p("  1 assoc: storescu's own work and the transfer (%s) take %.2f ms"
+          % (IGNORE, 1000 / ign))
+        if 1000 / ign < budget:
+            p("    of every instance; at 0.6 x storescp (%.0f/s = %.2f ms an instance) that leaves"
+              % (0.6 * ref, budget))
+            p("    %.2f ms for the file's fsync and the commit, which cannot overlap the transfer"
+              % (budget - 1000 / ign))
+        else:
+            p("    of every instance, more than 0.6 x storescp allows (%.2f ms): this run's noise"
+              % budget)
+
 
 if __name__ == "__main__":
     main()

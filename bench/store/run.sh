@@ -16,7 +16,7 @@ REPO_DIR=$(dirname "$BENCH_DIR")
 
 COUNT=2000
 RECEIVERS="storescp,orthanc,pacsnode"
-INFO_ROWS=1              # also measure "storescp --ignore" (1 assoc) and "storescp --fork" (4)
+INFO_ROWS=1              # also measure "storescp --ignore --bit-preserving" (1 assoc) and "storescp --fork" (4)
 SETTLE_SECONDS=${BENCH_SETTLE_SECONDS:-8}   # pause after each run (see settle)
 KEEP=0
 USE_NETNS=1
@@ -36,8 +36,8 @@ usage: bash bench/store/run.sh [options]
                         table shows the median (default 3)
   --only LIST           receivers to run, comma separated, from
                         storescp,orthanc,pacsnode (default: all three)
-  --no-info-rows        skip the informational "storescp --ignore" and
-                        "storescp --fork" rows
+  --no-info-rows        skip the informational "storescp --ignore
+                        --bit-preserving" and "storescp --fork" rows
   --work-base DIR       where the temporary work dir is made (default
                         \$BENCH_WORK_BASE or /var/tmp; must be a real disk,
                         not tmpfs, for fsync to mean anything)
@@ -207,20 +207,24 @@ PG_OPTS="-c wal_sync_method=fdatasync"   # for pg_start (bench/lib.sh)
 
 # ----- receivers ------------------------------------------------------------
 run_storescp() {               # run_storescp K [fork|ignore]
-    local k=$1 mode=${2:-} name=storescp label=storescp secs rc=0 stored expect=$COUNT
-    [ -n "$mode" ] && label="storescp --$mode"
-    [ "$mode" = ignore ] && expect=0   # receives every byte, writes nothing
+    local k=$1 mode=${2:-} name=storescp label=storescp secs rc=0 stored expect=$COUNT flags=()
+    case $mode in
+        fork) flags=(--fork) ;;
+        # every byte received and written to /dev/null as it comes, not parsed
+        ignore) flags=(--ignore --bit-preserving); expect=0 ;;
+    esac
+    [ -n "$mode" ] && label="storescp ${flags[*]}"
     local dir=$WORK/store-storescp-$k${mode:+-$mode} port
     mkdir -p "$dir"; chown "$RUN_USER:" "$dir"
     port=$(free_port)
-    start_server "$name" "$dir.log" env TCP_NODELAY=1 storescp ${mode:+--$mode} -dhl \
+    start_server "$name" "$dir.log" env TCP_NODELAY=1 storescp "${flags[@]}" -dhl \
         -aet STORESCP --max-pdu "$PDU" -od "$dir" "$port"
     if ! wait_echo "$name" "$port" STORESCP "$dir.log"; then
         stop_pidfile "$WORK/$name.pid"
         record "$label" "$k" FAIL "" 0 "did not start: $START_ERROR"
         retire "$dir"; return 0
     fi
-    log "run $REP/$REPEAT: storescp${mode:+ --$mode}, $k association(s)"
+    log "run $REP/$REPEAT: $label, $k association(s)"
     secs=$(send "$k" "storescp$mode" "$port" STORESCP) || rc=1
     stop_pidfile "$WORK/$name.pid"
     stored=$(count_files "$dir")
