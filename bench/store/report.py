@@ -181,7 +181,11 @@ def floor_lines(meta, rate, p):
     # transfer are paid: storescp --ignore --bit-preserving writes every
     # byte to /dev/null as it arrives, without parsing it.
     ign, ref = rate.get((IGNORE, 1)), rate.get(("storescp", 1))
-    if ign and ref:
+    if ign and ref and ign <= ref:
+        p("  1 assoc: %s (%.0f/s) was not faster than storescp (%.0f/s) in this run:"
+          % (IGNORE, ign, ref))
+        p("    the machine's noise was larger than what writing the files costs storescp")
+    elif ign and ref:
         budget = 1000 / (0.6 * ref)
         p("  1 assoc: storescu's own work and the transfer (%s) take %.2f ms"
           % (IGNORE, 1000 / ign))
