@@ -5,6 +5,7 @@
 #include <dcmtk/dcmdata/dcdatset.h>
 #include <dcmtk/dcmdata/dcdeftag.h>
 #include <dcmtk/dcmdata/dcfilefo.h>
+#include <dcmtk/dcmdata/dcistrma.h>
 #include <dcmtk/dcmdata/dcistrmb.h>
 #include <dcmtk/dcmdata/dcmetinf.h>
 #include <dcmtk/dcmdata/dcostrmb.h>
@@ -115,6 +116,128 @@ extern "C" int pn_dcm_ds_load(const char *path, pn_dcm_ds **ret_ds)
 	}
 }
 
+namespace
+{
+
+// The bytes of a file still in memory, in pieces, read in place: a value
+// longer than k_max_read_length is skipped and read from the pieces only
+// if asked for, as dcmtk does with a file. The pieces must outlive the
+// dataset.
+class PartsProducer : public DcmProducer
+{
+      public:
+	PartsProducer(const std::vector<pn_dcm_part> &parts, offile_off_t at) : parts_(parts)
+	{
+		for (const pn_dcm_part &p : parts_)
+			total_ += (offile_off_t)p.len;
+		pos_ = at < total_ ? at : total_;
+	}
+	OFBool good() const override
+	{
+		return OFTrue;
+	}
+	OFCondition status() const override
+	{
+		return EC_Normal;
+	}
+	OFBool eos() override
+	{
+		return pos_ == total_;
+	}
+	offile_off_t avail() override
+	{
+		return total_ - pos_;
+	}
+	offile_off_t read(void *buf, offile_off_t len) override
+	{
+		unsigned char *to = static_cast<unsigned char *>(buf);
+		offile_off_t done = 0, start = 0;
+		for (const pn_dcm_part &p : parts_) {
+			offile_off_t end = start + (offile_off_t)p.len;
+			if (pos_ < end && done < len) {
+				offile_off_t n = end - pos_ < len - done ? end - pos_ : len - done;
+				memcpy(to + done, static_cast<const unsigned char *>(p.data) + (pos_ - start),
+				       (size_t)n);
+				pos_ += n;
+				done += n;
+			}
+			start = end;
+		}
+		return done;
+	}
+	offile_off_t skip(offile_off_t len) override
+	{
+		offile_off_t n = len < total_ - pos_ ? len : total_ - pos_;
+		pos_ += n;
+		return n;
+	}
+	void putback(offile_off_t len) override
+	{
+		pos_ -= len < pos_ ? len : pos_;
+	}
+	offile_off_t pos() const
+	{
+		return pos_;
+	}
+	const std::vector<pn_dcm_part> &parts() const
+	{
+		return parts_;
+	}
+
+      private:
+	std::vector<pn_dcm_part> parts_;
+	offile_off_t total_ = 0, pos_ = 0;
+};
+
+class PartsStream : public DcmInputStream
+{
+      public:
+	PartsStream(const std::vector<pn_dcm_part> &parts, offile_off_t at)
+	    : DcmInputStream(&producer_), producer_(parts, at)
+	{
+	}
+	DcmInputStreamFactory *newFactory() const override;
+
+      private:
+	PartsProducer producer_;
+};
+
+class PartsStreamFactory : public DcmInputStreamFactory
+{
+      public:
+	PartsStreamFactory(const std::vector<pn_dcm_part> &parts, offile_off_t at) : parts_(parts), at_(at)
+	{
+	}
+	DcmInputStream *create() const override
+	{
+		return new PartsStream(parts_, at_);
+	}
+	DcmInputStreamFactory *clone() const override
+	{
+		return new PartsStreamFactory(*this);
+	}
+	// dcmtk knows file factories only, and does not look at this
+	DcmInputStreamFactoryType ident() const override
+	{
+		return DFT_DcmInputTempFileStreamFactory;
+	}
+
+      private:
+	std::vector<pn_dcm_part> parts_;
+	offile_off_t at_;
+};
+
+DcmInputStreamFactory *PartsStream::newFactory() const
+{
+	// Behind a zlib filter (deflated syntax) positions are not the
+	// pieces': such values are read at once.
+	if (currentProducer() != &producer_)
+		return nullptr;
+	return new PartsStreamFactory(producer_.parts(), producer_.pos());
+}
+
+} // namespace
+
 extern "C" int pn_dcm_ds_load_parts(const pn_dcm_part *parts, size_t n, pn_dcm_ds **ret_ds)
 {
 	pn_dcm_ds *d = nullptr;
@@ -122,22 +245,12 @@ extern "C" int pn_dcm_ds_load_parts(const pn_dcm_part *parts, size_t n, pn_dcm_d
 		d = new pn_dcm_ds();
 		d->ff = new DcmFileFormat();
 		d->item = d->ff->getDataset();
-		// As loadFile() reads a file, but fed piece by piece: the parser
-		// asks for more (EC_StreamNotifyClient) at the end of each piece.
-		DcmInputBufferStream in;
-		OFCondition c = EC_StreamNotifyClient;
+		// As loadFile() reads a file.
+		PartsStream in(std::vector<pn_dcm_part>(parts, parts + n), 0);
 		d->ff->transferInit();
-		for (size_t i = 0; i < n && c == EC_StreamNotifyClient; i++) {
-			if (parts[i].len % 2 != 0 && i + 1 < n)
-				break; /* setBuffer() wants even lengths but at the end */
-			in.setBuffer(parts[i].data, (offile_off_t)parts[i].len);
-			if (i + 1 == n)
-				in.setEos();
-			c = d->ff->read(in, EXS_Unknown, EGL_noChange, k_max_read_length);
-			in.releaseBuffer();
-		}
+		OFCondition c = d->ff->read(in, EXS_Unknown, EGL_noChange, k_max_read_length);
 		d->ff->transferEnd();
-		if (c.bad() || in.status().bad()) {
+		if (c.bad()) {
 			delete d;
 			return -EBADMSG;
 		}
@@ -153,11 +266,6 @@ extern "C" void pn_dcm_ds_free(pn_dcm_ds *ds)
 {
 	delete ds;
 }
-
-namespace
-{
-
-} // namespace
 
 void pn_dcm_text_values(DcmItem *item, std::vector<pn_dcm_text_value> &out)
 {

@@ -235,8 +235,9 @@ void pn_dcm_assoc_free(pn_dcm_assoc *assoc);
 
 /* Loads a Part-10 file. Large values stay on disk until asked for. */
 int pn_dcm_ds_load(const char *path, pn_dcm_ds **ret_ds);
-/* The same from a Part-10 file's bytes in memory, in n pieces (each but the
- * last of even length). Values are all loaded. 0, -EBADMSG or -ENOMEM. */
+/* The same from a Part-10 file's bytes in memory, in n pieces. Large values
+ * are read from the pieces when asked for, so the pieces must stay as they
+ * are until the dataset is freed. 0, -EBADMSG or -ENOMEM. */
 typedef struct {
 	const void *data;
 	size_t len;
