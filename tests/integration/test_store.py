@@ -344,6 +344,28 @@ def test_dataset_is_parsed_from_memory_within_the_buffers_and_from_the_file_beyo
     assert_storage_clean(node)
 
 
+def test_text_values_over_4_kib_are_indexed_whole(node, scu_dir):
+    """Values over 4 KiB are left in the received bytes while parsing and
+    read from them only when the index needs them: a 6,000-character
+    ImageComments (LT) must reach the instance's attribute blob whole, from
+    a small instance (parsed from memory) and from a 2 MB one (read back
+    from the file)."""
+    import findscu_util
+    comments = "".join("note-%05d;" % i for i in range(600))[:6000]
+    assert len(comments) == 6000 and not comments.endswith(" ")
+    files = [gen_corpus.make_instance(os.path.join(scu_dir, name + ".dcm"), name=name,
+                                      set_attrs=dict({"ImageComments": comments}, **extra))
+             for name, extra in (("long-text-small", {}),
+                                 ("long-text-2m", {"Rows": 1024, "Columns": 1024,
+                                                   "PixelData": bytes(1024 * 1024 * 2)}))]
+    run = H.storescu(node.port, [f["path"] for f in files], scu_dir)
+    assert run.all_success(), run.summary()
+    for f in files:
+        [row] = node.query("SELECT attrs FROM instance WHERE sop_uid = %s", (f["sop_instance_uid"],))
+        blob = findscu_util.read_identifier(bytes(row["attrs"]))
+        assert blob.ImageComments == comments, f["path"]
+
+
 # --------------------------------------------------------------------------
 # Concurrency
 
