@@ -96,6 +96,14 @@ int pn_dcm_encode(DcmItem &ds, E_TransferSyntax xfer, bool group_length, std::ve
 	}
 }
 
+int pn_dcm_read(DcmObject &obj, DcmInputStream &in, E_TransferSyntax xfer, Uint32 max_read)
+{
+	obj.transferInit();
+	OFCondition c = obj.read(in, xfer, EGL_noChange, max_read);
+	obj.transferEnd();
+	return c.good() ? 0 : -EBADMSG;
+}
+
 extern "C" int pn_dcm_ds_load(const char *path, pn_dcm_ds **ret_ds)
 {
 	pn_dcm_ds *d = nullptr;
@@ -245,12 +253,8 @@ extern "C" int pn_dcm_ds_load_parts(const pn_dcm_part *parts, size_t n, pn_dcm_d
 		d = new pn_dcm_ds();
 		d->ff = new DcmFileFormat();
 		d->item = d->ff->getDataset();
-		// As loadFile() reads a file.
 		PartsStream in(std::vector<pn_dcm_part>(parts, parts + n), 0);
-		d->ff->transferInit();
-		OFCondition c = d->ff->read(in, EXS_Unknown, EGL_noChange, k_max_read_length);
-		d->ff->transferEnd();
-		if (c.bad()) {
+		if (pn_dcm_read(*d->ff, in, EXS_Unknown, k_max_read_length) < 0) {
 			delete d;
 			return -EBADMSG;
 		}

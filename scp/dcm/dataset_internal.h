@@ -26,6 +26,11 @@ struct pn_dcm_ds {
 	}
 };
 
+// Reads `obj` (a file with its meta header, or a bare dataset) whole from
+// `in`, as DcmFileFormat::loadFile() does: values longer than max_read
+// stay in the stream if it can give them later. Returns 0 or -EBADMSG.
+int pn_dcm_read(DcmObject &obj, DcmInputStream &in, E_TransferSyntax xfer, Uint32 max_read);
+
 // Every non-empty text value (SH, LO, ST, LT, UC, UT, PN) of an item and
 // its sequences, in order; `raw` points into the element.
 struct pn_dcm_text_value {

@@ -232,10 +232,8 @@ extern "C" int pn_dcm_ds_load_buffer(const void *data, size_t len, pn_dcm_ds **r
 			DcmInputBufferStream in;
 			in.setBuffer(data, (offile_off_t)len);
 			in.setEos();
-			ds->transferInit();
-			OFCondition c = ds->read(in, EXS_LittleEndianExplicit, EGL_noChange);
-			ds->transferEnd();
-			if (c.bad()) {
+			// a buffer stream gives no value later: everything is read now
+			if (pn_dcm_read(*ds, in, EXS_LittleEndianExplicit, DCM_MaxReadLength) < 0) {
 				delete d;
 				return -EBADMSG;
 			}
