@@ -426,7 +426,7 @@ measure_floor() {              # measure_floor TAG
         f=$(/usr/bin/python3 "$HERE/floor.py" "$WORK/floor-$1-$k" "$COUNT" "$avg" "$k") || f="?"
         retire "$WORK/floor-$1-$k"
         c="?"
-        if [ -n "${PG_STARTED:-}" ]; then
+        if [ "$PG_STARTED" = 1 ]; then
             fresh_db "$db"
             psql_q "$db" "CREATE TABLE t (id bigserial PRIMARY KEY, v int)" >/dev/null
             echo 'INSERT INTO t (v) VALUES (:client_id);' > "$script"
