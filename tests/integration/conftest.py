@@ -24,6 +24,7 @@ import tempfile
 
 import pytest
 
+import pacsnode_checks as C
 import pacsnode_harness as H
 from pacsnode_harness import gen_corpus
 
@@ -192,7 +193,7 @@ def node_factory(request, pg_cluster, testdir, it_base):
                             % (rc, node.log_path, H.tail(node.log_path)))
         if getattr(node, "leftovers", None):
             problems.append("node left processes %s running after it exited" % node.leftovers)
-        wrong = _wrong_counts(node)
+        wrong = C.wrong_counts(node)
         if wrong:
             problems.append("kept counts differ from the rows (migrations 004 to 006) in "
                             "database %s: %s" % (node.dbname, wrong))
@@ -208,43 +209,6 @@ def node_factory(request, pg_cluster, testdir, it_base):
                 print("could not drop database %s: %s" % (node.dbname, e))
     if problems:
         pytest.fail("\n\n".join(problems), pytrace=False)
-
-
-# The counts C-FIND returns and Modalities in Study are kept in the rows by
-# triggers (db/migrations/004 and 005): after every test, whatever it
-# stored, duplicated, replaced, refused or crashed, they must equal what
-# the rows say, and no shard row may be left unfolded.
-_COUNT_CHECK = """
-SELECT 'series ' || s.pk FROM series s
- WHERE s.n_instances <> (SELECT count(*) FROM instance i WHERE i.series_fk = s.pk)
-UNION ALL
-SELECT 'study ' || t.pk FROM study t
- WHERE t.n_series <> (SELECT count(*) FROM series s WHERE s.study_fk = t.pk)
-    OR t.n_instances
-    <> (SELECT count(*) FROM instance i JOIN series s ON s.pk = i.series_fk WHERE s.study_fk = t.pk)
-    OR t.modalities IS DISTINCT FROM (SELECT string_agg(DISTINCT x.modality, '\\' ORDER BY x.modality)
-                                        FROM series x WHERE x.study_fk = t.pk)
-UNION ALL
-SELECT 'patient ' || p.pk FROM patient p
- WHERE p.n_studies <> (SELECT count(*) FROM study t WHERE t.patient_fk = p.pk)
-    OR p.n_series <> (SELECT count(*) FROM series s JOIN study t ON t.pk = s.study_fk WHERE t.patient_fk = p.pk)
-    OR p.n_instances <> (SELECT count(*) FROM instance i JOIN series s ON s.pk = i.series_fk
-         JOIN study t ON t.pk = s.study_fk WHERE t.patient_fk = p.pk)
-UNION ALL
-SELECT 'unfolded shard rows' WHERE EXISTS (SELECT 1 FROM series_count) OR EXISTS (SELECT 1 FROM study_count)
-    OR EXISTS (SELECT 1 FROM patient_count)
-LIMIT 5
-"""
-
-
-def _wrong_counts(node):
-    try:
-        if not node.query("SELECT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_name = 'study'"
-                          " AND column_name = 'modalities') AS have")[0]["have"]:
-            return None
-        return [r["?column?"] for r in node.query(_COUNT_CHECK)]
-    except Exception as e:  # the database may be gone on purpose
-        return None if "does not exist" in str(e) else "check failed: %s" % e
 
 
 @pytest.fixture

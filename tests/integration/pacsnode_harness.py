@@ -299,6 +299,18 @@ class Node:
         self._kill_group()
         return self.returncode
 
+    def kill(self):
+        """SIGKILL to the node's whole process group (listener and workers)
+        at once, as a crash or the OOM killer would; waits for the listener
+        and for every worker to be gone."""
+        os.killpg(self.pid, signal.SIGKILL)
+        self.returncode = self.proc.wait()
+        deadline = time.monotonic() + 10
+        while self._group_members() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not self._group_members(), "node processes survived SIGKILL"
+        return self.returncode
+
     def _group_members(self):
         """PIDs still in the node's process group (it leads its own session)."""
         out = []

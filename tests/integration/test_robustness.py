@@ -1,7 +1,8 @@
 """pacsnode when things go wrong: a failing disk, a database that goes away,
 peers that say nothing, too many associations, peers it must refuse, a crash
-left behind in the storage folder, a bad configuration file; and the one log
-line per association an operator reads afterwards.
+left behind in the storage folder, the node killed while it stores, a bad
+configuration file; and the one log line per association an operator reads
+afterwards.
 
 Each test checks the effect (statuses, rows, files, log lines, timings), not
 only that the node survived.
@@ -531,6 +532,62 @@ def test_crash_leftovers_are_recovered_at_start(node_factory, scu_dir):
     run = H.storescu(node.port, [c["path"]], scu_dir)
     assert run.all_success(), run.summary()
     assert_consistent(node)
+
+
+def test_killed_under_load_loses_no_acknowledged_instance(node_factory, scu_dir):
+    """SIGKILL to the whole node (listener and workers at once) while four
+    storescu processes store into one study, at three moments, with a
+    restart after each: every instance a sender was told had been stored
+    is there with the bytes it sent; no row lacks its file and no file its
+    row; tmp/ is empty; the kept counts agree with the rows. What the kills
+    cut off is sent again each time, and at the end the set is complete."""
+    node = node_factory()
+    total = 400
+    files = [gen_corpus.make_instance(os.path.join(scu_dir, "kill-%03d.dcm" % i), name="kill-%03d" % i,
+                                      patient_id="PN-KILL", study_uid="1.2.3.4242",
+                                      series_uid="1.2.3.4242.%d" % (i % 4), instance_number=str(i + 1),
+                                      set_attrs={"Rows": 128, "Columns": 128, "PixelData": bytes(128 * 128 * 2)})
+             for i in range(total)]
+    by_path = {f["path"]: f for f in files}
+    acked = {}
+
+    def check_stored(new):
+        rows = {r["sop_uid"]: r for r in C.instance_rows(node)}
+        lost = sorted(set(acked) - set(rows))
+        assert not lost, "acknowledged and lost: %s" % lost[:5]
+        assert_consistent(node)
+        for f in new:
+            row = rows[f["sop_instance_uid"]]
+            diffs = C.compare_part10(f["path"], os.path.join(node.storage, row["path"]),
+                                     f["sop_class_uid"], f["sop_instance_uid"], f["transfer_syntax_uid"])
+            assert not diffs, diffs
+        wrong = C.wrong_counts(node)
+        assert not wrong, "kept counts: %s" % wrong
+        return rows
+
+    for kill_at in (40, 140, 240, None):
+        todo = [f["path"] for f in files if f["sop_instance_uid"] not in acked]
+        group = H.StorescuGroup(node.port, [todo[k::4] for k in range(4)], scu_dir)
+        if kill_at is not None:
+            deadline = time.monotonic() + 60
+            while node.count("instance") < kill_at:
+                assert time.monotonic() < deadline, "fewer than %d instances stored in 60 s" % kill_at
+                time.sleep(0.002)
+            node.kill()
+        runs = group.wait(120)
+        new = [by_path[r.path] for run in runs for r in run.results.values() if r.status == H.SUCCESS]
+        for f in new:
+            acked[f["sop_instance_uid"]] = f
+        if kill_at is None:
+            assert len(acked) == total, [r.summary(only_problems=True) for r in runs]
+            rows = check_stored(new)
+            assert len(rows) == total
+            break
+        assert len(new) < len(todo), "the kill came after the senders had finished: nothing was cut"
+        assert tmp_files(node), "nothing left in tmp/ for the recovery to settle"
+        offset = node.start_again()
+        wait_log(node, r"storage recovery after an unclean stop", "the start-up recovery", offset=offset)
+        check_stored(new)
 
 
 def test_replaced_file_left_by_a_crash_is_removed_at_start(node_factory, scu_dir):
