@@ -231,6 +231,13 @@ void pn_db_free(pn_db *db)
 	free(db);
 }
 
+void pn_db_restart(pn_db *db)
+{
+	PQreset(db->conn);
+	if (PQstatus(db->conn) == CONNECTION_OK)
+		db->conn_gen++;
+}
+
 int pn_db_ensure_connected(pn_db *db)
 {
 	if (!db)

@@ -83,6 +83,10 @@ int pn_db_async_outcome(pn_db *db);
 
 /* Rolls back an open transaction, if any, keeping the recorded error. */
 void pn_db_rollback(pn_db *db);
+/* Drops the connection and makes a new one at once (the old one is in a
+ * state no ordinary call can use); if that fails, the next
+ * pn_db_ensure_connected() tries again. */
+void pn_db_restart(pn_db *db);
 
 /* Sleeps between half and all of min(cap_ms, base_ms << attempt). */
 void pn_db_backoff(pn_db *db, unsigned attempt, unsigned base_ms, unsigned cap_ms);

@@ -534,7 +534,12 @@ static void pipeline_drain(pn_db *db)
 		if (st == PGRES_PIPELINE_SYNC)
 			break;
 	}
-	PQexitPipelineMode(db->conn);
+	if (PQexitPipelineMode(db->conn) != 1) {
+		/* Results that never came: the connection died under the
+		 * pipeline, and libpq, still in pipeline mode, refuses every
+		 * ordinary call. Start over on a new connection. */
+		pn_db_restart(db);
+	}
 }
 
 int pn_index_begin_send(pn_db *db, const pn_instance_rec *rec)

@@ -82,10 +82,15 @@ def tail(path, lines=40):
 
 
 class PgCluster:
-    """A throw-away cluster: initdb into base/pg, unix socket only, trust."""
+    """A throw-away cluster: initdb into base/pg, unix socket only, trust.
+    Tests run it without fsync and with asynchronous commit (a test never
+    outlives the machine's page cache); `settings` overrides those."""
 
-    def __init__(self, base, user):
+    def __init__(self, base, user, settings=None):
         self.user = user
+        self.settings = {"fsync": "off", "full_page_writes": "off", "synchronous_commit": "off",
+                         "max_connections": "200"}
+        self.settings.update(settings or {})
         self.dir = make_dir(os.path.join(base, "pg"), user, 0o700)
         self.data = os.path.join(self.dir, "data")
         self.sockdir = self.dir
@@ -106,11 +111,23 @@ class PgCluster:
     def start(self):
         self._run(os.path.join(PG_BIN, "initdb"), "-D", self.data, "-U", "postgres",
                   "-A", "trust", "-E", "UTF8", "--no-locale", "--no-sync")
-        opts = ("-c listen_addresses='' -k %s -c fsync=off -c full_page_writes=off "
-                "-c synchronous_commit=off -c max_connections=200" % self.sockdir)
+        self.start_again()
+
+    def start_again(self):
+        """pg_ctl start on the existing data directory (after crash(), it
+        replays the WAL first)."""
+        opts = "-c listen_addresses='' -k %s %s" % (
+            self.sockdir, " ".join("-c %s=%s" % kv for kv in sorted(self.settings.items())))
         self._run(os.path.join(PG_BIN, "pg_ctl"), "-D", self.data, "-l", self.log_path,
                   "-w", "-t", "60", "-o", opts, "start")
         self.running = True
+
+    def crash(self):
+        """Immediate shutdown: every backend is killed at once, nothing is
+        checkpointed, and the next start runs crash recovery."""
+        self._run(os.path.join(PG_BIN, "pg_ctl"), "-D", self.data, "-m", "immediate", "-w",
+                  "-t", "60", "stop")
+        self.running = False
 
     def stop(self):
         if self.running:

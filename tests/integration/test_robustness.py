@@ -16,6 +16,7 @@ import resource
 import socket
 import struct
 import subprocess
+import tempfile
 import time
 
 import psycopg2
@@ -588,6 +589,52 @@ def test_killed_under_load_loses_no_acknowledged_instance(node_factory, scu_dir)
         offset = node.start_again()
         wait_log(node, r"storage recovery after an unclean stop", "the start-up recovery", offset=offset)
         check_stored(new)
+
+
+def own_cluster(it_base):
+    """A started cluster of the test's own, committing synchronously as in
+    production: the shared test cluster commits asynchronously, which an
+    immediate stop may undo. Under the worker's short base directory: a
+    socket path has 107 bytes."""
+    base, user = it_base
+    pgbase = tempfile.mkdtemp(prefix="pgc-", dir=base)
+    os.chmod(pgbase, 0o755)
+    cluster = H.PgCluster(pgbase, user, settings={"synchronous_commit": "on"})
+    cluster.start()
+    return cluster
+
+
+def test_postgres_restart_while_idle_costs_no_store(testdir, it_base, scu_dir):
+    """PostgreSQL crashes and comes back while the node is idle: the first
+    store afterwards finds its worker's connection dead (on the pipelined
+    path, where libpq then refuses ordinary calls), reconnects and
+    succeeds; no store is refused."""
+    cluster = own_cluster(it_base)
+    node = None
+    try:
+        cluster.create_db("idle")
+        node = H.Node(cluster, H.make_dir(os.path.join(testdir, "node"), it_base[1]), "idle", it_base[1],
+                      workers=1, max_associations=2)
+        node.start()
+        files = [gen_corpus.make_instance(os.path.join(scu_dir, "idle-%d.dcm" % i), name="idle-%d" % i,
+                                          study_uid="1.2.3.4545", series_uid="1.2.3.4545.1")
+                 for i in range(4)]
+        run = H.storescu(node.port, [f["path"] for f in files[:2]], scu_dir)
+        assert run.all_success(), run.summary()
+        for _ in range(2):
+            cluster.crash()
+            cluster.start_again()
+        run = H.storescu(node.port, [f["path"] for f in files[2:]], scu_dir)
+        assert run.all_success(), run.summary()
+        assert len(C.instance_rows(node)) == 4
+        assert_consistent(node)
+        assert not C.wrong_counts(node)
+    finally:
+        if node is not None:
+            node.stop()
+            found = node.sanitizer_reports()
+            assert not found, "%s in %s" % (found, node.log_path)
+        cluster.stop()
 
 
 def test_replaced_file_left_by_a_crash_is_removed_at_start(node_factory, scu_dir):
