@@ -33,6 +33,10 @@ struct pn_db {
 		char patient_id[257], issuer[257]; /* LO: 64 characters of UTF-8 */
 		char series_pk[24];
 	} committed, pending;
+	/* index.c: the transaction id (xid8, as text) of the open storing
+	 * transaction once its instance statement has run, "" before: what
+	 * to ask about if the answer to its COMMIT is lost. */
+	char xact[24];
 	char sqlstate[6];
 	char errmsg[512];
 	/* An asynchronous statement sent and not collected yet (the count

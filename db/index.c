@@ -50,6 +50,7 @@ enum stmt_id {
 	ST_INSTANCE_LOCK,
 	ST_INSTANCE_UPDATE,
 	ST_PATH_REFERENCED,
+	ST_XACT_STATUS,
 	ST_GARBAGE_INSERT,
 	ST_GARBAGE_DELETE,
 	ST_GARBAGE_LIST,
@@ -85,12 +86,13 @@ static const struct {
     [ST_SERIES_SELECT] = {"pn_index_series_select", "t", "SELECT pk, study_fk FROM series WHERE series_uid = $1"},
     [ST_INSTANCE_INSERT] = {"pn_index_instance_insert", INSTANCE_TYPES,
                             "INSERT INTO instance (" INSTANCE_COLUMNS ") VALUES (" INSTANCE_VALUES ")"
-                            " ON CONFLICT (sop_uid) DO NOTHING RETURNING pk"},
+                            " ON CONFLICT (sop_uid) DO NOTHING RETURNING pk, pg_current_xact_id()::text"},
     [ST_INSTANCE_LOCK] = {"pn_index_instance_lock", "t", "SELECT pk, path FROM instance WHERE sop_uid = $1 FOR UPDATE"},
     [ST_INSTANCE_UPDATE] = {"pn_index_instance_update", INSTANCE_TYPES "t",
                             "UPDATE instance SET (" INSTANCE_COLUMNS ", received_at) = (" INSTANCE_VALUES
-                            ", now()) WHERE pk = $24::bigint"},
+                            ", now()) WHERE pk = $24::bigint RETURNING pg_current_xact_id()::text"},
     [ST_PATH_REFERENCED] = {"pn_index_path_referenced", "t", "SELECT EXISTS (SELECT 1 FROM instance WHERE path = $1)"},
+    [ST_XACT_STATUS] = {"pn_index_xact_status", "t", "SELECT pg_xact_status($1::xid8)"},
     [ST_GARBAGE_INSERT] = {"pn_index_garbage_insert", "t",
                            "INSERT INTO storage_garbage (path) VALUES ($1) ON CONFLICT DO NOTHING"},
     [ST_GARBAGE_DELETE] = {"pn_index_garbage_delete", "t", "DELETE FROM storage_garbage WHERE path = $1"},
@@ -153,6 +155,13 @@ static PGresult *run(pn_db *db, enum stmt_id id, const params *p)
 {
 	assert((size_t)p->n == strlen(stmts[id].types));
 	return PQexecPrepared(db->conn, stmts[id].name, p->n, p->values, p->lengths, p->formats, 0);
+}
+
+/* Keeps the storing transaction's id from column col of res's first row. */
+static void keep_xact(pn_db *db, const PGresult *res, int col)
+{
+	const char *x = PQntuples(res) == 1 && PQnfields(res) > col ? PQgetvalue(res, 0, col) : "";
+	snprintf(db->xact, sizeof db->xact, "%s", strlen(x) < sizeof db->xact ? x : "");
 }
 
 /* Copies a bigint from a text-format result. */
@@ -269,10 +278,11 @@ static int existing_instance(pn_db *db, const pn_instance_rec *rec, pn_dup_polic
 	instance_params(&p, rec, series_pk, size_text);
 	add_text(&p, pk);
 	res = run(db, ST_INSTANCE_UPDATE, &p);
-	if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
 		r = pn_db_fail(db, res);
 		goto fail;
 	}
+	keep_xact(db, res, 0);
 	PQclear(res);
 	/* The old file goes to the garbage list in the same transaction, so a
 	 * crash before it is unlinked cannot leave a file without a row. */
@@ -340,6 +350,7 @@ static int store_once(pn_db *db, const pn_instance_rec *rec, pn_dup_policy polic
 	/* Read committed whatever the server's default: the SELECT after an
 	 * INSERT ... DO NOTHING must see the row a concurrent transaction
 	 * committed while we waited for it. */
+	db->xact[0] = '\0';
 	r = pn_db_command(db, "BEGIN ISOLATION LEVEL READ COMMITTED");
 	if (r != 0)
 		goto fail;
@@ -424,6 +435,7 @@ instance:
 			goto done; /* our own row already: nothing to commit, but harmless */
 		goto rollback;
 	}
+	keep_xact(db, res, 1);
 	PQclear(res);
 
 	if (commit) {
@@ -556,6 +568,7 @@ int pn_index_begin_send(pn_db *db, const pn_instance_rec *rec)
 	instance_params(&p, rec, db->committed.series_pk, size_text);
 	if (PQenterPipelineMode(db->conn) != 1)
 		return 0;
+	db->xact[0] = '\0';
 	/* libpq copies the parameters into its buffer: the stack is fine */
 	if (PQsendQueryParams(db->conn, "BEGIN ISOLATION LEVEL READ COMMITTED", 0, NULL, NULL, NULL, NULL, 0) != 1 ||
 	    PQsendQueryPrepared(db->conn, stmts[ST_INSTANCE_INSERT].name, p.n, p.values, p.lengths, p.formats, 0) !=
@@ -584,6 +597,8 @@ int pn_index_begin_finish(pn_db *db, const pn_instance_rec *rec, pn_dup_policy p
 			ok = false;
 		} else if (step == 1) {
 			inserted = PQntuples(res) == 1;
+			if (inserted)
+				keep_xact(db, res, 1);
 		}
 		PQclear(res);
 		if (ok && (res = PQgetResult(db->conn)) != NULL) { /* the NULL after each result */
@@ -778,6 +793,45 @@ int pn_index_garbage_each(pn_db *db, int (*fn)(void *ctx, const char *path), voi
 	r = 0;
 	for (int i = 0; i < PQntuples(res) && r == 0; i++)
 		r = fn(ctx, PQgetvalue(res, i, 0));
+	PQclear(res);
+	return r;
+}
+
+const char *pn_index_xact(const pn_db *db)
+{
+	return db ? db->xact : "";
+}
+
+int pn_index_xact_committed(pn_db *db, const char *xact, bool *ret_committed)
+{
+	params p = {0};
+
+	if (!db || !xact || !xact[0] || !ret_committed)
+		return -EINVAL;
+	pn_db_settle(db);
+	pn_db_clear_error(db);
+	if (PQstatus(db->conn) != CONNECTION_OK && pn_db_ensure_connected(db) < 0)
+		return -ECONNREFUSED;
+	int r = prepare_statements(db);
+	if (r != 0)
+		return r == PN_DB_CONN_LOST ? -ECONNREFUSED : -EIO;
+	add_text(&p, xact);
+	PGresult *res = run(db, ST_XACT_STATUS, &p);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+		r = pn_db_fail(db, res);
+		return r == PN_DB_CONN_LOST ? -ECONNREFUSED : -EIO;
+	}
+	const char *st = PQgetvalue(res, 0, 0);
+	if (PQgetisnull(res, 0, 0)) {
+		/* too old for the commit log to tell: cannot be one of ours */
+		r = -ENOENT;
+	} else if (strcmp(st, "committed") == 0) {
+		*ret_committed = true;
+	} else if (strcmp(st, "aborted") == 0) {
+		*ret_committed = false;
+	} else {
+		r = -EAGAIN; /* in progress: its backend has not finished it yet */
+	}
 	PQclear(res);
 	return r;
 }

@@ -116,7 +116,8 @@ int pn_index_store(pn_db *db, const pn_instance_rec *rec, pn_dup_policy policy, 
  * or REPLACED (rolled back otherwise); then pn_index_commit_send() and
  * pn_index_commit_wait(), or pn_index_rollback(). commit_wait returns 0,
  * -EIO (not committed) or -ECONNRESET (the connection broke: whether it
- * committed is unknown; ask pn_index_path_referenced() after reconnecting). */
+ * committed is unknown: keep pn_index_xact() and ask
+ * pn_index_xact_committed()). */
 int pn_index_begin(pn_db *db, const pn_instance_rec *rec, pn_dup_policy policy, pn_index_outcome *ret_outcome,
                    char **ret_old_path);
 /* The same first step, pipelined, for an instance of the series this
@@ -162,6 +163,16 @@ int pn_index_fold_orphans(pn_db *db, int *ret_shards);
  * start-up, garbage_each lists what a crash left queued. */
 int pn_index_garbage_done(pn_db *db, const char *path);
 int pn_index_garbage_each(pn_db *db, int (*fn)(void *ctx, const char *path), void *ctx);
+
+/* The id of the storing transaction pn_index_begin() left open (xid8 as
+ * text), "" if it has none. Valid until the next begin. */
+const char *pn_index_xact(const pn_db *db);
+/* Whether that transaction committed, asked on this connection
+ * (reconnecting if it is broken): 0 with *ret_committed, -EAGAIN while it
+ * is still in progress (a backend whose client went away finishes the
+ * COMMIT it has read), -ENOENT if the server no longer knows it,
+ * -ECONNREFUSED, -EIO. */
+int pn_index_xact_committed(pn_db *db, const char *xact, bool *ret_committed);
 
 /* Crash recovery: whether an instance row references this relative path. */
 int pn_index_path_referenced(pn_db *db, const char *path, bool *ret_referenced);

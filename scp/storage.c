@@ -21,6 +21,9 @@
 #define PENDING_MAX 32
 /* Temporary files made ahead of time (see pn_storage_prepare). */
 #define SPARES_MAX 8
+/* Files whose COMMIT outcome was lost, kept for settling once the index
+ * answers again; more wait for start-up recovery. */
+#define ABANDONED_MAX 16
 
 struct pn_storage {
 	char *root;
@@ -36,6 +39,12 @@ struct pn_storage {
 		char dir[PN_REL_DIR_LEN + 1];
 	} pending[PENDING_MAX];
 	int n_pending;
+	struct {
+		char tmp_name[PN_REL_PATH_MAX];
+		char rel[PN_REL_PATH_MAX];
+		char note[PN_STORAGE_NOTE_MAX];
+	} abandoned[ABANDONED_MAX];
+	int n_abandoned;
 	char known_dir[PN_REL_DIR_LEN + 1]; /* last series folder seen to exist */
 	/* Creating a file costs up to half a millisecond here (after mass
 	 * deletions), and making its name durable a folder fsync: the next
@@ -473,10 +482,75 @@ void pn_storage_file_discard(pn_storage_file *f)
 	file_free(f);
 }
 
-void pn_storage_file_abandon(pn_storage_file *f)
+void pn_storage_file_abandon(pn_storage_file *f, const char *note)
 {
-	if (f)
-		file_free(f);
+	if (!f)
+		return;
+	pn_storage *s = f->s;
+	if (f->named && s->n_abandoned < ABANDONED_MAX && (!note || strlen(note) < PN_STORAGE_NOTE_MAX)) {
+		snprintf(s->abandoned[s->n_abandoned].tmp_name, PN_REL_PATH_MAX, "%s", f->tmp_name);
+		snprintf(s->abandoned[s->n_abandoned].rel, PN_REL_PATH_MAX, "%s", f->rel);
+		snprintf(s->abandoned[s->n_abandoned].note, PN_STORAGE_NOTE_MAX, "%s", note ? note : "");
+		s->n_abandoned++;
+	}
+	file_free(f);
+}
+
+/* A tmp/ entry whose final path is known and whose commit is settled:
+ * committed, its final name is made to exist and durable before the tmp
+ * name goes; not committed, both names go (the final one only if it is
+ * this very file). A failure leaves the tmp name for later. */
+static int settle_entry(pn_storage *s, const char *tmp_name, const char *rel, bool committed, pn_storage_recovery *st)
+{
+	if (committed) {
+		struct stat fst;
+		if (fstatat(s->root_fd, rel, &fst, 0) < 0 && errno == ENOENT) {
+			ensure_dirs(s, rel);
+			if (linkat(s->tmp_fd, tmp_name, s->root_fd, rel, 0) < 0)
+				return -errno;
+		}
+		char dir[PN_REL_DIR_LEN + 1];
+		snprintf(dir, sizeof(dir), "%.*s", PN_REL_DIR_LEN, rel);
+		int rc = fsync_dir_at(s->root_fd, dir);
+		if (rc < 0)
+			return rc;
+		st->kept++;
+	} else {
+		struct stat tst, fst;
+		if (fstatat(s->tmp_fd, tmp_name, &tst, 0) == 0 && fstatat(s->root_fd, rel, &fst, 0) == 0 &&
+		    tst.st_ino == fst.st_ino && tst.st_dev == fst.st_dev)
+			unlinkat(s->root_fd, rel, 0);
+		st->removed++;
+	}
+	unlinkat(s->tmp_fd, tmp_name, 0);
+	return 0;
+}
+
+bool pn_storage_has_abandoned(const pn_storage *s)
+{
+	return s->n_abandoned > 0;
+}
+
+int pn_storage_settle_abandoned(pn_storage *s, pn_storage_outcome_fn outcome, void *ctx, pn_storage_recovery *ret_stats)
+{
+	pn_storage_recovery st = {0};
+	int kept = 0, rc = 0;
+	for (int i = 0; i < s->n_abandoned; i++) {
+		int o = rc == 0 ? outcome(ctx, s->abandoned[i].rel, s->abandoned[i].note) : -EAGAIN;
+		if (o == 0 || o == 1)
+			o = settle_entry(s, s->abandoned[i].tmp_name, s->abandoned[i].rel, o == 1, &st);
+		if (o < 0) {
+			if (o != -EAGAIN && rc == 0)
+				rc = o; /* the rest wait for the next call */
+			if (kept != i)
+				s->abandoned[kept] = s->abandoned[i];
+			kept++;
+		}
+	}
+	s->n_abandoned = kept;
+	if (ret_stats)
+		*ret_stats = st;
+	return rc < 0 ? rc : kept;
 }
 
 const char *pn_storage_file_tmp_path(const pn_storage_file *f)
@@ -575,33 +649,10 @@ int pn_storage_recover(pn_storage *s, pn_storage_referenced_fn referenced, pn_st
 			break;
 		bool used = false;
 		rc = referenced(ctx, rel, &used);
+		if (rc == 0)
+			rc = settle_entry(s, e->d_name, rel, used, &st);
 		if (rc < 0)
-			break;
-		if (used) {
-			struct stat fst;
-			if (fstatat(s->root_fd, rel, &fst, 0) < 0 && errno == ENOENT) {
-				ensure_dirs(s, rel);
-				if (linkat(s->tmp_fd, e->d_name, s->root_fd, rel, 0) < 0) {
-					rc = -errno;
-					break; /* the tmp name stays for the next start */
-				}
-			}
-			/* the final name must be durable before the tmp one goes */
-			char dir[PN_REL_DIR_LEN + 1];
-			snprintf(dir, sizeof(dir), "%.*s", PN_REL_DIR_LEN, rel);
-			rc = fsync_dir_at(s->root_fd, dir);
-			if (rc < 0)
-				break;
-			st.kept++;
-		} else {
-			/* Only remove the final name if it is this very file. */
-			struct stat tst, fst;
-			if (fstatat(s->tmp_fd, e->d_name, &tst, 0) == 0 && fstatat(s->root_fd, rel, &fst, 0) == 0 &&
-			    tst.st_ino == fst.st_ino && tst.st_dev == fst.st_dev)
-				unlinkat(s->root_fd, rel, 0);
-			st.removed++;
-		}
-		unlinkat(s->tmp_fd, e->d_name, 0);
+			break; /* the tmp name stays for the next start */
 	}
 	closedir(d);
 	if (rc == 0) {

@@ -83,9 +83,13 @@ int pn_storage_file_done(pn_storage_file *f);
 int pn_storage_flush(pn_storage *s);
 /* On any failure before the commit: removes whatever was written, frees. */
 void pn_storage_file_discard(pn_storage_file *f);
-/* After a commit whose outcome is unknown: keeps both names for start-up
- * recovery to settle, and frees. */
-void pn_storage_file_abandon(pn_storage_file *f);
+/* After a commit whose outcome is unknown: keeps both names, and the file
+ * in a short list for pn_storage_settle_abandoned() (beyond it, or if the
+ * process ends first, start-up recovery settles them), and frees. `note`
+ * (shorter than PN_STORAGE_NOTE_MAX; NULL for none) is handed back to the
+ * settling callback: what to ask about. */
+#define PN_STORAGE_NOTE_MAX 24
+void pn_storage_file_abandon(pn_storage_file *f, const char *note);
 
 const char *pn_storage_file_tmp_path(const pn_storage_file *f); /* absolute */
 const char *pn_storage_file_rel_path(const pn_storage_file *f);
@@ -112,6 +116,19 @@ typedef struct {
 	unsigned strays;  /* files in tmp/ holding no stored instance (still being
 	                     received at the crash, or not ours): removed */
 } pn_storage_recovery;
+
+/* Callback for abandoned files: 1 if the instance at `rel` was committed,
+ * 0 if not, -EAGAIN while that is not known yet, or another negative
+ * errno. */
+typedef int (*pn_storage_outcome_fn)(void *ctx, const char *rel, const char *note);
+
+bool pn_storage_has_abandoned(const pn_storage *s);
+/* Settles the abandoned files whose outcome is now known, as start-up
+ * recovery would (kept and removed in *ret_stats). Stops asking at the
+ * first failure other than -EAGAIN. Returns how many stay abandoned, or
+ * that failure. */
+int pn_storage_settle_abandoned(pn_storage *s, pn_storage_outcome_fn outcome, void *ctx,
+                                pn_storage_recovery *ret_stats);
 
 /* Callback: the final relative path the store gave the instance in the
  * temporary file at `path`, whose name carries `generation`. -EBADMSG if

@@ -100,10 +100,63 @@ static void fold_failed(const pn_store_ctx *ctx)
 	pn_warning("could not update the kept counts (the next store retries): %s", pn_db_errmsg(ctx->db));
 }
 
+/* After a COMMIT whose answer was lost: did it commit? A backend whose
+ * client went away still finishes a COMMIT it has read, so first wait (up
+ * to wait_ms) until the transaction, asked about by its id, is no longer
+ * in progress; then the index says whether a row names our path (a later
+ * replace may have taken the row since). -EAGAIN: not known yet. */
+#define OUTCOME_WAIT_MS 1000
+#define OUTCOME_POLL_MS 20
+static int commit_outcome(const pn_store_ctx *ctx, const char *xact, const char *rel, int wait_ms, bool *ret)
+{
+	for (int waited = 0; xact[0]; waited += OUTCOME_POLL_MS) {
+		bool committed;
+		int r = pn_index_xact_committed(ctx->db, xact, &committed);
+		if (r == 0 || r == -ENOENT)
+			break;
+		if (r != -EAGAIN)
+			return r;
+		if (waited >= wait_ms)
+			return -EAGAIN;
+		struct timespec ts = {.tv_nsec = OUTCOME_POLL_MS * 1000000L};
+		nanosleep(&ts, NULL);
+	}
+	if (pn_db_ensure_connected(ctx->db) < 0)
+		return -ECONNREFUSED;
+	return pn_index_path_referenced(ctx->db, rel, ret);
+}
+
+static int abandoned_outcome(void *vctx, const char *rel, const char *xact)
+{
+	bool committed = false;
+	int r = commit_outcome(vctx, xact, rel, 0, &committed);
+	if (r == -ECONNREFUSED)
+		return -EAGAIN; /* the database is still away */
+	return r < 0 ? r : committed;
+}
+
+/* Files abandoned after a lost COMMIT answer are settled as soon as the
+ * index can tell, not only at the next start. */
+static void settle_abandoned(const pn_store_ctx *ctx)
+{
+	if (!ctx->db || !pn_storage_has_abandoned(ctx->storage))
+		return;
+	pn_storage_recovery st = {0};
+	int left = pn_storage_settle_abandoned(ctx->storage, abandoned_outcome, (void *)ctx, &st);
+	if (st.kept || st.removed)
+		pn_warning("settled %u instance file(s) whose COMMIT answer was lost: %u committed and kept, %u not "
+		           "committed and removed",
+		           st.kept + st.removed, st.kept, st.removed);
+	if (left < 0)
+		pn_warning("could not settle the files whose COMMIT answer was lost (retried later): %s",
+		           pn_db_errmsg(ctx->db));
+}
+
 void pn_store_settle(const pn_store_ctx *ctx)
 {
 	if (!ctx->db)
 		return;
+	settle_abandoned(ctx);
 	if (pn_index_fold_pending(ctx->db) && pn_index_fold_send(ctx->db) < 0) {
 		fold_failed(ctx);
 		return;
@@ -120,14 +173,6 @@ void pn_store_idle(const pn_store_ctx *ctx, pn_dcm_assoc *assoc)
 {
 	if (ctx->db && pn_index_fold_pending(ctx->db) && pn_dcm_wait_readable(assoc, FOLD_IDLE_MS) == 0)
 		pn_store_settle(ctx);
-}
-
-/* After a COMMIT whose answer was lost: did it commit? */
-static int committed_after_all(const pn_store_ctx *ctx, const char *rel, bool *ret)
-{
-	if (pn_db_ensure_connected(ctx->db) < 0)
-		return -ECONNREFUSED;
-	return pn_index_path_referenced(ctx->db, rel, ret);
 }
 
 /* Makes the named file durable and commits its row, in the order that
@@ -187,10 +232,13 @@ static unsigned short commit_instance(const pn_store_ctx *ctx, pn_storage_file *
 
 	bool committed = commit_rc == 0;
 	if (commit_rc == -ECONNRESET) {
-		int ask = committed_after_all(ctx, row->path, &committed);
+		char xact[PN_STORAGE_NOTE_MAX];
+		snprintf(xact, sizeof(xact), "%s", pn_index_xact(ctx->db));
+		int ask = commit_outcome(ctx, xact, row->path, OUTCOME_WAIT_MS, &committed);
 		if (ask < 0) {
-			/* Both names stay: start-up recovery settles it. */
-			pn_storage_file_abandon(file);
+			/* Both names stay until the index can tell (settle_abandoned)
+			 * or the next start. */
+			pn_storage_file_abandon(file, xact);
 			free(old_path);
 			snprintf(why, whylen, "database connection lost during COMMIT; outcome unknown");
 			return PN_STATUS_OUT_OF_INDEX;
@@ -381,6 +429,8 @@ int pn_store_handle(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dcm_c
 	 * instances. */
 	if (committed && pn_index_fold_note(ctx->db) < 0)
 		fold_failed(ctx);
+	if (committed)
+		settle_abandoned(ctx);
 	pn_storage_prepare(ctx->storage); /* failing, the next begin says why */
 	return rc;
 

@@ -707,6 +707,88 @@ static void test_fold_after_reconnect_takes_orphans(void **state)
 	free(pid);
 }
 
+/* A backend that died while its connection was idle is found out by the
+ * pipelined first step: it falls back to the ordinary one, which
+ * reconnects, and the store succeeds. */
+static void test_pipelined_store_after_terminate(void **state)
+{
+	char appname[64], *conninfo, *pid;
+	pn_db *mine = NULL;
+	pn_index_outcome outcome;
+	test_rec a, b;
+	char err[256];
+
+	(void)state;
+	snprintf(appname, sizeof appname, "pn_test_pipeline_%ld", (long)getpid());
+	assert_true(asprintf(&conninfo, "%s application_name=%s", test_conninfo, appname) > 0);
+	if (pn_db_connect(conninfo, &mine, err, sizeof err) != 0)
+		fail_msg("connect: %s", err);
+	free(conninfo);
+	make_rec(&a, "PID-PIPE", "", NULL, NULL);
+	assert_int_equal(pn_index_store(mine, &a.rec, PN_DUP_IGNORE, &outcome, NULL), 0);
+	pid = backend_pid(appname);
+	terminate(pid);
+
+	make_rec(&b, "PID-PIPE", "", a.study, a.series);
+	assert_int_equal(pn_index_begin_send(mine, &b.rec), 1);
+	if (pn_index_begin_finish(mine, &b.rec, PN_DUP_IGNORE, &outcome, NULL) != 0)
+		fail_msg("begin after terminate: %s", pn_db_errmsg(mine));
+	assert_int_equal(outcome, PN_INDEX_STORED);
+	assert_int_equal(pn_index_commit_send(mine), 0);
+	assert_int_equal(pn_index_commit_wait(mine), 0);
+	assert_int_equal(count1("SELECT count(*) FROM instance WHERE sop_uid = $1", b.sop), 1);
+	pn_db_free(mine);
+	free(pid);
+}
+
+/* The id of an open storing transaction, asked about on another
+ * connection: in progress, then committed; one rolled back: aborted. The
+ * pipelined first step and a replacing UPDATE record it too. */
+static void test_xact_outcome(void **state)
+{
+	pn_db *other = NULL;
+	pn_index_outcome outcome;
+	bool committed = false;
+	test_rec a, b, c;
+	char xa[32], xb[32], err[256], *old = NULL;
+
+	(void)state;
+	if (pn_db_connect(test_conninfo, &other, err, sizeof err) != 0)
+		fail_msg("connect: %s", err);
+	make_rec(&a, "PID-XACT", "", NULL, NULL);
+	assert_int_equal(pn_index_begin(db, &a.rec, PN_DUP_IGNORE, &outcome, NULL), 0);
+	assert_int_equal(outcome, PN_INDEX_STORED);
+	snprintf(xa, sizeof xa, "%s", pn_index_xact(db));
+	assert_true(xa[0] && strspn(xa, "0123456789") == strlen(xa));
+	assert_int_equal(pn_index_xact_committed(other, xa, &committed), -EAGAIN);
+	assert_int_equal(pn_index_commit_send(db), 0);
+	assert_int_equal(pn_index_commit_wait(db), 0);
+	assert_int_equal(pn_index_xact_committed(other, xa, &committed), 0);
+	assert_true(committed);
+
+	make_rec(&b, "PID-XACT", "", a.study, a.series);
+	assert_int_equal(pn_index_begin_send(db, &b.rec), 1);
+	assert_int_equal(pn_index_begin_finish(db, &b.rec, PN_DUP_IGNORE, &outcome, NULL), 0);
+	assert_int_equal(outcome, PN_INDEX_STORED);
+	snprintf(xb, sizeof xb, "%s", pn_index_xact(db));
+	assert_true(xb[0] && strcmp(xb, xa) != 0);
+	pn_index_rollback(db);
+	assert_int_equal(pn_index_xact_committed(other, xb, &committed), 0);
+	assert_false(committed);
+
+	make_rec(&c, "PID-XACT", "", a.study, a.series);
+	c.rec.sop_uid = a.sop;
+	assert_int_equal(pn_index_begin(db, &c.rec, PN_DUP_REPLACE, &outcome, &old), 0);
+	assert_int_equal(outcome, PN_INDEX_REPLACED);
+	free(old);
+	assert_true(pn_index_xact(db)[0] && strcmp(pn_index_xact(db), xb) != 0);
+	pn_index_rollback(db);
+
+	/* an id never handed out */
+	assert_int_equal(pn_index_xact_committed(other, "999999999999", &committed), -EIO);
+	pn_db_free(other);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -723,6 +805,8 @@ int main(void)
 	    cmocka_unit_test_setup(test_fold_async, setup_migrated),
 	    cmocka_unit_test_setup(test_fold_note, setup_migrated),
 	    cmocka_unit_test_setup(test_fold_after_reconnect_takes_orphans, setup_migrated),
+	    cmocka_unit_test_setup(test_xact_outcome, setup_migrated),
+	    cmocka_unit_test_setup(test_pipelined_store_after_terminate, setup_migrated),
 	};
 	const char *admin = getenv("PN_TEST_PG_CONNINFO");
 	char dbname[64], err[256] = "";

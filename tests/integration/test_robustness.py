@@ -637,6 +637,84 @@ def test_postgres_restart_while_idle_costs_no_store(testdir, it_base, scu_dir):
         cluster.stop()
 
 
+def test_postgres_crash_under_load_loses_no_acknowledged_instance(testdir, it_base, scu_dir):
+    """PostgreSQL stopped in immediate mode (its backends killed, crash
+    recovery at the next start) while four storescu processes store, and
+    started again 0.5 s later, three times. The node is not restarted: stores in the
+    outage are refused with 0xA701, then the workers reconnect and store
+    again. Every instance a sender was told had been stored is in the index
+    with its file. A file whose COMMIT answer was lost is settled as soon
+    as PostgreSQL can tell whether that transaction committed, without a
+    restart; then what was refused is sent again and the set is complete,
+    and a restart finds nothing to recover."""
+    user = it_base[1]
+    cluster = own_cluster(it_base)
+    node = None
+    try:
+        cluster.create_db("crash")
+        node = H.Node(cluster, H.make_dir(os.path.join(testdir, "node"), user), "crash", user)
+        node.start()
+        total = 600
+        files = [gen_corpus.make_instance(os.path.join(scu_dir, "pgc-%03d.dcm" % i), name="pgc-%03d" % i,
+                                          patient_id="PN-PGC", study_uid="1.2.3.4343",
+                                          series_uid="1.2.3.4343.%d" % (i % 4), instance_number=str(i + 1),
+                                          set_attrs={"Rows": 128, "Columns": 128,
+                                                     "PixelData": bytes(128 * 128 * 2)})
+                 for i in range(total)]
+        by_path = {f["path"]: f for f in files}
+        group = H.StorescuGroup(node.port, [[f["path"] for f in files[k::4]] for k in range(4)], scu_dir)
+        # Three outages: each may or may not catch a COMMIT in flight.
+        for crash_at in (60, 200, 340):
+            deadline = time.monotonic() + 60
+            while node.count("instance") < crash_at:
+                assert time.monotonic() < deadline, "fewer than %d instances stored in 60 s" % crash_at
+                time.sleep(0.002)
+            cluster.crash()
+            time.sleep(0.5)
+            cluster.start_again()
+        runs = group.wait(120)
+        statuses = [(by_path[r.path], r.status) for run in runs for r in run.results.values()]
+        acked = {f["sop_instance_uid"]: f for f, st in statuses if st == H.SUCCESS}
+        refused = [f for f, st in statuses if st == OUT_OF_INDEX]
+        others = [(f["sop_instance_uid"], st) for f, st in statuses if st not in (H.SUCCESS, OUT_OF_INDEX)]
+        assert not others, "answers other than success and 0xA701: %s" % others[:5]
+        assert refused, "no store fell into the outage"
+        assert any(f["sop_instance_uid"] in acked for f in files[500:]), "nothing stored after the outages"
+        wait_log(node, r"refused \(0xA701\)", "the refusals during the outage")
+
+        rows = {r["sop_uid"]: r for r in C.instance_rows(node)}
+        lost = sorted(set(acked) - set(rows))
+        assert not lost, "acknowledged and lost: %s" % lost[:5]
+        for uid, f in acked.items():
+            path = os.path.join(node.storage, rows[uid]["path"])
+            assert not C.compare_part10(f["path"], path, f["sop_class_uid"], uid, f["transfer_syntax_uid"])
+        # Without a restart: files whose COMMIT answer was lost were settled
+        # once the index answered again, at the latest when their
+        # association ended.
+        unknown = len([l for l in log_lines(node) if "outcome unknown" in l])
+        settled = sum(int(m.group(1)) for m in
+                      (re.search(r"settled (\d+) instance file", l) for l in log_lines(node)) if m)
+        assert settled == unknown, "%d COMMIT outcomes lost, %d settled" % (unknown, settled)
+        assert_consistent(node)
+        assert not C.wrong_counts(node)
+
+        run = H.storescu(node.port, [f["path"] for f in refused], scu_dir)
+        assert run.all_success(), run.summary(only_problems=True)
+        assert len(C.instance_rows(node)) == total
+        assert_consistent(node)
+        assert not C.wrong_counts(node)
+        rc = node.stop()
+        assert rc in (0, -15), "the node ended with %r" % rc
+        offset = node.start_again()
+        assert not [l for l in log_lines(node, offset) if "recovery" in l], "the restart found things to recover"
+    finally:
+        if node is not None:
+            node.stop()
+            found = node.sanitizer_reports()
+            assert not found, "%s in %s" % (found, node.log_path)
+        cluster.stop()
+
+
 def test_replaced_file_left_by_a_crash_is_removed_at_start(node_factory, scu_dir):
     """duplicate_policy = replace queues the old file in storage_garbage in
     the transaction that points the row at the new one; if the node dies

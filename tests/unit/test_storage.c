@@ -351,9 +351,79 @@ static void recovery_stops_on_errors(void **state)
 	assert_int_equal(pn_storage_file_begin(s, &f), 0);
 	assert_int_equal(pn_storage_file_write(f, "EIO", 3), 0);
 	assert_int_equal(pn_storage_file_written(f), 0);
-	pn_storage_file_abandon(f);
+	pn_storage_file_abandon(f, NULL);
 	pn_storage_recovery st;
 	assert_int_equal(pn_storage_recover(s, referenced, identify, NULL, &st), -EIO);
+	assert_int_equal(count_files(root), 1);
+	pn_storage_free(s);
+}
+
+/* What the settling callback is told, and answers: by note. */
+static char told_rel[3][PN_REL_PATH_MAX];
+static int answer_c;
+static int outcome_by_note(void *ctx, const char *rel, const char *note)
+{
+	(void)ctx;
+	assert_true(strlen(note) == 1 && note[0] >= 'a' && note[0] <= 'c');
+	snprintf(told_rel[note[0] - 'a'], PN_REL_PATH_MAX, "%s", rel);
+	return note[0] == 'a' ? 1 : note[0] == 'b' ? 0 : answer_c;
+}
+
+static bool exists_at(const char *dir, const char *name)
+{
+	char path[512];
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	return access(path, F_OK) == 0;
+}
+
+/* Files whose COMMIT answer was lost are settled once their outcome is
+ * known: committed ones keep (or get back) their final name and lose the
+ * tmp one, the others lose both; unknown ones wait for the next call. */
+static void abandoned_files(void **state)
+{
+	(void)state;
+	pn_storage *s = NULL;
+	assert_int_equal(pn_storage_open(root, &s), 0);
+	assert_false(pn_storage_has_abandoned(s));
+	char rel[3][PN_REL_PATH_MAX], tmp_name[3][PN_REL_PATH_MAX], tmp[128];
+	snprintf(tmp, sizeof(tmp), "%s/tmp", root);
+	const char *notes[] = {"a", "b", "c"};
+	for (int i = 0; i < 3; i++) {
+		char uid[16];
+		snprintf(uid, sizeof(uid), "1.2.%d", 70 + i);
+		pn_storage_file *f = write_one(s, uid, rel[i]);
+		snprintf(tmp_name[i], PN_REL_PATH_MAX, "%s", strrchr(pn_storage_file_tmp_path(f), '/') + 1);
+		assert_int_equal(pn_storage_file_sync(f), 0);
+		assert_int_equal(pn_storage_file_link(f), 0);
+		pn_storage_file_abandon(f, notes[i]);
+	}
+	assert_true(pn_storage_has_abandoned(s));
+	/* a's final name lost (as a crash between link and its folder fsync
+	 * could): settling a committed one links it again */
+	char a_final[256];
+	snprintf(a_final, sizeof(a_final), "%s/%s", root, rel[0]);
+	assert_int_equal(unlink(a_final), 0);
+
+	pn_storage_recovery st;
+	answer_c = -EAGAIN;
+	assert_int_equal(pn_storage_settle_abandoned(s, outcome_by_note, NULL, &st), 1);
+	assert_int_equal(st.kept, 1);
+	assert_int_equal(st.removed, 1);
+	for (int i = 0; i < 3; i++)
+		assert_string_equal(told_rel[i], rel[i]);
+	assert_true(exists_at(root, rel[0]) && !exists_at(tmp, tmp_name[0]));
+	assert_true(!exists_at(root, rel[1]) && !exists_at(tmp, tmp_name[1]));
+	assert_true(exists_at(root, rel[2]) && exists_at(tmp, tmp_name[2]));
+
+	answer_c = -EIO; /* a failure stops asking, and c still waits */
+	assert_int_equal(pn_storage_settle_abandoned(s, outcome_by_note, NULL, &st), -EIO);
+	assert_true(pn_storage_has_abandoned(s));
+	assert_true(exists_at(tmp, tmp_name[2]));
+	answer_c = 0;
+	assert_int_equal(pn_storage_settle_abandoned(s, outcome_by_note, NULL, &st), 0);
+	assert_int_equal(st.removed, 1);
+	assert_false(pn_storage_has_abandoned(s));
+	assert_true(!exists_at(root, rel[2]) && !exists_at(tmp, tmp_name[2]));
 	assert_int_equal(count_files(root), 1);
 	pn_storage_free(s);
 }
@@ -601,6 +671,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(batched_flush, setup, teardown),
 	    cmocka_unit_test_setup_teardown(recovery, setup, teardown),
 	    cmocka_unit_test_setup_teardown(recovery_stops_on_errors, setup, teardown),
+	    cmocka_unit_test_setup_teardown(abandoned_files, setup, teardown),
 	    cmocka_unit_test_setup_teardown(spare_files, setup, teardown),
 	    cmocka_unit_test_setup_teardown(direct_and_buffered, setup, teardown),
 	    cmocka_unit_test_setup_teardown(without_writer_thread, setup, teardown),
