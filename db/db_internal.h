@@ -37,6 +37,11 @@ struct pn_db {
 	 * transaction once its instance statement has run, "" before: what
 	 * to ask about if the answer to its COMMIT is lost. */
 	char xact[24];
+	/* index.c: the worker whose advisory lock each connection takes
+	 * before its first statement (0: none), and the connection generation
+	 * that holds it. */
+	int worker_pid;
+	unsigned worker_locked_gen;
 	char sqlstate[6];
 	char errmsg[512];
 	/* An asynchronous statement sent and not collected yet (the count

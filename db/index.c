@@ -39,6 +39,10 @@ enum {
 	" $19::bigint, $20, $21, $22, $23"
 #define INSTANCE_TYPES "ttttttttttttttttttttttb" /* 22 text, then attrs */
 
+/* The first key of the workers' advisory locks ("PNW1"); the second is the
+ * worker's process id. */
+#define WORKER_LOCK_SPACE "1347311409"
+
 enum stmt_id {
 	ST_PATIENT_INSERT,
 	ST_PATIENT_SELECT,
@@ -51,6 +55,8 @@ enum stmt_id {
 	ST_INSTANCE_UPDATE,
 	ST_PATH_REFERENCED,
 	ST_XACT_STATUS,
+	ST_WORKER_LOCK,
+	ST_WORKER_UNLOCK,
 	ST_GARBAGE_INSERT,
 	ST_GARBAGE_DELETE,
 	ST_GARBAGE_LIST,
@@ -93,6 +99,9 @@ static const struct {
                             ", now()) WHERE pk = $24::bigint RETURNING pg_current_xact_id()::text"},
     [ST_PATH_REFERENCED] = {"pn_index_path_referenced", "t", "SELECT EXISTS (SELECT 1 FROM instance WHERE path = $1)"},
     [ST_XACT_STATUS] = {"pn_index_xact_status", "t", "SELECT pg_xact_status($1::xid8)"},
+    [ST_WORKER_LOCK] = {"pn_index_worker_lock", "t", "SELECT pg_try_advisory_lock(" WORKER_LOCK_SPACE ", $1::integer)"},
+    [ST_WORKER_UNLOCK] = {"pn_index_worker_unlock", "t",
+                          "SELECT pg_advisory_unlock(" WORKER_LOCK_SPACE ", $1::integer)"},
     [ST_GARBAGE_INSERT] = {"pn_index_garbage_insert", "t",
                            "INSERT INTO storage_garbage (path) VALUES ($1) ON CONFLICT DO NOTHING"},
     [ST_GARBAGE_DELETE] = {"pn_index_garbage_delete", "t", "DELETE FROM storage_garbage WHERE path = $1"},
@@ -139,7 +148,7 @@ static int prepare_statements(pn_db *db)
 
 		if (db->index_prepared & (UINT32_C(1) << i))
 			continue;
-		assert(n <= MAX_PARAMS);
+		assert(stmts[i].name && n <= MAX_PARAMS);
 		for (size_t k = 0; k < n; k++)
 			types[k] = stmts[i].types[k] == 'b' ? BYTEAOID : TEXTOID;
 		res = PQprepare(db->conn, stmts[i].name, stmts[i].sql, (int)n, types);
@@ -147,6 +156,21 @@ static int prepare_statements(pn_db *db)
 			return pn_db_fail(db, res);
 		PQclear(res);
 		db->index_prepared |= UINT32_C(1) << i;
+	}
+	if (db->worker_pid > 0 && db->worker_locked_gen != db->conn_gen) {
+		/* Before any statement that could store: whoever takes this
+		 * lock later knows this session is over. Held by another
+		 * session (only a settler that took our reused pid for a dead
+		 * one's, for a moment): tried again on the next call. */
+		char pid[16];
+		snprintf(pid, sizeof pid, "%d", db->worker_pid);
+		const char *v = pid;
+		PGresult *res = PQexecPrepared(db->conn, stmts[ST_WORKER_LOCK].name, 1, &v, NULL, NULL, 0);
+		if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1)
+			return pn_db_fail(db, res);
+		if (PQgetvalue(res, 0, 0)[0] == 't')
+			db->worker_locked_gen = db->conn_gen;
+		PQclear(res);
 	}
 	return 0;
 }
@@ -795,6 +819,56 @@ int pn_index_garbage_each(pn_db *db, int (*fn)(void *ctx, const char *path), voi
 		r = fn(ctx, PQgetvalue(res, i, 0));
 	PQclear(res);
 	return r;
+}
+
+void pn_index_set_worker(pn_db *db, int pid)
+{
+	if (db) {
+		db->worker_pid = pid;
+		db->worker_locked_gen = db->conn_gen - 1; /* not held yet */
+	}
+}
+
+/* One call of ST_WORKER_LOCK or ST_WORKER_UNLOCK: 0 with its boolean. */
+static int worker_lock_call(pn_db *db, enum stmt_id id, int pid, bool *ret)
+{
+	char text[16];
+	params p = {0};
+	snprintf(text, sizeof text, "%d", pid);
+	add_text(&p, text);
+	PGresult *res = run(db, id, &p);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1)
+		return pn_db_public_error(pn_db_fail(db, res));
+	*ret = PQgetvalue(res, 0, 0)[0] == 't';
+	PQclear(res);
+	return 0;
+}
+
+int pn_index_worker_take(pn_db *db, int pid, int wait_ms, bool *ret_taken)
+{
+	if (!db || pid <= 0 || !ret_taken)
+		return -EINVAL;
+	pn_db_settle(db);
+	pn_db_clear_error(db);
+	if (PQstatus(db->conn) != CONNECTION_OK && pn_db_ensure_connected(db) < 0)
+		return -ECONNREFUSED;
+	int r = prepare_statements(db);
+	if (r != 0)
+		return pn_db_public_error(r);
+	for (int waited = 0;; waited += 50) {
+		r = worker_lock_call(db, ST_WORKER_LOCK, pid, ret_taken);
+		if (r < 0 || *ret_taken || waited >= wait_ms)
+			return r;
+		struct timespec ts = {.tv_nsec = 50 * 1000000L};
+		nanosleep(&ts, NULL);
+	}
+}
+
+void pn_index_worker_release(pn_db *db, int pid)
+{
+	bool released;
+	if (db && pid > 0 && PQstatus(db->conn) == CONNECTION_OK)
+		worker_lock_call(db, ST_WORKER_UNLOCK, pid, &released); /* a lost connection released it */
 }
 
 const char *pn_index_xact(const pn_db *db)

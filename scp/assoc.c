@@ -188,6 +188,7 @@ void pn_assoc_serve(const pn_store_ctx *ctx, pn_dcm_net *net, int fd)
 	pn_dcm_assoc_free(assoc);
 	pn_store_settle(ctx);
 	pn_storage_flush(ctx->storage); /* after an abort: no-op after a release */
+	pn_store_settle_ended(ctx);     /* a crashed worker's files */
 	pn_info("association \"%s\" -> \"%s\" from %s: %s after %.3f s, %u instances stored, %u failed, %u queries, "
 	        "%u retrievals (%u instances sent)%s",
 	        info.calling_ae, info.called_ae, info.peer, outcome, seconds_since(&t0), counts.stored, counts.failed,

@@ -21,6 +21,9 @@
 #endif
 
 #define DB_WAIT_S 30
+/* How long start-up recovery waits, in all, for database sessions of the
+ * previous run to end (one may still be finishing a COMMIT). */
+#define RECOVERY_WAIT_MS 10000
 
 static void usage(FILE *out)
 {
@@ -29,17 +32,6 @@ static void usage(FILE *out)
 	             "  -t, --check-config  check the configuration and exit\n"
 	             "  -V, --version       print the version and exit\n"
 	             "  -h, --help          this text\n");
-}
-
-static int referenced(void *ctx, const char *rel, bool *ret)
-{
-	return pn_index_path_referenced(ctx, rel, ret);
-}
-
-static int identify(void *ctx, const char *path, uint32_t generation, char rel[PN_REL_PATH_MAX])
-{
-	(void)ctx;
-	return pn_store_final_path(path, generation, rel);
 }
 
 typedef struct {
@@ -101,13 +93,17 @@ static int prepare(const pn_config *cfg)
 		return -1;
 	}
 	pn_storage_recovery rec = {0};
-	rc = pn_storage_recover(storage, referenced, identify, db, &rec);
+	rc = pn_store_recover(db, storage, RECOVERY_WAIT_MS, &rec);
 	if (rc < 0)
 		pn_error("storage recovery failed: %s (%s)", strerror(-rc), pn_db_errmsg(db));
 	else if (rec.kept || rec.removed || rec.strays)
 		pn_warning("storage recovery after an unclean stop: %u committed instances finished, %u uncommitted "
 		           "removed, %u stray temporary files removed",
 		           rec.kept, rec.removed, rec.strays);
+	if (rc == 0 && rec.waiting)
+		pn_warning("storage recovery: %u temporary files left for later: the database session of the process "
+		           "that made them is still there",
+		           rec.waiting);
 	if (rc == 0) {
 		garbage_ctx g = {.db = db, .storage = storage};
 		rc = pn_index_garbage_each(db, remove_garbage, &g);

@@ -2,6 +2,8 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <time.h>
+#include <signal.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
@@ -618,10 +620,13 @@ static int final_path_of(pn_storage *s, const char *name, pn_storage_identify_fn
 	return rc;
 }
 
-int pn_storage_recover(pn_storage *s, pn_storage_referenced_fn referenced, pn_storage_identify_fn identify, void *ctx,
-                       pn_storage_recovery *ret_stats)
+struct tmp_entry {
+	char name[PN_REL_PATH_MAX];
+	int pid; /* from the name; 0 if it has none */
+};
+
+static int list_tmp(pn_storage *s, struct tmp_entry **ret, size_t *ret_n)
 {
-	pn_storage_recovery st = {0};
 	int fd = dup(s->tmp_fd);
 	if (fd < 0)
 		return -errno;
@@ -631,34 +636,132 @@ int pn_storage_recover(pn_storage *s, pn_storage_referenced_fn referenced, pn_st
 		return -errno;
 	}
 	rewinddir(d);
-	struct dirent *e;
-	int rc = 0;
-	while ((e = readdir(d)) != NULL) {
-		if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+	struct tmp_entry *e = NULL;
+	size_t n = 0, cap = 0;
+	struct dirent *de;
+	while ((de = readdir(d)) != NULL) {
+		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0 ||
+		    strlen(de->d_name) >= PN_REL_PATH_MAX)
 			continue;
+		if (n == cap) {
+			cap = cap ? 2 * cap : 64;
+			struct tmp_entry *m = realloc(e, cap * sizeof(*e));
+			if (!m) {
+				free(e);
+				closedir(d);
+				return -ENOMEM;
+			}
+			e = m;
+		}
+		snprintf(e[n].name, PN_REL_PATH_MAX, "%s", de->d_name);
+		if (!pn_storage_part_pid(de->d_name, &e[n].pid))
+			e[n].pid = 0;
+		n++;
+	}
+	closedir(d);
+	*ret = e;
+	*ret_n = n;
+	return 0;
+}
+
+enum { PID_LEAVE, PID_WAITING, PID_TAKEN, PID_CLAIMED };
+
+/* Settles files of tmp/ (see pn_storage_recover and
+ * pn_storage_settle_ended). */
+static int settle_tmp(pn_storage *s, const pn_storage_settler *k, bool ended_only, pn_storage_recovery *ret_stats)
+{
+	pn_storage_recovery st = {0};
+	struct timespec t0;
+	clock_gettime(CLOCK_REALTIME, &t0);
+	struct tmp_entry *e = NULL;
+	size_t n = 0;
+	int rc = list_tmp(s, &e, &n);
+	if (rc < 0)
+		return rc;
+	struct {
+		int pid, state;
+	} *pids = calloc(n ? n : 1, sizeof(*pids));
+	size_t n_pids = 0;
+	bool changed = false;
+	if (!pids) {
+		free(e);
+		return -ENOMEM;
+	}
+	/* Whose files may be settled: at start-up every process's once its
+	 * database session is gone; while running, only ended processes'. */
+	for (size_t i = 0; i < n && rc == 0; i++) {
+		int pid = e[i].pid;
+		size_t j = 0;
+		while (j < n_pids && pids[j].pid != pid)
+			j++;
+		if (pid == 0 || j < n_pids)
+			continue;
+		int state = PID_TAKEN;
+		if (ended_only && (pid == getpid() || kill(pid, 0) == 0 || errno != ESRCH)) {
+			state = PID_LEAVE;
+		} else if (k->claim) {
+			int c = k->claim(k->ctx, pid);
+			if (c < 0)
+				rc = c;
+			state = c > 0 ? PID_CLAIMED : PID_WAITING;
+		}
+		pids[n_pids].pid = pid;
+		pids[n_pids++].state = state;
+	}
+	for (size_t i = 0; i < n && rc == 0; i++) {
+		int state = ended_only ? PID_LEAVE : PID_TAKEN; /* a name without a pid */
+		for (size_t j = 0; e[i].pid && j < n_pids; j++)
+			if (pids[j].pid == e[i].pid)
+				state = pids[j].state;
+		if (state == PID_WAITING)
+			st.waiting++;
+		if (state != PID_TAKEN && state != PID_CLAIMED)
+			continue;
+		if (ended_only) {
+			/* changed since we began: a new process under an ended
+			 * one's id made it */
+			struct stat x;
+			if (fstatat(s->tmp_fd, e[i].name, &x, AT_SYMLINK_NOFOLLOW) < 0 ||
+			    x.st_ctim.tv_sec > t0.tv_sec ||
+			    (x.st_ctim.tv_sec == t0.tv_sec && x.st_ctim.tv_nsec >= t0.tv_nsec))
+				continue;
+		}
 		char rel[PN_REL_PATH_MAX];
-		rc = final_path_of(s, e->d_name, identify, ctx, rel);
+		rc = final_path_of(s, e[i].name, k->identify, k->ctx, rel);
 		if (rc == -EBADMSG) {
 			/* a file still being received, or not ours */
-			unlinkat(s->tmp_fd, e->d_name, 0);
+			unlinkat(s->tmp_fd, e[i].name, 0);
 			st.strays++;
+			changed = true;
 			rc = 0;
 			continue;
 		}
 		if (rc < 0)
 			break;
 		bool used = false;
-		rc = referenced(ctx, rel, &used);
+		rc = k->referenced(k->ctx, rel, &used);
 		if (rc == 0)
-			rc = settle_entry(s, e->d_name, rel, used, &st);
-		if (rc < 0)
-			break; /* the tmp name stays for the next start */
+			rc = settle_entry(s, e[i].name, rel, used, &st);
+		changed = changed || rc == 0; /* a failure leaves the tmp name for later */
 	}
-	closedir(d);
-	if (rc == 0) {
+	for (size_t j = 0; j < n_pids; j++)
+		if (pids[j].state == PID_CLAIMED && k->release)
+			k->release(k->ctx, pids[j].pid);
+	free(pids);
+	free(e);
+	if (changed)
 		fsync(s->tmp_fd);
-		if (ret_stats)
-			*ret_stats = st;
-	}
+	if (ret_stats)
+		*ret_stats = st;
 	return rc;
+}
+
+int pn_storage_recover(pn_storage *s, const pn_storage_settler *k, pn_storage_recovery *ret_stats)
+{
+	return settle_tmp(s, k, false, ret_stats);
+}
+
+int pn_storage_settle_ended(pn_storage *s, const pn_storage_settler *k, pn_storage_recovery *ret_stats)
+{
+	return settle_tmp(s, k, true, ret_stats);
 }

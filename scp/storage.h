@@ -115,7 +115,15 @@ typedef struct {
 	unsigned removed; /* not committed: tmp and final removed */
 	unsigned strays;  /* files in tmp/ holding no stored instance (still being
 	                     received at the crash, or not ours): removed */
+	unsigned waiting; /* left: their process's database session is still
+	                     there (it may be finishing a COMMIT) */
 } pn_storage_recovery;
+
+/* Callback: the final relative path the store gave the instance in the
+ * temporary file at `path`, whose name carries `generation`. -EBADMSG if
+ * the file holds no instance the store could have named; other negative
+ * errno codes stop the recovery. */
+typedef int (*pn_storage_identify_fn)(void *ctx, const char *path, uint32_t generation, char rel[PN_REL_PATH_MAX]);
 
 /* Callback for abandoned files: 1 if the instance at `rel` was committed,
  * 0 if not, -EAGAIN while that is not known yet, or another negative
@@ -130,15 +138,26 @@ bool pn_storage_has_abandoned(const pn_storage *s);
 int pn_storage_settle_abandoned(pn_storage *s, pn_storage_outcome_fn outcome, void *ctx,
                                 pn_storage_recovery *ret_stats);
 
-/* Callback: the final relative path the store gave the instance in the
- * temporary file at `path`, whose name carries `generation`. -EBADMSG if
- * the file holds no instance the store could have named; other negative
- * errno codes stop the recovery. */
-typedef int (*pn_storage_identify_fn)(void *ctx, const char *path, uint32_t generation, char rel[PN_REL_PATH_MAX]);
+/* What settling tmp/ asks of its caller. claim takes the files of process
+ * `pid`, whose name they carry: 1 once no database session of that
+ * process is left (until release), 0 while one is, or a negative errno
+ * (which stops the settling). NULL claim: every file may be settled. */
+typedef struct {
+	pn_storage_referenced_fn referenced;
+	pn_storage_identify_fn identify;
+	int (*claim)(void *ctx, int pid);
+	void (*release)(void *ctx, int pid);
+	void *ctx;
+} pn_storage_settler;
 
-/* Finishes or undoes what a crash left in tmp/. A negative return leaves
- * the rest for the next start. */
-int pn_storage_recover(pn_storage *s, pn_storage_referenced_fn referenced, pn_storage_identify_fn identify, void *ctx,
-                       pn_storage_recovery *ret_stats);
+/* At start-up, before any worker: finishes or undoes what a crash left in
+ * tmp/. A negative return leaves the rest for the next start. */
+int pn_storage_recover(pn_storage *s, const pn_storage_settler *k, pn_storage_recovery *ret_stats);
+
+/* While the node runs: the same for the files of processes that have
+ * ended (a worker that crashed). A process still running keeps its files;
+ * so does one whose session claim cannot take yet, and any file changed
+ * since the call began (a new process may carry an ended one's id). */
+int pn_storage_settle_ended(pn_storage *s, const pn_storage_settler *k, pn_storage_recovery *ret_stats);
 
 #endif

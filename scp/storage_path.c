@@ -111,6 +111,27 @@ bool pn_storage_part_generation(const char *name, uint32_t *ret_generation)
 	return hex8(name + 3, ret_generation);
 }
 
+bool pn_storage_part_pid(const char *name, int *ret_pid)
+{
+	uint32_t gen;
+	if (!pn_storage_part_generation(name, &gen))
+		return false;
+	const char *p = name + 3 + 8 + 1, *dash = strchr(p, '-');
+	if (!dash || dash == p || dash - p > 9 || !dash[1])
+		return false;
+	for (const char *c = p; c < dash; c++)
+		if (*c < '0' || *c > '9')
+			return false;
+	for (const char *c = dash + 1; *c; c++)
+		if (*c < '0' || *c > '9')
+			return false;
+	int pid = atoi(p);
+	if (pid <= 0)
+		return false;
+	*ret_pid = pid;
+	return true;
+}
+
 bool pn_storage_rel_generation(const char *rel, uint32_t *ret_generation)
 {
 	return pn_storage_rel_path_valid(rel) && hex8(rel + DOT + 1, ret_generation);

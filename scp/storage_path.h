@@ -33,6 +33,8 @@ void pn_storage_part_name(uint32_t generation, int pid, unsigned long n, char ou
 
 /* The generation in such a name; false for any other name. */
 bool pn_storage_part_generation(const char *name, uint32_t *ret_generation);
+/* The process id in such a name; false for any other name. */
+bool pn_storage_part_pid(const char *name, int *ret_pid);
 
 /* The generation in a relative path pn_storage_rel_path() made; false for
  * any other string. */

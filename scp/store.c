@@ -303,6 +303,71 @@ int pn_store_final_path(const char *path, uint32_t generation, char rel[PN_REL_P
 	return rc;
 }
 
+/* Settling tmp/ against the index. */
+typedef struct {
+	pn_db *db;
+	struct timespec deadline; /* for the claims; in the past: no waiting */
+} settle_ctx;
+
+static int settle_referenced(void *vctx, const char *rel, bool *ret)
+{
+	settle_ctx *c = vctx;
+	return pn_index_path_referenced(c->db, rel, ret);
+}
+
+static int settle_identify(void *vctx, const char *path, uint32_t generation, char rel[PN_REL_PATH_MAX])
+{
+	(void)vctx;
+	return pn_store_final_path(path, generation, rel);
+}
+
+static int settle_claim(void *vctx, int pid)
+{
+	settle_ctx *c = vctx;
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	long left = (c->deadline.tv_sec - now.tv_sec) * 1000L + (c->deadline.tv_nsec - now.tv_nsec) / 1000000L;
+	bool taken = false;
+	int r = pn_index_worker_take(c->db, pid, left > 0 ? (int)left : 0, &taken);
+	return r < 0 ? r : taken;
+}
+
+static void settle_release(void *vctx, int pid)
+{
+	settle_ctx *c = vctx;
+	pn_index_worker_release(c->db, pid);
+}
+
+static int settle_tmp_with(pn_db *db, pn_storage *storage, int wait_ms, bool ended_only, pn_storage_recovery *st)
+{
+	settle_ctx c = {.db = db};
+	clock_gettime(CLOCK_MONOTONIC, &c.deadline);
+	c.deadline.tv_sec += wait_ms / 1000;
+	c.deadline.tv_nsec += (wait_ms % 1000) * 1000000L;
+	pn_storage_settler k = {settle_referenced, settle_identify, settle_claim, settle_release, &c};
+	return ended_only ? pn_storage_settle_ended(storage, &k, st) : pn_storage_recover(storage, &k, st);
+}
+
+int pn_store_recover(pn_db *db, pn_storage *storage, int wait_ms, pn_storage_recovery *ret_stats)
+{
+	return settle_tmp_with(db, storage, wait_ms, false, ret_stats);
+}
+
+void pn_store_settle_ended(const pn_store_ctx *ctx)
+{
+	if (!ctx->db)
+		return;
+	pn_storage_recovery st = {0};
+	int rc = settle_tmp_with(ctx->db, ctx->storage, 0, true, &st);
+	if (st.kept || st.removed || st.strays)
+		pn_warning("settled the temporary files of ended workers: %u committed instances finished, %u "
+		           "uncommitted removed, %u stray temporary files removed",
+		           st.kept, st.removed, st.strays);
+	if (rc < 0)
+		pn_warning("could not settle the temporary files of ended workers (retried later): %s (%s)",
+		           strerror(-rc), pn_db_errmsg(ctx->db));
+}
+
 int pn_store_handle(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dcm_cmd *cmd, const char *calling_ae,
                     unsigned short *ret_status)
 {

@@ -27,6 +27,14 @@ int pn_store_handle(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dcm_c
  * with the store. -EBADMSG if the file holds no instance it could store. */
 int pn_store_final_path(const char *path, uint32_t generation, char rel[PN_REL_PATH_MAX]);
 
+/* Start-up recovery of tmp/ (pn_storage_recover) against the index,
+ * waiting up to wait_ms in all for the database sessions of the previous
+ * run's workers to end. */
+int pn_store_recover(pn_db *db, pn_storage *storage, int wait_ms, pn_storage_recovery *ret_stats);
+/* The same, while the node runs, for the files of workers that have ended
+ * (crashed): at a worker's start and at the end of each association. */
+void pn_store_settle_ended(const pn_store_ctx *ctx);
+
 /* Folds the kept counts of the stores that no fold took yet, waits for it
  * and logs a failure: before a release is acknowledged, at the end of an
  * association, before a query on it. */

@@ -9,8 +9,10 @@
 #include "db.h"
 #include "dcm/pn_dcm.h"
 #include "fdpass.h"
+#include "index.h"
 #include "log.h"
 #include "storage.h"
+#include "store.h"
 
 typedef struct {
 	pn_store_ctx ctx;
@@ -29,8 +31,14 @@ static void connect_db(worker *w)
 	if (w->ctx.db)
 		return;
 	char err[256] = "";
-	if (pn_db_connect(w->ctx.cfg->conninfo, &w->ctx.db, err, sizeof(err)) < 0)
+	if (pn_db_connect(w->ctx.cfg->conninfo, &w->ctx.db, err, sizeof(err)) < 0) {
 		pn_error("could not connect to the database: %s", err);
+		return;
+	}
+	/* Before anything is stored through it (pn_index_set_worker), then
+	 * what a crashed worker may have left. */
+	pn_index_set_worker(w->ctx.db, (int)getpid());
+	pn_store_settle_ended(&w->ctx);
 }
 
 static int worker_init(worker *w, const pn_config *cfg)

@@ -741,6 +741,35 @@ static void test_pipelined_store_after_terminate(void **state)
 	free(pid);
 }
 
+/* A worker's connection holds its lock from its first statement on;
+ * another connection can take it only once that session has ended. */
+static void test_worker_lock(void **state)
+{
+	pn_db *mine = NULL;
+	pn_index_outcome outcome;
+	bool taken = true;
+	test_rec a;
+	char err[256];
+	const int pid = 424242;
+
+	(void)state;
+	if (pn_db_connect(test_conninfo, &mine, err, sizeof err) != 0)
+		fail_msg("connect: %s", err);
+	pn_index_set_worker(mine, pid);
+	make_rec(&a, "PID-WLOCK", "", NULL, NULL);
+	assert_int_equal(pn_index_store(mine, &a.rec, PN_DUP_IGNORE, &outcome, NULL), 0);
+	assert_int_equal(pn_index_worker_take(db, pid, 0, &taken), 0);
+	assert_false(taken);
+	assert_int_equal(pn_index_worker_take(db, pid, 100, &taken), 0);
+	assert_false(taken);
+	pn_db_free(mine); /* its backend goes, and the lock with it */
+	assert_int_equal(pn_index_worker_take(db, pid, 5000, &taken), 0);
+	assert_true(taken);
+	pn_index_worker_release(db, pid);
+	assert_int_equal(count1("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = $1", "424242"),
+	                 0);
+}
+
 /* The id of an open storing transaction, asked about on another
  * connection: in progress, then committed; one rolled back: aborted. The
  * pipelined first step and a replacing UPDATE record it too. */
@@ -806,6 +835,7 @@ int main(void)
 	    cmocka_unit_test_setup(test_fold_note, setup_migrated),
 	    cmocka_unit_test_setup(test_fold_after_reconnect_takes_orphans, setup_migrated),
 	    cmocka_unit_test_setup(test_xact_outcome, setup_migrated),
+	    cmocka_unit_test_setup(test_worker_lock, setup_migrated),
 	    cmocka_unit_test_setup(test_pipelined_store_after_terminate, setup_migrated),
 	};
 	const char *admin = getenv("PN_TEST_PG_CONNINFO");

@@ -13,6 +13,7 @@ import os
 import pwd
 import re
 import resource
+import signal
 import socket
 import struct
 import subprocess
@@ -713,6 +714,77 @@ def test_postgres_crash_under_load_loses_no_acknowledged_instance(testdir, it_ba
             found = node.sanitizer_reports()
             assert not found, "%s in %s" % (found, node.log_path)
         cluster.stop()
+
+
+def node_children(node):
+    """PIDs whose parent is the node's listener: its workers."""
+    kids = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open("/proc/%s/stat" % d) as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            if int(stat[stat.rindex(")") + 2:].split()[1]) == node.pid:
+                kids.append(int(d))
+    return kids
+
+
+def test_killed_worker_takes_only_its_own_association(node_factory, scu_dir):
+    """SIGKILL to one worker while four associations store: only that
+    association breaks; the other three store every file; the listener
+    starts another worker, which serves a new association; nothing
+    acknowledged is lost; what the dead worker left in tmp/ is settled
+    while the node runs, and the storage and the index agree exactly,
+    before and after a restart."""
+    node = node_factory()
+    files = [gen_corpus.make_instance(os.path.join(scu_dir, "wk-%03d.dcm" % i), name="wk-%03d" % i,
+                                      patient_id="PN-WK", study_uid="1.2.3.4646",
+                                      series_uid="1.2.3.4646.%d" % (i % 4), instance_number=str(i + 1),
+                                      set_attrs={"Rows": 128, "Columns": 128, "PixelData": bytes(128 * 128 * 2)})
+             for i in range(400)]
+    by_path = {f["path"]: f for f in files}
+    lists = [[f["path"] for f in files[k::4]] for k in range(4)]
+    group = H.StorescuGroup(node.port, lists, scu_dir)
+    deadline = time.monotonic() + 60
+    while node.count("instance") < 60:
+        assert time.monotonic() < deadline, "fewer than 60 instances stored in 60 s"
+        time.sleep(0.002)
+    victim = min(node_children(node))
+    os.kill(victim, signal.SIGKILL)
+    runs = group.wait(120)
+    whole = [run for run in runs if run.all_success()]
+    assert len(whole) == 3, [run.summary(only_problems=True) for run in runs]
+    wait_log(node, r"worker %d ended unexpectedly \(killed by signal 9\)" % victim, "the worker's death")
+    acked = {by_path[r.path]["sop_instance_uid"] for run in runs for r in run.results.values()
+             if r.status == H.SUCCESS}
+    rows = {r["sop_uid"] for r in C.instance_rows(node)}
+    assert acked <= rows, sorted(acked - rows)[:5]
+    # A new association after the death is served, and at its end the
+    # dead worker's files in tmp/ (its committed instances' second names,
+    # spares, the instance it was receiving) are settled: the storage and
+    # the index agree without a restart.
+    extra = small_instance(scu_dir, "wk-after")
+    run = H.storescu(node.port, [extra["path"]], scu_dir)
+    assert run.all_success(), run.summary()
+    deadline = time.monotonic() + 10
+    while [n for n in tmp_files(node) if "-%d-" % victim in n]:
+        assert time.monotonic() < deadline, "the dead worker's files stay in tmp/: %s" % tmp_files(node)
+        assert H.echoscu(node.port).ok
+        time.sleep(0.05)
+    wait_log(node, r"settled the temporary files of ended workers", "the settling")
+    assert_consistent(node)
+    assert not C.wrong_counts(node)
+
+    rc = node.stop()
+    assert rc in (0, -15), "the node ended with %r" % rc
+    node.start_again()
+    assert_consistent(node)
+    assert not C.wrong_counts(node)
+    run = H.storescu(node.port, [f["path"] for f in files], scu_dir)
+    assert run.all_success(), run.summary(only_problems=True)
+    assert len(C.instance_rows(node)) == len(files) + 1
 
 
 def test_replaced_file_left_by_a_crash_is_removed_at_start(node_factory, scu_dir):

@@ -265,6 +265,24 @@ static int identify(void *ctx, const char *path, uint32_t gen, char rel[PN_REL_P
 	return pn_storage_rel_path("1.2", uid, gen, rel) == 0 ? 0 : -EBADMSG;
 }
 
+static const pn_storage_settler plain = {referenced, identify, NULL, NULL, NULL};
+
+/* Claims by a fixed answer, counting the releases. */
+static int claim_answer, claimed_pid, releases;
+static int claim(void *ctx, int pid)
+{
+	(void)ctx;
+	claimed_pid = pid;
+	return claim_answer;
+}
+static void release(void *ctx, int pid)
+{
+	(void)ctx;
+	assert_int_equal(pid, claimed_pid);
+	releases++;
+}
+static const pn_storage_settler claiming = {referenced, identify, claim, release, NULL};
+
 /* A file holding `uid`, named, synced and linked. */
 static void stored(pn_storage *s, const char *uid, char rel[PN_REL_PATH_MAX])
 {
@@ -324,7 +342,7 @@ static void recovery(void **state)
 	pn_storage *s = NULL;
 	assert_int_equal(pn_storage_open(root, &s), 0);
 	pn_storage_recovery st;
-	assert_int_equal(pn_storage_recover(s, referenced, identify, NULL, &st), 0);
+	assert_int_equal(pn_storage_recover(s, &plain, &st), 0);
 	assert_int_equal(st.kept, 2);
 	assert_int_equal(st.removed, 1);
 	assert_int_equal(st.strays, 2); /* the file being received and the garbage */
@@ -353,7 +371,7 @@ static void recovery_stops_on_errors(void **state)
 	assert_int_equal(pn_storage_file_written(f), 0);
 	pn_storage_file_abandon(f, NULL);
 	pn_storage_recovery st;
-	assert_int_equal(pn_storage_recover(s, referenced, identify, NULL, &st), -EIO);
+	assert_int_equal(pn_storage_recover(s, &plain, &st), -EIO);
 	assert_int_equal(count_files(root), 1);
 	pn_storage_free(s);
 }
@@ -425,6 +443,109 @@ static void abandoned_files(void **state)
 	assert_false(pn_storage_has_abandoned(s));
 	assert_true(!exists_at(root, rel[2]) && !exists_at(tmp, tmp_name[2]));
 	assert_int_equal(count_files(root), 1);
+	pn_storage_free(s);
+}
+
+/* The crashed process's files, in tmp/ under its pid. */
+static int files_of(pid_t pid)
+{
+	char tmp[128];
+	snprintf(tmp, sizeof(tmp), "%s/tmp", root);
+	int n = 0;
+	DIR *d = opendir(tmp);
+	struct dirent *e;
+	while (d && (e = readdir(d)) != NULL) {
+		int p;
+		n += pn_storage_part_pid(e->d_name, &p) && p == pid;
+	}
+	if (d)
+		closedir(d);
+	return n;
+}
+
+static pid_t crash_in_child(void)
+{
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0)
+		crash_midway();
+	int status = 0;
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	return pid;
+}
+
+/* Start-up recovery leaves the files of a process whose database session
+ * is still there (it may be finishing a COMMIT), and settles them once it
+ * can claim them. */
+static void recovery_waits_for_sessions(void **state)
+{
+	(void)state;
+	pid_t child = crash_in_child();
+	assert_int_equal(files_of(child), 3);
+	pn_storage *s = NULL;
+	assert_int_equal(pn_storage_open(root, &s), 0);
+	pn_storage_recovery st;
+	claim_answer = 0;
+	releases = 0;
+	assert_int_equal(pn_storage_recover(s, &claiming, &st), 0);
+	assert_int_equal(claimed_pid, child);
+	assert_int_equal(st.waiting, 3);
+	assert_int_equal(st.kept, 1);   /* the earlier build's name carries no pid */
+	assert_int_equal(st.strays, 1); /* the garbage */
+	assert_int_equal(files_of(child), 3);
+	assert_int_equal(releases, 0);
+	claim_answer = 1;
+	assert_int_equal(pn_storage_recover(s, &claiming, &st), 0);
+	assert_int_equal(st.waiting, 0);
+	assert_int_equal(st.kept, 1);
+	assert_int_equal(st.removed, 1);
+	assert_int_equal(st.strays, 1);
+	assert_int_equal(files_of(child), 0);
+	assert_int_equal(releases, 1);
+	assert_int_equal(count_files(root), 2);
+	claim_answer = -EIO; /* nothing left to claim: not asked */
+	assert_int_equal(pn_storage_recover(s, &claiming, &st), 0);
+	pn_storage_free(s);
+}
+
+/* While the node runs, only an ended process's files are settled: not
+ * ours, not a running process's, not names without a pid. */
+static void settle_ended(void **state)
+{
+	(void)state;
+	pid_t child = crash_in_child();
+	pn_storage *s = NULL;
+	assert_int_equal(pn_storage_open(root, &s), 0);
+	char rel[PN_REL_PATH_MAX];
+	pn_storage_file *mine = write_one(s, "1.2.40", rel); /* being received here */
+	char alive[PN_REL_PATH_MAX], path[256];
+	pn_storage_part_name(7, (int)getppid(), 1, alive);
+	snprintf(path, sizeof(path), "%s/tmp/%s", root, alive);
+	FILE *f = fopen(path, "w");
+	assert_true(f && fputs("1.2.41", f) >= 0 && fclose(f) == 0);
+	int before = count_files(root);
+
+	pn_storage_recovery st;
+	claim_answer = 0;
+	assert_int_equal(pn_storage_settle_ended(s, &claiming, &st), 0);
+	assert_int_equal(st.waiting, 3);
+	assert_int_equal(count_files(root), before);
+	claim_answer = 1;
+	releases = 0;
+	assert_int_equal(pn_storage_settle_ended(s, &claiming, &st), 0);
+	assert_int_equal(claimed_pid, child);
+	assert_int_equal(releases, 1);
+	assert_int_equal(st.kept, 1);
+	assert_int_equal(st.removed, 1);
+	assert_int_equal(st.strays, 1);
+	assert_int_equal(files_of(child), 0);
+	assert_int_equal(files_of(getpid()), 1);
+	assert_int_equal(files_of(getppid()), 1);
+	/* 1.2.8's tmp name, 1.2.9's two names, the partial file; the earlier
+	 * build's name and the garbage carry no pid and wait for start-up */
+	assert_int_equal(count_files(root), before - 4);
+	pn_storage_file_discard(mine);
 	pn_storage_free(s);
 }
 
@@ -672,6 +793,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(recovery, setup, teardown),
 	    cmocka_unit_test_setup_teardown(recovery_stops_on_errors, setup, teardown),
 	    cmocka_unit_test_setup_teardown(abandoned_files, setup, teardown),
+	    cmocka_unit_test_setup_teardown(recovery_waits_for_sessions, setup, teardown),
+	    cmocka_unit_test_setup_teardown(settle_ended, setup, teardown),
 	    cmocka_unit_test_setup_teardown(spare_files, setup, teardown),
 	    cmocka_unit_test_setup_teardown(direct_and_buffered, setup, teardown),
 	    cmocka_unit_test_setup_teardown(without_writer_thread, setup, teardown),
