@@ -581,7 +581,10 @@ static void pipeline_drain(pn_db *db)
 int pn_index_begin_send(pn_db *db, const pn_instance_rec *rec)
 {
 	pn_db_settle(db);
+	/* Only on a connection that holds the worker's lock (prepare_statements
+	 * takes it): the ordinary path tries again. */
 	if (!db || !rec || !rec_valid(rec) || !hier_matches(&db->committed, rec) || db->index_gen != db->conn_gen ||
+	    (db->worker_pid > 0 && db->worker_locked_gen != db->conn_gen) ||
 	    !(db->index_prepared & (UINT32_C(1) << ST_INSTANCE_INSERT)) || PQstatus(db->conn) != CONNECTION_OK ||
 	    PQtransactionStatus(db->conn) != PQTRANS_IDLE)
 		return 0;

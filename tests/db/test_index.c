@@ -748,7 +748,7 @@ static void test_worker_lock(void **state)
 	pn_db *mine = NULL;
 	pn_index_outcome outcome;
 	bool taken = true;
-	test_rec a;
+	test_rec a, b;
 	char err[256];
 	const int pid = 424242;
 
@@ -760,8 +760,23 @@ static void test_worker_lock(void **state)
 	assert_int_equal(pn_index_store(mine, &a.rec, PN_DUP_IGNORE, &outcome, NULL), 0);
 	assert_int_equal(pn_index_worker_take(db, pid, 0, &taken), 0);
 	assert_false(taken);
+	/* held: the pipelined path is open to it */
+	make_rec(&b, "PID-WLOCK", "", a.study, a.series);
+	assert_int_equal(pn_index_begin_send(mine, &b.rec), 1);
+	assert_int_equal(pn_index_begin_finish(mine, &b.rec, PN_DUP_IGNORE, &outcome, NULL), 0);
+	pn_index_rollback(mine);
 	assert_int_equal(pn_index_worker_take(db, pid, 100, &taken), 0);
 	assert_false(taken);
+	/* a connection whose lock another session holds stays off it */
+	pn_db *twin = NULL;
+	test_rec c;
+	if (pn_db_connect(test_conninfo, &twin, err, sizeof err) != 0)
+		fail_msg("connect: %s", err);
+	pn_index_set_worker(twin, pid);
+	make_rec(&c, "PID-WLOCK", "", a.study, a.series);
+	assert_int_equal(pn_index_store(twin, &c.rec, PN_DUP_IGNORE, &outcome, NULL), 0);
+	assert_int_equal(pn_index_begin_send(twin, &c.rec), 0);
+	pn_db_free(twin);
 	pn_db_free(mine); /* its backend goes, and the lock with it */
 	assert_int_equal(pn_index_worker_take(db, pid, 5000, &taken), 0);
 	assert_true(taken);
