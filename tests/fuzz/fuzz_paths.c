@@ -30,6 +30,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		char back[PN_REL_PATH_MAX];
 		CHECK(pn_storage_tmp_name(rel, back) == 0 && strcmp(back, s) == 0);
 	}
+	int pid;
+	if (pn_storage_part_pid(s, &pid)) {
+		/* in-<8 hex>-<digits>-<digits>, and the pid is those digits */
+		uint32_t g;
+		const char *p = s + 3 + 8 + 1;
+		CHECK(pid > 0 && pn_storage_part_generation(s, &g));
+		CHECK(strspn(p, "0123456789") > 0 && p[strspn(p, "0123456789")] == '-' && atoi(p) == pid);
+	}
 	if (pn_uid_valid(s)) {
 		CHECK(strspn(s, "0123456789.") == strlen(s) && strlen(s) <= 64);
 		CHECK(pn_storage_rel_path(s, s, 7, rel) == 0 && pn_storage_rel_path_valid(rel));

@@ -74,6 +74,16 @@ static void generations(void **state)
 	    "ab-cd-abcd0000000000000000000000000000-11111111111111111111111111111111.00000001.dcm"};
 	for (size_t i = 0; i < sizeof foreign / sizeof foreign[0]; i++)
 		assert_false(pn_storage_part_generation(foreign[i], &g));
+	/* the process id, which says whose file it is */
+	int pid = 0;
+	pn_storage_part_name(0xdeadbeef, 1234, 56, name);
+	assert_true(pn_storage_part_pid(name, &pid));
+	assert_int_equal(pid, 1234);
+	const char *no_pid[] = {
+	    "in-deadbeef-1234",    "in-deadbeef--56",  "in-deadbeef-12a4-56",       "in-deadbeef-1234-",
+	    "in-deadbeef-1234-5x", "in-deadbeef-0-56", "in-deadbeef-12345678901-1", "garbage"};
+	for (size_t i = 0; i < sizeof no_pid / sizeof no_pid[0]; i++)
+		assert_false(pn_storage_part_pid(no_pid[i], &pid));
 	assert_int_equal(pn_storage_rel_path("1.2", "1.2.3", 0x0badc0de, rel), 0);
 	assert_true(pn_storage_rel_generation(rel, &g));
 	assert_int_equal(g, 0x0badc0de);
