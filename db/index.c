@@ -824,6 +824,17 @@ int pn_index_garbage_each(pn_db *db, int (*fn)(void *ctx, const char *path), voi
 	return r;
 }
 
+/* Before a one-statement call: the connection re-made if it broke, the
+ * statements prepared. 0 or a public error code. */
+static int ready(pn_db *db)
+{
+	pn_db_settle(db);
+	pn_db_clear_error(db);
+	if (PQstatus(db->conn) != CONNECTION_OK && pn_db_ensure_connected(db) < 0)
+		return -ECONNREFUSED;
+	return pn_db_public_error(prepare_statements(db));
+}
+
 void pn_index_set_worker(pn_db *db, int pid)
 {
 	if (db) {
@@ -851,13 +862,9 @@ int pn_index_worker_take(pn_db *db, int pid, int wait_ms, bool *ret_taken)
 {
 	if (!db || pid <= 0 || !ret_taken)
 		return -EINVAL;
-	pn_db_settle(db);
-	pn_db_clear_error(db);
-	if (PQstatus(db->conn) != CONNECTION_OK && pn_db_ensure_connected(db) < 0)
-		return -ECONNREFUSED;
-	int r = prepare_statements(db);
+	int r = ready(db);
 	if (r != 0)
-		return pn_db_public_error(r);
+		return r;
 	for (int waited = 0;; waited += 50) {
 		r = worker_lock_call(db, ST_WORKER_LOCK, pid, ret_taken);
 		if (r < 0 || *ret_taken || waited >= wait_ms)
@@ -885,13 +892,9 @@ int pn_index_xact_committed(pn_db *db, const char *xact, bool *ret_committed)
 
 	if (!db || !xact || !xact[0] || !ret_committed)
 		return -EINVAL;
-	pn_db_settle(db);
-	pn_db_clear_error(db);
-	if (PQstatus(db->conn) != CONNECTION_OK && pn_db_ensure_connected(db) < 0)
-		return -ECONNREFUSED;
-	int r = prepare_statements(db);
+	int r = ready(db);
 	if (r != 0)
-		return r == PN_DB_CONN_LOST ? -ECONNREFUSED : -EIO;
+		return r;
 	add_text(&p, xact);
 	PGresult *res = run(db, ST_XACT_STATUS, &p);
 	if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {

@@ -621,26 +621,45 @@ static void terminate(const char *pid)
 	free(v);
 }
 
-static void test_reconnect_after_terminate(void **state)
+/* A connection of its own, named so that its backend can be found. */
+static pn_db *connect_named(const char *prefix, char appname[64])
 {
-	char appname[64], *conninfo, *pid1, *pid2, *pid3;
+	char *conninfo, err[256];
 	pn_db *mine = NULL;
-	pn_index_outcome outcome;
-	bool referenced;
-	test_rec t, u;
-	char err[256];
 
-	(void)state;
-	snprintf(appname, sizeof appname, "pn_test_reconnect_%ld", (long)getpid());
+	snprintf(appname, 64, "%s_%ld", prefix, (long)getpid());
 	assert_true(asprintf(&conninfo, "%s application_name=%s", test_conninfo, appname) > 0);
 	if (pn_db_connect(conninfo, &mine, err, sizeof err) != 0)
 		fail_msg("connect: %s", err);
 	free(conninfo);
+	return mine;
+}
 
-	make_rec(&t, "PID-RECONNECT", "", NULL, NULL);
-	assert_int_equal(pn_index_store(mine, &t.rec, PN_DUP_IGNORE, &outcome, NULL), 0);
-	pid1 = backend_pid(appname);
-	terminate(pid1);
+/* A named connection that stored `first` (a new patient) and whose
+ * backend was then terminated; *ret_pid: that backend. */
+static pn_db *stored_then_terminated(const char *prefix, const char *patient, test_rec *first, char appname[64],
+                                     char **ret_pid)
+{
+	pn_index_outcome outcome;
+	pn_db *mine = connect_named(prefix, appname);
+
+	make_rec(first, patient, "", NULL, NULL);
+	assert_int_equal(pn_index_store(mine, &first->rec, PN_DUP_IGNORE, &outcome, NULL), 0);
+	*ret_pid = backend_pid(appname);
+	terminate(*ret_pid);
+	return mine;
+}
+
+static void test_reconnect_after_terminate(void **state)
+{
+	char appname[64], *pid1, *pid2, *pid3;
+	pn_db *mine = NULL;
+	pn_index_outcome outcome;
+	bool referenced;
+	test_rec t, u;
+
+	(void)state;
+	mine = stored_then_terminated("pn_test_reconnect", "PID-RECONNECT", &t, appname, &pid1);
 
 	/* The prepared statements died with the backend: re-prepared. */
 	make_rec(&u, "PID-RECONNECT", "", t.study, t.series);
@@ -667,19 +686,14 @@ static void test_reconnect_after_terminate(void **state)
  * folded by the first fold on its replacement (pn_fold_orphans). */
 static void test_fold_after_reconnect_takes_orphans(void **state)
 {
-	char appname[64], *conninfo, *pid;
+	char appname[64], *pid;
 	pn_db *mine = NULL;
 	pn_index_outcome outcome;
 	test_rec a, b, c;
-	char err[256];
 	const char *series_n = "SELECT n_instances FROM series WHERE series_uid = $1";
 
 	(void)state;
-	snprintf(appname, sizeof appname, "pn_test_orphans_%ld", (long)getpid());
-	assert_true(asprintf(&conninfo, "%s application_name=%s", test_conninfo, appname) > 0);
-	if (pn_db_connect(conninfo, &mine, err, sizeof err) != 0)
-		fail_msg("connect: %s", err);
-	free(conninfo);
+	mine = connect_named("pn_test_orphans", appname);
 
 	make_rec(&a, "PID-ORPHANS", "", NULL, NULL);
 	assert_int_equal(pn_index_store(mine, &a.rec, PN_DUP_IGNORE, &outcome, NULL), 0);
@@ -712,22 +726,13 @@ static void test_fold_after_reconnect_takes_orphans(void **state)
  * reconnects, and the store succeeds. */
 static void test_pipelined_store_after_terminate(void **state)
 {
-	char appname[64], *conninfo, *pid;
+	char appname[64], *pid;
 	pn_db *mine = NULL;
 	pn_index_outcome outcome;
 	test_rec a, b;
-	char err[256];
 
 	(void)state;
-	snprintf(appname, sizeof appname, "pn_test_pipeline_%ld", (long)getpid());
-	assert_true(asprintf(&conninfo, "%s application_name=%s", test_conninfo, appname) > 0);
-	if (pn_db_connect(conninfo, &mine, err, sizeof err) != 0)
-		fail_msg("connect: %s", err);
-	free(conninfo);
-	make_rec(&a, "PID-PIPE", "", NULL, NULL);
-	assert_int_equal(pn_index_store(mine, &a.rec, PN_DUP_IGNORE, &outcome, NULL), 0);
-	pid = backend_pid(appname);
-	terminate(pid);
+	mine = stored_then_terminated("pn_test_pipeline", "PID-PIPE", &a, appname, &pid);
 
 	make_rec(&b, "PID-PIPE", "", a.study, a.series);
 	assert_int_equal(pn_index_begin_send(mine, &b.rec), 1);

@@ -8,6 +8,7 @@ Each test checks the effect (statuses, rows, files, log lines, timings), not
 only that the node survived.
 """
 
+import contextlib
 import hashlib
 import os
 import pwd
@@ -592,17 +593,31 @@ def test_killed_under_load_loses_no_acknowledged_instance(node_factory, scu_dir)
         check_stored(new)
 
 
-def own_cluster(it_base):
-    """A started cluster of the test's own, committing synchronously as in
-    production: the shared test cluster commits asynchronously, which an
-    immediate stop may undo. Under the worker's short base directory: a
-    socket path has 107 bytes."""
+@contextlib.contextmanager
+def own_cluster_node(it_base, testdir, dbname, **node_kw):
+    """(cluster, node): a started cluster of the test's own, committing
+    synchronously as in production (the shared test cluster commits
+    asynchronously, which an immediate stop may undo), and a node on it.
+    The cluster lives under the worker's short base directory: a socket
+    path has 107 bytes. Both are stopped on the way out, and the node's log
+    checked for sanitizer reports."""
     base, user = it_base
     pgbase = tempfile.mkdtemp(prefix="pgc-", dir=base)
     os.chmod(pgbase, 0o755)
     cluster = H.PgCluster(pgbase, user, settings={"synchronous_commit": "on"})
     cluster.start()
-    return cluster
+    node = None
+    try:
+        cluster.create_db(dbname)
+        node = H.Node(cluster, H.make_dir(os.path.join(testdir, "node"), user), dbname, user, **node_kw)
+        node.start()
+        yield cluster, node
+    finally:
+        if node is not None:
+            node.stop()
+            found = node.sanitizer_reports()
+            assert not found, "%s in %s" % (found, node.log_path)
+        cluster.stop()
 
 
 def test_postgres_restart_while_idle_costs_no_store(testdir, it_base, scu_dir):
@@ -610,13 +625,7 @@ def test_postgres_restart_while_idle_costs_no_store(testdir, it_base, scu_dir):
     store afterwards finds its worker's connection dead (on the pipelined
     path, where libpq then refuses ordinary calls), reconnects and
     succeeds; no store is refused."""
-    cluster = own_cluster(it_base)
-    node = None
-    try:
-        cluster.create_db("idle")
-        node = H.Node(cluster, H.make_dir(os.path.join(testdir, "node"), it_base[1]), "idle", it_base[1],
-                      workers=1, max_associations=2)
-        node.start()
+    with own_cluster_node(it_base, testdir, "idle", workers=1, max_associations=2) as (cluster, node):
         files = [gen_corpus.make_instance(os.path.join(scu_dir, "idle-%d.dcm" % i), name="idle-%d" % i,
                                           study_uid="1.2.3.4545", series_uid="1.2.3.4545.1")
                  for i in range(4)]
@@ -630,12 +639,6 @@ def test_postgres_restart_while_idle_costs_no_store(testdir, it_base, scu_dir):
         assert len(C.instance_rows(node)) == 4
         assert_consistent(node)
         assert not C.wrong_counts(node)
-    finally:
-        if node is not None:
-            node.stop()
-            found = node.sanitizer_reports()
-            assert not found, "%s in %s" % (found, node.log_path)
-        cluster.stop()
 
 
 def test_postgres_crash_under_load_loses_no_acknowledged_instance(testdir, it_base, scu_dir):
@@ -648,13 +651,7 @@ def test_postgres_crash_under_load_loses_no_acknowledged_instance(testdir, it_ba
     as PostgreSQL can tell whether that transaction committed, without a
     restart; then what was refused is sent again and the set is complete,
     and a restart finds nothing to recover."""
-    user = it_base[1]
-    cluster = own_cluster(it_base)
-    node = None
-    try:
-        cluster.create_db("crash")
-        node = H.Node(cluster, H.make_dir(os.path.join(testdir, "node"), user), "crash", user)
-        node.start()
+    with own_cluster_node(it_base, testdir, "crash") as (cluster, node):
         total = 600
         files = [gen_corpus.make_instance(os.path.join(scu_dir, "pgc-%03d.dcm" % i), name="pgc-%03d" % i,
                                           patient_id="PN-PGC", study_uid="1.2.3.4343",
@@ -708,12 +705,6 @@ def test_postgres_crash_under_load_loses_no_acknowledged_instance(testdir, it_ba
         assert rc in (0, -15), "the node ended with %r" % rc
         offset = node.start_again()
         assert not [l for l in log_lines(node, offset) if "recovery" in l], "the restart found things to recover"
-    finally:
-        if node is not None:
-            node.stop()
-            found = node.sanitizer_reports()
-            assert not found, "%s in %s" % (found, node.log_path)
-        cluster.stop()
 
 
 def node_children(node):

@@ -326,9 +326,8 @@ static void crash_midway(void)
 	_exit(0);
 }
 
-static void recovery(void **state)
+static pid_t crash_in_child(void)
 {
-	(void)state;
 	pid_t pid = fork();
 	assert_true(pid >= 0);
 	if (pid == 0)
@@ -336,6 +335,13 @@ static void recovery(void **state)
 	int status = 0;
 	assert_int_equal(waitpid(pid, &status, 0), pid);
 	assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	return pid;
+}
+
+static void recovery(void **state)
+{
+	(void)state;
+	crash_in_child();
 	/* 2 final names; 3 in-* files, the earlier build's and the stray in tmp/ */
 	assert_int_equal(count_files(root), 7);
 
@@ -461,18 +467,6 @@ static int files_of(pid_t pid)
 	if (d)
 		closedir(d);
 	return n;
-}
-
-static pid_t crash_in_child(void)
-{
-	pid_t pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0)
-		crash_midway();
-	int status = 0;
-	assert_int_equal(waitpid(pid, &status, 0), pid);
-	assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-	return pid;
 }
 
 /* Start-up recovery leaves the files of a process whose database session
