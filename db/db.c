@@ -231,6 +231,11 @@ void pn_db_free(pn_db *db)
 	free(db);
 }
 
+bool pn_db_connected(const pn_db *db)
+{
+	return db && PQstatus(db->conn) == CONNECTION_OK;
+}
+
 void pn_db_restart(pn_db *db)
 {
 	PQreset(db->conn);

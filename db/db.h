@@ -27,6 +27,10 @@ int pn_db_schema_version(pn_db *db, int *ret_version);
  * times with jittered back-off. Returns 0 when usable, -ECONNREFUSED if not. */
 int pn_db_ensure_connected(pn_db *db);
 
+/* Whether the connection is up as far as libpq knows; tries nothing. For
+ * housekeeping that should not wait for a database that is away. */
+bool pn_db_connected(const pn_db *db);
+
 /* Last error text (libpq message, with SQLSTATE when there was one). */
 const char *pn_db_errmsg(const pn_db *db);
 /* Last SQLSTATE ("" if none). */

@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "dicom_values.h"
+#include "db.h"
 #include "index.h"
 #include "log.h"
 #include "record.h"
@@ -139,7 +140,8 @@ static int abandoned_outcome(void *vctx, const char *rel, const char *xact)
  * index can tell, not only at the next start. */
 static void settle_abandoned(const pn_store_ctx *ctx)
 {
-	if (!ctx->db || !pn_storage_has_abandoned(ctx->storage))
+	/* not while the database is away: a store reconnects first */
+	if (!pn_db_connected(ctx->db) || !pn_storage_has_abandoned(ctx->storage))
 		return;
 	pn_storage_recovery st = {0};
 	int left = pn_storage_settle_abandoned(ctx->storage, abandoned_outcome, (void *)ctx, &st);
@@ -355,7 +357,9 @@ int pn_store_recover(pn_db *db, pn_storage *storage, int wait_ms, pn_storage_rec
 
 void pn_store_settle_ended(const pn_store_ctx *ctx)
 {
-	if (!ctx->db)
+	/* Housekeeping: never a reconnection, with its back-off, between two
+	 * associations. */
+	if (!pn_db_connected(ctx->db))
 		return;
 	pn_storage_recovery st = {0};
 	int rc = settle_tmp_with(ctx->db, ctx->storage, 0, true, &st);
