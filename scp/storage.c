@@ -671,8 +671,10 @@ enum { PID_LEAVE, PID_WAITING, PID_TAKEN, PID_CLAIMED };
 static int settle_tmp(pn_storage *s, const pn_storage_settler *k, bool ended_only, pn_storage_recovery *ret_stats)
 {
 	pn_storage_recovery st = {0};
+	/* The coarse clock: file times are taken from it (or from a finer
+	 * one, never earlier), so a file made after this has no older time. */
 	struct timespec t0;
-	clock_gettime(CLOCK_REALTIME, &t0);
+	clock_gettime(CLOCK_REALTIME_COARSE, &t0);
 	struct tmp_entry *e = NULL;
 	size_t n = 0;
 	int rc = list_tmp(s, &e, &n);
