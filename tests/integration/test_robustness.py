@@ -778,6 +778,41 @@ def test_killed_worker_takes_only_its_own_association(node_factory, scu_dir):
     assert len(C.instance_rows(node)) == len(files) + 1
 
 
+def test_startup_recovery_waits_for_a_session_of_the_earlier_run(node_factory, scu_dir):
+    """A database session that still holds the lock of the worker named in
+    a tmp/ file (as one of the earlier run still finishing a COMMIT would)
+    keeps start-up recovery off that file: after the bounded wait (10 s) it
+    is left, with a warning, and so are the running workers. Once the
+    session is gone, the next start settles it."""
+    node = node_factory()
+    assert node.stop() in (0, -15)
+    ghost = 4194301  # a worker pid of "the earlier run"; no such process
+    d = small_instance(scu_dir, "held-d")
+    d_rel = rel_path(d["series_instance_uid"], d["sop_instance_uid"], 0x00C0FFEE)
+    d_final = place_final(node, d_rel, d["path"])
+    d_tmp = os.path.join(node.storage, "tmp", "in-%s-%d-1" % (d_rel[-12:-4], ghost))
+    os.link(d_final, d_tmp)
+    conn = node.connect()
+    try:
+        conn.autocommit = True
+        conn.cursor().execute("SELECT pg_advisory_lock(1347311409, %s)", (ghost,))
+        t0 = time.monotonic()
+        offset = node.start_again()
+        waited = time.monotonic() - t0
+        wait_log(node, r"storage recovery: 1 temporary files left for later", "the warning", offset=offset)
+        assert waited >= 9, "recovery did not wait for the session (%.1f s)" % waited
+        assert H.echoscu(node.port).ok
+        assert os.path.exists(d_final) and os.path.exists(d_tmp), "a file of a live session was settled"
+    finally:
+        conn.close()
+    assert node.stop() in (0, -15)
+    offset = node.start_again()
+    wait_log(node, r"storage recovery after an unclean stop: 0 committed instances finished, 1 uncommitted",
+             "the recovery", offset=offset)
+    assert not os.path.exists(d_final) and not os.path.exists(d_tmp)
+    assert_consistent(node)
+
+
 def test_replaced_file_left_by_a_crash_is_removed_at_start(node_factory, scu_dir):
     """duplicate_policy = replace queues the old file in storage_garbage in
     the transaction that points the row at the new one; if the node dies
