@@ -14,6 +14,7 @@
 #include "log.h"
 #include "server.h"
 #include "storage.h"
+#include "storage_recovery.h"
 #include "store.h"
 
 #ifndef PN_VERSION

@@ -1,9 +1,6 @@
 #include "storage.h"
 
-#include <dirent.h>
 #include <errno.h>
-#include <time.h>
-#include <signal.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
@@ -15,75 +12,8 @@
 #include <xxhash.h>
 
 #include "fsio.h"
+#include "storage_internal.h"
 #include "writer.h"
-
-#define TMP_DIR "tmp"
-/* Committed instances whose final folder is not fsync'ed yet: their tmp
- * names stay (and keep them recoverable) until a batched folder fsync. */
-#define PENDING_MAX 32
-/* Temporary files made ahead of time (see pn_storage_prepare). */
-#define SPARES_MAX 8
-/* Files whose COMMIT outcome was lost, kept for settling once the index
- * answers again; more wait for start-up recovery. */
-#define ABANDONED_MAX 16
-
-struct pn_storage {
-	char *root;
-	int root_fd;
-	int tmp_fd;
-	/* Files are opened with O_DIRECT where the file system allows it
-	 * (probed at open): the data skips the page cache. */
-	bool direct;
-	pn_writer *writer; /* made on the first file, in the worker process */
-	unsigned long seq; /* temporary names */
-	struct {
-		char tmp_name[PN_REL_PATH_MAX];
-		char dir[PN_REL_DIR_LEN + 1];
-	} pending[PENDING_MAX];
-	int n_pending;
-	struct {
-		char tmp_name[PN_REL_PATH_MAX];
-		char rel[PN_REL_PATH_MAX];
-		char note[PN_STORAGE_NOTE_MAX];
-	} abandoned[ABANDONED_MAX];
-	int n_abandoned;
-	char known_dir[PN_REL_DIR_LEN + 1]; /* last series folder seen to exist */
-	/* Creating a file costs up to half a millisecond here (after mass
-	 * deletions), and making its name durable a folder fsync: the next
-	 * instances' files are made while the SCU reads a response, their
-	 * names made durable in batches. Oldest first; the durable ones are
-	 * the oldest. */
-	struct spare {
-		int fd;
-		uint32_t gen;
-		bool durable;
-		char name[PN_REL_PATH_MAX];
-	} spares[SPARES_MAX];
-	int n_spares;
-};
-
-struct pn_storage_file {
-	pn_storage *s;
-	int fd;
-	bool named;        /* rel is set */
-	bool name_durable; /* tmp_name survives a crash (the tmp folder was fsync'ed) */
-	uint32_t gen;      /* the generation in tmp_name and rel */
-	bool linked;
-	int64_t size;  /* bytes accepted (buffered or queued) */
-	bool queued;   /* the writer has jobs for fd not waited for */
-	int io_rc;     /* their outcome, once waited for */
-	bool io_known; /* io_rc is set */
-	/* The bytes, in the writer's buffers, while no more than those. */
-	pn_storage_part parts[PN_WRITER_SLOTS];
-	int n_parts; /* -1: more than that */
-	XXH3_state_t *xxh;
-	char *buf; /* the writer's buffer being filled, or NULL */
-	size_t buffered;
-	char rel[PN_REL_PATH_MAX];
-	char tmp_name[PN_REL_PATH_MAX];
-	char tmp_path[PATH_MAX];
-	char checksum[9 + 32 + 1];
-};
 
 static int mkdir_p(const char *path)
 {
@@ -103,7 +33,7 @@ static int mkdir_p(const char *path)
 	return 0;
 }
 
-static int fsync_dir_at(int dirfd, const char *path)
+int pn_storage_fsync_dir_at(int dirfd, const char *path)
 {
 	int fd = pn_fsio.openat(dirfd, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0)
@@ -374,7 +304,7 @@ int pn_storage_file_sync(pn_storage_file *f)
 
 /* Creates ab/, ab/cd/ and ab/cd/<series>/ as needed; each new folder is
  * made durable in its parent before anything is linked into it. */
-static int ensure_dirs(pn_storage *s, const char *rel)
+int pn_storage_ensure_dirs(pn_storage *s, const char *rel)
 {
 	if (strncmp(s->known_dir, rel, PN_REL_DIR_LEN) == 0)
 		return 0;
@@ -389,7 +319,7 @@ static int ensure_dirs(pn_storage *s, const char *rel)
 		}
 		char parent[PN_REL_DIR_LEN + 1];
 		snprintf(parent, sizeof(parent), "%.*s", i == 0 ? 1 : lens[i - 1], i == 0 ? "." : rel);
-		int rc = fsync_dir_at(s->root_fd, parent);
+		int rc = pn_storage_fsync_dir_at(s->root_fd, parent);
 		if (rc < 0)
 			return rc;
 	}
@@ -402,13 +332,13 @@ int pn_storage_file_link(pn_storage_file *f)
 	pn_storage *s = f->s;
 	if (!f->named)
 		return -EINVAL;
-	int rc = ensure_dirs(s, f->rel);
+	int rc = pn_storage_ensure_dirs(s, f->rel);
 	if (rc == 0 && pn_fsio.linkat(s->tmp_fd, f->tmp_name, s->root_fd, f->rel, 0) < 0)
 		rc = -errno;
 	if (rc == -ENOENT) {
 		/* the folder vanished under our cache (removed by hand?): retry */
 		s->known_dir[0] = '\0';
-		rc = ensure_dirs(s, f->rel);
+		rc = pn_storage_ensure_dirs(s, f->rel);
 		if (rc == 0 && pn_fsio.linkat(s->tmp_fd, f->tmp_name, s->root_fd, f->rel, 0) < 0)
 			rc = -errno;
 	}
@@ -435,7 +365,7 @@ static int flush_pending(pn_storage *s)
 		for (int j = 0; j < i && !seen; j++)
 			seen = strcmp(s->pending[j].dir, s->pending[i].dir) == 0;
 		if (!seen)
-			rc = fsync_dir_at(s->root_fd, s->pending[i].dir);
+			rc = pn_storage_fsync_dir_at(s->root_fd, s->pending[i].dir);
 	}
 	if (rc < 0)
 		return rc; /* the tmp names stay: recovery relinks if needed */
@@ -478,7 +408,7 @@ void pn_storage_file_discard(pn_storage_file *f)
 		pn_fsio.unlinkat(f->s->root_fd, f->rel, 0);
 		char dir[PN_REL_DIR_LEN + 1];
 		snprintf(dir, sizeof(dir), "%.*s", PN_REL_DIR_LEN, f->rel);
-		fsync_dir_at(f->s->root_fd, dir);
+		pn_storage_fsync_dir_at(f->s->root_fd, dir);
 	}
 	pn_fsio.unlinkat(f->s->tmp_fd, f->tmp_name, 0);
 	file_free(f);
@@ -496,63 +426,6 @@ void pn_storage_file_abandon(pn_storage_file *f, const char *note)
 		s->n_abandoned++;
 	}
 	file_free(f);
-}
-
-/* A tmp/ entry whose final path is known and whose commit is settled:
- * committed, its final name is made to exist and durable before the tmp
- * name goes; not committed, both names go (the final one only if it is
- * this very file). A failure leaves the tmp name for later. */
-static int settle_entry(pn_storage *s, const char *tmp_name, const char *rel, bool committed, pn_storage_recovery *st)
-{
-	if (committed) {
-		struct stat fst;
-		if (fstatat(s->root_fd, rel, &fst, 0) < 0 && errno == ENOENT) {
-			ensure_dirs(s, rel);
-			if (linkat(s->tmp_fd, tmp_name, s->root_fd, rel, 0) < 0)
-				return -errno;
-		}
-		char dir[PN_REL_DIR_LEN + 1];
-		snprintf(dir, sizeof(dir), "%.*s", PN_REL_DIR_LEN, rel);
-		int rc = fsync_dir_at(s->root_fd, dir);
-		if (rc < 0)
-			return rc;
-		st->kept++;
-	} else {
-		struct stat tst, fst;
-		if (fstatat(s->tmp_fd, tmp_name, &tst, 0) == 0 && fstatat(s->root_fd, rel, &fst, 0) == 0 &&
-		    tst.st_ino == fst.st_ino && tst.st_dev == fst.st_dev)
-			unlinkat(s->root_fd, rel, 0);
-		st->removed++;
-	}
-	unlinkat(s->tmp_fd, tmp_name, 0);
-	return 0;
-}
-
-bool pn_storage_has_abandoned(const pn_storage *s)
-{
-	return s->n_abandoned > 0;
-}
-
-int pn_storage_settle_abandoned(pn_storage *s, pn_storage_outcome_fn outcome, void *ctx, pn_storage_recovery *ret_stats)
-{
-	pn_storage_recovery st = {0};
-	int kept = 0, rc = 0;
-	for (int i = 0; i < s->n_abandoned; i++) {
-		int o = rc == 0 ? outcome(ctx, s->abandoned[i].rel, s->abandoned[i].note) : -EAGAIN;
-		if (o == 0 || o == 1)
-			o = settle_entry(s, s->abandoned[i].tmp_name, s->abandoned[i].rel, o == 1, &st);
-		if (o < 0) {
-			if (o != -EAGAIN && rc == 0)
-				rc = o; /* the rest wait for the next call */
-			if (kept != i)
-				s->abandoned[kept] = s->abandoned[i];
-			kept++;
-		}
-	}
-	s->n_abandoned = kept;
-	if (ret_stats)
-		*ret_stats = st;
-	return rc < 0 ? rc : kept;
 }
 
 const char *pn_storage_file_tmp_path(const pn_storage_file *f)
@@ -583,7 +456,7 @@ int pn_storage_remove(pn_storage *s, const char *rel)
 		return -errno;
 	char dir[PN_REL_DIR_LEN + 1];
 	snprintf(dir, sizeof(dir), "%.*s", PN_REL_DIR_LEN, rel);
-	return fsync_dir_at(s->root_fd, dir);
+	return pn_storage_fsync_dir_at(s->root_fd, dir);
 }
 
 int pn_storage_full_path(const pn_storage *s, const char *rel, char **ret_path)
@@ -597,173 +470,4 @@ int pn_storage_full_path(const pn_storage *s, const char *rel, char **ret_path)
 	snprintf(p, n, "%s/%s", s->root, rel);
 	*ret_path = p;
 	return 0;
-}
-
-/* The final path a tmp/ entry stands for: read from the name (earlier
- * builds) or from the file and the generation in its name. 0, -EBADMSG
- * for a name or file we did not make, other negative errno. */
-static int final_path_of(pn_storage *s, const char *name, pn_storage_identify_fn identify, void *ctx,
-                         char rel[PN_REL_PATH_MAX])
-{
-	if (pn_storage_rel_from_tmp(name, rel) == 0)
-		return 0;
-	uint32_t gen;
-	if (!pn_storage_part_generation(name, &gen))
-		return -EBADMSG;
-	char path[PATH_MAX];
-	snprintf(path, sizeof(path), "%s/" TMP_DIR "/%s", s->root, name);
-	int rc = identify(ctx, path, gen, rel);
-	if (rc == -ENOENT)
-		rc = -EBADMSG;
-	if (rc == 0 && !pn_storage_rel_path_valid(rel))
-		rc = -EBADMSG;
-	return rc;
-}
-
-struct tmp_entry {
-	char name[PN_REL_PATH_MAX];
-	int pid; /* from the name; 0 if it has none */
-};
-
-static int list_tmp(pn_storage *s, struct tmp_entry **ret, size_t *ret_n)
-{
-	int fd = dup(s->tmp_fd);
-	if (fd < 0)
-		return -errno;
-	DIR *d = fdopendir(fd);
-	if (!d) {
-		close(fd);
-		return -errno;
-	}
-	rewinddir(d);
-	struct tmp_entry *e = NULL;
-	size_t n = 0, cap = 0;
-	struct dirent *de;
-	while ((de = readdir(d)) != NULL) {
-		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0 ||
-		    strlen(de->d_name) >= PN_REL_PATH_MAX)
-			continue;
-		if (n == cap) {
-			cap = cap ? 2 * cap : 64;
-			struct tmp_entry *m = realloc(e, cap * sizeof(*e));
-			if (!m) {
-				free(e);
-				closedir(d);
-				return -ENOMEM;
-			}
-			e = m;
-		}
-		snprintf(e[n].name, PN_REL_PATH_MAX, "%s", de->d_name);
-		if (!pn_storage_part_pid(de->d_name, &e[n].pid))
-			e[n].pid = 0;
-		n++;
-	}
-	closedir(d);
-	*ret = e;
-	*ret_n = n;
-	return 0;
-}
-
-enum { PID_LEAVE, PID_WAITING, PID_TAKEN, PID_CLAIMED };
-
-/* Settles files of tmp/ (see pn_storage_recover and
- * pn_storage_settle_ended). */
-static int settle_tmp(pn_storage *s, const pn_storage_settler *k, bool ended_only, pn_storage_recovery *ret_stats)
-{
-	pn_storage_recovery st = {0};
-	/* The coarse clock: file times are taken from it (or from a finer
-	 * one, never earlier), so a file made after this has no older time. */
-	struct timespec t0;
-	clock_gettime(CLOCK_REALTIME_COARSE, &t0);
-	struct tmp_entry *e = NULL;
-	size_t n = 0;
-	int rc = list_tmp(s, &e, &n);
-	if (rc < 0)
-		return rc;
-	struct {
-		int pid, state;
-	} *pids = calloc(n ? n : 1, sizeof(*pids));
-	size_t n_pids = 0;
-	bool changed = false;
-	if (!pids) {
-		free(e);
-		return -ENOMEM;
-	}
-	/* Whose files may be settled: at start-up every process's once its
-	 * database session is gone; while running, only ended processes'. */
-	for (size_t i = 0; i < n && rc == 0; i++) {
-		int pid = e[i].pid;
-		size_t j = 0;
-		while (j < n_pids && pids[j].pid != pid)
-			j++;
-		if (pid == 0 || j < n_pids)
-			continue;
-		int state = PID_TAKEN;
-		if (ended_only && (pid == getpid() || kill(pid, 0) == 0 || errno != ESRCH)) {
-			state = PID_LEAVE;
-		} else if (k->claim) {
-			int c = k->claim(k->ctx, pid);
-			if (c < 0)
-				rc = c;
-			state = c > 0 ? PID_CLAIMED : PID_WAITING;
-		}
-		pids[n_pids].pid = pid;
-		pids[n_pids++].state = state;
-	}
-	for (size_t i = 0; i < n && rc == 0; i++) {
-		int state = ended_only ? PID_LEAVE : PID_TAKEN; /* a name without a pid */
-		for (size_t j = 0; e[i].pid && j < n_pids; j++)
-			if (pids[j].pid == e[i].pid)
-				state = pids[j].state;
-		if (state == PID_WAITING)
-			st.waiting++;
-		if (state != PID_TAKEN && state != PID_CLAIMED)
-			continue;
-		if (ended_only) {
-			/* changed since we began: a new process under an ended
-			 * one's id made it */
-			struct stat x;
-			if (fstatat(s->tmp_fd, e[i].name, &x, AT_SYMLINK_NOFOLLOW) < 0 ||
-			    x.st_ctim.tv_sec > t0.tv_sec ||
-			    (x.st_ctim.tv_sec == t0.tv_sec && x.st_ctim.tv_nsec >= t0.tv_nsec))
-				continue;
-		}
-		char rel[PN_REL_PATH_MAX];
-		rc = final_path_of(s, e[i].name, k->identify, k->ctx, rel);
-		if (rc == -EBADMSG) {
-			/* a file still being received, or not ours */
-			unlinkat(s->tmp_fd, e[i].name, 0);
-			st.strays++;
-			changed = true;
-			rc = 0;
-			continue;
-		}
-		if (rc < 0)
-			break;
-		bool used = false;
-		rc = k->referenced(k->ctx, rel, &used);
-		if (rc == 0)
-			rc = settle_entry(s, e[i].name, rel, used, &st);
-		changed = changed || rc == 0; /* a failure leaves the tmp name for later */
-	}
-	for (size_t j = 0; j < n_pids; j++)
-		if (pids[j].state == PID_CLAIMED && k->release)
-			k->release(k->ctx, pids[j].pid);
-	free(pids);
-	free(e);
-	if (changed)
-		fsync(s->tmp_fd);
-	if (ret_stats)
-		*ret_stats = st;
-	return rc;
-}
-
-int pn_storage_recover(pn_storage *s, const pn_storage_settler *k, pn_storage_recovery *ret_stats)
-{
-	return settle_tmp(s, k, false, ret_stats);
-}
-
-int pn_storage_settle_ended(pn_storage *s, const pn_storage_settler *k, pn_storage_recovery *ret_stats)
-{
-	return settle_tmp(s, k, true, ret_stats);
 }

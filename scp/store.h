@@ -8,6 +8,7 @@
 #include "db.h"
 #include "dcm/pn_dcm.h"
 #include "storage.h"
+#include "storage_recovery.h"
 
 typedef struct {
 	const pn_config *cfg;

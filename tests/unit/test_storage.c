@@ -18,6 +18,7 @@
 
 #include "fsio.h"
 #include "storage.h"
+#include "storage_recovery.h"
 #include "writer.h"
 
 static char root[64];
