@@ -309,6 +309,7 @@ int pn_store_final_path(const char *path, uint32_t generation, char rel[PN_REL_P
 typedef struct {
 	pn_db *db;
 	struct timespec deadline; /* for the claims; in the past: no waiting */
+	bool claimed;             /* some ended worker's session is gone */
 } settle_ctx;
 
 static int settle_referenced(void *vctx, const char *rel, bool *ret)
@@ -331,6 +332,7 @@ static int settle_claim(void *vctx, int pid)
 	long left = (c->deadline.tv_sec - now.tv_sec) * 1000L + (c->deadline.tv_nsec - now.tv_nsec) / 1000000L;
 	bool taken = false;
 	int r = pn_index_worker_take(c->db, pid, left > 0 ? (int)left : 0, &taken);
+	c->claimed = c->claimed || (r == 0 && taken);
 	return r < 0 ? r : taken;
 }
 
@@ -340,19 +342,23 @@ static void settle_release(void *vctx, int pid)
 	pn_index_worker_release(c->db, pid);
 }
 
-static int settle_tmp_with(pn_db *db, pn_storage *storage, int wait_ms, bool ended_only, pn_storage_recovery *st)
+static int settle_tmp_with(pn_db *db, pn_storage *storage, int wait_ms, bool ended_only, pn_storage_recovery *st,
+                           bool *ret_claimed)
 {
 	settle_ctx c = {.db = db};
 	clock_gettime(CLOCK_MONOTONIC, &c.deadline);
 	c.deadline.tv_sec += wait_ms / 1000;
 	c.deadline.tv_nsec += (wait_ms % 1000) * 1000000L;
 	pn_storage_settler k = {settle_referenced, settle_identify, settle_claim, settle_release, &c};
-	return ended_only ? pn_storage_settle_ended(storage, &k, st) : pn_storage_recover(storage, &k, st);
+	int rc = ended_only ? pn_storage_settle_ended(storage, &k, st) : pn_storage_recover(storage, &k, st);
+	if (ret_claimed)
+		*ret_claimed = c.claimed;
+	return rc;
 }
 
 int pn_store_recover(pn_db *db, pn_storage *storage, int wait_ms, pn_storage_recovery *ret_stats)
 {
-	return settle_tmp_with(db, storage, wait_ms, false, ret_stats);
+	return settle_tmp_with(db, storage, wait_ms, false, ret_stats, NULL);
 }
 
 void pn_store_settle_ended(const pn_store_ctx *ctx)
@@ -362,7 +368,8 @@ void pn_store_settle_ended(const pn_store_ctx *ctx)
 	if (!pn_db_connected(ctx->db))
 		return;
 	pn_storage_recovery st = {0};
-	int rc = settle_tmp_with(ctx->db, ctx->storage, 0, true, &st);
+	bool claimed = false;
+	int rc = settle_tmp_with(ctx->db, ctx->storage, 0, true, &st, &claimed);
 	if (st.kept || st.removed || st.strays)
 		pn_warning("settled the temporary files of ended workers: %u committed instances finished, %u "
 		           "uncommitted removed, %u stray temporary files removed",
@@ -370,6 +377,14 @@ void pn_store_settle_ended(const pn_store_ctx *ctx)
 	if (rc < 0)
 		pn_warning("could not settle the temporary files of ended workers (retried later): %s (%s)",
 		           strerror(-rc), pn_db_errmsg(ctx->db));
+	/* Their sessions are gone: so are their backends, whose unfolded
+	 * count deltas C-FIND would otherwise miss until a restart. */
+	int shards = 0;
+	if (claimed && pn_index_fold_orphans(ctx->db, &shards) < 0)
+		pn_warning("could not fold the count deltas of ended workers (retried later): %s",
+		           pn_db_errmsg(ctx->db));
+	else if (shards > 0)
+		pn_warning("count recovery: folded the count deltas left by %d connection(s) of ended workers", shards);
 }
 
 int pn_store_handle(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dcm_cmd *cmd, const char *calling_ae,
