@@ -76,7 +76,8 @@ int pn_db_fail(pn_db *db, PGresult *res)
 
 	pn_db_set_error_result(db, res);
 	PQclear(res);
-	if (PQstatus(db->conn) == CONNECTION_BAD || strncmp(db->sqlstate, "08", 2) == 0)
+	pn_db_note_failure(db);
+	if (pn_db_broken(db) || strncmp(db->sqlstate, "08", 2) == 0)
 		return PN_DB_CONN_LOST;
 	if (strcmp(db->sqlstate, "40001") == 0 || strcmp(db->sqlstate, "40P01") == 0)
 		return PN_DB_RETRY;
@@ -231,23 +232,41 @@ void pn_db_free(pn_db *db)
 	free(db);
 }
 
+void pn_db_note_failure(pn_db *db)
+{
+	/* Every error the server sends has a SQLSTATE; one without came from
+	 * libpq: "server closed the connection unexpectedly" with PQstatus
+	 * still OK (seen after a PostgreSQL restart), a call refused in the
+	 * state libpq was left in, no memory. A new connection is the cure
+	 * for all of them. */
+	if (!db->sqlstate[0])
+		db->suspect = true;
+}
+
+bool pn_db_broken(const pn_db *db)
+{
+	return PQstatus(db->conn) != CONNECTION_OK || db->suspect;
+}
+
 bool pn_db_connected(const pn_db *db)
 {
-	return db && PQstatus(db->conn) == CONNECTION_OK;
+	return db && PQstatus(db->conn) == CONNECTION_OK && !db->suspect;
 }
 
 void pn_db_restart(pn_db *db)
 {
 	PQreset(db->conn);
-	if (PQstatus(db->conn) == CONNECTION_OK)
+	if (PQstatus(db->conn) == CONNECTION_OK) {
 		db->conn_gen++;
+		db->suspect = false;
+	}
 }
 
 int pn_db_ensure_connected(pn_db *db)
 {
 	if (!db)
 		return -EINVAL;
-	if (PQstatus(db->conn) == CONNECTION_OK)
+	if (PQstatus(db->conn) == CONNECTION_OK && !db->suspect)
 		return 0;
 	for (unsigned attempt = 0; attempt < RECONNECT_ATTEMPTS; attempt++) {
 		if (attempt > 0)
@@ -255,6 +274,7 @@ int pn_db_ensure_connected(pn_db *db)
 		PQreset(db->conn);
 		if (PQstatus(db->conn) == CONNECTION_OK) {
 			db->conn_gen++;
+			db->suspect = false;
 			return 0;
 		}
 		pn_db_set_error(db, "", PQerrorMessage(db->conn));

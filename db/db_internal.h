@@ -42,6 +42,10 @@ struct pn_db {
 	 * that holds it. */
 	int worker_pid;
 	unsigned worker_locked_gen;
+	/* A failure libpq made up itself (no SQLSTATE: the server went away,
+	 * or libpq's own state went wrong) while PQstatus may still say OK:
+	 * the next pn_db_ensure_connected() reconnects anyway. */
+	bool suspect;
 	char sqlstate[6];
 	char errmsg[512];
 	/* An asynchronous statement sent and not collected yet (the count
@@ -89,6 +93,12 @@ void pn_db_settle(pn_db *db);
 /* The outcome of the asynchronous statement (collecting it if need be):
  * 0, or -EIO with the error recorded; clears it. */
 int pn_db_async_outcome(pn_db *db);
+
+/* The connection is gone or not to be trusted: PQstatus says so, or a
+ * failure without a SQLSTATE (libpq's own) was recorded since it was made.
+ * pn_db_note_failure() records one from the error last set. */
+bool pn_db_broken(const pn_db *db);
+void pn_db_note_failure(pn_db *db);
 
 /* Rolls back an open transaction, if any, keeping the recorded error. */
 void pn_db_rollback(pn_db *db);

@@ -309,6 +309,16 @@ static int send_query(pn_db *db, const builder *b)
 	return 0;
 }
 
+/* After a statement could not be sent: true if the connection is fine
+ * and the failure was something else, false if it is gone (worth a new
+ * one). */
+static bool send_failed_on_live_connection(pn_db *db)
+{
+	pn_db_set_error_result(db, NULL);
+	pn_db_note_failure(db);
+	return !pn_db_broken(db);
+}
+
 int pn_find_start(pn_db *db, const pn_find_query *q)
 {
 	if (!db || !q || q->level < 0 || q->level >= PN_FIND_LEVELS || q->n_conds > MAX_CONDS)
@@ -380,11 +390,11 @@ int pn_find_start(pn_db *db, const pn_find_query *q)
 		return rc;
 	}
 	fs->sent = b;
-	if (send_query(db, b) < 0 && (PQstatus(db->conn) == CONNECTION_OK ||
+	if (send_query(db, b) < 0 && (send_failed_on_live_connection(db) ||
 	                              (fs->resent = true, pn_db_ensure_connected(db) < 0) || send_query(db, b) < 0)) {
 		pn_db_set_error_result(db, NULL);
 		pn_find_stop(db);
-		return PQstatus(db->conn) == CONNECTION_OK ? -EIO : -ECONNREFUSED;
+		return pn_db_broken(db) ? -ECONNREFUSED : -EIO;
 	}
 	fs->running = true;
 	return 0;
@@ -394,7 +404,8 @@ int pn_find_start(pn_db *db, const pn_find_query *q)
  * could be sent again on a new one. */
 static bool resend(pn_db *db, struct pn_find_state *fs)
 {
-	if (fs->got_row || fs->resent || !fs->sent || PQstatus(db->conn) == CONNECTION_OK)
+	pn_db_note_failure(db); /* the error just recorded */
+	if (fs->got_row || fs->resent || !fs->sent || !pn_db_broken(db))
 		return false;
 	fs->resent = true;
 	return pn_db_ensure_connected(db) == 0 && send_query(db, fs->sent) == 0;

@@ -585,7 +585,7 @@ int pn_index_begin_send(pn_db *db, const pn_instance_rec *rec)
 	 * takes it): the ordinary path tries again. */
 	if (!db || !rec || !rec_valid(rec) || !hier_matches(&db->committed, rec) || db->index_gen != db->conn_gen ||
 	    (db->worker_pid > 0 && db->worker_locked_gen != db->conn_gen) ||
-	    !(db->index_prepared & (UINT32_C(1) << ST_INSTANCE_INSERT)) || PQstatus(db->conn) != CONNECTION_OK ||
+	    !(db->index_prepared & (UINT32_C(1) << ST_INSTANCE_INSERT)) || pn_db_broken(db) ||
 	    PQtransactionStatus(db->conn) != PQTRANS_IDLE)
 		return 0;
 	pn_db_clear_error(db);
@@ -684,8 +684,12 @@ int pn_index_commit_wait(pn_db *db)
 
 	while ((res = PQgetResult(db->conn)) != NULL) {
 		if (!got && PQresultStatus(res) != PGRES_COMMAND_OK) {
+			/* Only the server's own answer says "not committed"; a
+			 * failure libpq made up (the connection went, even with
+			 * PQstatus still OK) leaves the outcome unknown. */
 			pn_db_set_error_result(db, res);
-			r = PQstatus(db->conn) == CONNECTION_BAD ? -ECONNRESET : -EIO;
+			pn_db_note_failure(db);
+			r = pn_db_broken(db) ? -ECONNRESET : -EIO;
 		}
 		got = true;
 		PQclear(res);
@@ -830,7 +834,7 @@ static int ready(pn_db *db)
 {
 	pn_db_settle(db);
 	pn_db_clear_error(db);
-	if (PQstatus(db->conn) != CONNECTION_OK && pn_db_ensure_connected(db) < 0)
+	if (pn_db_broken(db) && pn_db_ensure_connected(db) < 0)
 		return -ECONNREFUSED;
 	return pn_db_public_error(prepare_statements(db));
 }
