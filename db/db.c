@@ -72,16 +72,16 @@ void pn_db_set_error_result(pn_db *db, const PGresult *res)
 
 int pn_db_fail(pn_db *db, PGresult *res)
 {
-	bool no_result = !res; /* libpq's answer when out of memory */
-
 	pn_db_set_error_result(db, res);
 	PQclear(res);
+	/* No result at all (libpq out of memory) has no SQLSTATE either:
+	 * a lost connection too, by pn_db_note_failure(). */
 	pn_db_note_failure(db);
 	if (pn_db_broken(db) || strncmp(db->sqlstate, "08", 2) == 0)
 		return PN_DB_CONN_LOST;
 	if (strcmp(db->sqlstate, "40001") == 0 || strcmp(db->sqlstate, "40P01") == 0)
 		return PN_DB_RETRY;
-	return no_result ? -ENOMEM : -EIO;
+	return -EIO;
 }
 
 int pn_db_command(pn_db *db, const char *sql)
@@ -250,7 +250,7 @@ bool pn_db_broken(const pn_db *db)
 
 bool pn_db_connected(const pn_db *db)
 {
-	return db && PQstatus(db->conn) == CONNECTION_OK && !db->suspect;
+	return db && !pn_db_broken(db);
 }
 
 void pn_db_restart(pn_db *db)
@@ -266,7 +266,7 @@ int pn_db_ensure_connected(pn_db *db)
 {
 	if (!db)
 		return -EINVAL;
-	if (PQstatus(db->conn) == CONNECTION_OK && !db->suspect)
+	if (!pn_db_broken(db))
 		return 0;
 	for (unsigned attempt = 0; attempt < RECONNECT_ATTEMPTS; attempt++) {
 		if (attempt > 0)

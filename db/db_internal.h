@@ -74,7 +74,8 @@ void pn_db_set_error(pn_db *db, const char *sqlstate, const char *msg);
 void pn_db_set_error_result(pn_db *db, const PGresult *res);
 
 /* Records the error of a failed res, clears res, and classifies it:
- * PN_DB_CONN_LOST, PN_DB_RETRY (40001, 40P01), -ENOMEM or -EIO. */
+ * PN_DB_CONN_LOST (also any failure without a SQLSTATE), PN_DB_RETRY
+ * (40001, 40P01) or -EIO. */
 int pn_db_fail(pn_db *db, PGresult *res);
 
 /* Maps an internal attempt result (PN_DB_RETRY, PN_DB_CONN_LOST or a

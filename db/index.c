@@ -133,6 +133,28 @@ static void add_blob(params *p, pn_blob b)
 	p->n++;
 }
 
+static PGresult *run(pn_db *db, enum stmt_id id, const params *p)
+{
+	assert((size_t)p->n == strlen(stmts[id].types));
+	return PQexecPrepared(db->conn, stmts[id].name, p->n, p->values, p->lengths, p->formats, 0);
+}
+
+/* One call of ST_WORKER_LOCK or ST_WORKER_UNLOCK: 0 with its boolean, or
+ * as pn_db_fail(). */
+static int worker_lock_call(pn_db *db, enum stmt_id id, int pid, bool *ret)
+{
+	char text[16];
+	params p = {0};
+	snprintf(text, sizeof text, "%d", pid);
+	add_text(&p, text);
+	PGresult *res = run(db, id, &p);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1)
+		return pn_db_fail(db, res);
+	*ret = PQgetvalue(res, 0, 0)[0] == 't';
+	PQclear(res);
+	return 0;
+}
+
 /* Prepares, once per connection generation, whatever is not prepared yet. */
 static int prepare_statements(pn_db *db)
 {
@@ -162,23 +184,14 @@ static int prepare_statements(pn_db *db)
 		 * lock later knows this session is over. Held by another
 		 * session (only a settler that took our reused pid for a dead
 		 * one's, for a moment): tried again on the next call. */
-		char pid[16];
-		snprintf(pid, sizeof pid, "%d", db->worker_pid);
-		const char *v = pid;
-		PGresult *res = PQexecPrepared(db->conn, stmts[ST_WORKER_LOCK].name, 1, &v, NULL, NULL, 0);
-		if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1)
-			return pn_db_fail(db, res);
-		if (PQgetvalue(res, 0, 0)[0] == 't')
+		bool held = false;
+		int r = worker_lock_call(db, ST_WORKER_LOCK, db->worker_pid, &held);
+		if (r != 0)
+			return r;
+		if (held)
 			db->worker_locked_gen = db->conn_gen;
-		PQclear(res);
 	}
 	return 0;
-}
-
-static PGresult *run(pn_db *db, enum stmt_id id, const params *p)
-{
-	assert((size_t)p->n == strlen(stmts[id].types));
-	return PQexecPrepared(db->conn, stmts[id].name, p->n, p->values, p->lengths, p->formats, 0);
 }
 
 /* Keeps the storing transaction's id from column col of res's first row. */
@@ -847,21 +860,6 @@ void pn_index_set_worker(pn_db *db, int pid)
 	}
 }
 
-/* One call of ST_WORKER_LOCK or ST_WORKER_UNLOCK: 0 with its boolean. */
-static int worker_lock_call(pn_db *db, enum stmt_id id, int pid, bool *ret)
-{
-	char text[16];
-	params p = {0};
-	snprintf(text, sizeof text, "%d", pid);
-	add_text(&p, text);
-	PGresult *res = run(db, id, &p);
-	if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1)
-		return pn_db_public_error(pn_db_fail(db, res));
-	*ret = PQgetvalue(res, 0, 0)[0] == 't';
-	PQclear(res);
-	return 0;
-}
-
 int pn_index_worker_take(pn_db *db, int pid, int wait_ms, bool *ret_taken)
 {
 	if (!db || pid <= 0 || !ret_taken)
@@ -870,7 +868,7 @@ int pn_index_worker_take(pn_db *db, int pid, int wait_ms, bool *ret_taken)
 	if (r != 0)
 		return r;
 	for (int waited = 0;; waited += 50) {
-		r = worker_lock_call(db, ST_WORKER_LOCK, pid, ret_taken);
+		r = pn_db_public_error(worker_lock_call(db, ST_WORKER_LOCK, pid, ret_taken));
 		if (r < 0 || *ret_taken || waited >= wait_ms)
 			return r;
 		struct timespec ts = {.tv_nsec = 50 * 1000000L};
@@ -901,10 +899,8 @@ int pn_index_xact_committed(pn_db *db, const char *xact, bool *ret_committed)
 		return r;
 	add_text(&p, xact);
 	PGresult *res = run(db, ST_XACT_STATUS, &p);
-	if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
-		r = pn_db_fail(db, res);
-		return r == PN_DB_CONN_LOST ? -ECONNREFUSED : -EIO;
-	}
+	if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1)
+		return pn_db_public_error(pn_db_fail(db, res));
 	const char *st = PQgetvalue(res, 0, 0);
 	if (PQgetisnull(res, 0, 0)) {
 		/* too old for the commit log to tell: cannot be one of ours */
