@@ -188,6 +188,7 @@ static const config_key node_keys[] = {
     {"limits", "dimse_timeout", parse_int, CFG(dimse_timeout), 0, 86400},
     {"storage", "root", parse_string, CFG(storage_root), 1, 0},
     {"storage", "duplicate_policy", parse_dup_policy, CFG(duplicate_policy), 0, 0},
+    {"storage", "max_inflated_mib", parse_int, CFG(max_inflated_mib), 1, 1048576},
     {"database", "conninfo", parse_string, CFG(conninfo), 1, 0},
     {"query", "max_matches", parse_int, CFG(max_matches), 0, 100000000},
     {"query", "pn_case_insensitive", parse_bool, CFG(pn_case_insensitive), 0, 0},
@@ -276,6 +277,7 @@ static int set_defaults(pn_config *c)
 	c->acse_timeout = 30;
 	c->dimse_timeout = 60;
 	c->duplicate_policy = PN_DUP_IGNORE;
+	c->max_inflated_mib = 1024;
 	c->max_matches = 0;
 	c->pn_case_insensitive = true;
 	c->log_level = PN_LOG_INFO;

@@ -38,6 +38,7 @@ typedef struct pn_config {
 
 	char *storage_root;
 	pn_dup_policy duplicate_policy;
+	int max_inflated_mib; /* a deflated dataset may inflate to this much */
 
 	char *conninfo;
 	int log_level;

@@ -1,16 +1,19 @@
 #include "store.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "dicom_values.h"
 #include "db.h"
 #include "index.h"
 #include "log.h"
+#include "part10.h"
 #include "record.h"
 #include "status.h"
 #include "uid.h"
@@ -266,15 +269,49 @@ static unsigned short commit_instance(const pn_store_ctx *ctx, pn_storage_file *
 	return PN_STATUS_SUCCESS;
 }
 
+#define DEFLATED_TS "1.2.840.10008.1.2.1.99"
+
+/* Whether the meta header at the start of these bytes names the deflated
+ * syntax; *ret_offset is where its dataset begins. */
+static bool is_deflated(const void *head, size_t len, size_t *ret_offset)
+{
+	pn_part10_meta m;
+	if (pn_part10_meta_parse(head, len, &m) < 0 || strcmp(m.ts_uid, DEFLATED_TS) != 0)
+		return false;
+	*ret_offset = m.dataset_offset;
+	return true;
+}
+
+int pn_store_load(const char *path, uint64_t max_inflated, pn_dcm_ds **ret_ds)
+{
+	unsigned char head[16384];
+	ssize_t n = -1;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd >= 0) {
+		do
+			n = pread(fd, head, sizeof(head), 0);
+		while (n < 0 && errno == EINTR);
+		close(fd);
+	}
+	size_t offset;
+	if (n > 0 && is_deflated(head, (size_t)n, &offset))
+		return pn_dcm_ds_load_deflated(path, offset, max_inflated, ret_ds);
+	return pn_dcm_ds_load(path, ret_ds);
+}
+
 /* The received dataset: from the writer's buffers when it fits in them,
- * else (or if they do not parse) from the file once it is written, which
- * is the authority. -EIO: the file could not be written. *ret_source says
- * which, for the debug log. */
-static int load_dataset(pn_storage_file *file, pn_dcm_ds **ret_ds, const char **ret_source)
+ * else (or if they do not parse, or are deflated) from the file once it is
+ * written, which is the authority. -EIO: the file could not be written;
+ * -EFBIG: deflated, and inflating to more than max_inflated bytes; other
+ * errors as pn_dcm_ds_load. *ret_source says which, for the debug log. */
+static int load_dataset(pn_storage_file *file, uint64_t max_inflated, pn_dcm_ds **ret_ds, const char **ret_source)
 {
 	const pn_storage_part *parts;
 	int n = pn_storage_file_parts(file, &parts);
 	*ret_source = "memory";
+	size_t offset;
+	if (n > 0 && is_deflated(parts[0].data, parts[0].len, &offset))
+		n = 0; /* dcmtk would inflate it all into memory */
 	if (n > 0 && n <= PN_STORE_PARTS_MAX) {
 		pn_dcm_part p[PN_STORE_PARTS_MAX];
 		for (int i = 0; i < n; i++)
@@ -286,15 +323,17 @@ static int load_dataset(pn_storage_file *file, pn_dcm_ds **ret_ds, const char **
 	*ret_source = "file";
 	if (pn_storage_file_wait(file) < 0)
 		return -EIO;
-	return pn_dcm_ds_load(pn_storage_file_tmp_path(file), ret_ds);
+	return pn_store_load(pn_storage_file_tmp_path(file), max_inflated, ret_ds);
 }
 
 int pn_store_final_path(const char *path, uint32_t generation, char rel[PN_REL_PATH_MAX])
 {
 	pn_dcm_ds *ds = NULL;
-	int rc = pn_dcm_ds_load(path, &ds);
+	/* No limit here: this file may be a committed instance's only name.
+	 * Running short of scratch space is a failure, not "not ours". */
+	int rc = pn_store_load(path, UINT64_MAX, &ds);
 	if (rc < 0)
-		return rc == -ENOMEM ? rc : -EBADMSG;
+		return rc == -EBADMSG || rc == -ENOENT ? -EBADMSG : rc;
 	char *series = NULL, *sop = NULL;
 	rc = pn_record_path_uids(ds, &series, &sop);
 	if (rc == 0 && pn_storage_rel_path(series, sop, generation, rel) < 0)
@@ -444,10 +483,21 @@ int pn_store_handle(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dcm_c
 	pn_record_problem problem = PN_RECORD_OK;
 	bool charset_ok = true;
 	const char *parsed_from = NULL;
-	rc = load_dataset(file, &ds, &parsed_from);
-	if (rc == -EIO) {
+	rc = load_dataset(file, (uint64_t)ctx->cfg->max_inflated_mib << 20, &ds, &parsed_from);
+	if (rc == -EIO && pn_storage_file_wait(file) < 0) {
 		status = PN_STATUS_OUT_OF_STORAGE;
 		snprintf(why, sizeof(why), "could not write: %s", strerror(-pn_storage_file_wait(file)));
+		goto refuse;
+	}
+	if (rc == -EFBIG) {
+		status = PN_STATUS_OUT_OF_STORAGE;
+		snprintf(why, sizeof(why), "the deflated dataset inflates to more than max_inflated_mib (%d MiB)",
+		         ctx->cfg->max_inflated_mib);
+		goto refuse;
+	}
+	if (rc < 0 && rc != -EBADMSG) {
+		status = PN_STATUS_OUT_OF_STORAGE;
+		snprintf(why, sizeof(why), "could not read the dataset back: %s", strerror(-rc));
 		goto refuse;
 	}
 	if (rc < 0) {

@@ -23,6 +23,11 @@ typedef struct {
 int pn_store_handle(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dcm_cmd *cmd, const char *calling_ae,
                     unsigned short *ret_status);
 
+/* A stored file's dataset, as the store reads it: a deflated one through a
+ * scratch file (pn_dcm_ds_load_deflated), refused with -EFBIG beyond
+ * max_inflated bytes. Errors as pn_dcm_ds_load and pn_dcm_ds_load_deflated. */
+int pn_store_load(const char *path, uint64_t max_inflated, pn_dcm_ds **ret_ds);
+
 /* The final relative path a store gives the instance in the file at
  * `path` with this generation: for start-up recovery, which must agree
  * with the store. -EBADMSG if the file holds no instance it could store. */

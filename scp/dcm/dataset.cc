@@ -13,9 +13,13 @@
 #include <dcmtk/dcmdata/dcxfer.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fcntl.h>
 #include <new>
+#include <string>
+#include <unistd.h>
 #include <vector>
 
 #include "dataset_internal.h"
@@ -119,6 +123,52 @@ extern "C" int pn_dcm_ds_load(const char *path, pn_dcm_ds **ret_ds)
 		*ret_ds = d;
 		return 0;
 	} catch (...) {
+		delete d;
+		return -ENOMEM;
+	}
+}
+
+extern "C" int pn_dcm_ds_load_deflated(const char *path, size_t dataset_offset, uint64_t max_inflated,
+                                       pn_dcm_ds **ret_ds)
+{
+	pn_dcm_ds *d = nullptr;
+	int fd = -1;
+	try {
+		d = new pn_dcm_ds();
+		d->ff = new DcmFileFormat();
+		d->item = d->ff->getDataset();
+		int rc = 0;
+		// The meta header as it is; the dataset from the scratch file.
+		if (d->ff->loadFile(path, EXS_Unknown, EGL_noChange, k_max_read_length, ERM_metaOnly).bad())
+			rc = -EBADMSG;
+		if (rc == 0 && (fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+			rc = -errno;
+		if (rc == 0) {
+			const char *slash = strrchr(path, '/');
+			std::string dir = slash ? std::string(path, (size_t)(slash - path + (slash == path))) : ".";
+			rc = pn_dcm_inflate_scratch(fd, (off_t)dataset_offset, dir, max_inflated, &d->scratch_fd);
+		}
+		if (rc == 0) {
+			// dcmtk opens the values it skipped by name, later: this name
+			// stays valid while the handle holds the descriptor.
+			char name[64];
+			snprintf(name, sizeof(name), "/proc/self/fd/%d", d->scratch_fd);
+			if (d->ff->getDataset()
+			        ->loadFile(name, EXS_LittleEndianExplicit, EGL_noChange, k_max_read_length)
+			        .bad())
+				rc = -EBADMSG;
+		}
+		if (fd >= 0)
+			close(fd);
+		if (rc < 0) {
+			delete d;
+			return rc;
+		}
+		*ret_ds = d;
+		return 0;
+	} catch (...) {
+		if (fd >= 0)
+			close(fd);
 		delete d;
 		return -ENOMEM;
 	}

@@ -6,6 +6,10 @@
 #include <dcmtk/dcmdata/dcdatset.h>
 #include <dcmtk/dcmdata/dcfilefo.h>
 
+#include <cstdint>
+#include <string>
+#include <sys/types.h>
+#include <unistd.h>
 #include <vector>
 
 // One of: a loaded file (ff owns item), a dataset of our own (owned is
@@ -15,6 +19,7 @@ struct pn_dcm_ds {
 	DcmFileFormat *ff = nullptr;
 	DcmItem *owned = nullptr;
 	DcmItem *item = nullptr;
+	int scratch_fd = -1; // an inflated deflated dataset, read by dcmtk
 
 	pn_dcm_ds() = default;
 	pn_dcm_ds(const pn_dcm_ds &) = delete;
@@ -23,6 +28,8 @@ struct pn_dcm_ds {
 	{
 		delete ff;
 		delete owned;
+		if (scratch_fd >= 0)
+			close(scratch_fd);
 	}
 };
 
@@ -30,6 +37,11 @@ struct pn_dcm_ds {
 // `in`, as DcmFileFormat::loadFile() does: values longer than max_read
 // stay in the stream if it can give them later. Returns 0 or -EBADMSG.
 int pn_dcm_read(DcmObject &obj, DcmInputStream &in, E_TransferSyntax xfer, Uint32 max_read);
+
+// Inflates the raw deflate stream in fd from `offset` into an unnamed
+// scratch file in `dir`, *ret_fd (gone when closed). More than `max` bytes:
+// -EFBIG. 0, -EBADMSG, -EFBIG, -ENOMEM or the -errno of reading or writing.
+int pn_dcm_inflate_scratch(int fd, off_t offset, const std::string &dir, uint64_t max, int *ret_fd);
 
 // Every non-empty text value (SH, LO, ST, LT, UC, UT, PN) of an item and
 // its sequences, in order; `raw` points into the element.

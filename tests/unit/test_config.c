@@ -43,6 +43,7 @@ static void defaults(void **state)
 	assert_int_equal(c->port, 11112);
 	assert_true(c->accept_unknown_calling_ae);
 	assert_int_equal(c->duplicate_policy, PN_DUP_IGNORE);
+	assert_int_equal(c->max_inflated_mib, 1024);
 	pn_config_free(c);
 }
 
@@ -85,6 +86,7 @@ static void bad_files(void **state)
 	expect_error("[node]\nae_title = A\\B\n", ":2:", "AE title");
 	expect_error("[limits]\n\nworkers = many\n", ":3:", "integer");
 	expect_error("[storage]\nduplicate_policy = overwrite\n", ":2:", "ignore, replace or reject");
+	expect_error("[storage]\nmax_inflated_mib = 0\n", ":2:", "max_inflated_mib");
 	expect_error("[node]\nprot = 11112\n", ":2:", "unknown key \"prot\"");
 	expect_error("[nodes]\nport = 11112\n", ":2:", "[nodes]");
 	expect_error("[node]\nthis line has no equals sign\n", ":2:", "syntax");
