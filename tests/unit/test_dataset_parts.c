@@ -14,23 +14,9 @@
 #include <cmocka.h>
 
 #include "dcm/pn_dcm.h"
+#include "slurp.h"
 
 #define FILES "/usr/lib/python3/dist-packages/pydicom/data/"
-
-static char *slurp(const char *path, size_t *ret_len)
-{
-	FILE *f = fopen(path, "rb");
-	assert_non_null(f);
-	fseek(f, 0, SEEK_END);
-	long n = ftell(f);
-	fseek(f, 0, SEEK_SET);
-	char *buf = malloc((size_t)n);
-	assert_non_null(buf);
-	assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
-	fclose(f);
-	*ret_len = (size_t)n;
-	return buf;
-}
 
 static int one_level(uint32_t tag)
 {

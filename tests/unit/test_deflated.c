@@ -17,6 +17,7 @@
 #include <cmocka.h>
 
 #include "dcm/pn_dcm.h"
+#include "slurp.h"
 #include "storage_path.h"
 #include "store.h"
 
@@ -146,21 +147,6 @@ static void write_part10(const char *path, const char *sop_uid, const char *ts, 
 	assert_int_equal(fclose(out), 0);
 	free(meta.p);
 	free(f.p);
-}
-
-static char *slurp(const char *path, size_t *ret_len)
-{
-	FILE *f = fopen(path, "rb");
-	assert_non_null(f);
-	fseek(f, 0, SEEK_END);
-	long n = ftell(f);
-	fseek(f, 0, SEEK_SET);
-	char *buf = malloc((size_t)n);
-	assert_non_null(buf);
-	assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
-	fclose(f);
-	*ret_len = (size_t)n;
-	return buf;
 }
 
 /* The whole dataset, pixel data included: values left on disk are read. */
