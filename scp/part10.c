@@ -3,7 +3,9 @@
 #include <errno.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "evr.h"
 
@@ -79,4 +81,29 @@ int pn_part10_meta_parse(const void *buf, size_t len, pn_part10_meta *ret_meta)
 	m.dataset_offset = end;
 	*ret_meta = m;
 	return 0;
+}
+
+int pn_part10_meta_read(int fd, pn_part10_meta *ret_meta)
+{
+	unsigned char head[4096];
+	unsigned char *buf = head;
+	size_t cap = sizeof(head);
+	int rc;
+	for (;;) {
+		ssize_t n = pread(fd, buf, cap, 0);
+		rc = n < 0 ? -EBADMSG : pn_part10_meta_parse(buf, (size_t)n, ret_meta);
+		if (rc != -EAGAIN || (size_t)n < cap || buf != head)
+			break;
+		/* a File Meta Information past 4 KiB: rare, read up to its limit */
+		cap = META_MAX + FIRST_ELEMENT + GROUP_LENGTH_ELEMENT;
+		buf = malloc(cap);
+		if (!buf) {
+			buf = head;
+			rc = -EBADMSG;
+			break;
+		}
+	}
+	if (buf != head)
+		free(buf);
+	return rc == -EAGAIN ? -EBADMSG : rc;
 }

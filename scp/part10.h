@@ -23,4 +23,11 @@ typedef struct {
  * writes every file it stores). */
 int pn_part10_meta_parse(const void *buf, size_t len, pn_part10_meta *ret_meta);
 
+/* The same from the start of an open file. Returns 0, or -EBADMSG when the
+ * file cannot be read or holds no such header. */
+int pn_part10_meta_read(int fd, pn_part10_meta *ret_meta);
+
+/* Deflated explicit VR little endian (PS3.5 A.5). */
+#define PN_TS_DEFLATED "1.2.840.10008.1.2.1.99"
+
 #endif

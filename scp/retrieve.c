@@ -199,26 +199,7 @@ static int open_stored(const char *full, const char *sop_uid, pn_part10_meta *me
 	int fd = open(full, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return errno == ENOENT || errno == ENOTDIR ? -ENOENT : -EBADMSG;
-	unsigned char head[4096];
-	unsigned char *buf = head;
-	size_t cap = sizeof(head);
-	int rc;
-	for (;;) {
-		ssize_t n = pread(fd, buf, cap, 0);
-		rc = n < 0 ? -EBADMSG : pn_part10_meta_parse(buf, (size_t)n, meta);
-		if (rc != -EAGAIN || (size_t)n < cap || buf != head)
-			break;
-		/* a File Meta Information past 4 KiB: rare, read up to its limit */
-		cap = 128 * 1024;
-		buf = malloc(cap);
-		if (!buf) {
-			buf = head;
-			rc = -EBADMSG;
-			break;
-		}
-	}
-	if (buf != head)
-		free(buf);
+	int rc = pn_part10_meta_read(fd, meta);
 	struct stat st;
 	if (rc == 0 && strcmp(meta->sop_instance_uid, sop_uid) != 0)
 		rc = -EILSEQ;
@@ -226,7 +207,7 @@ static int open_stored(const char *full, const char *sop_uid, pn_part10_meta *me
 		rc = -EBADMSG;
 	if (rc < 0) {
 		close(fd);
-		return rc == -EAGAIN ? -EBADMSG : rc;
+		return rc;
 	}
 	raw->fd = fd;
 	raw->offset = meta->dataset_offset;

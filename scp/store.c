@@ -269,14 +269,12 @@ static unsigned short commit_instance(const pn_store_ctx *ctx, pn_storage_file *
 	return PN_STATUS_SUCCESS;
 }
 
-#define DEFLATED_TS "1.2.840.10008.1.2.1.99"
-
 /* Whether the meta header at the start of these bytes names the deflated
  * syntax; *ret_offset is where its dataset begins. */
 static bool is_deflated(const void *head, size_t len, size_t *ret_offset)
 {
 	pn_part10_meta m;
-	if (pn_part10_meta_parse(head, len, &m) < 0 || strcmp(m.ts_uid, DEFLATED_TS) != 0)
+	if (pn_part10_meta_parse(head, len, &m) < 0 || strcmp(m.ts_uid, PN_TS_DEFLATED) != 0)
 		return false;
 	*ret_offset = m.dataset_offset;
 	return true;
@@ -284,18 +282,13 @@ static bool is_deflated(const void *head, size_t len, size_t *ret_offset)
 
 int pn_store_load(const char *path, uint64_t max_inflated, pn_dcm_ds **ret_ds)
 {
-	unsigned char head[16384];
-	ssize_t n = -1;
+	pn_part10_meta m;
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd >= 0) {
-		do
-			n = pread(fd, head, sizeof(head), 0);
-		while (n < 0 && errno == EINTR);
+	bool deflated = fd >= 0 && pn_part10_meta_read(fd, &m) == 0 && strcmp(m.ts_uid, PN_TS_DEFLATED) == 0;
+	if (fd >= 0)
 		close(fd);
-	}
-	size_t offset;
-	if (n > 0 && is_deflated(head, (size_t)n, &offset))
-		return pn_dcm_ds_load_deflated(path, offset, max_inflated, ret_ds);
+	if (deflated)
+		return pn_dcm_ds_load_deflated(path, m.dataset_offset, max_inflated, ret_ds);
 	return pn_dcm_ds_load(path, ret_ds);
 }
 

@@ -3,7 +3,10 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <cmocka.h>
 
 #include "part10.h"
@@ -11,7 +14,7 @@
 /* A File Meta Information written by hand, element by element, the way
  * PS3.10 7.1 lays it out (explicit VR little endian). */
 typedef struct {
-	unsigned char b[1024];
+	unsigned char b[16384];
 	size_t n, gl_value; /* where the group length's value goes */
 } file;
 
@@ -178,12 +181,39 @@ static void a_huge_group_length_is_damage_not_a_wait(void **state)
 	assert_int_equal(pn_part10_meta_parse(f.b, f.n, &m), -EBADMSG);
 }
 
+/* From a file: a header past the first 4 KiB read is read whole; one cut
+ * short is damage. */
+static void reads_a_long_header_from_a_file(void **state)
+{
+	(void)state;
+	static const unsigned char private_info[6000];
+	file f;
+	typical(&f);
+	element(&f, 0x0102, "OB", private_info, sizeof(private_info));
+	size_t end = finish(&f);
+	assert_true(end > 4096);
+	char path[] = "/tmp/pn_test_part10_XXXXXX";
+	int fd = mkstemp(path);
+	assert_true(fd >= 0);
+	unlink(path);
+	assert_int_equal(write(fd, f.b, f.n), (ssize_t)f.n);
+	pn_part10_meta m;
+	assert_int_equal(pn_part10_meta_read(fd, &m), 0);
+	assert_int_equal(m.dataset_offset, end);
+	assert_string_equal(m.sop_instance_uid, "1.2.3.4.5");
+	assert_int_equal(ftruncate(fd, (off_t)end - 1), 0);
+	assert_int_equal(pn_part10_meta_read(fd, &m), -EBADMSG);
+	close(fd);
+	assert_int_equal(pn_part10_meta_read(-1, &m), -EBADMSG);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(reads_a_typical_header),
 	    cmocka_unit_test(refuses_what_is_not_our_header),
 	    cmocka_unit_test(a_huge_group_length_is_damage_not_a_wait),
+	    cmocka_unit_test(reads_a_long_header_from_a_file),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
