@@ -295,7 +295,7 @@ int pn_store_load(const char *path, uint64_t max_inflated, pn_dcm_ds **ret_ds)
 /* The received dataset: from the writer's buffers when it fits in them,
  * else (or if they do not parse, or are deflated) from the file once it is
  * written, which is the authority. -EIO: the file could not be written;
- * -EFBIG: deflated, and inflating to more than max_inflated bytes; other
+ * -E2BIG: deflated, and inflating to more than max_inflated bytes; other
  * errors as pn_dcm_ds_load. *ret_source says which, for the debug log. */
 static int load_dataset(pn_storage_file *file, uint64_t max_inflated, pn_dcm_ds **ret_ds, const char **ret_source)
 {
@@ -482,7 +482,7 @@ int pn_store_handle(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dcm_c
 		snprintf(why, sizeof(why), "could not write: %s", strerror(-pn_storage_file_wait(file)));
 		goto refuse;
 	}
-	if (rc == -EFBIG) {
+	if (rc == -E2BIG) {
 		status = PN_STATUS_OUT_OF_STORAGE;
 		snprintf(why, sizeof(why), "the deflated dataset inflates to more than max_inflated_mib (%d MiB)",
 		         ctx->cfg->max_inflated_mib);

@@ -24,7 +24,7 @@ int pn_store_handle(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dcm_c
                     unsigned short *ret_status);
 
 /* A stored file's dataset, as the store reads it: a deflated one through a
- * scratch file (pn_dcm_ds_load_deflated), refused with -EFBIG beyond
+ * scratch file (pn_dcm_ds_load_deflated), refused with -E2BIG beyond
  * max_inflated bytes. Errors as pn_dcm_ds_load and pn_dcm_ds_load_deflated. */
 int pn_store_load(const char *path, uint64_t max_inflated, pn_dcm_ds **ret_ds);
 

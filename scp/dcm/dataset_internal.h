@@ -40,7 +40,7 @@ int pn_dcm_read(DcmObject &obj, DcmInputStream &in, E_TransferSyntax xfer, Uint3
 
 // Inflates the raw deflate stream in fd from `offset` into an unnamed
 // scratch file in `dir`, *ret_fd (gone when closed). More than `max` bytes:
-// -EFBIG. 0, -EBADMSG, -EFBIG, -ENOMEM or the -errno of reading or writing.
+// -E2BIG. 0, -EBADMSG, -E2BIG, -ENOMEM or the -errno of reading or writing.
 int pn_dcm_inflate_scratch(int fd, off_t offset, const std::string &dir, uint64_t max, int *ret_fd);
 
 // Every non-empty text value (SH, LO, ST, LT, UC, UT, PN) of an item and

@@ -88,7 +88,7 @@ int pn_dcm_inflate_scratch(int fd, off_t offset, const std::string &dir, uint64_
 			} else {
 				size_t got = buf.size() - z.avail_out;
 				total += got;
-				rc = total > max ? -EFBIG : write_all(out, buf.data(), got);
+				rc = total > max ? -E2BIG : write_all(out, buf.data(), got);
 			}
 		} while (rc == 0 && z.avail_out == 0 && zr != Z_STREAM_END);
 	}

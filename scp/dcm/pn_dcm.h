@@ -239,8 +239,9 @@ int pn_dcm_ds_load(const char *path, pn_dcm_ds **ret_ds);
  * (PS3.5 A.5). dcmtk reads every value of a deflated stream into memory,
  * so the dataset is inflated into an unnamed scratch file beside `path`
  * (gone when the dataset is freed) and read from there: memory does not
- * grow with what it inflates to. More than max_inflated bytes: -EFBIG.
- * 0, -EBADMSG, -EFBIG, -ENOMEM or another -errno (-ENOSPC, -EIO). */
+ * grow with what it inflates to. More than max_inflated bytes: -E2BIG.
+ * 0, -EBADMSG, -E2BIG, -ENOMEM or another -errno of the scratch file
+ * (-ENOSPC, -EIO, -EFBIG past RLIMIT_FSIZE). */
 int pn_dcm_ds_load_deflated(const char *path, size_t dataset_offset, uint64_t max_inflated, pn_dcm_ds **ret_ds);
 /* The same from a Part-10 file's bytes in memory, in n pieces. Large values
  * are read from the pieces when asked for, so the pieces must stay as they

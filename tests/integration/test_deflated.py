@@ -9,6 +9,7 @@ big (a 1.5 MB one: 1.5 GB), and a few at once could bring in the OOM
 killer."""
 
 import os
+import resource
 import struct
 import zlib
 
@@ -97,3 +98,26 @@ def test_deflated_zeros_are_stored_in_bounded_memory_and_refused_beyond_the_limi
     assert not problems, problems
     assert node.wait_for_log(r"refused \(0xA700\): the deflated dataset inflates to more than "
                              r"max_inflated_mib \(%d MiB\)" % LIMIT_MIB), "no log line for the refusal"
+
+
+def test_scratch_file_that_cannot_be_written_is_0xa700_not_the_limit(node_factory):
+    """The scratch file hits the node's RLIMIT_FSIZE (1 MiB; the received
+    file, a few KB, does not): 0xA700 saying so, not the max_inflated_mib
+    message, and nothing left behind."""
+    def fsize_1mib():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+    node = node_factory(preexec_fn=fsize_1mib)
+    uid = gen_corpus.make_uid(0, "deflate-fsize")
+    a = rawscu.Association(node.host, node.port, timeout=60)
+    try:
+        a.associate("PNDEFLATE", node.aet, CT, transfer=DEFLATED)
+        assert a.c_store(CT, uid, deflated_dataset(uid, 4), msg_id=1) == 0xA700
+        a.release()
+    finally:
+        a.close()
+    assert node.wait_for_log(r"refused \(0xA700\): could not read the dataset back: File too large"), \
+        "no log line for the scratch file"
+    assert "max_inflated_mib" not in node.log_text()
+    assert node.count("instance") == 0
+    problems = C.storage_problems(node)
+    assert not problems, problems
