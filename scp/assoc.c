@@ -89,6 +89,12 @@ static const char *serve_commands(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, 
 			pn_dcm_assoc_abort(assoc);
 			return "aborted: no command within dimse_timeout";
 		}
+		if (rc == -ELOOP) {
+			pn_warning("association from \"%s\": a command set nested too deeply to read; aborted",
+			           info->calling_ae);
+			pn_dcm_assoc_abort(assoc);
+			return "aborted: command set nested too deeply";
+		}
 		if (rc < 0) {
 			pn_dcm_assoc_abort(assoc);
 			return "aborted: network or protocol error";

@@ -152,6 +152,19 @@ int pn_find_handle(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dcm_cm
 	}
 	pn_dcm_ds *identifier = NULL;
 	int rc = pn_dcm_find_receive(assoc, cmd, ctx->cfg->dimse_timeout, &identifier);
+	if (rc == -ELOOP) {
+		pn_warning("C-FIND from \"%s\": the identifier is nested too deeply to read; association aborted",
+		           calling_ae);
+		return -EPROTO;
+	}
+	if (rc == -EBADMSG) {
+		pn_warning("C-FIND from \"%s\" refused (0x%04X): the identifier's sequences are nested more than %d "
+		           "levels deep",
+		           calling_ae, PN_STATUS_IDENTIFIER_MISMATCH, PN_DCM_MAX_NESTING);
+		*ret_status = PN_STATUS_IDENTIFIER_MISMATCH;
+		return pn_dcm_find_respond(assoc, cmd, PN_STATUS_IDENTIFIER_MISMATCH, NULL,
+		                           "sequences nested too deeply");
+	}
 	if (rc < 0)
 		return rc;
 	char why[256] = "";

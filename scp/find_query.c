@@ -155,7 +155,7 @@ static bool numeric_ok(pn_find_col_kind kind, const pn_match *m)
 static int parse_sequence(pn_dcm_ds *identifier, pn_query_key *key, bool fold_names)
 {
 	pn_dcm_ds *item = NULL;
-	int rc = pn_dcm_ds_item(identifier, key->tag, 0, &item);
+	int rc = pn_dcm_ds_item_after(identifier, key->tag, NULL, &item);
 	if (rc == -ENOENT)
 		return 0;
 	if (rc < 0)
@@ -457,16 +457,21 @@ static bool value_matches(const pn_match *m, const pn_dcm_ds *ds, uint32_t tag)
 /* Any stored item whose values match every key of the request's item. */
 static bool sequence_matches(const pn_query_key *key, const pn_dcm_ds *ds)
 {
-	for (size_t i = 0; ds; i++) {
-		pn_dcm_ds *item = NULL;
-		if (pn_dcm_ds_item(ds, key->tag, i, &item) < 0)
+	pn_dcm_ds *item = NULL;
+	while (ds) {
+		pn_dcm_ds *next = NULL;
+		int rc = pn_dcm_ds_item_after(ds, key->tag, item, &next);
+		pn_dcm_ds_free(item);
+		if (rc < 0)
 			return false;
+		item = next;
 		bool all = true;
 		for (size_t j = 0; j < key->n_item_matches && all; j++)
 			all = value_matches(&key->item_matches[j], item, key->item_tags[j]);
-		pn_dcm_ds_free(item);
-		if (all)
+		if (all) {
+			pn_dcm_ds_free(item);
 			return true;
+		}
 	}
 	return false;
 }

@@ -315,6 +315,20 @@ int pn_retrieve_handle(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dc
 	pn_dcm_ds *id = NULL;
 	if (cmd->has_dataset) {
 		int rc = pn_dcm_find_receive(assoc, cmd, ctx->cfg->dimse_timeout, &id);
+		if (rc == -ELOOP) {
+			pn_warning("%s from \"%s\": the identifier is nested too deeply to read; association aborted",
+			           op, calling_ae);
+			return -EPROTO;
+		}
+		if (rc == -EBADMSG) {
+			pn_warning(
+			    "%s from \"%s\" refused (0x%04X): the identifier's sequences are nested more than %d "
+			    "levels deep",
+			    op, calling_ae, PN_STATUS_IDENTIFIER_MISMATCH, PN_DCM_MAX_NESTING);
+			ret->status = PN_STATUS_IDENTIFIER_MISMATCH;
+			return pn_dcm_retrieve_respond(assoc, cmd, PN_STATUS_IDENTIFIER_MISMATCH, &ops, NULL,
+			                               "sequences nested too deeply");
+		}
 		if (rc < 0)
 			return rc;
 	}

@@ -220,6 +220,8 @@ static void reap(server *s, bool stopping)
 				s->n_overflow--;
 			else if (c->kind == CHILD_REJECTER)
 				s->n_rejecters--;
+			else if (!stopping && clean)
+				pn_info("worker %d retired; starting another", (int)pid);
 			else if (!stopping)
 				pn_warning("worker %d ended unexpectedly (%s); starting another", (int)pid, how);
 			if (!clean && c->kind != CHILD_POOL)

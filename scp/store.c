@@ -295,9 +295,24 @@ int pn_store_load(const char *path, uint64_t max_inflated, pn_dcm_ds **ret_ds)
 /* The received dataset: from the writer's buffers when it fits in them,
  * else (or if they do not parse, or are deflated) from the file once it is
  * written, which is the authority. -EIO: the file could not be written;
- * -E2BIG: deflated, and inflating to more than max_inflated bytes; other
- * errors as pn_dcm_ds_load. *ret_source says which, for the debug log. */
+ * -E2BIG: deflated, and inflating to more than max_inflated bytes; -ELOOP:
+ * sequences nested more than PN_DCM_MAX_NESTING levels deep; other errors
+ * as pn_dcm_ds_load. *ret_source says which, for the debug log. */
+static int load_received(pn_storage_file *file, uint64_t max_inflated, pn_dcm_ds **ret_ds, const char **ret_source);
 static int load_dataset(pn_storage_file *file, uint64_t max_inflated, pn_dcm_ds **ret_ds, const char **ret_source)
+{
+	int rc = load_received(file, max_inflated, ret_ds, ret_source);
+	if (rc < 0)
+		return rc;
+	int depth = pn_dcm_ds_nesting(*ret_ds);
+	if (depth >= 0 && depth <= PN_DCM_MAX_NESTING)
+		return 0;
+	pn_dcm_ds_free(*ret_ds);
+	*ret_ds = NULL;
+	return depth < 0 ? depth : -ELOOP;
+}
+
+static int load_received(pn_storage_file *file, uint64_t max_inflated, pn_dcm_ds **ret_ds, const char **ret_source)
 {
 	const pn_storage_part *parts;
 	int n = pn_storage_file_parts(file, &parts);
@@ -310,7 +325,7 @@ static int load_dataset(pn_storage_file *file, uint64_t max_inflated, pn_dcm_ds 
 		for (int i = 0; i < n; i++)
 			p[i] = (pn_dcm_part){parts[i].data, parts[i].len};
 		int rc = pn_dcm_ds_load_parts(p, (size_t)n, ret_ds);
-		if (rc == 0 || rc == -ENOMEM)
+		if (rc == 0 || rc == -ENOMEM || rc == -ELOOP) /* the file holds the same */
 			return rc;
 	}
 	*ret_source = "file";
@@ -325,8 +340,9 @@ int pn_store_final_path(const char *path, uint32_t generation, char rel[PN_REL_P
 	/* No limit here: this file may be a committed instance's only name.
 	 * Running short of scratch space is a failure, not "not ours". */
 	int rc = pn_store_load(path, UINT64_MAX, &ds);
+	/* Too deeply nested to read: this build never stored it. */
 	if (rc < 0)
-		return rc == -EBADMSG || rc == -ENOENT ? -EBADMSG : rc;
+		return rc == -EBADMSG || rc == -ENOENT || rc == -ELOOP ? -EBADMSG : rc;
 	char *series = NULL, *sop = NULL;
 	rc = pn_record_path_uids(ds, &series, &sop);
 	if (rc == 0 && pn_storage_rel_path(series, sop, generation, rel) < 0)
@@ -486,6 +502,11 @@ int pn_store_handle(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dcm_c
 		status = PN_STATUS_OUT_OF_STORAGE;
 		snprintf(why, sizeof(why), "the deflated dataset inflates to more than max_inflated_mib (%d MiB)",
 		         ctx->cfg->max_inflated_mib);
+		goto refuse;
+	}
+	if (rc == -ELOOP) {
+		status = PN_STATUS_CANNOT_PARSE;
+		snprintf(why, sizeof(why), "sequences are nested more than %d levels deep", PN_DCM_MAX_NESTING);
 		goto refuse;
 	}
 	if (rc < 0 && rc != -EBADMSG) {

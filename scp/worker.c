@@ -87,6 +87,11 @@ int pn_worker_pool_main(const pn_config *cfg, int channel)
 		}
 		connect_db(&w);
 		pn_assoc_serve(&w.ctx, w.net, fd);
+		if (pn_dcm_parse_memory_lost()) {
+			pn_info(
+			    "worker retiring: reading a too deeply nested command or identifier left memory behind");
+			break;
+		}
 		char idle = 'I';
 		if (write(channel, &idle, 1) != 1)
 			break;

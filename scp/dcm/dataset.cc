@@ -7,6 +7,7 @@
 #include <dcmtk/dcmdata/dcfilefo.h>
 #include <dcmtk/dcmdata/dcistrma.h>
 #include <dcmtk/dcmdata/dcistrmb.h>
+#include <dcmtk/dcmdata/dcistrmf.h>
 #include <dcmtk/dcmdata/dcmetinf.h>
 #include <dcmtk/dcmdata/dcostrmb.h>
 #include <dcmtk/dcmdata/dcsequen.h>
@@ -23,6 +24,7 @@
 #include <vector>
 
 #include "dataset_internal.h"
+#include "guard_internal.h"
 #include "util_internal.h"
 
 namespace
@@ -102,10 +104,114 @@ int pn_dcm_encode(DcmItem &ds, E_TransferSyntax xfer, bool group_length, std::ve
 
 int pn_dcm_read(DcmObject &obj, DcmInputStream &in, E_TransferSyntax xfer, Uint32 max_read)
 {
-	obj.transferInit();
-	OFCondition c = obj.read(in, xfer, EGL_noChange, max_read);
-	obj.transferEnd();
-	return c.good() ? 0 : -EBADMSG;
+	ParseGuard guard;
+	try {
+		obj.transferInit();
+		OFCondition c = obj.read(in, xfer, EGL_noChange, max_read);
+		obj.transferEnd();
+		if (guard.tripped()) // a nothrow allocation said no
+			return -ELOOP;
+		return c.good() ? 0 : -EBADMSG;
+	} catch (const std::bad_alloc &) {
+		obj.transferEnd();
+		return guard.tripped() ? -ELOOP : -ENOMEM;
+	}
+}
+
+namespace
+{
+
+// dcmtk's file producer, which stops reading when the guard says the
+// nesting is too deep (guard_internal.h).
+class GuardedFileProducer : public DcmFileProducer
+{
+      public:
+	explicit GuardedFileProducer(const char *path) : DcmFileProducer(OFFilename(path))
+	{
+	}
+	OFBool good() const override
+	{
+		return !stopped_ && DcmFileProducer::good();
+	}
+	OFCondition status() const override
+	{
+		return stopped_ ? EC_InvalidStream : DcmFileProducer::status();
+	}
+	OFBool eos() override
+	{
+		return stopped_ || DcmFileProducer::eos();
+	}
+	offile_off_t avail() override
+	{
+		return stopped_ ? 0 : DcmFileProducer::avail();
+	}
+	offile_off_t read(void *buf, offile_off_t len) override
+	{
+		if (stopped_ || (stopped_ = parse_stack_exhausted()))
+			return 0;
+		return DcmFileProducer::read(buf, len);
+	}
+	offile_off_t skip(offile_off_t len) override
+	{
+		if (stopped_ || (stopped_ = parse_stack_exhausted()))
+			return 0;
+		return DcmFileProducer::skip(len);
+	}
+
+      private:
+	bool stopped_ = false;
+};
+
+// DcmInputFileStream with the producer above; values left in the file are
+// read later through dcmtk's own file factory.
+class GuardedFileStream : public DcmInputStream
+{
+      public:
+	explicit GuardedFileStream(const char *path) : DcmInputStream(&producer_), producer_(path), path_(path)
+	{
+	}
+	DcmInputStreamFactory *newFactory() const override
+	{
+		if (currentProducer() != &producer_)
+			return nullptr; // behind a zlib filter
+		return new DcmInputFileStreamFactory(OFFilename(path_.c_str()), tell());
+	}
+
+      private:
+	GuardedFileProducer producer_;
+	std::string path_;
+};
+
+} // namespace
+
+// As loadFile(): 0, -ENOENT, -EBADMSG, -ELOOP or -ENOMEM.
+static int load_file(DcmFileFormat &ff, const char *path, E_TransferSyntax xfer, E_FileReadMode mode)
+{
+	try {
+		GuardedFileStream in(path);
+		if (in.status().bad())
+			return -ENOENT;
+		if (ff.clear().bad())
+			return -ENOMEM;
+		ff.setReadMode(mode);
+		int rc = pn_dcm_read(ff, in, xfer, k_max_read_length);
+		ff.setReadMode(ERM_autoDetect);
+		return rc;
+	} catch (const std::bad_alloc &) {
+		return -ENOMEM;
+	}
+}
+
+static int load_dataset_file(DcmDataset &ds, const char *path, E_TransferSyntax xfer)
+{
+	try {
+		GuardedFileStream in(path);
+		if (in.status().bad())
+			return -EBADMSG;
+		return pn_dcm_read(ds, in, xfer, k_max_read_length);
+	} catch (const std::bad_alloc &) {
+		return -ENOMEM;
+	}
 }
 
 extern "C" int pn_dcm_ds_load(const char *path, pn_dcm_ds **ret_ds)
@@ -115,10 +221,10 @@ extern "C" int pn_dcm_ds_load(const char *path, pn_dcm_ds **ret_ds)
 		d = new pn_dcm_ds();
 		d->ff = new DcmFileFormat();
 		d->item = d->ff->getDataset();
-		OFCondition c = d->ff->loadFile(path, EXS_Unknown, EGL_noChange, k_max_read_length, ERM_autoDetect);
-		if (c.bad()) {
+		int rc = load_file(*d->ff, path, EXS_Unknown, ERM_autoDetect);
+		if (rc < 0) {
 			delete d;
-			return c == EC_InvalidFilename ? -ENOENT : -EBADMSG;
+			return rc;
 		}
 		*ret_ds = d;
 		return 0;
@@ -137,9 +243,9 @@ extern "C" int pn_dcm_ds_load_deflated(const char *path, size_t dataset_offset, 
 		d = new pn_dcm_ds();
 		d->ff = new DcmFileFormat();
 		d->item = d->ff->getDataset();
-		int rc = 0;
 		// The meta header as it is; the dataset from the scratch file.
-		if (d->ff->loadFile(path, EXS_Unknown, EGL_noChange, k_max_read_length, ERM_metaOnly).bad())
+		int rc = load_file(*d->ff, path, EXS_Unknown, ERM_metaOnly);
+		if (rc == -ENOENT)
 			rc = -EBADMSG;
 		if (rc == 0 && (fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
 			rc = -errno;
@@ -153,10 +259,7 @@ extern "C" int pn_dcm_ds_load_deflated(const char *path, size_t dataset_offset, 
 			// stays valid while the handle holds the descriptor.
 			char name[64];
 			snprintf(name, sizeof(name), "/proc/self/fd/%d", d->scratch_fd);
-			if (d->ff->getDataset()
-			        ->loadFile(name, EXS_LittleEndianExplicit, EGL_noChange, k_max_read_length)
-			        .bad())
-				rc = -EBADMSG;
+			rc = load_dataset_file(*d->ff->getDataset(), name, EXS_LittleEndianExplicit);
 		}
 		if (fd >= 0)
 			close(fd);
@@ -192,22 +295,24 @@ class PartsProducer : public DcmProducer
 	}
 	OFBool good() const override
 	{
-		return OFTrue;
+		return !stopped_;
 	}
 	OFCondition status() const override
 	{
-		return EC_Normal;
+		return stopped_ ? EC_InvalidStream : EC_Normal;
 	}
 	OFBool eos() override
 	{
-		return pos_ == total_;
+		return stopped_ || pos_ == total_;
 	}
 	offile_off_t avail() override
 	{
-		return total_ - pos_;
+		return stopped_ ? 0 : total_ - pos_;
 	}
 	offile_off_t read(void *buf, offile_off_t len) override
 	{
+		if (stopped_ || (stopped_ = parse_stack_exhausted()))
+			return 0;
 		unsigned char *to = static_cast<unsigned char *>(buf);
 		offile_off_t done = 0, start = 0;
 		for (const pn_dcm_part &p : parts_) {
@@ -245,6 +350,7 @@ class PartsProducer : public DcmProducer
       private:
 	std::vector<pn_dcm_part> parts_;
 	offile_off_t total_ = 0, pos_ = 0;
+	bool stopped_ = false; // nested too deeply (guard_internal.h)
 };
 
 class PartsStream : public DcmInputStream
@@ -304,14 +410,24 @@ extern "C" int pn_dcm_ds_load_parts(const pn_dcm_part *parts, size_t n, pn_dcm_d
 		d->ff = new DcmFileFormat();
 		d->item = d->ff->getDataset();
 		PartsStream in(std::vector<pn_dcm_part>(parts, parts + n), 0);
-		if (pn_dcm_read(*d->ff, in, EXS_Unknown, k_max_read_length) < 0) {
+		int rc = pn_dcm_read(*d->ff, in, EXS_Unknown, k_max_read_length);
+		if (rc < 0) {
 			delete d;
-			return -EBADMSG;
+			return rc;
 		}
 		*ret_ds = d;
 		return 0;
 	} catch (...) {
 		delete d;
+		return -ENOMEM;
+	}
+}
+
+extern "C" int pn_dcm_ds_nesting(const pn_dcm_ds *ds)
+{
+	try {
+		return nesting_depth(ds->item);
+	} catch (...) {
 		return -ENOMEM;
 	}
 }
@@ -326,9 +442,11 @@ void pn_dcm_text_values(DcmItem *item, std::vector<pn_dcm_text_value> &out)
 	DcmObject *obj = nullptr;
 	while ((obj = item->nextInContainer(obj)) != nullptr) {
 		if (obj->ident() == EVR_SQ) {
-			DcmSequenceOfItems *sq = OFstatic_cast(DcmSequenceOfItems *, obj);
-			for (unsigned long i = 0; i < sq->card(); i++)
-				pn_dcm_text_values(sq->getItem(i), out);
+			// Walked in list order: getItem(i) seeks from the first item
+			// each time, and a million items took minutes.
+			DcmObject *it = nullptr;
+			while ((it = obj->nextInContainer(it)) != nullptr)
+				pn_dcm_text_values(OFstatic_cast(DcmItem *, it), out);
 			continue;
 		}
 		if (!is_text_vr(obj->ident()) || obj->getLength() == 0)

@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "assoc_internal.h"
+#include "guard_internal.h"
 #include "util_internal.h"
 
 // Our implementation identity in the meta header of files we write.
@@ -393,11 +394,14 @@ extern "C" int pn_dcm_assoc_accept(pn_dcm_assoc *a, unsigned *ret_accepted)
 
 extern "C" int pn_dcm_next_command(pn_dcm_assoc *a, int timeout, pn_dcm_cmd *cmd)
 {
+	ParseGuard guard;
 	try {
 		T_ASC_PresentationContextID pres_id = 0;
 		memset(&a->msg, 0, sizeof(a->msg));
 		OFCondition c = DIMSE_receiveCommand(a->assoc, timeout > 0 ? DIMSE_NONBLOCKING : DIMSE_BLOCKING,
 		                                     timeout, &pres_id, &a->msg, NULL);
+		if (guard.tripped())
+			return -ELOOP;
 		if (c == DUL_PEERREQUESTEDRELEASE)
 			return PN_DCM_RELEASED;
 		if (c == DUL_PEERABORTEDASSOCIATION || c == DUL_NETWORKCLOSED)
@@ -455,7 +459,7 @@ extern "C" int pn_dcm_next_command(pn_dcm_assoc *a, int timeout, pn_dcm_cmd *cmd
 		}
 		return 0;
 	} catch (...) {
-		return -ENOMEM;
+		return guard.tripped() ? -ELOOP : -ENOMEM;
 	}
 }
 

@@ -104,7 +104,8 @@ typedef struct {
 #define PN_DCM_ABORTED 2  /* peer aborted (A-ABORT or connection closed) */
 
 /* Waits up to `timeout` seconds (0: forever) for the next DIMSE command.
- * Returns 0, PN_DCM_RELEASED, PN_DCM_ABORTED, -ETIMEDOUT or -EPROTO. */
+ * Returns 0, PN_DCM_RELEASED, PN_DCM_ABORTED, -ETIMEDOUT, -EPROTO or -ELOOP
+ * (a command set nested too deeply to read: abort). */
 int pn_dcm_next_command(pn_dcm_assoc *assoc, int timeout, pn_dcm_cmd *ret_cmd);
 
 /* Waits up to timeout_ms for the peer to send something (data dcmtk
@@ -141,7 +142,9 @@ typedef struct pn_dcm_ds pn_dcm_ds;
 
 /* C-FIND, C-MOVE, C-GET: reads the identifier that follows the command
  * into memory.
- * Returns 0, -ETIMEDOUT or -EPROTO (the association is not usable). */
+ * Returns 0; -EBADMSG: sequences nested more than PN_DCM_MAX_NESTING levels
+ * (read whole, the association goes on); -ETIMEDOUT, -EPROTO or -ELOOP
+ * (nested too deeply to read): the association is not usable. */
 int pn_dcm_find_receive(pn_dcm_assoc *assoc, const pn_dcm_cmd *cmd, int timeout, pn_dcm_ds **ret_identifier);
 
 /* C-FIND-RSP: pending (0xFF00, 0xFF01) with `identifier`, or the final
@@ -233,24 +236,44 @@ void pn_dcm_assoc_free(pn_dcm_assoc *assoc);
 
 /* ---- datasets ---------------------------------------------------------- */
 
-/* Loads a Part-10 file. Large values stay on disk until asked for. */
+/* Every reading of a dataset below (and of commands, identifiers and
+ * responses from peers) is guarded: dcmtk reads sequences by
+ * recursion, without limit, and 20,000 nested empty sequences (720 KB)
+ * overflowed the stack. Nesting that would take more than 1 MiB of stack
+ * to read gives -ELOOP, and those who store or match a dataset refuse it
+ * past PN_DCM_MAX_NESTING levels (pn_dcm_ds_nesting), so that nothing
+ * deeper is kept. Structured reports, the deepest real data, nest a few
+ * tens of levels. */
+#define PN_DCM_MAX_NESTING 128
+
+/* Whether a command set or identifier too deeply nested to read has been
+ * refused in this process: dcmtk's own reading of those is stopped by an
+ * exception, which loses what it had built (a few hundred KB). A pool
+ * worker is replaced after such an association. */
+bool pn_dcm_parse_memory_lost(void);
+
+/* Loads a Part-10 file. Large values stay on disk until asked for.
+ * 0, -ENOENT, -EBADMSG, -ELOOP or -ENOMEM. */
 int pn_dcm_ds_load(const char *path, pn_dcm_ds **ret_ds);
 /* The same for a file whose dataset, from byte dataset_offset, is deflated
  * (PS3.5 A.5). dcmtk reads every value of a deflated stream into memory,
  * so the dataset is inflated into an unnamed scratch file beside `path`
  * (gone when the dataset is freed) and read from there: memory does not
  * grow with what it inflates to. More than max_inflated bytes: -E2BIG.
- * 0, -EBADMSG, -E2BIG, -ENOMEM or another -errno of the scratch file
+ * 0, -EBADMSG, -ELOOP, -E2BIG, -ENOMEM or another -errno of the scratch file
  * (-ENOSPC, -EIO, -EFBIG past RLIMIT_FSIZE). */
 int pn_dcm_ds_load_deflated(const char *path, size_t dataset_offset, uint64_t max_inflated, pn_dcm_ds **ret_ds);
 /* The same from a Part-10 file's bytes in memory, in n pieces. Large values
  * are read from the pieces when asked for, so the pieces must stay as they
- * are until the dataset is freed. 0, -EBADMSG or -ENOMEM. */
+ * are until the dataset is freed. 0, -EBADMSG, -ELOOP or -ENOMEM. */
 typedef struct {
 	const void *data;
 	size_t len;
 } pn_dcm_part;
 int pn_dcm_ds_load_parts(const pn_dcm_part *parts, size_t n, pn_dcm_ds **ret_ds);
+/* How deeply sequences nest in `ds` (0: no sequence), counted without
+ * recursion; -ENOMEM. */
+int pn_dcm_ds_nesting(const pn_dcm_ds *ds);
 void pn_dcm_ds_free(pn_dcm_ds *ds);
 
 /* Decoder for one text value: `len` raw bytes in, UTF-8 out (malloc'ed).
@@ -292,7 +315,8 @@ int pn_dcm_ds_create(pn_dcm_ds **ret_ds);
 int pn_dcm_ds_encode_le(const pn_dcm_ds *ds, bool explicit_vr, pn_dcm_buf *out);
 
 /* A dataset encoded in explicit VR little endian without meta header, as
- * pn_dcm_ds_encode_levels() makes them (copied). 0, -EBADMSG, -ENOMEM. */
+ * pn_dcm_ds_encode_levels() makes them (copied). 0, -EBADMSG, -ELOOP,
+ * -ENOMEM. */
 int pn_dcm_ds_load_buffer(const void *data, size_t len, pn_dcm_ds **ret_ds);
 
 typedef struct {
@@ -308,9 +332,11 @@ typedef struct {
  * non-zero return and returns it; -ENOMEM. `e` is valid during the call. */
 int pn_dcm_ds_each(const pn_dcm_ds *ds, int (*fn)(void *ctx, const pn_dcm_elem *e), void *ctx);
 
-/* Item `index` of the sequence `seq_tag` as a view: free it with
- * pn_dcm_ds_free before `ds`. 0, -ENOENT, -ENOMEM. */
-int pn_dcm_ds_item(const pn_dcm_ds *ds, uint32_t seq_tag, size_t index, pn_dcm_ds **ret_view);
+/* The item of the sequence `seq_tag` after `prev` (a view this returned
+ * earlier; NULL: the first item), as a view: free it with pn_dcm_ds_free
+ * before `ds`. Walking a sequence so costs one step per item (reaching
+ * item i by its index costs i). 0, -ENOENT (no more), -ENOMEM. */
+int pn_dcm_ds_item_after(const pn_dcm_ds *ds, uint32_t seq_tag, const pn_dcm_ds *prev, pn_dcm_ds **ret_view);
 
 /* Inserts or replaces an element with the dictionary's VR: `value` ("" for
  * an empty element; an empty sequence for SQ). 0, -EINVAL, -ENOMEM. */

@@ -18,6 +18,7 @@
 
 #include "assoc_internal.h"
 #include "dataset_internal.h"
+#include "guard_internal.h"
 #include "pdu_internal.h"
 #include "util_internal.h"
 
@@ -46,11 +47,16 @@ pn_dcm_ds *wrap_owned(DcmItem *item)
 
 extern "C" int pn_dcm_find_receive(pn_dcm_assoc *a, const pn_dcm_cmd *cmd, int timeout, pn_dcm_ds **ret_ds)
 {
+	ParseGuard guard;
+	DcmDataset *ds = nullptr;
 	try {
-		DcmDataset *ds = nullptr;
 		T_ASC_PresentationContextID pres_id = 0;
 		OFCondition c = DIMSE_receiveDataSetInMemory(a->assoc, timeout > 0 ? DIMSE_NONBLOCKING : DIMSE_BLOCKING,
 		                                             timeout, &pres_id, &ds, NULL, NULL);
+		if (guard.tripped()) {
+			delete ds;
+			return -ELOOP;
+		}
 		if (c.bad()) {
 			delete ds;
 			return condition_to_errno(c);
@@ -59,10 +65,16 @@ extern "C" int pn_dcm_find_receive(pn_dcm_assoc *a, const pn_dcm_cmd *cmd, int t
 			delete ds;
 			return -EPROTO;
 		}
+		if (nesting_depth(ds) > PN_DCM_MAX_NESTING) {
+			delete ds;
+			return -EBADMSG;
+		}
 		*ret_ds = wrap_owned(ds);
 		return 0;
 	} catch (...) {
-		return -ENOMEM;
+		// dcmtk frees what it read only when it returns: a throw leaves
+		// it behind, and the association is given up
+		return guard.tripped() ? -ELOOP : -ENOMEM;
 	}
 }
 
@@ -233,9 +245,10 @@ extern "C" int pn_dcm_ds_load_buffer(const void *data, size_t len, pn_dcm_ds **r
 			in.setBuffer(data, (offile_off_t)len);
 			in.setEos();
 			// a buffer stream gives no value later: everything is read now
-			if (pn_dcm_read(*ds, in, EXS_LittleEndianExplicit, DCM_MaxReadLength) < 0) {
+			int rc = pn_dcm_read(*ds, in, EXS_LittleEndianExplicit, DCM_MaxReadLength);
+			if (rc < 0) {
 				delete d;
-				return -EBADMSG;
+				return rc;
 			}
 		}
 		*ret_ds = d;
@@ -285,16 +298,18 @@ extern "C" int pn_dcm_ds_each(const pn_dcm_ds *d, int (*fn)(void *ctx, const pn_
 	}
 }
 
-extern "C" int pn_dcm_ds_item(const pn_dcm_ds *d, uint32_t seq_tag, size_t index, pn_dcm_ds **ret_view)
+extern "C" int pn_dcm_ds_item_after(const pn_dcm_ds *d, uint32_t seq_tag, const pn_dcm_ds *prev, pn_dcm_ds **ret_view)
 {
 	try {
 		DcmSequenceOfItems *sq = nullptr;
 		if (d->item->findAndGetSequence(key_of(seq_tag), sq, OFFalse).bad() || !sq)
 			return -ENOENT;
-		if (index >= sq->card())
+		// in list order: the list remembers where the last step ended
+		DcmObject *next = sq->nextInContainer(prev ? prev->item : nullptr);
+		if (!next)
 			return -ENOENT;
 		pn_dcm_ds *v = new pn_dcm_ds();
-		v->item = sq->getItem((unsigned long)index);
+		v->item = OFstatic_cast(DcmItem *, next);
 		*ret_view = v;
 		return 0;
 	} catch (...) {
@@ -329,8 +344,10 @@ namespace
 DcmSequenceOfItems *copy_sequence(const DcmSequenceOfItems *src, DcmItem *shape)
 {
 	DcmSequenceOfItems *out = new DcmSequenceOfItems(src->getTag());
-	for (unsigned long i = 0; i < src->card(); i++) {
-		DcmItem *from = const_cast<DcmSequenceOfItems *>(src)->getItem(i);
+	// In list order: getItem(i) would walk from the first item each time.
+	DcmSequenceOfItems *list = const_cast<DcmSequenceOfItems *>(src);
+	for (DcmObject *o = list->nextInContainer(nullptr); o; o = list->nextInContainer(o)) {
+		DcmItem *from = OFstatic_cast(DcmItem *, o);
 		DcmItem *to;
 		if (!shape || shape->card() == 0) {
 			to = OFstatic_cast(DcmItem *, from->clone());

@@ -35,6 +35,7 @@
 
 #include "assoc_internal.h"
 #include "dataset_internal.h"
+#include "guard_internal.h"
 #include "pdu_internal.h"
 #include "util_internal.h"
 
@@ -443,8 +444,17 @@ int send_converted(pn_dcm_assoc *a, const char *path, const char *sop_class_uid,
 	// Values longer than the default read limit (pixel data) stay on
 	// disk until they are written to the network.
 	std::unique_ptr<DcmFileFormat> ff(new DcmFileFormat());
-	if (ff->loadFile(path).bad())
-		return -EBADMSG;
+	{
+		ParseGuard guard;
+		try {
+			if (ff->loadFile(path).bad() || guard.tripped())
+				return -EBADMSG;
+		} catch (const std::bad_alloc &) {
+			if (!guard.tripped())
+				throw;
+			return -EBADMSG;
+		}
+	}
 	DcmDataset *ds = ff->getDataset();
 	if (!ds || ds->isEmpty())
 		return -EBADMSG;
@@ -575,9 +585,20 @@ extern "C" int pn_dcm_store_finish(pn_dcm_assoc *a, int timeout, unsigned short 
 			memset(&rsp, 0, sizeof(rsp));
 			T_ASC_PresentationContextID rsp_id = 0;
 			DcmDataset *detail = nullptr;
-			OFCondition c = DIMSE_receiveCommand(a->assoc, timeout > 0 ? DIMSE_NONBLOCKING : DIMSE_BLOCKING,
-			                                     timeout, &rsp_id, &rsp, &detail);
+			ParseGuard guard; // the peer's response is read by recursion too
+			OFCondition c;
+			try {
+				c = DIMSE_receiveCommand(a->assoc, timeout > 0 ? DIMSE_NONBLOCKING : DIMSE_BLOCKING,
+				                         timeout, &rsp_id, &rsp, &detail);
+			} catch (const std::bad_alloc &) {
+				if (!guard.tripped())
+					throw;
+			}
 			delete detail;
+			if (guard.tripped()) {
+				a->broken = true;
+				return -ELOOP;
+			}
 			if (c.bad()) {
 				a->broken = true;
 				return condition_to_errno(c);

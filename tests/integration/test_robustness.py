@@ -1046,3 +1046,188 @@ def test_unparseable_dataset_is_refused_and_the_association_goes_on(node, scu_di
     assert os.listdir(os.path.join(node.storage, "tmp")) == []
     assert_consistent(node)
     wait_log(node, r"cannot be parsed", "the unparseable dataset")
+
+
+# ----- hostile structure: nesting and long sequences ------------------------
+
+STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
+
+
+def nested_sequences(depth, tag=(0x0040, 0xA730)):
+    """`depth` sequences (explicit VR, undefined lengths), each in the one
+    item of the one above: 20 bytes a level."""
+    sq = struct.pack("<HH2sHI", tag[0], tag[1], b"SQ", 0, 0xFFFFFFFF)
+    item = struct.pack("<HHI", 0xFFFE, 0xE000, 0xFFFFFFFF)
+    ends = struct.pack("<HHI", 0xFFFE, 0xE00D, 0) + struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)
+    return (sq + item) * depth + ends * depth
+
+
+LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+
+
+def insert_element(dataset, tag, encoded):
+    """An explicit VR little endian dataset with `encoded` (the element
+    `tag`) put among its top-level elements in tag order."""
+    off = 0
+    while off < len(dataset):
+        group, elem, vr = struct.unpack_from("<HH2s", dataset, off)
+        if (group, elem) > tag:
+            break
+        if vr in LONG_VRS:
+            (n,) = struct.unpack_from("<I", dataset, off + 8)
+            off += 12 + n
+        else:
+            (n,) = struct.unpack_from("<H", dataset, off + 6)
+            off += 8 + n
+    return dataset[:off] + encoded + dataset[off:]
+
+
+def with_nesting(dataset, depth):
+    return insert_element(dataset, (0x0040, 0xA730), nested_sequences(depth))
+
+
+def no_crash(node):
+    bad = [line for line in log_lines(node) if re.search(r"ended unexpectedly|signal", line)]
+    assert not bad, "a process of the node crashed:\n" + "\n".join(bad)
+
+
+def test_deeply_nested_sequences_are_refused_without_a_crash(node, scu_dir):
+    """dcmtk reads sequences by recursion: 20,000 nested ones (400 KB)
+    overflowed a worker's stack, and the file left behind crashed every
+    worker that later looked at it. Past 128 levels a C-STORE gets 0xC000
+    and the association goes on; 128 levels are stored."""
+    cases = [(20000, 0xC000), (129, 0xC000), (128, H.SUCCESS)]
+    a = rawscu.Association(node.host, node.port, timeout=30)
+    try:
+        for i, (depth, want) in enumerate(cases):
+            inst = small_instance(scu_dir, "nest-%d" % depth)
+            if i == 0:
+                a.associate("PNNEST", node.aet, inst["sop_class_uid"])
+            payload = with_nesting(rawscu.dataset_bytes(inst["path"]), depth)
+            status = a.c_store(inst["sop_class_uid"], inst["sop_instance_uid"], payload, msg_id=i + 1)
+            assert status == want, "depth %d: 0x%04X" % (depth, status)
+        a.release()
+    finally:
+        a.close()
+    wait_log(node, r"failed \(0xC000\): sequences are nested more than 128 levels deep", "the refusal")
+    # Later associations end (and look at tmp/) without crashing.
+    good = small_instance(scu_dir, "after-nesting")
+    run = H.storescu(node.port, [good["path"]], scu_dir)
+    assert run.all_success(), run.summary()
+    assert node.count("instance") == 2
+    assert tmp_files(node) == []
+    assert_consistent(node)
+    no_crash(node)
+
+
+def test_deeply_nested_command_set_aborts_only_its_association(node, scu_dir):
+    """A command set is read by the same recursion: 50,000 nested sequences
+    in a C-ECHO-RQ abort that association, logged; its worker is replaced
+    and the node goes on."""
+    el = rawscu._element
+    elems = (el(0, 0x0002, rawscu._uid("1.2.840.10008.1.1")) + el(0, 0x0100, struct.pack("<H", 0x30))
+             + el(0, 0x0110, struct.pack("<H", 1)) + el(0, 0x0800, struct.pack("<H", 0x0101)))
+    sq = struct.pack("<HHI", 0x0000, 0x7FFE, 0xFFFFFFFF)  # unknown, undefined length: a sequence
+    item = struct.pack("<HHI", 0xFFFE, 0xE000, 0xFFFFFFFF)
+    ends = struct.pack("<HHI", 0xFFFE, 0xE00D, 0) + struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)
+    command = el(0, 0, struct.pack("<I", len(elems))) + elems + (sq + item) * 50000 + ends * 50000
+    a = rawscu.Association(node.host, node.port, timeout=30)
+    try:
+        a.associate("PNNEST", node.aet, "1.2.840.10008.1.1")
+        # The node reads each PDV as it comes and may abort before the
+        # last one is sent.
+        with pytest.raises((rawscu.UlError, OSError)):
+            a._send_pdvs(command, True)
+            a._recv_command()
+    finally:
+        a.close()
+    wait_log(node, r"aborted: command set nested too deeply", "the aborted association")
+    # What dcmtk had built is lost with the exception that stopped it: the
+    # worker makes way for a fresh one.
+    wait_log(node, r"worker retiring", "the worker's retirement")
+    wait_log(node, r"worker \d+ retired; starting another", "the replacement")
+    good = small_instance(scu_dir, "after-nested-command")
+    run = H.storescu(node.port, [good["path"]], scu_dir)
+    assert run.all_success(), run.summary()
+    no_crash(node)
+
+
+def test_deeply_nested_identifier(node):
+    """A C-FIND identifier 129 levels deep gets 0xA900 and the association
+    goes on; one too deep to read aborts the association, logged."""
+    e = rawscu.explicit_element
+    head = e(0x0008, 0x0052, "CS", b"STUDY ") + e(0x0020, 0x000D, "UI", b"")
+    a = rawscu.Association(node.host, node.port, timeout=30)
+    try:
+        a.associate("PNNEST", node.aet, STUDY_ROOT_FIND)
+        r = a.c_find(STUDY_ROOT_FIND, head + nested_sequences(129), a.pc_id, msg_id=1)
+        assert [s for s, _ in r] == [0xA900], r
+        r = a.c_find(STUDY_ROOT_FIND, head, a.pc_id, msg_id=2)
+        assert r[-1][0] == H.SUCCESS, r
+        with pytest.raises((rawscu.UlError, OSError)):  # also while sending
+            a.c_find(STUDY_ROOT_FIND, head + nested_sequences(50000), a.pc_id, msg_id=3)
+    finally:
+        a.close()
+    wait_log(node, r"C-FIND .*refused \(0xA900\): the identifier's sequences are nested more than 128",
+             "the refused identifier")
+    wait_log(node, r"C-FIND .*nested too deeply to read; association aborted", "the aborted identifier")
+    no_crash(node)
+
+
+def test_deeply_nested_file_in_tmp_does_not_stop_the_start(node_factory, scu_dir):
+    """What a crashed worker left in tmp/ is read at the next start: a file
+    too deeply nested to read is removed as never stored, and the node
+    starts (it used to crash at every start)."""
+    node = node_factory()
+    good = small_instance(scu_dir, "nest-tmp")
+    rc = node.stop()
+    assert rc in (0, -15), "first run ended with %r" % rc
+    with open(good["path"], "rb") as f:
+        whole = f.read()
+    dataset = rawscu.dataset_bytes(good["path"])
+    planted = os.path.join(node.storage, "tmp", "in-0000abcd-1-7")
+    with open(planted, "wb") as f:
+        f.write(whole[:len(whole) - len(dataset)] + with_nesting(dataset, 20000))
+    H.chown_to(planted, node.user)
+    offset = node.start_again()
+    wait_log(node, r"storage recovery", "the start-up recovery", offset=offset)
+    assert not os.path.exists(planted), "the unreadable file was kept"
+    run = H.storescu(node.port, [good["path"]], scu_dir)
+    assert run.all_success(), run.summary()
+    assert_consistent(node)
+    no_crash(node)
+
+
+def test_a_sequence_of_many_items_is_stored_and_matched_promptly(node, scu_dir):
+    """Items were reached by index, each time from the first: a sequence of
+    300,000 empty items (4.8 MB) held a worker for minutes. It is stored
+    now, and a C-FIND with sequence matching walks the stored items."""
+    good = small_instance(scu_dir, "many-items")
+    data = rawscu.dataset_bytes(good["path"])
+    n = 300000
+    item = struct.pack("<HHI", 0xFFFE, 0xE000, 0xFFFFFFFF) + struct.pack("<HHI", 0xFFFE, 0xE00D, 0)
+    # Procedure Code Sequence is a study attribute: it lands in the study blob.
+    seq = (struct.pack("<HH2sHI", 0x0008, 0x1032, b"SQ", 0, 0xFFFFFFFF) + item * n
+           + struct.pack("<HHI", 0xFFFE, 0xE0DD, 0))
+    payload = insert_element(data, (0x0008, 0x1032), seq)
+    a = rawscu.Association(node.host, node.port, timeout=60)
+    started = time.monotonic()
+    try:
+        a.associate("PNITEMS", node.aet, good["sop_class_uid"], more=(STUDY_ROOT_FIND,))
+        status = a.c_store(good["sop_class_uid"], good["sop_instance_uid"], payload)
+        assert status == H.SUCCESS, "0x%04X" % status
+        e = rawscu.explicit_element
+        code = e(0x0008, 0x0100, "SH", b"NOPE")
+        sq = (struct.pack("<HH2sHI", 0x0008, 0x1032, b"SQ", 0, 0xFFFFFFFF)
+              + struct.pack("<HHI", 0xFFFE, 0xE000, len(code)) + code + struct.pack("<HHI", 0xFFFE, 0xE0DD, 0))
+        ident = e(0x0008, 0x0052, "CS", b"STUDY ") + sq + e(0x0020, 0x000D, "UI", b"")
+        r = a.c_find(STUDY_ROOT_FIND, ident, a.pc_id + 2, msg_id=2)
+        assert [s for s, _ in r] == [H.SUCCESS], "a match among empty items: %r" % r
+        a.release()
+    finally:
+        a.close()
+    # Before the fix the store alone took minutes (quadratic in the items).
+    assert time.monotonic() - started < 30
+    assert node.count("instance") == 1
+    assert_consistent(node)
+    no_crash(node)
