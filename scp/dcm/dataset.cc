@@ -109,7 +109,7 @@ int pn_dcm_read(DcmObject &obj, DcmInputStream &in, E_TransferSyntax xfer, Uint3
 		obj.transferInit();
 		OFCondition c = obj.read(in, xfer, EGL_noChange, max_read);
 		obj.transferEnd();
-		if (guard.tripped()) // a nothrow allocation said no
+		if (guard.tripped()) // our stream stopped, or a nothrow allocation said no
 			return -ELOOP;
 		return c.good() ? 0 : -EBADMSG;
 	} catch (const std::bad_alloc &) {
@@ -184,8 +184,9 @@ class GuardedFileStream : public DcmInputStream
 
 } // namespace
 
-// As loadFile(): 0, -ENOENT, -EBADMSG, -ELOOP or -ENOMEM.
-static int load_file(DcmFileFormat &ff, const char *path, E_TransferSyntax xfer, E_FileReadMode mode)
+// The File Meta Information alone, as loadFile(ERM_metaOnly): 0, -ENOENT,
+// -EBADMSG, -ELOOP or -ENOMEM.
+static int load_meta(DcmFileFormat &ff, const char *path)
 {
 	try {
 		GuardedFileStream in(path);
@@ -193,8 +194,8 @@ static int load_file(DcmFileFormat &ff, const char *path, E_TransferSyntax xfer,
 			return -ENOENT;
 		if (ff.clear().bad())
 			return -ENOMEM;
-		ff.setReadMode(mode);
-		int rc = pn_dcm_read(ff, in, xfer, k_max_read_length);
+		ff.setReadMode(ERM_metaOnly);
+		int rc = pn_dcm_read(ff, in, EXS_Unknown, k_max_read_length);
 		ff.setReadMode(ERM_autoDetect);
 		return rc;
 	} catch (const std::bad_alloc &) {
@@ -214,14 +215,15 @@ static int load_dataset_file(DcmDataset &ds, const char *path, E_TransferSyntax 
 	}
 }
 
-extern "C" int pn_dcm_ds_load(const char *path, pn_dcm_ds **ret_ds)
+// A handle for the Part-10 file read from `in`.
+static int load_handle(DcmInputStream &in, pn_dcm_ds **ret_ds)
 {
 	pn_dcm_ds *d = nullptr;
 	try {
 		d = new pn_dcm_ds();
 		d->ff = new DcmFileFormat();
 		d->item = d->ff->getDataset();
-		int rc = load_file(*d->ff, path, EXS_Unknown, ERM_autoDetect);
+		int rc = pn_dcm_read(*d->ff, in, EXS_Unknown, k_max_read_length);
 		if (rc < 0) {
 			delete d;
 			return rc;
@@ -230,6 +232,18 @@ extern "C" int pn_dcm_ds_load(const char *path, pn_dcm_ds **ret_ds)
 		return 0;
 	} catch (...) {
 		delete d;
+		return -ENOMEM;
+	}
+}
+
+extern "C" int pn_dcm_ds_load(const char *path, pn_dcm_ds **ret_ds)
+{
+	try {
+		GuardedFileStream in(path);
+		if (in.status().bad())
+			return -ENOENT;
+		return load_handle(in, ret_ds);
+	} catch (...) {
 		return -ENOMEM;
 	}
 }
@@ -244,7 +258,7 @@ extern "C" int pn_dcm_ds_load_deflated(const char *path, size_t dataset_offset, 
 		d->ff = new DcmFileFormat();
 		d->item = d->ff->getDataset();
 		// The meta header as it is; the dataset from the scratch file.
-		int rc = load_file(*d->ff, path, EXS_Unknown, ERM_metaOnly);
+		int rc = load_meta(*d->ff, path);
 		if (rc == -ENOENT)
 			rc = -EBADMSG;
 		if (rc == 0 && (fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
@@ -404,21 +418,10 @@ DcmInputStreamFactory *PartsStream::newFactory() const
 
 extern "C" int pn_dcm_ds_load_parts(const pn_dcm_part *parts, size_t n, pn_dcm_ds **ret_ds)
 {
-	pn_dcm_ds *d = nullptr;
 	try {
-		d = new pn_dcm_ds();
-		d->ff = new DcmFileFormat();
-		d->item = d->ff->getDataset();
 		PartsStream in(std::vector<pn_dcm_part>(parts, parts + n), 0);
-		int rc = pn_dcm_read(*d->ff, in, EXS_Unknown, k_max_read_length);
-		if (rc < 0) {
-			delete d;
-			return rc;
-		}
-		*ret_ds = d;
-		return 0;
+		return load_handle(in, ret_ds);
 	} catch (...) {
-		delete d;
 		return -ENOMEM;
 	}
 }

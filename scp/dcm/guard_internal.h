@@ -11,7 +11,8 @@
 
 // dcmtk reads a sequence by recursion, a few hundred bytes of stack per
 // level and no limit: 20,000 nested empty sequences (720 KB) overflowed a
-// worker's 8 MiB stack. While a ParseGuard lives, every allocation of the
+// worker's 8 MiB stack. While a ParseGuard lives, the adapter's own
+// streams stop early (parse_stack_exhausted, below) and every allocation of the
 // thread (each level allocates its sequence and item) checks how far the
 // stack has grown since the guard was made; past the budget (1 MiB, or a
 // quarter of RLIMIT_STACK if that is smaller) it throws std::bad_alloc,

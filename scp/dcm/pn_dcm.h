@@ -239,8 +239,9 @@ void pn_dcm_assoc_free(pn_dcm_assoc *assoc);
 /* Every reading of a dataset below (and of commands, identifiers and
  * responses from peers) is guarded: dcmtk reads sequences by
  * recursion, without limit, and 20,000 nested empty sequences (720 KB)
- * overflowed the stack. Nesting that would take more than 1 MiB of stack
- * to read gives -ELOOP, and those who store or match a dataset refuse it
+ * overflowed the stack. Nesting that would take more than half a MiB of
+ * stack to read (1 MiB for what dcmtk reads from the network itself)
+ * gives -ELOOP, and those who store or match a dataset refuse it
  * past PN_DCM_MAX_NESTING levels (pn_dcm_ds_nesting), so that nothing
  * deeper is kept. Structured reports, the deepest real data, nest a few
  * tens of levels. */
