@@ -127,6 +127,21 @@ static int parse_dup_policy(parse_state *st, void *field, const char *value, lon
 	return -EINVAL;
 }
 
+static int parse_write_mode(parse_state *st, void *field, const char *value, long min, long max)
+{
+	(void)min;
+	(void)max;
+	static const pn_write_policy all[] = {PN_WRITE_AUTO, PN_WRITE_DIRECT, PN_WRITE_BUFFERED};
+	for (size_t i = 0; i < 3; i++) {
+		if (strcmp(value, pn_write_policy_name(all[i])) == 0) {
+			*(pn_write_policy *)field = all[i];
+			return 0;
+		}
+	}
+	snprintf(st->err, sizeof(st->err), "expected auto, direct or buffered, got \"%s\"", value);
+	return -EINVAL;
+}
+
 static int parse_log_level(parse_state *st, void *field, const char *value, long min, long max)
 {
 	(void)min;
@@ -189,6 +204,7 @@ static const config_key node_keys[] = {
     {"storage", "root", parse_string, CFG(storage_root), 1, 0},
     {"storage", "duplicate_policy", parse_dup_policy, CFG(duplicate_policy), 0, 0},
     {"storage", "max_inflated_mib", parse_int, CFG(max_inflated_mib), 1, 1048576},
+    {"storage", "write_mode", parse_write_mode, CFG(write_mode), 0, 0},
     {"database", "conninfo", parse_string, CFG(conninfo), 1, 0},
     {"query", "max_matches", parse_int, CFG(max_matches), 0, 100000000},
     {"query", "pn_case_insensitive", parse_bool, CFG(pn_case_insensitive), 0, 0},
@@ -278,6 +294,7 @@ static int set_defaults(pn_config *c)
 	c->dimse_timeout = 60;
 	c->duplicate_policy = PN_DUP_IGNORE;
 	c->max_inflated_mib = 1024;
+	c->write_mode = PN_WRITE_AUTO;
 	c->max_matches = 0;
 	c->pn_case_insensitive = true;
 	c->log_level = PN_LOG_INFO;

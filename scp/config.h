@@ -6,7 +6,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "index.h" /* pn_dup_policy */
+#include "index.h"      /* pn_dup_policy */
+#include "write_mode.h" /* pn_write_policy */
 
 enum {
 	PN_ALLOW_STORE = 1 << 0,
@@ -39,6 +40,7 @@ typedef struct pn_config {
 	char *storage_root;
 	pn_dup_policy duplicate_policy;
 	int max_inflated_mib; /* a deflated dataset may inflate to this much */
+	pn_write_policy write_mode;
 
 	char *conninfo;
 	int log_level;

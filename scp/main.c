@@ -177,8 +177,8 @@ int main(int argc, char **argv)
 	signal(SIGXFSZ, SIG_IGN);
 	signal(SIGPIPE, SIG_IGN);
 
-	pn_info("pacsnode %s starting: configuration %s, duplicate_policy = %s", PN_VERSION, cfg->source,
-	        pn_dup_policy_name(cfg->duplicate_policy));
+	pn_info("pacsnode %s starting: configuration %s, duplicate_policy = %s, write_mode = %s", PN_VERSION,
+	        cfg->source, pn_dup_policy_name(cfg->duplicate_policy), pn_write_policy_name(cfg->write_mode));
 	if (cfg->accept_unknown_calling_ae)
 		pn_warning("accepting any calling AE title (development default): list the peers and set "
 		           "accept_unknown_calling_ae = no in production");

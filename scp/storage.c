@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #include <xxhash.h>
 
@@ -84,11 +85,17 @@ int pn_storage_open(const char *root, pn_storage **ret_storage)
 		goto fail;
 	}
 	s->direct = probe_direct(s);
+	pn_write_mode_init(&s->wm, PN_WRITE_AUTO, s->direct);
 	*ret_storage = s;
 	return 0;
 fail:
 	pn_storage_free(s);
 	return rc;
+}
+
+void pn_storage_set_write_mode(pn_storage *s, pn_write_policy policy)
+{
+	pn_write_mode_init(&s->wm, policy, s->direct);
 }
 
 void pn_storage_free(pn_storage *s)
@@ -189,6 +196,14 @@ int pn_storage_file_begin(pn_storage *s, pn_storage_file **ret_file)
 		}
 	}
 	snprintf(f->tmp_path, sizeof(f->tmp_path), "%s/" TMP_DIR "/%s", s->root, f->tmp_name);
+	/* Files are made with O_DIRECT where it is had; this one keeps it
+	 * only if it is to be written so. */
+	f->direct = s->direct;
+	if (s->direct && !pn_write_mode_pick(&s->wm)) {
+		int fl = fcntl(f->fd, F_GETFL);
+		if (fl >= 0 && fcntl(f->fd, F_SETFL, fl & ~O_DIRECT) == 0)
+			f->direct = false;
+	}
 	*ret_file = f;
 	return 0;
 }
@@ -200,7 +215,7 @@ static void queue_buffer(pn_storage_file *f)
 		f->parts[f->n_parts++] = (pn_storage_part){f->buf, f->buffered};
 	else
 		f->n_parts = -1;
-	pn_writer_write(f->s->writer, f->fd, f->buffered, f->s->direct);
+	pn_writer_write(f->s->writer, f->fd, f->buffered, f->direct);
 	f->queued = true;
 	f->buf = NULL;
 	f->buffered = 0;
@@ -229,6 +244,9 @@ int pn_storage_file_write(pn_storage_file *f, const void *buf, size_t len)
 
 int pn_storage_file_written(pn_storage_file *f)
 {
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	f->written_ns = (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
 	if (f->buf && f->buffered > 0)
 		queue_buffer(f);
 	f->buf = NULL; /* an unused buffer goes back to the writer as it is */
@@ -241,6 +259,11 @@ int pn_storage_file_written(pn_storage_file *f)
 	for (int i = 0; i < 16; i++)
 		snprintf(f->checksum + 9 + 2 * i, 3, "%02x", c.digest[i]);
 	return 0;
+}
+
+bool pn_storage_file_direct(const pn_storage_file *f)
+{
+	return f->direct;
 }
 
 uint32_t pn_storage_file_generation(const pn_storage_file *f)
@@ -266,13 +289,18 @@ int pn_storage_file_parts(const pn_storage_file *f, const pn_storage_part **ret_
 	return f->n_parts < 0 ? -E2BIG : f->n_parts;
 }
 
-/* The outcome of the file's writes and fsync, waited for once. */
+/* The outcome of the file's writes and fsync, waited for once. Once
+ * the file is durable, how long that took after its last byte counts
+ * for the way it was written. */
 static int settle(pn_storage_file *f)
 {
 	if (f->queued) {
 		f->io_rc = pn_writer_wait(f->s->writer);
 		f->queued = false;
 		f->io_known = true;
+		if (f->io_rc == 0 && f->written_ns > 0)
+			pn_write_mode_note(&f->s->wm, f->direct, f->size,
+			                   pn_writer_synced_ns(f->s->writer) - f->written_ns);
 	}
 	return f->io_known ? f->io_rc : 0;
 }

@@ -5,7 +5,8 @@
  *      generation) and fsync the tmp folder, so that the name is durable
  *      (a few files at once);
  *   2. write the file while receiving, on the writer's thread (writer.h),
- *      with O_DIRECT where the file system has it, and fsync it there;
+ *      with O_DIRECT or through the page cache (write_mode.h), and fsync
+ *      it there;
  *   3. the caller parses the dataset; the final path follows from its
  *      Series and SOP Instance UIDs and GEN;
  *   4. wait for that fsync, hard-link the file to its final path (new
@@ -31,6 +32,7 @@
 #include <stdint.h>
 
 #include "storage_path.h"
+#include "write_mode.h"
 
 typedef struct pn_storage pn_storage;
 typedef struct pn_storage_file pn_storage_file;
@@ -42,6 +44,8 @@ typedef struct {
 /* Creates the root and its tmp folder if needed and opens them. */
 int pn_storage_open(const char *root, pn_storage **ret_storage);
 void pn_storage_free(pn_storage *s); /* NULL is a no-op */
+/* How files are written ([storage] write_mode); PN_WRITE_AUTO after open. */
+void pn_storage_set_write_mode(pn_storage *s, pn_write_policy policy);
 
 /* Starts a temporary file: the spare one if pn_storage_prepare made it. */
 int pn_storage_file_begin(pn_storage *s, pn_storage_file **ret_file);
@@ -96,6 +100,8 @@ void pn_storage_file_abandon(pn_storage_file *f, const char *note);
 const char *pn_storage_file_tmp_path(const pn_storage_file *f); /* absolute */
 const char *pn_storage_file_rel_path(const pn_storage_file *f);
 int64_t pn_storage_file_size(const pn_storage_file *f);
+/* Whether it is written with O_DIRECT (else through the page cache). */
+bool pn_storage_file_direct(const pn_storage_file *f);
 /* "xxh3-128:" + 32 hex digits (XXH3 128-bit, canonical form), after
  * pn_storage_file_written(). A checksum against corruption, not a
  * cryptographic hash: at ~20 GB/s it costs 1/50 of SHA-256. */

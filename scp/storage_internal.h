@@ -9,6 +9,7 @@
 
 #include "storage.h"
 #include "storage_path.h"
+#include "write_mode.h"
 #include "writer.h"
 
 #define TMP_DIR "tmp"
@@ -26,8 +27,9 @@ struct pn_storage {
 	int root_fd;
 	int tmp_fd;
 	/* Files are opened with O_DIRECT where the file system allows it
-	 * (probed at open): the data skips the page cache. */
+	 * (probed at open); wm says which files keep it (write_mode.h). */
 	bool direct;
+	pn_write_mode wm;
 	pn_writer *writer; /* made on the first file, in the worker process */
 	unsigned long seq; /* temporary names */
 	struct {
@@ -59,9 +61,11 @@ struct pn_storage {
 struct pn_storage_file {
 	pn_storage *s;
 	int fd;
-	bool named;        /* rel is set */
-	bool name_durable; /* tmp_name survives a crash (the tmp folder was fsync'ed) */
-	uint32_t gen;      /* the generation in tmp_name and rel */
+	bool named;         /* rel is set */
+	bool name_durable;  /* tmp_name survives a crash (the tmp folder was fsync'ed) */
+	uint32_t gen;       /* the generation in tmp_name and rel */
+	bool direct;        /* written with O_DIRECT */
+	int64_t written_ns; /* when its last byte came (CLOCK_MONOTONIC); 0: not yet */
 	bool linked;
 	int64_t size;  /* bytes accepted (buffered or queued) */
 	bool queued;   /* the writer has jobs for fd not waited for */

@@ -558,6 +558,7 @@ int pn_store_handle(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dcm_c
 		fold_failed(ctx);
 	bool committed = false;
 	int64_t size = row->size; /* row goes with rec below */
+	bool direct = pn_storage_file_direct(file);
 	status = commit_instance(ctx, file, row, &ph, &committed, why, sizeof(why));
 	pn_record_free(rec);
 	pn_dcm_ds_free(ds);
@@ -568,9 +569,10 @@ int pn_store_handle(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dcm_c
 		pn_warning("C-STORE of %s from \"%s\" failed (0x%04X): %s", cmd->sop_instance_uid, calling_ae, status,
 		           why);
 	else
-		pn_debug("stored %s (%" PRId64 " bytes, parsed from %s): receive %.2f ms, parse %.2f, index %.2f, "
-		         "fsync+link %.2f, commit %.2f",
-		         cmd->sop_instance_uid, size, parsed_from, ph.receive, ph.parse, ph.index, ph.sync, ph.commit);
+		pn_debug("stored %s (%" PRId64 " bytes, parsed from %s, written %s): receive %.2f ms, parse %.2f, "
+		         "index %.2f, fsync+link %.2f, commit %.2f",
+		         cmd->sop_instance_uid, size, parsed_from, direct ? "direct" : "buffered", ph.receive, ph.parse,
+		         ph.index, ph.sync, ph.commit);
 	rc = respond(assoc, cmd, status, status == PN_STATUS_SUCCESS ? NULL : why, ret_status);
 	/* The counts C-FIND returns are folded in while the SCU reads the
 	 * response and sends its next request (migration 006), every few

@@ -58,6 +58,7 @@ static int worker_init(worker *w, const pn_config *cfg)
 		pn_error("could not open storage root \"%s\": %s", cfg->storage_root, strerror(-rc));
 		return -1;
 	}
+	pn_storage_set_write_mode(w->ctx.storage, cfg->write_mode);
 	connect_db(w);
 	return 0;
 }

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/uio.h>
+#include <time.h>
 
 #include "fsio.h"
 
@@ -36,7 +37,8 @@ struct pn_writer {
 	/* Jobs [done, queued) are the thread's; slot = count % SLOTS. Only the
 	 * worker moves queued, only the thread moves done. */
 	unsigned long queued, done;
-	int err; /* first failure since the last wait */
+	int err;           /* first failure since the last wait */
+	int64_t synced_ns; /* when the last successful fsync returned */
 	struct job jobs[SLOTS];
 };
 
@@ -100,15 +102,26 @@ static bool batchable(const struct job *j)
 	return j->kind == JOB_WRITE && j->direct && j->len % PN_WRITER_ALIGN == 0;
 }
 
+static int64_t now_ns(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+}
+
 /* Runs jobs [first, last) of w; returns how many it ran (a batch of
- * writes counts for all of them) and the first failure in *ret_err. */
-static unsigned long run_jobs(pn_writer *w, unsigned long first, unsigned long last, int *ret_err)
+ * writes counts for all of them), the first failure in *ret_err, and when
+ * an fsync among them succeeded in *ret_synced_ns (else left alone). */
+static unsigned long run_jobs(pn_writer *w, unsigned long first, unsigned long last, int *ret_err,
+                              int64_t *ret_synced_ns)
 {
 	struct job *j = &w->jobs[first % SLOTS];
 	int rc;
 	unsigned long n = 1;
 	if (j->kind == JOB_FSYNC) {
 		rc = pn_fsio.fsync(j->fd) < 0 ? -errno : 0;
+		if (rc == 0)
+			*ret_synced_ns = now_ns();
 	} else if (batchable(j)) {
 		struct iovec iov[SLOTS];
 		iov[0] = (struct iovec){j->buf, j->len};
@@ -141,10 +154,13 @@ static void *thread_main(void *arg)
 		unsigned long first = w->done, last = w->queued;
 		pthread_mutex_unlock(&w->mu);
 		int rc;
-		unsigned long n = run_jobs(w, first, last, &rc);
+		int64_t synced = -1;
+		unsigned long n = run_jobs(w, first, last, &rc, &synced);
 		pthread_mutex_lock(&w->mu);
 		if (rc < 0 && w->err == 0)
 			w->err = rc;
+		if (synced >= 0)
+			w->synced_ns = synced;
 		w->done += n;
 		pthread_cond_broadcast(&w->done_cv);
 	}
@@ -224,9 +240,12 @@ static void queue(pn_writer *w, job_kind kind, int fd, size_t len, bool direct)
 		return;
 	}
 	int rc;
-	w->done += run_jobs(w, w->done, w->queued, &rc);
+	int64_t synced = -1;
+	w->done += run_jobs(w, w->done, w->queued, &rc, &synced);
 	if (rc < 0 && w->err == 0)
 		w->err = rc;
+	if (synced >= 0)
+		w->synced_ns = synced;
 	pthread_mutex_unlock(&w->mu);
 }
 
@@ -249,4 +268,12 @@ int pn_writer_wait(pn_writer *w)
 	w->err = 0;
 	pthread_mutex_unlock(&w->mu);
 	return rc;
+}
+
+int64_t pn_writer_synced_ns(pn_writer *w)
+{
+	pthread_mutex_lock(&w->mu);
+	int64_t t = w->synced_ns;
+	pthread_mutex_unlock(&w->mu);
+	return t;
 }

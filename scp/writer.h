@@ -2,7 +2,8 @@
  * being received, in order, and fsyncs it, while the worker goes on
  * receiving (and then parsing). With O_DIRECT files the data goes from
  * these buffers to the disk without a copy into the page cache, which on
- * a 512 KB instance costs more CPU than the rest of the store.
+ * a 512 KB instance can cost more CPU than the rest of the store; whether
+ * a file is written so is the caller's choice (write_mode.h).
  *
  * Used by one thread at a time (the worker's); jobs run in the order they
  * were queued. Errors are kept until pn_writer_wait() returns them. */
@@ -12,6 +13,7 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 /* Buffer size, and the alignment O_DIRECT needs for offsets, lengths and
  * addresses (the largest logical block size in use). */
@@ -49,5 +51,9 @@ void pn_writer_fsync(pn_writer *w, int fd);
 /* Waits for every queued job; returns 0 or the first failure (-errno)
  * since the previous wait. */
 int pn_writer_wait(pn_writer *w);
+
+/* When the last fsync that succeeded returned (CLOCK_MONOTONIC, ns); 0
+ * before any. */
+int64_t pn_writer_synced_ns(pn_writer *w);
 
 #endif

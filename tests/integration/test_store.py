@@ -340,7 +340,7 @@ def test_dataset_is_parsed_from_memory_within_the_buffers_and_from_the_file_beyo
                                     f["sop_instance_uid"], f["transfer_syntax_uid"]), name
         line = assert_log(node, r"stored %s \(%d bytes, parsed from " % (
             re.escape(f["sop_instance_uid"]), row["size"]), what="the store of " + name)
-        assert "parsed from %s)" % expect[name] in line, (name, line)
+        assert "parsed from %s," % expect[name] in line, (name, line)
     assert_storage_clean(node)
 
 
@@ -364,6 +364,49 @@ def test_text_values_over_4_kib_are_indexed_whole(node, scu_dir):
         [row] = node.query("SELECT attrs FROM instance WHERE sop_uid = %s", (f["sop_instance_uid"],))
         blob = findscu_util.read_identifier(bytes(row["attrs"]))
         assert blob.ImageComments == comments, f["path"]
+
+
+def direct_io_possible(folder):
+    try:
+        fd = os.open(os.path.join(folder, "probe-direct"), os.O_WRONLY | os.O_CREAT | os.O_DIRECT, 0o600)
+    except OSError:
+        return False
+    os.close(fd)
+    os.unlink(os.path.join(folder, "probe-direct"))
+    return True
+
+
+@pytest.mark.parametrize("mode", ["auto", "direct", "buffered"])
+def test_write_mode(node_factory, scu_dir, mode):
+    """[storage] write_mode: every instance is stored as sent whichever way
+    its file is written; `direct` and `buffered` keep to theirs, and `auto`
+    tries both before it prefers one (the debug log names the way)."""
+    node = node_factory(extra_config={"storage": {"write_mode": mode}})
+    direct_ok = direct_io_possible(node.storage)
+    # sizes around the 4 KiB blocks and the 128 KiB buffers
+    files = [gen_corpus.make_instance(os.path.join(scu_dir, "wm-%d.dcm" % i), name="wm-%d" % i,
+                                      set_attrs={"Rows": n, "Columns": n, "PixelData": os.urandom(n * n * 2)})
+             for i, n in enumerate([8, 45, 64, 256, 257, 300, 362, 400, 512, 16, 90, 128])]
+    run = H.storescu(node.port, [f["path"] for f in files], scu_dir)
+    assert run.all_success(), run.summary()
+    rows = {r["sop_uid"]: r for r in C.instance_rows(node)}
+    ways = []
+    for f in files:
+        row = rows[f["sop_instance_uid"]]
+        assert not C.compare_part10(f["path"], stored_path(node, row), f["sop_class_uid"],
+                                    f["sop_instance_uid"], f["transfer_syntax_uid"]), f["path"]
+        line = assert_log(node, r"stored %s \(\d+ bytes, parsed from \w+, written \w+\)" % re.escape(
+            f["sop_instance_uid"]), what="the store of " + f["path"])
+        ways.append(re.search(r"written (\w+)", line).group(1))
+    if mode == "buffered" or not direct_ok:
+        assert set(ways) == {"buffered"}, ways
+    elif mode == "direct":
+        assert set(ways) == {"direct"}, ways
+    else:
+        # four of each first, alternately
+        assert ways[:8] == ["direct", "buffered"] * 4, ways
+    assert_log(node, r"write_mode = %s" % mode, what="the write mode at start-up")
+    assert_storage_clean(node)
 
 
 # --------------------------------------------------------------------------

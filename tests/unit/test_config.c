@@ -44,6 +44,7 @@ static void defaults(void **state)
 	assert_true(c->accept_unknown_calling_ae);
 	assert_int_equal(c->duplicate_policy, PN_DUP_IGNORE);
 	assert_int_equal(c->max_inflated_mib, 1024);
+	assert_int_equal(c->write_mode, PN_WRITE_AUTO);
 	pn_config_free(c);
 }
 
@@ -52,12 +53,13 @@ static void full_file(void **state)
 	(void)state;
 	pn_config *c = NULL;
 	char err[256];
-	const char *p = write_conf("; comment\n[node]\nae_title = MYNODE\nport = 4242\nbind = 127.0.0.1\n"
-	                           "accept_unknown_calling_ae = no\n[limits]\nworkers = 3\nmax_associations = 9\n"
-	                           "max_pdu = 32768\ndimse_timeout = 0\n[storage]\nroot = /srv/x\n"
-	                           "duplicate_policy = reject\n[database]\nconninfo = host=/tmp dbname=x\n"
-	                           "[log]\nlevel = debug\n[peer.ws]\nae_title = WS1\nhost = 10.0.0.5\nport = 104\n"
-	                           "allow = find, move\n");
+	const char *p =
+	    write_conf("; comment\n[node]\nae_title = MYNODE\nport = 4242\nbind = 127.0.0.1\n"
+	               "accept_unknown_calling_ae = no\n[limits]\nworkers = 3\nmax_associations = 9\n"
+	               "max_pdu = 32768\ndimse_timeout = 0\n[storage]\nroot = /srv/x\n"
+	               "duplicate_policy = reject\nwrite_mode = buffered\n[database]\nconninfo = host=/tmp dbname=x\n"
+	               "[log]\nlevel = debug\n[peer.ws]\nae_title = WS1\nhost = 10.0.0.5\nport = 104\n"
+	               "allow = find, move\n");
 	assert_int_equal(pn_config_load(p, &c, err, sizeof(err)), 0);
 	unlink(path);
 	assert_string_equal(c->ae_title, "MYNODE");
@@ -68,6 +70,7 @@ static void full_file(void **state)
 	assert_int_equal(c->dimse_timeout, 0);
 	assert_string_equal(c->storage_root, "/srv/x");
 	assert_int_equal(c->duplicate_policy, PN_DUP_REJECT);
+	assert_int_equal(c->write_mode, PN_WRITE_BUFFERED);
 	assert_string_equal(c->conninfo, "host=/tmp dbname=x");
 	assert_int_equal(c->log_level, PN_LOG_DEBUG);
 	const pn_peer *peer = pn_config_find_peer(c, "WS1");
@@ -87,6 +90,7 @@ static void bad_files(void **state)
 	expect_error("[limits]\n\nworkers = many\n", ":3:", "integer");
 	expect_error("[storage]\nduplicate_policy = overwrite\n", ":2:", "ignore, replace or reject");
 	expect_error("[storage]\nmax_inflated_mib = 0\n", ":2:", "max_inflated_mib");
+	expect_error("[storage]\nroot = /x\nwrite_mode = o_direct\n", ":3:", "auto, direct or buffered");
 	expect_error("[node]\nprot = 11112\n", ":2:", "unknown key \"prot\"");
 	expect_error("[nodes]\nport = 11112\n", ":2:", "[nodes]");
 	expect_error("[node]\nthis line has no equals sign\n", ":2:", "syntax");

@@ -653,8 +653,9 @@ static int direct_openat(int dirfd, const char *path, int flags, ...)
 }
 
 /* Stores `len` bytes of a pattern; checks the parts in memory and the
- * file on disk against them. */
-static void store_pattern(pn_storage *s, size_t len, const char *uid)
+ * file on disk against them. may_direct: O_DIRECT may be used (under
+ * write_mode = auto, for some files only). */
+static void store_pattern(pn_storage *s, size_t len, const char *uid, bool may_direct)
 {
 	char *data = malloc(len);
 	assert_non_null(data);
@@ -662,6 +663,8 @@ static void store_pattern(pn_storage *s, size_t len, const char *uid)
 		data[i] = (char)(i * 7 + i / 4096);
 	pn_storage_file *f = NULL;
 	assert_int_equal(pn_storage_file_begin(s, &f), 0);
+	if (!may_direct)
+		assert_false(pn_storage_file_direct(f));
 	/* in odd pieces, as PDVs come */
 	for (size_t at = 0; at < len;) {
 		size_t n = len - at < 10007 ? len - at : 10007;
@@ -704,27 +707,30 @@ static void store_pattern(pn_storage *s, size_t len, const char *uid)
 	free(data);
 }
 
-/* Sizes around the buffers' and the blocks' edges, with O_DIRECT (the
- * tail shorter than a block goes through the page cache) and without
- * (where the file system refuses it). */
+/* Sizes around the buffers' and the blocks' edges, written with O_DIRECT
+ * (the tail shorter than a block goes through the page cache), through
+ * the page cache, and either way as measured; and where the file system
+ * refuses O_DIRECT. */
 static void store_sizes(void)
 {
 	const size_t sizes[] = {1, 4095, 4096, 131072, 131073, 3 * 131072 + 1234, 8 * 131072, 8 * 131072 + 1, 2500000};
-	for (int mode = 0; mode < 2; mode++) {
-		refuse_direct = mode == 1;
+	const pn_write_policy policies[] = {PN_WRITE_DIRECT, PN_WRITE_BUFFERED, PN_WRITE_AUTO, PN_WRITE_DIRECT};
+	for (int mode = 0; mode < 4; mode++) {
+		refuse_direct = mode == 3;
 		direct_opens = buffered_opens = 0;
 		pn_fsio.openat = direct_openat;
 		pn_storage *s = NULL;
 		assert_int_equal(pn_storage_open(root, &s), 0);
+		pn_storage_set_write_mode(s, policies[mode]);
 		for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
 			char uid[32];
 			snprintf(uid, sizeof(uid), "1.2.%d.%zu", mode, i);
-			store_pattern(s, sizes[i], uid);
+			store_pattern(s, sizes[i], uid, policies[mode] != PN_WRITE_BUFFERED && !refuse_direct);
 		}
 		pn_storage_free(s);
 		pn_fsio = real;
-		if (mode == 0) {
-			assert_true(direct_opens > 0);
+		if (!refuse_direct) {
+			assert_true(direct_opens > 0); /* made so, kept or not */
 			assert_int_equal(buffered_opens, 0);
 		} else {
 			assert_int_equal(direct_opens, 0);
@@ -738,6 +744,70 @@ static void direct_and_buffered(void **state)
 {
 	(void)state;
 	store_sizes();
+}
+
+/* writev, slowed down by 10 ms (far beyond a disk's noise) for files opened one way: with O_DIRECT
+ * when slow_direct, else without. */
+static bool slow_direct;
+static ssize_t slow_writev(int fd, const struct iovec *iov, int n)
+{
+	int fl = fcntl(fd, F_GETFL);
+	if (fl >= 0 && ((fl & O_DIRECT) != 0) == slow_direct) {
+		struct timespec ts = {0, 10000000};
+		nanosleep(&ts, NULL);
+	}
+	return real.writev(fd, iov, n);
+}
+
+/* Stores n files of 256 KiB (whole blocks: no page-cache tail); returns
+ * how many of the last `tail` were written with O_DIRECT. */
+static int store_ways(pn_storage *s, int n, int tail, int tag)
+{
+	static char data[256 * 1024];
+	int direct = 0;
+	for (int i = 0; i < n; i++) {
+		pn_storage_file *f = NULL;
+		assert_int_equal(pn_storage_file_begin(s, &f), 0);
+		assert_int_equal(pn_storage_file_write(f, data, sizeof(data)), 0);
+		assert_int_equal(pn_storage_file_written(f), 0);
+		char uid[64], rel[PN_REL_PATH_MAX];
+		snprintf(uid, sizeof(uid), "1.2.%d.%d", tag, i);
+		assert_int_equal(pn_storage_rel_path("1.2", uid, pn_storage_file_generation(f), rel), 0);
+		assert_int_equal(pn_storage_file_name(f, rel), 0);
+		assert_int_equal(pn_storage_file_sync(f), 0);
+		if (i >= n - tail)
+			direct += pn_storage_file_direct(f);
+		pn_storage_file_discard(f);
+	}
+	return direct;
+}
+
+/* write_mode = auto: each worker ends up writing the way that makes its
+ * files durable sooner, trying the other way one file in 16; the fixed
+ * policies keep to theirs. */
+static void adaptive_write_mode(void **state)
+{
+	(void)state;
+	pn_storage *s = NULL;
+	pn_fsio.writev = slow_writev;
+	for (int way = 0; way < 2; way++) {
+		slow_direct = way == 0;
+		assert_int_equal(pn_storage_open(root, &s), 0);
+		int direct = store_ways(s, 40, 32, 1 + way);
+		if (slow_direct)
+			assert_true(direct >= 1 && direct <= 3); /* exploring only */
+		else
+			assert_true(direct >= 29 && direct <= 31);
+		pn_storage_free(s);
+	}
+	slow_direct = true;
+	assert_int_equal(pn_storage_open(root, &s), 0);
+	pn_storage_set_write_mode(s, PN_WRITE_DIRECT);
+	assert_int_equal(store_ways(s, 12, 12, 3), 12);
+	pn_storage_set_write_mode(s, PN_WRITE_BUFFERED);
+	assert_int_equal(store_ways(s, 12, 12, 4), 0);
+	pn_storage_free(s);
+	pn_fsio = real;
 }
 
 static int thread_refusals;
@@ -797,6 +867,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(settle_ended, setup, teardown),
 	    cmocka_unit_test_setup_teardown(spare_files, setup, teardown),
 	    cmocka_unit_test_setup_teardown(direct_and_buffered, setup, teardown),
+	    cmocka_unit_test_setup_teardown(adaptive_write_mode, setup, teardown),
 	    cmocka_unit_test_setup_teardown(without_writer_thread, setup, teardown),
 	    cmocka_unit_test_setup_teardown(full_path, setup, teardown),
 	};
