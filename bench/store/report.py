@@ -28,7 +28,9 @@ TARGETS = [
     ("Orthanc+PostgreSQL", 4, 3.0),
 ]
 IGNORE = "storescp --ignore --bit-preserving"
-INFO_RATIOS = [(IGNORE, 1), ("storescp --fork", 4)]
+# storescp with an fsync of each file before its response (fsync_on_close.c)
+DURABLE = {1: "storescp + fsync", 4: "storescp --fork + fsync"}
+INFO_RATIOS = [(IGNORE, 1), ("storescp --fork", 4), (DURABLE[1], 1), (DURABLE[4], 4)]
 
 
 
@@ -129,8 +131,27 @@ def main():
         if a is not None and b is not None:
             p("%-*s %6.2f %8s  (information only)"
               % (lw, "pacsnode / %s, %d assoc" % (ref, k), a / b, "-"))
+    durable_lines(rate, p)
     floor_lines(meta, rate, p)
     print("\n".join(out))
+
+
+def durable_lines(rate, p):
+    """What an fsync alone costs storescp: the share of its rate that a
+    receiver like it keeps once each response waits for its file, against
+    the share the targets ask of pacsnode, which also indexes."""
+    lines = []
+    for k, target in ((1, 0.6), (4, 0.8)):
+        d, ref = rate.get((DURABLE[k], k)), rate.get(("storescp", k))
+        if d is None or ref is None:
+            continue
+        lines.append("  %d assoc: %s %.0f/s = %.2f x storescp (the target asks %.1f x of pacsnode)"
+                     % (k, DURABLE[k], d, d / ref, target))
+    if lines:
+        p("")
+        p("storescp itself, made durable (an fsync of each file before its response, nothing else):")
+        for line in lines:
+            p(line)
 
 
 def floor_lines(meta, rate, p):

@@ -16,7 +16,8 @@ REPO_DIR=$(dirname "$BENCH_DIR")
 
 COUNT=2000
 RECEIVERS="storescp,orthanc,pacsnode"
-INFO_ROWS=1              # also measure "storescp --ignore --bit-preserving" (1 assoc) and "storescp --fork" (4)
+INFO_ROWS=1              # also measure "storescp --ignore --bit-preserving" (1 assoc), "storescp --fork" (4)
+                         # and storescp made durable (+ fsync: 1 assoc plain, 4 assoc --fork)
 SETTLE_SECONDS=${BENCH_SETTLE_SECONDS:-8}   # pause after each run (see settle)
 KEEP=0
 USE_NETNS=1
@@ -37,7 +38,8 @@ usage: bash bench/store/run.sh [options]
   --only LIST           receivers to run, comma separated, from
                         storescp,orthanc,pacsnode (default: all three)
   --no-info-rows        skip the informational "storescp --ignore
-                        --bit-preserving" and "storescp --fork" rows
+                        --bit-preserving", "storescp --fork" and
+                        "storescp + fsync" rows
   --work-base DIR       where the temporary work dir is made (default
                         \$BENCH_WORK_BASE or /var/tmp; must be a real disk,
                         not tmpfs, for fsync to mean anything)
@@ -86,7 +88,7 @@ DATA_DIR=$BENCH_DIR/.cache/store-n$COUNT-v1
 # are reachable on 127.0.0.1 only.
 # ---------------------------------------------------------------------------
 if [ -z "${INNER:-}" ]; then
-    bench_host_setup dcmtk orthanc orthanc-postgresql postgresql python3 python3-pydicom python3-numpy iproute2 util-linux
+    bench_host_setup dcmtk orthanc orthanc-postgresql postgresql python3 python3-pydicom python3-numpy iproute2 util-linux gcc libc6-dev
 
     if [ ! -f "$DATA_DIR/.complete" ]; then
         log "generating $COUNT CT instances into $DATA_DIR"
@@ -205,19 +207,29 @@ record() {
 
 PG_OPTS="-c wal_sync_method=fdatasync"   # for pg_start (bench/lib.sh)
 
+# storescp made durable: an LD_PRELOAD shim that fsyncs each file it
+# writes before closing it, so its response waits for the disk.
+FSYNC_SHIM=$WORK/fsync_on_close.so
+cc -O2 -shared -fPIC -o "$FSYNC_SHIM" "$HERE/fsync_on_close.c" -ldl || die "could not build $HERE/fsync_on_close.c"
+chmod 755 "$FSYNC_SHIM"
+
 # ----- receivers ------------------------------------------------------------
-run_storescp() {               # run_storescp K [fork|ignore]
-    local k=$1 mode=${2:-} name=storescp label=storescp secs rc=0 stored expect=$COUNT flags=()
+run_storescp() {               # run_storescp K [fork|ignore|durable]
+    local k=$1 mode=${2:-} name=storescp label=storescp secs rc=0 stored expect=$COUNT flags=() pre=()
     case $mode in
         fork) flags=(--fork) ;;
         # every byte received and written to /dev/null as it comes, not parsed
         ignore) flags=(--ignore --bit-preserving); expect=0 ;;
+        # fsync of each file before the response; --fork on 4 associations,
+        # so that it, like pacsnode, serves them at once
+        durable) pre=(LD_PRELOAD="$FSYNC_SHIM"); [ "$k" = 1 ] || flags=(--fork) ;;
     esac
     [ -n "$mode" ] && label="storescp ${flags[*]}"
+    [ "$mode" = durable ] && label="storescp${flags[*]:+ ${flags[*]}} + fsync"
     local dir=$WORK/store-storescp-$k${mode:+-$mode} port
     mkdir -p "$dir"; chown "$RUN_USER:" "$dir"
     port=$(free_port)
-    start_server "$name" "$dir.log" env TCP_NODELAY=1 storescp "${flags[@]}" -dhl \
+    start_server "$name" "$dir.log" env TCP_NODELAY=1 "${pre[@]}" storescp "${flags[@]}" -dhl \
         -aet STORESCP --max-pdu "$PDU" -od "$dir" "$port"
     if ! wait_echo "$name" "$port" STORESCP "$dir.log"; then
         stop_pidfile "$WORK/$name.pid"
@@ -407,6 +419,7 @@ run_one() {                    # run_one RECEIVER K
                 run_storescp "$2"
                 if [ "$INFO_ROWS" = 1 ]; then
                     if [ "$2" = 1 ]; then run_storescp 1 ignore; else run_storescp "$2" fork; fi
+                    run_storescp "$2" durable
                 fi
             fi ;;
         orthanc) if want orthanc; then run_orthanc "$2"; fi ;;
