@@ -112,19 +112,38 @@ static int parse_string(parse_state *st, void *field, const char *value, long mi
 	return 0;
 }
 
+/* Which of n names value is; else says "expected a, b or c". */
+static int pick_name(parse_state *st, const char *value, const char *const names[], int n, int *ret_index)
+{
+	for (int i = 0; i < n; i++) {
+		if (strcmp(value, names[i]) == 0) {
+			*ret_index = i;
+			return 0;
+		}
+	}
+	int len = snprintf(st->err, sizeof(st->err), "expected");
+	for (int i = 0; i < n && len >= 0 && (size_t)len < sizeof(st->err); i++)
+		len += snprintf(st->err + len, sizeof(st->err) - (size_t)len, "%s %s",
+		                i == 0       ? ""
+		                : i == n - 1 ? " or"
+		                             : ",",
+		                names[i]);
+	if (len >= 0 && (size_t)len < sizeof(st->err))
+		snprintf(st->err + len, sizeof(st->err) - (size_t)len, ", got \"%s\"", value);
+	return -EINVAL;
+}
+
 static int parse_dup_policy(parse_state *st, void *field, const char *value, long min, long max)
 {
 	(void)min;
 	(void)max;
 	static const pn_dup_policy all[] = {PN_DUP_IGNORE, PN_DUP_REPLACE, PN_DUP_REJECT};
-	for (size_t i = 0; i < 3; i++) {
-		if (strcmp(value, pn_dup_policy_name(all[i])) == 0) {
-			*(pn_dup_policy *)field = all[i];
-			return 0;
-		}
-	}
-	snprintf(st->err, sizeof(st->err), "expected ignore, replace or reject, got \"%s\"", value);
-	return -EINVAL;
+	const char *names[] = {pn_dup_policy_name(all[0]), pn_dup_policy_name(all[1]), pn_dup_policy_name(all[2])};
+	int i;
+	if (pick_name(st, value, names, 3, &i) < 0)
+		return -EINVAL;
+	*(pn_dup_policy *)field = all[i];
+	return 0;
 }
 
 static int parse_write_mode(parse_state *st, void *field, const char *value, long min, long max)
@@ -132,14 +151,13 @@ static int parse_write_mode(parse_state *st, void *field, const char *value, lon
 	(void)min;
 	(void)max;
 	static const pn_write_policy all[] = {PN_WRITE_AUTO, PN_WRITE_DIRECT, PN_WRITE_BUFFERED};
-	for (size_t i = 0; i < 3; i++) {
-		if (strcmp(value, pn_write_policy_name(all[i])) == 0) {
-			*(pn_write_policy *)field = all[i];
-			return 0;
-		}
-	}
-	snprintf(st->err, sizeof(st->err), "expected auto, direct or buffered, got \"%s\"", value);
-	return -EINVAL;
+	const char *names[] = {pn_write_policy_name(all[0]), pn_write_policy_name(all[1]),
+	                       pn_write_policy_name(all[2])};
+	int i;
+	if (pick_name(st, value, names, 3, &i) < 0)
+		return -EINVAL;
+	*(pn_write_policy *)field = all[i];
+	return 0;
 }
 
 static int parse_log_level(parse_state *st, void *field, const char *value, long min, long max)
