@@ -116,8 +116,8 @@ static int list_tmp(pn_storage *s, struct tmp_entry **ret, size_t *ret_n)
 	size_t n = 0, cap = 0;
 	struct dirent *de;
 	while ((de = readdir(d)) != NULL) {
-		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0 ||
-		    strlen(de->d_name) >= PN_REL_PATH_MAX)
+		size_t len = strlen(de->d_name);
+		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0 || len >= PN_REL_PATH_MAX)
 			continue;
 		if (n == cap) {
 			cap = cap ? 2 * cap : 64;
@@ -129,7 +129,7 @@ static int list_tmp(pn_storage *s, struct tmp_entry **ret, size_t *ret_n)
 			}
 			e = m;
 		}
-		snprintf(e[n].name, PN_REL_PATH_MAX, "%s", de->d_name);
+		memcpy(e[n].name, de->d_name, len + 1); /* fits: checked above */
 		if (!pn_storage_part_pid(de->d_name, &e[n].pid))
 			e[n].pid = 0;
 		n++;
