@@ -8,7 +8,6 @@
 #include <string.h>
 #include <sys/random.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 #include <xxhash.h>
 
@@ -244,9 +243,7 @@ int pn_storage_file_write(pn_storage_file *f, const void *buf, size_t len)
 
 int pn_storage_file_written(pn_storage_file *f)
 {
-	struct timespec now;
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	f->written_ns = (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
+	f->written_ns = pn_writer_clock_ns();
 	if (f->buf && f->buffered > 0)
 		queue_buffer(f);
 	f->buf = NULL; /* an unused buffer goes back to the writer as it is */

@@ -65,7 +65,7 @@ struct pn_storage_file {
 	bool name_durable;  /* tmp_name survives a crash (the tmp folder was fsync'ed) */
 	uint32_t gen;       /* the generation in tmp_name and rel */
 	bool direct;        /* written with O_DIRECT */
-	int64_t written_ns; /* when its last byte came (CLOCK_MONOTONIC); 0: not yet */
+	int64_t written_ns; /* when its last byte came (pn_writer_clock_ns); 0: not yet */
 	bool linked;
 	int64_t size;  /* bytes accepted (buffered or queued) */
 	bool queued;   /* the writer has jobs for fd not waited for */

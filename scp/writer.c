@@ -102,7 +102,7 @@ static bool batchable(const struct job *j)
 	return j->kind == JOB_WRITE && j->direct && j->len % PN_WRITER_ALIGN == 0;
 }
 
-static int64_t now_ns(void)
+int64_t pn_writer_clock_ns(void)
 {
 	struct timespec t;
 	clock_gettime(CLOCK_MONOTONIC, &t);
@@ -121,7 +121,7 @@ static unsigned long run_jobs(pn_writer *w, unsigned long first, unsigned long l
 	if (j->kind == JOB_FSYNC) {
 		rc = pn_fsio.fsync(j->fd) < 0 ? -errno : 0;
 		if (rc == 0)
-			*ret_synced_ns = now_ns();
+			*ret_synced_ns = pn_writer_clock_ns();
 	} else if (batchable(j)) {
 		struct iovec iov[SLOTS];
 		iov[0] = (struct iovec){j->buf, j->len};

@@ -52,8 +52,11 @@ void pn_writer_fsync(pn_writer *w, int fd);
  * since the previous wait. */
 int pn_writer_wait(pn_writer *w);
 
-/* When the last fsync that succeeded returned (CLOCK_MONOTONIC, ns); 0
- * before any. */
+/* When the last fsync that succeeded returned, on pn_writer_clock_ns();
+ * 0 before any. */
 int64_t pn_writer_synced_ns(pn_writer *w);
+
+/* The clock of pn_writer_synced_ns(): CLOCK_MONOTONIC, in ns. */
+int64_t pn_writer_clock_ns(void);
 
 #endif
