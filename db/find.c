@@ -365,9 +365,11 @@ int pn_find_start(pn_db *db, const pn_find_query *q)
 	}
 	fs->col_path = -1;
 	if (q->level == PN_FIND_IMAGE) {
-		put(b, ", i.sop_uid, i.sop_class_uid, i.transfer_syntax_uid, i.path");
+		/* and whose it is, for the audit trail of a retrieval */
+		put(b, ", i.sop_uid, i.sop_class_uid, i.transfer_syntax_uid, i.path, st.study_uid, p.patient_id, "
+		       "p.patient_name");
 		fs->col_path = ncol;
-		ncol += 4;
+		ncol += 7;
 	}
 	put(b, "%s WHERE true", from_clause[q->level]);
 	int rc = 0;
@@ -497,6 +499,9 @@ int pn_find_next(pn_db *db, pn_find_row *row)
 		row->sop_class_uid = PQgetvalue(res, 0, fs->col_path + 1);
 		row->transfer_syntax_uid = PQgetvalue(res, 0, fs->col_path + 2);
 		row->path = PQgetvalue(res, 0, fs->col_path + 3);
+		row->study_uid = PQgetvalue(res, 0, fs->col_path + 4);
+		row->patient_id = PQgetvalue(res, 0, fs->col_path + 5);
+		row->patient_name = PQgetvalue(res, 0, fs->col_path + 6);
 	}
 	return 1;
 }

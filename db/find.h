@@ -77,6 +77,8 @@ typedef struct {
 	const char *sop_classes;
 	/* IMAGE level: where the instance is, for retrieval */
 	const char *sop_uid, *sop_class_uid, *transfer_syntax_uid, *path;
+	/* IMAGE level: whose instance it is ("" when the patient has no name) */
+	const char *study_uid, *patient_id, *patient_name;
 } pn_find_row;
 
 /* Sends the query (re-connecting once if the connection was lost).

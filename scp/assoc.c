@@ -5,10 +5,12 @@
 #include <string.h>
 #include <time.h>
 
+#include "audit_tally.h"
 #include "find_scp.h"
 #include "log.h"
 #include "retrieve.h"
 #include "status.h"
+#include "tls.h"
 
 typedef struct {
 	unsigned stored;
@@ -25,6 +27,35 @@ static double seconds_since(const struct timespec *t0)
 	return (double)(t1.tv_sec - t0->tv_sec) + (double)(t1.tv_nsec - t0->tv_nsec) / 1e9;
 }
 
+typedef struct {
+	pn_audit *audit;
+	const pn_audit_assoc *who;
+} audit_ctx;
+
+static void audit_received(void *ctx, const pn_audit_study *study, bool failed)
+{
+	audit_ctx *a = ctx;
+	pn_audit_instances_transferred(a->audit, a->who, true, NULL, study, failed);
+}
+
+static pn_audit_assoc audit_who(const pn_dcm_assoc_info *info)
+{
+	return (pn_audit_assoc){
+	    .calling_ae = info->calling_ae, .called_ae = info->called_ae, .peer_addr = info->peer, .tls = info->tls};
+}
+
+/* A refusal of who the peer is: logged, audited, rejected as "calling AE
+ * title not recognized" (PS3.8 7.1.1.9: nothing more is told). */
+static bool refuse_peer(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dcm_assoc_info *info,
+                        pn_audit_alert_kind kind, const char *why)
+{
+	pn_warning("association from \"%s\" at %s rejected: %s", info->calling_ae, info->peer, why);
+	pn_audit_assoc who = audit_who(info);
+	pn_audit_security_alert(ctx->audit, kind, &who, why);
+	pn_dcm_assoc_reject(assoc, PN_REJECT_CALLING_AE);
+	return false;
+}
+
 /* Whether the association may go ahead; logs and rejects if not. */
 static bool admit(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dcm_assoc_info *info)
 {
@@ -32,15 +63,23 @@ static bool admit(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dcm_ass
 	if (cfg->require_called_ae && strcmp(info->called_ae, cfg->ae_title) != 0) {
 		pn_warning("association from \"%s\" at %s rejected: called AE title \"%s\" is not ours (\"%s\")",
 		           info->calling_ae, info->peer, info->called_ae, cfg->ae_title);
+		pn_audit_assoc who = audit_who(info);
+		pn_audit_security_alert(ctx->audit, PN_AUDIT_ALERT_UNAUTHORIZED, &who, "called AE title is not ours");
 		pn_dcm_assoc_reject(assoc, PN_REJECT_CALLED_AE);
 		return false;
 	}
-	if (!pn_config_find_peer(cfg, info->calling_ae) && !cfg->accept_unknown_calling_ae) {
-		pn_warning("association from \"%s\" at %s rejected: calling AE title is not a configured peer",
-		           info->calling_ae, info->peer);
-		pn_dcm_assoc_reject(assoc, PN_REJECT_CALLING_AE);
-		return false;
+	const pn_peer *peer = pn_config_find_peer(cfg, info->calling_ae);
+	char why[1024];
+	if (!peer && !cfg->accept_unknown_calling_ae)
+		return refuse_peer(ctx, assoc, info, PN_AUDIT_ALERT_UNAUTHORIZED,
+		                   "calling AE title is not a configured peer");
+	if (peer && !pn_peer_admits_address(peer, info->peer)) {
+		snprintf(why, sizeof(why), "calling AE title of [peer.%s] is not allowed from address %s", peer->label,
+		         info->peer);
+		return refuse_peer(ctx, assoc, info, PN_AUDIT_ALERT_NODE_AUTH, why);
 	}
+	if (peer && !pn_tls_peer_matches(peer, info, why, sizeof(why)))
+		return refuse_peer(ctx, assoc, info, PN_AUDIT_ALERT_NODE_AUTH, why);
 	unsigned accepted = 0;
 	int rc = pn_dcm_assoc_accept(assoc, &accepted);
 	if (rc == -EPROTONOSUPPORT) {
@@ -64,9 +103,10 @@ static bool admit(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dcm_ass
 
 /* Runs commands until release, abort or failure; returns the outcome. */
 static const char *serve_commands(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dcm_assoc_info *info,
-                                  assoc_counts *counts)
+                                  pn_audit_tally *stored, assoc_counts *counts)
 {
 	const pn_peer *peer = pn_config_find_peer(ctx->cfg, info->calling_ae);
+	pn_audit_assoc who = audit_who(info);
 	for (;;) {
 		pn_dcm_cmd cmd;
 		pn_store_idle(ctx, assoc);
@@ -121,7 +161,7 @@ static const char *serve_commands(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, 
 				counts->failed++;
 				break;
 			}
-			if (pn_store_handle(ctx, assoc, &cmd, info->calling_ae, &status) < 0) {
+			if (pn_store_handle(ctx, assoc, &cmd, info->calling_ae, stored, &status) < 0) {
 				counts->failed++;
 				pn_dcm_assoc_abort(assoc);
 				return "aborted: network or protocol error during C-STORE";
@@ -134,8 +174,8 @@ static const char *serve_commands(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, 
 		case PN_CMD_FIND:
 			counts->queries++;
 			pn_store_settle(ctx); /* this association's stores, counted */
-			if (pn_find_handle(ctx, assoc, &cmd, info->calling_ae, !peer || (peer->allow & PN_ALLOW_FIND),
-			                   &status) < 0) {
+			if (pn_find_handle(ctx, assoc, &cmd, &who, !peer || (peer->allow & PN_ALLOW_FIND), &status) <
+			    0) {
 				pn_dcm_assoc_abort(assoc);
 				return "aborted: network or protocol error during C-FIND";
 			}
@@ -145,8 +185,7 @@ static const char *serve_commands(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, 
 			unsigned need = cmd.kind == PN_CMD_MOVE ? PN_ALLOW_MOVE : PN_ALLOW_GET;
 			pn_retrieve_result res;
 			counts->retrieves++;
-			if (pn_retrieve_handle(ctx, assoc, &cmd, info->calling_ae, !peer || (peer->allow & need),
-			                       &res) < 0) {
+			if (pn_retrieve_handle(ctx, assoc, &cmd, &who, !peer || (peer->allow & need), &res) < 0) {
 				pn_dcm_assoc_abort(assoc);
 				return cmd.kind == PN_CMD_MOVE ? "aborted: network or protocol error during C-MOVE"
 				                               : "aborted: network or protocol error during C-GET";
@@ -175,37 +214,58 @@ void pn_assoc_serve(const pn_store_ctx *ctx, pn_dcm_net *net, int fd)
 	pn_dcm_assoc *assoc = NULL;
 	pn_dcm_assoc_info info;
 	const pn_config *cfg = ctx->cfg;
-	int rc = pn_dcm_assoc_receive(net, fd, (unsigned long)cfg->max_pdu, cfg->acse_timeout, cfg->dimse_timeout,
+	bool tls = pn_tls_is_tls_connection(cfg, fd);
+	int rc = pn_dcm_assoc_receive(net, fd, tls, (unsigned long)cfg->max_pdu, cfg->acse_timeout, cfg->dimse_timeout,
 	                              &assoc, &info);
 	if (rc == -ECONNRESET) {
 		/* port probes and health checks: not worth a warning */
-		pn_debug("connection closed before an A-ASSOCIATE-RQ");
+		pn_debug("connection closed before an A-ASSOCIATE-RQ (from %s)", info.peer);
+		return;
+	}
+	if (rc == -EACCES) {
+		pn_warning("TLS connection from %s refused: %s", info.peer, info.tls_error);
+		pn_audit_assoc who = {
+		    .calling_ae = "", .called_ae = cfg->ae_title, .peer_addr = info.peer, .tls = true};
+		pn_audit_security_alert(ctx->audit, PN_AUDIT_ALERT_NODE_AUTH, &who, info.tls_error);
 		return;
 	}
 	if (rc < 0) {
-		pn_warning("connection dropped before a valid A-ASSOCIATE-RQ: %s",
-		           rc == -ETIMEDOUT ? "timed out (acse_timeout)" : "protocol error");
+		pn_warning("connection from %s%s dropped before a valid A-ASSOCIATE-RQ: %s%s%s", info.peer,
+		           tls ? " (TLS)" : "", rc == -ETIMEDOUT ? "timed out (acse_timeout)" : "protocol error",
+		           info.tls_error[0] ? ": " : "", info.tls_error);
 		return;
 	}
+	if (tls)
+		pn_debug("TLS connection from %s: %s, %s, client certificate %s", info.peer, info.tls_protocol,
+		         info.tls_cipher, info.has_cert ? info.cert_subject : "none");
 	assoc_counts counts = {0};
 	const char *outcome = "rejected";
+	pn_audit_tally *stored = NULL;
+	if (pn_audit_enabled(ctx->audit) && pn_audit_tally_create(&stored) < 0)
+		pn_warning("audit: out of memory; the instances of this association are not audited");
 	if (admit(ctx, assoc, &info))
-		outcome = serve_commands(ctx, assoc, &info, &counts);
+		outcome = serve_commands(ctx, assoc, &info, stored, &counts);
 	pn_dcm_assoc_free(assoc);
 	pn_store_settle(ctx);
+	/* One DICOM Instances Transferred message per study received. */
+	pn_audit_assoc who = audit_who(&info);
+	audit_ctx actx = {.audit = ctx->audit, .who = &who};
+	pn_audit_tally_each(stored, audit_received, &actx);
+	pn_audit_tally_free(stored);
 	pn_storage_flush(ctx->storage); /* after an abort: no-op after a release */
 	pn_store_settle_ended(ctx);     /* a crashed worker's files */
-	pn_info("association \"%s\" -> \"%s\" from %s: %s after %.3f s, %u instances stored, %u failed, %u queries, "
-	        "%u retrievals (%u instances sent)%s",
-	        info.calling_ae, info.called_ae, info.peer, outcome, seconds_since(&t0), counts.stored, counts.failed,
-	        counts.queries, counts.retrieves, counts.sent, counts.echoes ? ", C-ECHO answered" : "");
+	pn_info("association \"%s\" -> \"%s\" from %s%s%s: %s after %.3f s, %u instances stored, %u failed, %u "
+	        "queries, %u retrievals (%u instances sent)%s",
+	        info.calling_ae, info.called_ae, info.peer, info.tls ? " over " : "", info.tls ? info.tls_protocol : "",
+	        outcome, seconds_since(&t0), counts.stored, counts.failed, counts.queries, counts.retrieves,
+	        counts.sent, counts.echoes ? ", C-ECHO answered" : "");
 }
 
-void pn_assoc_reject_busy(pn_dcm_net *net, int fd, unsigned long max_pdu, int acse_timeout)
+void pn_assoc_reject_busy(pn_dcm_net *net, int fd, bool tls, unsigned long max_pdu, int acse_timeout)
 {
 	pn_dcm_assoc *assoc = NULL;
 	pn_dcm_assoc_info info;
-	if (pn_dcm_assoc_receive(net, fd, max_pdu, acse_timeout, acse_timeout, &assoc, &info) < 0)
+	if (pn_dcm_assoc_receive(net, fd, tls, max_pdu, acse_timeout, acse_timeout, &assoc, &info) < 0)
 		return;
 	pn_dcm_assoc_reject(assoc, PN_REJECT_BUSY);
 	pn_dcm_assoc_free(assoc);

@@ -3,6 +3,7 @@
 #ifndef PN_ASSOC_H
 #define PN_ASSOC_H
 
+#include "audit.h"
 #include "dcm/pn_dcm.h"
 #include "store.h"
 
@@ -12,6 +13,6 @@ void pn_assoc_serve(const pn_store_ctx *ctx, pn_dcm_net *net, int fd);
 
 /* Reads the A-ASSOCIATE-RQ on `fd` and answers A-ASSOCIATE-RJ (transient,
  * local limit exceeded). */
-void pn_assoc_reject_busy(pn_dcm_net *net, int fd, unsigned long max_pdu, int acse_timeout);
+void pn_assoc_reject_busy(pn_dcm_net *net, int fd, bool tls, unsigned long max_pdu, int acse_timeout);
 
 #endif

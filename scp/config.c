@@ -1,7 +1,9 @@
 #include "config.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <ini.h>
+#include <netdb.h>
 #include <limits.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -18,6 +20,8 @@
 #define DEFAULT_PORT 11112
 #define DEFAULT_STORAGE_ROOT "/var/lib/pacsnode/storage"
 #define DEFAULT_CONNINFO "dbname=pacsnode"
+#define DEFAULT_TLS_PORT 2762 /* IANA dicom-tls */
+#define DEFAULT_AUDIT_SPOOL "/var/lib/pacsnode/audit-spool"
 #define MAX_PEERS 1024
 
 typedef struct parse_state {
@@ -207,11 +211,156 @@ static int parse_allow(parse_state *st, void *field, const char *value, long min
 	return 0;
 }
 
+/* One IPv4 address or a.b.c.d/len. */
+static int parse_cidr(const char *s, size_t n, pn_cidr *ret)
+{
+	char buf[32];
+	if (n == 0 || n >= sizeof(buf))
+		return -EINVAL;
+	memcpy(buf, s, n);
+	buf[n] = '\0';
+	long bits = 32;
+	char *slash = strchr(buf, '/');
+	if (slash) {
+		char *end;
+		*slash = '\0';
+		errno = 0;
+		bits = strtol(slash + 1, &end, 10);
+		if (errno || end == slash + 1 || *end || bits < 0 || bits > 32)
+			return -EINVAL;
+	}
+	struct in_addr a;
+	if (inet_pton(AF_INET, buf, &a) != 1)
+		return -EINVAL;
+	uint32_t mask = bits == 0 ? 0 : 0xffffffffu << (32 - bits);
+	uint32_t addr = ntohl(a.s_addr);
+	if (addr & ~mask)
+		return -EINVAL; /* host bits set: most likely a typo */
+	*ret = (pn_cidr){.addr = addr, .mask = mask};
+	return 0;
+}
+
+static int parse_addresses(parse_state *st, void *field, const char *value, long min, long max)
+{
+	(void)field;
+	(void)min;
+	(void)max;
+	pn_peer *peer = st->peer;
+	size_t count = 0;
+	pn_cidr list[PN_PEER_MAX_FROM];
+	const char *p = value;
+	while (*p) {
+		while (*p == ' ' || *p == ',')
+			p++;
+		if (!*p)
+			break;
+		size_t n = strcspn(p, ", ");
+		if (count == PN_PEER_MAX_FROM || parse_cidr(p, n, &list[count]) < 0) {
+			snprintf(st->err, sizeof(st->err),
+			         "expected up to %d IPv4 addresses or ranges (a.b.c.d/n, no host bits), got \"%s\"",
+			         PN_PEER_MAX_FROM, value);
+			return -EINVAL;
+		}
+		count++;
+		p += n;
+	}
+	if (count == 0) {
+		snprintf(st->err, sizeof(st->err), "must not be empty");
+		return -EINVAL;
+	}
+	memcpy(peer->from, list, count * sizeof(list[0]));
+	peer->n_from = count;
+	return 0;
+}
+
+static int hex_digit(int c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+static int parse_sha256(parse_state *st, void *field, const char *value, long min, long max)
+{
+	(void)field;
+	(void)min;
+	(void)max;
+	unsigned char out[32];
+	size_t n = 0;
+	for (const char *p = value; *p;) {
+		if (*p == ':') {
+			p++;
+			continue;
+		}
+		int hi = hex_digit((unsigned char)p[0]), lo = p[1] ? hex_digit((unsigned char)p[1]) : -1;
+		if (hi < 0 || lo < 0 || n == sizeof(out)) {
+			n = 0;
+			break;
+		}
+		out[n++] = (unsigned char)(hi << 4 | lo);
+		p += 2;
+	}
+	if (n != sizeof(out)) {
+		snprintf(st->err, sizeof(st->err),
+		         "expected a SHA-256 fingerprint (64 hex digits, colons allowed), got \"%.100s\"", value);
+		return -EINVAL;
+	}
+	memcpy(st->peer->cert_sha256, out, sizeof(out));
+	st->peer->has_cert_sha256 = true;
+	return 0;
+}
+
+/* none, udp://HOST:PORT, tls://HOST:PORT or file:PATH */
+static int parse_audit_target(parse_state *st, void *field, const char *value, long min, long max)
+{
+	(void)field;
+	(void)min;
+	(void)max;
+	pn_config *c = st->cfg;
+	if (strcmp(value, "none") == 0) {
+		c->audit_kind = PN_AUDIT_NONE;
+		return 0;
+	}
+	if (strncmp(value, "file:", 5) == 0 && value[5]) {
+		char *copy = strdup(value + 5);
+		if (!copy) {
+			snprintf(st->err, sizeof(st->err), "out of memory");
+			return -ENOMEM;
+		}
+		free(c->audit_path);
+		c->audit_path = copy;
+		c->audit_kind = PN_AUDIT_FILE;
+		return 0;
+	}
+	pn_audit_kind kind = strncmp(value, "udp://", 6) == 0   ? PN_AUDIT_UDP
+	                     : strncmp(value, "tls://", 6) == 0 ? PN_AUDIT_TLS
+	                                                        : PN_AUDIT_NONE;
+	const char *hp = value + 6;
+	const char *colon = strrchr(hp, ':');
+	char *end = NULL;
+	long port = colon ? strtol(colon + 1, &end, 10) : 0;
+	if (kind == PN_AUDIT_NONE || !colon || colon == hp || (size_t)(colon - hp) >= sizeof(c->audit_host) ||
+	    end == colon + 1 || *end || port < 1 || port > 65535) {
+		snprintf(st->err, sizeof(st->err),
+		         "expected none, udp://HOST:PORT, tls://HOST:PORT or file:PATH, got \"%.100s\"", value);
+		return -EINVAL;
+	}
+	memcpy(c->audit_host, hp, (size_t)(colon - hp));
+	c->audit_host[colon - hp] = '\0';
+	c->audit_port = (int)port;
+	c->audit_kind = kind;
+	return 0;
+}
+
 #define CFG(f) offsetof(pn_config, f)
 static const config_key node_keys[] = {
     {"node", "ae_title", parse_ae, CFG(ae_title), 0, 0},
     {"node", "bind", parse_fixed, CFG(bind), 1, sizeof(((pn_config *)0)->bind)},
-    {"node", "port", parse_int, CFG(port), 1, 65535},
+    {"node", "port", parse_int, CFG(port), 0, 65535},
     {"node", "require_called_ae", parse_bool, CFG(require_called_ae), 0, 0},
     {"node", "accept_unknown_calling_ae", parse_bool, CFG(accept_unknown_calling_ae), 0, 0},
     {"limits", "workers", parse_int, CFG(workers), 1, 256},
@@ -227,6 +376,15 @@ static const config_key node_keys[] = {
     {"query", "max_matches", parse_int, CFG(max_matches), 0, 100000000},
     {"query", "pn_case_insensitive", parse_bool, CFG(pn_case_insensitive), 0, 0},
     {"log", "level", parse_log_level, CFG(log_level), 0, 0},
+    {"tls", "port", parse_int, CFG(tls_port), 0, 65535},
+    {"tls", "certificate", parse_string, CFG(tls_certificate), 1, 0},
+    {"tls", "private_key", parse_string, CFG(tls_private_key), 1, 0},
+    {"tls", "ca", parse_string, CFG(tls_ca), 1, 0},
+    {"tls", "crl", parse_string, CFG(tls_crl), 1, 0},
+    {"tls", "require_client_certificate", parse_bool, CFG(tls_require_client_certificate), 0, 0},
+    {"audit", "target", parse_audit_target, 0, 0, 0},
+    {"audit", "spool", parse_string, CFG(audit_spool), 1, 0},
+    {"audit", "spool_max_mib", parse_int, CFG(audit_spool_max_mib), 1, 1048576},
 };
 
 #define PEER(f) offsetof(pn_peer, f)
@@ -235,6 +393,10 @@ static const config_key peer_keys[] = {
     {"peer", "host", parse_fixed, PEER(host), 1, sizeof(((pn_peer *)0)->host)},
     {"peer", "port", parse_int, PEER(port), 1, 65535},
     {"peer", "allow", parse_allow, PEER(allow), 0, 0},
+    {"peer", "addresses", parse_addresses, 0, 0, 0},
+    {"peer", "certificate_sha256", parse_sha256, 0, 0, 0},
+    {"peer", "certificate_subject", parse_fixed, PEER(cert_subject), 1, sizeof(((pn_peer *)0)->cert_subject)},
+    {"peer", "tls", parse_bool, PEER(tls), 0, 0},
 };
 
 static pn_peer *peer_for_section(parse_state *st, const char *section)
@@ -316,21 +478,79 @@ static int set_defaults(pn_config *c)
 	c->max_matches = 0;
 	c->pn_case_insensitive = true;
 	c->log_level = PN_LOG_INFO;
+	c->tls_port = DEFAULT_TLS_PORT;
+	c->tls_require_client_certificate = true;
+	c->audit_kind = PN_AUDIT_NONE;
+	c->audit_spool_max_mib = 64;
 	c->storage_root = strdup(DEFAULT_STORAGE_ROOT);
 	c->conninfo = strdup(DEFAULT_CONNINFO);
-	return c->storage_root && c->conninfo ? 0 : -ENOMEM;
+	c->audit_spool = strdup(DEFAULT_AUDIT_SPOOL);
+	return c->storage_root && c->conninfo && c->audit_spool ? 0 : -ENOMEM;
+}
+
+/* A peer with a host and no `addresses` is admitted from what the host is:
+ * resolved once, here, so that no association waits on DNS. */
+static int resolve_host(pn_peer *p)
+{
+	struct in_addr a;
+	if (inet_pton(AF_INET, p->host, &a) == 1) {
+		p->from[0] = (pn_cidr){.addr = ntohl(a.s_addr), .mask = 0xffffffffu};
+		p->n_from = 1;
+		return 0;
+	}
+	struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM}, *res = NULL;
+	if (getaddrinfo(p->host, NULL, &hints, &res) != 0)
+		return -ENOENT;
+	for (struct addrinfo *r = res; r && p->n_from < PN_PEER_MAX_FROM; r = r->ai_next) {
+		uint32_t addr = ntohl(((struct sockaddr_in *)r->ai_addr)->sin_addr.s_addr);
+		bool seen = false;
+		for (size_t i = 0; i < p->n_from; i++)
+			seen |= p->from[i].addr == addr;
+		if (!seen)
+			p->from[p->n_from++] = (pn_cidr){.addr = addr, .mask = 0xffffffffu};
+	}
+	freeaddrinfo(res);
+	return p->n_from ? 0 : -ENOENT;
 }
 
 /* Rules that involve more than one key. */
-static int check_whole(const pn_config *c, char *err, size_t errlen)
+static int check_whole(pn_config *c, char *err, size_t errlen)
 {
 	if (c->max_associations < c->workers) {
 		snprintf(err, errlen, "%s: [limits] max_associations (%d) must be at least workers (%d)", c->source,
 		         c->max_associations, c->workers);
 		return -EINVAL;
 	}
+	bool tls_cert = c->tls_certificate || c->tls_private_key;
+	if (tls_cert && !(c->tls_certificate && c->tls_private_key)) {
+		snprintf(err, errlen, "%s: [tls] certificate and private_key must be given together", c->source);
+		return -EINVAL;
+	}
+	if (pn_config_tls_listener(c) && !c->tls_ca && c->tls_require_client_certificate) {
+		snprintf(err, errlen,
+		         "%s: [tls] ca is missing: client certificates are required (require_client_certificate), "
+		         "so they need a CA to be checked against",
+		         c->source);
+		return -EINVAL;
+	}
+	if (c->port == 0 && !pn_config_tls_listener(c)) {
+		snprintf(err, errlen,
+		         "%s: [node] port is 0 and there is no TLS listener ([tls] certificate, port): "
+		         "nothing to listen on",
+		         c->source);
+		return -EINVAL;
+	}
+	if (c->port != 0 && c->port == c->tls_port && pn_config_tls_listener(c)) {
+		snprintf(err, errlen, "%s: [node] port and [tls] port are both %d", c->source, c->port);
+		return -EINVAL;
+	}
+	if (c->audit_kind == PN_AUDIT_TLS && !c->tls_ca) {
+		snprintf(err, errlen, "%s: [audit] target tls:// needs [tls] ca to verify the audit repository",
+		         c->source);
+		return -EINVAL;
+	}
 	for (size_t i = 0; i < c->n_peers; i++) {
-		const pn_peer *p = &c->peers[i];
+		pn_peer *p = &c->peers[i];
 		if (!p->ae_title[0]) {
 			snprintf(err, errlen, "%s: [peer.%s] ae_title is missing", c->source, p->label);
 			return -EINVAL;
@@ -341,6 +561,22 @@ static int check_whole(const pn_config *c, char *err, size_t errlen)
 				         c->source, p->label, p->ae_title, c->peers[j].label);
 				return -EINVAL;
 			}
+		}
+		if ((p->tls || p->has_cert_sha256 || p->cert_subject[0]) && !c->tls_certificate) {
+			snprintf(err, errlen,
+			         "%s: [peer.%s] uses TLS (tls or a certificate pin) but [tls] has no certificate",
+			         c->source, p->label);
+			return -EINVAL;
+		}
+		if (p->tls && !c->tls_ca) {
+			snprintf(err, errlen, "%s: [peer.%s] tls = yes needs [tls] ca to verify the peer", c->source,
+			         p->label);
+			return -EINVAL;
+		}
+		if (p->n_from == 0 && p->host[0] && resolve_host(p) < 0) {
+			snprintf(err, errlen, "%s: [peer.%s] host \"%s\" does not resolve to an IPv4 address",
+			         c->source, p->label, p->host);
+			return -EINVAL;
 		}
 	}
 	return 0;
@@ -390,9 +626,34 @@ void pn_config_free(pn_config *c)
 		return;
 	free(c->storage_root);
 	free(c->conninfo);
+	free(c->tls_certificate);
+	free(c->tls_private_key);
+	free(c->tls_ca);
+	free(c->tls_crl);
+	free(c->audit_path);
+	free(c->audit_spool);
 	free(c->peers);
 	free(c->source);
 	free(c);
+}
+
+bool pn_config_tls_listener(const pn_config *c)
+{
+	return c->tls_port != 0 && c->tls_certificate && c->tls_private_key;
+}
+
+bool pn_peer_admits_address(const pn_peer *p, const char *addr)
+{
+	if (p->n_from == 0)
+		return true;
+	struct in_addr a;
+	if (inet_pton(AF_INET, addr, &a) != 1)
+		return false;
+	uint32_t v = ntohl(a.s_addr);
+	for (size_t i = 0; i < p->n_from; i++)
+		if ((v & p->from[i].mask) == p->from[i].addr)
+			return true;
+	return false;
 }
 
 const pn_peer *pn_config_find_peer(const pn_config *c, const char *ae)

@@ -5,6 +5,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "index.h"      /* pn_dup_policy */
 #include "write_mode.h" /* pn_write_policy */
@@ -16,13 +17,32 @@ enum {
 	PN_ALLOW_GET = 1 << 3,
 };
 
+/* An IPv4 address or range, host byte order: a matches when
+ * (a & mask) == addr. */
+typedef struct {
+	uint32_t addr, mask;
+} pn_cidr;
+
+#define PN_PEER_MAX_FROM 32
+
 typedef struct {
 	char label[64];
 	char ae_title[17];
 	char host[256];
 	int port;
 	unsigned allow; /* PN_ALLOW_* */
+	/* Where it may connect from: `addresses`, else `host` (its addresses,
+	 * resolved at load), else anywhere (n_from 0). */
+	pn_cidr from[PN_PEER_MAX_FROM];
+	size_t n_from;
+	/* Its certificate, when pinned: then admitted only over TLS, with it. */
+	bool has_cert_sha256;
+	unsigned char cert_sha256[32];
+	char cert_subject[512]; /* RFC 2253 form; "" = not pinned */
+	bool tls;               /* outgoing associations to it use TLS */
 } pn_peer;
+
+typedef enum { PN_AUDIT_NONE, PN_AUDIT_UDP, PN_AUDIT_TLS, PN_AUDIT_FILE } pn_audit_kind;
 
 typedef struct pn_config {
 	char ae_title[17];
@@ -45,6 +65,20 @@ typedef struct pn_config {
 	char *conninfo;
 	int log_level;
 
+	/* [tls]: the listener runs when tls_port != 0 and a certificate is
+	 * given; the certificate is also ours for outgoing TLS. */
+	int tls_port;
+	char *tls_certificate, *tls_private_key, *tls_ca, *tls_crl; /* NULL: not given */
+	bool tls_require_client_certificate;
+
+	/* [audit] */
+	pn_audit_kind audit_kind;
+	char audit_host[256]; /* udp:// and tls:// */
+	int audit_port;
+	char *audit_path;  /* file: */
+	char *audit_spool; /* the spool folder */
+	int audit_spool_max_mib;
+
 	int max_matches;          /* C-FIND: 0 = no limit */
 	bool pn_case_insensitive; /* C-FIND: person names */
 
@@ -59,6 +93,13 @@ typedef struct pn_config {
  * line and the key into errbuf. */
 int pn_config_load(const char *path, pn_config **ret_config, char *errbuf, size_t errlen);
 void pn_config_free(pn_config *config); /* NULL is a no-op */
+
+/* Whether the TLS listener is on. */
+bool pn_config_tls_listener(const pn_config *config);
+
+/* Whether `addr` (numeric IPv4, e.g. "127.0.0.2") is one the peer may
+ * connect from. */
+bool pn_peer_admits_address(const pn_peer *peer, const char *addr);
 
 /* The peer whose AE title is `ae`, or NULL. */
 const pn_peer *pn_config_find_peer(const pn_config *config, const char *ae);

@@ -139,11 +139,14 @@ static double ms_since(const struct timespec *t0)
 	return (double)(t1.tv_sec - t0->tv_sec) * 1e3 + (double)(t1.tv_nsec - t0->tv_nsec) / 1e6;
 }
 
-int pn_find_handle(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dcm_cmd *cmd, const char *calling_ae,
+/* Answers the query; for pn_find_handle, which audits it. */
+static int answer(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dcm_cmd *cmd, const char *calling_ae,
+                  bool allowed, pn_dcm_ds *identifier, unsigned short *ret_status);
+
+int pn_find_handle(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dcm_cmd *cmd, const pn_audit_assoc *who,
                    bool allowed, unsigned short *ret_status)
 {
-	struct timespec t0;
-	clock_gettime(CLOCK_MONOTONIC, &t0);
+	const char *calling_ae = who->calling_ae;
 	if (!cmd->has_dataset) {
 		pn_warning("C-FIND from \"%s\" refused (0x%04X): the request has no identifier", calling_ae,
 		           PN_STATUS_IDENTIFIER_MISMATCH);
@@ -167,6 +170,31 @@ int pn_find_handle(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dcm_cm
 	}
 	if (rc < 0)
 		return rc;
+	/* The Query audit message carries the identifier in the context's
+	 * little endian syntax (explicit VR for big endian, and says which),
+	 * encoded now: the query takes the identifier over. */
+	pn_dcm_buf idbuf = {0};
+	bool audited = pn_audit_enabled(ctx->audit);
+	bool implicit = strcmp(cmd->transfer_syntax, "1.2.840.10008.1.2") == 0;
+	if (audited && pn_dcm_ds_encode_le(identifier, !implicit, &idbuf) < 0)
+		idbuf = (pn_dcm_buf){0};
+	unsigned short status = PN_STATUS_OUT_OF_RESOURCES;
+	rc = answer(ctx, assoc, cmd, calling_ae, allowed, identifier, &status);
+	if (audited)
+		pn_audit_query(ctx->audit, who, cmd->sop_class_uid,
+		               implicit ? "1.2.840.10008.1.2" : "1.2.840.10008.1.2.1", idbuf.data, idbuf.len,
+		               rc < 0 || (status != PN_STATUS_SUCCESS && status != PN_STATUS_CANCELLED));
+	free(idbuf.data);
+	*ret_status = status;
+	return rc;
+}
+
+static int answer(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dcm_cmd *cmd, const char *calling_ae,
+                  bool allowed, pn_dcm_ds *identifier, unsigned short *ret_status)
+{
+	struct timespec t0;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	int rc;
 	char why[256] = "";
 	unsigned short status;
 	if (!allowed) {

@@ -16,6 +16,7 @@
 #include "storage.h"
 #include "storage_recovery.h"
 #include "store.h"
+#include "tls.h"
 
 #ifndef PN_VERSION
 #define PN_VERSION "dev"
@@ -167,6 +168,11 @@ int main(int argc, char **argv)
 		return EXIT_FAILURE;
 	}
 	pn_log_set_level(cfg->log_level);
+	if (pn_tls_check(cfg, err, sizeof(err)) < 0) {
+		pn_error("%s: [tls] %s", cfg->source, err);
+		pn_config_free(cfg);
+		return EXIT_FAILURE;
+	}
 	if (check_only) {
 		printf("configuration %s is valid\n", cfg->source);
 		pn_config_free(cfg);
@@ -182,6 +188,10 @@ int main(int argc, char **argv)
 	if (cfg->accept_unknown_calling_ae)
 		pn_warning("accepting any calling AE title (development default): list the peers and set "
 		           "accept_unknown_calling_ae = no in production");
+	if (pn_config_tls_listener(cfg))
+		pn_info("DICOM TLS on port %d: TLS 1.3 and 1.2 (ECDHE with AES-GCM), client certificates %s%s",
+		        cfg->tls_port, cfg->tls_require_client_certificate ? "required" : "checked when sent",
+		        cfg->tls_crl ? ", checked against the CRL" : "");
 	int status = EXIT_FAILURE;
 	if (prepare(cfg) == 0)
 		status = pn_server_run(cfg);

@@ -22,7 +22,8 @@ static bool copy_uid(char *dst, const unsigned char *src, uint32_t len)
 {
 	while (len > 0 && (src[len - 1] == '\0' || src[len - 1] == ' '))
 		len--;
-	if (len > PN_UID_MAX)
+	/* a NUL inside would end the C string early: "1.2<NUL>x" is no UID */
+	if (len > PN_UID_MAX || memchr(src, '\0', len))
 		return false;
 	memcpy(dst, src, len);
 	dst[len] = '\0';

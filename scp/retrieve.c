@@ -16,6 +16,7 @@
 #include "dicom_values.h"
 #include "find.h"
 #include "find_match.h"
+#include "audit_tally.h"
 #include "log.h"
 #include "part10.h"
 #include "status.h"
@@ -36,11 +37,21 @@
 /* One instance to send: strings owned. */
 typedef struct {
 	char *sop_uid, *sop_class_uid, *ts, *path;
+	size_t study; /* index into target_list.studies */
 } target;
+
+/* Whose instances they are, for the audit trail: one entry per run of
+ * targets of the same study (the index gives a study's instances
+ * together), not per target. */
+typedef struct {
+	char *study_uid, *patient_id, *patient_name;
+} study_of;
 
 typedef struct {
 	target *items;
 	size_t n, cap;
+	study_of *studies;
+	size_t n_studies, cap_studies;
 } target_list;
 
 static void targets_free(target_list *t)
@@ -51,6 +62,12 @@ static void targets_free(target_list *t)
 		free(t->items[i].ts);
 		free(t->items[i].path);
 	}
+	for (size_t i = 0; i < t->n_studies; i++) {
+		free(t->studies[i].study_uid);
+		free(t->studies[i].patient_id);
+		free(t->studies[i].patient_name);
+	}
+	free(t->studies);
 	free(t->items);
 	memset(t, 0, sizeof *t);
 }
@@ -73,6 +90,24 @@ static int targets_add(target_list *t, const pn_find_row *row)
 	t->n++; /* counted now so that targets_free frees a partial entry */
 	if (!x->sop_uid || !x->sop_class_uid || !x->ts || !x->path)
 		return -ENOMEM;
+	const char *study = row->study_uid ? row->study_uid : "";
+	if (t->n_studies == 0 || strcmp(t->studies[t->n_studies - 1].study_uid, study) != 0) {
+		if (t->n_studies == t->cap_studies) {
+			size_t cap = t->cap_studies ? t->cap_studies * 2 : 4;
+			study_of *grown = realloc(t->studies, cap * sizeof *grown);
+			if (!grown)
+				return -ENOMEM;
+			t->studies = grown;
+			t->cap_studies = cap;
+		}
+		study_of *so = &t->studies[t->n_studies++];
+		so->study_uid = strdup(study);
+		so->patient_id = strdup(row->patient_id ? row->patient_id : "");
+		so->patient_name = strdup(row->patient_name ? row->patient_name : "");
+		if (!so->study_uid || !so->patient_id || !so->patient_name)
+			return -ENOMEM;
+	}
+	x->study = t->n_studies - 1;
 	return 0;
 }
 
@@ -300,9 +335,50 @@ static bool store_warning(unsigned short s)
 	return s == 0xB000 || s == 0xB006 || s == 0xB007;
 }
 
-int pn_retrieve_handle(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dcm_cmd *cmd, const char *calling_ae,
+typedef struct {
+	pn_audit *audit;
+	const pn_audit_assoc *who, *dest;
+	bool begin;
+} audit_ctx;
+
+static void audit_study(void *ctx, const pn_audit_study *study, bool failed)
+{
+	audit_ctx *a = ctx;
+	if (a->begin)
+		pn_audit_begin_transfer(a->audit, a->who, a->dest, study);
+	else
+		pn_audit_instances_transferred(a->audit, a->who, false, a->dest, study, failed);
+}
+
+/* One audit message per study: Begin Transferring with what was selected,
+ * or DICOM Instances Transferred with what was sent (and whether some of
+ * the study failed). */
+static void audit_targets(const pn_store_ctx *ctx, const pn_audit_assoc *who, const pn_audit_assoc *dest,
+                          const target_list *targets, const bool *sent, bool begin)
+{
+	if (!pn_audit_enabled(ctx->audit) || targets->n == 0)
+		return;
+	pn_audit_tally *tally = NULL;
+	if (pn_audit_tally_create(&tally) < 0) {
+		pn_warning("audit: out of memory; no audit message for this retrieval");
+		return;
+	}
+	for (size_t i = 0; i < targets->n; i++) {
+		const target *t = &targets->items[i];
+		const study_of *so = &targets->studies[t->study];
+		if (pn_audit_tally_add(tally, so->study_uid, so->patient_id, so->patient_name, t->sop_class_uid,
+		                       begin || sent[i]) < 0)
+			break;
+	}
+	audit_ctx a = {.audit = ctx->audit, .who = who, .dest = dest, .begin = begin};
+	pn_audit_tally_each(tally, audit_study, &a);
+	pn_audit_tally_free(tally);
+}
+
+int pn_retrieve_handle(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dcm_cmd *cmd, const pn_audit_assoc *who,
                        bool allowed, pn_retrieve_result *ret)
 {
+	const char *calling_ae = who->calling_ae;
 	struct timespec t0;
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	bool is_move = cmd->kind == PN_CMD_MOVE;
@@ -387,11 +463,24 @@ int pn_retrieve_handle(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dc
 		                               "index query failed");
 	}
 	ops.remaining = (unsigned)targets.n;
+	/* C-MOVE: the destination, as configured; C-GET: the requester. */
+	pn_audit_assoc dest_who = {.calling_ae = dest ? dest->ae_title : who->calling_ae,
+	                           .called_ae = dest ? dest->ae_title : who->calling_ae,
+	                           .peer_addr = dest ? dest->host : who->peer_addr,
+	                           .tls = dest ? dest->tls : who->tls};
+	bool *sent = calloc(targets.n ? targets.n : 1, sizeof(bool));
+	if (!sent) {
+		targets_free(&targets);
+		ret->status = PN_STATUS_RETRIEVE_NO_MATCHES;
+		return pn_dcm_retrieve_respond(assoc, cmd, PN_STATUS_RETRIEVE_NO_MATCHES, &ops, NULL, "out of memory");
+	}
+	audit_targets(ctx, who, is_move ? &dest_who : NULL, &targets, sent, true);
 
 	/* C-MOVE: one sub-association to the destination. */
 	pn_dcm_assoc *sub = is_move ? NULL : assoc;
 	uid_list failed_uids = {0};
 	bool cancelled = false, broken = false, refused = false;
+	char tls_error[768] = "";
 	if (is_move && targets.n > 0) {
 		pn_dcm_offer *offers = calloc(targets.n, sizeof *offers);
 		if (!offers) {
@@ -401,15 +490,22 @@ int pn_retrieve_handle(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dc
 				offers[i].sop_class_uid = targets.items[i].sop_class_uid;
 				offers[i].transfer_syntax_uid = targets.items[i].ts;
 			}
-			rc = pn_dcm_scu_open(dest->host, dest->port, ctx->cfg->ae_title, dest->ae_title, offers,
-			                     targets.n, (unsigned long)ctx->cfg->max_pdu, ctx->cfg->acse_timeout,
-			                     ctx->cfg->dimse_timeout, &sub);
+			rc = dest->tls && !ctx->tls_out
+			         ? -ENOTCONN
+			         : pn_dcm_scu_open(dest->host, dest->port, ctx->cfg->ae_title, dest->ae_title, offers,
+			                           targets.n, (unsigned long)ctx->cfg->max_pdu, ctx->cfg->acse_timeout,
+			                           ctx->cfg->dimse_timeout, dest->tls ? ctx->tls_out : NULL, tls_error,
+			                           sizeof(tls_error), &sub);
 			free(offers);
 		}
 		if (rc < 0) {
-			pn_warning("C-MOVE from \"%s\": cannot open an association to \"%s\" at %s:%d (%s)", calling_ae,
-			           dest->ae_title, dest->host, dest->port,
-			           rc == -ECONNREFUSED ? "refused or unreachable" : strerror(-rc));
+			pn_warning("C-MOVE from \"%s\": cannot open %s association to \"%s\" at %s:%d (%s%s%s)",
+			           calling_ae, dest->tls ? "a TLS" : "an", dest->ae_title, dest->host, dest->port,
+			           rc == -ECONNREFUSED ? "refused or unreachable"
+			           : rc == -EACCES     ? "TLS handshake failed"
+			           : rc == -ENOTCONN   ? "no TLS context: see the start-up log"
+			                               : strerror(-rc),
+			           tls_error[0] ? ": " : "", tls_error);
 			refused = true;
 			sub = NULL;
 		}
@@ -453,8 +549,10 @@ int pn_retrieve_handle(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dc
 		ops.remaining--;
 		if (rc == 0 && st == 0) {
 			ops.completed++;
+			sent[i] = true;
 		} else if (rc == 0 && store_warning(st)) {
 			ops.warning++;
+			sent[i] = true;
 		} else {
 			ops.failed++;
 			uid_list_add(&failed_uids, t->sop_uid);
@@ -515,6 +613,8 @@ int pn_retrieve_handle(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dc
 	pn_info("%s from \"%s\"%s%s: %zu instances, %u sent, %u failed, %u warnings%s, status 0x%04X in %.3f s", op,
 	        calling_ae, is_move ? " to " : "", is_move ? dest->ae_title : "", targets.n, ops.completed, ops.failed,
 	        ops.warning, cancelled ? ", cancelled" : "", status, seconds_since(&t0));
+	audit_targets(ctx, who, is_move ? &dest_who : NULL, &targets, sent, false);
+	free(sent);
 	targets_free(&targets);
 	if (broken && !is_move) {
 		free(failed_uids.buf);

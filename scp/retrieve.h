@@ -6,6 +6,7 @@
 #include <stdbool.h>
 
 #include "dcm/pn_dcm.h"
+#include "audit.h"
 #include "store.h" /* pn_store_ctx: configuration, connection, storage */
 
 typedef struct {
@@ -19,7 +20,7 @@ typedef struct {
  * this association), with pending responses and the final one.
  * `allowed`: the calling AE may move/get (else 0x0124). Returns 0 if the
  * association can go on, or a negative code (network failure). */
-int pn_retrieve_handle(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dcm_cmd *cmd, const char *calling_ae,
+int pn_retrieve_handle(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dcm_cmd *cmd, const pn_audit_assoc *who,
                        bool allowed, pn_retrieve_result *ret);
 
 #endif

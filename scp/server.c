@@ -19,6 +19,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "audit.h"
+#include "config_watch.h"
 #include "fdpass.h"
 #include "log.h"
 #include "worker.h"
@@ -26,7 +28,7 @@
 #define MAX_REJECTERS 16
 #define SHUTDOWN_GRACE_S 10
 
-typedef enum { CHILD_POOL, CHILD_OVERFLOW, CHILD_REJECTER } child_kind;
+typedef enum { CHILD_POOL, CHILD_OVERFLOW, CHILD_REJECTER, CHILD_AUDIT } child_kind;
 
 typedef struct {
 	pid_t pid; /* 0: slot unused */
@@ -38,11 +40,14 @@ typedef struct {
 
 typedef struct {
 	const pn_config *cfg;
-	int listen_fd;
+	pn_audit *audit;
+	int listen_fd;     /* plain DIMSE, -1 when [node] port = 0 */
+	int tls_listen_fd; /* DICOM TLS, -1 without a TLS listener */
 	child *children;
 	size_t n_children;
 	int n_overflow, n_rejecters;
 	time_t respawn_at;          /* a pool worker died young: wait before the next */
+	time_t audit_respawn_at;    /* the same for the audit sender */
 	time_t accept_paused_until; /* out of descriptors: stop accepting a while */
 } server;
 
@@ -56,9 +61,9 @@ static void on_signal(int sig)
 		got_stop = 1;
 }
 
-static int listen_on(const pn_config *cfg)
+static int listen_on(const pn_config *cfg, int port)
 {
-	struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)cfg->port)};
+	struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
 	if (inet_pton(AF_INET, cfg->bind, &addr.sin_addr) != 1) {
 		pn_error("bind address \"%s\" is not an IPv4 address", cfg->bind);
 		return -EINVAL;
@@ -70,7 +75,7 @@ static int listen_on(const pn_config *cfg)
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
 	if (bind(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0 || listen(fd, 128) < 0) {
 		int rc = -errno;
-		pn_error("could not listen on %s:%d: %s", cfg->bind, cfg->port, strerror(-rc));
+		pn_error("could not listen on %s:%d: %s", cfg->bind, port, strerror(-rc));
 		close(fd);
 		return rc;
 	}
@@ -95,7 +100,10 @@ static void child_setup(server *s, int keep_fd)
 	signal(SIGINT, SIG_IGN); /* Ctrl-C reaches the listener, which stops us */
 	signal(SIGHUP, SIG_IGN);
 	sigprocmask(SIG_SETMASK, &none, NULL);
-	close(s->listen_fd);
+	if (s->listen_fd >= 0)
+		close(s->listen_fd);
+	if (s->tls_listen_fd >= 0)
+		close(s->tls_listen_fd);
 	for (size_t i = 0; i < s->n_children; i++)
 		if (s->children[i].pid && s->children[i].channel >= 0 && s->children[i].channel != keep_fd)
 			close(s->children[i].channel);
@@ -116,7 +124,7 @@ static int spawn_pool_worker(server *s, child *c)
 	if (pid == 0) {
 		close(sv[0]);
 		child_setup(s, sv[1]);
-		_exit(pn_worker_pool_main(s->cfg, sv[1]));
+		_exit(pn_worker_pool_main(s->cfg, s->audit, sv[1]));
 	}
 	close(sv[1]);
 	*c = (child){.pid = pid, .kind = CHILD_POOL, .channel = sv[0], .started = time(NULL)};
@@ -134,7 +142,8 @@ static int spawn_oneshot(server *s, child_kind kind, int fd)
 		return -errno;
 	if (pid == 0) {
 		child_setup(s, -1);
-		_exit(kind == CHILD_OVERFLOW ? pn_worker_oneshot_main(s->cfg, fd) : pn_worker_reject_main(s->cfg, fd));
+		_exit(kind == CHILD_OVERFLOW ? pn_worker_oneshot_main(s->cfg, s->audit, fd)
+		                             : pn_worker_reject_main(s->cfg, fd));
 	}
 	*c = (child){.pid = pid, .kind = kind, .channel = -1, .started = time(NULL)};
 	if (kind == CHILD_OVERFLOW)
@@ -177,10 +186,36 @@ static void dispatch(server *s, int fd)
 	close(fd);
 }
 
-static void accept_all(server *s)
+/* The audit sender: one process, restarted (not faster than once a second)
+ * if it dies; it has no connection to hand over. */
+static void keep_audit_sender(server *s)
+{
+	if (!pn_audit_enabled(s->audit) || time(NULL) < s->audit_respawn_at)
+		return;
+	for (size_t i = 0; i < s->n_children; i++)
+		if (s->children[i].pid && s->children[i].kind == CHILD_AUDIT)
+			return;
+	child *c = free_slot(s);
+	if (!c)
+		return;
+	pid_t pid = fork();
+	if (pid < 0) {
+		pn_error("could not start the audit sender: %m");
+		s->audit_respawn_at = time(NULL) + 1;
+		return;
+	}
+	if (pid == 0) {
+		child_setup(s, -1);
+		_exit(pn_audit_sender_main(s->audit));
+	}
+	*c = (child){.pid = pid, .kind = CHILD_AUDIT, .channel = -1, .started = time(NULL)};
+	s->audit_respawn_at = time(NULL) + 1;
+}
+
+static void accept_all(server *s, int listen_fd)
 {
 	for (int i = 0; i < 64; i++) {
-		int fd = accept4(s->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+		int fd = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC);
 		if (fd < 0) {
 			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
 				/* the connection stays queued; polling again at once
@@ -220,11 +255,13 @@ static void reap(server *s, bool stopping)
 				s->n_overflow--;
 			else if (c->kind == CHILD_REJECTER)
 				s->n_rejecters--;
+			else if (c->kind == CHILD_AUDIT && !stopping)
+				pn_warning("audit sender %d ended unexpectedly (%s); starting another", (int)pid, how);
 			else if (!stopping && clean)
 				pn_info("worker %d retired; starting another", (int)pid);
 			else if (!stopping)
 				pn_warning("worker %d ended unexpectedly (%s); starting another", (int)pid, how);
-			if (!clean && c->kind != CHILD_POOL)
+			if (!clean && c->kind != CHILD_POOL && c->kind != CHILD_AUDIT)
 				pn_warning("process %d ended with %s", (int)pid, how);
 			if (c->channel >= 0)
 				close(c->channel);
@@ -275,8 +312,11 @@ static void shut_down(server *s)
 {
 	sd_notify(0, "STOPPING=1");
 	pn_info("shutting down: waiting up to %d s for associations in progress", SHUTDOWN_GRACE_S);
-	close(s->listen_fd);
-	s->listen_fd = -1;
+	if (s->listen_fd >= 0)
+		close(s->listen_fd);
+	if (s->tls_listen_fd >= 0)
+		close(s->tls_listen_fd);
+	s->listen_fd = s->tls_listen_fd = -1;
 	/* Idle pool workers exit when their channel closes; busy ones finish
 	 * their association first. */
 	for (size_t i = 0; i < s->n_children; i++) {
@@ -286,14 +326,26 @@ static void shut_down(server *s)
 		}
 	}
 	time_t deadline = time(NULL) + SHUTDOWN_GRACE_S;
-	bool termed = false;
+	bool termed = false, audit_told = false;
 	for (;;) {
 		reap(s, true);
-		bool any = false;
-		for (size_t i = 0; i < s->n_children; i++)
+		bool any = false, workers = false;
+		for (size_t i = 0; i < s->n_children; i++) {
 			any |= s->children[i].pid != 0;
+			workers |= s->children[i].pid != 0 && s->children[i].kind != CHILD_AUDIT;
+		}
 		if (!any)
 			break;
+		/* The sender goes last, with what the workers spooled on their
+		 * way out and our stop message. */
+		if (!workers && !audit_told) {
+			pn_audit_app_activity(s->audit, false);
+			for (size_t i = 0; i < s->n_children; i++)
+				if (s->children[i].pid && s->children[i].kind == CHILD_AUDIT)
+					kill(s->children[i].pid, SIGTERM);
+			audit_told = true;
+			deadline = time(NULL) + 5;
+		}
 		if (time(NULL) >= deadline) {
 			for (size_t i = 0; i < s->n_children; i++)
 				if (s->children[i].pid)
@@ -309,17 +361,50 @@ static void shut_down(server *s)
 	reap(s, true);
 }
 
+/* A configuration that changed since the last start is a Security Alert
+ * (the node reads it only at start, so that is when it takes effect). */
+static void audit_config_change(server *s)
+{
+	if (!pn_audit_enabled(s->audit) || strcmp(s->cfg->source, "(embedded defaults)") == 0)
+		return;
+	char state[4096], detail[512];
+	snprintf(state, sizeof(state), "%s/config.sha256", s->cfg->audit_spool);
+	int rc = pn_config_watch(s->cfg->source, state, detail, sizeof(detail));
+	if (rc < 0) {
+		pn_warning("audit: could not compare the configuration with the last start's (\"%s\"): %s", state,
+		           strerror(-rc));
+	} else if (rc > 0) {
+		pn_audit_assoc self = {.calling_ae = s->cfg->ae_title, .called_ae = s->cfg->ae_title, .peer_addr = ""};
+		pn_audit_security_alert(s->audit, PN_AUDIT_ALERT_CONFIGURATION, &self, detail);
+		pn_info("%s", detail);
+	}
+}
+
 int pn_server_run(const pn_config *cfg)
 {
-	server s = {.cfg = cfg, .listen_fd = -1};
-	s.n_children = (size_t)cfg->workers + (size_t)cfg->max_associations + MAX_REJECTERS;
+	server s = {.cfg = cfg, .listen_fd = -1, .tls_listen_fd = -1};
+	s.n_children = (size_t)cfg->workers + (size_t)cfg->max_associations + MAX_REJECTERS + 1;
 	s.children = calloc(s.n_children, sizeof(child));
 	if (!s.children)
 		return EXIT_FAILURE;
 	for (size_t i = 0; i < s.n_children; i++)
 		s.children[i].channel = -1;
-	s.listen_fd = listen_on(cfg);
-	if (s.listen_fd < 0) {
+	int rc = pn_audit_create(cfg, &s.audit);
+	if (rc < 0) {
+		pn_error("could not set up the audit trail (spool \"%s\"): %s", cfg->audit_spool, strerror(-rc));
+		free(s.children);
+		return EXIT_FAILURE;
+	}
+	if (cfg->port != 0)
+		s.listen_fd = listen_on(cfg, cfg->port);
+	if (pn_config_tls_listener(cfg))
+		s.tls_listen_fd = listen_on(cfg, cfg->tls_port);
+	if ((cfg->port != 0 && s.listen_fd < 0) || (pn_config_tls_listener(cfg) && s.tls_listen_fd < 0)) {
+		if (s.listen_fd >= 0)
+			close(s.listen_fd);
+		if (s.tls_listen_fd >= 0)
+			close(s.tls_listen_fd);
+		pn_audit_free(s.audit);
 		free(s.children);
 		return EXIT_FAILURE;
 	}
@@ -338,12 +423,23 @@ int pn_server_run(const pn_config *cfg)
 	signal(SIGHUP, SIG_IGN);
 
 	fill_pool(&s);
-	pn_info("listening on %s:%d as \"%s\" with %d workers (max %d associations)", cfg->bind, cfg->port,
-	        cfg->ae_title, cfg->workers, cfg->max_associations);
+	keep_audit_sender(&s);
+	char where[160];
+	if (cfg->port && s.tls_listen_fd >= 0)
+		snprintf(where, sizeof(where), "%s:%d (DICOM) and %s:%d (DICOM TLS)", cfg->bind, cfg->port, cfg->bind,
+		         cfg->tls_port);
+	else if (cfg->port)
+		snprintf(where, sizeof(where), "%s:%d (DICOM)", cfg->bind, cfg->port);
+	else
+		snprintf(where, sizeof(where), "%s:%d (DICOM TLS only)", cfg->bind, cfg->tls_port);
+	pn_info("listening on %s as \"%s\" with %d workers (max %d associations)", where, cfg->ae_title, cfg->workers,
+	        cfg->max_associations);
+	pn_audit_app_activity(s.audit, true);
+	audit_config_change(&s);
 	sd_notify(0, "READY=1");
 
-	struct pollfd *pfd = calloc(s.n_children + 1, sizeof(*pfd));
-	child **owner = calloc(s.n_children + 1, sizeof(*owner));
+	struct pollfd *pfd = calloc(s.n_children + 2, sizeof(*pfd));
+	child **owner = calloc(s.n_children + 2, sizeof(*owner));
 	if (!pfd || !owner) {
 		free(pfd);
 		free(owner);
@@ -356,9 +452,11 @@ int pn_server_run(const pn_config *cfg)
 			reap(&s, false);
 		}
 		fill_pool(&s);
+		keep_audit_sender(&s);
 		nfds_t n = 0;
 		bool accepting = time(NULL) >= s.accept_paused_until;
 		pfd[n++] = (struct pollfd){.fd = accepting ? s.listen_fd : -1, .events = POLLIN};
+		pfd[n++] = (struct pollfd){.fd = accepting ? s.tls_listen_fd : -1, .events = POLLIN};
 		for (size_t i = 0; i < s.n_children; i++) {
 			child *c = &s.children[i];
 			if (c->pid && c->kind == CHILD_POOL && c->channel >= 0) {
@@ -370,15 +468,21 @@ int pn_server_run(const pn_config *cfg)
 		int ready = ppoll(pfd, n, &tick, &orig);
 		if (ready < 0)
 			continue; /* EINTR: a signal; the flags say which */
-		for (nfds_t i = 1; i < n; i++)
+		for (nfds_t i = 2; i < n; i++)
 			if (pfd[i].revents)
 				worker_idle(owner[i]);
 		if (pfd[0].revents & POLLIN)
-			accept_all(&s);
+			accept_all(&s, s.listen_fd);
+		if (pfd[1].revents & POLLIN)
+			accept_all(&s, s.tls_listen_fd);
 	}
 	free(pfd);
 	free(owner);
 	shut_down(&s);
+	unsigned long dropped = pn_audit_dropped(s.audit);
+	if (dropped)
+		pn_warning("audit: %lu messages were dropped since start (spool full or not writable)", dropped);
+	pn_audit_free(s.audit);
 	free(s.children);
 	pn_info("stopped");
 	return EXIT_SUCCESS;

@@ -9,6 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "audit_tally.h"
 #include "dicom_values.h"
 #include "db.h"
 #include "index.h"
@@ -436,7 +437,7 @@ void pn_store_settle_ended(const pn_store_ctx *ctx)
 }
 
 int pn_store_handle(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dcm_cmd *cmd, const char *calling_ae,
-                    unsigned short *ret_status)
+                    pn_audit_tally *tally, unsigned short *ret_status)
 {
 	int timeout = ctx->cfg->dimse_timeout;
 	char why[512] = "";
@@ -560,6 +561,9 @@ int pn_store_handle(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dcm_c
 	int64_t size = row->size; /* row goes with rec below */
 	bool direct = pn_storage_file_direct(file);
 	status = commit_instance(ctx, file, row, &ph, &committed, why, sizeof(why));
+	if (pn_audit_tally_add(tally, row->study_uid, row->patient_id, row->patient_name, row->sop_class_uid,
+	                       status == PN_STATUS_SUCCESS) < 0)
+		pn_warning("audit: out of memory counting the instances of association \"%s\"", calling_ae);
 	pn_record_free(rec);
 	pn_dcm_ds_free(ds);
 	if (status == PN_STATUS_OUT_OF_INDEX || status == PN_STATUS_OUT_OF_STORAGE)

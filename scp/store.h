@@ -10,18 +10,25 @@
 #include "storage.h"
 #include "storage_recovery.h"
 
+typedef struct pn_audit pn_audit;
+typedef struct pn_audit_tally pn_audit_tally;
+
 typedef struct {
 	const pn_config *cfg;
 	pn_db *db;
 	pn_storage *storage;
+	pn_dcm_tls *tls_out; /* for outgoing associations to tls = yes peers; NULL: none configured */
+	pn_audit *audit;     /* the audit trail (no-op when [audit] target = none) */
 } pn_store_ctx;
 
-/* Serves a C-STORE-RQ whose command was just read, and sends the response.
+/* Serves a C-STORE-RQ whose command was just read, and sends the response;
+ * an instance indexed (or refused once parsed) is counted in `tally` (may
+ * be NULL) for the audit trail.
  * Returns 0 if the association can go on (whatever status was sent), or a
  * negative code if it cannot (network failure). *ret_status is the status
  * sent. */
 int pn_store_handle(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dcm_cmd *cmd, const char *calling_ae,
-                    unsigned short *ret_status);
+                    pn_audit_tally *tally, unsigned short *ret_status);
 
 /* A stored file's dataset, as the store reads it: a deflated one through a
  * scratch file (pn_dcm_ds_load_deflated), refused with -E2BIG beyond

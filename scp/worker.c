@@ -13,10 +13,12 @@
 #include "log.h"
 #include "storage.h"
 #include "store.h"
+#include "tls.h"
 
 typedef struct {
 	pn_store_ctx ctx;
 	pn_dcm_net *net;
+	pn_dcm_tls *tls_in; /* the TLS listener's context, NULL when there is none */
 } worker;
 
 static void dcm_log(int level, const char *msg)
@@ -41,15 +43,37 @@ static void connect_db(worker *w)
 	pn_store_settle_ended(&w->ctx);
 }
 
-static int worker_init(worker *w, const pn_config *cfg)
+/* The TLS contexts this process needs: for the TLS listener's connections,
+ * and for outgoing associations when a peer says tls = yes. The files were
+ * checked at start-up (pn_tls_check); a failure now (a file changed since)
+ * leaves that side without TLS, logged. */
+static int tls_contexts(const pn_config *cfg, pn_dcm_tls **ret_in, pn_dcm_tls **ret_out)
+{
+	char err[512];
+	if (pn_config_tls_listener(cfg) && pn_tls_create(cfg, true, ret_in, err, sizeof(err)) < 0) {
+		pn_error("TLS: %s", err);
+		return -1;
+	}
+	bool outgoing = false;
+	for (size_t i = 0; i < cfg->n_peers; i++)
+		outgoing |= cfg->peers[i].tls;
+	if (outgoing && pn_tls_create(cfg, false, ret_out, err, sizeof(err)) < 0)
+		pn_error("TLS: %s; C-MOVE to tls = yes peers will fail", err);
+	return 0;
+}
+
+static int worker_init(worker *w, const pn_config *cfg, pn_audit *audit)
 {
 	memset(w, 0, sizeof(*w));
 	w->ctx.cfg = cfg;
+	w->ctx.audit = audit;
 	if (pn_dcm_init(dcm_log, pn_log_get_level()) < 0) {
 		pn_error("could not initialise the DICOM toolkit");
 		return -1;
 	}
-	if (pn_dcm_net_create(cfg->acse_timeout, &w->net) < 0) {
+	if (tls_contexts(cfg, &w->tls_in, &w->ctx.tls_out) < 0)
+		return -1;
+	if (pn_dcm_net_create(cfg->acse_timeout, w->tls_in, &w->net) < 0) {
 		pn_error("could not initialise the DICOM network");
 		return -1;
 	}
@@ -68,12 +92,14 @@ static void worker_free(worker *w)
 	pn_db_free(w->ctx.db);
 	pn_storage_free(w->ctx.storage);
 	pn_dcm_net_free(w->net);
+	pn_dcm_tls_free(w->tls_in);
+	pn_dcm_tls_free(w->ctx.tls_out);
 }
 
-int pn_worker_pool_main(const pn_config *cfg, int channel)
+int pn_worker_pool_main(const pn_config *cfg, pn_audit *audit, int channel)
 {
 	worker w;
-	if (worker_init(&w, cfg) < 0) {
+	if (worker_init(&w, cfg, audit) < 0) {
 		worker_free(&w);
 		return EXIT_FAILURE;
 	}
@@ -101,10 +127,10 @@ int pn_worker_pool_main(const pn_config *cfg, int channel)
 	return EXIT_SUCCESS;
 }
 
-int pn_worker_oneshot_main(const pn_config *cfg, int fd)
+int pn_worker_oneshot_main(const pn_config *cfg, pn_audit *audit, int fd)
 {
 	worker w;
-	if (worker_init(&w, cfg) < 0) {
+	if (worker_init(&w, cfg, audit) < 0) {
 		close(fd);
 		worker_free(&w);
 		return EXIT_FAILURE;
@@ -117,11 +143,19 @@ int pn_worker_oneshot_main(const pn_config *cfg, int fd)
 int pn_worker_reject_main(const pn_config *cfg, int fd)
 {
 	pn_dcm_net *net = NULL;
-	if (pn_dcm_init(dcm_log, pn_log_get_level()) < 0 || pn_dcm_net_create(cfg->acse_timeout, &net) < 0) {
+	pn_dcm_tls *tls = NULL;
+	char err[512];
+	/* Over TLS the rejection, too, needs the handshake. */
+	if (pn_dcm_init(dcm_log, pn_log_get_level()) < 0 ||
+	    (pn_config_tls_listener(cfg) && pn_tls_create(cfg, true, &tls, err, sizeof(err)) < 0) ||
+	    pn_dcm_net_create(cfg->acse_timeout, tls, &net) < 0) {
 		close(fd);
+		pn_dcm_tls_free(tls);
 		return EXIT_FAILURE;
 	}
-	pn_assoc_reject_busy(net, fd, (unsigned long)cfg->max_pdu, cfg->acse_timeout);
+	pn_assoc_reject_busy(net, fd, pn_tls_is_tls_connection(cfg, fd), (unsigned long)cfg->max_pdu,
+	                     cfg->acse_timeout);
 	pn_dcm_net_free(net);
+	pn_dcm_tls_free(tls);
 	return EXIT_SUCCESS;
 }

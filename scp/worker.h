@@ -5,10 +5,12 @@
 #ifndef PN_WORKER_H
 #define PN_WORKER_H
 
+#include "audit.h"
 #include "config.h"
 
-int pn_worker_pool_main(const pn_config *cfg, int channel);
-int pn_worker_oneshot_main(const pn_config *cfg, int fd);
+/* `audit`: the listener's audit handle, inherited across fork. */
+int pn_worker_pool_main(const pn_config *cfg, pn_audit *audit, int channel);
+int pn_worker_oneshot_main(const pn_config *cfg, pn_audit *audit, int fd);
 int pn_worker_reject_main(const pn_config *cfg, int fd);
 
 #endif

@@ -14,6 +14,9 @@ struct pn_dcm_assoc {
 	int sock = -1; // the socket, for its timeouts (not owned)
 	int data_timeout = 0;
 	bool broken = false; // no orderly end possible: just close
+	// Over TLS the socket carries records, not PDUs: nothing may be
+	// written to it past dcmtk (no sendfile, no pre-encoded responses).
+	bool tls = false;
 	T_DIMSE_Message msg; // the command being served
 	// Requestor associations (pn_dcm_scu_open) own their network.
 	T_ASC_Network *own_net = nullptr;

@@ -506,6 +506,7 @@ extern "C" int pn_dcm_ds_get(const pn_dcm_ds *d, uint32_t tag, char **ret_value)
 			value.clear(); // sequences have no string value
 		else if (el->getLength() > 0 && el->getOFStringArray(value).bad())
 			value.clear();
+		show_uid_nuls(el, value);
 		char *s = strdup(value.c_str());
 		if (!s)
 			return -ENOMEM;

@@ -16,6 +16,7 @@
 #include <dcmtk/dcmnet/dcmtrans.h>
 #include <dcmtk/dcmnet/dimse.h>
 #include <dcmtk/dcmnet/dul.h>
+#include <dcmtk/dcmtls/tlscond.h>
 
 #include <cerrno>
 #include <cstring>
@@ -27,8 +28,11 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include <arpa/inet.h>
+
 #include "assoc_internal.h"
 #include "guard_internal.h"
+#include "tls_internal.h"
 #include "util_internal.h"
 
 // Our implementation identity in the meta header of files we write.
@@ -114,6 +118,20 @@ void copy_uid(char *dst, const char *src)
 	size_t n = src ? strnlen(src, PN_UID_MAX) : 0;
 	memcpy(dst, src ? src : "", n);
 	dst[n] = '\0';
+}
+
+// dcmtk's parsed command holds C strings, cut at a NUL: a UID of the
+// command set is taken from its bytes instead when they hold one (see
+// show_uid_nuls), so that the command's UID checks refuse it.
+void command_uid(DcmDataset *cmdset, const DcmTagKey &tag, char *dst)
+{
+	DcmElement *el = nullptr;
+	if (!cmdset || cmdset->findAndGetElement(tag, el).bad() || !el)
+		return;
+	OFString value;
+	show_uid_nuls(el, value);
+	if (!value.empty())
+		copy_uid(dst, value.c_str());
 }
 
 // Passes bytes to the C sink; remembers the first failure.
@@ -210,7 +228,7 @@ int write_meta_header(SinkStream &out, const pn_dcm_cmd *cmd, const char *callin
 
 } // namespace
 
-extern "C" int pn_dcm_net_create(int acse_timeout, pn_dcm_net **ret_net)
+extern "C" int pn_dcm_net_create(int acse_timeout, const pn_dcm_tls *tls, pn_dcm_net **ret_net)
 {
 	try {
 		// No listening socket: connections are accepted by the listener
@@ -219,6 +237,13 @@ extern "C" int pn_dcm_net_create(int acse_timeout, pn_dcm_net **ret_net)
 		pn_dcm_net *n = new pn_dcm_net();
 		OFCondition c = ASC_initializeNetwork(NET_ACCEPTOR, 0, acse_timeout, &n->net);
 		if (c.bad()) {
+			delete n;
+			return -EIO;
+		}
+		// One layer for both kinds of connection: it makes a plain TCP
+		// connection when a receive does not ask for TLS.
+		if (tls && ASC_setTransportLayer(n->net, pn_dcm_tls_layer(tls), 0).bad()) {
+			ASC_dropNetwork(&n->net);
 			delete n;
 			return -EIO;
 		}
@@ -240,27 +265,55 @@ extern "C" void pn_dcm_net_free(pn_dcm_net *net)
 	delete net;
 }
 
-extern "C" int pn_dcm_assoc_receive(pn_dcm_net *net, int fd, unsigned long max_pdu, int acse_timeout, int data_timeout,
-                                    pn_dcm_assoc **ret_assoc, pn_dcm_assoc_info *ret_info)
+extern "C" int pn_dcm_assoc_receive(pn_dcm_net *net, int fd, bool tls, unsigned long max_pdu, int acse_timeout,
+                                    int data_timeout, pn_dcm_assoc **ret_assoc, pn_dcm_assoc_info *ret_info)
 {
 	pn_dcm_assoc *a = nullptr;
+	memset(ret_info, 0, sizeof(*ret_info));
+	// Known before any byte is read, for the log line of a failed
+	// handshake.
+	struct sockaddr_in from;
+	socklen_t from_len = sizeof(from);
+	if (getpeername(fd, (struct sockaddr *)&from, &from_len) == 0 && from.sin_family == AF_INET)
+		inet_ntop(AF_INET, &from.sin_addr, ret_info->peer, sizeof(ret_info->peer));
+	else
+		snprintf(ret_info->peer, sizeof(ret_info->peer), "(unknown)");
 	try {
 		a = new pn_dcm_assoc();
 		a->assoc = nullptr;
 		a->fd = fd;
 		a->sock = fd;
+		a->tls = tls;
 		a->data_timeout = data_timeout;
-		// dcmtk applies these to the socket when it takes it over.
+		// dcmtk applies these to the socket when it takes it over: they
+		// also bound the TLS handshake, which runs here in the worker.
 		dcmSocketReceiveTimeout.set(acse_timeout);
 		dcmSocketSendTimeout.set(acse_timeout);
 		dcmExternalSocketHandle.set(fd);
-		OFCondition c = ASC_receiveAssociation(net->net, &a->assoc, (long)max_pdu);
+		if (tls)
+			pn_dcm_tls_reset_outcome();
+		OFCondition c =
+		    ASC_receiveAssociation(net->net, &a->assoc, (long)max_pdu, NULL, NULL, tls ? OFTrue : OFFalse);
 		dcmExternalSocketHandle.set(-1);
 		if (a->assoc && a->assoc->DULassociation)
 			a->fd = -1; // owned by dcmtk from now on
 		if (c.bad()) {
 			a->broken = true;
 			pn_dcm_assoc_free(a);
+			// A read or write that did not complete: the socket timeout
+			// (acse_timeout) ran out in the middle of the handshake.
+			if (tls && (c == DCMTLS_EC_TLSReadOperationDidNotComplete ||
+			            c == DCMTLS_EC_TLSWriteOperationDidNotComplete)) {
+				snprintf(ret_info->tls_error, sizeof(ret_info->tls_error),
+				         "the TLS handshake timed out");
+				return -ETIMEDOUT;
+			}
+			if (tls && c.module() == OFM_dcmtls) {
+				const pn_dcm_tls_outcome &o = pn_dcm_tls_last_outcome();
+				snprintf(ret_info->tls_error, sizeof(ret_info->tls_error), "%s%s%s", c.text(),
+				         o.verify_error[0] ? ": " : "", o.verify_error);
+				return -EACCES;
+			}
 			if (c == DUL_READTIMEOUT || errno == EAGAIN || errno == EWOULDBLOCK)
 				return -ETIMEDOUT;
 			return c == DUL_NETWORKCLOSED ? -ECONNRESET : -EPROTO;
@@ -272,14 +325,20 @@ extern "C" int pn_dcm_assoc_receive(pn_dcm_net *net, int fd, unsigned long max_p
 			pn_dcm_assoc_free(a);
 			return -ECONNRESET;
 		}
-		memset(ret_info, 0, sizeof(*ret_info));
 		char calling[65] = "", called[65] = "";
 		ASC_getAPTitles(a->assoc->params, calling, sizeof(calling), called, sizeof(called), NULL, 0);
 		copy_ae(ret_info->calling_ae, calling);
 		copy_ae(ret_info->called_ae, called);
-		snprintf(ret_info->peer, sizeof(ret_info->peer), "%s",
-		         a->assoc->params->DULparams.callingPresentationAddress);
 		ret_info->peer_max_pdu = a->assoc->params->theirMaxPDUReceiveSize;
+		if (tls) {
+			const pn_dcm_tls_outcome &o = pn_dcm_tls_last_outcome();
+			ret_info->tls = true;
+			snprintf(ret_info->tls_protocol, sizeof(ret_info->tls_protocol), "%s", o.protocol);
+			snprintf(ret_info->tls_cipher, sizeof(ret_info->tls_cipher), "%s", o.cipher);
+			ret_info->has_cert = o.has_cert;
+			memcpy(ret_info->cert_sha256, o.cert_sha256, sizeof(o.cert_sha256));
+			snprintf(ret_info->cert_subject, sizeof(ret_info->cert_subject), "%s", o.cert_subject);
+		}
 		*ret_assoc = a;
 		return 0;
 	} catch (...) {
@@ -398,8 +457,10 @@ extern "C" int pn_dcm_next_command(pn_dcm_assoc *a, int timeout, pn_dcm_cmd *cmd
 	try {
 		T_ASC_PresentationContextID pres_id = 0;
 		memset(&a->msg, 0, sizeof(a->msg));
+		DcmDataset *cmdset = nullptr;
 		OFCondition c = DIMSE_receiveCommand(a->assoc, timeout > 0 ? DIMSE_NONBLOCKING : DIMSE_BLOCKING,
-		                                     timeout, &pres_id, &a->msg, NULL);
+		                                     timeout, &pres_id, &a->msg, NULL, &cmdset);
+		OFunique_ptr<DcmDataset> cmdset_owner(cmdset);
 		if (guard.tripped())
 			return -ELOOP;
 		if (c == DUL_PEERREQUESTEDRELEASE)
@@ -428,18 +489,22 @@ extern "C" int pn_dcm_next_command(pn_dcm_assoc *a, int timeout, pn_dcm_cmd *cmd
 			cmd->has_dataset = a->msg.msg.CStoreRQ.DataSetType != DIMSE_DATASET_NULL;
 			copy_uid(cmd->sop_class_uid, a->msg.msg.CStoreRQ.AffectedSOPClassUID);
 			copy_uid(cmd->sop_instance_uid, a->msg.msg.CStoreRQ.AffectedSOPInstanceUID);
+			command_uid(cmdset, DCM_AffectedSOPClassUID, cmd->sop_class_uid);
+			command_uid(cmdset, DCM_AffectedSOPInstanceUID, cmd->sop_instance_uid);
 			break;
 		case DIMSE_C_FIND_RQ:
 			cmd->kind = PN_CMD_FIND;
 			cmd->message_id = a->msg.msg.CFindRQ.MessageID;
 			cmd->has_dataset = a->msg.msg.CFindRQ.DataSetType != DIMSE_DATASET_NULL;
 			copy_uid(cmd->sop_class_uid, a->msg.msg.CFindRQ.AffectedSOPClassUID);
+			command_uid(cmdset, DCM_AffectedSOPClassUID, cmd->sop_class_uid);
 			break;
 		case DIMSE_C_MOVE_RQ:
 			cmd->kind = PN_CMD_MOVE;
 			cmd->message_id = a->msg.msg.CMoveRQ.MessageID;
 			cmd->has_dataset = a->msg.msg.CMoveRQ.DataSetType != DIMSE_DATASET_NULL;
 			copy_uid(cmd->sop_class_uid, a->msg.msg.CMoveRQ.AffectedSOPClassUID);
+			command_uid(cmdset, DCM_AffectedSOPClassUID, cmd->sop_class_uid);
 			copy_ae(cmd->move_destination, a->msg.msg.CMoveRQ.MoveDestination);
 			break;
 		case DIMSE_C_GET_RQ:
@@ -447,6 +512,7 @@ extern "C" int pn_dcm_next_command(pn_dcm_assoc *a, int timeout, pn_dcm_cmd *cmd
 			cmd->message_id = a->msg.msg.CGetRQ.MessageID;
 			cmd->has_dataset = a->msg.msg.CGetRQ.DataSetType != DIMSE_DATASET_NULL;
 			copy_uid(cmd->sop_class_uid, a->msg.msg.CGetRQ.AffectedSOPClassUID);
+			command_uid(cmdset, DCM_AffectedSOPClassUID, cmd->sop_class_uid);
 			break;
 		case DIMSE_C_CANCEL_RQ:
 			// A cancel for a request already answered: nothing to do.

@@ -31,30 +31,66 @@ typedef void (*pn_dcm_log_fn)(int level, const char *msg);
  * `level` go to `log`. Also turns off reverse DNS look-ups of peers. */
 int pn_dcm_init(pn_dcm_log_fn log, int level);
 
+/* ---- TLS ---------------------------------------------------------------- */
+
+/* A TLS context for associations (PS3.15 B.12 as far as dcmtk 3.6.7
+ * allows): TLS 1.2 and 1.3 only, TLS 1.3 preferred, on TLS 1.2 only ECDHE
+ * with AES-GCM, no compression, no renegotiation, no session tickets,
+ * OpenSSL security level 2; peer certificates verified against `ca` (and
+ * `crl` for the leaf when given). */
+typedef struct pn_dcm_tls pn_dcm_tls;
+
+typedef struct {
+	const char *certificate, *private_key; /* PEM; the key unencrypted */
+	const char *ca;                        /* a PEM file or a hashed folder; NULL: none */
+	const char *crl;                       /* PEM; NULL: none */
+	bool require_client_certificate;       /* acceptor only */
+} pn_dcm_tls_params;
+
+/* acceptor: for incoming associations; else for outgoing ones (the server
+ * must present a certificate that verifies). On failure (files unreadable,
+ * an encrypted key, key and certificate not a pair) writes one line into
+ * err. 0, -EINVAL, -ENOENT or -ENOMEM. */
+int pn_dcm_tls_create(const pn_dcm_tls_params *params, bool acceptor, pn_dcm_tls **ret_tls, char *err, size_t errlen);
+void pn_dcm_tls_free(pn_dcm_tls *tls); /* NULL is a no-op */
+
 /* ---- associations ---------------------------------------------------- */
 
 typedef struct pn_dcm_net pn_dcm_net;
 typedef struct pn_dcm_assoc pn_dcm_assoc;
 
 /* An acceptor network without a listening socket: the sockets come from the
- * listener process (see scp/server.c). */
-int pn_dcm_net_create(int acse_timeout, pn_dcm_net **ret_net);
+ * listener process (see scp/server.c). `tls` (kept by the caller, may be
+ * NULL): the context for connections received with tls set. */
+int pn_dcm_net_create(int acse_timeout, const pn_dcm_tls *tls, pn_dcm_net **ret_net);
 void pn_dcm_net_free(pn_dcm_net *net);
 
 typedef struct {
 	char calling_ae[PN_AE_MAX + 1]; /* trailing spaces removed */
 	char called_ae[PN_AE_MAX + 1];
-	char peer[64]; /* numeric address */
+	char peer[64]; /* numeric address (set also when receiving fails) */
 	unsigned long peer_max_pdu;
+	/* TLS: what was negotiated, and the peer's certificate if it sent one */
+	bool tls;
+	char tls_protocol[16], tls_cipher[64];
+	bool has_cert;
+	unsigned char cert_sha256[32];
+	char cert_subject[512]; /* RFC 2253, control characters replaced */
+	/* -EACCES: why the TLS handshake failed (OpenSSL's reason, and the
+	 * certificate check's when that failed) */
+	char tls_error[768];
 } pn_dcm_assoc_info;
 
 /* Takes ownership of the connected socket `fd` (closed by
- * pn_dcm_assoc_free, or here on failure) and reads the A-ASSOCIATE-RQ.
+ * pn_dcm_assoc_free, or here on failure), runs the TLS handshake first when
+ * `tls` (the net's context), and reads the A-ASSOCIATE-RQ.
  * Every read or write on the socket gives up after `acse_timeout` seconds
  * while negotiating and after `data_timeout` (0: never) once the association
  * is accepted, also in the middle of a PDU. Returns 0, -ETIMEDOUT,
- * -ECONNRESET (closed before a complete A-ASSOCIATE-RQ) or -EPROTO. */
-int pn_dcm_assoc_receive(pn_dcm_net *net, int fd, unsigned long max_pdu, int acse_timeout, int data_timeout,
+ * -ECONNRESET (closed before a complete A-ASSOCIATE-RQ), -EACCES (the TLS
+ * handshake failed: ret_info->peer and tls_error say who and why) or
+ * -EPROTO. ret_info->peer is set in every case. */
+int pn_dcm_assoc_receive(pn_dcm_net *net, int fd, bool tls, unsigned long max_pdu, int acse_timeout, int data_timeout,
                          pn_dcm_assoc **ret_assoc, pn_dcm_assoc_info *ret_info);
 
 typedef enum {
@@ -184,12 +220,15 @@ typedef struct {
 
 /* Opens an association to a C-MOVE destination: for each distinct SOP
  * class, presentation contexts for its stored transfer syntaxes and for
- * explicit and implicit VR little endian. Returns 0, -ECONNREFUSED (cannot
- * connect, or the association was rejected), -ETIMEDOUT, -EPROTO. The
- * result is freed by pn_dcm_scu_close (A-RELEASE, or abort when broken). */
+ * explicit and implicit VR little endian. `tls` (a requestor context, may
+ * be NULL): over TLS, the server's certificate verified and checked to name
+ * `host`. Returns 0, -ECONNREFUSED (cannot connect, or the association was
+ * rejected), -EACCES (the TLS handshake failed; why in tls_error when
+ * given), -ETIMEDOUT, -EPROTO. The result is freed by pn_dcm_scu_close
+ * (A-RELEASE, or abort when broken). */
 int pn_dcm_scu_open(const char *host, int port, const char *our_ae, const char *peer_ae, const pn_dcm_offer *offers,
-                    size_t n_offers, unsigned long max_pdu, int acse_timeout, int dimse_timeout,
-                    pn_dcm_assoc **ret_assoc);
+                    size_t n_offers, unsigned long max_pdu, int acse_timeout, int dimse_timeout, const pn_dcm_tls *tls,
+                    char *tls_error, size_t tls_error_len, pn_dcm_assoc **ret_assoc);
 void pn_dcm_scu_close(pn_dcm_assoc *assoc);
 
 /* A stored file's dataset as it lies on disk: `length` bytes at `offset`

@@ -92,7 +92,7 @@ int send_pending_bytes(pn_dcm_assoc *a, const pn_dcm_cmd *cmd, unsigned short st
 {
 	E_TransferSyntax xfer = DcmXfer(cmd->transfer_syntax).getXfer();
 	unsigned long max = a->assoc->sendPDVLength & ~1UL;
-	if (a->sock < 0 || xfer == EXS_Unknown || xfer == EXS_DeflatedLittleEndianExplicit ||
+	if (a->sock < 0 || a->tls || xfer == EXS_Unknown || xfer == EXS_DeflatedLittleEndianExplicit ||
 	    DcmXfer(xfer).isEncapsulated() || max < 2)
 		return 1;
 	if (!a->pending_valid || a->pending_msg_id != cmd->message_id || a->pending_status != status ||
@@ -127,7 +127,7 @@ int send_pending_bytes(pn_dcm_assoc *a, const pn_dcm_cmd *cmd, unsigned short st
 int send_pending(pn_dcm_assoc *a, const pn_dcm_cmd *cmd, unsigned short status, DcmDataset *id)
 {
 	E_TransferSyntax xfer = DcmXfer(cmd->transfer_syntax).getXfer();
-	if (a->sock < 0 || !id || xfer == EXS_Unknown || xfer == EXS_DeflatedLittleEndianExplicit ||
+	if (a->sock < 0 || a->tls || !id || xfer == EXS_Unknown || xfer == EXS_DeflatedLittleEndianExplicit ||
 	    DcmXfer(xfer).isEncapsulated())
 		return 1;
 	a->pending_ds.clear();
@@ -286,6 +286,7 @@ extern "C" int pn_dcm_ds_each(const pn_dcm_ds *d, int (*fn)(void *ctx, const pn_
 			} else if (obj->getLength() > 0) {
 				if (OFstatic_cast(DcmElement *, obj)->getOFStringArray(value).bad())
 					value.clear();
+				show_uid_nuls(OFstatic_cast(DcmElement *, obj), value);
 			}
 			e.value = value.c_str();
 			int rc = fn(ctx, &e);

@@ -34,6 +34,7 @@
 #include <vector>
 
 #include "assoc_internal.h"
+#include "tls_internal.h"
 #include "dataset_internal.h"
 #include "guard_internal.h"
 #include "pdu_internal.h"
@@ -234,7 +235,8 @@ extern "C" int pn_dcm_retrieve_respond(pn_dcm_assoc *a, const pn_dcm_cmd *cmd, u
 
 extern "C" int pn_dcm_scu_open(const char *host, int port, const char *our_ae, const char *peer_ae,
                                const pn_dcm_offer *offers, size_t n_offers, unsigned long max_pdu, int acse_timeout,
-                               int dimse_timeout, pn_dcm_assoc **ret_assoc)
+                               int dimse_timeout, const pn_dcm_tls *tls, char *tls_error, size_t tls_error_len,
+                               pn_dcm_assoc **ret_assoc)
 {
 	pn_dcm_assoc *a = nullptr;
 	T_ASC_Parameters *params = nullptr;
@@ -247,9 +249,19 @@ extern "C" int pn_dcm_scu_open(const char *host, int port, const char *our_ae, c
 			pn_dcm_assoc_free(a);
 			return -EPROTO;
 		}
+		if (tls && ASC_setTransportLayer(a->own_net, pn_dcm_tls_layer(tls), 0).bad()) {
+			pn_dcm_assoc_free(a);
+			return -EPROTO;
+		}
+		a->tls = tls != nullptr;
 		if (ASC_createAssociationParameters(&params, (long)(max_pdu ? max_pdu : ASC_DEFAULTMAXPDU)).bad()) {
 			pn_dcm_assoc_free(a);
 			return -ENOMEM;
+		}
+		if (tls) {
+			ASC_setTransportLayerType(params, OFTrue);
+			pn_dcm_tls_expect_peer(tls, host);
+			pn_dcm_tls_reset_outcome();
 		}
 		ASC_setAPTitles(params, our_ae, peer_ae, NULL);
 		char peer[300];
@@ -284,6 +296,13 @@ extern "C" int pn_dcm_scu_open(const char *host, int port, const char *our_ae, c
 		if (c.bad()) {
 			a->broken = true;
 			pn_dcm_assoc_free(a);
+			if (tls && c.module() == OFM_dcmtls) {
+				const pn_dcm_tls_outcome &o = pn_dcm_tls_last_outcome();
+				if (tls_error && tls_error_len)
+					snprintf(tls_error, tls_error_len, "%s%s%s", c.text(),
+					         o.verify_error[0] ? ": " : "", o.verify_error);
+				return -EACCES;
+			}
 			if (c == DUL_READTIMEOUT)
 				return -ETIMEDOUT;
 			// Refused connection, unknown host, connect timeout,
@@ -558,8 +577,8 @@ extern "C" int pn_dcm_store_start(pn_dcm_assoc *a, const char *path, const pn_dc
 			rq.opts = O_STORE_MOVEORIGINATORAETITLE | O_STORE_MOVEORIGINATORID;
 		}
 		T_ASC_PresentationContextID same = raw ? context_as_stored(a, sop_class_uid, raw->ts_uid) : 0;
-		// Without a plain socket of our own (never so far): through dcmtk.
-		if (a->sock < 0)
+		// Without a plain socket of our own (TLS): through dcmtk.
+		if (a->sock < 0 || a->tls)
 			same = 0;
 		int rc = same ? send_raw(a, same, rq, raw) : send_converted(a, path, sop_class_uid, stored_ts, req);
 		if (rc < 0)

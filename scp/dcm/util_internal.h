@@ -3,11 +3,14 @@
 #define PN_DCM_UTIL_INTERNAL_H
 
 #include <dcmtk/config/osconfig.h>
+#include <dcmtk/dcmdata/dcbytstr.h>
+#include <dcmtk/dcmdata/dcelem.h>
 #include <dcmtk/dcmdata/dcvr.h>
 #include <dcmtk/dcmnet/dimse.h>
 #include <dcmtk/dcmnet/dul.h>
 
 #include <cerrno>
+#include <cstring>
 #include <sys/socket.h>
 #include <sys/time.h>
 
@@ -29,6 +32,28 @@ static inline void set_socket_timeouts(int fd, int seconds)
 	tv.tv_usec = 0;
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+}
+
+// dcmtk's C strings stop at a NUL, so "1.2.3<NUL>junk" would read as the
+// valid UID "1.2.3". A UI value with a NUL before its padding is given whole,
+// its NULs shown as '?', so that every check of the UID refuses it (PS3.5
+// 9.1: digits and dots only). Other values are left as they are.
+static inline void show_uid_nuls(DcmElement *el, OFString &value)
+{
+	if (!el || el->ident() != EVR_UI)
+		return;
+	char *raw = nullptr;
+	Uint32 len = 0;
+	if (OFstatic_cast(DcmByteString *, el)->getString(raw, len).bad() || !raw)
+		return;
+	while (len > 0 && (raw[len - 1] == '\0' || raw[len - 1] == ' ')) // padding
+		len--;
+	if (!memchr(raw, '\0', len))
+		return;
+	value.assign(raw, len);
+	for (size_t i = 0; i < value.length(); i++)
+		if (value[i] == '\0')
+			value[i] = '?';
 }
 
 // The VRs whose values are text in the Specific Character Set.

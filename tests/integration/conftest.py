@@ -147,7 +147,8 @@ def scu_dir(testdir):
 @pytest.fixture
 def node_factory(request, pg_cluster, testdir, it_base):
     """node_factory(duplicate_policy=..., workers=..., max_associations=...,
-    extra_config=..., peers=...) -> a started Node with a fresh database. Teardown
+    extra_config=..., peers=..., node_class=...) -> a started Node (or an
+    instance of node_class, a subclass of it) with a fresh database. Teardown
     stops each node with SIGTERM and fails the test on sanitizer reports,
     a crash on the way out, or worker processes left behind."""
     _base, user = it_base
@@ -161,7 +162,8 @@ def node_factory(request, pg_cluster, testdir, it_base):
                               digest)
         pg_cluster.create_db(dbname)
         nodedir = H.make_dir(os.path.join(testdir, "node%d" % n))
-        node = H.Node(pg_cluster, nodedir, dbname, user, **kw)
+        node_class = kw.pop("node_class", H.Node)  # e.g. test_tls.TlsNode
+        node = node_class(pg_cluster, nodedir, dbname, user, **kw)
         nodes.append(node)
         for attempt in range(3):
             try:

@@ -7,6 +7,7 @@ the generator wrote), never from reading the node back.
 
 import os
 import re
+import struct
 import threading
 import time
 
@@ -623,3 +624,58 @@ def test_concurrent_series_of_one_new_study(node_factory, scu_dir):
     [left] = node.query("SELECT (SELECT count(*) FROM study_count) + (SELECT count(*) FROM series_count)"
                         " + (SELECT count(*) FROM patient_count) AS n")
     assert left["n"] == 0, "shard rows left unfolded"
+
+
+def _with_uid_bytes(dataset, tag, value):
+    """The explicit VR LE dataset with the UI element `tag` (group, element)
+    given the raw bytes `value` (padded to even length with NUL)."""
+    if len(value) % 2:
+        value += b"\0"
+    head = struct.pack("<HH", *tag) + b"UI"
+    at = dataset.index(head)
+    (old_len,) = struct.unpack_from("<H", dataset, at + 6)
+    return dataset[:at] + head + struct.pack("<H", len(value)) + value + dataset[at + 8 + old_len:]
+
+
+def test_a_uid_with_a_nul_inside_is_refused(node, scu_dir):
+    """A UID is the bytes it has: "UID<NUL>junk" in the command, or in the
+    dataset and the command alike, is not the valid UID before the NUL
+    (PS3.5 9.1): 0xC001, logged, nothing stored. Cut at the NUL (as dcmtk's
+    strings are) both were stored under the first part, with success."""
+    f = gen_corpus.make_instance(os.path.join(scu_dir, "nul.dcm"), name="nul")
+    uid = f["sop_instance_uid"].encode()
+    ds = rawscu.dataset_bytes(f["path"])
+    a = rawscu.Association(node.host, node.port, timeout=15)
+    try:
+        a.associate("PNNUL", node.aet, f["sop_class_uid"])
+        in_command = a.c_store(f["sop_class_uid"], uid + b"\0junk", ds, msg_id=1)
+        both = a.c_store(f["sop_class_uid"], uid + b"\0junk",
+                         _with_uid_bytes(ds, (0x0008, 0x0018), uid + b"\0junk"), msg_id=2)
+        control = a.c_store(f["sop_class_uid"], uid, ds, msg_id=3)
+        a.release()
+    finally:
+        a.close()
+    assert in_command == 0xC001, "NUL in the command's UID: 0x%04X" % in_command
+    assert both == 0xC001, "NUL in the dataset's and the command's UID: 0x%04X" % both
+    assert control == H.SUCCESS, "control case: 0x%04X" % control
+    assert node.count("instance") == 1
+    assert_log(node, r"not a valid UID", what="the UID with a NUL")
+    assert_storage_clean(node)
+
+
+def test_a_query_uid_with_a_nul_inside_is_refused(node, scu_dir):
+    """C-FIND with a Study Instance UID "1.2.3<NUL>9": a failure status, not
+    a search for "1.2.3"."""
+    study_root_find = "1.2.840.10008.5.1.4.1.2.2.1"
+    identifier = (rawscu.explicit_element(0x0008, 0x0052, "CS", b"STUDY")
+                  + rawscu.explicit_element(0x0020, 0x000D, "UI", b"1.2.3\x009")
+                  + rawscu.explicit_element(0x0010, 0x0010, "PN", b""))
+    a = rawscu.Association(node.host, node.port, timeout=15)
+    try:
+        a.associate("PNNULQ", node.aet, study_root_find)
+        rsps = a.c_find(study_root_find, identifier, pc_id=1, msg_id=1)
+        a.release()
+    finally:
+        a.close()
+    statuses = [s for s, _ in rsps]
+    assert len(statuses) == 1 and statuses[0] in (0xA900, 0xC000), statuses

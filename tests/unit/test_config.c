@@ -101,6 +101,97 @@ static void bad_files(void **state)
 	expect_error("[peer.a]\nallow = store, delete\n", ":2:", "store, find, move, get");
 }
 
+static void tls_audit_and_peer_binding(void **state)
+{
+	(void)state;
+	pn_config *c = NULL;
+	char err[512];
+	const char *p = write_conf(
+	    "[node]\nport = 0\n[tls]\nport = 2763\ncertificate = /etc/n.pem\nprivate_key = /etc/n.key\n"
+	    "ca = /etc/ca.pem\ncrl = /etc/crl.pem\n[audit]\ntarget = tls://127.0.0.1:6514\nspool = /var/spool/a\n"
+	    "spool_max_mib = 8\n[peer.ct]\nae_title = CT1\nhost = 127.0.0.1\nport = 104\n"
+	    "addresses = 10.1.2.0/24, 192.168.7.9\ntls = yes\n"
+	    "certificate_sha256 = ab:CD:ef:01:23:45:67:89:ab:cd:ef:01:23:45:67:89:"
+	    "ab:cd:ef:01:23:45:67:89:ab:cd:ef:01:23:45:67:89\n"
+	    "[peer.mr]\nae_title = MR1\nhost = 127.0.0.2\ncertificate_subject = CN=mr1,O=Hospital\n"
+	    "[peer.us]\nae_title = US1\n");
+	if (pn_config_load(p, &c, err, sizeof(err)) != 0)
+		fail_msg("%s", err);
+	unlink(path);
+	assert_int_equal(c->port, 0);
+	assert_true(pn_config_tls_listener(c));
+	assert_int_equal(c->tls_port, 2763);
+	assert_string_equal(c->tls_crl, "/etc/crl.pem");
+	assert_true(c->tls_require_client_certificate);
+	assert_int_equal(c->audit_kind, PN_AUDIT_TLS);
+	assert_string_equal(c->audit_host, "127.0.0.1");
+	assert_int_equal(c->audit_port, 6514);
+	assert_int_equal(c->audit_spool_max_mib, 8);
+	const pn_peer *ct = pn_config_find_peer(c, "CT1");
+	assert_true(ct->tls);
+	assert_true(ct->has_cert_sha256);
+	assert_int_equal(ct->cert_sha256[0], 0xab);
+	assert_int_equal(ct->cert_sha256[1], 0xcd);
+	assert_int_equal(ct->cert_sha256[31], 0x89);
+	/* addresses replace host for admission */
+	assert_true(pn_peer_admits_address(ct, "10.1.2.77"));
+	assert_true(pn_peer_admits_address(ct, "192.168.7.9"));
+	assert_false(pn_peer_admits_address(ct, "127.0.0.1"));
+	assert_false(pn_peer_admits_address(ct, "10.1.3.1"));
+	assert_false(pn_peer_admits_address(ct, "not an address"));
+	const pn_peer *mr = pn_config_find_peer(c, "MR1");
+	assert_string_equal(mr->cert_subject, "CN=mr1,O=Hospital");
+	assert_true(pn_peer_admits_address(mr, "127.0.0.2"));
+	assert_false(pn_peer_admits_address(mr, "127.0.0.1"));
+	/* no host, no addresses: from anywhere */
+	assert_true(pn_peer_admits_address(pn_config_find_peer(c, "US1"), "203.0.113.5"));
+	pn_config_free(c);
+
+	p = write_conf("[audit]\ntarget = file:/var/log/pacsnode-audit.log\n");
+	assert_int_equal(pn_config_load(p, &c, err, sizeof(err)), 0);
+	unlink(path);
+	assert_int_equal(c->audit_kind, PN_AUDIT_FILE);
+	assert_string_equal(c->audit_path, "/var/log/pacsnode-audit.log");
+	assert_false(pn_config_tls_listener(c)); /* no certificate: no TLS listener */
+	pn_config_free(c);
+
+	p = write_conf("[audit]\ntarget = udp://audit.example:514\n");
+	assert_int_equal(pn_config_load(p, &c, err, sizeof(err)), 0);
+	unlink(path);
+	assert_int_equal(c->audit_kind, PN_AUDIT_UDP);
+	assert_string_equal(c->audit_host, "audit.example");
+	assert_int_equal(c->audit_port, 514);
+	pn_config_free(c);
+}
+
+static void bad_tls_and_audit(void **state)
+{
+	(void)state;
+	expect_error("[node]\nport = 0\n", "nothing to listen on", NULL);
+	expect_error("[tls]\ncertificate = /x.pem\n", "private_key", "together");
+	expect_error("[tls]\ncertificate = /x.pem\nprivate_key = /x.key\n", "[tls] ca", NULL);
+	expect_error("[tls]\nport = 11112\ncertificate = /x.pem\nprivate_key = /x.key\n"
+	             "require_client_certificate = no\n",
+	             "both 11112", NULL);
+	expect_error("[tls]\nport = 99999\n", ":2:", "65535");
+	expect_error("[audit]\ntarget = syslog\n", ":2:", "udp://HOST:PORT");
+	expect_error("[audit]\ntarget = udp://host\n", ":2:", "udp://HOST:PORT");
+	expect_error("[audit]\ntarget = udp://:514\n", ":2:", "udp://HOST:PORT");
+	expect_error("[audit]\ntarget = tcp://h:514\n", ":2:", "tls://HOST:PORT");
+	expect_error("[audit]\ntarget = tls://h:514\n", "needs [tls] ca", NULL);
+	expect_error("[peer.a]\nae_title = A\naddresses = 10.0.0.0/33\n", ":3:", "addresses");
+	expect_error("[peer.a]\nae_title = A\naddresses = 10.0.0.1/8\n", ":3:", "host bits");
+	expect_error("[peer.a]\nae_title = A\naddresses = 10.0.0.300\n", ":3:", "addresses");
+	expect_error("[peer.a]\nae_title = A\naddresses = ,\n", ":3:", "empty");
+	expect_error("[peer.a]\nae_title = A\ncertificate_sha256 = abcd\n", ":3:", "64 hex digits");
+	expect_error(
+	    "[peer.a]\nae_title = A\ncertificate_sha256 = "
+	    "zz:cd:ef:01:23:45:67:89:ab:cd:ef:01:23:45:67:89:ab:cd:ef:01:23:45:67:89:ab:cd:ef:01:23:45:67:89\n",
+	    ":3:", "64 hex digits");
+	expect_error("[peer.a]\nae_title = A\ntls = yes\n", "[peer.a]", "no certificate");
+	expect_error("[peer.a]\nae_title = A\ncertificate_subject = CN=x\n", "[peer.a]", "no certificate");
+}
+
 static void missing_file(void **state)
 {
 	(void)state;
@@ -131,6 +222,8 @@ int main(void)
 	    cmocka_unit_test(defaults),
 	    cmocka_unit_test(full_file),
 	    cmocka_unit_test(bad_files),
+	    cmocka_unit_test(tls_audit_and_peer_binding),
+	    cmocka_unit_test(bad_tls_and_audit),
 	    cmocka_unit_test(missing_file),
 	    cmocka_unit_test(example_file_is_valid),
 	};

@@ -1,0 +1,226 @@
+/* The audit trail's producer side: every event becomes one file in the
+ * spool (written, then renamed into place), counted in counters shared by
+ * every process of the node. The sender process (audit_send.c) takes them
+ * from there. */
+#include "audit.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "audit_internal.h"
+#include "audit_msg.h"
+#include "log.h"
+
+#define DROP_LOG_INTERVAL_S 10
+
+static int64_t now_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* The bytes of the messages an earlier run left, which will be sent. */
+static uint64_t spooled_bytes(const char *dir)
+{
+	DIR *d = opendir(dir);
+	if (!d)
+		return 0;
+	uint64_t total = 0;
+	struct dirent *de;
+	while ((de = readdir(d)) != NULL) {
+		if (!pn_audit_spool_name(de->d_name))
+			continue;
+		struct stat st;
+		if (fstatat(dirfd(d), de->d_name, &st, 0) == 0 && S_ISREG(st.st_mode))
+			total += (uint64_t)st.st_size;
+	}
+	closedir(d);
+	return total;
+}
+
+int pn_audit_create(const pn_config *cfg, pn_audit **ret)
+{
+	pn_audit *a = calloc(1, sizeof(*a));
+	if (!a)
+		return -ENOMEM;
+	a->cfg = cfg;
+	a->dir_fd = -1;
+	if (cfg->audit_kind == PN_AUDIT_NONE) {
+		*ret = a;
+		return 0;
+	}
+	if (gethostname(a->hostname, sizeof(a->hostname) - 1) < 0 || !a->hostname[0])
+		snprintf(a->hostname, sizeof(a->hostname), "localhost");
+	if (mkdir(cfg->audit_spool, 0700) < 0 && errno != EEXIST) {
+		int rc = -errno;
+		free(a);
+		return rc;
+	}
+	a->dir_fd = open(cfg->audit_spool, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (a->dir_fd < 0) {
+		int rc = -errno;
+		free(a);
+		return rc;
+	}
+	/* Shared by the listener and every child it forks. */
+	a->shared = mmap(NULL, sizeof(*a->shared), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (a->shared == MAP_FAILED) {
+		int rc = -errno;
+		close(a->dir_fd);
+		free(a);
+		return rc;
+	}
+	atomic_init(&a->shared->bytes, spooled_bytes(cfg->audit_spool));
+	atomic_init(&a->shared->dropped, 0);
+	atomic_init(&a->shared->seq, 0);
+	a->max_bytes = (uint64_t)cfg->audit_spool_max_mib << 20;
+	a->enabled = true;
+	*ret = a;
+	return 0;
+}
+
+void pn_audit_free(pn_audit *a)
+{
+	if (!a)
+		return;
+	if (a->dir_fd >= 0)
+		close(a->dir_fd);
+	if (a->shared && a->shared != MAP_FAILED)
+		munmap(a->shared, sizeof(*a->shared));
+	free(a);
+}
+
+bool pn_audit_enabled(const pn_audit *a)
+{
+	return a && a->enabled;
+}
+
+unsigned long pn_audit_dropped(const pn_audit *a)
+{
+	return pn_audit_enabled(a) ? (unsigned long)atomic_load(&a->shared->dropped) : 0;
+}
+
+static void dropped(pn_audit *a, const char *why)
+{
+	unsigned long n = (unsigned long)atomic_fetch_add(&a->shared->dropped, 1) + 1;
+	time_t now = time(NULL);
+	if (now - a->last_drop_log >= DROP_LOG_INTERVAL_S) {
+		a->last_drop_log = now;
+		pn_warning("audit: message dropped: %s (%lu dropped since start)", why, n);
+	}
+}
+
+/* One message into the spool: whole, under a name that sorts by time. */
+static void spool(pn_audit *a, const char *msg, size_t len)
+{
+	uint64_t before = atomic_fetch_add(&a->shared->bytes, len);
+	if (before + len > a->max_bytes) {
+		atomic_fetch_sub(&a->shared->bytes, len);
+		char why[96];
+		snprintf(why, sizeof(why), "audit spool full (%d MiB)", a->cfg->audit_spool_max_mib);
+		dropped(a, why);
+		return;
+	}
+	unsigned long seq = (unsigned long)atomic_fetch_add(&a->shared->seq, 1);
+	char tmp[64], name[80];
+	snprintf(tmp, sizeof(tmp), "tmp.%d.%lu", (int)getpid(), seq);
+	snprintf(name, sizeof(name), "%020" PRId64 "-%d-%lu%s", now_us(), (int)getpid(), seq, PN_AUDIT_SPOOL_SUFFIX);
+	int fd = openat(a->dir_fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	int err = 0;
+	if (fd < 0) {
+		err = errno;
+	} else {
+		ssize_t w = write(fd, msg, len);
+		if (w != (ssize_t)len)
+			err = w < 0 ? errno : ENOSPC;
+		if (close(fd) < 0 && !err)
+			err = errno;
+		if (!err && renameat(a->dir_fd, tmp, a->dir_fd, name) < 0)
+			err = errno;
+		if (err)
+			unlinkat(a->dir_fd, tmp, 0);
+	}
+	if (err) {
+		atomic_fetch_sub(&a->shared->bytes, len);
+		char why[160];
+		snprintf(why, sizeof(why), "could not write to the spool \"%s\": %s", a->cfg->audit_spool,
+		         strerror(err));
+		dropped(a, why);
+	}
+}
+
+static void emit(pn_audit *a, const pn_audit_event *ev)
+{
+	if (!pn_audit_enabled(a))
+		return;
+	pn_audit_source src = {
+	    .ae_title = a->cfg->ae_title, .hostname = a->hostname, .pid = (int)getpid(), .time_us = now_us()};
+	char *msg = NULL;
+	size_t len = 0;
+	if (pn_audit_msg_build(&src, ev, &msg, &len) < 0) {
+		dropped(a, "out of memory");
+		return;
+	}
+	spool(a, msg, len);
+	free(msg);
+}
+
+void pn_audit_app_activity(pn_audit *a, bool start)
+{
+	pn_audit_event ev = {.kind = start ? PN_AUDIT_MSG_APP_START : PN_AUDIT_MSG_APP_STOP};
+	emit(a, &ev);
+}
+
+void pn_audit_security_alert(pn_audit *a, pn_audit_alert_kind kind, const pn_audit_assoc *who, const char *detail)
+{
+	pn_audit_event ev = {.kind = PN_AUDIT_MSG_ALERT, .who = who, .alert = kind, .detail = detail};
+	emit(a, &ev);
+}
+
+void pn_audit_instances_transferred(pn_audit *a, const pn_audit_assoc *who, bool received, const pn_audit_assoc *dest,
+                                    const pn_audit_study *study, bool failed)
+{
+	pn_audit_event ev = {.kind = received ? PN_AUDIT_MSG_RECEIVED : PN_AUDIT_MSG_SENT,
+	                     .who = who,
+	                     .dest = dest,
+	                     .study = study,
+	                     .failed = failed};
+	emit(a, &ev);
+}
+
+void pn_audit_begin_transfer(pn_audit *a, const pn_audit_assoc *who, const pn_audit_assoc *dest,
+                             const pn_audit_study *study)
+{
+	pn_audit_event ev = {.kind = PN_AUDIT_MSG_BEGIN, .who = who, .dest = dest, .study = study};
+	emit(a, &ev);
+}
+
+void pn_audit_query(pn_audit *a, const pn_audit_assoc *who, const char *sop_class_uid, const char *transfer_syntax_uid,
+                    const void *identifier, size_t identifier_len, bool failed)
+{
+	pn_audit_event ev = {.kind = PN_AUDIT_MSG_QUERY,
+	                     .who = who,
+	                     .sop_class_uid = sop_class_uid,
+	                     .transfer_syntax_uid = transfer_syntax_uid,
+	                     .query = identifier,
+	                     .query_len = identifier_len,
+	                     .failed = failed};
+	emit(a, &ev);
+}
+
+bool pn_audit_spool_name(const char *name)
+{
+	size_t n = strlen(name), s = strlen(PN_AUDIT_SPOOL_SUFFIX);
+	return n > s && name[0] >= '0' && name[0] <= '9' && strcmp(name + n - s, PN_AUDIT_SPOOL_SUFFIX) == 0;
+}

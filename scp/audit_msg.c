@@ -1,0 +1,385 @@
+#include "audit_msg.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* RFC 5424: facility authpriv (10); notice, warning for security alerts. */
+#define PRI_NOTICE (10 * 8 + 5)
+#define PRI_WARNING (10 * 8 + 4)
+
+typedef struct {
+	char *p;
+	size_t len, cap;
+	bool oom;
+} sbuf;
+
+static void sb_grow(sbuf *b, size_t more)
+{
+	if (b->oom || b->len + more + 1 <= b->cap)
+		return;
+	size_t cap = b->cap ? b->cap : 2048;
+	while (cap < b->len + more + 1)
+		cap *= 2;
+	char *p = realloc(b->p, cap);
+	if (!p) {
+		b->oom = true;
+		return;
+	}
+	b->p = p;
+	b->cap = cap;
+}
+
+static void sb_put(sbuf *b, const char *s, size_t n)
+{
+	sb_grow(b, n);
+	if (b->oom)
+		return;
+	memcpy(b->p + b->len, s, n);
+	b->len += n;
+	b->p[b->len] = '\0';
+}
+
+static void sb_str(sbuf *b, const char *s)
+{
+	sb_put(b, s, strlen(s));
+}
+
+static void __attribute__((format(printf, 2, 3))) sb_fmt(sbuf *b, const char *fmt, ...)
+{
+	char tmp[512];
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return;
+	if ((size_t)n < sizeof(tmp)) {
+		sb_put(b, tmp, (size_t)n);
+		return;
+	}
+	sb_grow(b, (size_t)n);
+	if (b->oom)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(b->p + b->len, (size_t)n + 1, fmt, ap);
+	va_end(ap);
+	b->len += (size_t)n;
+}
+
+/* The length of the valid UTF-8 sequence at s (up to end), or 0. */
+static size_t utf8_seq(const unsigned char *s, const unsigned char *end, uint32_t *ret_cp)
+{
+	size_t n;
+	uint32_t cp;
+	if (s[0] < 0x80)
+		return *ret_cp = s[0], 1;
+	if (s[0] >= 0xC2 && s[0] <= 0xDF)
+		n = 2, cp = s[0] & 0x1F;
+	else if (s[0] >= 0xE0 && s[0] <= 0xEF)
+		n = 3, cp = s[0] & 0x0F;
+	else if (s[0] >= 0xF0 && s[0] <= 0xF4)
+		n = 4, cp = s[0] & 0x07;
+	else
+		return 0;
+	if ((size_t)(end - s) < n)
+		return 0;
+	for (size_t i = 1; i < n; i++) {
+		if ((s[i] & 0xC0) != 0x80)
+			return 0;
+		cp = cp << 6 | (s[i] & 0x3F);
+	}
+	/* overlong forms, surrogates, beyond U+10FFFF */
+	if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10FFFF)) || (cp >= 0xD800 && cp <= 0xDFFF))
+		return 0;
+	*ret_cp = cp;
+	return n;
+}
+
+/* Text for an attribute value or element content: escaped, and whatever
+ * XML 1.0 cannot hold replaced by U+FFFD. */
+static void sb_esc(sbuf *b, const char *text)
+{
+	static const char replacement[] = "\xEF\xBF\xBD";
+	const unsigned char *s = (const unsigned char *)(text ? text : "");
+	const unsigned char *end = s + strlen((const char *)s);
+	while (s < end) {
+		uint32_t cp = 0;
+		size_t n = utf8_seq(s, end, &cp);
+		if (n == 0) {
+			sb_str(b, replacement);
+			s++;
+			continue;
+		}
+		switch (cp) {
+		case '&':
+			sb_str(b, "&amp;");
+			break;
+		case '<':
+			sb_str(b, "&lt;");
+			break;
+		case '>':
+			sb_str(b, "&gt;");
+			break;
+		case '"':
+			sb_str(b, "&quot;");
+			break;
+		case '\'':
+			sb_str(b, "&apos;");
+			break;
+		default:
+			if (cp < 0x20 || cp == 0xFFFE || cp == 0xFFFF)
+				sb_str(b, replacement);
+			else
+				sb_put(b, (const char *)s, n);
+		}
+		s += n;
+	}
+}
+
+static void sb_base64(sbuf *b, const void *data, size_t len)
+{
+	static const char abc[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	const unsigned char *d = data;
+	sb_grow(b, (len + 2) / 3 * 4);
+	for (size_t i = 0; i < len && !b->oom; i += 3) {
+		uint32_t v =
+		    (uint32_t)d[i] << 16 | (i + 1 < len ? (uint32_t)d[i + 1] << 8 : 0) | (i + 2 < len ? d[i + 2] : 0);
+		char q[4] = {abc[v >> 18 & 63], abc[v >> 12 & 63], i + 1 < len ? abc[v >> 6 & 63] : '=',
+		             i + 2 < len ? abc[v & 63] : '='};
+		sb_put(b, q, 4);
+	}
+}
+
+static void code(sbuf *b, const char *element, const char *csd, const char *system, const char *text)
+{
+	sb_fmt(b, "<%s csd-code=\"%s\" codeSystemName=\"%s\" originalText=\"%s\"/>", element, csd, system, text);
+}
+
+static void rfc3339(sbuf *b, int64_t us)
+{
+	time_t secs = (time_t)(us / 1000000);
+	struct tm tm;
+	gmtime_r(&secs, &tm);
+	sb_fmt(b, "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
+	       tm.tm_min, tm.tm_sec, (int)(us % 1000000));
+}
+
+/* Our application as a participant. */
+static void us(sbuf *b, const pn_audit_source *src, bool requestor, const char *role_code, const char *role_text)
+{
+	sb_str(b, "<ActiveParticipant UserID=\"");
+	sb_esc(b, src->ae_title);
+	sb_str(b, "\" AlternativeUserID=\"AETITLES=");
+	sb_esc(b, src->ae_title);
+	sb_fmt(b, "\" UserName=\"pacsnode\" UserIsRequestor=\"%s\" NetworkAccessPointID=\"",
+	       requestor ? "true" : "false");
+	sb_esc(b, src->hostname);
+	sb_str(b, "\" NetworkAccessPointTypeCode=\"1\">");
+	if (role_code)
+		code(b, "RoleIDCode", role_code, "DCM", role_text);
+	sb_str(b, "</ActiveParticipant>");
+}
+
+/* A peer as a participant: its AE title, and its address when known. */
+static void peer(sbuf *b, const pn_audit_assoc *p, bool requestor, const char *role_code, const char *role_text)
+{
+	const char *ae = p->calling_ae && *p->calling_ae ? p->calling_ae : "(none)";
+	sb_str(b, "<ActiveParticipant UserID=\"");
+	sb_esc(b, ae);
+	sb_str(b, "\" AlternativeUserID=\"AETITLES=");
+	sb_esc(b, ae);
+	sb_fmt(b, "\" UserIsRequestor=\"%s\"", requestor ? "true" : "false");
+	if (p->peer_addr && *p->peer_addr) {
+		sb_str(b, " NetworkAccessPointID=\"");
+		sb_esc(b, p->peer_addr);
+		sb_str(b, "\" NetworkAccessPointTypeCode=\"2\"");
+	}
+	sb_str(b, ">");
+	if (role_code)
+		code(b, "RoleIDCode", role_code, "DCM", role_text);
+	sb_str(b, "</ActiveParticipant>");
+}
+
+static void source_identification(sbuf *b, const pn_audit_source *src)
+{
+	sb_str(b, "<AuditSourceIdentification AuditSourceID=\"");
+	sb_esc(b, src->ae_title);
+	sb_str(b, "\">");
+	/* 4: Application Server Process tier in a multi-tier system */
+	code(b, "AuditSourceTypeCode", "4", "DCM", "Application Server Process");
+	sb_str(b, "</AuditSourceIdentification>");
+}
+
+static void study_objects(sbuf *b, const pn_audit_study *st)
+{
+	if (!st)
+		return;
+	sb_str(b, "<ParticipantObjectIdentification ParticipantObjectID=\"");
+	sb_esc(b, st->study_uid);
+	sb_str(b, "\" ParticipantObjectTypeCode=\"2\" ParticipantObjectTypeCodeRole=\"3\">");
+	code(b, "ParticipantObjectIDTypeCode", "110180", "DCM", "Study Instance UID");
+	for (size_t i = 0; i < st->n_classes; i++) {
+		sb_str(b, "<SOPClass UID=\"");
+		sb_esc(b, st->classes[i].sop_class_uid);
+		sb_fmt(b, "\" NumberOfInstances=\"%u\"/>", st->classes[i].count);
+	}
+	sb_str(b, "</ParticipantObjectIdentification>");
+	sb_str(b, "<ParticipantObjectIdentification ParticipantObjectID=\"");
+	sb_esc(b, st->patient_id);
+	sb_str(b, "\" ParticipantObjectTypeCode=\"1\" ParticipantObjectTypeCodeRole=\"1\">");
+	code(b, "ParticipantObjectIDTypeCode", "2", "RFC-3881", "Patient Number");
+	if (st->patient_name && *st->patient_name) {
+		sb_str(b, "<ParticipantObjectName>");
+		sb_esc(b, st->patient_name);
+		sb_str(b, "</ParticipantObjectName>");
+	}
+	sb_str(b, "</ParticipantObjectIdentification>");
+}
+
+static void event(sbuf *b, const pn_audit_source *src, const char *action, int outcome, const char *id_code,
+                  const char *id_text)
+{
+	sb_fmt(b, "<EventIdentification EventActionCode=\"%s\" EventDateTime=\"", action);
+	rfc3339(b, src->time_us);
+	sb_fmt(b, "\" EventOutcomeIndicator=\"%d\">", outcome);
+	code(b, "EventID", id_code, "DCM", id_text);
+}
+
+/* Who sent and who received: for a store the peer sent to us; for a
+ * C-MOVE we sent to the destination on the requester's behalf; for a C-GET
+ * we sent to the requester. */
+static void transfer_participants(sbuf *b, const pn_audit_source *src, const pn_audit_event *ev, bool received)
+{
+	if (received) {
+		peer(b, ev->who, true, "110153", "Source Role ID");
+		us(b, src, false, "110152", "Destination Role ID");
+	} else if (ev->dest) {
+		peer(b, ev->who, true, NULL, NULL);
+		us(b, src, false, "110153", "Source Role ID");
+		peer(b, ev->dest, false, "110152", "Destination Role ID");
+	} else {
+		us(b, src, false, "110153", "Source Role ID");
+		peer(b, ev->who, true, "110152", "Destination Role ID");
+	}
+}
+
+static void alert_type(sbuf *b, pn_audit_alert_kind kind)
+{
+	switch (kind) {
+	case PN_AUDIT_ALERT_NODE_AUTH:
+		code(b, "EventTypeCode", "110126", "DCM", "Node Authentication");
+		break;
+	case PN_AUDIT_ALERT_UNAUTHORIZED:
+		code(b, "EventTypeCode", "110132", "DCM", "Use of Restricted Function");
+		break;
+	case PN_AUDIT_ALERT_CONFIGURATION:
+		code(b, "EventTypeCode", "110131", "DCM", "Software Configuration");
+		break;
+	}
+}
+
+static void body(sbuf *b, const pn_audit_source *src, const pn_audit_event *ev)
+{
+	switch (ev->kind) {
+	case PN_AUDIT_MSG_APP_START:
+	case PN_AUDIT_MSG_APP_STOP: {
+		bool start = ev->kind == PN_AUDIT_MSG_APP_START;
+		event(b, src, "E", 0, "110100", "Application Activity");
+		code(b, "EventTypeCode", start ? "110120" : "110121", "DCM",
+		     start ? "Application Start" : "Application Stop");
+		sb_str(b, "</EventIdentification>");
+		us(b, src, false, "110150", "Application");
+		source_identification(b, src);
+		break;
+	}
+	case PN_AUDIT_MSG_ALERT: {
+		bool config = ev->alert == PN_AUDIT_ALERT_CONFIGURATION;
+		event(b, src, "E", config ? 0 : 4, "110113", "Security Alert");
+		alert_type(b, ev->alert);
+		sb_str(b, "</EventIdentification>");
+		/* the reporting node, and the one it is about */
+		us(b, src, false, NULL, NULL);
+		if (ev->who && !config)
+			peer(b, ev->who, true, NULL, NULL);
+		source_identification(b, src);
+		const char *node = config                                                 ? src->hostname
+		                   : ev->who && ev->who->peer_addr && *ev->who->peer_addr ? ev->who->peer_addr
+		                                                                          : "(unknown)";
+		sb_str(b, "<ParticipantObjectIdentification ParticipantObjectID=\"");
+		sb_esc(b, node);
+		sb_str(b, "\" ParticipantObjectTypeCode=\"2\" ParticipantObjectTypeCodeRole=\"13\">");
+		code(b, "ParticipantObjectIDTypeCode", "110182", "DCM", "Node ID");
+		const char *detail = ev->detail ? ev->detail : "";
+		sb_str(b, "<ParticipantObjectDetail type=\"Alert Description\" value=\"");
+		sb_base64(b, detail, strlen(detail));
+		sb_str(b, "\"/><ParticipantObjectDescription>");
+		sb_esc(b, detail);
+		sb_str(b, "</ParticipantObjectDescription></ParticipantObjectIdentification>");
+		break;
+	}
+	case PN_AUDIT_MSG_RECEIVED:
+	case PN_AUDIT_MSG_SENT: {
+		bool received = ev->kind == PN_AUDIT_MSG_RECEIVED;
+		event(b, src, received ? "C" : "R", ev->failed ? 4 : 0, "110104", "DICOM Instances Transferred");
+		sb_str(b, "</EventIdentification>");
+		transfer_participants(b, src, ev, received);
+		source_identification(b, src);
+		study_objects(b, ev->study);
+		break;
+	}
+	case PN_AUDIT_MSG_BEGIN:
+		event(b, src, "E", 0, "110102", "Begin Transferring DICOM Instances");
+		sb_str(b, "</EventIdentification>");
+		transfer_participants(b, src, ev, false);
+		source_identification(b, src);
+		study_objects(b, ev->study);
+		break;
+	case PN_AUDIT_MSG_QUERY:
+		event(b, src, "E", ev->failed ? 4 : 0, "110112", "Query");
+		sb_str(b, "</EventIdentification>");
+		peer(b, ev->who, true, "110153", "Source Role ID");
+		us(b, src, false, "110152", "Destination Role ID");
+		source_identification(b, src);
+		sb_str(b, "<ParticipantObjectIdentification ParticipantObjectID=\"");
+		sb_esc(b, ev->sop_class_uid);
+		sb_str(b, "\" ParticipantObjectTypeCode=\"2\" ParticipantObjectTypeCodeRole=\"3\">");
+		code(b, "ParticipantObjectIDTypeCode", "110181", "DCM", "SOP Class UID");
+		sb_str(b, "<ParticipantObjectQuery>");
+		sb_base64(b, ev->query, ev->query ? ev->query_len : 0);
+		sb_str(b, "</ParticipantObjectQuery><ParticipantObjectDetail type=\"TransferSyntax\" value=\"");
+		const char *ts = ev->transfer_syntax_uid ? ev->transfer_syntax_uid : "";
+		sb_base64(b, ts, strlen(ts));
+		sb_str(b, "\"/></ParticipantObjectIdentification>");
+		break;
+	}
+}
+
+int pn_audit_msg_build(const pn_audit_source *src, const pn_audit_event *ev, char **ret_msg, size_t *ret_len)
+{
+	sbuf b = {0};
+	/* RFC 5424 HEADER: HOSTNAME and APP-NAME are printable US-ASCII
+	 * without spaces; the node's host name is ours, but check anyway. */
+	char host[256];
+	size_t n = 0;
+	for (const char *h = src->hostname ? src->hostname : ""; *h && n < sizeof(host) - 1; h++)
+		host[n++] = (*h > 32 && *h < 127) ? *h : '_';
+	host[n] = '\0';
+	sb_fmt(&b, "<%d>1 ", ev->kind == PN_AUDIT_MSG_ALERT ? PRI_WARNING : PRI_NOTICE);
+	rfc3339(&b, src->time_us);
+	sb_fmt(&b, " %s pacsnode %d IHE+RFC-3881 - \xEF\xBB\xBF", n ? host : "-", src->pid);
+	sb_str(&b, "<?xml version=\"1.0\" encoding=\"UTF-8\"?><AuditMessage>");
+	body(&b, src, ev);
+	sb_str(&b, "</AuditMessage>");
+	if (b.oom) {
+		free(b.p);
+		return -ENOMEM;
+	}
+	*ret_msg = b.p;
+	*ret_len = b.len;
+	return 0;
+}
