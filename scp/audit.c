@@ -30,7 +30,25 @@ static int64_t now_us(void)
 	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
-/* The bytes of the messages an earlier run left, which will be sent. */
+/* A producer's file not yet renamed into place: "tmp.PID.SEQ". */
+static bool tmp_name(const char *name)
+{
+	if (strncmp(name, "tmp.", 4) != 0)
+		return false;
+	int dots = 0;
+	for (const char *p = name + 4; *p; p++) {
+		if (*p == '.')
+			dots++;
+		else if (*p < '0' || *p > '9')
+			return false;
+	}
+	return dots == 1;
+}
+
+/* The bytes of the messages an earlier run left, which will be sent; and
+ * the half-written files of producers that died before their rename,
+ * which nobody will finish (no producer runs yet: we are before the
+ * first fork). */
 static uint64_t spooled_bytes(const char *dir)
 {
 	DIR *d = opendir(dir);
@@ -39,6 +57,10 @@ static uint64_t spooled_bytes(const char *dir)
 	uint64_t total = 0;
 	struct dirent *de;
 	while ((de = readdir(d)) != NULL) {
+		if (tmp_name(de->d_name)) {
+			unlinkat(dirfd(d), de->d_name, 0);
+			continue;
+		}
 		if (!pn_audit_spool_name(de->d_name))
 			continue;
 		struct stat st;
@@ -59,6 +81,10 @@ int pn_audit_create(const pn_config *cfg, pn_audit **ret)
 	if (cfg->audit_kind == PN_AUDIT_NONE) {
 		*ret = a;
 		return 0;
+	}
+	if (!cfg->audit_spool || !cfg->audit_spool[0]) {
+		free(a);
+		return -EINVAL;
 	}
 	if (gethostname(a->hostname, sizeof(a->hostname) - 1) < 0 || !a->hostname[0])
 		snprintf(a->hostname, sizeof(a->hostname), "localhost");
@@ -111,13 +137,17 @@ unsigned long pn_audit_dropped(const pn_audit *a)
 	return pn_audit_enabled(a) ? (unsigned long)atomic_load(&a->shared->dropped) : 0;
 }
 
+/* Counted always; said at most once per 10 s per process (the handle is
+ * each process's own copy, the counter is shared). */
 static void dropped(pn_audit *a, const char *why)
 {
 	unsigned long n = (unsigned long)atomic_fetch_add(&a->shared->dropped, 1) + 1;
-	time_t now = time(NULL);
-	if (now - a->last_drop_log >= DROP_LOG_INTERVAL_S) {
-		a->last_drop_log = now;
-		pn_warning("audit: message dropped: %s (%lu dropped since start)", why, n);
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	if (!a->drop_logged || now.tv_sec - a->last_drop_log >= DROP_LOG_INTERVAL_S) {
+		a->drop_logged = true;
+		a->last_drop_log = now.tv_sec;
+		pn_warning("%s: message dropped (%lu dropped since start)", why, n);
 	}
 }
 
@@ -154,7 +184,7 @@ static void spool(pn_audit *a, const char *msg, size_t len)
 	if (err) {
 		atomic_fetch_sub(&a->shared->bytes, len);
 		char why[160];
-		snprintf(why, sizeof(why), "could not write to the spool \"%s\": %s", a->cfg->audit_spool,
+		snprintf(why, sizeof(why), "audit: could not write to the spool \"%s\": %s", a->cfg->audit_spool,
 		         strerror(err));
 		dropped(a, why);
 	}
@@ -169,7 +199,7 @@ static void emit(pn_audit *a, const pn_audit_event *ev)
 	char *msg = NULL;
 	size_t len = 0;
 	if (pn_audit_msg_build(&src, ev, &msg, &len) < 0) {
-		dropped(a, "out of memory");
+		dropped(a, "audit: out of memory");
 		return;
 	}
 	spool(a, msg, len);

@@ -27,7 +27,8 @@ struct pn_audit {
 	pn_audit_shared *shared;
 	uint64_t max_bytes;
 	char hostname[256];
-	time_t last_drop_log; /* per process: one warning per 10 s */
+	time_t last_drop_log; /* per process, CLOCK_MONOTONIC: one warning per 10 s */
+	bool drop_logged;
 };
 
 /* Whether a spool entry is a message to send (not a temporary file). */

@@ -12,6 +12,16 @@
 #define PRI_NOTICE (10 * 8 + 5)
 #define PRI_WARNING (10 * 8 + 4)
 
+/* The most of each string from the network a message carries (bytes before
+ * escaping, which can make 6 of one): an AE title has 16 characters, a UID
+ * 64 bytes, an IPv6 address 45; a PN value 3 groups of 64 characters, a
+ * reason a line. What goes beyond is cut (and marked "…"). With the
+ * tally's 64 SOP classes per study, the largest message (some 40 KB of
+ * hostile strings) stays below the 65,507 bytes of a UDP datagram. */
+#define SHORT_CAP 64
+#define TEXT_CAP 1024
+#define QUERY_CAP (16u << 10) /* identifier bytes, before base64 */
+
 typedef struct {
 	char *p;
 	size_t len, cap;
@@ -100,13 +110,22 @@ static size_t utf8_seq(const unsigned char *s, const unsigned char *end, uint32_
 	return n;
 }
 
-/* Text for an attribute value or element content: escaped, and whatever
- * XML 1.0 cannot hold replaced by U+FFFD. */
-static void sb_esc(sbuf *b, const char *text)
+/* Text for an attribute value or element content: escaped, whatever
+ * XML 1.0 cannot hold replaced by U+FFFD, and at most `cap` bytes of it
+ * (cut before a character, "…" added), so that a hostile 64 KB name cannot
+ * make a message that UDP cannot carry (RFC 5426: 65,507 bytes at most). */
+static void sb_esc_cap(sbuf *b, const char *text, size_t cap)
 {
 	static const char replacement[] = "\xEF\xBF\xBD";
 	const unsigned char *s = (const unsigned char *)(text ? text : "");
-	const unsigned char *end = s + strlen((const char *)s);
+	size_t len = strnlen((const char *)s, cap + 1);
+	bool cut = len > cap;
+	if (cut) {
+		len = cap;
+		while (len > 0 && (s[len] & 0xC0) == 0x80)
+			len--;
+	}
+	const unsigned char *end = s + len;
 	while (s < end) {
 		uint32_t cp = 0;
 		size_t n = utf8_seq(s, end, &cp);
@@ -139,6 +158,19 @@ static void sb_esc(sbuf *b, const char *text)
 		}
 		s += n;
 	}
+	if (cut)
+		sb_str(b, "\xE2\x80\xA6");
+}
+
+static void sb_esc(sbuf *b, const char *text)
+{
+	sb_esc_cap(b, text, TEXT_CAP);
+}
+
+/* AE titles, addresses, UIDs */
+static void sb_esc_short(sbuf *b, const char *text)
+{
+	sb_esc_cap(b, text, SHORT_CAP);
 }
 
 static void sb_base64(sbuf *b, const void *data, size_t len)
@@ -173,9 +205,9 @@ static void rfc3339(sbuf *b, int64_t us)
 static void us(sbuf *b, const pn_audit_source *src, bool requestor, const char *role_code, const char *role_text)
 {
 	sb_str(b, "<ActiveParticipant UserID=\"");
-	sb_esc(b, src->ae_title);
+	sb_esc_short(b, src->ae_title);
 	sb_str(b, "\" AlternativeUserID=\"AETITLES=");
-	sb_esc(b, src->ae_title);
+	sb_esc_short(b, src->ae_title);
 	sb_fmt(b, "\" UserName=\"pacsnode\" UserIsRequestor=\"%s\" NetworkAccessPointID=\"",
 	       requestor ? "true" : "false");
 	sb_esc(b, src->hostname);
@@ -188,15 +220,18 @@ static void us(sbuf *b, const pn_audit_source *src, bool requestor, const char *
 /* A peer as a participant: its AE title, and its address when known. */
 static void peer(sbuf *b, const pn_audit_assoc *p, bool requestor, const char *role_code, const char *role_text)
 {
+	static const pn_audit_assoc nobody = {0};
+	if (!p)
+		p = &nobody;
 	const char *ae = p->calling_ae && *p->calling_ae ? p->calling_ae : "(none)";
 	sb_str(b, "<ActiveParticipant UserID=\"");
-	sb_esc(b, ae);
+	sb_esc_short(b, ae);
 	sb_str(b, "\" AlternativeUserID=\"AETITLES=");
-	sb_esc(b, ae);
+	sb_esc_short(b, ae);
 	sb_fmt(b, "\" UserIsRequestor=\"%s\"", requestor ? "true" : "false");
 	if (p->peer_addr && *p->peer_addr) {
 		sb_str(b, " NetworkAccessPointID=\"");
-		sb_esc(b, p->peer_addr);
+		sb_esc_short(b, p->peer_addr);
 		sb_str(b, "\" NetworkAccessPointTypeCode=\"2\"");
 	}
 	sb_str(b, ">");
@@ -208,27 +243,35 @@ static void peer(sbuf *b, const pn_audit_assoc *p, bool requestor, const char *r
 static void source_identification(sbuf *b, const pn_audit_source *src)
 {
 	sb_str(b, "<AuditSourceIdentification AuditSourceID=\"");
-	sb_esc(b, src->ae_title);
+	sb_esc_short(b, src->ae_title);
 	sb_str(b, "\">");
-	/* 4: Application Server Process tier in a multi-tier system */
-	code(b, "AuditSourceTypeCode", "4", "DCM", "Application Server Process");
+	/* 4: application server process tier, from the value set of the A.5.1
+	 * schema itself (A.5.1.2.1), which takes the bare code: it is not a
+	 * "DCM" code, so no codeSystemName is claimed for it. */
+	sb_str(b, "<AuditSourceTypeCode csd-code=\"4\"/>");
 	sb_str(b, "</AuditSourceIdentification>");
 }
 
-static void study_objects(sbuf *b, const pn_audit_study *st)
+/* The study, with its SOP classes and instance counts, and whether it went
+ * over TLS, in a ParticipantObjectDescription: the A.5.1 schema puts the
+ * DICOM object description (MPPS, Accession, SOPClass, ..., Encrypted)
+ * there, not directly in the ParticipantObjectIdentification. */
+static void study_objects(sbuf *b, const pn_audit_study *st, bool tls)
 {
 	if (!st)
 		return;
 	sb_str(b, "<ParticipantObjectIdentification ParticipantObjectID=\"");
-	sb_esc(b, st->study_uid);
+	sb_esc_short(b, st->study_uid);
 	sb_str(b, "\" ParticipantObjectTypeCode=\"2\" ParticipantObjectTypeCodeRole=\"3\">");
 	code(b, "ParticipantObjectIDTypeCode", "110180", "DCM", "Study Instance UID");
-	for (size_t i = 0; i < st->n_classes; i++) {
+	sb_str(b, "<ParticipantObjectDescription>");
+	for (size_t i = 0; st->classes && i < st->n_classes; i++) {
 		sb_str(b, "<SOPClass UID=\"");
-		sb_esc(b, st->classes[i].sop_class_uid);
+		sb_esc_short(b, st->classes[i].sop_class_uid);
 		sb_fmt(b, "\" NumberOfInstances=\"%u\"/>", st->classes[i].count);
 	}
-	sb_str(b, "</ParticipantObjectIdentification>");
+	sb_fmt(b, "<Encrypted>%s</Encrypted>", tls ? "true" : "false");
+	sb_str(b, "</ParticipantObjectDescription></ParticipantObjectIdentification>");
 	sb_str(b, "<ParticipantObjectIdentification ParticipantObjectID=\"");
 	sb_esc(b, st->patient_id);
 	sb_str(b, "\" ParticipantObjectTypeCode=\"1\" ParticipantObjectTypeCodeRole=\"1\">");
@@ -268,6 +311,14 @@ static void transfer_participants(sbuf *b, const pn_audit_source *src, const pn_
 	}
 }
 
+/* Whether the instances went over TLS: to the C-MOVE destination, else on
+ * the requester's own association. */
+static bool carried_over_tls(const pn_audit_event *ev)
+{
+	const pn_audit_assoc *carrier = ev->dest ? ev->dest : ev->who;
+	return carrier && carrier->tls;
+}
+
 static void alert_type(sbuf *b, pn_audit_alert_kind kind)
 {
 	switch (kind) {
@@ -301,7 +352,9 @@ static void body(sbuf *b, const pn_audit_source *src, const pn_audit_event *ev)
 		bool config = ev->alert == PN_AUDIT_ALERT_CONFIGURATION;
 		event(b, src, "E", config ? 0 : 4, "110113", "Security Alert");
 		alert_type(b, ev->alert);
-		sb_str(b, "</EventIdentification>");
+		sb_str(b, "<EventOutcomeDescription>");
+		sb_esc(b, ev->detail);
+		sb_str(b, "</EventOutcomeDescription></EventIdentification>");
 		/* the reporting node, and the one it is about */
 		us(b, src, false, NULL, NULL);
 		if (ev->who && !config)
@@ -311,15 +364,20 @@ static void body(sbuf *b, const pn_audit_source *src, const pn_audit_event *ev)
 		                   : ev->who && ev->who->peer_addr && *ev->who->peer_addr ? ev->who->peer_addr
 		                                                                          : "(unknown)";
 		sb_str(b, "<ParticipantObjectIdentification ParticipantObjectID=\"");
-		sb_esc(b, node);
+		sb_esc_short(b, node);
 		sb_str(b, "\" ParticipantObjectTypeCode=\"2\" ParticipantObjectTypeCodeRole=\"13\">");
 		code(b, "ParticipantObjectIDTypeCode", "110182", "DCM", "Node ID");
+		/* the schema wants a name or a query here: the node's AE title */
+		const char *name = config                                                   ? src->ae_title
+		                   : ev->who && ev->who->calling_ae && *ev->who->calling_ae ? ev->who->calling_ae
+		                                                                            : "(none)";
+		sb_str(b, "<ParticipantObjectName>");
+		sb_esc_short(b, name);
+		sb_str(b, "</ParticipantObjectName>");
 		const char *detail = ev->detail ? ev->detail : "";
 		sb_str(b, "<ParticipantObjectDetail type=\"Alert Description\" value=\"");
-		sb_base64(b, detail, strlen(detail));
-		sb_str(b, "\"/><ParticipantObjectDescription>");
-		sb_esc(b, detail);
-		sb_str(b, "</ParticipantObjectDescription></ParticipantObjectIdentification>");
+		sb_base64(b, detail, strnlen(detail, TEXT_CAP));
+		sb_str(b, "\"/></ParticipantObjectIdentification>");
 		break;
 	}
 	case PN_AUDIT_MSG_RECEIVED:
@@ -329,7 +387,7 @@ static void body(sbuf *b, const pn_audit_source *src, const pn_audit_event *ev)
 		sb_str(b, "</EventIdentification>");
 		transfer_participants(b, src, ev, received);
 		source_identification(b, src);
-		study_objects(b, ev->study);
+		study_objects(b, ev->study, carried_over_tls(ev));
 		break;
 	}
 	case PN_AUDIT_MSG_BEGIN:
@@ -337,7 +395,7 @@ static void body(sbuf *b, const pn_audit_source *src, const pn_audit_event *ev)
 		sb_str(b, "</EventIdentification>");
 		transfer_participants(b, src, ev, false);
 		source_identification(b, src);
-		study_objects(b, ev->study);
+		study_objects(b, ev->study, carried_over_tls(ev));
 		break;
 	case PN_AUDIT_MSG_QUERY:
 		event(b, src, "E", ev->failed ? 4 : 0, "110112", "Query");
@@ -346,15 +404,24 @@ static void body(sbuf *b, const pn_audit_source *src, const pn_audit_event *ev)
 		us(b, src, false, "110152", "Destination Role ID");
 		source_identification(b, src);
 		sb_str(b, "<ParticipantObjectIdentification ParticipantObjectID=\"");
-		sb_esc(b, ev->sop_class_uid);
+		sb_esc_short(b, ev->sop_class_uid);
 		sb_str(b, "\" ParticipantObjectTypeCode=\"2\" ParticipantObjectTypeCodeRole=\"3\">");
 		code(b, "ParticipantObjectIDTypeCode", "110181", "DCM", "SOP Class UID");
+		size_t qlen = ev->query ? ev->query_len : 0;
 		sb_str(b, "<ParticipantObjectQuery>");
-		sb_base64(b, ev->query, ev->query ? ev->query_len : 0);
+		sb_base64(b, ev->query, qlen > QUERY_CAP ? QUERY_CAP : qlen);
 		sb_str(b, "</ParticipantObjectQuery><ParticipantObjectDetail type=\"TransferSyntax\" value=\"");
 		const char *ts = ev->transfer_syntax_uid ? ev->transfer_syntax_uid : "";
-		sb_base64(b, ts, strlen(ts));
-		sb_str(b, "\"/></ParticipantObjectIdentification>");
+		sb_base64(b, ts, strnlen(ts, TEXT_CAP));
+		sb_str(b, "\"/>");
+		if (qlen > QUERY_CAP) { /* the query holds the first QUERY_CAP bytes */
+			char total[32];
+			int n = snprintf(total, sizeof(total), "%zu", qlen);
+			sb_str(b, "<ParticipantObjectDetail type=\"QueryLength\" value=\"");
+			sb_base64(b, total, (size_t)n);
+			sb_str(b, "\"/>");
+		}
+		sb_str(b, "</ParticipantObjectIdentification>");
 		break;
 	}
 }
