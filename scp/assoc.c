@@ -64,7 +64,9 @@ static bool admit(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dcm_ass
 		pn_warning("association from \"%s\" at %s rejected: called AE title \"%s\" is not ours (\"%s\")",
 		           info->calling_ae, info->peer, info->called_ae, cfg->ae_title);
 		pn_audit_assoc who = audit_who(info);
-		pn_audit_security_alert(ctx->audit, PN_AUDIT_ALERT_UNAUTHORIZED, &who, "called AE title is not ours");
+		char why[128];
+		snprintf(why, sizeof(why), "called AE title \"%s\" is not ours", info->called_ae);
+		pn_audit_security_alert(ctx->audit, PN_AUDIT_ALERT_UNAUTHORIZED, &who, why);
 		pn_dcm_assoc_reject(assoc, PN_REJECT_CALLED_AE);
 		return false;
 	}

@@ -26,6 +26,7 @@ import pytest
 
 import pacsnode_checks as C
 import pacsnode_harness as H
+import tls_certs
 from pacsnode_harness import gen_corpus
 
 
@@ -122,6 +123,17 @@ def bad_cases(tmp_path_factory):
         for f in case["files"]:
             f["abspath"] = str(d / f["path"])
     return {c["name"]: c for c in bad["cases"]}
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory, it_base):
+    """The certificates, made once per run (all xdist workers share them),
+    copied for this worker so that the node's user owns its keys."""
+    root = tmp_path_factory.getbasetemp()
+    shared = root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root
+    master = tls_certs.generate_once(str(shared / "tls-pki"))
+    base, user = it_base
+    return master.copy_to(os.path.join(base, "pki"), user)
 
 
 @pytest.fixture

@@ -41,17 +41,6 @@ def tools_present():
         pytest.fail("missing tools for the TLS tests: %s" % ", ".join(missing), pytrace=False)
 
 
-@pytest.fixture(scope="session")
-def pki(tmp_path_factory, it_base):
-    """The certificates, made once per run (all xdist workers share them),
-    copied for this worker so that the node's user owns its keys."""
-    root = tmp_path_factory.getbasetemp()
-    shared = root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root
-    master = tls_certs.generate_once(str(shared / "tls-pki"))
-    base, user = it_base
-    return master.copy_to(os.path.join(base, "pki"), user)
-
-
 # --------------------------------------------------------------------------
 # A node with a TLS listener
 
