@@ -197,9 +197,30 @@ static int parse_sequence(pn_dcm_ds *identifier, pn_query_key *key, bool fold_na
 	return rc;
 }
 
-int pn_query_parse(pn_dcm_ds *identifier, const char *sop_class_uid, bool fold_names, pn_query **ret_query,
+/* The hierarchical rule: a unique key of each level above the query
+ * level, as a single value. */
+static bool unique_keys_present(const pn_query *q, const raw_keys *rk, char *why, size_t whylen)
+{
+	if (q->patient_root && q->level >= PN_LEVEL_STUDY && !single_unique(rk, TAG_PATIENT_ID, false)) {
+		snprintf(why, whylen, "%s level (Patient Root) needs PatientID as a single value", q->level_name);
+		return false;
+	}
+	if (q->level >= PN_LEVEL_SERIES && !single_unique(rk, TAG_STUDY_UID, true)) {
+		snprintf(why, whylen, "%s level needs StudyInstanceUID as a single valid UID", q->level_name);
+		return false;
+	}
+	if (q->level >= PN_LEVEL_INSTANCE && !single_unique(rk, TAG_SERIES_UID, true)) {
+		snprintf(why, whylen, "IMAGE level needs SeriesInstanceUID as a single valid UID");
+		return false;
+	}
+	return true;
+}
+
+int pn_query_parse(pn_dcm_ds *identifier, const char *sop_class_uid, unsigned flags, pn_query **ret_query,
                    unsigned short *ret_status, char *why, size_t whylen)
 {
+	bool fold_names = flags & PN_QUERY_FOLD_NAMES;
+	bool relational = flags & PN_QUERY_RELATIONAL;
 	*ret_status = PN_STATUS_UNABLE_TO_PROCESS;
 	pn_query *q = calloc(1, sizeof *q);
 	if (!q) {
@@ -278,19 +299,10 @@ int pn_query_parse(pn_dcm_ds *identifier, const char *sop_class_uid, bool fold_n
 		snprintf(why, whylen, "PATIENT level is not part of the Study Root model");
 		goto fail;
 	}
-	/* Unique keys of every level above: single values (C.4.1.2.1). */
-	if (q->patient_root && q->level >= PN_LEVEL_STUDY && !single_unique(&rk, TAG_PATIENT_ID, false)) {
-		snprintf(why, whylen, "%s level (Patient Root) needs PatientID as a single value", q->level_name);
+	/* Unique keys of every level above: single values (C.4.1.2.1);
+	 * relational queries may give any key of any level above, or none. */
+	if (!relational && !unique_keys_present(q, &rk, why, whylen))
 		goto fail;
-	}
-	if (q->level >= PN_LEVEL_SERIES && !single_unique(&rk, TAG_STUDY_UID, true)) {
-		snprintf(why, whylen, "%s level needs StudyInstanceUID as a single valid UID", q->level_name);
-		goto fail;
-	}
-	if (q->level >= PN_LEVEL_INSTANCE && !single_unique(&rk, TAG_SERIES_UID, true)) {
-		snprintf(why, whylen, "IMAGE level needs SeriesInstanceUID as a single valid UID");
-		goto fail;
-	}
 
 	/* Each key. */
 	*ret_status = PN_STATUS_UNABLE_TO_PROCESS;

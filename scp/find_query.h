@@ -57,9 +57,17 @@ typedef struct {
 	size_t n_conds;
 } pn_query;
 
-/* Takes ownership of `identifier`. On a request that breaks the rules,
- * returns -EINVAL with *ret_status (0xA900 / 0xC000) and a reason; -ENOMEM. */
-int pn_query_parse(pn_dcm_ds *identifier, const char *sop_class_uid, bool fold_names, pn_query **ret_query,
+enum {
+	PN_QUERY_FOLD_NAMES = 1 << 0, /* person names case-insensitively */
+	/* Relational: no unique keys of the levels above required (PS3.4
+	 * C.4.1.2.2; QIDO-RS /series and /instances across studies). */
+	PN_QUERY_RELATIONAL = 1 << 1,
+};
+
+/* Takes ownership of `identifier`; flags: PN_QUERY_*. On a request that
+ * breaks the rules, returns -EINVAL with *ret_status (0xA900 / 0xC000) and
+ * a reason; -ENOMEM. */
+int pn_query_parse(pn_dcm_ds *identifier, const char *sop_class_uid, unsigned flags, pn_query **ret_query,
                    unsigned short *ret_status, char *why, size_t whylen);
 void pn_query_free(pn_query *q);
 

@@ -84,7 +84,7 @@ static pn_query *parse(const kv *keys, size_t n)
 	pn_query *q = NULL;
 	unsigned short status = 0;
 	char why[256] = "";
-	int rc = pn_query_parse(id, STUDY_ROOT_FIND, true, &q, &status, why, sizeof why);
+	int rc = pn_query_parse(id, STUDY_ROOT_FIND, PN_QUERY_FOLD_NAMES, &q, &status, why, sizeof why);
 	if (rc != 0)
 		fail_msg("query refused: %s", why);
 	return q;
