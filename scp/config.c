@@ -21,6 +21,8 @@
 #define DEFAULT_STORAGE_ROOT "/var/lib/pacsnode/storage"
 #define DEFAULT_CONNINFO "dbname=pacsnode"
 #define DEFAULT_TLS_PORT 2762 /* IANA dicom-tls */
+#define DEFAULT_HTTP_PORT 8042
+#define DEFAULT_HTTP_BIND "127.0.0.1"
 #define DEFAULT_AUDIT_SPOOL "/var/lib/pacsnode/audit-spool"
 #define MAX_PEERS 1024
 
@@ -385,6 +387,14 @@ static const config_key node_keys[] = {
     {"audit", "target", parse_audit_target, 0, 0, 0},
     {"audit", "spool", parse_string, CFG(audit_spool), 1, 0},
     {"audit", "spool_max_mib", parse_int, CFG(audit_spool_max_mib), 1, 1048576},
+    {"http", "port", parse_int, CFG(http_port), 0, 65535},
+    {"http", "bind", parse_fixed, CFG(http_bind), 1, sizeof(((pn_config *)0)->http_bind)},
+    {"http", "certificate", parse_string, CFG(http_certificate), 1, 0},
+    {"http", "private_key", parse_string, CFG(http_private_key), 1, 0},
+    {"http", "users", parse_string, CFG(http_users), 1, 0},
+    {"http", "max_connections", parse_int, CFG(http_max_connections), 1, 4096},
+    {"http", "idle_timeout", parse_int, CFG(http_idle_timeout), 1, 3600},
+    {"http", "max_body_mib", parse_int, CFG(http_max_body_mib), 1, 1048576},
 };
 
 #define PEER(f) offsetof(pn_peer, f)
@@ -482,6 +492,11 @@ static int set_defaults(pn_config *c)
 	c->tls_require_client_certificate = true;
 	c->audit_kind = PN_AUDIT_NONE;
 	c->audit_spool_max_mib = 64;
+	c->http_port = DEFAULT_HTTP_PORT;
+	snprintf(c->http_bind, sizeof(c->http_bind), "%s", DEFAULT_HTTP_BIND);
+	c->http_max_connections = 16;
+	c->http_idle_timeout = 5;
+	c->http_max_body_mib = 4096;
 	c->storage_root = strdup(DEFAULT_STORAGE_ROOT);
 	c->conninfo = strdup(DEFAULT_CONNINFO);
 	c->audit_spool = strdup(DEFAULT_AUDIT_SPOOL);
@@ -511,6 +526,41 @@ static int resolve_host(pn_peer *p)
 	}
 	freeaddrinfo(res);
 	return p->n_from ? 0 : -ENOENT;
+}
+
+/* [http]: logins wherever the web is reachable from another machine, and
+ * passwords only over HTTPS there. */
+static int check_http(pn_config *c, char *err, size_t errlen)
+{
+	struct in_addr a;
+	if (inet_pton(AF_INET, c->http_bind, &a) != 1) {
+		snprintf(err, errlen, "%s: [http] bind \"%s\" is not an IPv4 address", c->source, c->http_bind);
+		return -EINVAL;
+	}
+	if ((c->http_certificate != NULL) != (c->http_private_key != NULL)) {
+		snprintf(err, errlen, "%s: [http] certificate and private_key must be given together", c->source);
+		return -EINVAL;
+	}
+	bool loopback = pn_config_bind_is_loopback(c->http_bind);
+	if (!c->http_users && !loopback) {
+		snprintf(
+		    err, errlen,
+		    "%s: [http] users is missing: the web is served on %s, beyond this machine, so it needs logins",
+		    c->source, c->http_bind);
+		return -EINVAL;
+	}
+	if (!loopback && !pn_config_http_certificate(c)) {
+		snprintf(err, errlen,
+		         "%s: [http] bind %s is not a loopback address: passwords would cross the network in clear; "
+		         "give [http] or [tls] certificate and private_key for HTTPS",
+		         c->source, c->http_bind);
+		return -EINVAL;
+	}
+	if (c->http_port == c->port || (pn_config_tls_listener(c) && c->http_port == c->tls_port)) {
+		snprintf(err, errlen, "%s: [http] port %d is also a DICOM port", c->source, c->http_port);
+		return -EINVAL;
+	}
+	return 0;
 }
 
 /* Rules that involve more than one key. */
@@ -543,6 +593,11 @@ static int check_whole(pn_config *c, char *err, size_t errlen)
 	if (c->port != 0 && c->port == c->tls_port && pn_config_tls_listener(c)) {
 		snprintf(err, errlen, "%s: [node] port and [tls] port are both %d", c->source, c->port);
 		return -EINVAL;
+	}
+	if (c->http_port != 0) {
+		int rc = check_http(c, err, errlen);
+		if (rc < 0)
+			return rc;
 	}
 	if (c->audit_kind == PN_AUDIT_TLS && !c->tls_ca) {
 		snprintf(err, errlen, "%s: [audit] target tls:// needs [tls] ca to verify the audit repository",
@@ -632,6 +687,9 @@ void pn_config_free(pn_config *c)
 	free(c->tls_crl);
 	free(c->audit_path);
 	free(c->audit_spool);
+	free(c->http_certificate);
+	free(c->http_private_key);
+	free(c->http_users);
 	free(c->peers);
 	free(c->source);
 	free(c);
@@ -640,6 +698,22 @@ void pn_config_free(pn_config *c)
 bool pn_config_tls_listener(const pn_config *c)
 {
 	return c->tls_port != 0 && c->tls_certificate && c->tls_private_key;
+}
+
+const char *pn_config_http_certificate(const pn_config *c)
+{
+	return c->http_certificate ? c->http_certificate : c->tls_certificate;
+}
+
+const char *pn_config_http_private_key(const pn_config *c)
+{
+	return c->http_certificate ? c->http_private_key : c->tls_private_key;
+}
+
+bool pn_config_bind_is_loopback(const char *bind)
+{
+	struct in_addr a;
+	return inet_pton(AF_INET, bind, &a) == 1 && (ntohl(a.s_addr) >> 24) == 127;
 }
 
 bool pn_peer_admits_address(const pn_peer *p, const char *addr)

@@ -79,6 +79,16 @@ typedef struct pn_config {
 	char *audit_spool; /* the spool folder */
 	int audit_spool_max_mib;
 
+	/* [http]: the web pages and DICOMweb (docs/web.md). HTTPS when a
+	 * certificate is given here or in [tls]; users NULL: no login, only
+	 * allowed on a loopback bind. */
+	int http_port; /* 0: off */
+	char http_bind[64];
+	char *http_certificate, *http_private_key;
+	char *http_users;
+	int http_max_connections;
+	int http_idle_timeout;    /* seconds a kept-alive connection may idle */
+	int http_max_body_mib;    /* STOW-RS bodies */
 	int max_matches;          /* C-FIND: 0 = no limit */
 	bool pn_case_insensitive; /* C-FIND: person names */
 
@@ -96,6 +106,12 @@ void pn_config_free(pn_config *config); /* NULL is a no-op */
 
 /* Whether the TLS listener is on. */
 bool pn_config_tls_listener(const pn_config *config);
+/* The certificate and key HTTPS uses ([http] ones, else [tls] ones), or
+ * NULL when the web is plain HTTP. */
+const char *pn_config_http_certificate(const pn_config *config);
+const char *pn_config_http_private_key(const pn_config *config);
+/* Whether `bind` is an address of the loopback (127.0.0.0/8). */
+bool pn_config_bind_is_loopback(const char *bind);
 
 /* Whether `addr` (numeric IPv4, e.g. "127.0.0.2") is one the peer may
  * connect from. */
