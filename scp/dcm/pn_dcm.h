@@ -394,6 +394,20 @@ int pn_dcm_ds_copy(pn_dcm_ds *dst, const pn_dcm_ds *src, uint32_t tag, const pn_
  * non-ASCII text, 0 if there was none (nothing changed), or an error. */
 int pn_dcm_ds_recode_text(pn_dcm_ds *ds, pn_dcm_text_fn fn, void *ctx, const char *charset);
 
+/* The tag of a dictionary keyword ("PatientName"): 0, -ENOENT, -ENOMEM. */
+int pn_dcm_tag_from_keyword(const char *keyword, uint32_t *ret_tag);
+
+/* The dictionary's VR of a tag ("PN"; "UN" and -ENOENT when unknown). */
+int pn_dcm_tag_vr(uint32_t tag, char ret_vr[3]);
+
+/* The dataset in the DICOM JSON model (PS3.18 F.2), compact, one object
+ * "{...}" (its text must be UTF-8; Specific Character Set is removed from
+ * the dataset first). 0, -EINVAL, -ENOMEM. */
+int pn_dcm_ds_write_json(pn_dcm_ds *ds, pn_dcm_buf *out);
+
+/* Removes the top-level element `tag`, if there is one. */
+void pn_dcm_ds_remove(pn_dcm_ds *ds, uint32_t tag);
+
 #ifdef __cplusplus
 }
 #endif
