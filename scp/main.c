@@ -17,6 +17,7 @@
 #include "storage_recovery.h"
 #include "store.h"
 #include "tls.h"
+#include "web.h"
 
 #ifndef PN_VERSION
 #define PN_VERSION "dev"
@@ -170,6 +171,11 @@ int main(int argc, char **argv)
 	pn_log_set_level(cfg->log_level);
 	if (pn_tls_check(cfg, err, sizeof(err)) < 0) {
 		pn_error("%s: [tls] %s", cfg->source, err);
+		pn_config_free(cfg);
+		return EXIT_FAILURE;
+	}
+	if (pn_web_check(cfg, err, sizeof(err)) < 0) {
+		pn_error("%s: [http] %s", cfg->source, err);
 		pn_config_free(cfg);
 		return EXIT_FAILURE;
 	}

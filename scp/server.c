@@ -23,6 +23,7 @@
 #include "config_watch.h"
 #include "fdpass.h"
 #include "log.h"
+#include "web.h"
 #include "worker.h"
 
 #define MAX_REJECTERS 16
@@ -35,17 +36,19 @@ typedef struct {
 	child_kind kind;
 	int channel; /* pool workers: our end of the socket pair */
 	bool busy;
+	bool http; /* busy with (overflow: serving) an HTTP connection */
 	time_t started;
 } child;
 
 typedef struct {
 	const pn_config *cfg;
 	pn_audit *audit;
-	int listen_fd;     /* plain DIMSE, -1 when [node] port = 0 */
-	int tls_listen_fd; /* DICOM TLS, -1 without a TLS listener */
+	int listen_fd;      /* plain DIMSE, -1 when [node] port = 0 */
+	int tls_listen_fd;  /* DICOM TLS, -1 without a TLS listener */
+	int http_listen_fd; /* the web, -1 when [http] port = 0 */
 	child *children;
 	size_t n_children;
-	int n_overflow, n_rejecters;
+	int n_overflow, n_http_overflow, n_rejecters;
 	time_t respawn_at;          /* a pool worker died young: wait before the next */
 	time_t audit_respawn_at;    /* the same for the audit sender */
 	time_t accept_paused_until; /* out of descriptors: stop accepting a while */
@@ -61,11 +64,11 @@ static void on_signal(int sig)
 		got_stop = 1;
 }
 
-static int listen_on(const pn_config *cfg, int port)
+static int listen_on(const char *bind_addr, int port)
 {
 	struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-	if (inet_pton(AF_INET, cfg->bind, &addr.sin_addr) != 1) {
-		pn_error("bind address \"%s\" is not an IPv4 address", cfg->bind);
+	if (inet_pton(AF_INET, bind_addr, &addr.sin_addr) != 1) {
+		pn_error("bind address \"%s\" is not an IPv4 address", bind_addr);
 		return -EINVAL;
 	}
 	int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -75,7 +78,7 @@ static int listen_on(const pn_config *cfg, int port)
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
 	if (bind(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0 || listen(fd, 128) < 0) {
 		int rc = -errno;
-		pn_error("could not listen on %s:%d: %s", cfg->bind, port, strerror(-rc));
+		pn_error("could not listen on %s:%d: %s", bind_addr, port, strerror(-rc));
 		close(fd);
 		return rc;
 	}
@@ -104,6 +107,8 @@ static void child_setup(server *s, int keep_fd)
 		close(s->listen_fd);
 	if (s->tls_listen_fd >= 0)
 		close(s->tls_listen_fd);
+	if (s->http_listen_fd >= 0)
+		close(s->http_listen_fd);
 	for (size_t i = 0; i < s->n_children; i++)
 		if (s->children[i].pid && s->children[i].channel >= 0 && s->children[i].channel != keep_fd)
 			close(s->children[i].channel);
@@ -132,7 +137,7 @@ static int spawn_pool_worker(server *s, child *c)
 }
 
 /* Overflow workers and rejecters: one connection each. */
-static int spawn_oneshot(server *s, child_kind kind, int fd)
+static int spawn_oneshot(server *s, child_kind kind, int fd, bool http)
 {
 	child *c = free_slot(s);
 	if (!c)
@@ -145,44 +150,64 @@ static int spawn_oneshot(server *s, child_kind kind, int fd)
 		_exit(kind == CHILD_OVERFLOW ? pn_worker_oneshot_main(s->cfg, s->audit, fd)
 		                             : pn_worker_reject_main(s->cfg, fd));
 	}
-	*c = (child){.pid = pid, .kind = kind, .channel = -1, .started = time(NULL)};
-	if (kind == CHILD_OVERFLOW)
+	*c = (child){.pid = pid, .kind = kind, .channel = -1, .http = http, .started = time(NULL)};
+	if (kind == CHILD_OVERFLOW && http)
+		s->n_http_overflow++;
+	else if (kind == CHILD_OVERFLOW)
 		s->n_overflow++;
 	else
 		s->n_rejecters++;
 	return 0;
 }
 
-static void dispatch(server *s, int fd)
+/* HTTP beyond [http] max_connections: a 503 written here, without a
+ * process (the socket's buffer takes these few bytes at once). */
+static void http_busy(int fd, int busy)
+{
+	ssize_t n = send(fd, pn_web_busy_response, strlen(pn_web_busy_response), MSG_DONTWAIT | MSG_NOSIGNAL);
+	(void)n;
+	pn_warning("HTTP connection answered 503: %d HTTP connections busy", busy);
+}
+
+/* A connection to a worker: an idle pool worker, else an overflow worker
+ * while the limit of its kind (DICOM associations, HTTP connections)
+ * allows, else a DICOM rejecter or an HTTP 503. */
+static void dispatch(server *s, int fd, bool http)
 {
 	int one = 1;
 	/* Nagle would hold every small DIMSE response for ~40 ms. */
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	int busy = s->n_overflow;
+	int busy = http ? s->n_http_overflow : s->n_overflow;
+	int limit = http ? s->cfg->http_max_connections : s->cfg->max_associations;
 	for (size_t i = 0; i < s->n_children; i++) {
 		child *c = &s->children[i];
-		if (c->pid && c->kind == CHILD_POOL && c->busy)
+		if (c->pid && c->kind == CHILD_POOL && c->busy && c->http == http)
 			busy++;
 	}
-	for (size_t i = 0; i < s->n_children && busy < s->cfg->max_associations; i++) {
+	for (size_t i = 0; i < s->n_children && busy < limit; i++) {
 		child *c = &s->children[i];
 		if (c->pid && c->kind == CHILD_POOL && !c->busy && c->channel >= 0) {
 			if (pn_fd_send(c->channel, fd) == 0) {
 				c->busy = true;
+				c->http = http;
 				close(fd);
 				return;
 			}
 		}
 	}
 	int rc;
-	if (busy < s->cfg->max_associations)
-		rc = spawn_oneshot(s, CHILD_OVERFLOW, fd);
-	else if (s->n_rejecters < MAX_REJECTERS)
-		rc = spawn_oneshot(s, CHILD_REJECTER, fd);
+	if (busy < limit)
+		rc = spawn_oneshot(s, CHILD_OVERFLOW, fd, http);
+	else if (http) {
+		http_busy(fd, busy);
+		rc = 0;
+	} else if (s->n_rejecters < MAX_REJECTERS)
+		rc = spawn_oneshot(s, CHILD_REJECTER, fd, false);
 	else
 		rc = -EAGAIN;
 	if (rc < 0)
-		pn_warning("connection dropped: %d associations busy and no process free to answer it", busy);
+		pn_warning("connection dropped: %d %s busy and no process free to answer it", busy,
+		           http ? "HTTP connections" : "associations");
 	close(fd);
 }
 
@@ -212,7 +237,7 @@ static void keep_audit_sender(server *s)
 	s->audit_respawn_at = time(NULL) + 1;
 }
 
-static void accept_all(server *s, int listen_fd)
+static void accept_all(server *s, int listen_fd, bool http)
 {
 	for (int i = 0; i < 64; i++) {
 		int fd = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC);
@@ -227,7 +252,7 @@ static void accept_all(server *s, int listen_fd)
 			}
 			return;
 		}
-		dispatch(s, fd);
+		dispatch(s, fd, http);
 	}
 }
 
@@ -251,7 +276,9 @@ static void reap(server *s, bool stopping)
 			bool clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
 			char how[64];
 			describe_exit(status, how, sizeof(how));
-			if (c->kind == CHILD_OVERFLOW)
+			if (c->kind == CHILD_OVERFLOW && c->http)
+				s->n_http_overflow--;
+			else if (c->kind == CHILD_OVERFLOW)
 				s->n_overflow--;
 			else if (c->kind == CHILD_REJECTER)
 				s->n_rejecters--;
@@ -302,6 +329,7 @@ static void worker_idle(child *c)
 	ssize_t n = read(c->channel, buf, sizeof(buf));
 	if (n > 0) {
 		c->busy = false;
+		c->http = false;
 	} else if (n == 0) { /* the worker is gone; reap() handles it */
 		close(c->channel);
 		c->channel = -1;
@@ -316,7 +344,9 @@ static void shut_down(server *s)
 		close(s->listen_fd);
 	if (s->tls_listen_fd >= 0)
 		close(s->tls_listen_fd);
-	s->listen_fd = s->tls_listen_fd = -1;
+	if (s->http_listen_fd >= 0)
+		close(s->http_listen_fd);
+	s->listen_fd = s->tls_listen_fd = s->http_listen_fd = -1;
 	/* Idle pool workers exit when their channel closes; busy ones finish
 	 * their association first. */
 	for (size_t i = 0; i < s->n_children; i++) {
@@ -382,8 +412,9 @@ static void audit_config_change(server *s)
 
 int pn_server_run(const pn_config *cfg)
 {
-	server s = {.cfg = cfg, .listen_fd = -1, .tls_listen_fd = -1};
-	s.n_children = (size_t)cfg->workers + (size_t)cfg->max_associations + MAX_REJECTERS + 1;
+	server s = {.cfg = cfg, .listen_fd = -1, .tls_listen_fd = -1, .http_listen_fd = -1};
+	s.n_children = (size_t)cfg->workers + (size_t)cfg->max_associations + (size_t)cfg->http_max_connections +
+	               MAX_REJECTERS + 1;
 	s.children = calloc(s.n_children, sizeof(child));
 	if (!s.children)
 		return EXIT_FAILURE;
@@ -396,14 +427,19 @@ int pn_server_run(const pn_config *cfg)
 		return EXIT_FAILURE;
 	}
 	if (cfg->port != 0)
-		s.listen_fd = listen_on(cfg, cfg->port);
+		s.listen_fd = listen_on(cfg->bind, cfg->port);
 	if (pn_config_tls_listener(cfg))
-		s.tls_listen_fd = listen_on(cfg, cfg->tls_port);
-	if ((cfg->port != 0 && s.listen_fd < 0) || (pn_config_tls_listener(cfg) && s.tls_listen_fd < 0)) {
+		s.tls_listen_fd = listen_on(cfg->bind, cfg->tls_port);
+	if (cfg->http_port != 0)
+		s.http_listen_fd = listen_on(cfg->http_bind, cfg->http_port);
+	if ((cfg->port != 0 && s.listen_fd < 0) || (pn_config_tls_listener(cfg) && s.tls_listen_fd < 0) ||
+	    (cfg->http_port != 0 && s.http_listen_fd < 0)) {
 		if (s.listen_fd >= 0)
 			close(s.listen_fd);
 		if (s.tls_listen_fd >= 0)
 			close(s.tls_listen_fd);
+		if (s.http_listen_fd >= 0)
+			close(s.http_listen_fd);
 		pn_audit_free(s.audit);
 		free(s.children);
 		return EXIT_FAILURE;
@@ -434,12 +470,18 @@ int pn_server_run(const pn_config *cfg)
 		snprintf(where, sizeof(where), "%s:%d (DICOM TLS only)", cfg->bind, cfg->tls_port);
 	pn_info("listening on %s as \"%s\" with %d workers (max %d associations)", where, cfg->ae_title, cfg->workers,
 	        cfg->max_associations);
+	if (cfg->http_port != 0)
+		pn_info("web (pages and DICOMweb) on %s://%s:%d/, %s, at most %d connections",
+		        pn_config_http_certificate(cfg) ? "https" : "http", cfg->http_bind, cfg->http_port,
+		        cfg->http_users ? "logins from the users file"
+		                        : "open to anyone on this machine (no [http] users)",
+		        cfg->http_max_connections);
 	pn_audit_app_activity(s.audit, true);
 	audit_config_change(&s);
 	sd_notify(0, "READY=1");
 
-	struct pollfd *pfd = calloc(s.n_children + 2, sizeof(*pfd));
-	child **owner = calloc(s.n_children + 2, sizeof(*owner));
+	struct pollfd *pfd = calloc(s.n_children + 3, sizeof(*pfd));
+	child **owner = calloc(s.n_children + 3, sizeof(*owner));
 	if (!pfd || !owner) {
 		free(pfd);
 		free(owner);
@@ -457,6 +499,7 @@ int pn_server_run(const pn_config *cfg)
 		bool accepting = time(NULL) >= s.accept_paused_until;
 		pfd[n++] = (struct pollfd){.fd = accepting ? s.listen_fd : -1, .events = POLLIN};
 		pfd[n++] = (struct pollfd){.fd = accepting ? s.tls_listen_fd : -1, .events = POLLIN};
+		pfd[n++] = (struct pollfd){.fd = accepting ? s.http_listen_fd : -1, .events = POLLIN};
 		for (size_t i = 0; i < s.n_children; i++) {
 			child *c = &s.children[i];
 			if (c->pid && c->kind == CHILD_POOL && c->channel >= 0) {
@@ -468,13 +511,15 @@ int pn_server_run(const pn_config *cfg)
 		int ready = ppoll(pfd, n, &tick, &orig);
 		if (ready < 0)
 			continue; /* EINTR: a signal; the flags say which */
-		for (nfds_t i = 2; i < n; i++)
+		for (nfds_t i = 3; i < n; i++)
 			if (pfd[i].revents)
 				worker_idle(owner[i]);
 		if (pfd[0].revents & POLLIN)
-			accept_all(&s, s.listen_fd);
+			accept_all(&s, s.listen_fd, false);
 		if (pfd[1].revents & POLLIN)
-			accept_all(&s, s.tls_listen_fd);
+			accept_all(&s, s.tls_listen_fd, false);
+		if (pfd[2].revents & POLLIN)
+			accept_all(&s, s.http_listen_fd, true);
 	}
 	free(pfd);
 	free(owner);

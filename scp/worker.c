@@ -14,16 +14,32 @@
 #include "storage.h"
 #include "store.h"
 #include "tls.h"
+#include "web.h"
 
 typedef struct {
 	pn_store_ctx ctx;
 	pn_dcm_net *net;
 	pn_dcm_tls *tls_in; /* the TLS listener's context, NULL when there is none */
+	pn_web *web;        /* NULL when [http] port = 0 */
 } worker;
 
 static void dcm_log(int level, const char *msg)
 {
 	pn_log(level, "%s", msg);
+}
+
+/* One connection: DICOM (plain or TLS) or HTTP, by the port it came in
+ * on. */
+static void serve(worker *w, int fd)
+{
+	if (pn_web_is_http_connection(w->ctx.cfg, fd)) {
+		if (w->web)
+			pn_web_serve(w->web, fd);
+		else
+			close(fd);
+		return;
+	}
+	pn_assoc_serve(&w->ctx, w->net, fd);
 }
 
 /* A database that is down at start is not fatal: stores answer 0xA701
@@ -83,12 +99,20 @@ static int worker_init(worker *w, const pn_config *cfg, pn_audit *audit)
 		return -1;
 	}
 	pn_storage_set_write_mode(w->ctx.storage, cfg->write_mode);
+	if (cfg->http_port != 0) {
+		char err[512];
+		/* checked at start-up; a file changed since leaves this worker
+		 * without the web, logged */
+		if (pn_web_create(&w->ctx, &w->web, err, sizeof(err)) < 0)
+			pn_error("http: %s; this worker closes HTTP connections", err);
+	}
 	connect_db(w);
 	return 0;
 }
 
 static void worker_free(worker *w)
 {
+	pn_web_free(w->web);
 	pn_db_free(w->ctx.db);
 	pn_storage_free(w->ctx.storage);
 	pn_dcm_net_free(w->net);
@@ -113,7 +137,7 @@ int pn_worker_pool_main(const pn_config *cfg, pn_audit *audit, int channel)
 			break;
 		}
 		connect_db(&w);
-		pn_assoc_serve(&w.ctx, w.net, fd);
+		serve(&w, fd);
 		if (pn_dcm_parse_memory_lost()) {
 			pn_info(
 			    "worker retiring: reading a too deeply nested command or identifier left memory behind");
@@ -135,7 +159,7 @@ int pn_worker_oneshot_main(const pn_config *cfg, pn_audit *audit, int fd)
 		worker_free(&w);
 		return EXIT_FAILURE;
 	}
-	pn_assoc_serve(&w.ctx, w.net, fd);
+	serve(&w, fd);
 	worker_free(&w);
 	return EXIT_SUCCESS;
 }

@@ -16,7 +16,7 @@ pgdata="$dev/pgdata"
 packages=(build-essential cmake pkg-config git libdcmtk-dev dcmtk libpq-dev postgresql-15 libssl-dev
 	libinih-dev libcmocka-dev libsystemd-dev python3 python3-pytest python3-pytest-xdist
 	python3-pydicom python3-psycopg2 python3-xxhash libxxhash-dev zlib1g-dev acl clang-format clang
-	libclang-rt-14-dev openssl libxml2-utils)
+	libclang-rt-14-dev openssl libxml2-utils libmicrohttpd-dev libcrypt-dev whois)
 
 say() { printf '==> %s\n' "$*" >&2; }
 
@@ -111,9 +111,14 @@ run() {
 		root = $dev/storage
 		[database]
 		conninfo = host=$sock user=postgres dbname=pacsnode
+		[http]
+		; the web on this machine only, without logins (development)
+		port = 8042
+		bind = 127.0.0.1
 	EOF
 	trap stop_postgres EXIT
-	say "starting pacsnode on port 11112 (Ctrl-C stops it); psql: psql -h $sock -U postgres pacsnode"
+	say "starting pacsnode: DICOM on port 11112, the web at http://127.0.0.1:8042/ (open, no login:" \
+		"development only); Ctrl-C stops it; psql: psql -h $sock -U postgres pacsnode"
 	"$top/build/scp/pacsnode" -c "$dev/pacsnode.conf" || true
 }
 
@@ -139,7 +144,7 @@ run_fuzz() {
 	say "fuzzing the parsers of hostile bytes (${PN_FUZZ_SECONDS:-15} s per target)"
 	CC=clang CXX=clang++ cmake -S "$top" -B "$dir" -DPN_FUZZ=ON >/dev/null
 	cmake --build "$dir" -j"$(nproc)" >/dev/null
-	for t in charset paths match part10 audit config; do
+	for t in charset paths match part10 audit config users; do
 		local seeds="$dir/corpus-$t"
 		mkdir -p "$seeds"
 		cp -n "$top/tests/fuzz/corpus/$t/"* "$seeds/" 2>/dev/null || true

@@ -222,6 +222,9 @@ class Node:
             "storage": {"root": self.storage, "duplicate_policy": self.duplicate_policy},
             "database": {"conninfo": self.conninfo},
             "log": {"level": "debug"},
+            # the web is on by default (8042): tests running side by side
+            # would share that port, so only the web's tests turn it on
+            "http": {"port": 0},
         }
         for label, keys in self.peers.items():
             cfg["peer." + label] = dict(keys)

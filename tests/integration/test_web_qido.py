@@ -1,0 +1,301 @@
+"""QIDO-RS (issue 20, docs/web.md): the corpus stored over DIMSE is found
+over HTTP with the same matches and the same attribute values C-FIND
+answers, checked against the manifest's model (findscu_util.Model), never
+against the node or its database; the default return attributes,
+includefield, limit and offset, Retrieve URL, bad queries and /health."""
+
+import os
+import tempfile
+
+import pydicom
+import pytest
+
+import findscu_util as F
+import pacsnode_harness as H
+import web_util as W
+from pacsnode_harness import gen_corpus
+
+
+def uid(skey, sekey=None):
+    if sekey is None:
+        return gen_corpus.make_uid(0, "study", skey)
+    return gen_corpus.make_uid(0, "series", skey, sekey)
+
+
+@pytest.fixture(scope="module")
+def model(corpus):
+    return F.Model(corpus.entries)
+
+
+@pytest.fixture(scope="module")
+def wnode(pg_cluster, it_base, corpus):
+    """One web node per xdist worker with the whole corpus stored with
+    storescu, shared by this module's read-only tests."""
+    base, user = it_base
+    d = tempfile.mkdtemp(prefix="qido-corpus-", dir=H.make_dir(os.path.join(base, "tests")))
+    os.chmod(d, 0o755)
+    dbname = "t_qido_corpus_%d" % os.getpid()
+    pg_cluster.create_db(dbname)
+    node = W.WebNode(pg_cluster, d, dbname, user, workers=2)
+    try:
+        node.start()
+        run = H.storescu(node.port, corpus.paths(), H.make_dir(os.path.join(d, "scu")),
+                         aet="PNCORPUS")
+        assert run.all_success(), run.summary()
+    except BaseException:
+        node.stop()
+        raise
+    yield node
+    rc = node.stop()
+    found = node.sanitizer_reports()
+    assert not found, "%s in %s" % (found, node.log_path)
+    assert rc in (0, -15), "node exited with %r; log %s" % (rc, node.log_path)
+    pg_cluster.drop_db(dbname)
+
+
+def norm(kw, v):
+    """F.normalise, with a person name of only delimiters ("^^^^") taken as
+    the empty name it means (PS3.5 6.2: trailing empty components and their
+    delimiters may be left out): the JSON model writes it without a Value."""
+    return empty_name(F.normalise(kw, v if v != "" else None))
+
+
+def empty_name(v):
+    if isinstance(v, str) and v and not v.strip("^= "):
+        return None
+    return v
+
+
+def check(model, level, keys, datasets, want_count=None, where=""):
+    """QIDO answers against the model: the same set of entities as C-FIND's
+    rules give, and the model's value for each key at or above the level."""
+    want = model.expect(level, {k: v for k, v in keys.items()})
+    if want_count is not None:
+        assert len(want) == want_count, "test bug: the model gives %d" % len(want)
+    got = {}
+    for ds in datasets:
+        k = F.response_key(level, ds)
+        assert k not in got, "%s: %r answered twice" % (where, k)
+        got[k] = ds
+    assert set(got) == {e.key for e in want}, "%s: missing %s, unexpected %s" % (
+        where, sorted({e.key for e in want} - set(got)), sorted(set(got) - {e.key for e in want}))
+    upto = F.LEVELS[:F.LEVELS.index(level) + 1]
+    by_key = {e.key: e for e in want}
+    problems = []
+    for k, ds in got.items():
+        e = by_key[k]
+        assert "QueryRetrieveLevel" not in ds and "SpecificCharacterSet" not in ds, ds
+        for kw in keys:
+            if kw in F.COMPUTED:
+                v = ds.get(kw)
+                want_v = model.computed(e, kw)
+                if kw in ("ModalitiesInStudy", "SOPClassesInStudy"):
+                    vals = [] if v in (None, "") else (
+                        [str(x) for x in v] if isinstance(v, pydicom.multival.MultiValue)
+                        else [str(v)])
+                    if sorted(vals) != want_v:
+                        problems.append("%s %s: %r, want %r" % (k, kw, vals, want_v))
+                elif v in (None, "") or int(v) != want_v:
+                    problems.append("%s %s: %r, want %r" % (k, kw, v, want_v))
+                continue
+            try:
+                klevel = F.level_of(kw)
+            except KeyError:
+                continue
+            if klevel not in upto:
+                continue
+            if kw not in ds:
+                if empty_name(e.value(kw)) is not None:
+                    problems.append("%s: %s missing, want %r" % (k, kw, e.value(kw)))
+                continue
+            got_v = norm(kw, ds[kw].value if ds[kw].value not in ("", None) else None)
+            want_v = empty_name(e.value(kw))
+            if F.KIND.get(kw) == "float" and got_v is not None and want_v is not None:
+                ok = abs(got_v - want_v) < 1e-9
+            else:
+                ok = got_v == want_v
+            if not ok:
+                problems.append("%s: %s %r, want %r" % (k, kw, got_v, want_v))
+    assert not problems, "%s:\n  %s" % (where, "\n  ".join(problems))
+
+
+def test_health(wnode):
+    r = W.request(wnode.http_port, "/health")
+    assert r.status == 200, r
+    assert r.json()["status"] == "ok"
+
+
+STUDY_DEFAULTS = ["StudyDate", "StudyTime", "AccessionNumber", "ModalitiesInStudy",
+                  "ReferringPhysicianName", "PatientName", "PatientID", "PatientBirthDate",
+                  "PatientSex", "StudyInstanceUID", "StudyID", "NumberOfStudyRelatedSeries",
+                  "NumberOfStudyRelatedInstances"]
+
+
+def test_all_studies_default_attributes(wnode, model):
+    dss, raw = W.qido(wnode.http_port, "/dicomweb/studies")
+    check(model, "STUDY", {k: "" for k in STUDY_DEFAULTS}, dss, 24, "/studies")
+    for ds, obj in zip(dss, raw):
+        # PS3.18 table 10.6.3-3, every one present (empty when unknown)
+        for kw in STUDY_DEFAULTS + ["InstanceAvailability", "RetrieveURL"]:
+            tag = "%08X" % pydicom.datadict.tag_for_keyword(kw)
+            assert tag in obj, "%s missing from %s" % (kw, obj)
+        assert ds.InstanceAvailability == "ONLINE"
+        assert ds.RetrieveURL == "http://127.0.0.1:%d/dicomweb/studies/%s" % (
+            wnode.http_port, ds.StudyInstanceUID)
+        assert obj["00100010"]["vr"] == "PN"
+
+
+def test_person_name_groups(wnode, corpus):
+    """PN in the JSON model: Alphabetic / Ideographic / Phonetic groups."""
+    entry = next(e for e in corpus.entries if "patient_name_groups" in e)
+    groups = entry["patient_name_groups"]
+    r = W.request(wnode.http_port, "/dicomweb/studies?StudyInstanceUID=%s"
+                  % entry["study_instance_uid"])
+    assert r.status == 200, r
+    [obj] = r.json()
+    [pn] = obj["00100010"]["Value"]
+    assert pn.get("Alphabetic") == groups["alphabetic"], pn
+    assert pn.get("Ideographic") == groups["ideographic"], pn
+    if groups.get("phonetic"):
+        assert pn.get("Phonetic") == groups["phonetic"], pn
+
+
+QIDO_CASES = [
+    # (id, path, query params, level, keys checked, expected count)
+    ("patient-id", "/dicomweb/studies", {"PatientID": "PN-0003"}, "STUDY",
+     {"PatientID": "PN-0003", "PatientName": "", "StudyDescription": ""}, 1),
+    ("accession-by-tag", "/dicomweb/studies", {"00080050": "ACC-7007"}, "STUDY",
+     {"AccessionNumber": "ACC-7007"}, 1),
+    ("name-wildcard-umlaut", "/dicomweb/studies", {"PatientName": "MÜLLER*"}, "STUDY",
+     {"PatientName": "MÜLLER*"}, None),
+    ("name-lower-case", "/dicomweb/studies", {"PatientName": "müller*"}, "STUDY",
+     {"PatientName": "müller*"}, None),
+    ("study-date-range", "/dicomweb/studies", {"StudyDate": "20200101-20211231"}, "STUDY",
+     {"StudyDate": "20200101-20211231"}, None),
+    ("uid-list-comma", "/dicomweb/studies",
+     {"StudyInstanceUID": uid("s01") + "," + uid("s04")}, "STUDY",
+     {"StudyInstanceUID": uid("s01") + "\\" + uid("s04")}, 2),
+    ("modality-in-study", "/dicomweb/studies", {"ModalitiesInStudy": "MR"}, "STUDY",
+     {"ModalitiesInStudy": "MR"}, None),
+    ("study-series", "/dicomweb/studies/%s/series" % uid("s03"), {}, "SERIES",
+     {"StudyInstanceUID": uid("s03"), "Modality": "", "SeriesNumber": "",
+      "SeriesDescription": "", "NumberOfSeriesRelatedInstances": ""}, 2),
+    ("series-relational-modality", "/dicomweb/series", {"Modality": "CT"}, "SERIES",
+     {"Modality": "CT", "SeriesInstanceUID": ""}, None),
+    ("series-instances", "/dicomweb/studies/%s/series/%s/instances" % (uid("s07"),
+                                                                        uid("s07", "mr4")),
+     {}, "IMAGE", {"StudyInstanceUID": uid("s07"), "SeriesInstanceUID": uid("s07", "mr4"),
+                   "SOPInstanceUID": "", "SOPClassUID": "", "InstanceNumber": "",
+                   "Rows": "", "Columns": ""}, 3),
+    ("study-instances", "/dicomweb/studies/%s/instances" % uid("s01"), {}, "IMAGE",
+     {"StudyInstanceUID": uid("s01"), "SOPInstanceUID": ""}, None),
+    ("instances-relational-sop", "/dicomweb/instances",
+     {"SOPInstanceUID": gen_corpus.make_uid(0, "sop", "s07", "nm2", "1")}, "IMAGE",
+     {"SOPInstanceUID": gen_corpus.make_uid(0, "sop", "s07", "nm2", "1"),
+      "PatientID": "", "StudyInstanceUID": ""}, 1),
+    ("includefield", "/dicomweb/studies",
+     {"PatientID": "PN-0003", "includefield": "StudyDescription,00100021"}, "STUDY",
+     {"PatientID": "PN-0003", "StudyDescription": "", "IssuerOfPatientID": ""}, 1),
+]
+
+
+@pytest.mark.parametrize("path,params,level,keys,count", [c[1:] for c in QIDO_CASES],
+                         ids=[c[0] for c in QIDO_CASES])
+def test_qido_matches_like_c_find(wnode, model, path, params, level, keys, count):
+    from urllib.parse import urlencode
+    q = ("?" + urlencode(params)) if params else ""
+    dss, _raw = W.qido(wnode.http_port, path + q)
+    check(model, level, keys, dss, count, path + q)
+    if count is None:
+        assert len(dss) > 0, "test bug: the case matches nothing"
+
+
+def test_same_answer_as_c_find(wnode, testdir):
+    """A study level query through findscu and through QIDO-RS: the same
+    studies with the same values, key by key."""
+    keys = {k: "" for k in STUDY_DEFAULTS if k != "ModalitiesInStudy"}
+    keys["PatientName"] = "*"
+    run = F.findscu(wnode.port, F.query_dataset("STUDY", keys), testdir, model=F.STUDY_ROOT)
+    assert run.final == F.SUCCESS, run.summary()
+    dimse = {str(ds.StudyInstanceUID): ds for ds in run.responses}
+    dss, _ = W.qido(wnode.http_port, "/dicomweb/studies?PatientName=*")
+    web = {str(ds.StudyInstanceUID): ds for ds in dss}
+    assert set(web) == set(dimse)
+    for u, ds in web.items():
+        for kw in keys:
+            a = norm(kw, dimse[u].get(kw))
+            b = norm(kw, ds.get(kw))
+            assert a == b, "%s %s: C-FIND %r, QIDO-RS %r" % (u, kw, a, b)
+
+
+def test_limit_offset_pages(wnode):
+    _, everything = W.qido(wnode.http_port, "/dicomweb/studies")
+    seen = []
+    for off in range(0, 30, 7):
+        _, page = W.qido(wnode.http_port, "/dicomweb/studies?limit=7&offset=%d" % off)
+        assert len(page) == min(7, max(0, len(everything) - off))
+        seen += [o["0020000D"]["Value"][0] for o in page]
+    assert sorted(seen) == sorted(o["0020000D"]["Value"][0] for o in everything)
+    assert len(set(seen)) == len(seen)
+    _, none = W.qido(wnode.http_port, "/dicomweb/studies?PatientID=NOBODY")
+    assert none == []
+
+
+def test_includefield_all(wnode, corpus):
+    e = next(x for x in corpus.entries if x["attrs"].get("StudyDescription"))
+    _, [obj] = W.qido(wnode.http_port, "/dicomweb/studies?StudyInstanceUID=%s&includefield=all"
+                      % e["study_instance_uid"])
+    # StudyDescription is not a default return attribute
+    assert obj["00081030"]["Value"] == [e["attrs"]["StudyDescription"]]
+
+
+BAD = [
+    ("/dicomweb/studies?limit=-1", 400, "limit"),
+    ("/dicomweb/studies?limit=abc", 400, "limit"),
+    ("/dicomweb/studies?NoSuchKeyword=1", 400, "NoSuchKeyword"),
+    ("/dicomweb/studies?StudyDate=2020-01", 400, ""),
+    ("/dicomweb/studies?includefield=Bogus", 400, "Bogus"),
+    ("/dicomweb/studies?fuzzymatching=maybe", 400, "fuzzymatching"),
+    ("/dicomweb/studies/..%2F..%2Fetc/series", 400, "UID"),
+    ("/dicomweb/studies/1.2.3.abc/series", 400, "UID"),
+    ("/dicomweb/studies/1.2.03/series", 400, "UID"),
+    ("/dicomweb/nothing", 404, ""),
+    ("/nothing/here", 404, ""),
+]
+
+
+@pytest.mark.parametrize("path,status,word", BAD, ids=[b[0] for b in BAD])
+def test_bad_queries(wnode, path, status, word):
+    off = os.path.getsize(wnode.log_path)
+    r = W.request(wnode.http_port, path)
+    assert r.status == status, r
+    assert r.header("Content-Type").startswith("text/plain")
+    assert word in r.body.decode(), r
+    with open(wnode.log_path, "rb") as f:
+        f.seek(off)
+        new = f.read().decode("utf-8", "replace")
+    assert any(("%d" % status) in line and "http" in line for line in new.splitlines()), new
+    # and the node goes on serving
+    assert W.request(wnode.http_port, "/health").status == 200
+
+
+def test_not_acceptable(wnode):
+    r = W.request(wnode.http_port, "/dicomweb/studies", headers={"Accept": "image/png"})
+    assert r.status == 406, r
+
+
+def test_keep_alive_many_requests(wnode):
+    import http.client
+    conn = http.client.HTTPConnection("127.0.0.1", wnode.http_port, timeout=10)
+    try:
+        sock = None
+        for _ in range(50):
+            r = W.request(wnode.http_port, "/dicomweb/studies?limit=1", conn=conn)
+            assert r.status == 200
+            assert len(r.json()) == 1
+            # one TCP connection throughout: the node keeps it alive
+            assert r.header("Connection") != "close", r
+            sock = sock or conn.sock
+            assert conn.sock is sock
+    finally:
+        conn.close()

@@ -1,0 +1,96 @@
+"""HTTP helpers for the web tests: a node with its web port on, plain
+requests with http.client (no library between the test and the bytes),
+and QIDO-RS JSON turned into pydicom datasets."""
+
+import base64
+import http.client
+import json
+import os
+import ssl
+import subprocess
+
+import pydicom
+
+import pacsnode_harness as H
+
+
+class WebNode(H.Node):
+    """A node with [http] on a free port (and whatever `http` adds)."""
+
+    def __init__(self, *a, http=None, **kw):
+        self.http_port = H.free_port()
+        self.http_extra = dict(http or {})
+        super().__init__(*a, **kw)
+
+    def write_config(self):
+        self.extra_config.setdefault("http", {})
+        self.extra_config["http"].update({"port": self.http_port})
+        self.extra_config["http"].update(self.http_extra)
+        super().write_config()
+
+
+class Response:
+    def __init__(self, status, headers, body):
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    def header(self, name):
+        for k, v in self.headers:
+            if k.lower() == name.lower():
+                return v
+        return None
+
+    def json(self):
+        return json.loads(self.body.decode("utf-8"))
+
+    def __repr__(self):
+        return "<%d %r %r>" % (self.status, self.headers, self.body[:300])
+
+
+def request(port, path, *, method="GET", headers=None, body=None, auth=None, host="127.0.0.1",
+            https=False, context=None, timeout=30, conn=None):
+    """One request; returns Response. auth: (user, password)."""
+    h = dict(headers or {})
+    if auth is not None:
+        h["Authorization"] = "Basic " + base64.b64encode(
+            ("%s:%s" % auth).encode("utf-8")).decode("ascii")
+    own = conn is None
+    if own:
+        if https:
+            conn = http.client.HTTPSConnection(host, port, timeout=timeout, context=context)
+        else:
+            conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers=h)
+        r = conn.getresponse()
+        data = r.read()
+        return Response(r.status, r.getheaders(), data)
+    finally:
+        if own:
+            conn.close()
+
+
+def qido(port, path, **kw):
+    r = request(port, path, headers={"Accept": "application/dicom+json"}, **kw)
+    assert r.status == 200, r
+    assert r.header("Content-Type").startswith("application/dicom+json"), r
+    return [pydicom.Dataset.from_json(o) for o in r.json()], r.json()
+
+
+def mkpasswd(password):
+    """A yescrypt hash, as an operator makes one (Debian's whois package)."""
+    return subprocess.run(["mkpasswd", "-m", "yescrypt", "--stdin"], input=password.encode(),
+                          capture_output=True, check=True).stdout.decode().strip()
+
+
+def write_users(path, users, owner=None):
+    """users: [(name, password, role)]."""
+    with open(path, "w") as f:
+        f.write("# pacsnode web users: name:crypt-hash:role\n")
+        for name, pw, role in users:
+            f.write("%s:%s:%s\n" % (name, mkpasswd(pw), role))
+    os.chmod(path, 0o640)
+    if owner:
+        H.chown_to(path, owner)
+    return path

@@ -1,0 +1,448 @@
+/* The embedded HTTP server: one libmicrohttpd daemon per worker process,
+ * without a listening socket of its own. The node's listener accepts the
+ * connection and hands it over like a DICOM one; the worker adds it to its
+ * daemon and drives it on this thread until it closes, so one slow client
+ * holds only its own worker (docs/web.md). Here: the daemon, the login, the
+ * routing and the answers every handler shares. */
+#include "web.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "dcm/pn_dcm.h"
+#include "log.h"
+#include "uid.h"
+#include "users.h"
+#include "web_internal.h"
+
+/* Request line and headers: a browser's fit in a few KB; beyond this MHD
+ * answers 431 or 414 itself. */
+#define HEADER_MEMORY (64 * 1024)
+#define MAX_SEGMENTS 12
+
+const char pn_web_busy_response[] = "HTTP/1.1 503 Service Unavailable\r\n"
+                                    "Content-Type: text/plain; charset=utf-8\r\n"
+                                    "Content-Length: 49\r\n"
+                                    "Retry-After: 1\r\n"
+                                    "Connection: close\r\n"
+                                    "\r\n"
+                                    "every HTTP connection of the node is busy: retry\n";
+
+struct pn_web {
+	pn_store_ctx *ctx;
+	struct MHD_Daemon *d;
+	pn_web_users *users; /* NULL: the web is open (loopback only) */
+	bool https;
+	bool closed; /* the connection being served has ended */
+	char *cert_pem, *key_pem;
+};
+
+static double ms_since(const struct timespec *t0)
+{
+	struct timespec t1;
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	return (double)(t1.tv_sec - t0->tv_sec) * 1e3 + (double)(t1.tv_nsec - t0->tv_nsec) / 1e6;
+}
+
+bool pn_web_is_http_connection(const pn_config *cfg, int fd)
+{
+	if (cfg->http_port == 0)
+		return false;
+	struct sockaddr_in local;
+	socklen_t len = sizeof(local);
+	if (getsockname(fd, (struct sockaddr *)&local, &len) < 0 || local.sin_family != AF_INET)
+		return false;
+	return ntohs(local.sin_port) == cfg->http_port;
+}
+
+static int read_pem(const char *path, char **ret, char *err, size_t errlen)
+{
+	FILE *f = fopen(path, "re");
+	if (!f) {
+		int rc = -errno;
+		snprintf(err, errlen, "could not read \"%s\": %s", path, strerror(-rc));
+		return rc;
+	}
+	size_t cap = 8192, len = 0;
+	char *buf = malloc(cap);
+	while (buf) {
+		size_t n = fread(buf + len, 1, cap - len - 1, f);
+		len += n;
+		if (n == 0)
+			break;
+		if (cap - len - 1 == 0) {
+			if (cap >= (1u << 20))
+				break;
+			char *nb = realloc(buf, cap * 2);
+			if (!nb) {
+				free(buf);
+				buf = NULL;
+				break;
+			}
+			buf = nb;
+			cap *= 2;
+		}
+	}
+	fclose(f);
+	if (!buf)
+		return -ENOMEM;
+	buf[len] = '\0';
+	if (strstr(buf, "ENCRYPTED")) {
+		snprintf(err, errlen, "\"%s\" is an encrypted key: the node cannot type its password", path);
+		free(buf);
+		return -EINVAL;
+	}
+	*ret = buf;
+	return 0;
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+	(void)cls;
+	char line[512];
+	vsnprintf(line, sizeof(line), fmt, ap);
+	size_t n = strlen(line);
+	while (n && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+		line[--n] = '\0';
+	pn_warning("http: %s", line);
+}
+
+static void notify_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                              enum MHD_ConnectionNotificationCode code)
+{
+	(void)conn;
+	(void)socket_context;
+	pn_web *w = cls;
+	if (code == MHD_CONNECTION_NOTIFY_CLOSED)
+		w->closed = true;
+}
+
+enum MHD_Result pn_web_queue(pn_web_req *r, unsigned status, struct MHD_Response *resp)
+{
+	if (!resp)
+		return MHD_NO;
+	/* Nothing the node serves is to be sniffed into another type, framed
+	 * by another site or kept by a shared cache. */
+	MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
+	MHD_add_response_header(resp, "X-Frame-Options", "DENY");
+	MHD_add_response_header(resp, "Cache-Control", "no-store");
+	MHD_add_response_header(resp, "Server", "pacsnode");
+	enum MHD_Result rc = MHD_queue_response(r->conn, status, resp);
+	MHD_destroy_response(resp);
+	r->answered = true;
+	r->status = status;
+	return rc;
+}
+
+enum MHD_Result pn_web_reply(pn_web_req *r, unsigned status, const char *type, const void *body, size_t len)
+{
+	struct MHD_Response *resp = MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
+	if (!resp)
+		return MHD_NO;
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, type);
+	return pn_web_queue(r, status, resp);
+}
+
+enum MHD_Result pn_web_error(pn_web_req *r, unsigned status, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg) - 1, fmt, ap);
+	va_end(ap);
+	pn_log(status >= 500 ? PN_LOG_ERROR : PN_LOG_WARNING, "http %s%s%s: %s %.200s: %u: %s", r->peer,
+	       r->user[0] ? " " : "", r->user, r->method, r->path, status, msg);
+	size_t n = strlen(msg);
+	msg[n++] = '\n';
+	return pn_web_reply(r, status, "text/plain; charset=utf-8", msg, n);
+}
+
+const char *pn_web_arg(const pn_web_req *r, const char *name)
+{
+	return MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, name);
+}
+
+void pn_web_base_url(const pn_web_req *r, char *out, size_t outlen)
+{
+	out[0] = '\0';
+	const char *host = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST);
+	if (!host || !host[0] || strlen(host) > 255)
+		return;
+	/* Only what a host name, an IPv4 or a bracketed IPv6 address and a
+	 * port are made of: the header is the client's word. */
+	for (const char *p = host; *p; p++)
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '.' ||
+		      *p == '-' || *p == ':' || *p == '[' || *p == ']'))
+			return;
+	snprintf(out, outlen, "%s://%s", r->https ? "https" : "http", host);
+}
+
+/* HTTP Basic against the users file; sets r->user and r->role. */
+static bool logged_in(pn_web *w, pn_web_req *r)
+{
+	if (!w->users) {
+		r->role = PN_ROLE_WRITE;
+		return true;
+	}
+	char *pass = NULL;
+	char *name = MHD_basic_auth_get_username_password(r->conn, &pass);
+	pn_web_role role = PN_ROLE_NONE;
+	if (name && pass)
+		role = pn_web_users_check(w->users, name, pass);
+	if (name)
+		snprintf(r->user, sizeof(r->user), "%.63s", name);
+	if (pass) {
+		explicit_bzero(pass, strlen(pass));
+		MHD_free(pass);
+	}
+	if (name)
+		MHD_free(name);
+	r->role = role;
+	return role != PN_ROLE_NONE;
+}
+
+static enum MHD_Result ask_login(pn_web_req *r)
+{
+	static const char msg[] = "this node needs a login\n";
+	if (r->user[0])
+		pn_warning("http %s: login failed for user \"%s\" (%s %.200s)", r->peer, r->user, r->method, r->path);
+	struct MHD_Response *resp =
+	    MHD_create_response_from_buffer(sizeof(msg) - 1, (void *)msg, MHD_RESPMEM_PERSISTENT);
+	if (!resp)
+		return MHD_NO;
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/plain; charset=utf-8");
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Basic realm=\"pacsnode\", charset=\"UTF-8\"");
+	r->user[0] = '\0';
+	return pn_web_queue(r, MHD_HTTP_UNAUTHORIZED, resp);
+}
+
+/* The path cut at '/' into seg[] (empty segments dropped); -1 when there
+ * are too many. */
+static int split(char *path, char *seg[], int max)
+{
+	int n = 0;
+	for (char *p = strtok(path, "/"); p; p = strtok(NULL, "/")) {
+		if (n == max)
+			return -1;
+		seg[n++] = p;
+	}
+	return n;
+}
+
+static enum MHD_Result dicomweb(pn_web_req *r, char *seg[], int n)
+{
+	/* seg[0] is "dicomweb". */
+	for (int i = 2; i < n; i += 2)
+		if (!pn_uid_valid(seg[i]))
+			return pn_web_error(r, MHD_HTTP_BAD_REQUEST, "\"%.64s\" is not a UID", seg[i]);
+	if (strcmp(r->method, "GET") != 0 && strcmp(r->method, "HEAD") != 0)
+		return pn_web_error(r, MHD_HTTP_METHOD_NOT_ALLOWED, "%s is not served here", r->method);
+	if (n == 2 && strcmp(seg[1], "studies") == 0)
+		return pn_web_qido(r, PN_LEVEL_STUDY, NULL, NULL);
+	if (n == 2 && strcmp(seg[1], "series") == 0)
+		return pn_web_qido(r, PN_LEVEL_SERIES, NULL, NULL);
+	if (n == 2 && strcmp(seg[1], "instances") == 0)
+		return pn_web_qido(r, PN_LEVEL_INSTANCE, NULL, NULL);
+	if (n >= 3 && strcmp(seg[1], "studies") == 0) {
+		if (n == 4 && strcmp(seg[3], "series") == 0)
+			return pn_web_qido(r, PN_LEVEL_SERIES, seg[2], NULL);
+		if (n == 4 && strcmp(seg[3], "instances") == 0)
+			return pn_web_qido(r, PN_LEVEL_INSTANCE, seg[2], NULL);
+		if (n == 6 && strcmp(seg[3], "series") == 0 && strcmp(seg[5], "instances") == 0)
+			return pn_web_qido(r, PN_LEVEL_INSTANCE, seg[2], seg[4]);
+	}
+	return pn_web_error(r, MHD_HTTP_NOT_FOUND, "no such resource");
+}
+
+static enum MHD_Result route(pn_web *w, pn_web_req *r)
+{
+	char path[1024];
+	if (strlen(r->path) >= sizeof(path))
+		return pn_web_error(r, MHD_HTTP_URI_TOO_LONG, "the path is too long");
+	snprintf(path, sizeof(path), "%s", r->path);
+	char *seg[MAX_SEGMENTS];
+	int n = split(path, seg, MAX_SEGMENTS);
+	if (n < 0)
+		return pn_web_error(r, MHD_HTTP_NOT_FOUND, "no such resource");
+	if (n == 1 && strcmp(seg[0], "health") == 0)
+		return pn_web_health(r);
+	if (!logged_in(w, r))
+		return ask_login(r);
+	if (n >= 2 && strcmp(seg[0], "dicomweb") == 0)
+		return dicomweb(r, seg, n);
+	return pn_web_error(r, MHD_HTTP_NOT_FOUND, "no such resource");
+}
+
+/* Whether the request announces a body (Content-Length above 0, or
+ * chunked). */
+static bool has_body(struct MHD_Connection *conn)
+{
+	const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+	const char *te = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING);
+	return (cl && strspn(cl, "0") != strlen(cl)) || te;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+                                  const char *version, const char *upload_data, size_t *upload_data_size,
+                                  void **con_cls)
+{
+	(void)version;
+	(void)upload_data;
+	pn_web *w = cls;
+	pn_web_req *r = *con_cls;
+	if (!r) {
+		/* The headers are in. Answering now would end the connection
+		 * (MHD closes one whose request it has not read whole), so a
+		 * request without a body is answered at the next call, once it
+		 * is complete; one with a body we do not take is refused now. */
+		r = calloc(1, sizeof(*r));
+		if (!r)
+			return MHD_NO;
+		*con_cls = r;
+		clock_gettime(CLOCK_MONOTONIC, &r->t0);
+		r->conn = conn;
+		r->ctx = w->ctx;
+		r->method = method;
+		r->path = url;
+		r->https = w->https;
+		const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+		if (ci && ci->client_addr && ci->client_addr->sa_family == AF_INET)
+			inet_ntop(AF_INET, &((const struct sockaddr_in *)ci->client_addr)->sin_addr, r->peer,
+			          sizeof(r->peer));
+		else
+			snprintf(r->peer, sizeof(r->peer), "?");
+		if (has_body(conn))
+			return pn_web_error(r, MHD_HTTP_BAD_REQUEST, "%s %.100s takes no request body", method, url);
+		return MHD_YES;
+	}
+	if (*upload_data_size) {
+		*upload_data_size = 0; /* after an early answer: MHD discards it */
+		return MHD_YES;
+	}
+	if (r->answered)
+		return MHD_YES;
+	if (url[0] != '/')
+		return pn_web_error(r, MHD_HTTP_BAD_REQUEST, "the request target is not a path");
+	return route(w, r);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_RequestTerminationCode toe)
+{
+	(void)cls;
+	(void)conn;
+	pn_web_req *r = *con_cls;
+	if (!r)
+		return;
+	*con_cls = NULL;
+	if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && toe != MHD_REQUEST_TERMINATED_CLIENT_ABORT)
+		pn_warning("http %s: %s %.200s ended before its answer was complete (reason %d)", r->peer, r->method,
+		           r->path, (int)toe);
+	pn_info("http %s%s%s: %s %.200s %u %.1f ms", r->peer, r->user[0] ? " " : "", r->user, r->method, r->path,
+	        r->status, ms_since(&r->t0));
+	free(r);
+}
+
+/* TLS 1.3 and 1.2, and for 1.2 only ECDHE with AEAD ciphers: what the DICOM
+ * listener allows (docs/tls.md), in GnuTLS's words. */
+#define HTTPS_PRIORITIES                                                                                               \
+	"NONE:+VERS-TLS1.3:+VERS-TLS1.2:+AES-256-GCM:+AES-128-GCM:+CHACHA20-POLY1305:+AEAD:+ECDHE-ECDSA:+ECDHE-RSA:"   \
+	"+SIGN-ALL:+GROUP-EC-ALL:+COMP-NULL:+CTYPE-X509:%SAFE_RENEGOTIATION"
+
+int pn_web_create(pn_store_ctx *ctx, pn_web **ret, char *err, size_t errlen)
+{
+	*ret = NULL;
+	const pn_config *cfg = ctx->cfg;
+	pn_web *w = calloc(1, sizeof(*w));
+	if (!w)
+		return -ENOMEM;
+	w->ctx = ctx;
+	int rc = 0;
+	if (cfg->http_users)
+		rc = pn_web_users_load(cfg->http_users, &w->users, err, errlen);
+	const char *cert = pn_config_http_certificate(cfg), *key = pn_config_http_private_key(cfg);
+	if (rc == 0 && cert && key) {
+		rc = read_pem(cert, &w->cert_pem, err, errlen);
+		if (rc == 0)
+			rc = read_pem(key, &w->key_pem, err, errlen);
+		w->https = rc == 0;
+	}
+	if (rc < 0) {
+		pn_web_free(w);
+		return rc;
+	}
+	unsigned flags = MHD_USE_NO_LISTEN_SOCKET | MHD_USE_EPOLL | MHD_USE_ERROR_LOG;
+	if (w->https)
+		flags |= MHD_USE_TLS;
+	struct MHD_OptionItem tls_opts[] = {
+	    {MHD_OPTION_HTTPS_MEM_CERT, 0, w->cert_pem},
+	    {MHD_OPTION_HTTPS_MEM_KEY, 0, w->key_pem},
+	    {MHD_OPTION_HTTPS_PRIORITIES, 0, (void *)HTTPS_PRIORITIES},
+	    {MHD_OPTION_END, 0, NULL},
+	};
+	w->d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, w, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+	                        /* one connection at a time; a daemon at its limit closes after each answer */
+	                        MHD_OPTION_CONNECTION_LIMIT, 2u, MHD_OPTION_CONNECTION_TIMEOUT,
+	                        (unsigned)cfg->http_idle_timeout, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+	                        (size_t)HEADER_MEMORY, MHD_OPTION_NOTIFY_CONNECTION, notify_connection, w,
+	                        MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL, MHD_OPTION_ARRAY,
+	                        w->https ? tls_opts : &tls_opts[3], MHD_OPTION_END);
+	if (!w->d) {
+		snprintf(err, errlen, "could not start the HTTP server%s", w->https ? " (HTTPS: check the key)" : "");
+		pn_web_free(w);
+		return -EINVAL;
+	}
+	*ret = w;
+	return 0;
+}
+
+void pn_web_free(pn_web *w)
+{
+	if (!w)
+		return;
+	if (w->d)
+		MHD_stop_daemon(w->d);
+	pn_web_users_free(w->users);
+	free(w->cert_pem);
+	if (w->key_pem) {
+		explicit_bzero(w->key_pem, strlen(w->key_pem));
+		free(w->key_pem);
+	}
+	free(w);
+}
+
+void pn_web_serve(pn_web *w, int fd)
+{
+	struct sockaddr_storage peer;
+	socklen_t len = sizeof(peer);
+	if (getpeername(fd, (struct sockaddr *)&peer, &len) < 0) {
+		close(fd);
+		return;
+	}
+	w->closed = false;
+	/* MHD owns the socket from here, failure or not. */
+	if (MHD_add_connection(w->d, fd, (struct sockaddr *)&peer, len) != MHD_YES) {
+		pn_warning("http: could not take a connection over: %m");
+		return;
+	}
+	while (!w->closed)
+		if (MHD_run_wait(w->d, 1000) != MHD_YES)
+			break;
+}
+
+int pn_web_check(const pn_config *cfg, char *err, size_t errlen)
+{
+	if (cfg->http_port == 0)
+		return 0;
+	pn_store_ctx ctx = {.cfg = cfg};
+	pn_web *w = NULL;
+	int rc = pn_web_create(&ctx, &w, err, errlen);
+	pn_web_free(w);
+	return rc;
+}

@@ -1,0 +1,498 @@
+/* QIDO-RS (PS3.18 10.6): the URL's parameters become a C-FIND identifier
+ * (Study Root, relational), which goes through the same parser, the same
+ * SQL and the same response builder as C-FIND; each match is written in
+ * the DICOM JSON model as the client reads, so memory does not grow with
+ * the number of matches (docs/web.md). */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "audit.h"
+#include "find.h"
+#include "find_query.h"
+#include "find_response.h"
+#include "log.h"
+#include "web_internal.h"
+
+#define UID_STUDY_ROOT_FIND "1.2.840.10008.5.1.4.1.2.2.1"
+#define TAG_CHARSET 0x00080005u
+#define TAG_LEVEL 0x00080052u
+#define TAG_RETRIEVE_URL 0x00081190u
+#define TAG_STUDY_UID 0x0020000Du
+#define TAG_SERIES_UID 0x0020000Eu
+#define TAG_SOP_UID 0x00080018u
+#define MAX_INCLUDES 256
+#define CHUNK (64 * 1024)
+
+/* The default return attributes: PS3.18 tables 10.6.3-3 (study), -4
+ * (series) and -5 (instance), and a few a viewer shows at once (issuer,
+ * descriptions). Retrieve URL is added per match. */
+static const uint32_t study_defaults[] = {
+    0x00080020, 0x00080030, 0x00080050, 0x00080056, 0x00080061, 0x00080090, 0x00080201, 0x00081030, 0x00100010,
+    0x00100020, 0x00100021, 0x00100030, 0x00100040, 0x0020000D, 0x00200010, 0x00201206, 0x00201208,
+};
+static const uint32_t series_defaults[] = {
+    0x00080060, 0x00080201, 0x0008103E, 0x0020000E, 0x00200011, 0x00201209, 0x00400244, 0x00400245,
+};
+static const uint32_t instance_defaults[] = {
+    0x00080016, 0x00080018, 0x00080056, 0x00080201, 0x00200013, 0x00280008, 0x00280010, 0x00280011, 0x00280100,
+};
+
+typedef struct {
+	pn_web_req *r;
+	pn_dcm_ds *id;
+	int level;
+	bool include_all;
+	bool fuzzy;
+	long long limit, offset; /* -1: not given */
+	char bad[256];           /* the first bad parameter, in words */
+} params;
+
+static bool all_digits(const char *s)
+{
+	if (!*s || strlen(s) > 9)
+		return false;
+	for (; *s; s++)
+		if (*s < '0' || *s > '9')
+			return false;
+	return true;
+}
+
+/* A keyword ("PatientName") or eight hex digits ("00100010"). */
+static int attribute_tag(const char *name, uint32_t *tag)
+{
+	size_t n = strlen(name);
+	if (n == 8 && strspn(name, "0123456789abcdefABCDEF") == 8) {
+		*tag = (uint32_t)strtoul(name, NULL, 16);
+		return 0;
+	}
+	return pn_dcm_tag_from_keyword(name, tag);
+}
+
+static void put_empty(params *p, uint32_t tag)
+{
+	char *have = NULL;
+	if (pn_dcm_ds_get(p->id, tag, &have) == 0 && have) {
+		free(have);
+		return; /* a match on it is there already */
+	}
+	if (pn_dcm_ds_put(p->id, tag, "") < 0 && !p->bad[0])
+		snprintf(p->bad, sizeof(p->bad), "cannot return (%04X,%04X)", tag >> 16, tag & 0xffff);
+}
+
+static void include_fields(params *p, const char *value)
+{
+	char buf[4096];
+	snprintf(buf, sizeof(buf), "%s", value);
+	char *save = NULL;
+	for (char *f = strtok_r(buf, ",", &save); f; f = strtok_r(NULL, ",", &save)) {
+		uint32_t tag;
+		if (strcmp(f, "all") == 0) {
+			p->include_all = true;
+		} else if (strchr(f, '.')) {
+			snprintf(p->bad, sizeof(p->bad),
+			         "includefield \"%.64s\": attributes inside sequences are not "
+			         "selected one by one (the whole sequence is returned)",
+			         f);
+		} else if (attribute_tag(f, &tag) < 0) {
+			snprintf(p->bad, sizeof(p->bad), "includefield \"%.64s\" is not an attribute keyword or tag",
+			         f);
+		} else if (tag != TAG_RETRIEVE_URL) {
+			put_empty(p, tag);
+		}
+	}
+}
+
+static bool is_uid_vr(uint32_t tag)
+{
+	char vr[3];
+	return pn_dcm_tag_vr(tag, vr) == 0 && strcmp(vr, "UI") == 0;
+}
+
+static enum MHD_Result each_param(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+	(void)kind;
+	params *p = cls;
+	if (p->bad[0])
+		return MHD_NO;
+	const char *v = value ? value : "";
+	if (strcmp(key, "limit") == 0 || strcmp(key, "offset") == 0) {
+		if (!all_digits(v)) {
+			snprintf(p->bad, sizeof(p->bad), "%s must be a non-negative integer", key);
+			return MHD_NO;
+		}
+		*(key[0] == 'l' ? &p->limit : &p->offset) = atoll(v);
+		return MHD_YES;
+	}
+	if (strcmp(key, "includefield") == 0) {
+		include_fields(p, v);
+		return p->bad[0] ? MHD_NO : MHD_YES;
+	}
+	if (strcmp(key, "fuzzymatching") == 0) {
+		if (strcmp(v, "true") != 0 && strcmp(v, "false") != 0) {
+			snprintf(p->bad, sizeof(p->bad), "fuzzymatching is true or false");
+			return MHD_NO;
+		}
+		p->fuzzy = strcmp(v, "true") == 0;
+		return MHD_YES;
+	}
+	uint32_t tag;
+	if (strchr(key, '.')) {
+		snprintf(p->bad, sizeof(p->bad), "\"%.64s\": matching inside sequences is not supported", key);
+		return MHD_NO;
+	}
+	if (attribute_tag(key, &tag) < 0) {
+		snprintf(p->bad, sizeof(p->bad), "\"%.64s\" is neither a query parameter nor an attribute", key);
+		return MHD_NO;
+	}
+	if (tag == TAG_CHARSET || tag == TAG_LEVEL || tag == TAG_RETRIEVE_URL || (tag >> 16) <= 0x0002) {
+		snprintf(p->bad, sizeof(p->bad), "(%04X,%04X) cannot be matched", tag >> 16, tag & 0xffff);
+		return MHD_NO;
+	}
+	if (strlen(v) > 1024) {
+		snprintf(p->bad, sizeof(p->bad), "the value of \"%.64s\" is too long", key);
+		return MHD_NO;
+	}
+	/* PS3.18 lists UIDs with commas; the identifier with backslashes. */
+	char val[1100];
+	snprintf(val, sizeof(val), "%s", v);
+	if (is_uid_vr(tag))
+		for (char *c = val; *c; c++)
+			if (*c == ',')
+				*c = '\\';
+	if (pn_dcm_ds_put(p->id, tag, val) < 0) {
+		snprintf(p->bad, sizeof(p->bad), "\"%.64s\" cannot be matched", key);
+		return MHD_NO;
+	}
+	return MHD_YES;
+}
+
+static void put_defaults(params *p, const uint32_t *tags, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		put_empty(p, tags[i]);
+}
+
+#define PUT_DEFAULTS(p, a) put_defaults(p, a, sizeof(a) / sizeof(a[0]))
+
+/* The identifier for the request, or NULL with p->bad said. */
+static pn_dcm_ds *identifier(params *p, const char *study, const char *series)
+{
+	static const char *const levels[] = {"PATIENT", "STUDY", "SERIES", "IMAGE"};
+	if (pn_dcm_ds_create(&p->id) < 0) {
+		snprintf(p->bad, sizeof(p->bad), "out of memory");
+		return NULL;
+	}
+	MHD_get_connection_values(p->r->conn, MHD_GET_ARGUMENT_KIND, each_param, p);
+	if (!p->bad[0]) {
+		/* A level's defaults: its own, and those of the levels above
+		 * that the path does not fix. */
+		if (p->level == PN_LEVEL_STUDY || !study)
+			PUT_DEFAULTS(p, study_defaults);
+		if (p->level >= PN_LEVEL_SERIES && (p->level == PN_LEVEL_SERIES || !series))
+			PUT_DEFAULTS(p, series_defaults);
+		if (p->level == PN_LEVEL_INSTANCE)
+			PUT_DEFAULTS(p, instance_defaults);
+		if (pn_dcm_ds_put(p->id, TAG_CHARSET, "ISO_IR 192") < 0 ||
+		    pn_dcm_ds_put(p->id, TAG_LEVEL, levels[p->level]) < 0 ||
+		    (study && pn_dcm_ds_put(p->id, TAG_STUDY_UID, study) < 0) ||
+		    (series && pn_dcm_ds_put(p->id, TAG_SERIES_UID, series) < 0))
+			snprintf(p->bad, sizeof(p->bad), "out of memory");
+	}
+	if (p->bad[0]) {
+		pn_dcm_ds_free(p->id);
+		p->id = NULL;
+	}
+	return p->id;
+}
+
+typedef struct {
+	pn_store_ctx *ctx;
+	pn_query *q;
+	bool include_all;
+	char base[300];       /* "http://host:port/dicomweb", "" for none */
+	long long skip, left; /* left: -1 no limit */
+	pn_level_blob blobs[PN_LEVELS];
+	char *out;
+	size_t len, pos, cap;
+	bool begun, done, failed, running;
+	unsigned long long matches;
+	char peer[64];
+} stream;
+
+static void stream_free(void *cls)
+{
+	stream *s = cls;
+	if (s->running)
+		pn_find_stop(s->ctx->db);
+	for (int l = 0; l < PN_LEVELS; l++)
+		pn_level_blob_clear(&s->blobs[l]);
+	pn_query_free(s->q);
+	free(s->out);
+	free(s);
+}
+
+static int append(stream *s, const char *data, size_t n)
+{
+	if (s->len + n > s->cap) {
+		size_t cap = s->cap ? s->cap : CHUNK;
+		while (cap < s->len + n)
+			cap *= 2;
+		char *b = realloc(s->out, cap);
+		if (!b)
+			return -ENOMEM;
+		s->out = b;
+		s->cap = cap;
+	}
+	memcpy(s->out + s->len, data, n);
+	s->len += n;
+	return 0;
+}
+
+static int merge_each(void *ctx, const pn_dcm_elem *e)
+{
+	pn_dcm_ds **pair = ctx;
+	char *have = NULL;
+	if (e->tag == TAG_CHARSET || pn_dcm_ds_get(pair[0], e->tag, &have) == 0) {
+		free(have);
+		return 0;
+	}
+	int rc = pn_dcm_ds_copy(pair[0], pair[1], e->tag, NULL);
+	return rc == -ENOMEM ? rc : 0;
+}
+
+/* includefield=all: every attribute the index keeps for the levels
+ * returned, not only the keys asked for. */
+static int merge_all(pn_dcm_ds *rsp, pn_dcm_ds *const levels[PN_LEVELS], int level)
+{
+	for (int l = 0; l <= level; l++) {
+		if (!levels[l])
+			continue;
+		pn_dcm_ds *pair[2] = {rsp, levels[l]};
+		int rc = pn_dcm_ds_each(levels[l], merge_each, pair);
+		if (rc < 0)
+			return rc;
+	}
+	return 0;
+}
+
+static void retrieve_url(stream *s, pn_dcm_ds *rsp)
+{
+	if (!s->base[0])
+		return;
+	char *study = NULL, *series = NULL, *sop = NULL;
+	pn_dcm_ds_get(rsp, TAG_STUDY_UID, &study);
+	if (s->q->level >= PN_LEVEL_SERIES)
+		pn_dcm_ds_get(rsp, TAG_SERIES_UID, &series);
+	if (s->q->level >= PN_LEVEL_INSTANCE)
+		pn_dcm_ds_get(rsp, TAG_SOP_UID, &sop);
+	char url[600];
+	int n = -1;
+	if (study && s->q->level == PN_LEVEL_STUDY)
+		n = snprintf(url, sizeof(url), "%s/studies/%s", s->base, study);
+	else if (study && series && s->q->level == PN_LEVEL_SERIES)
+		n = snprintf(url, sizeof(url), "%s/studies/%s/series/%s", s->base, study, series);
+	else if (study && series && sop)
+		n = snprintf(url, sizeof(url), "%s/studies/%s/series/%s/instances/%s", s->base, study, series, sop);
+	if (n > 0 && (size_t)n < sizeof(url))
+		pn_dcm_ds_put(rsp, TAG_RETRIEVE_URL, url);
+	free(study);
+	free(series);
+	free(sop);
+}
+
+/* The next match into s->out; 0 (s->done at the end), or -1. */
+static int next_match(stream *s)
+{
+	const pn_query *q = s->q;
+	for (;;) {
+		if (s->left == 0) {
+			s->done = true;
+			return 0;
+		}
+		pn_find_row row;
+		int rc = pn_find_next(s->ctx->db, &row);
+		if (rc == 0) {
+			s->running = false;
+			pn_find_stop(s->ctx->db);
+			s->done = true;
+			return 0;
+		}
+		if (rc < 0) {
+			pn_error("http %s: QIDO-RS: the index query failed: %s", s->peer, pn_db_errmsg(s->ctx->db));
+			return -1;
+		}
+		pn_dcm_ds *levels[PN_LEVELS] = {0};
+		bool need_all = s->include_all;
+		for (int l = 0; l <= q->level && rc >= 0; l++)
+			if ((q->need_levels & (1u << l)) || need_all)
+				rc = pn_level_blob_set(&s->blobs[l], &row.attrs[l]);
+		if (rc < 0)
+			return -1;
+		for (int l = 0; l <= q->level; l++)
+			levels[l] = (q->need_levels & (1u << l)) || need_all ? pn_level_blob_ds(&s->blobs[l], l) : NULL;
+		if (!pn_query_post_match(q, levels))
+			continue;
+		if (s->skip > 0) {
+			s->skip--;
+			continue;
+		}
+		pn_dcm_ds *rsp = NULL;
+		rc = pn_find_response_build(q, &row, levels, s->ctx->cfg->ae_title, NULL, &rsp);
+		if (rc == 0 && need_all)
+			rc = merge_all(rsp, levels, q->level);
+		pn_dcm_buf json = {0};
+		if (rc == 0) {
+			pn_dcm_ds_remove(rsp, TAG_LEVEL);
+			retrieve_url(s, rsp);
+			rc = pn_dcm_ds_write_json(rsp, &json);
+		}
+		pn_dcm_ds_free(rsp);
+		if (rc == 0 && s->matches > 0)
+			rc = append(s, ",", 1);
+		if (rc == 0)
+			rc = append(s, json.data, json.len);
+		free(json.data);
+		if (rc < 0) {
+			pn_error("http %s: QIDO-RS: could not write a match (%s)", s->peer, strerror(-rc));
+			return -1;
+		}
+		s->matches++;
+		if (s->left > 0)
+			s->left--;
+		return 0;
+	}
+}
+
+static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+	(void)pos;
+	stream *s = cls;
+	if (s->failed)
+		return MHD_CONTENT_READER_END_WITH_ERROR;
+	if (!s->begun) {
+		s->begun = true;
+		if (append(s, "[", 1) < 0)
+			return MHD_CONTENT_READER_END_WITH_ERROR;
+	}
+	while (s->len - s->pos < max && !s->done) {
+		if (next_match(s) < 0) {
+			s->failed = true;
+			return MHD_CONTENT_READER_END_WITH_ERROR;
+		}
+		if (s->done && append(s, "]", 1) < 0)
+			return MHD_CONTENT_READER_END_WITH_ERROR;
+	}
+	if (s->pos == s->len) {
+		if (s->done)
+			return MHD_CONTENT_READER_END_OF_STREAM;
+		return 0;
+	}
+	size_t n = s->len - s->pos < max ? s->len - s->pos : max;
+	memcpy(buf, s->out + s->pos, n);
+	s->pos += n;
+	if (s->pos == s->len)
+		s->pos = s->len = 0;
+	return (ssize_t)n;
+}
+
+/* Whether the client takes JSON: no Accept, or one naming
+ * application/dicom+json, application/json or a wildcard. */
+static bool accepts_json(const pn_web_req *r)
+{
+	const char *a = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_ACCEPT);
+	if (!a || !a[0])
+		return true;
+	return strstr(a, "application/dicom+json") || strstr(a, "application/json") || strstr(a, "*/*") ||
+	       strstr(a, "application/*");
+}
+
+static void audit(pn_web_req *r, const pn_dcm_ds *id, bool failed)
+{
+	if (!pn_audit_enabled(r->ctx->audit))
+		return;
+	pn_dcm_buf buf = {0};
+	if (pn_dcm_ds_encode_le(id, true, &buf) < 0)
+		return;
+	pn_audit_assoc who = {.calling_ae = r->user[0] ? r->user : "HTTP",
+	                      .called_ae = r->ctx->cfg->ae_title,
+	                      .peer_addr = r->peer,
+	                      .tls = r->https};
+	pn_audit_query(r->ctx->audit, &who, UID_STUDY_ROOT_FIND, "1.2.840.10008.1.2.1", buf.data, buf.len, failed);
+	free(buf.data);
+}
+
+enum MHD_Result pn_web_qido(pn_web_req *r, int level, const char *study, const char *series)
+{
+	if (!accepts_json(r))
+		return pn_web_error(r, MHD_HTTP_NOT_ACCEPTABLE, "QIDO-RS answers application/dicom+json");
+	params p = {.r = r, .level = level, .limit = -1, .offset = -1, .fuzzy = r->ctx->cfg->pn_case_insensitive};
+	if (!identifier(&p, study, series))
+		return pn_web_error(r, MHD_HTTP_BAD_REQUEST, "%s", p.bad);
+	pn_dcm_ds *for_audit = NULL;
+	if (pn_audit_enabled(r->ctx->audit) && pn_dcm_ds_create(&for_audit) == 0) {
+		/* the identifier as asked, before the query takes it over */
+		pn_dcm_ds *pair[2] = {for_audit, p.id};
+		pn_dcm_ds_each(p.id, merge_each, pair);
+	}
+	pn_query *q = NULL;
+	unsigned short status = 0;
+	char why[256] = "";
+	unsigned flags = PN_QUERY_RELATIONAL | (p.fuzzy ? PN_QUERY_FOLD_NAMES : 0);
+	int rc = pn_query_parse(p.id, UID_STUDY_ROOT_FIND, flags, &q, &status, why, sizeof(why));
+	enum MHD_Result res;
+	if (rc < 0) {
+		if (for_audit)
+			audit(r, for_audit, true);
+		pn_dcm_ds_free(for_audit);
+		if (rc == -ENOMEM)
+			return pn_web_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "out of memory");
+		return pn_web_error(r, MHD_HTTP_BAD_REQUEST, "%s", why);
+	}
+	stream *s = calloc(1, sizeof(*s));
+	if (!s) {
+		pn_query_free(q);
+		pn_dcm_ds_free(for_audit);
+		return pn_web_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "out of memory");
+	}
+	s->ctx = r->ctx;
+	s->q = q;
+	s->include_all = p.include_all;
+	s->skip = p.offset > 0 ? p.offset : 0;
+	s->left = p.limit;
+	/* The node's cap on C-FIND matches holds here too: a client pages
+	 * with limit and offset. */
+	int cap = r->ctx->cfg->max_matches;
+	if (cap > 0 && (s->left < 0 || s->left > cap))
+		s->left = cap;
+	snprintf(s->peer, sizeof(s->peer), "%s", r->peer);
+	char host[256];
+	pn_web_base_url(r, host, sizeof(host));
+	if (host[0])
+		snprintf(s->base, sizeof(s->base), "%s/dicomweb", host);
+	if (!r->ctx->db || pn_find_start(r->ctx->db, &q->sql) < 0) {
+		if (for_audit)
+			audit(r, for_audit, true);
+		pn_dcm_ds_free(for_audit);
+		res = pn_web_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "the index does not answer: %s",
+		                   r->ctx->db ? pn_db_errmsg(r->ctx->db) : "no database connection");
+		stream_free(s);
+		return res;
+	}
+	s->running = true;
+	if (for_audit)
+		audit(r, for_audit, false);
+	pn_dcm_ds_free(for_audit);
+	struct MHD_Response *resp =
+	    MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, CHUNK, stream_read, s, stream_free);
+	if (!resp) {
+		stream_free(s);
+		return MHD_NO;
+	}
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/dicom+json");
+	if (q->unmatched)
+		MHD_add_response_header(resp, "Warning",
+		                        "299 pacsnode \"some attributes were not matched: they are only returned\"");
+	return pn_web_queue(r, MHD_HTTP_OK, resp);
+}

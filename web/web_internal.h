@@ -1,0 +1,56 @@
+/* What the parts of the web side share: one request, and the ways to
+ * answer it. Only web/ includes this (and libmicrohttpd). */
+#ifndef PN_WEB_INTERNAL_H
+#define PN_WEB_INTERNAL_H
+
+#include <microhttpd.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <time.h>
+
+#include "store.h" /* pn_store_ctx */
+#include "users.h"
+
+typedef struct pn_web_req {
+	struct MHD_Connection *conn;
+	pn_store_ctx *ctx;
+	const char *method; /* "GET", "HEAD", "POST", ... */
+	const char *path;   /* the URL's path, decoded, without the query */
+	bool https;
+	char peer[64];    /* the client's address */
+	char user[64];    /* "" when the web is open */
+	pn_web_role role; /* PN_ROLE_WRITE when the web is open */
+	bool answered;    /* a response was queued */
+	unsigned status;  /* the one queued, for the access log */
+	struct timespec t0;
+} pn_web_req;
+
+/* Queues `len` bytes of `body` (copied) with `status` and `type`. */
+enum MHD_Result pn_web_reply(pn_web_req *r, unsigned status, const char *type, const void *body, size_t len);
+
+/* Queues `resp` (made by the caller) with `status`, adding the headers every
+ * answer carries; destroys it. */
+enum MHD_Result pn_web_queue(pn_web_req *r, unsigned status, struct MHD_Response *resp);
+
+/* An error for a client: a short plain-text explanation, and one log line
+ * (a warning for what the client did wrong, 4xx; an error for our
+ * failures, 5xx). */
+enum MHD_Result pn_web_error(pn_web_req *r, unsigned status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* A query parameter (decoded), or NULL. */
+const char *pn_web_arg(const pn_web_req *r, const char *name);
+
+/* The URL this node is reached at, as the client named it
+ * ("http://host:port"), for Retrieve URL; "" when the Host header is
+ * missing or not a plain host name. */
+void pn_web_base_url(const pn_web_req *r, char *out, size_t outlen);
+
+/* Handlers, by the part of the URL space they serve. Each returns the
+ * result of queueing its response. */
+enum MHD_Result pn_web_health(pn_web_req *r);
+/* QIDO-RS: `level` PN_LEVEL_STUDY..INSTANCE; study / series from the path
+ * (NULL when not in it; already checked as UIDs). */
+enum MHD_Result pn_web_qido(pn_web_req *r, int level, const char *study, const char *series);
+
+#endif
