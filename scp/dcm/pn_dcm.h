@@ -405,6 +405,15 @@ int pn_dcm_tag_vr(uint32_t tag, char ret_vr[3]);
  * the dataset first). 0, -EINVAL, -ENOMEM. */
 int pn_dcm_ds_write_json(pn_dcm_ds *ds, pn_dcm_buf *out);
 
+/* Whether `ts_uid` is a syntax a stored instance may be converted to
+ * without loss (native, or a lossless compression). */
+bool pn_dcm_ts_lossless_target(const char *ts_uid);
+
+/* The stored file at `path` as a Part 10 file in transfer syntax `ts_uid`
+ * (malloc'ed into out), converted without loss. 0, -ENOENT, -EBADMSG (not
+ * readable), -ENOTSUP (no codec, or only a lossy way), -ENOMEM. */
+int pn_dcm_file_transcode(const char *path, const char *ts_uid, pn_dcm_buf *out);
+
 /* Removes the top-level element `tag`, if there is one. */
 void pn_dcm_ds_remove(pn_dcm_ds *ds, uint32_t tag);
 

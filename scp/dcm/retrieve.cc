@@ -40,6 +40,25 @@
 #include "pdu_internal.h"
 #include "util_internal.h"
 
+// The decoders dcmtk needs to turn a compressed stored instance into little
+// endian; once per process. The SOP Instance UID must never change: the
+// C-STORE-RQ names the instance as stored.
+void pn_dcm_register_codecs()
+{
+	static bool done = false;
+	if (done)
+		return;
+	DJDecoderRegistration::registerCodecs(EDC_photometricInterpretation, EUC_never);
+	DJLSDecoderRegistration::registerCodecs(EJLSUC_never);
+	DcmRLEDecoderRegistration::registerCodecs(OFFalse);
+	// Lossless encoders, for a receiver that accepted only a compressed
+	// lossless syntax for the class: never a new UID, never lossy.
+	DJEncoderRegistration::registerCodecs(ECC_lossyYCbCr, EUC_never);
+	DJLSEncoderRegistration::registerCodecs(0, 0, 0, 0, OFTrue, 0, OFTrue, EJLSUC_never);
+	DcmRLEEncoderRegistration::registerCodecs();
+	done = true;
+}
+
 namespace
 {
 
@@ -69,25 +88,6 @@ bool is_failure(unsigned short status)
 	if (status == 0x0001 || status == 0x0107 || status == 0x0116 || (status & 0xF000) == 0xB000)
 		return false;
 	return true;
-}
-
-// The decoders dcmtk needs to turn a compressed stored instance into little
-// endian; once per process. The SOP Instance UID must never change: the
-// C-STORE-RQ names the instance as stored.
-void register_decoders()
-{
-	static bool done = false;
-	if (done)
-		return;
-	DJDecoderRegistration::registerCodecs(EDC_photometricInterpretation, EUC_never);
-	DJLSDecoderRegistration::registerCodecs(EJLSUC_never);
-	DcmRLEDecoderRegistration::registerCodecs(OFFalse);
-	// Lossless encoders, for a receiver that accepted only a compressed
-	// lossless syntax for the class: never a new UID, never lossy.
-	DJEncoderRegistration::registerCodecs(ECC_lossyYCbCr, EUC_never);
-	DJLSEncoderRegistration::registerCodecs(0, 0, 0, 0, OFTrue, 0, OFTrue, EJLSUC_never);
-	DcmRLEEncoderRegistration::registerCodecs();
-	done = true;
 }
 
 // Syntaxes we can encode to without losing anything.
@@ -459,7 +459,7 @@ int send_converted(pn_dcm_assoc *a, const char *path, const char *sop_class_uid,
 		return errno == ENOENT || errno == ENOTDIR ? -ENOENT : -EBADMSG;
 	if (!S_ISREG(st.st_mode))
 		return -EBADMSG;
-	register_decoders();
+	pn_dcm_register_codecs();
 	// Values longer than the default read limit (pixel data) stay on
 	// disk until they are written to the network.
 	std::unique_ptr<DcmFileFormat> ff(new DcmFileFormat());

@@ -14,6 +14,10 @@
 #include <sys/socket.h>
 #include <sys/time.h>
 
+// The codecs for decompressing stored instances and lossless re-encoding;
+// once per process (retrieve.cc).
+void pn_dcm_register_codecs();
+
 // A DIMSE failure as a negative errno: timed out, or anything else.
 static inline int condition_to_errno(const OFCondition &c)
 {
