@@ -238,8 +238,8 @@ static int split(char *path, char *seg[], int max)
 
 static enum MHD_Result dicomweb(pn_web_req *r, char *seg[], int n)
 {
-	/* seg[0] is "dicomweb". */
-	for (int i = 2; i < n; i += 2)
+	/* seg[0] is "dicomweb"; UIDs at 2, 4 and 6 (studies/S/series/E/instances/I). */
+	for (int i = 2; i < n && i <= 6; i += 2)
 		if (!pn_uid_valid(seg[i]))
 			return pn_web_error(r, MHD_HTTP_BAD_REQUEST, "\"%.64s\" is not a UID", seg[i]);
 	if (strcmp(r->method, "GET") != 0 && strcmp(r->method, "HEAD") != 0)
@@ -251,6 +251,21 @@ static enum MHD_Result dicomweb(pn_web_req *r, char *seg[], int n)
 	if (n == 2 && strcmp(seg[1], "instances") == 0)
 		return pn_web_qido(r, PN_LEVEL_INSTANCE, NULL, NULL);
 	if (n >= 3 && strcmp(seg[1], "studies") == 0) {
+		const char *last = seg[n - 1];
+		bool se = n >= 5 && strcmp(seg[3], "series") == 0;
+		bool in = n >= 7 && se && strcmp(seg[5], "instances") == 0;
+		if (n == 3)
+			return pn_web_wado(r, seg[2], NULL, NULL);
+		if (n == 4 && strcmp(last, "metadata") == 0)
+			return pn_web_metadata(r, seg[2], NULL, NULL);
+		if (n == 5 && se)
+			return pn_web_wado(r, seg[2], seg[4], NULL);
+		if (n == 6 && se && strcmp(last, "metadata") == 0)
+			return pn_web_metadata(r, seg[2], seg[4], NULL);
+		if (n == 7 && in)
+			return pn_web_wado(r, seg[2], seg[4], seg[6]);
+		if (n == 8 && in && strcmp(last, "metadata") == 0)
+			return pn_web_metadata(r, seg[2], seg[4], seg[6]);
 		if (n == 4 && strcmp(seg[3], "series") == 0)
 			return pn_web_qido(r, PN_LEVEL_SERIES, seg[2], NULL);
 		if (n == 4 && strcmp(seg[3], "instances") == 0)

@@ -216,7 +216,7 @@ typedef struct {
 	pn_level_blob blobs[PN_LEVELS];
 	char *out;
 	size_t len, pos, cap;
-	bool begun, done, failed, running;
+	bool begun, done, closed, failed, running;
 	unsigned long long matches;
 	char peer[64];
 } stream;
@@ -371,18 +371,16 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
 	stream *s = cls;
 	if (s->failed)
 		return MHD_CONTENT_READER_END_WITH_ERROR;
-	if (!s->begun) {
-		s->begun = true;
-		if (append(s, "[", 1) < 0)
-			return MHD_CONTENT_READER_END_WITH_ERROR;
-	}
 	while (s->len - s->pos < max && !s->done) {
 		if (next_match(s) < 0) {
 			s->failed = true;
 			return MHD_CONTENT_READER_END_WITH_ERROR;
 		}
-		if (s->done && append(s, "]", 1) < 0)
+	}
+	if (s->done && !s->closed) {
+		if (append(s, "]", 1) < 0)
 			return MHD_CONTENT_READER_END_WITH_ERROR;
+		s->closed = true;
 	}
 	if (s->pos == s->len) {
 		if (s->done)
@@ -423,24 +421,23 @@ static void audit(pn_web_req *r, const pn_dcm_ds *id, bool failed)
 	free(buf.data);
 }
 
-enum MHD_Result pn_web_qido(pn_web_req *r, int level, const char *study, const char *series)
+/* Runs the query `p` built and streams its matches. `metadata`: WADO-RS
+ * metadata (every stored attribute, no Retrieve URL, 404 when nothing
+ * matches). */
+static enum MHD_Result answer(pn_web_req *r, params *p, bool metadata)
 {
-	if (!accepts_json(r))
-		return pn_web_error(r, MHD_HTTP_NOT_ACCEPTABLE, "QIDO-RS answers application/dicom+json");
-	params p = {.r = r, .level = level, .limit = -1, .offset = -1, .fuzzy = r->ctx->cfg->pn_case_insensitive};
-	if (!identifier(&p, study, series))
-		return pn_web_error(r, MHD_HTTP_BAD_REQUEST, "%s", p.bad);
 	pn_dcm_ds *for_audit = NULL;
 	if (pn_audit_enabled(r->ctx->audit) && pn_dcm_ds_create(&for_audit) == 0) {
 		/* the identifier as asked, before the query takes it over */
-		pn_dcm_ds *pair[2] = {for_audit, p.id};
-		pn_dcm_ds_each(p.id, merge_each, pair);
+		pn_dcm_ds *pair[2] = {for_audit, p->id};
+		pn_dcm_ds_each(p->id, merge_each, pair);
 	}
 	pn_query *q = NULL;
 	unsigned short status = 0;
 	char why[256] = "";
-	unsigned flags = PN_QUERY_RELATIONAL | (p.fuzzy ? PN_QUERY_FOLD_NAMES : 0);
-	int rc = pn_query_parse(p.id, UID_STUDY_ROOT_FIND, flags, &q, &status, why, sizeof(why));
+	unsigned flags = PN_QUERY_RELATIONAL | (p->fuzzy ? PN_QUERY_FOLD_NAMES : 0);
+	int rc = pn_query_parse(p->id, UID_STUDY_ROOT_FIND, flags, &q, &status, why, sizeof(why));
+	p->id = NULL; /* the query has it */
 	enum MHD_Result res;
 	if (rc < 0) {
 		if (for_audit)
@@ -458,18 +455,18 @@ enum MHD_Result pn_web_qido(pn_web_req *r, int level, const char *study, const c
 	}
 	s->ctx = r->ctx;
 	s->q = q;
-	s->include_all = p.include_all;
-	s->skip = p.offset > 0 ? p.offset : 0;
-	s->left = p.limit;
+	s->include_all = p->include_all;
+	s->skip = p->offset > 0 ? p->offset : 0;
+	s->left = p->limit;
 	/* The node's cap on C-FIND matches holds here too: a client pages
 	 * with limit and offset. */
 	int cap = r->ctx->cfg->max_matches;
-	if (cap > 0 && (s->left < 0 || s->left > cap))
+	if (cap > 0 && !metadata && (s->left < 0 || s->left > cap))
 		s->left = cap;
 	snprintf(s->peer, sizeof(s->peer), "%s", r->peer);
 	char host[256];
 	pn_web_base_url(r, host, sizeof(host));
-	if (host[0])
+	if (host[0] && !metadata)
 		snprintf(s->base, sizeof(s->base), "%s/dicomweb", host);
 	if (!r->ctx->db || pn_find_start(r->ctx->db, &q->sql) < 0) {
 		if (for_audit)
@@ -484,6 +481,17 @@ enum MHD_Result pn_web_qido(pn_web_req *r, int level, const char *study, const c
 	if (for_audit)
 		audit(r, for_audit, false);
 	pn_dcm_ds_free(for_audit);
+	/* The first match before the status line: metadata of nothing is a
+	 * 404, and a failing query a 503 rather than a cut answer. */
+	s->begun = true;
+	if (append(s, "[", 1) < 0 || next_match(s) < 0) {
+		stream_free(s);
+		return pn_web_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "the index query failed");
+	}
+	if (metadata && s->matches == 0) {
+		stream_free(s);
+		return pn_web_error(r, MHD_HTTP_NOT_FOUND, "no such study, series or instance");
+	}
 	struct MHD_Response *resp =
 	    MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, CHUNK, stream_read, s, stream_free);
 	if (!resp) {
@@ -495,4 +503,31 @@ enum MHD_Result pn_web_qido(pn_web_req *r, int level, const char *study, const c
 		MHD_add_response_header(resp, "Warning",
 		                        "299 pacsnode \"some attributes were not matched: they are only returned\"");
 	return pn_web_queue(r, MHD_HTTP_OK, resp);
+}
+
+enum MHD_Result pn_web_qido(pn_web_req *r, int level, const char *study, const char *series)
+{
+	if (!accepts_json(r))
+		return pn_web_error(r, MHD_HTTP_NOT_ACCEPTABLE, "QIDO-RS answers application/dicom+json");
+	params p = {.r = r, .level = level, .limit = -1, .offset = -1, .fuzzy = r->ctx->cfg->pn_case_insensitive};
+	if (!identifier(&p, study, series))
+		return pn_web_error(r, MHD_HTTP_BAD_REQUEST, "%s", p.bad);
+	return answer(r, &p, false);
+}
+
+enum MHD_Result pn_web_metadata(pn_web_req *r, const char *study, const char *series, const char *sop)
+{
+	if (!accepts_json(r))
+		return pn_web_error(r, MHD_HTTP_NOT_ACCEPTABLE, "metadata is served as application/dicom+json");
+	params p = {.r = r, .level = PN_LEVEL_INSTANCE, .limit = -1, .offset = -1, .include_all = true};
+	if (pn_dcm_ds_create(&p.id) < 0)
+		return pn_web_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "out of memory");
+	if (pn_dcm_ds_put(p.id, TAG_CHARSET, "ISO_IR 192") < 0 || pn_dcm_ds_put(p.id, TAG_LEVEL, "IMAGE") < 0 ||
+	    pn_dcm_ds_put(p.id, TAG_STUDY_UID, study) < 0 ||
+	    pn_dcm_ds_put(p.id, TAG_SERIES_UID, series ? series : "") < 0 ||
+	    pn_dcm_ds_put(p.id, TAG_SOP_UID, sop ? sop : "") < 0 || pn_dcm_ds_put(p.id, 0x00080016, "") < 0) {
+		pn_dcm_ds_free(p.id);
+		return pn_web_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "out of memory");
+	}
+	return answer(r, &p, true);
 }

@@ -52,5 +52,9 @@ enum MHD_Result pn_web_health(pn_web_req *r);
 /* QIDO-RS: `level` PN_LEVEL_STUDY..INSTANCE; study / series from the path
  * (NULL when not in it; already checked as UIDs). */
 enum MHD_Result pn_web_qido(pn_web_req *r, int level, const char *study, const char *series);
+/* WADO-RS metadata: every stored attribute of each instance (qido.c). */
+enum MHD_Result pn_web_metadata(pn_web_req *r, const char *study, const char *series, const char *sop);
+/* WADO-RS: the instances themselves (series and sop may be NULL). */
+enum MHD_Result pn_web_wado(pn_web_req *r, const char *study, const char *series, const char *sop);
 
 #endif

@@ -5,14 +5,13 @@ against the node or its database; the default return attributes,
 includefield, limit and offset, Retrieve URL, bad queries and /health."""
 
 import os
-import tempfile
 
 import pydicom
 import pytest
 
 import findscu_util as F
-import pacsnode_harness as H
 import web_util as W
+from web_util import wnode  # noqa: F401 (a fixture)
 from pacsnode_harness import gen_corpus
 
 
@@ -25,32 +24,6 @@ def uid(skey, sekey=None):
 @pytest.fixture(scope="module")
 def model(corpus):
     return F.Model(corpus.entries)
-
-
-@pytest.fixture(scope="module")
-def wnode(pg_cluster, it_base, corpus):
-    """One web node per xdist worker with the whole corpus stored with
-    storescu, shared by this module's read-only tests."""
-    base, user = it_base
-    d = tempfile.mkdtemp(prefix="qido-corpus-", dir=H.make_dir(os.path.join(base, "tests")))
-    os.chmod(d, 0o755)
-    dbname = "t_qido_corpus_%d" % os.getpid()
-    pg_cluster.create_db(dbname)
-    node = W.WebNode(pg_cluster, d, dbname, user, workers=2)
-    try:
-        node.start()
-        run = H.storescu(node.port, corpus.paths(), H.make_dir(os.path.join(d, "scu")),
-                         aet="PNCORPUS")
-        assert run.all_success(), run.summary()
-    except BaseException:
-        node.stop()
-        raise
-    yield node
-    rc = node.stop()
-    found = node.sanitizer_reports()
-    assert not found, "%s in %s" % (found, node.log_path)
-    assert rc in (0, -15), "node exited with %r; log %s" % (rc, node.log_path)
-    pg_cluster.drop_db(dbname)
 
 
 def norm(kw, v):

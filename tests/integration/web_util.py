@@ -8,8 +8,10 @@ import json
 import os
 import ssl
 import subprocess
+import tempfile
 
 import pydicom
+import pytest
 
 import pacsnode_harness as H
 
@@ -94,3 +96,52 @@ def write_users(path, users, owner=None):
     if owner:
         H.chown_to(path, owner)
     return path
+
+
+@pytest.fixture(scope="module")
+def wnode(request, pg_cluster, it_base, corpus):
+    """One web node per xdist worker and test module with the whole corpus
+    stored with storescu, shared by the module's read-only tests."""
+    base, user = it_base
+    d = tempfile.mkdtemp(prefix="web-corpus-", dir=H.make_dir(os.path.join(base, "tests")))
+    os.chmod(d, 0o755)
+    dbname = "t_%s_%d" % (request.module.__name__.lower(), os.getpid())
+    pg_cluster.create_db(dbname)
+    node = WebNode(pg_cluster, d, dbname, user, workers=2)
+    try:
+        node.start()
+        run = H.storescu(node.port, corpus.paths(), H.make_dir(os.path.join(d, "scu")),
+                         aet="PNCORPUS")
+        assert run.all_success(), run.summary()
+    except BaseException:
+        node.stop()
+        raise
+    yield node
+    rc = node.stop()
+    found = node.sanitizer_reports()
+    assert not found, "%s in %s" % (found, node.log_path)
+    assert rc in (0, -15), "node exited with %r; log %s" % (rc, node.log_path)
+    pg_cluster.drop_db(dbname)
+
+
+def multipart(resp):
+    """The parts of a multipart/related answer: [(headers dict, bytes)],
+    each part's Content-Length checked against its bytes."""
+    ctype = resp.header("Content-Type")
+    assert ctype.startswith("multipart/related"), ctype
+    params = dict(p.strip().split("=", 1) for p in ctype.split(";")[1:])
+    boundary = params["boundary"].strip('"').encode()
+    body = resp.body
+    assert body.endswith(b"--" + boundary + b"--\r\n"), body[-100:]
+    parts = []
+    for chunk in body.split(b"--" + boundary)[1:-1]:
+        assert chunk.startswith(b"\r\n") and chunk.endswith(b"\r\n"), chunk[:100]
+        head, _, data = chunk[2:-2].partition(b"\r\n\r\n")
+        headers = {}
+        for line in head.decode("ascii").split("\r\n"):
+            k, _, v = line.partition(":")
+            headers[k.strip().lower()] = v.strip()
+        if "content-length" in headers:
+            assert int(headers["content-length"]) == len(data), headers
+        parts.append((headers, data))
+    return parts

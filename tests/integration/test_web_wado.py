@@ -1,0 +1,219 @@
+"""WADO-RS (issue 20, docs/web.md): the corpus stored over DIMSE comes back
+over HTTP as the files the node stored, byte for byte, in
+multipart/related; type="application/dicom"; in explicit VR little endian
+when the client asks so (decompressed, pixels checked against dcmtk's own
+decompressors run on the original file), refused with 406 where only a
+lossy way exists or nothing served matches the Accept header; metadata from
+the index equals the original files' attributes; unknown UIDs 404."""
+
+import hashlib
+import os
+import subprocess
+
+import pydicom
+import pytest
+
+import findscu_util as F
+import web_util as W
+from web_util import wnode  # noqa: F401 (a fixture)
+
+ELE = "1.2.840.10008.1.2.1"
+DICOM = 'multipart/related; type="application/dicom"'
+
+
+def stored_path(node, sop):
+    [row] = node.query("SELECT path FROM instance WHERE sop_uid = %s", (sop,))
+    return os.path.join(node.storage, row["path"])
+
+
+def sha(data):
+    return hashlib.sha256(data).hexdigest()
+
+
+def dataset_of(data):
+    from io import BytesIO
+    return pydicom.dcmread(BytesIO(data), force=False)
+
+
+def by_series(corpus):
+    out = {}
+    for e in corpus.entries:
+        out.setdefault((e["study_instance_uid"], e["series_instance_uid"]), []).append(e)
+    return out
+
+
+def stored_entries(corpus):
+    """The first copy of each SOP instance (the node keeps the first)."""
+    seen = {}
+    for e in corpus.entries:
+        seen.setdefault(e["sop_instance_uid"], e)
+    return seen
+
+
+@pytest.mark.parametrize("accept", ["%s; transfer-syntax=*" % DICOM, "*/*", None])
+def test_study_as_stored(wnode, corpus, accept):
+    """Every study: each instance once, the stored file's bytes exactly."""
+    stored = stored_entries(corpus)
+    studies = sorted({e["study_instance_uid"] for e in stored.values()})
+    for study in studies:
+        headers = {"Accept": accept} if accept else {}
+        r = W.request(wnode.http_port, "/dicomweb/studies/%s" % study, headers=headers)
+        assert r.status == 200, r
+        parts = W.multipart(r)
+        want = {u for u, e in stored.items() if e["study_instance_uid"] == study}
+        got = {}
+        for headers_, data in parts:
+            ds = dataset_of(data)
+            sop = str(ds.SOPInstanceUID)
+            assert sop not in got, "%s twice" % sop
+            got[sop] = data
+            with open(stored_path(wnode, sop), "rb") as f:
+                assert sha(f.read()) == sha(data), sop
+            assert headers_["content-type"] == "application/dicom; transfer-syntax=%s" % \
+                ds.file_meta.TransferSyntaxUID
+        assert set(got) == want, study
+
+
+def test_series_and_instance(wnode, corpus):
+    (study, series), entries = sorted(by_series(corpus).items(), key=lambda kv: -len(kv[1]))[0]
+    r = W.request(wnode.http_port, "/dicomweb/studies/%s/series/%s" % (study, series),
+                  headers={"Accept": DICOM + "; transfer-syntax=*"})
+    assert r.status == 200
+    assert {str(dataset_of(d).SOPInstanceUID) for _h, d in W.multipart(r)} == \
+        {e["sop_instance_uid"] for e in entries}
+    e = entries[0]
+    r = W.request(wnode.http_port, "/dicomweb/studies/%s/series/%s/instances/%s"
+                  % (study, series, e["sop_instance_uid"]),
+                  headers={"Accept": DICOM + "; transfer-syntax=*"})
+    assert r.status == 200
+    [(_h, data)] = W.multipart(r)
+    original = pydicom.dcmread(e["abspath"])
+    got = dataset_of(data)
+    for elem in original:
+        assert got[elem.tag].value == elem.value, elem.tag
+
+
+DECOMPRESSOR = {"jpeg_lossless": "dcmdjpeg", "jpeg_lossless_sv1": "dcmdjpeg",
+                "jpeg_baseline": "dcmdjpeg", "jpegls_lossless": "dcmdjpls", "rle": "dcmdrle"}
+
+
+@pytest.mark.parametrize("ts_name", sorted(DECOMPRESSOR))
+def test_converted_to_explicit_little_endian(wnode, corpus, testdir, ts_name):
+    """No transfer-syntax parameter means explicit VR little endian (PS3.18
+    8.7.3.5.2): a compressed instance comes back decompressed, its pixels
+    those dcmtk's own decompressor makes of the original file."""
+    from pacsnode_harness import gen_corpus
+    entries = [e for e in stored_entries(corpus).values()
+               if e["transfer_syntax_uid"] == gen_corpus.TS[ts_name]]
+    if not entries:
+        pytest.skip("no %s instance in the corpus" % ts_name)
+    e = entries[0]
+    r = W.request(wnode.http_port, "/dicomweb/studies/%s/series/%s/instances/%s"
+                  % (e["study_instance_uid"], e["series_instance_uid"], e["sop_instance_uid"]),
+                  headers={"Accept": DICOM})
+    assert r.status == 200, r
+    [(h, data)] = W.multipart(r)
+    assert h["content-type"] == "application/dicom; transfer-syntax=%s" % ELE
+    got = dataset_of(data)
+    assert got.file_meta.TransferSyntaxUID == ELE
+    assert str(got.SOPInstanceUID) == e["sop_instance_uid"]
+    ref = os.path.join(testdir, "ref.dcm")
+    subprocess.run([DECOMPRESSOR[ts_name], "+te", e["abspath"], ref], check=True,
+                   capture_output=True)
+    want = pydicom.dcmread(ref)
+    assert got.PixelData == want.PixelData
+
+
+def test_lossy_only_or_unknown_refused(wnode, corpus):
+    from pacsnode_harness import gen_corpus
+    e = next(x for x in stored_entries(corpus).values()
+             if x["transfer_syntax_uid"] == gen_corpus.TS["explicit"])
+    url = "/dicomweb/studies/%s/series/%s/instances/%s" % (
+        e["study_instance_uid"], e["series_instance_uid"], e["sop_instance_uid"])
+    # to a lossy syntax: never
+    r = W.request(wnode.http_port, url, headers={"Accept": DICOM + "; transfer-syntax="
+                                                 + gen_corpus.TS["jpeg_baseline"]})
+    assert r.status == 406, r
+    # a media type we do not serve for instances
+    assert W.request(wnode.http_port, url, headers={"Accept": "image/jpeg"}).status == 406
+    assert W.request(wnode.http_port, url, headers={
+        "Accept": 'multipart/related; type="application/dicom+xml"'}).status == 406
+    j2k = [x for x in stored_entries(corpus).values()
+           if x["transfer_syntax_uid"] in (gen_corpus.TS["j2k"], gen_corpus.TS["j2k_lossless"])]
+    if j2k:
+        x = j2k[0]
+        r = W.request(wnode.http_port, "/dicomweb/studies/%s/series/%s/instances/%s" % (
+            x["study_instance_uid"], x["series_instance_uid"], x["sop_instance_uid"]),
+            headers={"Accept": DICOM})
+        # dcmtk has no JPEG 2000 decoder: it cannot be made explicit LE
+        assert r.status == 406, r
+
+
+def test_metadata_equals_the_files(wnode, corpus):
+    """Metadata from the index, without reading the files: every attribute
+    of the original file but the bulk data, with its value."""
+    (study, series), entries = sorted(by_series(corpus).items(), key=lambda kv: -len(kv[1]))[0]
+    for url in ("/dicomweb/studies/%s/metadata" % study,
+                "/dicomweb/studies/%s/series/%s/metadata" % (study, series)):
+        r = W.request(wnode.http_port, url)
+        assert r.status == 200, r
+        assert r.header("Content-Type").startswith("application/dicom+json")
+        objs = r.json()
+        by_sop = {o["00080018"]["Value"][0]: pydicom.Dataset.from_json(o) for o in objs}
+        for e in entries:
+            got = by_sop[e["sop_instance_uid"]]
+            original = pydicom.dcmread(e["abspath"], stop_before_pixels=True)
+            for elem in original:
+                if elem.tag.group <= 0x0002 or elem.tag == 0x00080005 or elem.VR in (
+                        "OB", "OW", "OF", "OD", "OL", "OV", "UN", "SQ"):
+                    continue
+                assert elem.tag in got, "%s missing from the metadata of %s" % (elem.tag, url)
+                a = F.normalise(elem.keyword, elem.value) if elem.keyword in F.KIND else elem.value
+                b = F.normalise(elem.keyword, got[elem.tag].value) if elem.keyword in F.KIND \
+                    else got[elem.tag].value
+                if elem.VR == "PN":
+                    a, b = str(a or "").rstrip("^="), str(b or "").rstrip("^=")
+                if elem.VR in ("DS", "IS", "FD", "FL") and a not in (None, "") and b not in (None, ""):
+                    a = [float(x) for x in (a if isinstance(a, pydicom.multival.MultiValue) else [a])]
+                    b = [float(x) for x in (b if isinstance(b, pydicom.multival.MultiValue) else [b])]
+                if a in (None, "") and b in (None, ""):
+                    continue
+                assert a == b, "%s %s: file %r, metadata %r" % (e["sop_instance_uid"], elem.tag, a, b)
+
+
+@pytest.mark.parametrize("path,status", [
+    ("/dicomweb/studies/1.2.3", 404),
+    ("/dicomweb/studies/1.2.3/metadata", 404),
+    ("/dicomweb/studies/1.2.3/series/1.2.4", 404),
+    ("/dicomweb/studies/1.2.3/series/1.2.4/instances/1.2.5", 404),
+    ("/dicomweb/studies/1.2.3/series/1.2.4/instances/1.2.5/metadata", 404),
+    ("/dicomweb/studies/1..2", 400),
+    ("/dicomweb/studies/1.2.3/series/x", 400),
+    ("/dicomweb/studies/1.2.3/series/1.2/instances/%2e%2e", 400),
+])
+def test_unknown_or_bad(wnode, path, status):
+    r = W.request(wnode.http_port, path)
+    assert r.status == status, r
+
+
+def test_missing_file_is_left_out_and_logged(wnode, corpus):
+    """A file the index names but the disk lost: the rest of the series is
+    still served, and the loss is logged (never a silent short answer)."""
+    (study, series), entries = sorted(by_series(corpus).items(), key=lambda kv: -len(kv[1]))[0]
+    victim = entries[-1]["sop_instance_uid"]
+    path = stored_path(wnode, victim)
+    hidden = path + ".hidden"
+    os.rename(path, hidden)
+    try:
+        off = os.path.getsize(wnode.log_path)
+        r = W.request(wnode.http_port, "/dicomweb/studies/%s/series/%s" % (study, series),
+                      headers={"Accept": DICOM + "; transfer-syntax=*"})
+        assert r.status == 200
+        sops = {str(dataset_of(d).SOPInstanceUID) for _h, d in W.multipart(r)}
+        assert victim not in sops and len(sops) == len({e["sop_instance_uid"] for e in entries}) - 1
+        with open(wnode.log_path, "rb") as f:
+            f.seek(off)
+            text = f.read().decode("utf-8", "replace")
+        assert victim in text and "missing" in text, text
+    finally:
+        os.rename(hidden, path)
