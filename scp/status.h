@@ -22,6 +22,9 @@
 #define PN_STATUS_UID_MISMATCH 0xC002
 /* Error: Cannot understand: the series or study belongs elsewhere. */
 #define PN_STATUS_HIERARCHY_CONFLICT 0xC003
+/* STOW-RS to /studies/{study}: the instance is of another study (one of the
+ * "cannot understand" statuses, 0xCxxx, PS3.4 B.2.3). */
+#define PN_STATUS_STUDY_MISMATCH 0xC004
 
 /* C-FIND (PS3.4 C.4.1.1.4) */
 #define PN_STATUS_PENDING 0xFF00

@@ -29,6 +29,13 @@ typedef struct {
 	double receive, parse, index, sync, commit;
 } phases;
 
+struct pn_store_instance {
+	pn_storage_file *file;
+	struct timespec t0;
+	int error; /* the first write's failure */
+	char expect_study[PN_UID_MAX + 1];
+};
+
 static double lap(struct timespec *t)
 {
 	struct timespec now;
@@ -436,12 +443,158 @@ void pn_store_settle_ended(const pn_store_ctx *ctx)
 		pn_warning("count recovery: folded the count deltas left by %d connection(s) of ended workers", shards);
 }
 
+/* After the file is received: parse, validate, name, index, make durable,
+ * commit (exactly what every way in shares). The file is disposed of here.
+ * `op` and `source` name the way in and the sender for the log. Returns
+ * the status to answer; *ret_committed when a row was committed. */
+static unsigned short store_received(const pn_store_ctx *ctx, pn_storage_file *file, const char *op,
+                                     const char *sop_class_uid, const char *sop_instance_uid, const char *source,
+                                     const char *expect_study, pn_audit_tally *tally, phases *ph, bool *ret_committed,
+                                     pn_store_where *ret_where, char *why, size_t whylen)
+{
+	unsigned short status;
+	*ret_committed = false;
+	int rc = pn_storage_file_written(file);
+	ph->receive = lap(&ph->t0);
+	if (rc < 0) {
+		pn_storage_file_discard(file);
+		snprintf(why, whylen, "could not write file: %s", strerror(-rc));
+		pn_error("%s of %s from \"%s\" refused (0x%04X): %s", op, sop_instance_uid, source,
+		         PN_STATUS_OUT_OF_STORAGE, why);
+		return PN_STATUS_OUT_OF_STORAGE;
+	}
+
+	/* While the writer thread writes the file out and fsyncs it, parse the
+	 * bytes still in memory and index them. */
+	pn_dcm_ds *ds = NULL;
+	pn_record *rec = NULL;
+	pn_record_problem problem = PN_RECORD_OK;
+	bool charset_ok = true;
+	const char *parsed_from = NULL;
+	rc = load_dataset(file, (uint64_t)ctx->cfg->max_inflated_mib << 20, &ds, &parsed_from);
+	if (rc == -EIO && pn_storage_file_wait(file) < 0) {
+		status = PN_STATUS_OUT_OF_STORAGE;
+		snprintf(why, whylen, "could not write: %s", strerror(-pn_storage_file_wait(file)));
+		goto refuse;
+	}
+	if (rc == -E2BIG) {
+		status = PN_STATUS_OUT_OF_STORAGE;
+		snprintf(why, whylen, "the deflated dataset inflates to more than max_inflated_mib (%d MiB)",
+		         ctx->cfg->max_inflated_mib);
+		goto refuse;
+	}
+	if (rc == -ELOOP) {
+		status = PN_STATUS_CANNOT_PARSE;
+		snprintf(why, whylen, "sequences are nested more than %d levels deep", PN_DCM_MAX_NESTING);
+		goto refuse;
+	}
+	if (rc < 0 && rc != -EBADMSG) {
+		status = PN_STATUS_OUT_OF_STORAGE;
+		snprintf(why, whylen, "could not read the dataset back: %s", strerror(-rc));
+		goto refuse;
+	}
+	if (rc < 0) {
+		status = PN_STATUS_CANNOT_PARSE;
+		snprintf(why, whylen, "the dataset cannot be parsed");
+		goto refuse;
+	}
+	rc = pn_record_build(ds, sop_class_uid, sop_instance_uid, &rec, &problem, &charset_ok, why, whylen);
+	if (rc == -EBADMSG) {
+		status = problem_status(problem);
+		goto refuse;
+	}
+	if (rc < 0) {
+		status = PN_STATUS_OUT_OF_INDEX;
+		snprintf(why, whylen, "could not read the attributes: %s", strerror(-rc));
+		goto refuse;
+	}
+	pn_instance_rec *row = pn_record_row(rec);
+	if (expect_study && expect_study[0] && (!row->study_uid || strcmp(row->study_uid, expect_study) != 0)) {
+		status = PN_STATUS_STUDY_MISMATCH;
+		snprintf(why, whylen, "the instance is of study %s, not of %s",
+		         row->study_uid ? row->study_uid : "(none)", expect_study);
+		goto refuse;
+	}
+	if (!charset_ok)
+		pn_warning("instance %s: text not decodable from Specific Character Set \"%s\"; indexed with U+FFFD",
+		           sop_instance_uid, row->specific_character_set ? row->specific_character_set : "");
+
+	char rel[PN_REL_PATH_MAX];
+	rc = pn_storage_rel_path(row->series_uid, row->sop_uid, pn_storage_file_generation(file), rel);
+	if (rc == 0)
+		rc = pn_storage_file_name(file, rel);
+	if (rc < 0) {
+		status = PN_STATUS_OUT_OF_STORAGE;
+		snprintf(why, whylen, "could not name the file: %s", strerror(-rc));
+		goto refuse;
+	}
+	ph->parse = lap(&ph->t0);
+	row->path = pn_storage_file_rel_path(file);
+	row->size = pn_storage_file_size(file);
+	row->checksum = pn_storage_file_checksum(file);
+	row->calling_ae = source;
+	if (!ctx->db) {
+		status = PN_STATUS_OUT_OF_INDEX;
+		snprintf(why, whylen, "could not index: no database connection");
+		goto refuse;
+	}
+	if (pn_index_fold_wait(ctx->db) < 0) /* a fold still running */
+		fold_failed(ctx);
+	int64_t size = row->size; /* row goes with rec below */
+	bool direct = pn_storage_file_direct(file);
+	if (ret_where) {
+		snprintf(ret_where->study_uid, sizeof(ret_where->study_uid), "%s",
+		         row->study_uid ? row->study_uid : "");
+		snprintf(ret_where->series_uid, sizeof(ret_where->series_uid), "%s",
+		         row->series_uid ? row->series_uid : "");
+	}
+	status = commit_instance(ctx, file, row, ph, ret_committed, why, whylen);
+	if (pn_audit_tally_add(tally, row->study_uid, row->patient_id, row->patient_name, row->sop_class_uid,
+	                       status == PN_STATUS_SUCCESS) < 0)
+		pn_warning("audit: out of memory counting the instances from \"%s\"", source);
+	pn_record_free(rec);
+	pn_dcm_ds_free(ds);
+	if (status == PN_STATUS_OUT_OF_INDEX || status == PN_STATUS_OUT_OF_STORAGE)
+		pn_error("%s of %s from \"%s\" refused (0x%04X): %s", op, sop_instance_uid, source, status, why);
+	else if (status != PN_STATUS_SUCCESS)
+		pn_warning("%s of %s from \"%s\" failed (0x%04X): %s", op, sop_instance_uid, source, status, why);
+	else
+		pn_debug("stored %s (%" PRId64 " bytes, parsed from %s, written %s): receive %.2f ms, parse %.2f, "
+		         "index %.2f, fsync+link %.2f, commit %.2f",
+		         sop_instance_uid, size, parsed_from, direct ? "direct" : "buffered", ph->receive, ph->parse,
+		         ph->index, ph->sync, ph->commit);
+	return status;
+
+refuse:
+	pn_record_free(rec);
+	pn_dcm_ds_free(ds);
+	pn_storage_file_discard(file);
+	if (status == PN_STATUS_OUT_OF_INDEX || status == PN_STATUS_OUT_OF_STORAGE)
+		pn_error("%s of %s from \"%s\" refused (0x%04X): %s", op, sop_instance_uid, source, status, why);
+	else
+		pn_warning("%s of %s from \"%s\" failed (0x%04X): %s", op, sop_instance_uid, source, status, why);
+	return status;
+}
+
+/* Once the answer is on its way: counts folded, abandoned files settled,
+ * the next temporary file prepared. */
+static void after_store(const pn_store_ctx *ctx, bool committed)
+{
+	/* The counts C-FIND returns are folded in while the SCU reads the
+	 * response and sends its next request (migration 006), every few
+	 * instances. */
+	if (committed && pn_index_fold_note(ctx->db) < 0)
+		fold_failed(ctx);
+	if (committed)
+		settle_abandoned(ctx);
+	pn_storage_prepare(ctx->storage); /* failing, the next begin says why */
+}
+
 int pn_store_handle(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dcm_cmd *cmd, const char *calling_ae,
                     pn_audit_tally *tally, unsigned short *ret_status)
 {
 	int timeout = ctx->cfg->dimse_timeout;
 	char why[512] = "";
-	unsigned short status;
 
 	/* Check the command's UIDs before anything is written, and drain the
 	 * dataset that follows. */
@@ -476,127 +629,94 @@ int pn_store_handle(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dcm_c
 		           calling_ae, rc == -ETIMEDOUT ? "timed out" : "network or protocol error");
 		return rc;
 	}
-	if (rc == 0)
-		rc = pn_storage_file_written(file);
-	ph.receive = lap(&ph.t0);
 	if (rc < 0) {
 		pn_storage_file_discard(file);
 		pn_error("C-STORE of %s from \"%s\" refused (0x%04X): could not write: %s", cmd->sop_instance_uid,
 		         calling_ae, PN_STATUS_OUT_OF_STORAGE, strerror(-rc));
 		return respond(assoc, cmd, PN_STATUS_OUT_OF_STORAGE, "could not write file", ret_status);
 	}
-
-	/* While the writer thread writes the file out and fsyncs it, parse the
-	 * bytes still in memory and index them. */
-	pn_dcm_ds *ds = NULL;
-	pn_record *rec = NULL;
-	pn_record_problem problem = PN_RECORD_OK;
-	bool charset_ok = true;
-	const char *parsed_from = NULL;
-	rc = load_dataset(file, (uint64_t)ctx->cfg->max_inflated_mib << 20, &ds, &parsed_from);
-	if (rc == -EIO && pn_storage_file_wait(file) < 0) {
-		status = PN_STATUS_OUT_OF_STORAGE;
-		snprintf(why, sizeof(why), "could not write: %s", strerror(-pn_storage_file_wait(file)));
-		goto refuse;
-	}
-	if (rc == -E2BIG) {
-		status = PN_STATUS_OUT_OF_STORAGE;
-		snprintf(why, sizeof(why), "the deflated dataset inflates to more than max_inflated_mib (%d MiB)",
-		         ctx->cfg->max_inflated_mib);
-		goto refuse;
-	}
-	if (rc == -ELOOP) {
-		status = PN_STATUS_CANNOT_PARSE;
-		snprintf(why, sizeof(why), "sequences are nested more than %d levels deep", PN_DCM_MAX_NESTING);
-		goto refuse;
-	}
-	if (rc < 0 && rc != -EBADMSG) {
-		status = PN_STATUS_OUT_OF_STORAGE;
-		snprintf(why, sizeof(why), "could not read the dataset back: %s", strerror(-rc));
-		goto refuse;
-	}
-	if (rc < 0) {
-		status = PN_STATUS_CANNOT_PARSE;
-		snprintf(why, sizeof(why), "the dataset cannot be parsed");
-		goto refuse;
-	}
-	rc = pn_record_build(ds, cmd->sop_class_uid, cmd->sop_instance_uid, &rec, &problem, &charset_ok, why,
-	                     sizeof(why));
-	if (rc == -EBADMSG) {
-		status = problem_status(problem);
-		goto refuse;
-	}
-	if (rc < 0) {
-		status = PN_STATUS_OUT_OF_INDEX;
-		snprintf(why, sizeof(why), "could not read the attributes: %s", strerror(-rc));
-		goto refuse;
-	}
-	pn_instance_rec *row = pn_record_row(rec);
-	if (!charset_ok)
-		pn_warning("instance %s: text not decodable from Specific Character Set \"%s\"; indexed with U+FFFD",
-		           cmd->sop_instance_uid, row->specific_character_set ? row->specific_character_set : "");
-
-	char rel[PN_REL_PATH_MAX];
-	rc = pn_storage_rel_path(row->series_uid, row->sop_uid, pn_storage_file_generation(file), rel);
-	if (rc == 0)
-		rc = pn_storage_file_name(file, rel);
-	if (rc < 0) {
-		status = PN_STATUS_OUT_OF_STORAGE;
-		snprintf(why, sizeof(why), "could not name the file: %s", strerror(-rc));
-		goto refuse;
-	}
-	ph.parse = lap(&ph.t0);
-	row->path = pn_storage_file_rel_path(file);
-	row->size = pn_storage_file_size(file);
-	row->checksum = pn_storage_file_checksum(file);
-	row->calling_ae = calling_ae;
-	if (!ctx->db) {
-		status = PN_STATUS_OUT_OF_INDEX;
-		snprintf(why, sizeof(why), "could not index: no database connection");
-		goto refuse;
-	}
-	if (pn_index_fold_wait(ctx->db) < 0) /* a fold still running */
-		fold_failed(ctx);
 	bool committed = false;
-	int64_t size = row->size; /* row goes with rec below */
-	bool direct = pn_storage_file_direct(file);
-	status = commit_instance(ctx, file, row, &ph, &committed, why, sizeof(why));
-	if (pn_audit_tally_add(tally, row->study_uid, row->patient_id, row->patient_name, row->sop_class_uid,
-	                       status == PN_STATUS_SUCCESS) < 0)
-		pn_warning("audit: out of memory counting the instances of association \"%s\"", calling_ae);
-	pn_record_free(rec);
-	pn_dcm_ds_free(ds);
-	if (status == PN_STATUS_OUT_OF_INDEX || status == PN_STATUS_OUT_OF_STORAGE)
-		pn_error("C-STORE of %s from \"%s\" refused (0x%04X): %s", cmd->sop_instance_uid, calling_ae, status,
-		         why);
-	else if (status != PN_STATUS_SUCCESS)
-		pn_warning("C-STORE of %s from \"%s\" failed (0x%04X): %s", cmd->sop_instance_uid, calling_ae, status,
-		           why);
-	else
-		pn_debug("stored %s (%" PRId64 " bytes, parsed from %s, written %s): receive %.2f ms, parse %.2f, "
-		         "index %.2f, fsync+link %.2f, commit %.2f",
-		         cmd->sop_instance_uid, size, parsed_from, direct ? "direct" : "buffered", ph.receive, ph.parse,
-		         ph.index, ph.sync, ph.commit);
+	unsigned short status = store_received(ctx, file, "C-STORE", cmd->sop_class_uid, cmd->sop_instance_uid,
+	                                       calling_ae, NULL, tally, &ph, &committed, NULL, why, sizeof(why));
 	rc = respond(assoc, cmd, status, status == PN_STATUS_SUCCESS ? NULL : why, ret_status);
-	/* The counts C-FIND returns are folded in while the SCU reads the
-	 * response and sends its next request (migration 006), every few
-	 * instances. */
-	if (committed && pn_index_fold_note(ctx->db) < 0)
-		fold_failed(ctx);
-	if (committed)
-		settle_abandoned(ctx);
-	pn_storage_prepare(ctx->storage); /* failing, the next begin says why */
+	after_store(ctx, committed);
 	return rc;
+}
 
-refuse:
-	pn_record_free(rec);
-	pn_dcm_ds_free(ds);
-	pn_storage_file_discard(file);
-	if (status == PN_STATUS_OUT_OF_INDEX || status == PN_STATUS_OUT_OF_STORAGE)
-		pn_error("C-STORE of %s from \"%s\" refused (0x%04X): %s", cmd->sop_instance_uid, calling_ae, status,
-		         why);
-	else
-		pn_warning("C-STORE of %s from \"%s\" failed (0x%04X): %s", cmd->sop_instance_uid, calling_ae, status,
-		           why);
-	return respond(assoc, cmd, status, why, ret_status);
+int pn_store_instance_begin(const pn_store_ctx *ctx, pn_store_instance **ret)
+{
+	*ret = NULL;
+	pn_store_instance *in = calloc(1, sizeof(*in));
+	if (!in)
+		return -ENOMEM;
+	clock_gettime(CLOCK_MONOTONIC, &in->t0);
+	int rc = pn_storage_file_begin(ctx->storage, &in->file);
+	if (rc < 0) {
+		free(in);
+		return rc;
+	}
+	*ret = in;
+	return 0;
+}
+
+int pn_store_instance_write(pn_store_instance *in, const void *buf, size_t len)
+{
+	if (in->error)
+		return in->error;
+	int rc = pn_storage_file_write(in->file, buf, len);
+	if (rc < 0)
+		in->error = rc;
+	return rc;
+}
+
+int pn_store_instance_meta(pn_store_instance *in, const char *sop_class_uid, const char *sop_instance_uid,
+                           const char *transfer_syntax_uid, const char *source)
+{
+	pn_dcm_cmd cmd;
+	memset(&cmd, 0, sizeof(cmd));
+	snprintf(cmd.sop_class_uid, sizeof(cmd.sop_class_uid), "%s", sop_class_uid);
+	snprintf(cmd.sop_instance_uid, sizeof(cmd.sop_instance_uid), "%s", sop_instance_uid);
+	snprintf(cmd.transfer_syntax, sizeof(cmd.transfer_syntax), "%s", transfer_syntax_uid);
+	pn_dcm_sink sink = {.write = sink_write, .ctx = in->file};
+	int rc = pn_dcm_write_meta(&cmd, source, &sink);
+	if (rc < 0)
+		in->error = rc;
+	return rc;
+}
+
+unsigned short pn_store_instance_finish(const pn_store_ctx *ctx, pn_store_instance *in, const char *op,
+                                        const char *sop_class_uid, const char *sop_instance_uid, const char *source,
+                                        pn_audit_tally *tally, pn_store_where *ret_where, char *why, size_t whylen)
+{
+	phases ph = {.t0 = in->t0};
+	if (ret_where)
+		memset(ret_where, 0, sizeof(*ret_where));
+	bool committed = false;
+	unsigned short status;
+	if (in->error) {
+		pn_storage_file_discard(in->file);
+		snprintf(why, whylen, "could not write file: %s", strerror(-in->error));
+		pn_error("%s of %s from \"%s\" refused (0x%04X): %s", op, sop_instance_uid, source,
+		         PN_STATUS_OUT_OF_STORAGE, why);
+		status = PN_STATUS_OUT_OF_STORAGE;
+	} else {
+		status = store_received(ctx, in->file, op, sop_class_uid, sop_instance_uid, source, in->expect_study,
+		                        tally, &ph, &committed, ret_where, why, whylen);
+	}
+	free(in);
+	after_store(ctx, committed);
+	return status;
+}
+
+void pn_store_instance_expect_study(pn_store_instance *in, const char *study_uid)
+{
+	snprintf(in->expect_study, sizeof(in->expect_study), "%s", study_uid ? study_uid : "");
+}
+
+void pn_store_instance_discard(pn_store_instance *in)
+{
+	if (!in)
+		return;
+	pn_storage_file_discard(in->file);
+	free(in);
 }

@@ -30,6 +30,35 @@ typedef struct {
 int pn_store_handle(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dcm_cmd *cmd, const char *calling_ae,
                     pn_audit_tally *tally, unsigned short *ret_status);
 
+/* An instance that arrives another way than C-STORE (STOW-RS; later
+ * import): written into a temporary file by the caller (our meta header,
+ * then the dataset's bytes as they came), then stored by exactly the
+ * C-STORE path: validation, durable file, index row, duplicate policy,
+ * hierarchy conflicts. */
+typedef struct pn_store_instance pn_store_instance;
+int pn_store_instance_begin(const pn_store_ctx *ctx, pn_store_instance **ret_instance);
+/* The meta header (as a C-STORE's: these UIDs, the transfer syntax, the
+ * source as Source AE Title when it is one). */
+int pn_store_instance_meta(pn_store_instance *instance, const char *sop_class_uid, const char *sop_instance_uid,
+                           const char *transfer_syntax_uid, const char *source);
+int pn_store_instance_write(pn_store_instance *instance, const void *buf, size_t len);
+/* Where an instance went: its study and series, once parsed ("" before). */
+typedef struct {
+	char study_uid[PN_UID_MAX + 1], series_uid[PN_UID_MAX + 1];
+} pn_store_where;
+/* Stores it and frees `instance`; returns the C-STORE status (PS3.4 B.2.3,
+ * also STOW-RS's Failure Reason) with a reason in why. `op` ("STOW-RS") and
+ * `source` (who sent it) are for the log and the index row; ret_where may
+ * be NULL. */
+unsigned short pn_store_instance_finish(const pn_store_ctx *ctx, pn_store_instance *instance, const char *op,
+                                        const char *sop_class_uid, const char *sop_instance_uid, const char *source,
+                                        pn_audit_tally *tally, pn_store_where *ret_where, char *why, size_t whylen);
+/* Refuses it (PN_STATUS_STUDY_MISMATCH) unless it is of this study (STOW-RS
+ * to /studies/{study}). */
+void pn_store_instance_expect_study(pn_store_instance *instance, const char *study_uid);
+/* Drops it (its file removed); NULL is a no-op. */
+void pn_store_instance_discard(pn_store_instance *instance);
+
 /* A stored file's dataset, as the store reads it: a deflated one through a
  * scratch file (pn_dcm_ds_load_deflated), refused with -E2BIG beyond
  * max_inflated bytes. Errors as pn_dcm_ds_load and pn_dcm_ds_load_deflated. */

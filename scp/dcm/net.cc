@@ -548,6 +548,19 @@ extern "C" int pn_dcm_echo_respond(pn_dcm_assoc *a, const pn_dcm_cmd *cmd, unsig
 	}
 }
 
+extern "C" int pn_dcm_write_meta(const pn_dcm_cmd *cmd, const char *source_ae, const pn_dcm_sink *sink)
+{
+	try {
+		SinkStream out(sink);
+		char ae[PN_AE_MAX + 1] = "";
+		if (source_ae && strlen(source_ae) <= PN_AE_MAX)
+			copy_ae(ae, source_ae);
+		return write_meta_header(out, cmd, ae);
+	} catch (...) {
+		return -ENOMEM;
+	}
+}
+
 extern "C" int pn_dcm_store_receive(pn_dcm_assoc *a, const pn_dcm_cmd *cmd, int timeout, const pn_dcm_sink *sink)
 {
 	try {

@@ -167,6 +167,11 @@ typedef struct {
  * still usable); or -ETIMEDOUT/-EPROTO (the association is not usable). */
 int pn_dcm_store_receive(pn_dcm_assoc *assoc, const pn_dcm_cmd *cmd, int timeout, const pn_dcm_sink *sink);
 
+/* The meta header pn_dcm_store_receive writes, for an instance that came
+ * another way (the command's UIDs and transfer syntax; source_ae as Source
+ * AE Title when it is at most 16 characters). 0 or the sink's error. */
+int pn_dcm_write_meta(const pn_dcm_cmd *cmd, const char *source_ae, const pn_dcm_sink *sink);
+
 /* Reads and drops the dataset that follows a command. */
 int pn_dcm_discard_dataset(pn_dcm_assoc *assoc, int timeout);
 
