@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -164,6 +165,24 @@ enum MHD_Result pn_web_error(pn_web_req *r, unsigned status, const char *fmt, ..
 	return pn_web_reply(r, status, "text/plain; charset=utf-8", msg, n);
 }
 
+static bool expects_continue(const pn_web_req *r)
+{
+	const char *e = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_EXPECT);
+	return e && strcasecmp(e, "100-continue") == 0;
+}
+
+enum MHD_Result pn_web_refuse_body(pn_web_req *r, unsigned status, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(r->refused_why, sizeof(r->refused_why), fmt, ap);
+	va_end(ap);
+	if (expects_continue(r))
+		return pn_web_error(r, status, "%s", r->refused_why);
+	r->refused = status;
+	return MHD_YES;
+}
+
 const char *pn_web_arg(const pn_web_req *r, const char *name)
 {
 	return MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, name);
@@ -210,6 +229,13 @@ static bool logged_in(pn_web *w, pn_web_req *r)
 
 static enum MHD_Result ask_login(pn_web_req *r)
 {
+	if (r->refused_login) /* deferred until the body was read */
+		r->refused_login = false;
+	else if (strcmp(r->method, "POST") == 0 && !expects_continue(r)) {
+		r->refused = MHD_HTTP_UNAUTHORIZED;
+		r->refused_login = true;
+		return MHD_YES;
+	}
 	static const char msg[] = "this node needs a login\n";
 	if (r->user[0])
 		pn_warning("http %s: login failed for user \"%s\" (%s %.200s)", r->peer, r->user, r->method, r->path);
@@ -295,6 +321,30 @@ static enum MHD_Result route(pn_web *w, pn_web_req *r)
 	return pn_web_error(r, MHD_HTTP_NOT_FOUND, "no such resource");
 }
 
+/* POST: STOW-RS only, at /dicomweb/studies[/{study}], for the write role.
+ * Refused before the body is read when it cannot be taken. */
+static enum MHD_Result begin_post(pn_web *w, pn_web_req *r)
+{
+	char path[512];
+	if (strlen(r->path) >= sizeof(path))
+		return pn_web_error(r, MHD_HTTP_URI_TOO_LONG, "the path is too long");
+	snprintf(path, sizeof(path), "%s", r->path);
+	char *seg[4];
+	int n = split(path, seg, 4);
+	bool stow = (n == 2 || n == 3) && strcmp(seg[0], "dicomweb") == 0 && strcmp(seg[1], "studies") == 0;
+	if (!stow)
+		return pn_web_refuse_body(r, MHD_HTTP_METHOD_NOT_ALLOWED,
+		                          "POST is only for STOW-RS (/dicomweb/studies)");
+	if (n == 3 && !pn_uid_valid(seg[2]))
+		return pn_web_refuse_body(r, MHD_HTTP_BAD_REQUEST, "\"%.64s\" is not a UID", seg[2]);
+	if (!logged_in(w, r))
+		return ask_login(r);
+	if (r->role != PN_ROLE_WRITE)
+		return pn_web_refuse_body(r, MHD_HTTP_FORBIDDEN, "user \"%s\" may not store (role read)", r->user);
+	r->stow = pn_web_stow_begin(r, n == 3 ? seg[2] : NULL);
+	return MHD_YES; /* answered already when it is NULL */
+}
+
 /* Whether the request announces a body (Content-Length above 0, or
  * chunked). */
 static bool has_body(struct MHD_Connection *conn)
@@ -309,7 +359,6 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                                   void **con_cls)
 {
 	(void)version;
-	(void)upload_data;
 	pn_web *w = cls;
 	pn_web_req *r = *con_cls;
 	if (!r) {
@@ -333,16 +382,37 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 			          sizeof(r->peer));
 		else
 			snprintf(r->peer, sizeof(r->peer), "?");
+		if (strcmp(method, "POST") == 0)
+			return begin_post(w, r);
 		if (has_body(conn))
-			return pn_web_error(r, MHD_HTTP_BAD_REQUEST, "%s %.100s takes no request body", method, url);
+			return pn_web_refuse_body(r, MHD_HTTP_BAD_REQUEST, "%s %.100s takes no request body", method,
+			                          url);
 		return MHD_YES;
 	}
 	if (*upload_data_size) {
-		*upload_data_size = 0; /* after an early answer: MHD discards it */
+		/* A body we take (STOW-RS) goes to its parser; one refused at
+		 * its headers is dropped, up to a bound; after an early answer
+		 * MHD discards the rest. */
+		size_t n = *upload_data_size;
+		*upload_data_size = 0;
+		if (r->answered)
+			return MHD_YES;
+		if (r->refused) {
+			r->discarded += n;
+			return r->discarded > (64ull << 20) ? MHD_NO : MHD_YES;
+		}
+		if (r->stow && pn_web_stow_feed(r->stow, upload_data, n) == -2)
+			return MHD_NO;
 		return MHD_YES;
 	}
 	if (r->answered)
 		return MHD_YES;
+	if (r->refused == MHD_HTTP_UNAUTHORIZED && r->refused_login)
+		return ask_login(r);
+	if (r->refused)
+		return pn_web_error(r, r->refused, "%s", r->refused_why);
+	if (r->stow)
+		return pn_web_stow_finish(r->stow);
 	if (url[0] != '/')
 		return pn_web_error(r, MHD_HTTP_BAD_REQUEST, "the request target is not a path");
 	return route(w, r);
@@ -361,6 +431,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 		           r->path, (int)toe);
 	pn_info("http %s%s%s: %s %.200s %u %.1f ms", r->peer, r->user[0] ? " " : "", r->user, r->method, r->path,
 	        r->status, ms_since(&r->t0));
+	pn_web_stow_free(r->stow);
 	free(r);
 }
 

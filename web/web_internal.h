@@ -17,11 +17,18 @@ typedef struct pn_web_req {
 	const char *method; /* "GET", "HEAD", "POST", ... */
 	const char *path;   /* the URL's path, decoded, without the query */
 	bool https;
-	char peer[64];    /* the client's address */
-	char user[64];    /* "" when the web is open */
-	pn_web_role role; /* PN_ROLE_WRITE when the web is open */
-	bool answered;    /* a response was queued */
-	unsigned status;  /* the one queued, for the access log */
+	char peer[64];            /* the client's address */
+	char user[64];            /* "" when the web is open */
+	pn_web_role role;         /* PN_ROLE_WRITE when the web is open */
+	bool answered;            /* a response was queued */
+	unsigned status;          /* the one queued, for the access log */
+	struct pn_web_stow *stow; /* a STOW-RS request reading its body */
+	/* A request with a body refused at its headers, answered once the body
+	 * is read (pn_web_refuse_body) */
+	unsigned refused;
+	bool refused_login;
+	char refused_why[256];
+	uint64_t discarded;
 	struct timespec t0;
 } pn_web_req;
 
@@ -36,6 +43,12 @@ enum MHD_Result pn_web_queue(pn_web_req *r, unsigned status, struct MHD_Response
  * (a warning for what the client did wrong, 4xx; an error for our
  * failures, 5xx). */
 enum MHD_Result pn_web_error(pn_web_req *r, unsigned status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* A refusal of a request whose body is on its way: at once when the
+ * client waits for it (Expect: 100-continue), else once its body (up to a
+ * bound) is read and dropped, so that the client can read the answer. */
+enum MHD_Result pn_web_refuse_body(pn_web_req *r, unsigned status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 /* A query parameter (decoded), or NULL. */
@@ -56,5 +69,14 @@ enum MHD_Result pn_web_qido(pn_web_req *r, int level, const char *study, const c
 enum MHD_Result pn_web_metadata(pn_web_req *r, const char *study, const char *series, const char *sop);
 /* WADO-RS: the instances themselves (series and sop may be NULL). */
 enum MHD_Result pn_web_wado(pn_web_req *r, const char *study, const char *series, const char *sop);
+
+/* STOW-RS, fed as the body arrives (stow.c). begin: NULL when the request
+ * was answered already (a bad Content-Type, too large). feed: -1 once the
+ * request cannot go on (finish answers why). finish answers it. */
+typedef struct pn_web_stow pn_web_stow;
+pn_web_stow *pn_web_stow_begin(pn_web_req *r, const char *study);
+int pn_web_stow_feed(pn_web_stow *s, const char *data, size_t len); /* -2: give up the connection */
+enum MHD_Result pn_web_stow_finish(pn_web_stow *s);
+void pn_web_stow_free(pn_web_stow *s);
 
 #endif

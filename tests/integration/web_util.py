@@ -64,7 +64,8 @@ def request(port, path, *, method="GET", headers=None, body=None, auth=None, hos
         else:
             conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
-        conn.request(method, path, body=body, headers=h)
+        conn.request(method, path, body=body, headers=h,
+                     encode_chunked=h.get("Transfer-Encoding") == "chunked")
         r = conn.getresponse()
         data = r.read()
         return Response(r.status, r.getheaders(), data)
@@ -145,3 +146,43 @@ def multipart(resp):
             assert int(headers["content-length"]) == len(data), headers
         parts.append((headers, data))
     return parts
+
+
+def stow_body(parts, boundary=None):
+    """A multipart/related body of Part 10 files (paths or bytes)."""
+    boundary = boundary or ("pnb" + os.urandom(12).hex())
+    out = []
+    for p in parts:
+        data = p if isinstance(p, bytes) else open(p, "rb").read()
+        out.append(b"--" + boundary.encode() + b"\r\nContent-Type: application/dicom\r\n\r\n"
+                   + data + b"\r\n")
+    out.append(b"--" + boundary.encode() + b"--\r\n")
+    return b"".join(out), boundary
+
+
+def stow(port, parts, *, study=None, auth=None, chunked=False, **kw):
+    """STOW-RS of `parts`; returns Response (JSON in .json())."""
+    body, boundary = stow_body(parts)
+    headers = {"Content-Type": 'multipart/related; type="application/dicom"; boundary=%s' % boundary,
+               "Accept": "application/dicom+json"}
+    path = "/dicomweb/studies" + ("/" + study if study else "")
+    if chunked:
+        def gen(b=body):
+            for i in range(0, len(b), 100000):
+                yield b[i:i + 100000]
+        headers["Transfer-Encoding"] = "chunked"
+        return request(port, path, method="POST", headers=headers, body=gen(), auth=auth, **kw)
+    return request(port, path, method="POST", headers=headers, body=body, auth=auth, **kw)
+
+
+def stow_results(resp):
+    """({sop_uid: retrieve_url}, [(sop_uid, failure_reason)]) of a STOW-RS answer."""
+    obj = resp.json()
+    ok = {}
+    for item in obj.get("00081199", {}).get("Value", []):
+        ok[item["00081155"]["Value"][0]] = item.get("00081190", {}).get("Value", [None])[0]
+    failed = []
+    for item in obj.get("00081198", {}).get("Value", []):
+        uid = item.get("00081155", {}).get("Value", [""])[0]
+        failed.append((uid, item["00081197"]["Value"][0]))
+    return ok, failed
