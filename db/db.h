@@ -7,6 +7,7 @@
 #define PN_DB_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 typedef struct pn_db pn_db;
 

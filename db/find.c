@@ -375,6 +375,17 @@ int pn_find_start(pn_db *db, const pn_find_query *q)
 	int rc = 0;
 	for (size_t i = 0; i < q->n_conds && rc == 0; i++)
 		rc = add_condition(b, fs, q, &q->conds[i]);
+	if (q->order == PN_FIND_ORDER_NEWEST && q->level == PN_FIND_STUDY)
+		put(b, " ORDER BY st.study_date DESC NULLS LAST, st.study_time DESC NULLS LAST, st.pk DESC");
+	else if (q->order == PN_FIND_ORDER_NUMBER && q->level == PN_FIND_SERIES)
+		put(b, " ORDER BY se.series_number NULLS LAST, se.pk");
+	else if (q->order == PN_FIND_ORDER_NUMBER && q->level == PN_FIND_IMAGE)
+		put(b, " ORDER BY i.instance_number NULLS LAST, i.pk");
+	/* integers of ours, not values from the request */
+	if (q->limit > 0)
+		put(b, " LIMIT %lld", q->limit);
+	if (q->offset > 0)
+		put(b, " OFFSET %lld", q->offset);
 	if (rc == 0 && b->overflow)
 		rc = -EINVAL;
 	if (rc < 0) {

@@ -67,7 +67,18 @@ typedef struct {
 	unsigned computed; /* PN_FIND_C_* wanted */
 	bool fold_names;   /* person names case-insensitively */
 	bool paths_only;   /* IMAGE level, for retrieval: no attrs, no computed */
+	int order;         /* PN_FIND_ORDER_* */
+	/* rows skipped, and most rows returned (0: all), in SQL: only for a
+	 * query whose every match is decided there (nothing matched on the
+	 * blobs afterwards) */
+	long long offset, limit;
 } pn_find_query;
+
+enum {
+	PN_FIND_ORDER_NONE = 0, /* as the plan gives them (C-FIND) */
+	PN_FIND_ORDER_NEWEST,   /* STUDY: study date and time, newest first, undated last */
+	PN_FIND_ORDER_NUMBER,   /* SERIES: series number; IMAGE: instance number */
+};
 
 /* One match. Pointers stay valid until the next pn_find_next/stop. */
 typedef struct {

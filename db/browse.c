@@ -1,0 +1,50 @@
+/* The web's own lookups (browse.h). */
+#include "browse.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "db_internal.h"
+
+static int one_file(pn_db *db, const char *sql, int n, const char *const *params, pn_instance_file *ret)
+{
+	if (pn_db_ensure_connected(db) < 0)
+		return -EIO;
+	pn_db_settle(db);
+	pn_db_clear_error(db);
+	PGresult *res = PQexecParams(db->conn, sql, n, NULL, params, NULL, NULL, 0);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		pn_db_fail(db, res);
+		return -EIO;
+	}
+	int found = PQntuples(res) > 0;
+	if (found) {
+		snprintf(ret->path, sizeof(ret->path), "%s", PQgetvalue(res, 0, 0));
+		snprintf(ret->sop_uid, sizeof(ret->sop_uid), "%s", PQgetvalue(res, 0, 1));
+	}
+	PQclear(res);
+	return found;
+}
+
+int pn_browse_middle_instance(pn_db *db, const char *series_uid, pn_instance_file *ret)
+{
+	const char *params[] = {series_uid};
+	return one_file(db,
+	                "WITH s AS (SELECT pk FROM series WHERE series_uid = $1)"
+	                " SELECT i.path, i.sop_uid FROM instance i, s WHERE i.series_fk = s.pk"
+	                " ORDER BY i.instance_number NULLS LAST, i.sop_uid"
+	                " OFFSET (SELECT count(*) / 2 FROM instance i2, s WHERE i2.series_fk = s.pk) LIMIT 1",
+	                1, params, ret);
+}
+
+int pn_browse_instance(pn_db *db, const char *study_uid, const char *series_uid, const char *sop_uid,
+                       pn_instance_file *ret)
+{
+	const char *params[] = {study_uid, series_uid, sop_uid};
+	return one_file(db,
+	                "SELECT i.path, i.sop_uid FROM instance i JOIN series se ON se.pk = i.series_fk"
+	                " JOIN study st ON st.pk = se.study_fk"
+	                " WHERE i.sop_uid = $3 AND se.series_uid = $2 AND st.study_uid = $1",
+	                3, params, ret);
+}

@@ -1,0 +1,24 @@
+/* What the web pages and WADO-RS ask of the index beyond C-FIND's
+ * queries: the instance that pictures a series, and where one instance's
+ * file is. Every value is a parameter. */
+#ifndef PN_BROWSE_H
+#define PN_BROWSE_H
+
+#include "db.h"
+
+/* One instance's file (relative path, as the index keeps it). */
+typedef struct {
+	char sop_uid[65];
+	char path[512];
+} pn_instance_file;
+
+/* The middle instance of a series, by Instance Number (then SOP Instance
+ * UID): the one a thumbnail shows. 1 found, 0 no such series, -EIO. */
+int pn_browse_middle_instance(pn_db *db, const char *series_uid, pn_instance_file *ret);
+
+/* The instance `sop_uid` of series `series_uid` of study `study_uid`. 1
+ * found, 0 not (or not in that series and study), -EIO. */
+int pn_browse_instance(pn_db *db, const char *study_uid, const char *series_uid, const char *sop_uid,
+                       pn_instance_file *ret);
+
+#endif
