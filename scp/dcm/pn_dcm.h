@@ -419,6 +419,19 @@ bool pn_dcm_ts_lossless_target(const char *ts_uid);
  * readable), -ENOTSUP (no codec, or only a lossy way), -ENOMEM. */
 int pn_dcm_file_transcode(const char *path, const char *ts_uid, pn_dcm_buf *out);
 
+/* A rendered frame: 8-bit grey (channels 1) or interleaved RGB (3). */
+typedef struct {
+	unsigned char *pixels; /* malloc'ed */
+	unsigned width, height;
+	int channels;
+} pn_dcm_image;
+
+/* Frame `frame` (0-based) of the stored file at `path`, windowed with its
+ * first VOI window (else its pixel range) and scaled to fit max_w x max_h
+ * (0: as it is). 0, -ENOENT, -ENODATA (no pixel data), -EBADMSG, -ENOTSUP
+ * (no decoder, e.g. JPEG 2000), -ENOMEM. */
+int pn_dcm_render(const char *path, unsigned long frame, unsigned max_w, unsigned max_h, pn_dcm_image *out);
+
 /* Removes the top-level element `tag`, if there is one. */
 void pn_dcm_ds_remove(pn_dcm_ds *ds, uint32_t tag);
 

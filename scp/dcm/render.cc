@@ -1,0 +1,95 @@
+// A frame of a stored instance as 8-bit pixels for a picture (WADO-RS
+// rendered and thumbnail, the study pages): dcmtk's image toolkit decodes
+// and applies the modality LUT, then the instance's first window (VOI), or
+// its pixel range when it has none; scaled to fit a box, aspect kept.
+#include "pn_dcm.h"
+
+#include <dcmtk/config/osconfig.h>
+#include <dcmtk/dcmdata/dcdeftag.h>
+#include <dcmtk/dcmdata/dcfilefo.h>
+#include <dcmtk/dcmimage/diregist.h> // colour images
+#include <dcmtk/dcmimgle/dcmimage.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <sys/stat.h>
+
+#include "guard_internal.h"
+#include "util_internal.h"
+
+extern "C" int pn_dcm_render(const char *path, unsigned long frame, unsigned max_w, unsigned max_h, pn_dcm_image *out)
+{
+	memset(out, 0, sizeof(*out));
+	try {
+		struct stat st;
+		if (stat(path, &st) != 0)
+			return errno == ENOENT || errno == ENOTDIR ? -ENOENT : -EBADMSG;
+		pn_dcm_register_codecs();
+		std::unique_ptr<DcmFileFormat> ff(new DcmFileFormat());
+		{
+			ParseGuard guard;
+			try {
+				if (ff->loadFile(path).bad() || guard.tripped())
+					return -EBADMSG;
+			} catch (const std::bad_alloc &) {
+				if (!guard.tripped())
+					throw;
+				return -EBADMSG;
+			}
+		}
+		DcmDataset *ds = ff->getDataset();
+		if (!ds->tagExists(DCM_PixelData) && !ds->tagExists(DCM_FloatPixelData) &&
+		    !ds->tagExists(DCM_DoubleFloatPixelData))
+			return -ENODATA;
+		E_TransferSyntax xfer = ds->getOriginalXfer();
+		std::unique_ptr<DicomImage> img(new DicomImage(
+		    ds, xfer, CIF_UsePartialAccessToPixelData | CIF_DecompressCompletePixelData, frame, 1));
+		if (img->getStatus() != EIS_Normal)
+			return img->getStatus() == EIS_InvalidValue || img->getStatus() == EIS_MissingAttribute
+			           ? -EBADMSG
+			           : -ENOTSUP;
+		if (img->isMonochrome()) {
+			if (img->getWindowCount() > 0)
+				img->setWindow(0);
+			else
+				img->setMinMaxWindow();
+		}
+		unsigned long w = img->getWidth(), h = img->getHeight();
+		if (w == 0 || h == 0)
+			return -EBADMSG;
+		if (max_w && max_h && (w > max_w || h > max_h)) {
+			double s = std::min((double)max_w / (double)w, (double)max_h / (double)h);
+			unsigned long nw = std::max(1ul, (unsigned long)((double)w * s + 0.5));
+			unsigned long nh = std::max(1ul, (unsigned long)((double)h * s + 0.5));
+			DicomImage *scaled = img->createScaledImage(nw, nh, 1 /* interpolate */, 0);
+			if (!scaled)
+				return -ENOMEM;
+			img.reset(scaled);
+			w = nw;
+			h = nh;
+		}
+		int channels = img->isMonochrome() ? 1 : 3;
+		unsigned long size = img->getOutputDataSize(8);
+		if (size != w * h * (unsigned long)channels)
+			return -ENOTSUP;
+		unsigned char *px = (unsigned char *)malloc(size);
+		if (!px)
+			return -ENOMEM;
+		// colour: interleaved RGB (planar 0)
+		if (!img->getOutputData(px, size, 8, 0, 0)) {
+			free(px);
+			return -ENOTSUP;
+		}
+		out->pixels = px;
+		out->width = (unsigned)w;
+		out->height = (unsigned)h;
+		out->channels = channels;
+		return 0;
+	} catch (...) {
+		free(out->pixels);
+		memset(out, 0, sizeof(*out));
+		return -ENOMEM;
+	}
+}
