@@ -292,6 +292,18 @@ static enum MHD_Result dicomweb(pn_web_req *r, char *seg[], int n)
 			return pn_web_wado(r, seg[2], seg[4], seg[6]);
 		if (n == 8 && in && strcmp(last, "metadata") == 0)
 			return pn_web_metadata(r, seg[2], seg[4], seg[6]);
+		if (n == 8 && in && (strcmp(last, "rendered") == 0 || strcmp(last, "thumbnail") == 0))
+			return pn_web_rendered(r, seg[2], seg[4], seg[6], 0, last[0] == 't');
+		if (n == 6 && se && strcmp(last, "thumbnail") == 0)
+			return pn_web_rendered(r, seg[2], seg[4], NULL, 0, true);
+		if (n == 10 && in && strcmp(seg[7], "frames") == 0 &&
+		    (strcmp(last, "rendered") == 0 || strcmp(last, "thumbnail") == 0)) {
+			char *end;
+			unsigned long f = strtoul(seg[8], &end, 10);
+			if (*end || f == 0 || f > 1000000)
+				return pn_web_error(r, MHD_HTTP_BAD_REQUEST, "a frame number is 1 or more");
+			return pn_web_rendered(r, seg[2], seg[4], seg[6], f - 1, last[0] == 't');
+		}
 		if (n == 4 && strcmp(seg[3], "series") == 0)
 			return pn_web_qido(r, PN_LEVEL_SERIES, seg[2], NULL);
 		if (n == 4 && strcmp(seg[3], "instances") == 0)

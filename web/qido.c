@@ -10,8 +10,7 @@
 
 #include "audit.h"
 #include "find.h"
-#include "find_query.h"
-#include "find_response.h"
+#include "search.h"
 #include "log.h"
 #include "web_internal.h"
 
@@ -208,15 +207,11 @@ static pn_dcm_ds *identifier(params *p, const char *study, const char *series)
 }
 
 typedef struct {
-	pn_store_ctx *ctx;
-	pn_query *q;
-	bool include_all;
-	char base[300];       /* "http://host:port/dicomweb", "" for none */
-	long long skip, left; /* left: -1 no limit */
-	pn_level_blob blobs[PN_LEVELS];
+	pn_web_search *search;
+	char base[300]; /* "http://host:port/dicomweb", "" for none */
 	char *out;
 	size_t len, pos, cap;
-	bool begun, done, closed, failed, running;
+	bool done, closed, failed;
 	unsigned long long matches;
 	char peer[64];
 } stream;
@@ -224,11 +219,7 @@ typedef struct {
 static void stream_free(void *cls)
 {
 	stream *s = cls;
-	if (s->running)
-		pn_find_stop(s->ctx->db);
-	for (int l = 0; l < PN_LEVELS; l++)
-		pn_level_blob_clear(&s->blobs[l]);
-	pn_query_free(s->q);
+	pn_web_search_free(s->search);
 	free(s->out);
 	free(s);
 }
@@ -253,45 +244,25 @@ static int append(stream *s, const char *data, size_t n)
 static int merge_each(void *ctx, const pn_dcm_elem *e)
 {
 	pn_dcm_ds **pair = ctx;
-	char *have = NULL;
-	if (e->tag == TAG_CHARSET || pn_dcm_ds_get(pair[0], e->tag, &have) == 0) {
-		free(have);
-		return 0;
-	}
 	int rc = pn_dcm_ds_copy(pair[0], pair[1], e->tag, NULL);
 	return rc == -ENOMEM ? rc : 0;
 }
 
-/* includefield=all: every attribute the index keeps for the levels
- * returned, not only the keys asked for. */
-static int merge_all(pn_dcm_ds *rsp, pn_dcm_ds *const levels[PN_LEVELS], int level)
-{
-	for (int l = 0; l <= level; l++) {
-		if (!levels[l])
-			continue;
-		pn_dcm_ds *pair[2] = {rsp, levels[l]};
-		int rc = pn_dcm_ds_each(levels[l], merge_each, pair);
-		if (rc < 0)
-			return rc;
-	}
-	return 0;
-}
-
-static void retrieve_url(stream *s, pn_dcm_ds *rsp)
+static void retrieve_url(stream *s, int level, pn_dcm_ds *rsp)
 {
 	if (!s->base[0])
 		return;
 	char *study = NULL, *series = NULL, *sop = NULL;
 	pn_dcm_ds_get(rsp, TAG_STUDY_UID, &study);
-	if (s->q->level >= PN_LEVEL_SERIES)
+	if (level >= PN_LEVEL_SERIES)
 		pn_dcm_ds_get(rsp, TAG_SERIES_UID, &series);
-	if (s->q->level >= PN_LEVEL_INSTANCE)
+	if (level >= PN_LEVEL_INSTANCE)
 		pn_dcm_ds_get(rsp, TAG_SOP_UID, &sop);
 	char url[600];
 	int n = -1;
-	if (study && s->q->level == PN_LEVEL_STUDY)
+	if (study && level == PN_LEVEL_STUDY)
 		n = snprintf(url, sizeof(url), "%s/studies/%s", s->base, study);
-	else if (study && series && s->q->level == PN_LEVEL_SERIES)
+	else if (study && series && level == PN_LEVEL_SERIES)
 		n = snprintf(url, sizeof(url), "%s/studies/%s/series/%s", s->base, study, series);
 	else if (study && series && sop)
 		n = snprintf(url, sizeof(url), "%s/studies/%s/series/%s/instances/%s", s->base, study, series, sop);
@@ -305,64 +276,33 @@ static void retrieve_url(stream *s, pn_dcm_ds *rsp)
 /* The next match into s->out; 0 (s->done at the end), or -1. */
 static int next_match(stream *s)
 {
-	const pn_query *q = s->q;
-	for (;;) {
-		if (s->left == 0) {
-			s->done = true;
-			return 0;
-		}
-		pn_find_row row;
-		int rc = pn_find_next(s->ctx->db, &row);
-		if (rc == 0) {
-			s->running = false;
-			pn_find_stop(s->ctx->db);
-			s->done = true;
-			return 0;
-		}
-		if (rc < 0) {
-			pn_error("http %s: QIDO-RS: the index query failed: %s", s->peer, pn_db_errmsg(s->ctx->db));
-			return -1;
-		}
-		pn_dcm_ds *levels[PN_LEVELS] = {0};
-		bool need_all = s->include_all;
-		for (int l = 0; l <= q->level && rc >= 0; l++)
-			if ((q->need_levels & (1u << l)) || need_all)
-				rc = pn_level_blob_set(&s->blobs[l], &row.attrs[l]);
-		if (rc < 0)
-			return -1;
-		for (int l = 0; l <= q->level; l++)
-			levels[l] = (q->need_levels & (1u << l)) || need_all ? pn_level_blob_ds(&s->blobs[l], l) : NULL;
-		if (!pn_query_post_match(q, levels))
-			continue;
-		if (s->skip > 0) {
-			s->skip--;
-			continue;
-		}
-		pn_dcm_ds *rsp = NULL;
-		rc = pn_find_response_build(q, &row, levels, s->ctx->cfg->ae_title, NULL, &rsp);
-		if (rc == 0 && need_all)
-			rc = merge_all(rsp, levels, q->level);
-		pn_dcm_buf json = {0};
-		if (rc == 0) {
-			pn_dcm_ds_remove(rsp, TAG_LEVEL);
-			retrieve_url(s, rsp);
-			rc = pn_dcm_ds_write_json(rsp, &json);
-		}
-		pn_dcm_ds_free(rsp);
-		if (rc == 0 && s->matches > 0)
-			rc = append(s, ",", 1);
-		if (rc == 0)
-			rc = append(s, json.data, json.len);
-		free(json.data);
-		if (rc < 0) {
-			pn_error("http %s: QIDO-RS: could not write a match (%s)", s->peer, strerror(-rc));
-			return -1;
-		}
-		s->matches++;
-		if (s->left > 0)
-			s->left--;
+	pn_dcm_ds *rsp = NULL;
+	pn_find_row row;
+	int rc = pn_web_search_next(s->search, &rsp, &row);
+	if (rc == 0) {
+		s->done = true;
 		return 0;
 	}
+	if (rc < 0) {
+		pn_error("http %s: QIDO-RS: %s", s->peer,
+		         rc == -EIO ? "the index query failed" : "out of memory writing a match");
+		return -1;
+	}
+	retrieve_url(s, pn_web_search_query(s->search)->level, rsp);
+	pn_dcm_buf json = {0};
+	rc = pn_dcm_ds_write_json(rsp, &json);
+	pn_dcm_ds_free(rsp);
+	if (rc == 0 && s->matches > 0)
+		rc = append(s, ",", 1);
+	if (rc == 0)
+		rc = append(s, json.data, json.len);
+	free(json.data);
+	if (rc < 0) {
+		pn_error("http %s: QIDO-RS: could not write a match (%s)", s->peer, strerror(-rc));
+		return -1;
+	}
+	s->matches++;
+	return 0;
 }
 
 static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
@@ -421,6 +361,11 @@ static void audit(pn_web_req *r, const pn_dcm_ds *id, bool failed)
 	free(buf.data);
 }
 
+static int level_order(int level)
+{
+	return level == PN_LEVEL_STUDY ? PN_FIND_ORDER_NEWEST : PN_FIND_ORDER_NUMBER;
+}
+
 /* Runs the query `p` built and streams its matches. `metadata`: WADO-RS
  * metadata (every stored attribute, no Retrieve URL, 404 when nothing
  * matches). */
@@ -433,12 +378,9 @@ static enum MHD_Result answer(pn_web_req *r, params *p, bool metadata)
 		pn_dcm_ds_each(p->id, merge_each, pair);
 	}
 	pn_query *q = NULL;
-	unsigned short status = 0;
 	char why[256] = "";
-	unsigned flags = PN_QUERY_RELATIONAL | (p->fuzzy ? PN_QUERY_FOLD_NAMES : 0);
-	int rc = pn_query_parse(p->id, UID_STUDY_ROOT_FIND, flags, &q, &status, why, sizeof(why));
+	int rc = pn_web_query(p->id, p->fuzzy, &q, why, sizeof(why));
 	p->id = NULL; /* the query has it */
-	enum MHD_Result res;
 	if (rc < 0) {
 		if (for_audit)
 			audit(r, for_audit, true);
@@ -453,37 +395,32 @@ static enum MHD_Result answer(pn_web_req *r, params *p, bool metadata)
 		pn_dcm_ds_free(for_audit);
 		return pn_web_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "out of memory");
 	}
-	s->ctx = r->ctx;
-	s->q = q;
-	s->include_all = p->include_all;
-	s->skip = p->offset > 0 ? p->offset : 0;
-	s->left = p->limit;
+	long long limit = p->limit;
 	/* The node's cap on C-FIND matches holds here too: a client pages
 	 * with limit and offset. */
 	int cap = r->ctx->cfg->max_matches;
-	if (cap > 0 && !metadata && (s->left < 0 || s->left > cap))
-		s->left = cap;
+	if (cap > 0 && !metadata && (limit < 0 || limit > cap))
+		limit = cap;
+	bool unmatched = q->unmatched;
+	/* Pages in a stable order (PS3.18 leaves it to us), cut in SQL when
+	 * the index decides every match. */
+	int order = !metadata && (p->limit >= 0 || p->offset > 0) ? level_order(p->level) : PN_FIND_ORDER_NONE;
 	snprintf(s->peer, sizeof(s->peer), "%s", r->peer);
 	char host[256];
 	pn_web_base_url(r, host, sizeof(host));
 	if (host[0] && !metadata)
 		snprintf(s->base, sizeof(s->base), "%s/dicomweb", host);
-	if (!r->ctx->db || pn_find_start(r->ctx->db, &q->sql) < 0) {
-		if (for_audit)
-			audit(r, for_audit, true);
-		pn_dcm_ds_free(for_audit);
-		res = pn_web_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "the index does not answer: %s",
-		                   r->ctx->db ? pn_db_errmsg(r->ctx->db) : "no database connection");
-		stream_free(s);
-		return res;
-	}
-	s->running = true;
+	rc = pn_web_search_start(r->ctx, q, p->include_all, order, p->offset, limit, &s->search);
 	if (for_audit)
-		audit(r, for_audit, false);
+		audit(r, for_audit, rc < 0);
 	pn_dcm_ds_free(for_audit);
+	if (rc < 0) {
+		stream_free(s);
+		return pn_web_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "the index does not answer: %s",
+		                    r->ctx->db ? pn_db_errmsg(r->ctx->db) : "no database connection");
+	}
 	/* The first match before the status line: metadata of nothing is a
 	 * 404, and a failing query a 503 rather than a cut answer. */
-	s->begun = true;
 	if (append(s, "[", 1) < 0 || next_match(s) < 0) {
 		stream_free(s);
 		return pn_web_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "the index query failed");
@@ -499,7 +436,7 @@ static enum MHD_Result answer(pn_web_req *r, params *p, bool metadata)
 		return MHD_NO;
 	}
 	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/dicom+json");
-	if (q->unmatched)
+	if (unmatched)
 		MHD_add_response_header(resp, "Warning",
 		                        "299 pacsnode \"some attributes were not matched: they are only returned\"");
 	return pn_web_queue(r, MHD_HTTP_OK, resp);

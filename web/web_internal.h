@@ -70,6 +70,11 @@ enum MHD_Result pn_web_metadata(pn_web_req *r, const char *study, const char *se
 /* WADO-RS: the instances themselves (series and sop may be NULL). */
 enum MHD_Result pn_web_wado(pn_web_req *r, const char *study, const char *series, const char *sop);
 
+/* WADO-RS rendered / thumbnail (render.c): frame 0-based; sop NULL: the
+ * series' middle instance. */
+enum MHD_Result pn_web_rendered(pn_web_req *r, const char *study, const char *series, const char *sop,
+                                unsigned long frame, bool thumbnail);
+
 /* STOW-RS, fed as the body arrives (stow.c). begin: NULL when the request
  * was answered already (a bad Content-Type, too large). feed: -1 once the
  * request cannot go on (finish answers why). finish answers it. */
