@@ -314,6 +314,31 @@ static enum MHD_Result dicomweb(pn_web_req *r, char *seg[], int n)
 	return pn_web_error(r, MHD_HTTP_NOT_FOUND, "no such resource");
 }
 
+/* The study browser: /, /patients, /studies/{study}, the files to save,
+ * /static/. */
+static enum MHD_Result pages(pn_web_req *r, char *seg[], int n)
+{
+	if (strcmp(r->method, "GET") != 0 && strcmp(r->method, "HEAD") != 0)
+		return pn_web_error(r, MHD_HTTP_METHOD_NOT_ALLOWED, "%s is not served here", r->method);
+	if (n == 0)
+		return pn_web_page_index(r);
+	if (n == 1 && strcmp(seg[0], "patients") == 0)
+		return pn_web_page_patient(r);
+	if (n == 2 && strcmp(seg[0], "static") == 0)
+		return pn_web_static(r, seg[1]);
+	if (n >= 2 && strcmp(seg[0], "studies") == 0) {
+		for (int i = 1; i < n && i <= 5; i += 2)
+			if (!pn_uid_valid(seg[i]))
+				return pn_web_error(r, MHD_HTTP_BAD_REQUEST, "\"%.64s\" is not a UID", seg[i]);
+		if (n == 2)
+			return pn_web_page_study(r, seg[1]);
+		if (n == 7 && strcmp(seg[2], "series") == 0 && strcmp(seg[4], "instances") == 0 &&
+		    strcmp(seg[6], "file") == 0)
+			return pn_web_instance_file(r, seg[1], seg[3], seg[5]);
+	}
+	return pn_web_error(r, MHD_HTTP_NOT_FOUND, "no such page");
+}
+
 static enum MHD_Result route(pn_web *w, pn_web_req *r)
 {
 	char path[1024];
@@ -330,7 +355,7 @@ static enum MHD_Result route(pn_web *w, pn_web_req *r)
 		return ask_login(r);
 	if (n >= 2 && strcmp(seg[0], "dicomweb") == 0)
 		return dicomweb(r, seg, n);
-	return pn_web_error(r, MHD_HTTP_NOT_FOUND, "no such resource");
+	return pages(r, seg, n);
 }
 
 /* POST: STOW-RS only, at /dicomweb/studies[/{study}], for the write role.

@@ -15,6 +15,7 @@
 
 #include "audit.h"
 #include "audit_tally.h"
+#include "browse.h"
 #include "find.h"
 #include "log.h"
 #include "part10.h"
@@ -351,5 +352,39 @@ enum MHD_Result pn_web_wado(pn_web_req *r, const char *study, const char *series
 	char type[128];
 	snprintf(type, sizeof(type), "multipart/related; type=\"application/dicom\"; boundary=%s", w->boundary);
 	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, type);
+	return pn_web_queue(r, MHD_HTTP_OK, resp);
+}
+
+enum MHD_Result pn_web_instance_file(pn_web_req *r, const char *study, const char *series, const char *sop)
+{
+	if (!r->ctx->db)
+		return pn_web_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "the index does not answer");
+	pn_instance_file f;
+	int rc = pn_browse_instance(r->ctx->db, study, series, sop, &f);
+	if (rc < 0)
+		return pn_web_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "the index does not answer");
+	if (rc == 0)
+		return pn_web_error(r, MHD_HTTP_NOT_FOUND, "no such instance");
+	char *full = NULL;
+	if (pn_storage_full_path(r->ctx->storage, f.path, &full) < 0)
+		return pn_web_error(r, MHD_HTTP_INTERNAL_SERVER_ERROR, "the index names a path outside the storage");
+	int fd = open(full, O_RDONLY | O_CLOEXEC);
+	free(full);
+	struct stat st;
+	if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		if (fd >= 0)
+			close(fd);
+		return pn_web_error(r, MHD_HTTP_INTERNAL_SERVER_ERROR, "the file of instance %s is missing", sop);
+	}
+	/* sendfile() on plain HTTP: the bytes never pass through here */
+	struct MHD_Response *resp = MHD_create_response_from_fd((uint64_t)st.st_size, fd);
+	if (!resp) {
+		close(fd);
+		return MHD_NO;
+	}
+	char disp[128];
+	snprintf(disp, sizeof(disp), "attachment; filename=\"%s.dcm\"", sop); /* a checked UID */
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/dicom");
+	MHD_add_response_header(resp, "Content-Disposition", disp);
 	return pn_web_queue(r, MHD_HTTP_OK, resp);
 }

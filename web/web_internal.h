@@ -75,6 +75,14 @@ enum MHD_Result pn_web_wado(pn_web_req *r, const char *study, const char *series
 enum MHD_Result pn_web_rendered(pn_web_req *r, const char *study, const char *series, const char *sop,
                                 unsigned long frame, bool thumbnail);
 
+/* The study browser (pages.c) and its style sheet and script (static.c). */
+enum MHD_Result pn_web_page_index(pn_web_req *r);
+enum MHD_Result pn_web_page_study(pn_web_req *r, const char *study);
+enum MHD_Result pn_web_page_patient(pn_web_req *r);
+enum MHD_Result pn_web_static(pn_web_req *r, const char *name);
+/* One stored file as application/dicom, to save (wado.c). */
+enum MHD_Result pn_web_instance_file(pn_web_req *r, const char *study, const char *series, const char *sop);
+
 /* STOW-RS, fed as the body arrives (stow.c). begin: NULL when the request
  * was answered already (a bad Content-Type, too large). feed: -1 once the
  * request cannot go on (finish answers why). finish answers it. */
