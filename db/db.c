@@ -262,6 +262,13 @@ void pn_db_restart(pn_db *db)
 	}
 }
 
+static void (*on_reconnect)(void);
+
+void pn_db_on_reconnect(void (*fn)(void))
+{
+	on_reconnect = fn;
+}
+
 int pn_db_ensure_connected(pn_db *db)
 {
 	if (!db)
@@ -275,6 +282,8 @@ int pn_db_ensure_connected(pn_db *db)
 		if (PQstatus(db->conn) == CONNECTION_OK) {
 			db->conn_gen++;
 			db->suspect = false;
+			if (on_reconnect)
+				on_reconnect();
 			return 0;
 		}
 		pn_db_set_error(db, "", PQerrorMessage(db->conn));

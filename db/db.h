@@ -28,6 +28,10 @@ int pn_db_schema_version(pn_db *db, int *ret_version);
  * times with jittered back-off. Returns 0 when usable, -ECONNREFUSED if not. */
 int pn_db_ensure_connected(pn_db *db);
 
+/* A function called (in this process) each time a lost connection is made
+ * again: for the node's metrics. */
+void pn_db_on_reconnect(void (*fn)(void));
+
 /* Whether the connection is up as far as libpq knows; tries nothing. For
  * housekeeping that should not wait for a database that is away. */
 bool pn_db_connected(const pn_db *db);

@@ -8,6 +8,7 @@
 #include "audit_tally.h"
 #include "find_scp.h"
 #include "log.h"
+#include "metrics.h"
 #include "retrieve.h"
 #include "status.h"
 #include "tls.h"
@@ -187,7 +188,12 @@ static const char *serve_commands(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, 
 			unsigned need = cmd.kind == PN_CMD_MOVE ? PN_ALLOW_MOVE : PN_ALLOW_GET;
 			pn_retrieve_result res;
 			counts->retrieves++;
-			if (pn_retrieve_handle(ctx, assoc, &cmd, &who, !peer || (peer->allow & need), &res) < 0) {
+			struct timespec rt0;
+			clock_gettime(CLOCK_MONOTONIC, &rt0);
+			int rrc = pn_retrieve_handle(ctx, assoc, &cmd, &who, !peer || (peer->allow & need), &res);
+			pn_metrics_op_done(cmd.kind == PN_CMD_MOVE ? PN_OP_C_MOVE : PN_OP_C_GET,
+			                   seconds_since(&rt0) * 1e3);
+			if (rrc < 0) {
 				pn_dcm_assoc_abort(assoc);
 				return cmd.kind == PN_CMD_MOVE ? "aborted: network or protocol error during C-MOVE"
 				                               : "aborted: network or protocol error during C-GET";
@@ -225,6 +231,8 @@ void pn_assoc_serve(const pn_store_ctx *ctx, pn_dcm_net *net, int fd)
 		return;
 	}
 	if (rc == -EACCES) {
+		pn_metrics_assoc_open();
+		pn_metrics_assoc_close(PN_ASSOC_FAILED);
 		pn_warning("TLS connection from %s refused: %s", info.peer, info.tls_error);
 		pn_audit_assoc who = {
 		    .calling_ae = "", .called_ae = cfg->ae_title, .peer_addr = info.peer, .tls = true};
@@ -232,6 +240,8 @@ void pn_assoc_serve(const pn_store_ctx *ctx, pn_dcm_net *net, int fd)
 		return;
 	}
 	if (rc < 0) {
+		pn_metrics_assoc_open();
+		pn_metrics_assoc_close(PN_ASSOC_FAILED);
 		pn_warning("connection from %s%s dropped before a valid A-ASSOCIATE-RQ: %s%s%s", info.peer,
 		           tls ? " (TLS)" : "", rc == -ETIMEDOUT ? "timed out (acse_timeout)" : "protocol error",
 		           info.tls_error[0] ? ": " : "", info.tls_error);
@@ -240,6 +250,7 @@ void pn_assoc_serve(const pn_store_ctx *ctx, pn_dcm_net *net, int fd)
 	if (tls)
 		pn_debug("TLS connection from %s: %s, %s, client certificate %s", info.peer, info.tls_protocol,
 		         info.tls_cipher, info.has_cert ? info.cert_subject : "none");
+	pn_metrics_assoc_open();
 	assoc_counts counts = {0};
 	const char *outcome = "rejected";
 	pn_audit_tally *stored = NULL;
@@ -256,6 +267,9 @@ void pn_assoc_serve(const pn_store_ctx *ctx, pn_dcm_net *net, int fd)
 	pn_audit_tally_free(stored);
 	pn_storage_flush(ctx->storage); /* after an abort: no-op after a release */
 	pn_store_settle_ended(ctx);     /* a crashed worker's files */
+	pn_metrics_assoc_close(strcmp(outcome, "released") == 0   ? PN_ASSOC_RELEASED
+	                       : strcmp(outcome, "rejected") == 0 ? PN_ASSOC_REJECTED
+	                                                          : PN_ASSOC_ABORTED);
 	pn_info("association \"%s\" -> \"%s\" from %s%s%s: %s after %.3f s, %u instances stored, %u failed, %u "
 	        "queries, %u retrievals (%u instances sent)%s",
 	        info.calling_ae, info.called_ae, info.peer, info.tls ? " over " : "", info.tls ? info.tls_protocol : "",
@@ -271,6 +285,8 @@ void pn_assoc_reject_busy(pn_dcm_net *net, int fd, bool tls, unsigned long max_p
 		return;
 	pn_dcm_assoc_reject(assoc, PN_REJECT_BUSY);
 	pn_dcm_assoc_free(assoc);
+	pn_metrics_assoc_open();
+	pn_metrics_assoc_close(PN_ASSOC_REJECTED);
 	pn_warning("association from \"%s\" at %s rejected (transient): max_associations reached", info.calling_ae,
 	           info.peer);
 }

@@ -13,6 +13,7 @@
 #include "find_query.h"
 #include "find_response.h"
 #include "log.h"
+#include "metrics.h"
 #include "status.h"
 
 /* Runs the query and sends the pending responses; returns the final status
@@ -230,5 +231,7 @@ static int answer(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dcm_cmd
 		         patient_root ? "patient" : "study", level, matches,
 		         status == PN_STATUS_CANCELLED ? " (cancelled)" : "", ms_since(&t0));
 	*ret_status = status;
-	return pn_dcm_find_respond(assoc, cmd, status, NULL, status == PN_STATUS_SUCCESS ? NULL : why);
+	rc = pn_dcm_find_respond(assoc, cmd, status, NULL, status == PN_STATUS_SUCCESS ? NULL : why);
+	pn_metrics_op_done(PN_OP_C_FIND, ms_since(&t0));
+	return rc;
 }

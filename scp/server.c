@@ -23,6 +23,7 @@
 #include "config_watch.h"
 #include "fdpass.h"
 #include "log.h"
+#include "metrics.h"
 #include "web.h"
 #include "worker.h"
 
@@ -420,6 +421,8 @@ int pn_server_run(const pn_config *cfg)
 		return EXIT_FAILURE;
 	for (size_t i = 0; i < s.n_children; i++)
 		s.children[i].channel = -1;
+	if (pn_metrics_init() < 0)
+		pn_warning("no shared memory for /metrics: its counters stay at zero");
 	int rc = pn_audit_create(cfg, &s.audit);
 	if (rc < 0) {
 		pn_error("could not set up the audit trail (spool \"%s\"): %s", cfg->audit_spool, strerror(-rc));

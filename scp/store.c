@@ -14,6 +14,7 @@
 #include "db.h"
 #include "index.h"
 #include "log.h"
+#include "metrics.h"
 #include "part10.h"
 #include "record.h"
 #include "status.h"
@@ -554,6 +555,14 @@ static unsigned short store_received(const pn_store_ctx *ctx, pn_storage_file *f
 		pn_warning("audit: out of memory counting the instances from \"%s\"", source);
 	pn_record_free(rec);
 	pn_dcm_ds_free(ds);
+	pn_metrics_instance(status, (uint64_t)size);
+	if (status == PN_STATUS_SUCCESS) {
+		pn_metrics_phase(PN_PHASE_RECEIVE, ph->receive);
+		pn_metrics_phase(PN_PHASE_PARSE, ph->parse);
+		pn_metrics_phase(PN_PHASE_INDEX, ph->index);
+		pn_metrics_phase(PN_PHASE_SYNC, ph->sync);
+		pn_metrics_phase(PN_PHASE_COMMIT, ph->commit);
+	}
 	if (status == PN_STATUS_OUT_OF_INDEX || status == PN_STATUS_OUT_OF_STORAGE)
 		pn_error("%s of %s from \"%s\" refused (0x%04X): %s", op, sop_instance_uid, source, status, why);
 	else if (status != PN_STATUS_SUCCESS)
@@ -569,6 +578,7 @@ refuse:
 	pn_record_free(rec);
 	pn_dcm_ds_free(ds);
 	pn_storage_file_discard(file);
+	pn_metrics_instance(status, 0);
 	if (status == PN_STATUS_OUT_OF_INDEX || status == PN_STATUS_OUT_OF_STORAGE)
 		pn_error("%s of %s from \"%s\" refused (0x%04X): %s", op, sop_instance_uid, source, status, why);
 	else
@@ -636,9 +646,11 @@ int pn_store_handle(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dcm_c
 		return respond(assoc, cmd, PN_STATUS_OUT_OF_STORAGE, "could not write file", ret_status);
 	}
 	bool committed = false;
+	struct timespec t0 = ph.t0; /* the command arrived */
 	unsigned short status = store_received(ctx, file, "C-STORE", cmd->sop_class_uid, cmd->sop_instance_uid,
 	                                       calling_ae, NULL, tally, &ph, &committed, NULL, why, sizeof(why));
 	rc = respond(assoc, cmd, status, status == PN_STATUS_SUCCESS ? NULL : why, ret_status);
+	pn_metrics_op_done(PN_OP_C_STORE, lap(&t0)); /* from the command to the response sent */
 	after_store(ctx, committed);
 	return rc;
 }

@@ -11,6 +11,7 @@
 #include "fdpass.h"
 #include "index.h"
 #include "log.h"
+#include "metrics.h"
 #include "storage.h"
 #include "store.h"
 #include "tls.h"
@@ -32,14 +33,16 @@ static void dcm_log(int level, const char *msg)
  * on. */
 static void serve(worker *w, int fd)
 {
+	pn_metrics_worker_busy(1);
 	if (pn_web_is_http_connection(w->ctx.cfg, fd)) {
 		if (w->web)
 			pn_web_serve(w->web, fd);
 		else
 			close(fd);
-		return;
+	} else {
+		pn_assoc_serve(&w->ctx, w->net, fd);
 	}
-	pn_assoc_serve(&w->ctx, w->net, fd);
+	pn_metrics_worker_busy(-1);
 }
 
 /* A database that is down at start is not fatal: stores answer 0xA701
@@ -83,6 +86,7 @@ static int worker_init(worker *w, const pn_config *cfg, pn_audit *audit)
 	memset(w, 0, sizeof(*w));
 	w->ctx.cfg = cfg;
 	w->ctx.audit = audit;
+	pn_db_on_reconnect(pn_metrics_db_reconnect);
 	if (pn_dcm_init(dcm_log, pn_log_get_level()) < 0) {
 		pn_error("could not initialise the DICOM toolkit");
 		return -1;

@@ -19,6 +19,7 @@
 
 #include "dcm/pn_dcm.h"
 #include "log.h"
+#include "metrics.h"
 #include "uid.h"
 #include "users.h"
 #include "web_internal.h"
@@ -270,6 +271,12 @@ static enum MHD_Result dicomweb(pn_web_req *r, char *seg[], int n)
 			return pn_web_error(r, MHD_HTTP_BAD_REQUEST, "\"%.64s\" is not a UID", seg[i]);
 	if (strcmp(r->method, "GET") != 0 && strcmp(r->method, "HEAD") != 0)
 		return pn_web_error(r, MHD_HTTP_METHOD_NOT_ALLOWED, "%s is not served here", r->method);
+	/* the last segment tells a search (…/studies, …/series, …/instances)
+	 * from a retrieval */
+	const char *tail = seg[n - 1];
+	r->op = strcmp(tail, "studies") == 0 || strcmp(tail, "series") == 0 || strcmp(tail, "instances") == 0
+	            ? PN_OP_QIDO
+	            : PN_OP_WADO;
 	if (n == 2 && strcmp(seg[1], "studies") == 0)
 		return pn_web_qido(r, PN_LEVEL_STUDY, NULL, NULL);
 	if (n == 2 && strcmp(seg[1], "series") == 0)
@@ -314,12 +321,32 @@ static enum MHD_Result dicomweb(pn_web_req *r, char *seg[], int n)
 	return pn_web_error(r, MHD_HTTP_NOT_FOUND, "no such resource");
 }
 
+static enum MHD_Result metrics(pn_web_req *r)
+{
+	size_t len = 0;
+	char *text = pn_metrics_text(r->ctx->cfg->storage_root, r->ctx->cfg->workers, &len);
+	if (!text)
+		return pn_web_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "out of memory");
+	struct MHD_Response *resp = MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE);
+	if (!resp) {
+		free(text);
+		return MHD_NO;
+	}
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8");
+	return pn_web_queue(r, MHD_HTTP_OK, resp);
+}
+
 /* The study browser: /, /patients, /studies/{study}, the files to save,
  * /static/. */
 static enum MHD_Result pages(pn_web_req *r, char *seg[], int n)
 {
 	if (strcmp(r->method, "GET") != 0 && strcmp(r->method, "HEAD") != 0)
 		return pn_web_error(r, MHD_HTTP_METHOD_NOT_ALLOWED, "%s is not served here", r->method);
+	r->op = PN_OP_PAGE;
+	if (n == 1 && strcmp(seg[0], "metrics") == 0) {
+		r->op = -1;
+		return metrics(r);
+	}
 	if (n == 0)
 		return pn_web_page_index(r);
 	if (n == 1 && strcmp(seg[0], "patients") == 0)
@@ -378,6 +405,7 @@ static enum MHD_Result begin_post(pn_web *w, pn_web_req *r)
 		return ask_login(r);
 	if (r->role != PN_ROLE_WRITE)
 		return pn_web_refuse_body(r, MHD_HTTP_FORBIDDEN, "user \"%s\" may not store (role read)", r->user);
+	r->op = PN_OP_STOW;
 	r->stow = pn_web_stow_begin(r, n == 3 ? seg[2] : NULL);
 	return MHD_YES; /* answered already when it is NULL */
 }
@@ -407,6 +435,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 		if (!r)
 			return MHD_NO;
 		*con_cls = r;
+		r->op = -1;
 		clock_gettime(CLOCK_MONOTONIC, &r->t0);
 		r->conn = conn;
 		r->ctx = w->ctx;
@@ -466,8 +495,12 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && toe != MHD_REQUEST_TERMINATED_CLIENT_ABORT)
 		pn_warning("http %s: %s %.200s ended before its answer was complete (reason %d)", r->peer, r->method,
 		           r->path, (int)toe);
+	double ms = ms_since(&r->t0);
 	pn_info("http %s%s%s: %s %.200s %u %.1f ms", r->peer, r->user[0] ? " " : "", r->user, r->method, r->path,
-	        r->status, ms_since(&r->t0));
+	        r->status, ms);
+	pn_metrics_http_status(r->status);
+	if (r->op >= 0 && r->status < 400)
+		pn_metrics_op_done((pn_metrics_op)r->op, ms);
 	pn_web_stow_free(r->stow);
 	free(r);
 }
@@ -549,6 +582,7 @@ void pn_web_serve(pn_web *w, int fd)
 		return;
 	}
 	w->closed = false;
+	pn_metrics_http_open();
 	/* MHD owns the socket from here, failure or not. */
 	if (MHD_add_connection(w->d, fd, (struct sockaddr *)&peer, len) != MHD_YES) {
 		pn_warning("http: could not take a connection over: %m");
@@ -557,6 +591,7 @@ void pn_web_serve(pn_web *w, int fd)
 	while (!w->closed)
 		if (MHD_run_wait(w->d, 1000) != MHD_YES)
 			break;
+	pn_metrics_http_close();
 }
 
 int pn_web_check(const pn_config *cfg, char *err, size_t errlen)

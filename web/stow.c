@@ -13,6 +13,7 @@
 #include "audit.h"
 #include "audit_tally.h"
 #include "log.h"
+#include "metrics.h"
 #include "multipart.h"
 #include "part10.h"
 #include "status.h"
@@ -182,6 +183,7 @@ static int on_end(void *ctx)
 		skip_part(s, PN_STATUS_CANNOT_PARSE, "not a DICOM Part 10 file (too short)");
 	if (s->skipping) {
 		pn_warning("http %s: STOW-RS: a part refused (0x%04X): %s", s->r->peer, s->part_status, s->part_why);
+		pn_metrics_instance(s->part_status, 0);
 		return add_result(s, s->have_meta ? s->meta.sop_class_uid : "",
 		                  s->have_meta ? s->meta.sop_instance_uid : "", NULL, s->part_status);
 	}

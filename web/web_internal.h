@@ -22,6 +22,7 @@ typedef struct pn_web_req {
 	pn_web_role role;         /* PN_ROLE_WRITE when the web is open */
 	bool answered;            /* a response was queued */
 	unsigned status;          /* the one queued, for the access log */
+	int op;                   /* PN_OP_* for /metrics, -1: not timed */
 	struct pn_web_stow *stow; /* a STOW-RS request reading its body */
 	/* A request with a body refused at its headers, answered once the body
 	 * is read (pn_web_refuse_body) */
