@@ -303,6 +303,8 @@ static enum MHD_Result dicomweb(pn_web_req *r, char *seg[], int n)
 			return pn_web_rendered(r, seg[2], seg[4], seg[6], 0, last[0] == 't');
 		if (n == 6 && se && strcmp(last, "thumbnail") == 0)
 			return pn_web_rendered(r, seg[2], seg[4], NULL, 0, true);
+		if (n == 9 && in && strcmp(seg[7], "frames") == 0)
+			return pn_web_frames(r, seg[2], seg[4], seg[6], seg[8]);
 		if (n == 10 && in && strcmp(seg[7], "frames") == 0 &&
 		    (strcmp(last, "rendered") == 0 || strcmp(last, "thumbnail") == 0)) {
 			char *end;

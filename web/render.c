@@ -2,6 +2,7 @@
  * PNG, windowed by the instance's own window (else its pixel range), for
  * browsers, viewers' series lists and the study pages. */
 #include <errno.h>
+#include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -85,5 +86,184 @@ enum MHD_Result pn_web_rendered(pn_web_req *r, const char *study, const char *se
 		return MHD_NO;
 	}
 	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "image/png");
+	return pn_web_queue(r, MHD_HTTP_OK, resp);
+}
+
+/* WADO-RS frames (PS3.18 10.4.1.1.2): uncompressed, as multipart/related;
+ * type="application/octet-stream", one part a frame, decoded one at a time
+ * as the client reads. */
+
+#define MAX_FRAMES 4096
+
+typedef struct {
+	char *path;
+	unsigned long frames[MAX_FRAMES];
+	size_t n, next;
+	char boundary[33];
+	char head[256];
+	size_t head_len, head_pos;
+	pn_dcm_buf cur;
+	size_t cur_pos;
+	bool trailer;
+	char peer[64];
+} frames_stream;
+
+static void frames_free(void *cls)
+{
+	frames_stream *f = cls;
+	free(f->cur.data);
+	free(f->path);
+	free(f);
+}
+
+/* The next part's header and bytes into f; false at the end (the closing
+ * boundary queued), -1 on a failure. */
+static int next_frame(frames_stream *f)
+{
+	free(f->cur.data);
+	f->cur = (pn_dcm_buf){0};
+	f->cur_pos = 0;
+	if (f->next == f->n) {
+		if (f->trailer)
+			return 0;
+		f->trailer = true;
+		f->head_len = (size_t)snprintf(f->head, sizeof(f->head), "\r\n--%s--\r\n", f->boundary);
+		f->head_pos = 0;
+		return 1;
+	}
+	unsigned long frame = f->frames[f->next++];
+	int rc = pn_dcm_frames(f->path, &frame, 1, &f->cur);
+	if (rc < 0) {
+		pn_error("http %s: WADO-RS: frame %lu of \"%s\" cannot be read (%s)", f->peer, frame + 1, f->path,
+		         strerror(-rc));
+		return -1;
+	}
+	f->head_len = (size_t)snprintf(
+	    f->head, sizeof(f->head), "%s--%s\r\nContent-Type: application/octet-stream\r\nContent-Length: %zu\r\n\r\n",
+	    f->next > 1 ? "\r\n" : "", f->boundary, f->cur.len);
+	f->head_pos = 0;
+	return 1;
+}
+
+static ssize_t frames_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+	(void)pos;
+	frames_stream *f = cls;
+	size_t n = 0;
+	while (n < max) {
+		if (f->head_pos < f->head_len) {
+			size_t k = f->head_len - f->head_pos < max - n ? f->head_len - f->head_pos : max - n;
+			memcpy(buf + n, f->head + f->head_pos, k);
+			f->head_pos += k;
+			n += k;
+			continue;
+		}
+		if (f->cur_pos < f->cur.len) {
+			size_t k = f->cur.len - f->cur_pos < max - n ? f->cur.len - f->cur_pos : max - n;
+			memcpy(buf + n, (char *)f->cur.data + f->cur_pos, k);
+			f->cur_pos += k;
+			n += k;
+			continue;
+		}
+		int rc = next_frame(f);
+		if (rc < 0)
+			return MHD_CONTENT_READER_END_WITH_ERROR;
+		if (rc == 0)
+			break;
+	}
+	return n ? (ssize_t)n : MHD_CONTENT_READER_END_OF_STREAM;
+}
+
+/* Whether the Accept header takes uncompressed frames. */
+static bool accepts_frames(const pn_web_req *r)
+{
+	const char *a = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_ACCEPT);
+	if (!a || !a[0] || strstr(a, "*/*"))
+		return true;
+	if (!strstr(a, "application/octet-stream"))
+		return false;
+	const char *ts = strstr(a, "transfer-syntax=");
+	if (!ts)
+		return true;
+	ts += strlen("transfer-syntax=");
+	if (*ts == '"')
+		ts++;
+	return *ts == '*' || strncmp(ts, "1.2.840.10008.1.2.1", 19) == 0;
+}
+
+enum MHD_Result pn_web_frames(pn_web_req *r, const char *study, const char *series, const char *sop, const char *list)
+{
+	if (!accepts_frames(r))
+		return pn_web_error(r, MHD_HTTP_NOT_ACCEPTABLE,
+		                    "frames are served uncompressed, as multipart/related; "
+		                    "type=\"application/octet-stream\"");
+	frames_stream *f = calloc(1, sizeof(*f));
+	if (!f)
+		return pn_web_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "out of memory");
+	const char *p = list;
+	while (*p) {
+		char *end;
+		unsigned long v = strtoul(p, &end, 10);
+		if (end == p || v == 0 || v > 100000000ul || (*end && *end != ',') || f->n == MAX_FRAMES) {
+			free(f);
+			return pn_web_error(r, MHD_HTTP_BAD_REQUEST, "frames are a list of numbers from 1, at most %d",
+			                    MAX_FRAMES);
+		}
+		f->frames[f->n++] = v - 1;
+		p = *end ? end + 1 : end;
+	}
+	if (f->n == 0) {
+		free(f);
+		return pn_web_error(r, MHD_HTTP_BAD_REQUEST, "no frame asked for");
+	}
+	if (!r->ctx->db) {
+		free(f);
+		return pn_web_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "the index does not answer");
+	}
+	pn_instance_file file;
+	int rc = pn_browse_instance(r->ctx->db, study, series, sop, &file);
+	if (rc <= 0) {
+		free(f);
+		return rc < 0 ? pn_web_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "the index does not answer")
+		              : pn_web_error(r, MHD_HTTP_NOT_FOUND, "no such instance");
+	}
+	if (pn_storage_full_path(r->ctx->storage, file.path, &f->path) < 0) {
+		free(f);
+		return pn_web_error(r, MHD_HTTP_INTERNAL_SERVER_ERROR, "the index names a path outside the storage");
+	}
+	snprintf(f->peer, sizeof(f->peer), "%s", r->peer);
+	unsigned char rnd[16];
+	RAND_bytes(rnd, sizeof(rnd));
+	for (int i = 0; i < 16; i++)
+		snprintf(f->boundary + 2 * i, 3, "%02x", rnd[i]);
+	/* The highest frame now: one past the end is a 404, an undecodable
+	 * instance a 406, before any byte of the answer. */
+	unsigned long first = f->frames[0];
+	for (size_t i = 1; i < f->n; i++)
+		if (f->frames[i] > first)
+			first = f->frames[i];
+	pn_dcm_buf probe[1];
+	rc = pn_dcm_frames(f->path, &first, 1, probe);
+	if (rc == 0)
+		free(probe[0].data);
+	if (rc < 0) {
+		frames_free(f);
+		if (rc == -ERANGE)
+			return pn_web_error(r, MHD_HTTP_NOT_FOUND, "instance %s has no frame %lu", sop, first + 1);
+		if (rc == -ENODATA)
+			return pn_web_error(r, MHD_HTTP_NOT_FOUND, "instance %s has no pixel data", sop);
+		if (rc == -ENOTSUP)
+			return pn_web_error(r, MHD_HTTP_NOT_ACCEPTABLE, "instance %s cannot be decompressed here", sop);
+		return pn_web_error(r, MHD_HTTP_INTERNAL_SERVER_ERROR, "the file of instance %s cannot be read", sop);
+	}
+	struct MHD_Response *resp =
+	    MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 256 * 1024, frames_read, f, frames_free);
+	if (!resp) {
+		frames_free(f);
+		return MHD_NO;
+	}
+	char type[128];
+	snprintf(type, sizeof(type), "multipart/related; type=\"application/octet-stream\"; boundary=%s", f->boundary);
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, type);
 	return pn_web_queue(r, MHD_HTTP_OK, resp);
 }

@@ -76,6 +76,9 @@ enum MHD_Result pn_web_wado(pn_web_req *r, const char *study, const char *series
 enum MHD_Result pn_web_rendered(pn_web_req *r, const char *study, const char *series, const char *sop,
                                 unsigned long frame, bool thumbnail);
 
+/* WADO-RS frames (render.c): `list` as in the URL ("1,3,5"). */
+enum MHD_Result pn_web_frames(pn_web_req *r, const char *study, const char *series, const char *sop, const char *list);
+
 /* The study browser (pages.c) and its style sheet and script (static.c). */
 enum MHD_Result pn_web_page_index(pn_web_req *r);
 enum MHD_Result pn_web_page_study(pn_web_req *r, const char *study);

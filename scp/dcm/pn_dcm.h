@@ -432,6 +432,12 @@ typedef struct {
  * (no decoder, e.g. JPEG 2000), -ENOMEM. */
 int pn_dcm_render(const char *path, unsigned long frame, unsigned max_w, unsigned max_h, pn_dcm_image *out);
 
+/* Frames frames[0..n) (0-based) of the stored file at `path`, uncompressed
+ * (decompressed when stored compressed), each malloc'ed into out[i]. 0,
+ * -ENOENT, -ENODATA (no pixel data), -ERANGE (no such frame), -EBADMSG,
+ * -ENOTSUP (no decoder), -ENOMEM. */
+int pn_dcm_frames(const char *path, const unsigned long *frames, size_t n, pn_dcm_buf *out);
+
 /* Removes the top-level element `tag`, if there is one. */
 void pn_dcm_ds_remove(pn_dcm_ds *ds, uint32_t tag);
 

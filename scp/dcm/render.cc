@@ -14,6 +14,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <stdexcept>
 #include <sys/stat.h>
 
 #include "guard_internal.h"
@@ -90,6 +91,68 @@ extern "C" int pn_dcm_render(const char *path, unsigned long frame, unsigned max
 	} catch (...) {
 		free(out->pixels);
 		memset(out, 0, sizeof(*out));
+		return -ENOMEM;
+	}
+}
+
+extern "C" int pn_dcm_frames(const char *path, const unsigned long *frames, size_t n, pn_dcm_buf *out)
+{
+	for (size_t i = 0; i < n; i++)
+		out[i] = pn_dcm_buf{nullptr, 0};
+	try {
+		struct stat st;
+		if (stat(path, &st) != 0)
+			return errno == ENOENT || errno == ENOTDIR ? -ENOENT : -EBADMSG;
+		pn_dcm_register_codecs();
+		std::unique_ptr<DcmFileFormat> ff(new DcmFileFormat());
+		{
+			ParseGuard guard;
+			try {
+				if (ff->loadFile(path).bad() || guard.tripped())
+					return -EBADMSG;
+			} catch (const std::bad_alloc &) {
+				if (!guard.tripped())
+					throw;
+				return -EBADMSG;
+			}
+		}
+		DcmDataset *ds = ff->getDataset();
+		DcmElement *px = nullptr;
+		if (ds->findAndGetElement(DCM_PixelData, px).bad() || !px)
+			return -ENODATA;
+		Sint32 count = 1;
+		if (ds->findAndGetSint32(DCM_NumberOfFrames, count).bad() || count < 1)
+			count = 1;
+		Uint32 size = 0;
+		if (px->getUncompressedFrameSize(ds, size).bad() || size == 0)
+			return -EBADMSG;
+		for (size_t i = 0; i < n; i++)
+			if (frames[i] >= (unsigned long)count)
+				return -ERANGE;
+		for (size_t i = 0; i < n; i++) {
+			// An odd frame size is padded by dcmtk's buffer: ask for one more.
+			Uint32 cap = size + (size & 1);
+			out[i].data = malloc(cap);
+			if (!out[i].data)
+				throw std::bad_alloc();
+			Uint32 start = 0;
+			OFString model;
+			if (px->getUncompressedFrame(ds, (Uint32)frames[i], start, out[i].data, cap, model, NULL).bad())
+				throw std::runtime_error("frame");
+			out[i].len = size;
+		}
+		return 0;
+	} catch (const std::runtime_error &) {
+		for (size_t i = 0; i < n; i++) {
+			free(out[i].data);
+			out[i] = pn_dcm_buf{nullptr, 0};
+		}
+		return -ENOTSUP;
+	} catch (...) {
+		for (size_t i = 0; i < n; i++) {
+			free(out[i].data);
+			out[i] = pn_dcm_buf{nullptr, 0};
+		}
 		return -ENOMEM;
 	}
 }
