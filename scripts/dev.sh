@@ -160,10 +160,25 @@ run_fuzz() {
 	return $status
 }
 
+# The JavaScript test clients (npm dicomweb-client), from the lock file.
+# The machine's own Node.js and npm when there are some (Debian's npm
+# would conflict with them), else Debian's.
+js_clients() {
+	if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+		say "installing nodejs and npm"
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends nodejs npm >/dev/null
+	fi
+	if [ ! -d "$top/tests/js/node_modules/dicomweb-client" ]; then
+		say "installing the JavaScript test clients (tests/js)"
+		(cd "$top/tests/js" && npm ci --no-audit --no-fund >/dev/null)
+	fi
+}
+
 # Every suite twice: a normal build, then AddressSanitizer + UBSan
 # (PN_SANITIZE=0 skips the second round, PN_SANITIZE=1 runs only it).
 run_tests() {
 	setup
+	js_clients
 	trap stop_postgres EXIT
 	local status=0
 	say "static checks"
