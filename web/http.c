@@ -361,6 +361,10 @@ static enum MHD_Result pages(pn_web_req *r, char *seg[], int n)
 				return pn_web_error(r, MHD_HTTP_BAD_REQUEST, "\"%.64s\" is not a UID", seg[i]);
 		if (n == 2)
 			return pn_web_page_study(r, seg[1]);
+		if (n == 3 && strcmp(seg[2], "download") == 0)
+			return pn_web_download(r, seg[1], NULL);
+		if (n == 5 && strcmp(seg[2], "series") == 0 && strcmp(seg[4], "download") == 0)
+			return pn_web_download(r, seg[1], seg[3]);
 		if (n == 7 && strcmp(seg[2], "series") == 0 && strcmp(seg[4], "instances") == 0 &&
 		    strcmp(seg[6], "file") == 0)
 			return pn_web_instance_file(r, seg[1], seg[3], seg[5]);

@@ -668,7 +668,11 @@ static int series_section(pn_web_req *r, pn_html *h, const char *study, const se
 		dl_row(h, "Transfer syntax", ts);
 		pn_dcm_ds_free(img);
 	}
-	pn_html_raw(h, "</dl><p class=\"downloads\">");
+	pn_html_raw(h, "</dl><p class=\"downloads\"><a href=\"/studies/");
+	pn_html_text(h, study);
+	pn_html_raw(h, "/series/");
+	pn_html_text(h, x->uid);
+	pn_html_raw(h, "/download\">the series (ZIP)</a> ");
 	if (sop[0]) {
 		pn_html_raw(h, "<a href=\"/studies/");
 		pn_html_text(h, study);
@@ -744,7 +748,9 @@ enum MHD_Result pn_web_page_study(pn_web_req *r, const char *study)
 	dl_row(&h, "Series", val(st, T_N_SERIES, b, sizeof(b)));
 	dl_row(&h, "Instances", val(st, T_N_STUDY_INSTANCES, b, sizeof(b)));
 	dl_row(&h, "Study Instance UID", study);
-	pn_html_raw(&h, "</dl>\n");
+	pn_html_raw(&h, "</dl>\n<p class=\"downloads\"><a href=\"/studies/");
+	pn_html_text(&h, study);
+	pn_html_raw(&h, "/download\">Download the study (ZIP of its DICOM files)</a></p>\n");
 	pn_dcm_ds_free(st);
 
 	series_info *list = NULL;

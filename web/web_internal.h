@@ -84,6 +84,8 @@ enum MHD_Result pn_web_page_index(pn_web_req *r);
 enum MHD_Result pn_web_page_study(pn_web_req *r, const char *study);
 enum MHD_Result pn_web_page_patient(pn_web_req *r);
 enum MHD_Result pn_web_static(pn_web_req *r, const char *name);
+/* A study or a series as one ZIP file, to save (download.c). */
+enum MHD_Result pn_web_download(pn_web_req *r, const char *study, const char *series);
 /* One stored file as application/dicom, to save (wado.c). */
 enum MHD_Result pn_web_instance_file(pn_web_req *r, const char *study, const char *series, const char *sop);
 
