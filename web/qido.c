@@ -4,6 +4,7 @@
  * the DICOM JSON model as the client reads, so memory does not grow with
  * the number of matches (docs/web.md). */
 #include <errno.h>
+#include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -208,6 +209,8 @@ static pn_dcm_ds *identifier(params *p, const char *study, const char *series)
 
 typedef struct {
 	pn_web_search *search;
+	bool xml; /* multipart/related of application/dicom+xml */
+	char boundary[33];
 	char base[300]; /* "http://host:port/dicomweb", "" for none */
 	char *out;
 	size_t len, pos, cap;
@@ -289,14 +292,26 @@ static int next_match(stream *s)
 		return -1;
 	}
 	retrieve_url(s, pn_web_search_query(s->search)->level, rsp);
-	pn_dcm_buf json = {0};
-	rc = pn_dcm_ds_write_json(rsp, &json);
+	pn_dcm_buf doc = {0};
+	rc = s->xml ? pn_dcm_ds_write_xml(rsp, &doc) : pn_dcm_ds_write_json(rsp, &doc);
 	pn_dcm_ds_free(rsp);
-	if (rc == 0 && s->matches > 0)
-		rc = append(s, ",", 1);
-	if (rc == 0)
-		rc = append(s, json.data, json.len);
-	free(json.data);
+	if (s->xml) {
+		char head[128];
+		int n =
+		    snprintf(head, sizeof(head), "--%s\r\nContent-Type: application/dicom+xml\r\n\r\n", s->boundary);
+		if (rc == 0)
+			rc = append(s, head, (size_t)n);
+		if (rc == 0)
+			rc = append(s, doc.data, doc.len);
+		if (rc == 0)
+			rc = append(s, "\r\n", 2);
+	} else {
+		if (rc == 0 && s->matches > 0)
+			rc = append(s, ",", 1);
+		if (rc == 0)
+			rc = append(s, doc.data, doc.len);
+	}
+	free(doc.data);
 	if (rc < 0) {
 		pn_error("http %s: QIDO-RS: could not write a match (%s)", s->peer, strerror(-rc));
 		return -1;
@@ -318,7 +333,10 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
 		}
 	}
 	if (s->done && !s->closed) {
-		if (append(s, "]", 1) < 0)
+		char tail[64];
+		int n = s->xml ? snprintf(tail, sizeof(tail), "--%s--\r\n", s->boundary)
+		               : snprintf(tail, sizeof(tail), "]");
+		if (append(s, tail, (size_t)n) < 0)
 			return MHD_CONTENT_READER_END_WITH_ERROR;
 		s->closed = true;
 	}
@@ -344,6 +362,18 @@ static bool accepts_json(const pn_web_req *r)
 		return true;
 	return strstr(a, "application/dicom+json") || strstr(a, "application/json") || strstr(a, "*/*") ||
 	       strstr(a, "application/*");
+}
+
+/* Whether the client asks for XML: multipart/related of
+ * application/dicom+xml (and takes no JSON before it). */
+static bool wants_xml(const pn_web_req *r)
+{
+	const char *a = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_ACCEPT);
+	if (!a)
+		return false;
+	const char *x = strstr(a, "application/dicom+xml");
+	const char *j = strstr(a, "application/dicom+json");
+	return x && strstr(a, "multipart/related") && (!j || x < j);
 }
 
 static void audit(pn_web_req *r, const pn_dcm_ds *id, bool failed)
@@ -395,6 +425,13 @@ static enum MHD_Result answer(pn_web_req *r, params *p, bool metadata)
 		pn_dcm_ds_free(for_audit);
 		return pn_web_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "out of memory");
 	}
+	s->xml = wants_xml(r);
+	if (s->xml) {
+		unsigned char rnd[16];
+		RAND_bytes(rnd, sizeof(rnd));
+		for (int i = 0; i < 16; i++)
+			snprintf(s->boundary + 2 * i, 3, "%02x", rnd[i]);
+	}
 	long long limit = p->limit;
 	/* The node's cap on C-FIND matches holds here too: a client pages
 	 * with limit and offset. */
@@ -421,7 +458,7 @@ static enum MHD_Result answer(pn_web_req *r, params *p, bool metadata)
 	}
 	/* The first match before the status line: metadata of nothing is a
 	 * 404, and a failing query a 503 rather than a cut answer. */
-	if (append(s, "[", 1) < 0 || next_match(s) < 0) {
+	if ((!s->xml && append(s, "[", 1) < 0) || next_match(s) < 0) {
 		stream_free(s);
 		return pn_web_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "the index query failed");
 	}
@@ -435,7 +472,13 @@ static enum MHD_Result answer(pn_web_req *r, params *p, bool metadata)
 		stream_free(s);
 		return MHD_NO;
 	}
-	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/dicom+json");
+	char type[128];
+	if (s->xml)
+		snprintf(type, sizeof(type), "multipart/related; type=\"application/dicom+xml\"; boundary=%s",
+		         s->boundary);
+	else
+		snprintf(type, sizeof(type), "application/dicom+json");
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, type);
 	if (unmatched)
 		MHD_add_response_header(resp, "Warning",
 		                        "299 pacsnode \"some attributes were not matched: they are only returned\"");
@@ -444,8 +487,10 @@ static enum MHD_Result answer(pn_web_req *r, params *p, bool metadata)
 
 enum MHD_Result pn_web_qido(pn_web_req *r, int level, const char *study, const char *series)
 {
-	if (!accepts_json(r))
-		return pn_web_error(r, MHD_HTTP_NOT_ACCEPTABLE, "QIDO-RS answers application/dicom+json");
+	if (!accepts_json(r) && !wants_xml(r))
+		return pn_web_error(r, MHD_HTTP_NOT_ACCEPTABLE,
+		                    "QIDO-RS answers application/dicom+json or "
+		                    "multipart/related; type=\"application/dicom+xml\"");
 	params p = {.r = r, .level = level, .limit = -1, .offset = -1, .fuzzy = r->ctx->cfg->pn_case_insensitive};
 	if (!identifier(&p, study, series))
 		return pn_web_error(r, MHD_HTTP_BAD_REQUEST, "%s", p.bad);

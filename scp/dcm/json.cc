@@ -91,3 +91,29 @@ extern "C" void pn_dcm_ds_remove(pn_dcm_ds *d, uint32_t tag)
 	} catch (...) {
 	}
 }
+
+extern "C" int pn_dcm_ds_write_xml(pn_dcm_ds *d, pn_dcm_buf *out)
+{
+	out->data = nullptr;
+	out->len = 0;
+	try {
+		delete d->item->remove(DCM_SpecificCharacterSet);
+		std::ostringstream os;
+		// PS3.19 A.1, the Native DICOM Model: what application/dicom+xml
+		// holds. dcmtk writes the root element, not the declaration.
+		os << "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n";
+		if (d->item->writeXML(os, DCMTypes::XF_useNativeModel).bad())
+			return -EINVAL;
+		std::string s = os.str();
+		out->data = malloc(s.size() + 1);
+		if (!out->data)
+			return -ENOMEM;
+		memcpy(out->data, s.data(), s.size() + 1);
+		out->len = s.size();
+		return 0;
+	} catch (...) {
+		free(out->data);
+		out->data = nullptr;
+		return -ENOMEM;
+	}
+}

@@ -410,6 +410,10 @@ int pn_dcm_tag_vr(uint32_t tag, char ret_vr[3]);
  * the dataset first). 0, -EINVAL, -ENOMEM. */
 int pn_dcm_ds_write_json(pn_dcm_ds *ds, pn_dcm_buf *out);
 
+/* The same in the Native DICOM Model (PS3.19 A.1), as application/dicom+xml,
+ * one document. 0, -EINVAL, -ENOMEM. */
+int pn_dcm_ds_write_xml(pn_dcm_ds *ds, pn_dcm_buf *out);
+
 /* Whether `ts_uid` is a syntax a stored instance may be converted to
  * without loss (native, or a lossless compression). */
 bool pn_dcm_ts_lossless_target(const char *ts_uid);

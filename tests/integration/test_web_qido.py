@@ -272,3 +272,29 @@ def test_keep_alive_many_requests(wnode):
             assert conn.sock is sock
     finally:
         conn.close()
+
+
+def test_xml_answer(wnode):
+    """multipart/related; type="application/dicom+xml": one Native DICOM
+    Model document (PS3.19 A.1) a match, the same matches and values as the
+    JSON answer."""
+    import xml.etree.ElementTree as ET
+    _, js = W.qido(wnode.http_port, "/dicomweb/studies?PatientID=PN-000*")
+    r = W.request(wnode.http_port, "/dicomweb/studies?PatientID=PN-000*",
+                  headers={"Accept": 'multipart/related; type="application/dicom+xml"'})
+    assert r.status == 200, r
+    parts = W.multipart(r)
+    assert len(parts) == len(js) > 0
+    by_uid = {o["0020000D"]["Value"][0]: o for o in js}
+    for h, data in parts:
+        assert h["content-type"] == "application/dicom+xml"
+        root = ET.fromstring(data)
+        assert root.tag == "NativeDicomModel"
+        attrs = {a.get("keyword"): a for a in root.findall("DicomAttribute")}
+        uid = attrs["StudyInstanceUID"].find("Value").text
+        o = by_uid[uid]
+        assert attrs["PatientID"].find("Value").text == o["00100020"]["Value"][0]
+        assert "SpecificCharacterSet" not in attrs
+        name = attrs["PatientName"].find("PersonName")
+        if "Value" in o["00100010"]:
+            assert name is not None and name.find("Alphabetic") is not None
