@@ -1,7 +1,8 @@
 /* A hostile multipart body, fed in pieces whose sizes the input chooses:
  * parsed or refused, never a crash, a leak or a read out of bounds; the
  * parts' bytes never more than the body's, and the same whatever the
- * feeding (whole vs. in pieces). */
+ * feeding (whole vs. in pieces); and as a Content-Type value and a header
+ * block, whose parameters are read without overrun. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,6 +66,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	    whole.hash != pieces.hash)
 		abort();
 	if (whole.bytes > size || whole.ended > whole.begun)
+		abort();
+	/* the same bytes as a Content-Type and as a part's header block */
+	char text[600], out[300];
+	size_t n = size - 1 < sizeof(text) - 1 ? size - 1 : sizeof(text) - 1;
+	memcpy(text, data + 1, n);
+	text[n] = '\0';
+	if (pn_content_type_param(text, NULL, out, sizeof(out)) == 0 && strlen(out) >= sizeof(out))
+		abort();
+	if (pn_content_type_param(text, "boundary", out, sizeof(out)) == 0 && strlen(out) >= sizeof(out))
+		abort();
+	if (pn_multipart_header(text, "Content-Type", out, sizeof(out)) == 0 && strlen(out) >= sizeof(out))
 		abort();
 	return 0;
 }

@@ -235,3 +235,29 @@ def test_refusals(node_factory, corpus, testdir, it_base):
     assert W.request(port, "/dicomweb/studies", method="DELETE", auth=("writer", "w-pass")).status == 405
     storage_clean(web)
     assert H.echoscu(web.port).ok
+
+
+def test_slow_body_leaves_nothing(node_factory, corpus):
+    """A STOW-RS body that stops half-way (a client gone, or one trickling):
+    the idle timeout ends it, the half-written instance is not stored and
+    its temporary file is removed, and the node serves the next client."""
+    import socket
+    import time
+    web = web_node(node_factory, idle_timeout=2)
+    f = next(e for e in corpus.entries if e["size"] > 10000)
+    body, boundary = W.stow_body([f["abspath"]])
+    head = ("POST /dicomweb/studies HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/related; "
+            "type=\"application/dicom\"; boundary=%s\r\nContent-Length: %d\r\n\r\n" % (boundary, len(body)))
+    s = socket.create_connection(("127.0.0.1", web.http_port), timeout=15)
+    s.sendall(head.encode() + body[:len(body) // 2])
+    t0 = time.monotonic()
+    # meanwhile another client is served at once
+    assert W.request(web.http_port, "/health").status == 200
+    assert time.monotonic() - t0 < 1
+    assert s.recv(100) == b""  # closed by the node after idle_timeout
+    assert time.monotonic() - t0 < 8
+    s.close()
+    time.sleep(0.2)
+    assert web.count("instance") == 0
+    storage_clean(web)
+    assert W.stow(web.http_port, [f["abspath"]]).status == 200
