@@ -97,6 +97,9 @@ enum MHD_Result pn_web_rendered(pn_web_req *r, const char *study, const char *se
 
 typedef struct {
 	char *path;
+	bool raw;       /* the stored compressed bytes, in their own media type */
+	char media[32]; /* raw: image/jpeg, image/jls, ... */
+	char ts[PN_UID_MAX + 1];
 	unsigned long frames[MAX_FRAMES];
 	size_t n, next;
 	char boundary[33];
@@ -132,15 +135,22 @@ static int next_frame(frames_stream *f)
 		return 1;
 	}
 	unsigned long frame = f->frames[f->next++];
-	int rc = pn_dcm_frames(f->path, &frame, 1, &f->cur);
+	char ts[PN_UID_MAX + 1];
+	int rc = f->raw ? pn_dcm_frame_encapsulated(f->path, frame, &f->cur, ts)
+	                : pn_dcm_frames(f->path, &frame, 1, &f->cur);
 	if (rc < 0) {
 		pn_error("http %s: WADO-RS: frame %lu of \"%s\" cannot be read (%s)", f->peer, frame + 1, f->path,
 		         strerror(-rc));
 		return -1;
 	}
-	f->head_len = (size_t)snprintf(
-	    f->head, sizeof(f->head), "%s--%s\r\nContent-Type: application/octet-stream\r\nContent-Length: %zu\r\n\r\n",
-	    f->next > 1 ? "\r\n" : "", f->boundary, f->cur.len);
+	char type[160];
+	if (f->raw)
+		snprintf(type, sizeof(type), "%s; transfer-syntax=%s", f->media, f->ts);
+	else
+		snprintf(type, sizeof(type), "application/octet-stream");
+	f->head_len =
+	    (size_t)snprintf(f->head, sizeof(f->head), "%s--%s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n\r\n",
+	                     f->next > 1 ? "\r\n" : "", f->boundary, type, f->cur.len);
 	f->head_pos = 0;
 	return 1;
 }
@@ -174,6 +184,37 @@ static ssize_t frames_read(void *cls, uint64_t pos, char *buf, size_t max)
 	return n ? (ssize_t)n : MHD_CONTENT_READER_END_OF_STREAM;
 }
 
+/* The media type of compressed frames in `ts` (PS3.18 table 8.7.3-2), or
+ * NULL. */
+static const char *frame_media(const char *ts)
+{
+	static const struct {
+		const char *ts, *media;
+	} map[] = {
+	    {"1.2.840.10008.1.2.4.50", "image/jpeg"},     {"1.2.840.10008.1.2.4.51", "image/jpeg"},
+	    {"1.2.840.10008.1.2.4.57", "image/jpeg"},     {"1.2.840.10008.1.2.4.70", "image/jpeg"},
+	    {"1.2.840.10008.1.2.4.80", "image/jls"},      {"1.2.840.10008.1.2.4.81", "image/jls"},
+	    {"1.2.840.10008.1.2.4.90", "image/jp2"},      {"1.2.840.10008.1.2.4.91", "image/jp2"},
+	    {"1.2.840.10008.1.2.4.92", "image/jpx"},      {"1.2.840.10008.1.2.4.93", "image/jpx"},
+	    {"1.2.840.10008.1.2.5", "image/x-dicom-rle"},
+	};
+	for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++)
+		if (strcmp(ts, map[i].ts) == 0)
+			return map[i].media;
+	return NULL;
+}
+
+/* Whether the Accept header takes compressed frames of `media`: named, or
+ * any syntax (transfer-syntax=*, a wildcard type). */
+static bool accepts_compressed(const pn_web_req *r, const char *media)
+{
+	const char *a = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_ACCEPT);
+	if (!a || !media)
+		return false;
+	return strstr(a, media) || strstr(a, "transfer-syntax=*") || strstr(a, "transfer-syntax=\"*\"") ||
+	       strstr(a, "image/*");
+}
+
 /* Whether the Accept header takes uncompressed frames. */
 static bool accepts_frames(const pn_web_req *r)
 {
@@ -193,10 +234,6 @@ static bool accepts_frames(const pn_web_req *r)
 
 enum MHD_Result pn_web_frames(pn_web_req *r, const char *study, const char *series, const char *sop, const char *list)
 {
-	if (!accepts_frames(r))
-		return pn_web_error(r, MHD_HTTP_NOT_ACCEPTABLE,
-		                    "frames are served uncompressed, as multipart/related; "
-		                    "type=\"application/octet-stream\"");
 	frames_stream *f = calloc(1, sizeof(*f));
 	if (!f)
 		return pn_web_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "out of memory");
@@ -243,9 +280,29 @@ enum MHD_Result pn_web_frames(pn_web_req *r, const char *study, const char *seri
 		if (f->frames[i] > first)
 			first = f->frames[i];
 	pn_dcm_buf probe[1];
-	rc = pn_dcm_frames(f->path, &first, 1, probe);
-	if (rc == 0)
+	/* Compressed as stored when the client takes that (its own media
+	 * type), else decoded; a client that takes neither gets a 406. */
+	rc = pn_dcm_frame_encapsulated(f->path, first, probe, f->ts);
+	if (rc == 0) {
 		free(probe[0].data);
+		const char *media = frame_media(f->ts);
+		if (media && accepts_compressed(r, media)) {
+			f->raw = true;
+			snprintf(f->media, sizeof(f->media), "%s", media);
+		}
+	}
+	if (!f->raw && (rc == 0 || rc == -EAGAIN || rc == -ENOTSUP)) {
+		if (!accepts_frames(r)) {
+			frames_free(f);
+			return pn_web_error(r, MHD_HTTP_NOT_ACCEPTABLE,
+			                    "instance %s's frames are served as multipart/related; "
+			                    "type=\"application/octet-stream\"%s",
+			                    sop, rc == 0 ? " or in their own media type" : "");
+		}
+		rc = pn_dcm_frames(f->path, &first, 1, probe);
+		if (rc == 0)
+			free(probe[0].data);
+	}
 	if (rc < 0) {
 		frames_free(f);
 		if (rc == -ERANGE)
@@ -263,7 +320,8 @@ enum MHD_Result pn_web_frames(pn_web_req *r, const char *study, const char *seri
 		return MHD_NO;
 	}
 	char type[128];
-	snprintf(type, sizeof(type), "multipart/related; type=\"application/octet-stream\"; boundary=%s", f->boundary);
+	snprintf(type, sizeof(type), "multipart/related; type=\"%s\"; boundary=%s",
+	         f->raw ? f->media : "application/octet-stream", f->boundary);
 	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, type);
 	return pn_web_queue(r, MHD_HTTP_OK, resp);
 }

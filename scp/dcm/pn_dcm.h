@@ -442,6 +442,13 @@ int pn_dcm_render(const char *path, unsigned long frame, unsigned max_w, unsigne
  * -ENOTSUP (no decoder), -ENOMEM. */
 int pn_dcm_frames(const char *path, const unsigned long *frames, size_t n, pn_dcm_buf *out);
 
+/* Frame `frame` (0-based) of a file stored compressed, as its compressed
+ * bytes (its fragments joined; PS3.5 A.4) with the transfer syntax they are
+ * in. 0, -EAGAIN (stored native: serve it uncompressed), -ERANGE (no such
+ * frame), -ENODATA, -ENOTSUP (fragments that cannot be told apart),
+ * -EBADMSG, -ENOMEM. */
+int pn_dcm_frame_encapsulated(const char *path, unsigned long frame, pn_dcm_buf *out, char ret_ts[PN_UID_MAX + 1]);
+
 /* Removes the top-level element `tag`, if there is one. */
 void pn_dcm_ds_remove(pn_dcm_ds *ds, uint32_t tag);
 

@@ -7,11 +7,16 @@
 #include <dcmtk/config/osconfig.h>
 #include <dcmtk/dcmdata/dcdeftag.h>
 #include <dcmtk/dcmdata/dcfilefo.h>
+#include <dcmtk/dcmdata/dcpixel.h>
+#include <dcmtk/dcmdata/dcpixseq.h>
+#include <dcmtk/dcmdata/dcpxitem.h>
+#include <dcmtk/dcmdata/dcxfer.h>
 #include <dcmtk/dcmimage/diregist.h> // colour images
 #include <dcmtk/dcmimgle/dcmimage.h>
 
 #include <cerrno>
 #include <cstdlib>
+#include <cstdio>
 #include <cstring>
 #include <memory>
 #include <stdexcept>
@@ -153,6 +158,113 @@ extern "C" int pn_dcm_frames(const char *path, const unsigned long *frames, size
 			free(out[i].data);
 			out[i] = pn_dcm_buf{nullptr, 0};
 		}
+		return -ENOMEM;
+	}
+}
+
+extern "C" int pn_dcm_frame_encapsulated(const char *path, unsigned long frame, pn_dcm_buf *out,
+                                         char ret_ts[PN_UID_MAX + 1])
+{
+	*out = pn_dcm_buf{nullptr, 0};
+	try {
+		struct stat st;
+		if (stat(path, &st) != 0)
+			return errno == ENOENT || errno == ENOTDIR ? -ENOENT : -EBADMSG;
+		std::unique_ptr<DcmFileFormat> ff(new DcmFileFormat());
+		{
+			ParseGuard guard;
+			try {
+				if (ff->loadFile(path).bad() || guard.tripped())
+					return -EBADMSG;
+			} catch (const std::bad_alloc &) {
+				if (!guard.tripped())
+					throw;
+				return -EBADMSG;
+			}
+		}
+		DcmDataset *ds = ff->getDataset();
+		E_TransferSyntax xfer = ds->getOriginalXfer();
+		DcmXfer x(xfer);
+		if (x.isNotEncapsulated())
+			return -EAGAIN; // native: the caller serves it uncompressed
+		DcmElement *el = nullptr;
+		if (ds->findAndGetElement(DCM_PixelData, el).bad() || !el)
+			return -ENODATA;
+		DcmPixelSequence *seq = nullptr;
+		if (OFstatic_cast(DcmPixelData *, el)->getEncapsulatedRepresentation(xfer, NULL, seq).bad() || !seq)
+			return -EBADMSG;
+		Sint32 frames = 1;
+		if (ds->findAndGetSint32(DCM_NumberOfFrames, frames).bad() || frames < 1)
+			frames = 1;
+		if (frame >= (unsigned long)frames)
+			return -ERANGE;
+		unsigned long items = seq->card();
+		if (items < 2)
+			return -EBADMSG;
+		// Which fragments make the frame: all of them for one frame, one
+		// each when there are as many as frames, else the Basic Offset
+		// Table's ranges (PS3.5 A.4).
+		unsigned long first = 0, last = 0; // fragment items, inclusive
+		if (frames == 1) {
+			first = 1;
+			last = items - 1;
+		} else if (items - 1 == (unsigned long)frames) {
+			first = last = frame + 1;
+		} else {
+			DcmPixelItem *bot = nullptr;
+			Uint8 *offs = nullptr;
+			if (seq->getItem(bot, 0).bad() || bot->getLength() != 4u * (Uint32)frames ||
+			    bot->getUint8Array(offs).bad() || !offs)
+				return -ENOTSUP;
+			auto at = [&](unsigned long i) {
+				return (Uint32)offs[4 * i] | ((Uint32)offs[4 * i + 1] << 8) |
+				       ((Uint32)offs[4 * i + 2] << 16) | ((Uint32)offs[4 * i + 3] << 24);
+			};
+			Uint32 lo = at(frame), hi = frame + 1 < (unsigned long)frames ? at(frame + 1) : 0xFFFFFFFFu;
+			Uint32 pos = 0;
+			for (unsigned long k = 1; k < items; k++) {
+				DcmPixelItem *it = nullptr;
+				if (seq->getItem(it, k).bad())
+					return -EBADMSG;
+				if (pos >= lo && pos < hi) {
+					if (!first)
+						first = k;
+					last = k;
+				}
+				pos += 8 + it->getLength();
+			}
+			if (!first)
+				return -EBADMSG;
+		}
+		size_t total = 0;
+		for (unsigned long k = first; k <= last; k++) {
+			DcmPixelItem *it = nullptr;
+			if (seq->getItem(it, k).bad())
+				return -EBADMSG;
+			total += it->getLength();
+		}
+		unsigned char *buf = (unsigned char *)malloc(total ? total : 1);
+		if (!buf)
+			return -ENOMEM;
+		size_t n = 0;
+		for (unsigned long k = first; k <= last; k++) {
+			DcmPixelItem *it = nullptr;
+			Uint8 *data = nullptr;
+			if (seq->getItem(it, k).bad() ||
+			    (it->getLength() && (it->getUint8Array(data).bad() || !data))) {
+				free(buf);
+				return -EBADMSG;
+			}
+			memcpy(buf + n, data, it->getLength());
+			n += it->getLength();
+		}
+		out->data = buf;
+		out->len = n;
+		snprintf(ret_ts, PN_UID_MAX + 1, "%s", x.getXferID());
+		return 0;
+	} catch (...) {
+		free(out->data);
+		*out = pn_dcm_buf{nullptr, 0};
 		return -ENOMEM;
 	}
 }
