@@ -4,10 +4,12 @@
 #define PN_DCM_GUARD_INTERNAL_H
 
 #include <dcmtk/config/osconfig.h>
+#include <dcmtk/dcmdata/dcfilefo.h>
 #include <dcmtk/dcmdata/dcitem.h>
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 
 // dcmtk reads a sequence by recursion, a few hundred bytes of stack per
 // level and no limit: 20,000 nested empty sequences (720 KB) overflowed a
@@ -36,6 +38,11 @@ class ParseGuard
 // and frees what it built, where a throw loses it; the throw remains for
 // the streams dcmtk makes itself (commands, identifiers). Sets tripped().
 bool parse_stack_exhausted();
+
+// A stored file (a regular file) parsed under a ParseGuard, its pixel data
+// left on disk until used (dcmtk's read limit), the codecs registered: 0,
+// -ENOENT, -EBADMSG (not a regular file, unreadable, no dataset).
+int load_stored_file(const char *path, std::unique_ptr<DcmFileFormat> &ff);
 
 // Whether a throw ever unwound a parse in this process: the objects dcmtk
 // had built on the way down are lost (a few hundred KB), so a worker is

@@ -29,22 +29,10 @@ extern "C" int pn_dcm_render(const char *path, unsigned long frame, unsigned max
 {
 	memset(out, 0, sizeof(*out));
 	try {
-		struct stat st;
-		if (stat(path, &st) != 0)
-			return errno == ENOENT || errno == ENOTDIR ? -ENOENT : -EBADMSG;
-		pn_dcm_register_codecs();
-		std::unique_ptr<DcmFileFormat> ff(new DcmFileFormat());
-		{
-			ParseGuard guard;
-			try {
-				if (ff->loadFile(path).bad() || guard.tripped())
-					return -EBADMSG;
-			} catch (const std::bad_alloc &) {
-				if (!guard.tripped())
-					throw;
-				return -EBADMSG;
-			}
-		}
+		std::unique_ptr<DcmFileFormat> ff;
+		int lrc = load_stored_file(path, ff);
+		if (lrc < 0)
+			return lrc;
 		DcmDataset *ds = ff->getDataset();
 		if (!ds->tagExists(DCM_PixelData) && !ds->tagExists(DCM_FloatPixelData) &&
 		    !ds->tagExists(DCM_DoubleFloatPixelData))
@@ -105,22 +93,10 @@ extern "C" int pn_dcm_frames(const char *path, const unsigned long *frames, size
 	for (size_t i = 0; i < n; i++)
 		out[i] = pn_dcm_buf{nullptr, 0};
 	try {
-		struct stat st;
-		if (stat(path, &st) != 0)
-			return errno == ENOENT || errno == ENOTDIR ? -ENOENT : -EBADMSG;
-		pn_dcm_register_codecs();
-		std::unique_ptr<DcmFileFormat> ff(new DcmFileFormat());
-		{
-			ParseGuard guard;
-			try {
-				if (ff->loadFile(path).bad() || guard.tripped())
-					return -EBADMSG;
-			} catch (const std::bad_alloc &) {
-				if (!guard.tripped())
-					throw;
-				return -EBADMSG;
-			}
-		}
+		std::unique_ptr<DcmFileFormat> ff;
+		int lrc = load_stored_file(path, ff);
+		if (lrc < 0)
+			return lrc;
 		DcmDataset *ds = ff->getDataset();
 		DcmElement *px = nullptr;
 		if (ds->findAndGetElement(DCM_PixelData, px).bad() || !px)
@@ -167,21 +143,10 @@ extern "C" int pn_dcm_frame_encapsulated(const char *path, unsigned long frame, 
 {
 	*out = pn_dcm_buf{nullptr, 0};
 	try {
-		struct stat st;
-		if (stat(path, &st) != 0)
-			return errno == ENOENT || errno == ENOTDIR ? -ENOENT : -EBADMSG;
-		std::unique_ptr<DcmFileFormat> ff(new DcmFileFormat());
-		{
-			ParseGuard guard;
-			try {
-				if (ff->loadFile(path).bad() || guard.tripped())
-					return -EBADMSG;
-			} catch (const std::bad_alloc &) {
-				if (!guard.tripped())
-					throw;
-				return -EBADMSG;
-			}
-		}
+		std::unique_ptr<DcmFileFormat> ff;
+		int lrc = load_stored_file(path, ff);
+		if (lrc < 0)
+			return lrc;
 		DcmDataset *ds = ff->getDataset();
 		E_TransferSyntax xfer = ds->getOriginalXfer();
 		DcmXfer x(xfer);

@@ -454,29 +454,13 @@ T_ASC_PresentationContextID context_as_stored(const pn_dcm_assoc *a, const char 
 int send_converted(pn_dcm_assoc *a, const char *path, const char *sop_class_uid, const char *stored_ts,
                    T_DIMSE_Message &req)
 {
-	struct stat st;
-	if (stat(path, &st) != 0)
-		return errno == ENOENT || errno == ENOTDIR ? -ENOENT : -EBADMSG;
-	if (!S_ISREG(st.st_mode))
-		return -EBADMSG;
-	pn_dcm_register_codecs();
 	// Values longer than the default read limit (pixel data) stay on
 	// disk until they are written to the network.
-	std::unique_ptr<DcmFileFormat> ff(new DcmFileFormat());
-	{
-		ParseGuard guard;
-		try {
-			if (ff->loadFile(path).bad() || guard.tripped())
-				return -EBADMSG;
-		} catch (const std::bad_alloc &) {
-			if (!guard.tripped())
-				throw;
-			return -EBADMSG;
-		}
-	}
+	std::unique_ptr<DcmFileFormat> ff;
+	int lrc = load_stored_file(path, ff);
+	if (lrc < 0)
+		return lrc;
 	DcmDataset *ds = ff->getDataset();
-	if (!ds || ds->isEmpty())
-		return -EBADMSG;
 	E_TransferSyntax have = ds->getOriginalXfer();
 	if (have == EXS_Unknown && stored_ts)
 		have = DcmXfer(stored_ts).getXfer();

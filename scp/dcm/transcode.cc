@@ -81,25 +81,11 @@ extern "C" int pn_dcm_file_transcode(const char *path, const char *ts_uid, pn_dc
 		E_TransferSyntax target = DcmXfer(ts_uid).getXfer();
 		if (target == EXS_Unknown || !pn_dcm_ts_lossless_target(ts_uid))
 			return -ENOTSUP;
-		struct stat st;
-		if (stat(path, &st) != 0)
-			return errno == ENOENT || errno == ENOTDIR ? -ENOENT : -EBADMSG;
-		pn_dcm_register_codecs();
-		std::unique_ptr<DcmFileFormat> ff(new DcmFileFormat());
-		{
-			ParseGuard guard;
-			try {
-				if (ff->loadFile(path).bad() || guard.tripped())
-					return -EBADMSG;
-			} catch (const std::bad_alloc &) {
-				if (!guard.tripped())
-					throw;
-				return -EBADMSG;
-			}
-		}
+		std::unique_ptr<DcmFileFormat> ff;
+		int lrc = load_stored_file(path, ff);
+		if (lrc < 0)
+			return lrc;
 		DcmDataset *ds = ff->getDataset();
-		if (!ds || ds->isEmpty())
-			return -EBADMSG;
 		DcmXfer have(ds->getOriginalXfer());
 		// Compressed to compressed goes through native pixels first.
 		if (!have.isNotEncapsulated() && have.getXfer() != target &&
