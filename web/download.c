@@ -170,9 +170,8 @@ static ssize_t download_read(void *cls, uint64_t pos, char *buf, size_t max)
 
 enum MHD_Result pn_web_download(pn_web_req *r, const char *study, const char *series)
 {
-	pn_dcm_ds *id = NULL;
-	if (pn_dcm_ds_create(&id) < 0 || pn_dcm_ds_put(id, 0x00080005, "ISO_IR 192") < 0 ||
-	    pn_dcm_ds_put(id, 0x00080052, "IMAGE") < 0 || pn_dcm_ds_put(id, 0x0020000D, study) < 0 ||
+	pn_dcm_ds *id = pn_web_identifier("IMAGE");
+	if (!id || pn_dcm_ds_put(id, 0x0020000D, study) < 0 ||
 	    pn_dcm_ds_put(id, 0x0020000E, series ? series : "") < 0 || pn_dcm_ds_put(id, 0x00080018, "") < 0) {
 		pn_dcm_ds_free(id);
 		return pn_web_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "out of memory");

@@ -188,18 +188,6 @@ static enum MHD_Result send_page(pn_web_req *r, unsigned status, pn_html *h)
 	return pn_web_queue(r, status, resp);
 }
 
-static pn_dcm_ds *identifier(const char *level)
-{
-	pn_dcm_ds *id = NULL;
-	if (pn_dcm_ds_create(&id) < 0)
-		return NULL;
-	if (pn_dcm_ds_put(id, 0x00080005, "ISO_IR 192") < 0 || pn_dcm_ds_put(id, 0x00080052, level) < 0) {
-		pn_dcm_ds_free(id);
-		return NULL;
-	}
-	return id;
-}
-
 static int put_keys(pn_dcm_ds *id, const uint32_t *keys, size_t n)
 {
 	for (size_t i = 0; i < n; i++) {
@@ -414,7 +402,7 @@ enum MHD_Result pn_web_page_index(pn_web_req *r)
 	pn_html_raw(&h, "<h1>Studies</h1>");
 	search_form(&h, r);
 	char why[256] = "";
-	pn_dcm_ds *id = identifier("STUDY");
+	pn_dcm_ds *id = pn_web_identifier("STUDY");
 	if (!id) {
 		pn_html_free(&h);
 		return pn_web_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "out of memory");
@@ -467,7 +455,7 @@ enum MHD_Result pn_web_page_patient(pn_web_req *r)
 		return pn_web_error(r, MHD_HTTP_BAD_REQUEST, "id is a Patient ID (and issuer its issuer)");
 	if (strpbrk(pid, "*?\\") || (issuer && strpbrk(issuer, "*?\\")))
 		return pn_web_error(r, MHD_HTTP_BAD_REQUEST, "a Patient ID here is one value, without wildcards");
-	pn_dcm_ds *id = identifier("STUDY");
+	pn_dcm_ds *id = pn_web_identifier("STUDY");
 	if (!id || pn_dcm_ds_put(id, T_PATIENT_ID, pid) < 0 ||
 	    (issuer && issuer[0] && pn_dcm_ds_put(id, T_ISSUER, issuer) < 0) || PUT_KEYS(id, study_keys) < 0) {
 		pn_dcm_ds_free(id);
@@ -517,7 +505,7 @@ static int list_series(pn_web_req *r, const char *study, series_info **ret, size
 {
 	*ret = NULL;
 	*ret_n = 0;
-	pn_dcm_ds *id = identifier("SERIES");
+	pn_dcm_ds *id = pn_web_identifier("SERIES");
 	if (!id || pn_dcm_ds_put(id, T_STUDY_UID, study) < 0 || PUT_KEYS(id, series_keys) < 0) {
 		pn_dcm_ds_free(id);
 		return -ENOMEM;
@@ -588,7 +576,7 @@ static int series_section(pn_web_req *r, pn_html *h, const char *study, const se
 	pn_html_text(h, x->modality);
 	pn_html_raw(h, "</span></h2><div class=\"body\">");
 
-	pn_dcm_ds *id = identifier("IMAGE");
+	pn_dcm_ds *id = pn_web_identifier("IMAGE");
 	if (!id || pn_dcm_ds_put(id, T_STUDY_UID, study) < 0 || pn_dcm_ds_put(id, T_SERIES_UID, x->uid) < 0 ||
 	    PUT_KEYS(id, image_keys) < 0) {
 		pn_dcm_ds_free(id);
@@ -688,7 +676,7 @@ static int series_section(pn_web_req *r, pn_html *h, const char *study, const se
 
 enum MHD_Result pn_web_page_study(pn_web_req *r, const char *study)
 {
-	pn_dcm_ds *id = identifier("STUDY");
+	pn_dcm_ds *id = pn_web_identifier("STUDY");
 	if (!id || pn_dcm_ds_put(id, T_STUDY_UID, study) < 0 || PUT_KEYS(id, study_keys) < 0) {
 		pn_dcm_ds_free(id);
 		return pn_web_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "out of memory");

@@ -502,10 +502,10 @@ enum MHD_Result pn_web_metadata(pn_web_req *r, const char *study, const char *se
 	if (!accepts_json(r))
 		return pn_web_error(r, MHD_HTTP_NOT_ACCEPTABLE, "metadata is served as application/dicom+json");
 	params p = {.r = r, .level = PN_LEVEL_INSTANCE, .limit = -1, .offset = -1, .include_all = true};
-	if (pn_dcm_ds_create(&p.id) < 0)
+	p.id = pn_web_identifier("IMAGE");
+	if (!p.id)
 		return pn_web_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "out of memory");
-	if (pn_dcm_ds_put(p.id, TAG_CHARSET, "ISO_IR 192") < 0 || pn_dcm_ds_put(p.id, TAG_LEVEL, "IMAGE") < 0 ||
-	    pn_dcm_ds_put(p.id, TAG_STUDY_UID, study) < 0 ||
+	if (pn_dcm_ds_put(p.id, TAG_STUDY_UID, study) < 0 ||
 	    pn_dcm_ds_put(p.id, TAG_SERIES_UID, series ? series : "") < 0 ||
 	    pn_dcm_ds_put(p.id, TAG_SOP_UID, sop ? sop : "") < 0 || pn_dcm_ds_put(p.id, 0x00080016, "") < 0) {
 		pn_dcm_ds_free(p.id);

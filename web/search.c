@@ -21,6 +21,18 @@ struct pn_web_search {
 	bool running;
 };
 
+pn_dcm_ds *pn_web_identifier(const char *level)
+{
+	pn_dcm_ds *id = NULL;
+	if (pn_dcm_ds_create(&id) < 0)
+		return NULL;
+	if (pn_dcm_ds_put(id, TAG_CHARSET, "ISO_IR 192") < 0 || pn_dcm_ds_put(id, TAG_LEVEL, level) < 0) {
+		pn_dcm_ds_free(id);
+		return NULL;
+	}
+	return id;
+}
+
 int pn_web_query(pn_dcm_ds *identifier, bool fuzzy, pn_query **ret, char *why, size_t whylen)
 {
 	unsigned short status = 0;

@@ -11,6 +11,11 @@
 
 typedef struct pn_web_search pn_web_search;
 
+/* An identifier to build a query in: UTF-8 (ISO_IR 192) at `level`
+ * ("STUDY", "SERIES", "IMAGE"), keys put with pn_dcm_ds_put. NULL when out
+ * of memory. */
+pn_dcm_ds *pn_web_identifier(const char *level);
+
 /* Study Root, relational; flags as pn_query_parse. Takes `identifier`.
  * -EINVAL with the reason in why; -ENOMEM. */
 int pn_web_query(pn_dcm_ds *identifier, bool fuzzy, pn_query **ret_query, char *why, size_t whylen);

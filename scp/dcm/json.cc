@@ -55,22 +55,35 @@ extern "C" int pn_dcm_tag_vr(uint32_t tag, char ret_vr[3])
 	}
 }
 
-extern "C" int pn_dcm_ds_write_json(pn_dcm_ds *d, pn_dcm_buf *out)
+namespace
+{
+
+// The dataset's text in the DICOMweb models, into a malloc'ed buffer. Both
+// are UTF-8 by definition (PS3.18 F.2, PS3.19 A.1): the character set
+// element would only mislead.
+int write_model(pn_dcm_ds *d, bool xml, pn_dcm_buf *out)
 {
 	out->data = nullptr;
 	out->len = 0;
 	try {
-		// JSON is UTF-8 by definition (F.2): the character set element
-		// would only mislead.
 		delete d->item->remove(DCM_SpecificCharacterSet);
 		std::ostringstream os;
-		DcmJsonFormatCompact fmt(OFFalse);
-		if (d->item->writeJson(os, fmt).bad())
-			return -EINVAL;
-		std::string s = os.str();
-		// A DcmDataset writes its braces, a DcmItem only its elements.
-		if (s.empty() || s[0] != '{')
-			s = "{" + s + "}";
+		std::string s;
+		if (xml) {
+			// dcmtk writes the root element, not the declaration
+			os << "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n";
+			if (d->item->writeXML(os, DCMTypes::XF_useNativeModel).bad())
+				return -EINVAL;
+			s = os.str();
+		} else {
+			DcmJsonFormatCompact fmt(OFFalse);
+			if (d->item->writeJson(os, fmt).bad())
+				return -EINVAL;
+			s = os.str();
+			// A DcmDataset writes its braces, a DcmItem only its elements.
+			if (s.empty() || s[0] != '{')
+				s = "{" + s + "}";
+		}
 		out->data = malloc(s.size() + 1);
 		if (!out->data)
 			return -ENOMEM;
@@ -82,6 +95,13 @@ extern "C" int pn_dcm_ds_write_json(pn_dcm_ds *d, pn_dcm_buf *out)
 		out->data = nullptr;
 		return -ENOMEM;
 	}
+}
+
+} // namespace
+
+extern "C" int pn_dcm_ds_write_json(pn_dcm_ds *d, pn_dcm_buf *out)
+{
+	return write_model(d, false, out);
 }
 
 extern "C" void pn_dcm_ds_remove(pn_dcm_ds *d, uint32_t tag)
@@ -94,26 +114,5 @@ extern "C" void pn_dcm_ds_remove(pn_dcm_ds *d, uint32_t tag)
 
 extern "C" int pn_dcm_ds_write_xml(pn_dcm_ds *d, pn_dcm_buf *out)
 {
-	out->data = nullptr;
-	out->len = 0;
-	try {
-		delete d->item->remove(DCM_SpecificCharacterSet);
-		std::ostringstream os;
-		// PS3.19 A.1, the Native DICOM Model: what application/dicom+xml
-		// holds. dcmtk writes the root element, not the declaration.
-		os << "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n";
-		if (d->item->writeXML(os, DCMTypes::XF_useNativeModel).bad())
-			return -EINVAL;
-		std::string s = os.str();
-		out->data = malloc(s.size() + 1);
-		if (!out->data)
-			return -ENOMEM;
-		memcpy(out->data, s.data(), s.size() + 1);
-		out->len = s.size();
-		return 0;
-	} catch (...) {
-		free(out->data);
-		out->data = nullptr;
-		return -ENOMEM;
-	}
+	return write_model(d, true, out);
 }
