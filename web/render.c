@@ -9,6 +9,7 @@
 
 #include "browse.h"
 #include "log.h"
+#include "jpeg_encode.h"
 #include "png_encode.h"
 #include "storage.h"
 #include "web_internal.h"
@@ -16,11 +17,21 @@
 #define THUMBNAIL_BOX 128
 #define MAX_BOX 4096
 
-/* Whether the client takes a PNG. */
-static bool accepts_png(const pn_web_req *r)
+/* The picture format the client takes: PNG (also for no Accept or a
+ * wildcard), JPEG when it names image/jpeg before image/png, or none. */
+typedef enum { PICTURE_NONE, PICTURE_PNG, PICTURE_JPEG } picture;
+
+static picture picture_format(const pn_web_req *r)
 {
 	const char *a = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_ACCEPT);
-	return !a || !a[0] || strstr(a, "image/png") || strstr(a, "image/*") || strstr(a, "*/*");
+	if (!a || !a[0])
+		return PICTURE_PNG;
+	const char *png = strstr(a, "image/png"), *jpeg = strstr(a, "image/jpeg");
+	if (jpeg && (!png || jpeg < png))
+		return PICTURE_JPEG;
+	if (png || strstr(a, "image/*") || strstr(a, "*/*"))
+		return PICTURE_PNG;
+	return PICTURE_NONE;
 }
 
 /* viewport=W,H (PS3.18 8.3.5.1.2): the box the picture must fit. */
@@ -41,8 +52,18 @@ static int viewport(const pn_web_req *r, unsigned *w, unsigned *h)
 enum MHD_Result pn_web_rendered(pn_web_req *r, const char *study, const char *series, const char *sop,
                                 unsigned long frame, bool thumbnail)
 {
-	if (!accepts_png(r))
-		return pn_web_error(r, MHD_HTTP_NOT_ACCEPTABLE, "pictures are served as image/png");
+	picture format = picture_format(r);
+	if (format == PICTURE_NONE)
+		return pn_web_error(r, MHD_HTTP_NOT_ACCEPTABLE, "pictures are served as image/png or image/jpeg");
+	int quality = 90;
+	const char *qs = pn_web_arg(r, "quality");
+	if (qs) {
+		char *end;
+		long qv = strtol(qs, &end, 10);
+		if (*end || qv < 1 || qv > 100)
+			return pn_web_error(r, MHD_HTTP_BAD_REQUEST, "quality is 1 to 100");
+		quality = (int)qv;
+	}
 	unsigned w = thumbnail ? THUMBNAIL_BOX : 0, h = thumbnail ? THUMBNAIL_BOX : 0;
 	if (viewport(r, &w, &h) < 0)
 		return pn_web_error(r, MHD_HTTP_BAD_REQUEST, "viewport is W,H (1 to %d each)", MAX_BOX);
@@ -76,7 +97,9 @@ enum MHD_Result pn_web_rendered(pn_web_req *r, const char *study, const char *se
 		                    "instance %s: frame %lu cannot be rendered", f.sop_uid, frame + 1);
 	unsigned char *png = NULL;
 	size_t len = 0;
-	rc = pn_png_encode(img.pixels, img.width, img.height, img.channels, &png, &len);
+	rc = format == PICTURE_JPEG
+	         ? pn_jpeg_encode(img.pixels, img.width, img.height, img.channels, quality, &png, &len)
+	         : pn_png_encode(img.pixels, img.width, img.height, img.channels, &png, &len);
 	free(img.pixels);
 	if (rc < 0)
 		return pn_web_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "could not encode the picture");
@@ -85,7 +108,8 @@ enum MHD_Result pn_web_rendered(pn_web_req *r, const char *study, const char *se
 		free(png);
 		return MHD_NO;
 	}
-	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "image/png");
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
+	                        format == PICTURE_JPEG ? "image/jpeg" : "image/png");
 	return pn_web_queue(r, MHD_HTTP_OK, resp);
 }
 

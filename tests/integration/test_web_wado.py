@@ -331,3 +331,28 @@ def test_compressed_frames_in_their_own_media_type(wnode, corpus):
             assert h["content-type"] == "%s; transfer-syntax=%s" % (MEDIA[ts], ts), h
             assert data == want[0], ts
     assert len(seen) >= 3, "test bug: too few compressed syntaxes in the corpus: %s" % seen
+
+
+def test_rendered_png_and_jpeg(wnode, corpus):
+    """rendered: PNG by default, JPEG when asked (a JFIF stream of the
+    instance's size), viewport scaling, 406 for a type we do not make."""
+    e = next(x for x in stored_entries(corpus).values() if x["transfer_syntax_uid"] == ELE)
+    ds = pydicom.dcmread(e["abspath"])
+    base = "/dicomweb/studies/%s/series/%s/instances/%s/rendered" % (
+        e["study_instance_uid"], e["series_instance_uid"], e["sop_instance_uid"])
+    r = W.request(wnode.http_port, base)
+    assert r.status == 200 and r.header("Content-Type") == "image/png"
+    import struct
+    assert struct.unpack(">II", r.body[16:24]) == (int(ds.Columns), int(ds.Rows))
+    r = W.request(wnode.http_port, base + "?quality=80", headers={"Accept": "image/jpeg"})
+    assert r.status == 200 and r.header("Content-Type") == "image/jpeg", r
+    assert r.body[:3] == b"\xff\xd8\xff" and r.body[-2:] == b"\xff\xd9"
+    # the SOF0 frame header names the size
+    i = r.body.find(b"\xff\xc0")
+    h, w = struct.unpack(">HH", r.body[i + 5:i + 9])
+    assert (w, h) == (int(ds.Columns), int(ds.Rows))
+    r = W.request(wnode.http_port, base + "?viewport=8,8")
+    assert max(struct.unpack(">II", r.body[16:24])) <= 8
+    assert W.request(wnode.http_port, base, headers={"Accept": "image/gif"}).status == 406
+    assert W.request(wnode.http_port, base + "?quality=0", headers={"Accept": "image/jpeg"}).status == 400
+    assert W.request(wnode.http_port, base + "?viewport=0,9").status == 400
