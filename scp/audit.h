@@ -46,7 +46,8 @@ void pn_audit_app_activity(pn_audit *audit, bool start);
  * ParticipantObjectDetail), e.g. "calling AE title not a configured peer". */
 typedef enum {
 	PN_AUDIT_ALERT_NODE_AUTH,     /* DCM 110126 Node Authentication: wrong host, certificate, TLS failure */
-	PN_AUDIT_ALERT_UNAUTHORIZED,  /* DCM 110136 Unauthorized Users ... unknown or misplaced AE */
+	PN_AUDIT_ALERT_UNAUTHORIZED,  /* DCM 110132 Use of Restricted Function: an unknown or misplaced AE, a failed web
+	                                 login */
 	PN_AUDIT_ALERT_CONFIGURATION, /* DCM 110132 Use of Restricted Function / config changed */
 } pn_audit_alert_kind;
 void pn_audit_security_alert(pn_audit *audit, pn_audit_alert_kind kind, const pn_audit_assoc *who, const char *detail);

@@ -17,6 +17,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "audit.h"
 #include "dcm/pn_dcm.h"
 #include "log.h"
 #include "metrics.h"
@@ -238,8 +239,15 @@ static enum MHD_Result ask_login(pn_web_req *r)
 		return MHD_YES;
 	}
 	static const char msg[] = "this node needs a login\n";
-	if (r->user[0])
+	if (r->user[0]) {
 		pn_warning("http %s: login failed for user \"%s\" (%s %.200s)", r->peer, r->user, r->method, r->path);
+		/* an audit repository hears of it as of a refused association */
+		char detail[160];
+		snprintf(detail, sizeof(detail), "web login failed for user \"%.63s\"", r->user);
+		pn_audit_assoc who = {
+		    .calling_ae = r->user, .called_ae = r->ctx->cfg->ae_title, .peer_addr = r->peer, .tls = r->https};
+		pn_audit_security_alert(r->ctx->audit, PN_AUDIT_ALERT_UNAUTHORIZED, &who, detail);
+	}
 	struct MHD_Response *resp =
 	    MHD_create_response_from_buffer(sizeof(msg) - 1, (void *)msg, MHD_RESPMEM_PERSISTENT);
 	if (!resp)

@@ -546,3 +546,36 @@ def test_configuration_change_alert(node_factory, receivers, spool):
     desc = alerts[0].root.find("EventIdentification/EventOutcomeDescription").text
     assert node.config_path in desc, desc
     assert len(msgs) == 7, [m.kind for m in msgs]
+
+
+def test_web_is_audited(node_factory, receivers, spool, scu_dir, testdir, it_base):
+    """Over HTTP as over DIMSE: a QIDO-RS search is a Query, a WADO-RS
+    retrieval an Instances Transferred (R) and a STOW-RS store an Instances
+    Transferred (C), each naming the web user and the client's address; a
+    failed login is a Security Alert (Use of Restricted Function)."""
+    import web_util as W
+    rx = receivers(UdpReceiver)
+    users = W.write_users(os.path.join(testdir, "users"), [("rad", "iology", "write")], owner=it_base[1])
+    node = audit_node(node_factory, "udp://%s:%d" % (ADDR, rx.port), spool, node_class=W.WebNode,
+                      http={"users": users})
+    entries = study(os.path.join(scu_dir, "web"), 2, "web")
+    rx.wait_for(1)  # application start
+    before = rx.count()
+    r = W.stow(node.http_port, [entries[0]["abspath"]], auth=("rad", "iology"))
+    assert r.status == 200, r
+    assert W.request(node.http_port, "/dicomweb/studies?PatientID=PA-web", auth=("rad", "iology")).status == 200
+    r = W.request(node.http_port, "/dicomweb/studies/%s" % entries[0]["study_instance_uid"],
+                  auth=("rad", "iology"), headers={"Accept": 'multipart/related; type="application/dicom"; '
+                                                             'transfer-syntax=*'})
+    assert r.status == 200
+    assert W.request(node.http_port, "/dicomweb/studies", auth=("rad", "wrong")).status == 401
+    msgs = rx.wait_for(before + 4)[before:]
+    got = sorted(m.kind for m in msgs)
+    assert got == sorted([(INSTANCES_TRANSFERRED, "C"), (QUERY, "E"), (INSTANCES_TRANSFERRED, "R"),
+                          (SECURITY_ALERT, RESTRICTED_FUNCTION)]), got
+    for m in msgs:
+        users_seen = [p[0] for p in m.participants()]
+        assert "rad" in users_seen, (m.kind, m.participants())
+        assert any(p[3] == "127.0.0.1" for p in m.participants()), m.participants()
+    stored = next(m for m in msgs if m.kind == (INSTANCES_TRANSFERRED, "C"))
+    assert entries[0]["study_instance_uid"] in stored.xml.decode()
