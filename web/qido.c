@@ -326,6 +326,13 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
 	stream *s = cls;
 	if (s->failed)
 		return MHD_CONTENT_READER_END_WITH_ERROR;
+	/* What the last call left goes to the front: the buffer holds at most
+	 * one call's worth and a match, however many matches go out. */
+	if (s->pos > 0) {
+		memmove(s->out, s->out + s->pos, s->len - s->pos);
+		s->len -= s->pos;
+		s->pos = 0;
+	}
 	while (s->len - s->pos < max && !s->done) {
 		if (next_match(s) < 0) {
 			s->failed = true;
