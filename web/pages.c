@@ -653,7 +653,16 @@ static int series_section(pn_web_req *r, pn_html *h, const char *study, const se
 		dl_row(h, "Frames", val(img, T_FRAMES, b, sizeof(b)));
 		dl_row(h, "Samples per pixel", val(img, T_SAMPLES, b, sizeof(b)));
 		dl_row(h, "Photometric interpretation", val(img, T_PHOTOMETRIC, b, sizeof(b)));
-		dl_row(h, "Transfer syntax", ts);
+		const char *ts_name = ts[0] ? pn_dcm_ts_name(ts) : NULL;
+		if (ts_name) {
+			pn_html_raw(h, "<dt>Transfer syntax</dt><dd>");
+			pn_html_text(h, ts_name);
+			pn_html_raw(h, " <span class=\"uid\">");
+			pn_html_text(h, ts);
+			pn_html_raw(h, "</span></dd>");
+		} else {
+			dl_row(h, "Transfer syntax", ts);
+		}
 		pn_dcm_ds_free(img);
 	}
 	pn_html_raw(h, "</dl><p class=\"downloads\"><a href=\"/studies/");

@@ -25,7 +25,7 @@ static const char css[] =
     "section.series .body{display:flex;gap:1.5rem;align-items:flex-start}"
     "section.series img{width:128px;height:128px;object-fit:contain;background:#000;border-radius:4px}"
     ".modality{font-size:.8rem;background:#e4ebf5;border-radius:3px;padding:0 .35rem;margin-left:.3rem}"
-    ".downloads{margin:.5rem 0 0}\n";
+    ".downloads{margin:.5rem 0 0}.uid{color:var(--mute);font-size:.8em}\n";
 
 static const char js[] = "'use strict';\n"
                          "// A study row opens its study, except where the click was on a link.\n"

@@ -414,6 +414,10 @@ int pn_dcm_ds_write_json(pn_dcm_ds *ds, pn_dcm_buf *out);
  * one document. 0, -EINVAL, -ENOMEM. */
 int pn_dcm_ds_write_xml(pn_dcm_ds *ds, pn_dcm_buf *out);
 
+/* A transfer syntax's name ("JPEG Lossless, Non-hierarchical, First-Order
+ * Prediction"), or NULL when dcmtk does not know it. */
+const char *pn_dcm_ts_name(const char *ts_uid);
+
 /* Whether `ts_uid` is a syntax a stored instance may be converted to
  * without loss (native, or a lossless compression). */
 bool pn_dcm_ts_lossless_target(const char *ts_uid);

@@ -114,3 +114,9 @@ extern "C" int pn_dcm_file_transcode(const char *path, const char *ts_uid, pn_dc
 		return -ENOMEM;
 	}
 }
+
+extern "C" const char *pn_dcm_ts_name(const char *ts_uid)
+{
+	DcmXfer x(ts_uid);
+	return x.getXfer() == EXS_Unknown ? nullptr : x.getXferName();
+}
