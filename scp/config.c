@@ -766,3 +766,97 @@ const char *pn_dup_policy_name(pn_dup_policy p)
 	}
 	return "?";
 }
+
+/* One restart-only key: kept from `running` in `fresh` when they differ,
+ * its name added to the list. */
+static void keep_int(pn_config *fresh, const pn_config *running, size_t off, const char *name, char *list, size_t len,
+                     int *n)
+{
+	int *a = (int *)((char *)fresh + off);
+	const int *b = (const int *)((const char *)running + off);
+	if (*a == *b)
+		return;
+	*a = *b;
+	size_t used = strlen(list);
+	snprintf(list + used, len - used, "%s%s", used ? ", " : "", name);
+	(*n)++;
+}
+
+static void keep_chars(pn_config *fresh, const pn_config *running, size_t off, size_t size, const char *name,
+                       char *list, size_t len, int *n)
+{
+	char *a = (char *)fresh + off;
+	const char *b = (const char *)running + off;
+	if (strcmp(a, b) == 0)
+		return;
+	snprintf(a, size, "%s", b);
+	size_t used = strlen(list);
+	snprintf(list + used, len - used, "%s%s", used ? ", " : "", name);
+	(*n)++;
+}
+
+static int keep_string(pn_config *fresh, const pn_config *running, size_t off, const char *name, char *list, size_t len,
+                       int *n)
+{
+	char **a = (char **)((char *)fresh + off);
+	char *const *b = (char *const *)((const char *)running + off);
+	if ((!*a && !*b) || (*a && *b && strcmp(*a, *b) == 0))
+		return 0;
+	char *copy = NULL;
+	if (*b && !(copy = strdup(*b)))
+		return -ENOMEM;
+	free(*a);
+	*a = copy;
+	size_t used = strlen(list);
+	snprintf(list + used, len - used, "%s%s", used ? ", " : "", name);
+	(*n)++;
+	return 0;
+}
+
+int pn_config_keep_restart_keys(pn_config *fresh, const pn_config *running, char *list, size_t len)
+{
+	int n = 0;
+	list[0] = '\0';
+#define KEEP_INT(f, name) keep_int(fresh, running, offsetof(pn_config, f), name, list, len, &n)
+#define KEEP_CHARS(f, name) keep_chars(fresh, running, offsetof(pn_config, f), sizeof(fresh->f), name, list, len, &n)
+#define KEEP_STRING(f, name)                                                                                           \
+	do {                                                                                                           \
+		if (keep_string(fresh, running, offsetof(pn_config, f), name, list, len, &n) < 0)                      \
+			return -ENOMEM;                                                                                \
+	} while (0)
+	/* what the listener bound, the processes it counted, the handles made
+	 * once before any fork */
+	KEEP_CHARS(ae_title, "[node] ae_title");
+	KEEP_CHARS(bind, "[node] bind");
+	KEEP_INT(port, "[node] port");
+	KEEP_INT(tls_port, "[tls] port");
+	KEEP_INT(workers, "[limits] workers");
+	KEEP_INT(max_associations, "[limits] max_associations");
+	KEEP_STRING(storage_root, "[storage] root");
+	KEEP_STRING(conninfo, "[database] conninfo");
+	KEEP_INT(audit_kind, "[audit] target");
+	KEEP_CHARS(audit_host, "[audit] target");
+	KEEP_INT(audit_port, "[audit] target");
+	KEEP_STRING(audit_path, "[audit] target");
+	KEEP_STRING(audit_spool, "[audit] spool");
+	KEEP_INT(audit_spool_max_mib, "[audit] spool_max_mib");
+	KEEP_INT(http_port, "[http] port");
+	KEEP_CHARS(http_bind, "[http] bind");
+	KEEP_INT(http_max_connections, "[http] max_connections");
+#undef KEEP_INT
+#undef KEEP_CHARS
+#undef KEEP_STRING
+	/* the TLS listener runs or not as it did at start */
+	if (pn_config_tls_listener(fresh) != pn_config_tls_listener(running)) {
+		size_t used = strlen(list);
+		snprintf(list + used, len - used, "%s%s", used ? ", " : "", "[tls] certificate (listener on or off)");
+		char *c = running->tls_certificate ? strdup(running->tls_certificate) : NULL;
+		char *k = running->tls_private_key ? strdup(running->tls_private_key) : NULL;
+		free(fresh->tls_certificate);
+		free(fresh->tls_private_key);
+		fresh->tls_certificate = c;
+		fresh->tls_private_key = k;
+		n++;
+	}
+	return n;
+}

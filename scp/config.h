@@ -104,6 +104,13 @@ typedef struct pn_config {
 int pn_config_load(const char *path, pn_config **ret_config, char *errbuf, size_t errlen);
 void pn_config_free(pn_config *config); /* NULL is a no-op */
 
+/* A configuration read again (SIGHUP): the keys that cannot change while
+ * the node runs (ports, bind addresses, process counts, storage root,
+ * database, audit target) are set back to the running values where they
+ * differ, and named in `list` ("[node] port, [storage] root"). Returns how
+ * many, or -ENOMEM. */
+int pn_config_keep_restart_keys(pn_config *fresh, const pn_config *running, char *list, size_t len);
+
 /* Whether the TLS listener is on. */
 bool pn_config_tls_listener(const pn_config *config);
 /* The certificate and key HTTPS uses ([http] ones, else [tls] ones), or

@@ -25,6 +25,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "web.h"
+#include "tls.h"
 #include "worker.h"
 
 #define MAX_REJECTERS 16
@@ -37,12 +38,16 @@ typedef struct {
 	child_kind kind;
 	int channel; /* pool workers: our end of the socket pair */
 	bool busy;
-	bool http; /* busy with (overflow: serving) an HTTP connection */
+	bool http;    /* busy with (overflow: serving) an HTTP connection */
+	unsigned gen; /* the configuration it was started with */
 	time_t started;
 } child;
 
 typedef struct {
 	const pn_config *cfg;
+	unsigned gen;         /* bumped by each reload */
+	pn_config **reloaded; /* every configuration read since start: the */
+	size_t n_reloaded;    /* audit handle and old workers' logs keep pointers */
 	pn_audit *audit;
 	int listen_fd;      /* plain DIMSE, -1 when [node] port = 0 */
 	int tls_listen_fd;  /* DICOM TLS, -1 without a TLS listener */
@@ -55,12 +60,14 @@ typedef struct {
 	time_t accept_paused_until; /* out of descriptors: stop accepting a while */
 } server;
 
-static volatile sig_atomic_t got_stop, got_child;
+static volatile sig_atomic_t got_stop, got_child, got_reload;
 
 static void on_signal(int sig)
 {
 	if (sig == SIGCHLD)
 		got_child = 1;
+	else if (sig == SIGHUP)
+		got_reload = 1;
 	else
 		got_stop = 1;
 }
@@ -133,7 +140,7 @@ static int spawn_pool_worker(server *s, child *c)
 		_exit(pn_worker_pool_main(s->cfg, s->audit, sv[1]));
 	}
 	close(sv[1]);
-	*c = (child){.pid = pid, .kind = CHILD_POOL, .channel = sv[0], .started = time(NULL)};
+	*c = (child){.pid = pid, .kind = CHILD_POOL, .channel = sv[0], .gen = s->gen, .started = time(NULL)};
 	return 0;
 }
 
@@ -151,7 +158,7 @@ static int spawn_oneshot(server *s, child_kind kind, int fd, bool http)
 		_exit(kind == CHILD_OVERFLOW ? pn_worker_oneshot_main(s->cfg, s->audit, fd)
 		                             : pn_worker_reject_main(s->cfg, fd));
 	}
-	*c = (child){.pid = pid, .kind = kind, .channel = -1, .http = http, .started = time(NULL)};
+	*c = (child){.pid = pid, .kind = kind, .channel = -1, .http = http, .gen = s->gen, .started = time(NULL)};
 	if (kind == CHILD_OVERFLOW && http)
 		s->n_http_overflow++;
 	else if (kind == CHILD_OVERFLOW)
@@ -301,11 +308,13 @@ static void reap(server *s, bool stopping)
 	}
 }
 
+/* Pool workers of the running configuration (those of an earlier one
+ * finish what they serve and go). */
 static int pool_size(const server *s)
 {
 	int n = 0;
 	for (size_t i = 0; i < s->n_children; i++)
-		if (s->children[i].pid && s->children[i].kind == CHILD_POOL)
+		if (s->children[i].pid && s->children[i].kind == CHILD_POOL && s->children[i].gen == s->gen)
 			n++;
 	return n;
 }
@@ -324,11 +333,15 @@ static void fill_pool(server *s)
 	}
 }
 
-static void worker_idle(child *c)
+static void worker_idle(const server *s, child *c)
 {
 	char buf[16];
 	ssize_t n = read(c->channel, buf, sizeof(buf));
-	if (n > 0) {
+	if (n > 0 && c->gen != s->gen) {
+		/* started under an earlier configuration: done, it may go */
+		close(c->channel);
+		c->channel = -1;
+	} else if (n > 0) {
 		c->busy = false;
 		c->http = false;
 	} else if (n == 0) { /* the worker is gone; reap() handles it */
@@ -411,6 +424,68 @@ static void audit_config_change(server *s)
 	}
 }
 
+/* SIGHUP: the file read again; a valid one is swapped in for the workers
+ * started from now on (running associations and requests finish under the
+ * configuration they began with; idle workers are replaced at once), the
+ * keys that need a restart are kept and named; an invalid file keeps the
+ * running configuration, with one line saying what is wrong. */
+static void reload(server *s)
+{
+	sd_notify(0, "RELOADING=1");
+	const char *path = s->cfg->source;
+	if (strcmp(path, "(embedded defaults)") == 0) {
+		pn_warning("reload: the node runs on its embedded defaults; there is no file to read again");
+		sd_notify(0, "READY=1");
+		return;
+	}
+	pn_config *fresh = NULL;
+	char err[512];
+	int rc = pn_config_load(path, &fresh, err, sizeof(err));
+	if (rc == 0 && pn_tls_check(fresh, err, sizeof(err)) < 0)
+		rc = -EINVAL;
+	if (rc == 0 && pn_web_check(fresh, err, sizeof(err)) < 0)
+		rc = -EINVAL;
+	char kept[512] = "";
+	if (rc == 0 && pn_config_keep_restart_keys(fresh, s->cfg, kept, sizeof(kept)) < 0) {
+		snprintf(err, sizeof(err), "out of memory");
+		rc = -ENOMEM;
+	}
+	pn_config **list = rc == 0 ? realloc(s->reloaded, (s->n_reloaded + 1) * sizeof(*list)) : NULL;
+	if (rc == 0 && !list) {
+		snprintf(err, sizeof(err), "out of memory");
+		rc = -ENOMEM;
+	}
+	if (rc < 0) {
+		pn_error("reload refused, the running configuration stays: %s", err);
+		pn_config_free(fresh);
+		sd_notify(0, "READY=1");
+		return;
+	}
+	s->reloaded = list;
+	s->reloaded[s->n_reloaded++] = fresh;
+	s->cfg = fresh;
+	s->gen++;
+	pn_log_set_level(fresh->log_level);
+	if (kept[0])
+		pn_warning("reload: %s changed in %s but need a restart; the running values stay", kept, path);
+	/* Idle workers go now (their channel closed), busy ones when they
+	 * report idle; fill_pool starts the new ones. */
+	int replaced = 0;
+	for (size_t i = 0; i < s->n_children; i++) {
+		child *c = &s->children[i];
+		if (c->pid && c->kind == CHILD_POOL && !c->busy && c->channel >= 0) {
+			close(c->channel);
+			c->channel = -1;
+			replaced++;
+		}
+	}
+	pn_info("configuration reloaded from %s: %zu peers; %d idle workers replaced, the busy ones after their "
+	        "connection",
+	        path, fresh->n_peers, replaced);
+	audit_config_change(s);
+	sd_notify(0, "READY=1");
+}
+
 int pn_server_run(const pn_config *cfg)
 {
 	server s = {.cfg = cfg, .listen_fd = -1, .tls_listen_fd = -1, .http_listen_fd = -1};
@@ -453,13 +528,14 @@ int pn_server_run(const pn_config *cfg)
 	sigaddset(&blocked, SIGCHLD);
 	sigaddset(&blocked, SIGTERM);
 	sigaddset(&blocked, SIGINT);
+	sigaddset(&blocked, SIGHUP);
 	sigprocmask(SIG_BLOCK, &blocked, &orig);
 	struct sigaction sa = {.sa_handler = on_signal};
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGCHLD, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
-	signal(SIGHUP, SIG_IGN);
+	sigaction(SIGHUP, &sa, NULL);
 
 	fill_pool(&s);
 	keep_audit_sender(&s);
@@ -496,6 +572,10 @@ int pn_server_run(const pn_config *cfg)
 			got_child = 0;
 			reap(&s, false);
 		}
+		if (got_reload) {
+			got_reload = 0;
+			reload(&s);
+		}
 		fill_pool(&s);
 		keep_audit_sender(&s);
 		nfds_t n = 0;
@@ -516,7 +596,7 @@ int pn_server_run(const pn_config *cfg)
 			continue; /* EINTR: a signal; the flags say which */
 		for (nfds_t i = 3; i < n; i++)
 			if (pfd[i].revents)
-				worker_idle(owner[i]);
+				worker_idle(&s, owner[i]);
 		if (pfd[0].revents & POLLIN)
 			accept_all(&s, s.listen_fd, false);
 		if (pfd[1].revents & POLLIN)
@@ -532,6 +612,9 @@ int pn_server_run(const pn_config *cfg)
 		pn_warning("audit: %lu messages were dropped since start (spool full or not writable)", dropped);
 	pn_audit_free(s.audit);
 	free(s.children);
+	for (size_t i = 0; i < s.n_reloaded; i++)
+		pn_config_free(s.reloaded[i]);
+	free(s.reloaded);
 	pn_info("stopped");
 	return EXIT_SUCCESS;
 }
