@@ -370,6 +370,7 @@ static const config_key node_keys[] = {
     {"limits", "max_pdu", parse_int, CFG(max_pdu), 4096, 131072},
     {"limits", "acse_timeout", parse_int, CFG(acse_timeout), 1, 3600},
     {"limits", "dimse_timeout", parse_int, CFG(dimse_timeout), 0, 86400},
+    {"limits", "stop_timeout", parse_int, CFG(stop_timeout), 1, 3600},
     {"storage", "root", parse_string, CFG(storage_root), 1, 0},
     {"storage", "duplicate_policy", parse_dup_policy, CFG(duplicate_policy), 0, 0},
     {"storage", "max_inflated_mib", parse_int, CFG(max_inflated_mib), 1, 1048576},
@@ -482,6 +483,7 @@ static int set_defaults(pn_config *c)
 	c->max_pdu = 65536;
 	c->acse_timeout = 30;
 	c->dimse_timeout = 60;
+	c->stop_timeout = 30;
 	c->duplicate_policy = PN_DUP_IGNORE;
 	c->max_inflated_mib = 1024;
 	c->write_mode = PN_WRITE_AUTO;

@@ -56,6 +56,7 @@ typedef struct pn_config {
 	int max_pdu;
 	int acse_timeout;
 	int dimse_timeout;
+	int stop_timeout; /* seconds a stop waits for associations in progress */
 
 	char *storage_root;
 	pn_dup_policy duplicate_policy;

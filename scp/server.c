@@ -29,7 +29,6 @@
 #include "worker.h"
 
 #define MAX_REJECTERS 16
-#define SHUTDOWN_GRACE_S 10
 
 typedef enum { CHILD_POOL, CHILD_OVERFLOW, CHILD_REJECTER, CHILD_AUDIT } child_kind;
 
@@ -353,7 +352,8 @@ static void worker_idle(const server *s, child *c)
 static void shut_down(server *s)
 {
 	sd_notify(0, "STOPPING=1");
-	pn_info("shutting down: waiting up to %d s for associations in progress", SHUTDOWN_GRACE_S);
+	pn_info("shutting down: waiting up to %d s ([limits] stop_timeout) for associations in progress",
+	        s->cfg->stop_timeout);
 	if (s->listen_fd >= 0)
 		close(s->listen_fd);
 	if (s->tls_listen_fd >= 0)
@@ -369,7 +369,7 @@ static void shut_down(server *s)
 			s->children[i].channel = -1;
 		}
 	}
-	time_t deadline = time(NULL) + SHUTDOWN_GRACE_S;
+	time_t deadline = time(NULL) + s->cfg->stop_timeout;
 	bool termed = false, audit_told = false;
 	for (;;) {
 		reap(s, true);
@@ -391,6 +391,14 @@ static void shut_down(server *s)
 			deadline = time(NULL) + 5;
 		}
 		if (time(NULL) >= deadline) {
+			int left = 0;
+			for (size_t i = 0; i < s->n_children; i++)
+				left += s->children[i].pid != 0 && s->children[i].kind != CHILD_AUDIT;
+			if (!termed && left)
+				pn_warning(
+				    "stop_timeout (%d s) reached: ending the %d associations and connections still in "
+				    "progress (nothing they did not see acknowledged is kept half-written)",
+				    s->cfg->stop_timeout, left);
 			for (size_t i = 0; i < s->n_children; i++)
 				if (s->children[i].pid)
 					kill(s->children[i].pid, termed ? SIGKILL : SIGTERM);
@@ -405,8 +413,8 @@ static void shut_down(server *s)
 	reap(s, true);
 }
 
-/* A configuration that changed since the last start is a Security Alert
- * (the node reads it only at start, so that is when it takes effect). */
+/* A configuration that changed since the last start or reload is a
+ * Security Alert (that is when it takes effect). */
 static void audit_config_change(server *s)
 {
 	if (!pn_audit_enabled(s->audit) || strcmp(s->cfg->source, "(embedded defaults)") == 0)

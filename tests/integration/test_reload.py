@@ -119,3 +119,21 @@ def test_idle_workers_replaced(node_factory):
         time.sleep(0.1)
     assert H.echoscu(node.port).ok
     assert node.proc.poll() is None
+
+
+def test_stop_timeout_ends_what_is_left(node_factory):
+    """SIGTERM with an association open and idle: the node waits up to
+    [limits] stop_timeout, says it ends what is left, and exits in time."""
+    node = node_factory(extra_config={"limits": {"stop_timeout": 2}})
+    assoc = rawscu.Association("127.0.0.1", node.port)
+    try:
+        assoc.associate("PNIDLE", H.NODE_AET, gen_corpus.SOP_CLASS["CT"])
+        t0 = time.monotonic()
+        os.kill(node.pid, signal.SIGTERM)
+        node.proc.wait(timeout=10)
+        took = time.monotonic() - t0
+    finally:
+        assoc.close()
+    assert 1.5 <= took < 5, took
+    log = node.log_text()
+    assert "stop_timeout (2 s) reached" in log, H.tail(node.log_path)
