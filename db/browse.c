@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "db_internal.h"
@@ -47,4 +48,26 @@ int pn_browse_instance(pn_db *db, const char *study_uid, const char *series_uid,
 	                " JOIN study st ON st.pk = se.study_fk"
 	                " WHERE i.sop_uid = $3 AND se.series_uid = $2 AND st.study_uid = $1",
 	                3, params, ret);
+}
+
+int pn_browse_totals(pn_db *db, pn_index_totals *t)
+{
+	if (pn_db_ensure_connected(db) < 0)
+		return -EIO;
+	pn_db_settle(db);
+	pn_db_clear_error(db);
+	PGresult *res =
+	    PQexec(db->conn, "SELECT (SELECT count(*) FROM patient), (SELECT count(*) FROM study),"
+	                     " (SELECT count(*) FROM series), count(*), coalesce(sum(size), 0) FROM instance");
+	if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+		pn_db_fail(db, res);
+		return -EIO;
+	}
+	t->patients = atoll(PQgetvalue(res, 0, 0));
+	t->studies = atoll(PQgetvalue(res, 0, 1));
+	t->series = atoll(PQgetvalue(res, 0, 2));
+	t->instances = atoll(PQgetvalue(res, 0, 3));
+	t->bytes = atoll(PQgetvalue(res, 0, 4));
+	PQclear(res);
+	return 0;
 }

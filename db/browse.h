@@ -21,4 +21,12 @@ int pn_browse_middle_instance(pn_db *db, const char *series_uid, pn_instance_fil
 int pn_browse_instance(pn_db *db, const char *study_uid, const char *series_uid, const char *sop_uid,
                        pn_instance_file *ret);
 
+/* What the index holds, for pacsnodectl status. */
+typedef struct {
+	long long patients, studies, series, instances, bytes;
+} pn_index_totals;
+
+/* 0 or -EIO. */
+int pn_browse_totals(pn_db *db, pn_index_totals *ret);
+
 #endif

@@ -8,6 +8,7 @@
 
 #include <crypt.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
@@ -17,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "log.h"
 
@@ -292,4 +294,98 @@ pn_web_role pn_web_users_check(pn_web_users *u, const char *name, const char *pa
 	memcpy(x->ok_mac, mac, sizeof(mac));
 	x->have_ok = true;
 	return x->role;
+}
+
+int pn_web_users_hash(const char *password, char *out, size_t outlen)
+{
+	char *setting = crypt_gensalt_ra("$y$", 0, NULL, 0); /* yescrypt, libxcrypt's default cost */
+	if (!setting)
+		return -errno ? -errno : -ENOMEM;
+	struct crypt_data *cd = calloc(1, sizeof(*cd));
+	if (!cd) {
+		free(setting);
+		return -ENOMEM;
+	}
+	const char *h = crypt_r(password, setting, cd);
+	free(setting);
+	int rc = 0;
+	if (!h || h[0] == '*')
+		rc = -EINVAL;
+	else if (strlen(h) >= outlen)
+		rc = -ENOSPC;
+	else
+		snprintf(out, outlen, "%s", h);
+	OPENSSL_cleanse(cd, sizeof(*cd));
+	free(cd);
+	return rc;
+}
+
+/* The file's lines but the user's, and the user's new line (NULL: removed),
+ * into a temporary file beside it, then renamed over it: a reader sees
+ * the old file or the new one, never half of one. */
+int pn_web_users_set(const char *path, const char *name, const char *hash, pn_web_role role, char *err, size_t errlen)
+{
+	size_t nl = strlen(name);
+	if (!name_ok(name, nl)) {
+		snprintf(err, errlen, "a user name is 1 to 63 letters, digits and . _ - @");
+		return -EINVAL;
+	}
+	char *text = NULL;
+	size_t len = 0;
+	struct stat st = {.st_mode = 0640};
+	int rc = read_file(path, &text, &len, &st);
+	if (rc == -ENOENT) {
+		text = NULL;
+		len = 0;
+		st.st_mode = 0640;
+		st.st_uid = (uid_t)-1;
+	} else if (rc < 0) {
+		snprintf(err, errlen, "could not read \"%s\": %s", path, strerror(-rc));
+		return rc;
+	}
+	char tmp[4096];
+	snprintf(tmp, sizeof(tmp), "%s.tmp.%d", path, (int)getpid());
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, st.st_mode & 0777);
+	if (fd < 0) {
+		rc = -errno;
+		snprintf(err, errlen, "could not create \"%s\": %s", tmp, strerror(-rc));
+		free(text);
+		return rc;
+	}
+	if (st.st_uid != (uid_t)-1 && fchown(fd, st.st_uid, st.st_gid) < 0) {
+		/* not root: the file stays ours */
+	}
+	FILE *f = fdopen(fd, "w");
+	bool found = false;
+	for (size_t pos = 0; f && pos < len;) {
+		const char *line = text + pos;
+		const char *end = memchr(line, '\n', len - pos);
+		size_t n = end ? (size_t)(end - line) : len - pos;
+		pos += n + (end ? 1 : 0);
+		bool mine = n > nl && line[nl] == ':' && memcmp(line, name, nl) == 0;
+		if (mine) {
+			found = true;
+			continue;
+		}
+		fwrite(line, 1, n, f);
+		fputc('\n', f);
+	}
+	if (f && hash)
+		fprintf(f, "%s:%s:%s\n", name, hash, role == PN_ROLE_WRITE ? "write" : "read");
+	free(text);
+	rc = 0;
+	if (!f || fflush(f) != 0 || fsync(fileno(f)) != 0)
+		rc = -errno ? -errno : -EIO;
+	if (f ? fclose(f) != 0 : close(fd) != 0)
+		rc = rc ? rc : -errno;
+	if (rc == 0 && !hash && !found)
+		rc = -ENOENT;
+	if (rc == 0 && rename(tmp, path) < 0)
+		rc = -errno;
+	if (rc < 0) {
+		unlink(tmp);
+		snprintf(err, errlen, rc == -ENOENT ? "no user \"%s\" in \"%s\"" : "could not write \"%s\": %s",
+		         rc == -ENOENT ? name : path, rc == -ENOENT ? path : strerror(-rc));
+	}
+	return rc;
 }

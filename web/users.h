@@ -22,6 +22,16 @@ void pn_web_users_free(pn_web_users *users); /* NULL is a no-op */
  * client's next requests cost no hash. */
 pn_web_role pn_web_users_check(pn_web_users *users, const char *name, const char *password);
 
+/* A yescrypt hash of `password` with a fresh salt (libxcrypt's default
+ * cost), for the users file. 0, -EINVAL, -ENOSPC, -ENOMEM. */
+int pn_web_users_hash(const char *password, char *out, size_t outlen);
+
+/* Sets user `name`'s line in the file at `path` (created if missing) to
+ * `hash` and `role`, or removes it (hash NULL; -ENOENT when it is not
+ * there). The file is replaced whole by a rename, its mode and owner kept.
+ * 0 or a negative errno with one line in err. */
+int pn_web_users_set(const char *path, const char *name, const char *hash, pn_web_role role, char *err, size_t errlen);
+
 /* Parses one file's text (for the fuzz target and the loader). */
 int pn_web_users_parse(const char *text, size_t len, const char *source, pn_web_users **ret_users, char *err,
                        size_t errlen);

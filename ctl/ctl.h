@@ -1,0 +1,11 @@
+/* pacsnodectl's commands (ctl/). Each takes the configuration and its
+ * own argv (argv[0] the command's name) and returns the exit status. */
+#ifndef PN_CTL_H
+#define PN_CTL_H
+
+#include "config.h"
+
+int pn_ctl_status(const pn_config *cfg, int argc, char **argv);
+int pn_ctl_passwd(const pn_config *cfg, int argc, char **argv);
+
+#endif

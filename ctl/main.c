@@ -1,0 +1,79 @@
+/* pacsnodectl: the operator's commands, on the node's own configuration
+ * file (docs/operations.md). Each command is one function; exit status 0
+ * only when it all went well. */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ctl.h"
+#include "log.h"
+
+#define DEFAULT_CONFIG "/etc/pacsnode/pacsnode.conf"
+
+static const struct {
+	const char *name, *summary;
+	int (*run)(const pn_config *cfg, int argc, char **argv);
+} commands[] = {
+    {"status", "is the node running; what the index and the storage hold", pn_ctl_status},
+    {"passwd", "add a web user, change one's password or role, or remove one", pn_ctl_passwd},
+};
+
+static void usage(FILE *out)
+{
+	fprintf(out, "usage: pacsnodectl [-c FILE] COMMAND [ARGS]\n"
+	             "  -c, --config FILE   the node's configuration (default " DEFAULT_CONFIG ")\n"
+	             "commands:\n");
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+		fprintf(out, "  %-8s %s\n", commands[i].name, commands[i].summary);
+	fprintf(out, "pacsnodectl COMMAND --help: the command's own options\n");
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+	    {"config", required_argument, NULL, 'c'}, {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
+	const char *path = DEFAULT_CONFIG;
+	int opt;
+	/* options before the command only: the command parses the rest */
+	while ((opt = getopt_long(argc, argv, "+c:h", opts, NULL)) != -1) {
+		switch (opt) {
+		case 'c':
+			path = optarg;
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (optind >= argc) {
+		usage(stderr);
+		return 2;
+	}
+	const char *name = argv[optind];
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
+		if (strcmp(name, commands[i].name) != 0)
+			continue;
+		pn_config *cfg = NULL;
+		char err[512];
+		if (pn_config_load(path, &cfg, err, sizeof(err)) < 0) {
+			fprintf(stderr, "pacsnodectl: %s\n", err);
+			return 1;
+		}
+		pn_log_set_level(PN_LOG_WARNING);
+		/* the command's argv: its name first, as getopt wants */
+		int cmd_argc = argc - optind;
+		char **cmd_argv = argv + optind;
+		optind = 1;
+		int rc = commands[i].run(cfg, cmd_argc, cmd_argv);
+		pn_config_free(cfg);
+		return rc;
+	}
+	fprintf(stderr, "pacsnodectl: unknown command \"%s\"\n", name);
+	usage(stderr);
+	return 2;
+}
