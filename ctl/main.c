@@ -18,6 +18,7 @@ static const struct {
 } commands[] = {
     {"status", "is the node running; what the index and the storage hold", pn_ctl_status},
     {"passwd", "add a web user, change one's password or role, or remove one", pn_ctl_passwd},
+    {"verify", "check every stored file against the index; list orphans", pn_ctl_verify},
 };
 
 static void usage(FILE *out)

@@ -29,4 +29,25 @@ typedef struct {
 /* 0 or -EIO. */
 int pn_browse_totals(pn_db *db, pn_index_totals *ret);
 
+/* The stored files the index names, for pacsnodectl verify. */
+typedef struct {
+	const char *sop_uid, *sop_class_uid, *path, *checksum;
+	long long size;
+} pn_stored_file;
+
+/* Only a study (study_uid non-NULL) or only what was received from a day
+ * on (since "YYYY-MM-DD", non-NULL). count: how many; start/next/stop walk
+ * them in path order, one row at a time (1 a row, valid until the next
+ * call; 0 the end; -EIO). */
+int pn_browse_files_count(pn_db *db, const char *study_uid, const char *since, long long *ret_n);
+int pn_browse_files_start(pn_db *db, const char *study_uid, const char *since);
+int pn_browse_files_next(pn_db *db, pn_stored_file *ret);
+void pn_browse_files_stop(pn_db *db);
+
+/* Whether the index names the file at `path` (relative): 1, 0, -EIO. */
+int pn_browse_path_known(pn_db *db, const char *path);
+
+/* Marks instance `sop_uid` as having no file (missing_since). 0, -EIO. */
+int pn_browse_mark_missing(pn_db *db, const char *sop_uid);
+
 #endif

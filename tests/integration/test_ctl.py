@@ -6,6 +6,7 @@ what the index holds."""
 import os
 import re
 import subprocess
+import time
 
 import pytest
 
@@ -66,3 +67,48 @@ def test_status(node_factory, corpus, scu_dir):
     assert r.returncode == 3, r.stdout
     assert "not running" in r.stdout
     assert ctl(node, "nosuch").returncode == 2
+
+
+def test_verify(node_factory, corpus, scu_dir):
+    """A clean store verifies; a flipped byte, a truncated file, a deleted
+    file and an orphan are each found and named; --repair removes the old
+    orphan, keeps a recent one, and marks the missing instance."""
+    node = node_factory()
+    run = H.storescu(node.port, corpus.paths()[:12], scu_dir)
+    assert run.all_success(), run.summary()
+    r = ctl(node, "verify")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert re.search(r"verified %d files" % node.count("instance"), r.stdout), r.stdout
+    rows = node.query("SELECT sop_uid, path, size FROM instance ORDER BY path")
+    flip, cut, gone = rows[0], rows[1], rows[2]
+    p = os.path.join(node.storage, flip["path"])
+    with open(p, "r+b") as f:
+        f.seek(flip["size"] // 2)
+        b = f.read(1)
+        f.seek(flip["size"] // 2)
+        f.write(bytes([b[0] ^ 0x01]))
+    os.truncate(os.path.join(node.storage, cut["path"]), cut["size"] - 10)
+    os.unlink(os.path.join(node.storage, gone["path"]))
+    old = os.path.join(node.storage, "old-orphan.dcm")
+    young = os.path.join(node.storage, "young-orphan.dcm")
+    for x in (old, young):
+        with open(x, "wb") as f:
+            f.write(b"\0" * 200)
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    r = ctl(node, "verify")
+    assert r.returncode == 1, r.stdout
+    out = r.stdout
+    assert "wrong checksum" in out and flip["sop_uid"] in out, out
+    assert "wrong size" in out and cut["sop_uid"] in out, out
+    assert "missing" in out and gone["sop_uid"] in out, out
+    assert "orphan: " + old in out and "recent file" in out and young in out, out
+    assert re.search(r"1 missing, 1 wrong size, 1 wrong checksum, 0 not the instance named; 1 orphans", out), out
+    # --study limits the walk to one study's files, without the orphan walk
+    r = ctl(node, "verify", "--study", "1.2.3.4.5")
+    assert r.returncode == 0 and "verified 0 files" in r.stdout, r.stdout
+    r = ctl(node, "verify", "--repair")
+    assert "(marked)" in r.stdout and "(removed)" in r.stdout, r.stdout
+    assert not os.path.exists(old) and os.path.exists(young)
+    [m] = node.query("SELECT missing_since FROM instance WHERE sop_uid = %s", (gone["sop_uid"],))
+    assert m["missing_since"] is not None
+    assert ctl(node, "verify", "--help").returncode == 0
