@@ -19,6 +19,7 @@ static const struct {
     {"status", "is the node running; what the index and the storage hold", pn_ctl_status},
     {"passwd", "add a web user, change one's password or role, or remove one", pn_ctl_passwd},
     {"verify", "check every stored file against the index; list orphans", pn_ctl_verify},
+    {"import", "store DICOM files and folders as C-STORE would", pn_ctl_import},
 };
 
 static void usage(FILE *out)

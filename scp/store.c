@@ -714,6 +714,8 @@ unsigned short pn_store_instance_finish(const pn_store_ctx *ctx, pn_store_instan
 	} else {
 		status = store_received(ctx, in->file, op, sop_class_uid, sop_instance_uid, source, in->expect_study,
 		                        tally, &ph, &committed, ret_where, why, whylen);
+		if (ret_where)
+			ret_where->duplicate = status == PN_STATUS_SUCCESS && !committed;
 	}
 	free(in);
 	after_store(ctx, committed);

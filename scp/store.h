@@ -45,6 +45,7 @@ int pn_store_instance_write(pn_store_instance *instance, const void *buf, size_t
 /* Where an instance went: its study and series, once parsed ("" before). */
 typedef struct {
 	char study_uid[PN_UID_MAX + 1], series_uid[PN_UID_MAX + 1];
+	bool duplicate; /* success without a new row: the same instance was there (duplicate_policy = ignore) */
 } pn_store_where;
 /* Stores it and frees `instance`; returns the C-STORE status (PS3.4 B.2.3,
  * also STOW-RS's Failure Reason) with a reason in why. `op` ("STOW-RS") and
