@@ -349,6 +349,13 @@ static void worker_idle(const server *s, child *c)
 	}
 }
 
+static double now_s(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
 static void shut_down(server *s)
 {
 	sd_notify(0, "STOPPING=1");
@@ -369,7 +376,9 @@ static void shut_down(server *s)
 			s->children[i].channel = -1;
 		}
 	}
-	time_t deadline = time(NULL) + s->cfg->stop_timeout;
+	/* a monotonic clock: time()'s whole seconds would cut the wait short
+	 * by up to one */
+	double deadline = now_s() + s->cfg->stop_timeout;
 	bool termed = false, audit_told = false;
 	for (;;) {
 		reap(s, true);
@@ -388,9 +397,9 @@ static void shut_down(server *s)
 				if (s->children[i].pid && s->children[i].kind == CHILD_AUDIT)
 					kill(s->children[i].pid, SIGTERM);
 			audit_told = true;
-			deadline = time(NULL) + 5;
+			deadline = now_s() + 5;
 		}
-		if (time(NULL) >= deadline) {
+		if (now_s() >= deadline) {
 			int left = 0;
 			for (size_t i = 0; i < s->n_children; i++)
 				left += s->children[i].pid != 0 && s->children[i].kind != CHILD_AUDIT;
@@ -405,7 +414,7 @@ static void shut_down(server *s)
 			if (termed)
 				break;
 			termed = true;
-			deadline = time(NULL) + 2;
+			deadline = now_s() + 2;
 		}
 		struct timespec ts = {.tv_sec = 0, .tv_nsec = 50 * 1000 * 1000};
 		nanosleep(&ts, NULL);
