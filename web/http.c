@@ -21,6 +21,7 @@
 #include "dcm/pn_dcm.h"
 #include "log.h"
 #include "metrics.h"
+#include "storage.h"
 #include "uid.h"
 #include "users.h"
 #include "web_internal.h"
@@ -606,6 +607,12 @@ void pn_web_serve(pn_web *w, int fd)
 		if (MHD_run_wait(w->d, 1000) != MHD_YES)
 			break;
 	pn_metrics_http_close();
+	/* STOW-RS's instances: their final folders made durable and their
+	 * temporary names removed, as at an association's end */
+	int rc = w->ctx->storage ? pn_storage_flush(w->ctx->storage) : 0;
+	if (rc < 0)
+		pn_warning("could not fsync stored folders (%s); their tmp/ names stay for start-up recovery",
+		           strerror(-rc));
 }
 
 int pn_web_check(const pn_config *cfg, char *err, size_t errlen)

@@ -316,20 +316,18 @@ static int item_json(const result *x, const char *base, char *out, size_t outlen
 	return n;
 }
 
-/* As at the release of an association: the counts of what was stored
- * folded in (the next query sees them) and the final folders made durable
- * (until then each instance's durable temporary name is what recovery
- * relinks from). */
+/* Before the answer: the counts of what was stored folded in (the next
+ * query sees them). The final folders are made durable when the
+ * connection ends (pn_web_serve), as at an association's release: until
+ * then each instance's durable temporary name is what recovery relinks
+ * from, and a client sending one instance a request pays that fsync once a
+ * connection, not once a request. */
 static void settle(pn_web_stow *s)
 {
 	if (s->settled || (s->stored == 0 && s->failed == 0))
 		return;
 	s->settled = true;
 	pn_store_settle(s->ctx);
-	int rc = pn_storage_flush(s->ctx->storage);
-	if (rc < 0)
-		pn_warning("could not fsync stored folders (%s); their tmp/ names stay for start-up recovery",
-		           strerror(-rc));
 }
 
 enum MHD_Result pn_web_stow_finish(pn_web_stow *s)

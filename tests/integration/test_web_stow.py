@@ -21,7 +21,16 @@ def web_node(node_factory, **http):
 
 
 def storage_clean(node):
-    problems = C.storage_problems(node)
+    """The storage root against the index, once the node has ended the last
+    connection (it flushes the folders and drops the temporary names then,
+    as at an association's release)."""
+    import time
+    deadline = time.monotonic() + 5
+    while True:
+        problems = C.storage_problems(node)
+        if not problems or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     assert not problems, "\n".join(problems)
 
 
