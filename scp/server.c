@@ -295,7 +295,10 @@ static void reap(server *s, bool stopping)
 				pn_info("worker %d retired; starting another", (int)pid);
 			else if (!stopping)
 				pn_warning("worker %d ended unexpectedly (%s); starting another", (int)pid, how);
-			if (!clean && c->kind != CHILD_POOL && c->kind != CHILD_AUDIT)
+			/* an overflow worker is a worker too: its death reads the same */
+			if (!clean && c->kind == CHILD_OVERFLOW)
+				pn_warning("worker %d ended unexpectedly (%s)", (int)pid, how);
+			else if (!clean && c->kind == CHILD_REJECTER)
 				pn_warning("process %d ended with %s", (int)pid, how);
 			if (c->channel >= 0)
 				close(c->channel);
