@@ -95,12 +95,16 @@ start_server() {               # start_server NAME LOGFILE CMD...: as $RUN_USER,
     die "$name did not start (see $logf)"
 }
 
+# ECHO_OPTS: more echoscu options for the next wait_echo (e.g. "${TLS_SCU[@]}"
+# for a TLS port); empty by default.
+ECHO_OPTS=()
 wait_echo() {                  # wait_echo NAME PORT CALLED_AE LOGFILE: 1 and START_ERROR if no answer
     local name=$1 port=$2 aec=$3 logf=$4 i pid
     START_ERROR=""
     pid=$(cat "$WORK/$name.pid")
     for i in $(seq 1 300); do
-        if echoscu -q -to 2 -ta 2 -aet "${SCU_AE:-BENCHSCU}" -aec "$aec" 127.0.0.1 "$port" >/dev/null 2>&1; then
+        if echoscu -q -to 2 -ta 2 -aet "${SCU_AE:-BENCHSCU}" -aec "$aec" ${ECHO_OPTS[@]+"${ECHO_OPTS[@]}"} \
+            127.0.0.1 "$port" >/dev/null 2>&1; then
             return 0
         fi
         if ! kill -0 "$pid" 2>/dev/null; then
@@ -113,6 +117,88 @@ wait_echo() {                  # wait_echo NAME PORT CALLED_AE LOGFILE: 1 and ST
     tail -n 20 "$logf" >&2
     log "$name $START_ERROR (log: $logf)"
     return 1
+}
+
+# ----- a shared machine (--wait-quiet) --------------------------------------
+# The CPU seconds (user, nice, system, irq, softirq, steal) all CPUs of the
+# machine have been busy since boot, from /proc/stat.
+machine_cpu() {
+    awk -v hz="$(getconf CLK_TCK)" '/^cpu / { printf "%.2f\n", ($2 + $3 + $4 + $7 + $8 + $9) / hz }' /proc/stat
+}
+
+# wait_quiet: with WAIT_QUIET=1 (--wait-quiet), while nothing of ours runs,
+# sample the machine for 3 s and go on once it is under 0.1 CPU busy (at
+# most 15 minutes). QUIET_WAITED: the seconds waited in all.
+QUIET_WAITED=0
+wait_quiet() {
+    [ "${WAIT_QUIET:-0}" = 1 ] || return 0
+    local i a b busy waited=0
+    for i in $(seq 1 300); do
+        a=$(machine_cpu); sleep 3; b=$(machine_cpu)
+        busy=$(awk -v a="$a" -v b="$b" 'BEGIN { printf "%.2f", (b - a) / 3 }')
+        if awk -v x="$busy" 'BEGIN { exit !(x < 0.10) }'; then
+            [ $waited = 0 ] || log "the machine is quiet again after $waited s"
+            QUIET_WAITED=$((QUIET_WAITED + waited))
+            return 0
+        fi
+        [ $waited != 0 ] || log "other work on the machine ($busy CPUs busy): waiting for it to stop (--wait-quiet)"
+        waited=$((waited + 3))
+    done
+    QUIET_WAITED=$((QUIET_WAITED + waited))
+    log "WARNING: the machine did not become quiet within 15 minutes; measuring anyway"
+}
+
+# ----- TLS (bench/*/run.sh --tls) -------------------------------------------
+# tls_make_certs DIR: a throw-away PKI made with the openssl command line, all
+# P-256 ECDSA (as README.md's "TLS and peers"): ca.pem; node.pem/node.key
+# (SAN IP:127.0.0.1 and DNS:localhost, serverAuth + clientAuth: pacsnode's and
+# the TLS storescp's certificate); modality.pem/modality.key (clientAuth: the
+# senders'). The keys belong to $RUN_USER, mode 0600 (the servers run as that
+# user; the senders run as root). Sets TLS_DIR and TLS_SCU, the dcmtk client
+# options (+tls KEY CERT +cf CA).
+tls_make_certs() {
+    local d=$1 n
+    TLS_DIR=$d
+    mkdir -p "$d"
+    (
+        cd "$d"
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 30 \
+            -subj "/O=pacsnode bench/CN=Bench CA" -keyout ca.key -out ca.pem
+        printf '%s\n' 'basicConstraints = critical, CA:FALSE' 'keyUsage = critical, digitalSignature' \
+            'extendedKeyUsage = serverAuth, clientAuth' 'subjectAltName = IP:127.0.0.1, DNS:localhost' > node.ext
+        printf '%s\n' 'basicConstraints = critical, CA:FALSE' 'keyUsage = critical, digitalSignature' \
+            'extendedKeyUsage = clientAuth' > modality.ext
+        for n in node modality; do
+            openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+                -subj "/O=pacsnode bench/CN=$n" -keyout "$n.key" -out "$n.csr"
+            openssl x509 -req -in "$n.csr" -CA ca.pem -CAkey ca.key -CAcreateserial -days 30 \
+                -extfile "$n.ext" -out "$n.pem"
+        done
+        openssl verify -CAfile ca.pem node.pem modality.pem
+    ) > "$d.log" 2>&1 || { cat "$d.log" >&2; die "could not make the TLS certificates (see $d.log)"; }
+    rm -f "$d/ca.key"
+    chown -R "$RUN_USER:" "$d"
+    chmod 755 "$d"
+    chmod 600 "$d"/*.key
+    TLS_SCU=(+tls "$d/modality.key" "$d/modality.pem" +cf "$d/ca.pem")
+}
+
+# tls_conf PORT: a pacsnode [tls] section for PORT with tls_make_certs'
+# node certificate (README.md's three lines; client certificates required,
+# the default).
+tls_conf() {
+    printf '\n[tls]\nport = %s\ncertificate = %s\nprivate_key = %s\nca = %s\n' \
+        "$1" "$TLS_DIR/node.pem" "$TLS_DIR/node.key" "$TLS_DIR/ca.pem"
+}
+
+# tls_probe PORT CALLED_AE: "protocol, cipher suite" that dcmtk's client (the
+# TLS stack storescu and findscu use, same default profile) negotiates with
+# the server on PORT, from echoscu -d; "?" when it cannot tell.
+tls_probe() {
+    echoscu -d -to 5 -ta 5 -aet "${SCU_AE:-BENCHSCU}" -aec "$2" "${TLS_SCU[@]}" 127.0.0.1 "$1" 2>&1 \
+        | awk '/^D: +Protocol +:/ { sub(/^D: +Protocol +: */, ""); p = $0 }
+               /^D: +Ciphersuite +:/ { sub(/^D: +Ciphersuite +: */, ""); sub(/, encryption.*/, ""); c = $0 }
+               END { if (p == "") print "?"; else print p ", " c }'
 }
 
 free_port() {

@@ -8,12 +8,25 @@ small and the same for every server.
 
     findclient.py run --port P --aec AE --plan PLAN.json --out RESULT.json
                       [--shapes a,b] [--max-seconds S] [--echo N]
-    findclient.py write-queries --plan PLAN.json --dir DIR --count K
+                      [--tls CERT KEY CA]
+        --tls: the association over TLS (Python's ssl: this client
+        certificate and key, the server verified against CA and its name,
+        127.0.0.1, checked in its certificate)
+    findclient.py compare-tls --port P --tls-port PT --aec AE --tls CERT KEY CA
+                      --plan PLAN.json --out RESULT.json [--shapes a,b]
+                      [--repeat R] [--echo N] [--setups N]
+        the same queries over a plain association (port P) and over a TLS
+        one (port PT), both open at once, every query sent on one and then
+        on the other (which goes first alternates), R times over each
+        shape's queries; also C-ECHO round trips and association set-ups
+        (connect, TLS handshake, A-ASSOCIATE) on each
+    findclient.py write-queries --plan PLAN.json --dir DIR --count K [--shapes a,b]
         writes the first K timed queries of each shape as Part-10 files for
         dcmtk findscu (DIR/<shape>/q0001.dcm ...)
     findclient.py findscu --port P --aec AE --dir DIR --out RESULT.json [--runs R]
+                          [--tls CERT KEY CA]
         times findscu over K files and over 1 file (median of R runs each):
-        mean per query = (T_K - T_1) / (K - 1)
+        mean per query = (T_K - T_1) / (K - 1); --tls: findscu +tls
 
 Exit status: 0 on success, 3 if the server does not accept C-FIND (the
 result file then says why), 1 on other trouble.
@@ -23,6 +36,7 @@ import argparse
 import json
 import os
 import socket
+import ssl
 import statistics
 import struct
 import subprocess
@@ -82,10 +96,28 @@ def parse_command(data):
     return out
 
 
+def tls_context(cert, key, ca):
+    """A TLS client context: our certificate, the server's verified against
+    ca (name checked), TLS 1.2 at least (the server picks; pacsnode prefers
+    1.3)."""
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cert, key)
+    return ctx
+
+
 class Association:
-    def __init__(self, host, port, timeout=120):
+    def __init__(self, host, port, timeout=120, tls=None):
+        """tls: an ssl.SSLContext to wrap the socket with (the handshake
+        happens here), or None for plain TCP."""
         self.sock = socket.create_connection((host, port), timeout=timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if tls is not None:
+            try:
+                self.sock = tls.wrap_socket(self.sock, server_hostname=host)
+            except BaseException:
+                self.sock.close()
+                raise
         self.rf = self.sock.makefile("rb", buffering=1 << 18)
         self.max_send = MAX_PDU
         self.contexts = {}      # abstract syntax -> (pc id, transfer syntax)
@@ -94,6 +126,12 @@ class Association:
         # bytes: each is parsed once (parsing them every time was most of
         # this client's time per response, on the order of the servers').
         self.parsed = {}
+
+    def negotiated(self):
+        """(protocol, cipher suite) over TLS, else None."""
+        if isinstance(self.sock, ssl.SSLSocket):
+            return self.sock.version(), self.sock.cipher()[0]
+        return None
 
     def close(self):
         try:
@@ -301,11 +339,13 @@ def cmd_run(a):
             json.dump(result, f, indent=1)
 
     try:
-        assoc = Association(a.host, a.port)
-    except OSError as e:
+        assoc = Association(a.host, a.port, tls=tls_context(*a.tls) if a.tls else None)
+    except OSError as e:    # ssl.SSLError is one
         result["error"] = "cannot connect: %s" % e
         save()
         return 1
+    if assoc.negotiated():
+        result["tls"] = "%s, %s" % assoc.negotiated()
     try:
         assoc.associate(a.aet, a.aec, [(STUDY_ROOT_FIND, [enc.EXPLICIT_LE, enc.IMPLICIT_LE]),
                                        (VERIFICATION, [enc.IMPLICIT_LE])])
@@ -386,11 +426,166 @@ def cmd_run(a):
     return rc
 
 
+def serving_pids(sock):
+    """The PIDs of the processes holding the server's end of this TCP
+    connection (the node's worker), found through /proc: [] when they
+    cannot be seen (another user's processes, another network namespace)."""
+    here, there = sock.getsockname()[1], sock.getpeername()[1]
+    inode = None
+    try:
+        with open("/proc/net/tcp") as f:
+            for line in f.readlines()[1:]:
+                x = line.split()
+                if int(x[1].split(":")[1], 16) == there and int(x[2].split(":")[1], 16) == here:
+                    inode = x[9]
+                    break
+    except OSError:
+        return []
+    if not inode:
+        return []
+    want, pids = "socket:[%s]" % inode, []
+    for d in os.listdir("/proc"):
+        if not d.isdigit() or int(d) == os.getpid():
+            continue
+        try:
+            if any(os.readlink("/proc/%s/fd/%s" % (d, fd)) == want for fd in os.listdir("/proc/%s/fd" % d)):
+                pids.append(int(d))
+        except OSError:
+            continue
+    return pids
+
+
+def cpu_ns(pids):
+    """CPU time (ns) the threads of these processes have run so far
+    (schedstat), or None."""
+    total, seen = 0, False
+    for pid in pids:
+        try:
+            for t in os.listdir("/proc/%d/task" % pid):
+                with open("/proc/%d/task/%s/schedstat" % (pid, t)) as f:
+                    total += int(f.read().split()[0])
+                    seen = True
+        except OSError:
+            continue
+    return total if seen else None
+
+
+def cmd_compare_tls(a):
+    """The same queries over plain TCP and over TLS, on two associations
+    open at once: what TLS adds to each query, all else equal."""
+    with open(a.plan) as f:
+        plan = json.load(f)
+    only = a.shapes.split(",")
+    ctx = tls_context(*a.tls)
+    result = {"target": a.label, "port": a.port, "tls_port": a.tls_port, "aec": a.aec,
+              "n_instances": plan["n_instances"], "repeat": a.repeat, "tls": None,
+              "setup": {"plain": [], "tls": []}, "echo": {"plain": [], "tls": []}, "shapes": [], "error": None}
+    kinds = ("plain", "tls")
+    ports = {"plain": a.port, "tls": a.tls_port}
+    contexts = [(STUDY_ROOT_FIND, [enc.EXPLICIT_LE, enc.IMPLICIT_LE]), (VERIFICATION, [enc.IMPLICIT_LE])]
+
+    def save():
+        with open(a.out, "w") as f:
+            json.dump(result, f, indent=1)
+
+    def connect(kind):
+        as_ = Association(a.host, ports[kind], tls=ctx if kind == "tls" else None)
+        try:
+            as_.associate(a.aet, a.aec, contexts)
+        except BaseException:
+            as_.close()
+            raise
+        return as_
+
+    assocs = {}
+    rc = 0
+    try:
+        # association set-ups, alternating: connect, handshake, A-ASSOCIATE
+        # (timed), then A-RELEASE (not timed)
+        for i in range(a.setups):
+            for kind in (kinds if i % 2 == 0 else kinds[::-1]):
+                t0 = time.perf_counter()
+                as_ = connect(kind)
+                result["setup"][kind].append((time.perf_counter() - t0) * 1000)
+                try:
+                    as_.release()
+                finally:
+                    as_.close()
+        for kind in kinds:
+            assocs[kind] = connect(kind)
+            if STUDY_ROOT_FIND not in assocs[kind].contexts:
+                raise UlError("Study Root C-FIND not accepted (%s)" % kind)
+        result["tls"] = "%s, %s" % assocs["tls"].negotiated()
+        implicit = {k: assocs[k].contexts[STUDY_ROOT_FIND][1] == enc.IMPLICIT_LE for k in kinds}
+        # where the time goes: the serving worker's CPU per query (read per
+        # shape) and this client's (per query)
+        server = {k: serving_pids(assocs[k].sock) for k in kinds}
+        result["serving_pids"] = server
+        for i in range(a.echo):
+            for kind in (kinds if i % 2 == 0 else kinds[::-1]):
+                t0 = time.perf_counter()
+                st = assocs[kind].echo()
+                result["echo"][kind].append((time.perf_counter() - t0) * 1000)
+                if st != 0:
+                    raise UlError("C-ECHO status 0x%04x (%s)" % (st, kind))
+        for shape in plan["shapes"]:
+            if shape["name"] not in only:
+                continue
+            r = {"name": shape["name"], "label": shape["label"], "level": shape["level"],
+                 "plain": [], "tls": [], "expected": [], "bad": [],
+                 "client_cpu_us": {"plain": 0.0, "tls": 0.0}, "server_cpu_us": {"plain": None, "tls": None}}
+            result["shapes"].append(r)
+
+            def one(q, kind):
+                req = assocs[kind].find_request(enc.dataset(identifier_items(shape, q["keys"]),
+                                                            implicit=implicit[kind]))
+                c0 = time.thread_time()
+                secs, _, n, st, comment, _ = assocs[kind].find(req, keep_first=False)
+                r["client_cpu_us"][kind] += (time.thread_time() - c0) * 1e6
+                if st != 0x0000 or n != q["expected"]:
+                    r["bad"].append({"keys": q["keys"], "over": kind, "status": "0x%04x" % st,
+                                     "comment": comment, "responses": n, "expected": q["expected"]})
+                return secs * 1000
+
+            for q in shape["warmup"]:
+                for kind in kinds:
+                    one(q, kind)
+            r["client_cpu_us"] = {"plain": 0.0, "tls": 0.0}   # the timed queries only
+            s0 = {k: cpu_ns(server[k]) for k in kinds}
+            j = 0
+            for _ in range(a.repeat):
+                for q in shape["queries"]:
+                    for kind in (kinds if j % 2 == 0 else kinds[::-1]):
+                        r[kind].append(one(q, kind))
+                    r["expected"].append(q["expected"])
+                    j += 1
+            s1 = {k: cpu_ns(server[k]) for k in kinds}
+            for k in kinds:
+                n = len(r[k]) or 1
+                r["client_cpu_us"][k] /= n
+                if s0[k] is not None and s1[k] is not None:
+                    r["server_cpu_us"][k] = (s1[k] - s0[k]) / 1000 / n
+            save()
+        for kind in kinds:
+            assocs.pop(kind).release()
+    except (UlError, OSError) as e:
+        result["error"] = "%s (after %d shapes)" % (e, len(result["shapes"]))
+        rc = 3 if not result["shapes"] else 1
+    finally:
+        for as_ in assocs.values():
+            as_.close()
+    save()
+    return rc
+
+
 def cmd_write_queries(a):
     with open(a.plan) as f:
         plan = json.load(f)
+    only = set(a.shapes.split(",")) if a.shapes else None
     for shape in plan["shapes"]:
         if shape["name"] in ("large", "name_smi", "name_son"):   # repeated queries
+            continue
+        if only and shape["name"] not in only:
             continue
         d = os.path.join(a.dir, shape["name"])
         os.makedirs(d, exist_ok=True)
@@ -415,7 +610,11 @@ def cmd_findscu(a):
         files = sorted(os.path.join(d, f) for f in os.listdir(d) if f.endswith(".dcm"))
         if len(files) < 2:
             continue
-        base = ["findscu", "-q", "-S", "-aet", a.aet, "-aec", a.aec, "-to", "120", "-td", "120", a.host, str(a.port)]
+        base = ["findscu", "-q", "-S", "-aet", a.aet, "-aec", a.aec, "-to", "120", "-td", "120"]
+        if a.tls:
+            cert, key, ca = a.tls
+            base += ["+tls", key, cert, "+cf", ca]
+        base += [a.host, str(a.port)]
 
         def timed(args, log):
             t0 = time.perf_counter()
@@ -455,19 +654,39 @@ def main():
     p.add_argument("--shapes", default="")
     p.add_argument("--max-seconds", type=float, default=0, help="stop a shape's timed queries after this")
     p.add_argument("--echo", type=int, default=50, help="C-ECHOs to time first (0: none)")
+    p.add_argument("--tls", nargs=3, metavar=("CERT", "KEY", "CA"), help="over TLS, with this client certificate")
+    p = sub.add_parser("compare-tls")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, required=True, help="the plain DICOM port")
+    p.add_argument("--tls-port", type=int, required=True)
+    p.add_argument("--aec", required=True)
+    p.add_argument("--aet", default="BENCHSCU")
+    p.add_argument("--label", default="")
+    p.add_argument("--out", required=True)
+    p.add_argument("--tls", nargs=3, metavar=("CERT", "KEY", "CA"), required=True)
+    p.add_argument("--plan", required=True)
+    p.add_argument("--shapes", default="patient_id,accession,series_modality,image_series",
+                   help="the shapes to compare (default: the selective ones)")
+    p.add_argument("--repeat", type=int, default=5, help="passes over each shape's queries")
+    p.add_argument("--echo", type=int, default=200, help="C-ECHOs on each association (0: none)")
+    p.add_argument("--setups", type=int, default=20, help="association set-ups to time on each port")
     p = sub.choices["findscu"]
     p.add_argument("--dir", required=True)
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--logdir", default=".")
+    p.add_argument("--tls", nargs=3, metavar=("CERT", "KEY", "CA"), help="findscu +tls, with this client certificate")
     p = sub.add_parser("write-queries")
     p.add_argument("--plan", required=True)
     p.add_argument("--dir", required=True)
     p.add_argument("--count", type=int, default=50)
+    p.add_argument("--shapes", default="", help="only these shapes")
     a = ap.parse_args()
     if a.cmd == "run":
         return cmd_run(a)
     if a.cmd == "write-queries":
         return cmd_write_queries(a)
+    if a.cmd == "compare-tls":
+        return cmd_compare_tls(a)
     return cmd_findscu(a)
 
 

@@ -10,6 +10,8 @@ Reads, from WORK_DIR (written by run.sh):
                                   pacsnode-big, pacsnode-small, orthanc;
                                   regimes idle, busy
   findscu-<target>.json           findclient.py findscu results (cross-check)
+  tls-<target>-<regime>.json      findclient.py compare-tls results (--tls):
+                                  pacsnode-big, pacsnode-small
 """
 
 import json
@@ -28,6 +30,8 @@ REGIME_TEXT = {
 BIG_P50, BIG_P99 = 10.0, 50.0          # ms, every shape at 1,000,000 instances
 FASTER, FASTER_ABOVE = 5.0, 5.0        # x faster where Orthanc's p50 > 5 ms
 RATE_FACTOR = 5.0                      # responses/s on the large result
+TLS_ADDED_P50 = 0.2                    # ms TLS may add to a selective query's p50 (issue 19)
+TLS_TARGETS = ["pacsnode-big", "pacsnode-small"]
 
 
 
@@ -309,7 +313,138 @@ def main():
     line("%s pacsnode/Orthanc responses/s, large result" % small, vals, ">= %g" % RATE_FACTOR, oks)
     p("(%s: p50 ratio >= 5 where Orthanc's p50 > 5 ms, else >= 1 (never slower); p99 ratio >= 1)" % small)
     p("%d of %d targets met" % (sum(verdicts), len(verdicts)))
+    if meta.get("tls") == "1":
+        tls_section(work, meta, names, regimes, p)
     print("\n".join(out))
+
+
+def tls_section(work, meta, names, regimes, p):
+    """--tls (issue 19): the same selective queries over a plain and a TLS
+    association open at once; what TLS adds to the p50."""
+    docs = {(t, r): load_json(os.path.join(work, "tls-%s-%s.json" % (t, r))) for t in TLS_TARGETS for r in regimes}
+    p("")
+    p("== C-FIND over DICOM TLS (issue 19, --tls) ==")
+    if "wait_quiet" in meta:
+        p("--wait-quiet: waited %s s in all for other work on the machine to stop" % meta["wait_quiet"])
+    p("the same queries on two associations open at once, one over plain TCP and one over TLS (the node")
+    p("restarted on the same data with its [tls] listener); every query sent on one, then on the other,")
+    p("which goes first alternating; %s passes over each shape's queries; %s"
+      % (meta.get("tls_repeat", "?"), meta.get("tls_certs", "?")))
+    seen = False
+    for t in TLS_TARGETS:
+        for r in regimes:
+            doc = docs[(t, r)]
+            if doc is None:
+                continue
+            seen = True
+            p("")
+            p("%s, CPUs %s: negotiated %s (Python's ssl); dcmtk's client (echoscu -d): %s"
+              % (names[t], r, doc.get("tls") or "?", meta.get("tls_dcmtk_%s" % t, "?")))
+            if "tls_busy_%s_%s" % (t, r) in meta:
+                p("  the whole machine kept %s CPUs busy meanwhile (client and node take turns: about 1; the"
+                  % meta["tls_busy_%s_%s" % (t, r)])
+                p("  busy regime's spinner 1 more; above that, other work shared the machine)")
+            if doc.get("error"):
+                p("  ERROR: %s" % doc["error"])
+            hdr = "%-36s %7s | %7s %7s | %7s %7s | %9s %9s" % (
+                "latency in ms", "matches", "plain", "p99", "TLS", "p99", "added p50", "paired")
+            p(hdr)
+            p("-" * len(hdr))
+            for label, d in (("association set-up", doc["setup"]), ("C-ECHO round trip", doc["echo"])):
+                if not d["plain"] or not d["tls"]:
+                    continue
+                a, b = pct(d["plain"], 50), pct(d["tls"], 50)
+                p("%-36s %7s | %s %s | %s %s | %s %9s" % (
+                    label, "", fmt(a), fmt(pct(d["plain"], 99)), fmt(b), fmt(pct(d["tls"], 99)),
+                    fmt(b - a, 9), ""))
+            for sh in doc["shapes"]:
+                if not sh["plain"] or not sh["tls"]:
+                    continue
+                a, b = pct(sh["plain"], 50), pct(sh["tls"], 50)
+                paired = statistics.median(y - x for x, y in zip(sh["plain"], sh["tls"]))
+                p("%-36s %7g | %s %s | %s %s | %s %s" % (
+                    sh["label"][:36], statistics.median(sh["expected"]), fmt(a), fmt(pct(sh["plain"], 99)),
+                    fmt(b), fmt(pct(sh["tls"], 99)), fmt(b - a, 9), fmt(paired, 9)))
+            cpu_rows = [sh for sh in doc["shapes"] if sh.get("client_cpu_us")]
+            if cpu_rows:
+                p("%-36s %7s | %7s %7s %7s | %7s %7s %7s" % (
+                    "CPU per query in us", "", "worker", "TLS", "added", "client", "TLS", "added"))
+                for sh in cpu_rows:
+                    w, c = sh["server_cpu_us"], sh["client_cpu_us"]
+                    wa = (w["tls"] - w["plain"]) if w["plain"] is not None and w["tls"] is not None else None
+                    p("%-36s %7s | %7s %7s %7s | %7.0f %7.0f %7.0f" % (
+                        "  " + sh["label"][:34], "",
+                        "%.0f" % w["plain"] if w["plain"] is not None else "-",
+                        "%.0f" % w["tls"] if w["tls"] is not None else "-",
+                        "%.0f" % wa if wa is not None else "-", c["plain"], c["tls"], c["tls"] - c["plain"]))
+            p("(added p50: TLS p50 - plain p50; paired: median of each query's TLS time minus its plain time;")
+            p(" %s queries per shape and transport; association set-up: TCP connect, TLS handshake and"
+              % "/".join(str(len(sh["plain"])) for sh in doc["shapes"]))
+            p(" A-ASSOCIATE, %d of each; C-ECHO: %d on each association; CPU: the node's worker serving the"
+              % (len(doc["setup"]["plain"]), len(doc["echo"]["plain"])))
+            p(" association (its threads' schedstat over the timed queries; PostgreSQL's backend not counted),")
+            p(" and this client's thread)")
+            fs = {k: load_json(os.path.join(work, "findscu-tls-%s-%s-%s.json" % (t, r, k))) for k in ("plain", "tls")}
+            if fs["plain"] and fs["tls"]:
+                p("cross-check with dcmtk findscu (whole process; plain, then +tls with the same certificates): K")
+                p("query files on one association, and query 1 alone; mean per query (T_K - T_1)/(K - 1) in ms")
+                p("%-36s %4s | %8s %8s %8s | %s" % ("", "K", "plain", "TLS", "added", "T_1 plain / TLS (start-up,"
+                                                    " association, one query)"))
+                for a_ in fs["plain"]["shapes"]:
+                    b_ = next((x for x in fs["tls"]["shapes"] if x["name"] == a_["name"]), None)
+                    if not b_:
+                        continue
+                    label = next((x["label"] for x in doc["shapes"] if x["name"] == a_["name"]), a_["name"])
+                    bad = "" if a_["rc"] == 0 and b_["rc"] == 0 else "  (findscu exit %d / %d)" % (a_["rc"], b_["rc"])
+                    p("%-36s %4d | %8.3f %8.3f %8.3f | %.1f / %.1f%s" % (
+                        label[:36], a_["k"], a_["mean_ms"], b_["mean_ms"], b_["mean_ms"] - a_["mean_ms"],
+                        a_["t1_ms"], b_["t1_ms"], bad))
+            for sh in doc["shapes"]:
+                if sh["bad"]:
+                    x = sh["bad"][0]
+                    p("  WRONG: %s: %d queries; first: %s over %s -> %s responses, status %s, expected %s"
+                      % (sh["label"], len(sh["bad"]), json.dumps(x["keys"]), x["over"], x["responses"],
+                         x["status"], x["expected"]))
+    if not seen:
+        p("not measured (no pacsnode set in this run)")
+        return
+    if not any(sh["bad"] for d in docs.values() if d for sh in d["shapes"]):
+        p("correctness: every query had the expected number of matches and final status 0x0000 over both")
+    p("")
+    p("targets (issue 19): C-FIND over TLS adds <= %g ms to the p50 of a one-match query (AccessionNumber);"
+      % TLS_ADDED_P50)
+    p("  the other selective shapes held to the same bound; PASS only if met in every regime (%s)"
+      % ", ".join(regimes))
+    p("%-56s %22s %17s  %s" % ("", "value (%s)" % ", ".join(regimes), "required", "result"))
+    n_ok = n_all = 0
+    issue_rows = []                    # (target, PASS/FAIL) of the one-match shape
+    for t in TLS_TARGETS:
+        shapes = []
+        for r in regimes:
+            for sh in (docs[(t, r)] or {}).get("shapes", []):
+                if sh["name"] not in [x[0] for x in shapes]:
+                    shapes.append((sh["name"], sh["label"]))
+        for name, label in shapes:
+            vals, oks = [], []
+            for r in regimes:
+                sh = next((x for x in (docs[(t, r)] or {}).get("shapes", []) if x["name"] == name), None)
+                if not sh or not sh["plain"] or not sh["tls"]:
+                    vals.append("-")
+                    oks.append(False)
+                    continue
+                v = pct(sh["tls"], 50) - pct(sh["plain"], 50)
+                vals.append("%.3f" % v)
+                oks.append(v <= TLS_ADDED_P50 and not sh["bad"])
+            ok = all(oks)
+            n_all += 1
+            n_ok += ok
+            one = " (one match)" if name == "accession" else ""
+            if one:
+                issue_rows.append((t, "PASS" if ok else "FAIL"))
+            p("%-56s %22s %17s  %s" % (("%s: TLS adds to p50, %s%s" % (names[t].replace("pacsnode ", ""), label, one))[:56],
+                                        ", ".join(vals), "<= %g ms" % TLS_ADDED_P50, "PASS" if ok else "FAIL"))
+    p("%d of %d met; the issue's target is the one-match rows (AccessionNumber): %s"
+      % (n_ok, n_all, ", ".join("%s %s" % (names[t].replace("pacsnode ", ""), v) for t, v in issue_rows) or "n/a"))
 
 
 if __name__ == "__main__":

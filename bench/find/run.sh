@@ -6,7 +6,8 @@
 #   Orthanc + PostgreSQL index with the same 100,000 instances (C-STORE)
 # all from one deterministic synthetic data set (bench/find/gen.py).
 # Prints the table with the ratios and the targets of issue 3, and writes it
-# to bench/results/find-<date>.txt.
+# to bench/results/find-<date>.txt. With --tls, each pacsnode set is also
+# queried over DICOM TLS beside plain TCP (issue 19's TLS row).
 #
 # Usage (as root): bash bench/find/run.sh [options]; see --help and
 # bench/README.md ("find/").
@@ -37,6 +38,12 @@ PG_SHARED_BUFFERS=${PG_SHARED_BUFFERS:-1GB}
 PG_OPTS="-c shared_buffers=$PG_SHARED_BUFFERS -c max_wal_size=8GB -c maintenance_work_mem=512MB"
 ORTHANC_STABLE_AGE=${ORTHANC_STABLE_AGE:-5}     # Orthanc's default: 60
 TARGETS="check,pacs-big,pacs-small,orthanc"
+TLS=0                                # --tls: the plain/TLS comparison
+WAIT_QUIET=0                         # --wait-quiet (bench/lib.sh)
+TLS_REPEAT=${TLS_REPEAT:-5}          # passes over each selective shape's queries
+TLS_FINDSCU_K=${TLS_FINDSCU_K:-100}  # --tls: query files per findscu run (at most QUERIES)
+TLS_FINDSCU_RUNS=${TLS_FINDSCU_RUNS:-5}
+TLS_SHAPES=patient_id,accession,series_modality,image_series   # the selective shapes
 KEEP=0
 USE_NETNS=1
 PDU=65536
@@ -55,6 +62,14 @@ usage: bash bench/find/run.sh [options]
                     \$BENCH_WORK_BASE or /var/tmp)
   --results FILE    write the table here instead of
                     bench/results/find-<date>[-<sizes>].txt
+  --tls             also compare C-FIND over plain TCP and over DICOM TLS on
+                    each pacsnode set measured: the selective shapes on two
+                    associations open at once (TLS_REPEAT passes), in each
+                    CPU regime; P-256 certificates made in the work dir
+                    (default results file bench/results/find-tls-<date>...)
+  --wait-quiet      before each server's queries in each regime, wait (at most
+                    15 minutes) until other work on the machine uses under
+                    0.1 CPU (a shared machine)
   --no-netns        do not run the servers in a private network namespace
   --keep            keep the work dir (logs, cluster, results) afterwards
 environment (defaults in brackets):
@@ -70,6 +85,9 @@ environment (defaults in brackets):
   N_CHECK [300]          instances of the loader check (COPY vs C-STORE)
   ORTHANC_STORAGE_ACCESS [Always]  Orthanc's StorageAccessOnFind
   PG_SHARED_BUFFERS [1GB]
+  TLS_REPEAT [5]         --tls: passes over each selective shape's queries
+  TLS_FINDSCU_K [100]    --tls: query files per findscu run, plain and +tls;
+  TLS_FINDSCU_RUNS [5]     runs (median); 0 or 1: no findscu cross-check
   PACSNODE_BIN           pacsnode binary (default: build/scp/pacsnode)
 EOF
 }
@@ -82,13 +100,16 @@ while [ $# -gt 0 ]; do
         --work-base) WORK_BASE=${2:?}; shift 2 ;;
         --results) RESULTS_FILE=${2:?}; shift 2 ;;
         --no-netns) USE_NETNS=0; shift ;;
+        --tls) TLS=1; shift ;;
+        --wait-quiet) WAIT_QUIET=1; shift ;;
         --keep) KEEP=1; shift ;;
         --_inner) INNER=1; shift ;;
         -h|--help) usage; exit 0 ;;
         *) echo "run.sh: unknown argument: $1" >&2; usage >&2; exit 2 ;;
     esac
 done
-for v in N_BIG N_SMALL QUERIES WARMUP LARGE_TARGET LARGE_REPEAT LITERAL_REPEAT FINDSCU_K FINDSCU_RUNS N_CHECK; do
+for v in N_BIG N_SMALL QUERIES WARMUP LARGE_TARGET LARGE_REPEAT LITERAL_REPEAT FINDSCU_K FINDSCU_RUNS N_CHECK TLS_REPEAT \
+    TLS_FINDSCU_K TLS_FINDSCU_RUNS; do
     case "${!v}" in ''|*[!0-9]*) echo "run.sh: $v needs a non-negative integer" >&2; exit 2 ;; esac
 done
 [ "$N_BIG" -ge 100 ] && [ "$N_SMALL" -ge 100 ] && [ "$N_CHECK" -ge 100 ] \
@@ -112,7 +133,8 @@ CHECK_DIR=$BENCH_DIR/.cache/find-files-n$N_CHECK-$GEN_HASH
 # C-STORE. Then re-run ourselves in a network namespace with only loopback.
 # ---------------------------------------------------------------------------
 if [ -z "${INNER:-}" ]; then
-    bench_host_setup dcmtk orthanc orthanc-postgresql postgresql python3 iproute2 util-linux
+    bench_host_setup dcmtk orthanc orthanc-postgresql postgresql python3 iproute2 util-linux \
+        $([ "$TLS" = 0 ] || echo openssl)
 
     make_files() {             # make_files N DIR: cached Part-10 files
         if [ ! -f "$2/.complete" ]; then
@@ -142,6 +164,7 @@ fi
 bench_inner_setup find
 LOADS=$WORK/loads.tsv          # step, seconds, note
 : > "$LOADS"
+[ "$TLS" = 0 ] || tls_make_certs "$WORK/tls"   # bench/lib.sh: CA, node, modality (P-256)
 
 cleanup() {
     local rc=$? f
@@ -175,7 +198,8 @@ note_load() {                  # note_load STEP SECONDS NOTE
 
 # ----- pacsnode -------------------------------------------------------------
 PACS_PORT=""
-pacs_start() {                 # pacs_start DB TAG: node on DB, port in PACS_PORT
+PACS_TLS_PORT=""
+pacs_start() {                 # pacs_start DB TAG [tls]: node on DB, port in PACS_PORT
     local db=$1 tag=$2 dir=$WORK/pacsnode-$2 cfg
     mkdir -p "$dir/storage"; chown -R "$RUN_USER:" "$dir"
     PACS_PORT=$(free_port)
@@ -209,8 +233,19 @@ host = 127.0.0.1
 port = 104
 allow = store, find
 EOF
+    if [ "${3:-}" = tls ]; then
+        # and its TLS listener: README.md's three lines, client
+        # certificates required (the default); the plain port stays
+        PACS_TLS_PORT=$(free_port)
+        tls_conf "$PACS_TLS_PORT" >> "$cfg"
+    fi
     start_server "pacsnode" "$dir.log" env TCP_NODELAY=1 "$PACSNODE_BIN" -c "$cfg"
-    wait_echo pacsnode "$PACS_PORT" PACSNODE "$dir.log"
+    wait_echo pacsnode "$PACS_PORT" PACSNODE "$dir.log" || return 1
+    if [ "${3:-}" = tls ]; then
+        ECHO_OPTS=("${TLS_SCU[@]}")
+        wait_echo pacsnode "$PACS_TLS_PORT" PACSNODE "$dir.log" || { ECHO_OPTS=(); return 1; }
+        ECHO_OPTS=()
+    fi
 }
 pacs_stop() { stop_pidfile "$WORK/pacsnode.pid"; }
 
@@ -346,6 +381,7 @@ measure() {
     local label=$1 port=$2 aec=$3 plan=$4 rc t regime
     local qdir=$WORK/findscu-queries-$(basename "$plan" .json)
     for regime in ${REGIMES//,/ }; do
+        wait_quiet
         t=$EPOCHREALTIME
         rc=0
         if [ "$regime" = busy ]; then
@@ -379,6 +415,64 @@ measure() {
         fi
         [ $rc != 3 ] || return 0
     done
+}
+
+# measure_tls LABEL PLAN: --tls; the node runs with its TLS listener too
+# (PACS_PORT, PACS_TLS_PORT): findclient compare-tls in each CPU regime,
+# the selective shapes on a plain and a TLS association open at once; then
+# dcmtk findscu over each port, the same query files (a client whose TLS
+# is OpenSSL in C, not Python's).
+measure_tls() {
+    local label=$1 plan=$2 rc t regime kind port k
+    local qdir=$WORK/findscu-tls-queries-$(basename "$plan" .json) sec=()
+    k=$(( TLS_FINDSCU_K < QUERIES ? TLS_FINDSCU_K : QUERIES ))
+    local m0 m1
+    for regime in ${REGIMES//,/ }; do
+        wait_quiet
+        t=$EPOCHREALTIME
+        rc=0
+        if [ "$regime" = busy ]; then
+            nice -n 19 sh -c 'while :; do :; done' &
+            SPIN_PID=$!
+        fi
+        log "$label, CPUs $regime: the selective shapes over plain TCP and over TLS, $TLS_REPEAT passes"
+        m0=$(machine_cpu)
+        $PY "$HERE/findclient.py" compare-tls --port "$PACS_PORT" --tls-port "$PACS_TLS_PORT" --aec PACSNODE \
+            --tls "$TLS_DIR/modality.pem" "$TLS_DIR/modality.key" "$TLS_DIR/ca.pem" --label "$label" \
+            --plan "$plan" --repeat "$TLS_REPEAT" --out "$WORK/tls-$label-$regime.json" \
+            > "$WORK/findclient-tls-$label-$regime.log" 2>&1 || rc=$?
+        m1=$(machine_cpu)
+        [ $rc = 0 ] || log "$label: findclient compare-tls failed (exit $rc; see $WORK/findclient-tls-$label-$regime.log)"
+        # how busy the whole machine was: the client and the node take turns
+        # (about 1 CPU), the spinner of the busy regime 1 more; above that,
+        # other work shared the machine
+        echo "tls_busy_${label}_$regime=$(awk -v a="$m0" -v b="$m1" -v t="$(secs_since "$t")" 'BEGIN { printf "%.2f", (b - a) / t }')" \
+            >> "$WORK/meta.txt"
+        log "  took $(secs_since "$t") s"
+        if [ "$k" -ge 2 ] && [ "$TLS_FINDSCU_RUNS" -ge 1 ]; then
+            t=$EPOCHREALTIME
+            [ -d "$qdir" ] || $PY "$HERE/findclient.py" write-queries --plan "$plan" --dir "$qdir" --count "$k" \
+                --shapes "$TLS_SHAPES"
+            mkdir -p "$WORK/findscu-logs"
+            for kind in plain tls; do
+                port=$PACS_PORT
+                sec=()
+                [ $kind = plain ] || { port=$PACS_TLS_PORT; sec=(--tls "$TLS_DIR/modality.pem" "$TLS_DIR/modality.key" "$TLS_DIR/ca.pem"); }
+                $PY "$HERE/findclient.py" findscu --port "$port" --aec PACSNODE --label "tls-$label-$regime-$kind" \
+                    --dir "$qdir" --runs "$TLS_FINDSCU_RUNS" --logdir "$WORK/findscu-logs" \
+                    --out "$WORK/findscu-tls-$label-$regime-$kind.json" ${sec[@]+"${sec[@]}"} \
+                    || log "$label: some findscu run ($kind) failed (see $WORK/findscu-logs)"
+            done
+            log "  findscu over plain and TLS took $(secs_since "$t") s"
+        fi
+        if [ -n "$SPIN_PID" ]; then
+            kill "$SPIN_PID" 2>/dev/null || true
+            wait "$SPIN_PID" 2>/dev/null || true
+            SPIN_PID=""
+        fi
+    done
+    # what dcmtk's client negotiates with the node (the Python client's is in the JSON)
+    echo "tls_dcmtk_$label=$(tls_probe "$PACS_TLS_PORT" PACSNODE)" >> "$WORK/meta.txt"
 }
 
 # ----- steps ----------------------------------------------------------------
@@ -437,6 +531,14 @@ step_pacs() {                  # step_pacs big|small
         log "$label: pacsnode does not start; skipped"
     fi
     pacs_stop
+    if [ "$TLS" = 1 ]; then    # the same data, the node restarted with TLS
+        if pacs_start "$db" "$label-tls" tls; then
+            measure_tls "$label" "$plan"
+        else
+            log "$label: pacsnode with TLS does not start; TLS comparison skipped"
+        fi
+        pacs_stop
+    fi
     [ "$KEEP" = 1 ] || drop_db "$db"
 }
 
@@ -497,7 +599,7 @@ if want orthanc; then step_orthanc; fi
 
 # ----- report ---------------------------------------------------------------
 if [ -z "$RESULTS_FILE" ]; then
-    base=$BENCH_DIR/results/find-$(date +%F)
+    base=$BENCH_DIR/results/find-$([ "$TLS" = 0 ] || echo tls-)$(date +%F)
     [ "$N_BIG/$N_SMALL" = 1000000/100000 ] || base=$base-n$N_BIG-$N_SMALL
     RESULTS_FILE=$base.txt
     i=2
@@ -525,6 +627,13 @@ mkdir -p "$(dirname "$RESULTS_FILE")"
     echo "queries=$QUERIES warmup=$WARMUP literal_repeat=$LITERAL_REPEAT large_repeat=$LARGE_REPEAT findscu_k=$FINDSCU_K findscu_runs=$FINDSCU_RUNS max_seconds=$MAX_SECONDS"
     echo "netns=$USE_NETNS"
     echo "regimes=$REGIMES"
+    if [ "$TLS" = 1 ]; then
+        echo "tls=1"
+        echo "tls_repeat=$TLS_REPEAT"
+        echo "tls_findscu=K $TLS_FINDSCU_K (at most QUERIES), $TLS_FINDSCU_RUNS runs"
+        [ "$WAIT_QUIET" = 0 ] || echo "wait_quiet=$QUIET_WAITED"
+        echo "tls_certs=$(openssl version | cut -d' ' -f1-2); P-256 ECDSA certificates from one CA; client certificate required"
+    fi
     echo "findscu_runs=$FINDSCU_RUNS"
     echo "data_big=$($PY "$HERE/gen.py" stats "$N_BIG" | $PY -c 'import json,sys; print(json.dumps(json.load(sys.stdin)))')"
     echo "data_small=$($PY "$HERE/gen.py" stats "$N_SMALL" | $PY -c 'import json,sys; print(json.dumps(json.load(sys.stdin)))')"

@@ -5,8 +5,9 @@ Usage: report.py RESULTS_TSV META_TXT
 
 RESULTS_TSV rows (written by run.sh), tab separated, one per measurement:
   receiver  associations  run  status(ok|FAIL)  seconds  count  total_bytes
-  stored  note
-META_TXT: key=value lines describing the run.
+  stored  note  [receiver_cpu  postgres_cpu  sender_cpu  other_cpu]
+(the CPU seconds of the run, "-" when unknown; shown for --tls runs)
+META_TXT: key=value lines describing the run (tls=1 after --tls).
 
 Each (receiver, associations) pair was measured R times; the table shows the
 median time (and the rates derived from it) plus every run's instances/s. A
@@ -31,6 +32,18 @@ IGNORE = "storescp --ignore --bit-preserving"
 # storescp with an fsync of each file before its response (fsync_on_close.c)
 DURABLE = {1: "storescp + fsync", 4: "storescp --fork + fsync"}
 INFO_RATIOS = [(IGNORE, 1), ("storescp --fork", 4), (DURABLE[1], 1), (DURABLE[4], 4)]
+# --tls (issue 19): (measured, reference, associations, minimum ratio)
+TLS = "pacsnode over TLS"
+TLS_DURABLE = {1: "storescp +tls + fsync", 4: "storescp --fork +tls + fsync"}
+TLS_TARGETS = [
+    (TLS, "pacsnode", 1, 0.85),
+    (TLS, "pacsnode", 4, 0.85),
+    (TLS, TLS_DURABLE[1], 1, 1.0),
+    (TLS, TLS_DURABLE[4], 4, 1.0),
+]
+# what TLS costs storescp, with and without the fsync (information)
+TLS_INFO = [("storescp +tls", "storescp", 1), ("storescp +tls", "storescp", 4),
+            (TLS_DURABLE[1], DURABLE[1], 1), (TLS_DURABLE[4], DURABLE[4], 4)]
 
 
 
@@ -40,17 +53,20 @@ def read_rows(path):
         for line in f:
             if not line.strip():
                 continue
-            rcv, k, rep, status, secs, count, nbytes, stored, note = \
-                line.rstrip("\n").split("\t")
+            f = line.rstrip("\n").split("\t")
+            rcv, k, rep, status, secs, count, nbytes, stored, note = f[:9]
+            cpu = [float(x) if x not in ("", "-") else None for x in (f[9:13] + ["-"] * 4)[:4]]
             rows.append(dict(rcv=rcv, k=int(k), rep=int(rep), status=status,
                              secs=float(secs) if secs else None, count=int(count),
-                             bytes=int(nbytes), stored=stored, note=note))
+                             bytes=int(nbytes), stored=stored, note=note, cpu=cpu))
     return rows
 
 
 def main():
     meta = read_meta(sys.argv[2])
     rows = read_rows(sys.argv[1])
+    shared = [r for r in rows if r["status"] == "shared"]   # --wait-quiet: done again
+    rows = [r for r in rows if r["status"] != "shared"]
 
     groups = {}                    # (rcv, k) -> [rows], in first-seen order
     for r in rows:
@@ -82,6 +98,20 @@ def main():
     p("pacsnode: %s" % meta.get("pacsnode", "?"))
     p("servers in a private network namespace (loopback only): %s"
       % ("yes" if meta.get("netns") == "1" else "no"))
+    if "wait_quiet" in meta:
+        wq = (meta["wait_quiet"].split() + ["?", "?"])[:3]
+        p("--wait-quiet: waited %s s in all for other work on the machine to stop before a run; %d run(s)"
+          % (wq[0], len(shared)))
+        p("  done again because other work kept more than %s CPUs busy during them (left out below)" % wq[2])
+    tls = meta.get("tls") == "1"
+    if tls:
+        p("TLS: senders storescu +tls with a client certificate (+tls KEY CERT +cf CA, dcmtk's default profile,")
+        p("  non-downgrading BCP 195); %s" % meta.get("tls_certs", "?"))
+        p("  AES-NI on this CPU: %s; negotiated (echoscu -d, the same dcmtk client stack as storescu):"
+          % meta.get("aes_ni", "?"))
+        for key in sorted((k for k in meta if k.startswith("tls_negotiated_")), key=lambda k: int(k.split("_")[-1])):
+            label, _, what = meta[key].partition("\t")
+            p("    %-30s %s" % (label, what))
     p("")
 
     w = max([20] + [len(g[0]) for g in order])  # the receiver column
@@ -131,9 +161,73 @@ def main():
         if a is not None and b is not None:
             p("%-*s %6.2f %8s  (information only)"
               % (lw, "pacsnode / %s, %d assoc" % (ref, k), a / b, "-"))
+    if tls:
+        tls_lines(rate, groups, meta, p)
     durable_lines(rate, p)
     floor_lines(meta, rate, p)
     print("\n".join(out))
+
+
+def tls_lines(rate, groups, meta, p):
+    """--tls: the targets of issue 19, what TLS costs storescp, and the CPU
+    time of every row (where a run's time goes on a machine of few CPUs)."""
+    p("")
+    lw = max([44] + [len("%s / %s, %d assoc" % (a, b, k)) for a, b, k, _ in TLS_TARGETS])
+    p("%-*s %6s %8s  %s" % (lw, "TLS (issue 19), ratio of instances/s", "value", "target", "result"))
+    for a_name, b_name, k, target in TLS_TARGETS:
+        label = "%s / %s, %d assoc" % (a_name, b_name, k)
+        a, b = rate.get((a_name, k)), rate.get((b_name, k))
+        if a is None or b is None:
+            p("%-*s %6s %8s  n/a (no valid %s measurement)"
+              % (lw, label, "-", ">= %.2f" % target, a_name if a is None else b_name))
+        else:
+            v = a / b
+            p("%-*s %6.2f %8s  %s" % (lw, label, v, ">= %.2f" % target, "PASS" if v >= target else "FAIL"))
+    for a_name, b_name, k in TLS_INFO:
+        a, b = rate.get((a_name, k)), rate.get((b_name, k))
+        if a is not None and b is not None:
+            p("%-*s %6.2f %8s  (information only)" % (lw, "%s / %s, %d assoc" % (a_name, b_name, k), a / b, "-"))
+
+    # CPU seconds per run (medians), per instance, and the share of the
+    # machine's CPUs the run kept busy
+    ncpu = os.cpu_count() or 1
+    try:
+        ncpu = int(meta.get("host", "").split()[0])
+    except (ValueError, IndexError):
+        pass
+    rows = []
+    for g, runs in groups.items():
+        ok = [r for r in runs if r["status"] == "ok" and r["secs"]]
+        if not ok or all(r["cpu"][0] is None and r["cpu"][2] is None for r in ok):
+            continue
+        med = []
+        for i in range(4):
+            vals = [r["cpu"][i] for r in ok if r["cpu"][i] is not None]
+            med.append(statistics.median(vals) if vals else None)
+        secs = statistics.median(r["secs"] for r in ok)
+        rows.append((g, med, secs, ok[0]["count"]))
+    if not rows:
+        return
+    rows.sort(key=lambda x: (x[0][1], list(groups).index(x[0])))
+    p("")
+    p("CPU time of each run (medians; receiver: its processes; postgres: the whole cluster; senders: the")
+    p("storescu processes; other: the rest of the machine, kernel threads and any other work), per")
+    p("instance, and the share of the %d CPUs the run kept busy (all four):" % ncpu)
+    w = max([20] + [len(g[0]) for g, _, _, _ in rows])
+    hdr = "%-*s %5s %9s %9s %9s %9s %9s %9s %9s %6s" % (
+        w, "receiver", "assoc", "rcv s", "pg s", "send s", "other s", "rcv ms/i", "pg ms/i", "send ms/i", "busy")
+    p(hdr)
+    p("-" * len(hdr))
+
+    def f(v, fmt):
+        return fmt % v if v is not None else "-"
+
+    for (rcv, k), (rc, pg, sd, ot), secs, n in rows:
+        busy = sum(x for x in (rc, pg, sd, ot) if x is not None) / secs / ncpu
+        p("%-*s %5d %9s %9s %9s %9s %9s %9s %9s %5.0f%%" % (
+            w, rcv, k, f(rc, "%.2f"), f(pg, "%.2f"), f(sd, "%.2f"), f(ot, "%.2f"),
+            f(rc and 1000 * rc / n, "%.3f"), f(pg and 1000 * pg / n, "%.3f"), f(sd and 1000 * sd / n, "%.3f"),
+            100 * busy))
 
 
 def durable_lines(rate, p):
