@@ -60,6 +60,12 @@ int main(int argc, char **argv)
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
 		if (strcmp(name, commands[i].name) != 0)
 			continue;
+		/* a command's --help needs no configuration: it gets the
+		 * built-in defaults (an empty file), so that it answers on a
+		 * machine where the node is not set up yet */
+		for (int a = optind + 1; a < argc && strcmp(argv[a], "--") != 0; a++)
+			if (strcmp(argv[a], "--help") == 0 || strcmp(argv[a], "-h") == 0)
+				path = "/dev/null";
 		pn_config *cfg = NULL;
 		char err[512];
 		if (pn_config_load(path, &cfg, err, sizeof(err)) < 0) {

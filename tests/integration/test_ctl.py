@@ -184,3 +184,19 @@ def test_import_in_parallel(node_factory, scu_dir):
     assert not C.storage_problems(node)
     r = ctl(node, "import", d)
     assert "0 stored, 60 already stored" in r.stdout and r.returncode == 0, r.stdout
+
+
+def test_every_help_without_a_configuration(testdir):
+    """Each command's --help answers where no configuration exists yet (a
+    fresh install, a man-page reader), with its usage on stdout."""
+    missing = os.path.join(str(testdir), "none.conf")
+    out = subprocess.run([CTL, "-c", missing, "--help"], capture_output=True, text=True)
+    assert out.returncode == 0
+    names = re.findall(r"^  (\w+) ", out.stdout, re.M)
+    assert "verify" in names and "import" in names
+    for name in names:
+        r = subprocess.run([CTL, "-c", missing, name, "--help"], capture_output=True, text=True)
+        assert r.returncode == 0, (name, r.stderr)
+        assert "usage: pacsnodectl " + name in r.stdout, (name, r.stdout)
+    r = subprocess.run([CTL, "-c", missing, "status"], capture_output=True, text=True)
+    assert r.returncode == 1 and "none.conf" in r.stderr
