@@ -4,7 +4,9 @@
 
 #include <dcmtk/config/osconfig.h>
 #include <dcmtk/dcmnet/assoc.h>
+#include <dcmtk/dcmnet/dcmtrans.h>
 #include <dcmtk/dcmnet/dimse.h>
+#include <dcmtk/dcmnet/dul.h>
 
 #include <vector>
 
@@ -15,7 +17,8 @@ struct pn_dcm_assoc {
 	int data_timeout = 0;
 	bool broken = false; // no orderly end possible: just close
 	// Over TLS the socket carries records, not PDUs: nothing may be
-	// written to it past dcmtk (no sendfile, no pre-encoded responses).
+	// written to it past dcmtk's TLS connection (no sendfile); the
+	// adapter's own PDUs go through that connection (write_conn()).
 	bool tls = false;
 	T_DIMSE_Message msg; // the command being served
 	// Requestor associations (pn_dcm_scu_open) own their network.
@@ -35,5 +38,13 @@ struct pn_dcm_assoc {
 	bool cancel_seen = false;
 	unsigned short cancel_msg_id = 0;
 };
+
+// Where the adapter's own PDUs go (pn_pdu_send_all): nullptr for the
+// plain socket, else the association's TLS connection.
+inline DcmTransportConnection *write_conn(const pn_dcm_assoc *a)
+{
+	return a->tls && a->assoc && a->assoc->DULassociation ? DUL_getTransportConnection(a->assoc->DULassociation)
+	                                                      : nullptr;
+}
 
 #endif

@@ -1,5 +1,7 @@
 #include "pdu_internal.h"
 
+#include <dcmtk/dcmnet/dcmtrans.h>
+
 #include <cerrno>
 #include <sys/socket.h>
 
@@ -31,10 +33,12 @@ void pn_pdu_append(std::vector<unsigned char> &out, const unsigned char *data, s
 	} while (len > 0);
 }
 
-int pn_pdu_send_all(int sock, const unsigned char *p, size_t len, bool more)
+int pn_pdu_send_all(int sock, DcmTransportConnection *tls, const unsigned char *p, size_t len, bool more)
 {
 	while (len > 0) {
-		ssize_t n = send(sock, p, len, MSG_NOSIGNAL | (more ? MSG_MORE : 0));
+		errno = 0;
+		ssize_t n = tls ? tls->write(const_cast<unsigned char *>(p), len)
+		                : send(sock, p, len, MSG_NOSIGNAL | (more ? MSG_MORE : 0));
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0)

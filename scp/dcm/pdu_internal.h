@@ -19,8 +19,11 @@ void pn_pdu_header(unsigned char h[12], uint32_t len, unsigned char pres_id, boo
 void pn_pdu_append(std::vector<unsigned char> &out, const unsigned char *data, size_t len, unsigned char pres_id,
                    bool command, size_t max);
 
-// Writes all of it (MSG_MORE: more follows at once). 0, -ETIMEDOUT (the
-// socket's send timeout) or -EPROTO.
-int pn_pdu_send_all(int sock, const unsigned char *p, size_t len, bool more);
+class DcmTransportConnection;
+
+// Writes all of it: on the socket (MSG_MORE: more follows at once), or,
+// with `tls` (the association's TLS connection), as TLS records through
+// it. 0, -ETIMEDOUT (the socket's send timeout) or -EPROTO.
+int pn_pdu_send_all(int sock, DcmTransportConnection *tls, const unsigned char *p, size_t len, bool more);
 
 #endif

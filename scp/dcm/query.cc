@@ -92,7 +92,8 @@ int send_pending_bytes(pn_dcm_assoc *a, const pn_dcm_cmd *cmd, unsigned short st
 {
 	E_TransferSyntax xfer = DcmXfer(cmd->transfer_syntax).getXfer();
 	unsigned long max = a->assoc->sendPDVLength & ~1UL;
-	if (a->sock < 0 || a->tls || xfer == EXS_Unknown || xfer == EXS_DeflatedLittleEndianExplicit ||
+	DcmTransportConnection *tls = write_conn(a);
+	if (a->sock < 0 || (a->tls && !tls) || xfer == EXS_Unknown || xfer == EXS_DeflatedLittleEndianExplicit ||
 	    DcmXfer(xfer).isEncapsulated() || max < 2)
 		return 1;
 	if (!a->pending_valid || a->pending_msg_id != cmd->message_id || a->pending_status != status ||
@@ -118,7 +119,7 @@ int send_pending_bytes(pn_dcm_assoc *a, const pn_dcm_cmd *cmd, unsigned short st
 	out.clear();
 	out.insert(out.end(), a->pending_cmd.begin(), a->pending_cmd.end());
 	pn_pdu_append(out, id, len, cmd->pres_id, false, max);
-	int rc = pn_pdu_send_all(a->sock, out.data(), out.size(), false);
+	int rc = pn_pdu_send_all(a->sock, tls, out.data(), out.size(), false);
 	if (rc < 0)
 		a->broken = true;
 	return rc;
@@ -127,7 +128,7 @@ int send_pending_bytes(pn_dcm_assoc *a, const pn_dcm_cmd *cmd, unsigned short st
 int send_pending(pn_dcm_assoc *a, const pn_dcm_cmd *cmd, unsigned short status, DcmDataset *id)
 {
 	E_TransferSyntax xfer = DcmXfer(cmd->transfer_syntax).getXfer();
-	if (a->sock < 0 || a->tls || !id || xfer == EXS_Unknown || xfer == EXS_DeflatedLittleEndianExplicit ||
+	if (a->sock < 0 || !id || xfer == EXS_Unknown || xfer == EXS_DeflatedLittleEndianExplicit ||
 	    DcmXfer(xfer).isEncapsulated())
 		return 1;
 	a->pending_ds.clear();

@@ -394,6 +394,24 @@ int sendfile_all(int sock, int fd, uint64_t off, size_t len)
 	return 0;
 }
 
+// 1: the file ended early, as for sendfile_all.
+int pread_all(int fd, unsigned char *p, size_t len, uint64_t off)
+{
+	while (len > 0) {
+		ssize_t n = pread(fd, p, len, (off_t)off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -EIO;
+		if (n == 0)
+			return 1;
+		p += n;
+		len -= (size_t)n;
+		off += (uint64_t)n;
+	}
+	return 0;
+}
+
 // The dataset as it lies on disk: no parsing, no re-encoding, and no copy
 // through our memory either. sendfile() hands the page-cache pages to the
 // socket; we write only the 12-byte PDU and PDV headers (PS3.8 9.3.5),
@@ -411,17 +429,28 @@ int send_raw(pn_dcm_assoc *a, T_ASC_PresentationContextID id, const T_DIMSE_C_St
 	uint64_t chunk_max = a->assoc->sendPDVLength & ~(unsigned long)1; // even fragments
 	if (chunk_max < 2 || cmd.size() > chunk_max)
 		return -EPROTO;
+	DcmTransportConnection *tls = write_conn(a);
 	std::vector<unsigned char> pdu;
 	pn_pdu_append(pdu, cmd.data(), cmd.size(), id, true, chunk_max);
-	rc = pn_pdu_send_all(a->sock, pdu.data(), pdu.size(), true);
+	rc = pn_pdu_send_all(a->sock, tls, pdu.data(), pdu.size(), true);
 	uint64_t off = raw->offset, left = raw->length;
 	while (rc == 0 && left > 0) {
 		uint64_t chunk = left < chunk_max ? left : chunk_max;
 		unsigned char h[12];
 		pn_pdu_header(h, (uint32_t)chunk, id, false, left == chunk);
-		rc = pn_pdu_send_all(a->sock, h, sizeof(h), true);
-		if (rc == 0)
-			rc = sendfile_all(a->sock, raw->fd, off, (size_t)chunk);
+		if (tls) {
+			// TLS encrypts in our memory anyway: read the PDU's bytes
+			// behind its header and send it as one write (its records)
+			pdu.resize(12 + chunk);
+			memcpy(pdu.data(), h, 12);
+			rc = pread_all(raw->fd, pdu.data() + 12, (size_t)chunk, off);
+			if (rc == 0)
+				rc = pn_pdu_send_all(a->sock, tls, pdu.data(), pdu.size(), true);
+		} else {
+			rc = pn_pdu_send_all(a->sock, nullptr, h, sizeof(h), true);
+			if (rc == 0)
+				rc = sendfile_all(a->sock, raw->fd, off, (size_t)chunk);
+		}
 		off += chunk;
 		left -= chunk;
 	}
@@ -561,8 +590,7 @@ extern "C" int pn_dcm_store_start(pn_dcm_assoc *a, const char *path, const pn_dc
 			rq.opts = O_STORE_MOVEORIGINATORAETITLE | O_STORE_MOVEORIGINATORID;
 		}
 		T_ASC_PresentationContextID same = raw ? context_as_stored(a, sop_class_uid, raw->ts_uid) : 0;
-		// Without a plain socket of our own (TLS): through dcmtk.
-		if (a->sock < 0 || a->tls)
+		if (a->sock < 0 || (a->tls && !write_conn(a)))
 			same = 0;
 		int rc = same ? send_raw(a, same, rq, raw) : send_converted(a, path, sop_class_uid, stored_ts, req);
 		if (rc < 0)

@@ -771,3 +771,83 @@ def test_move_to_a_tls_destination(node_factory, pki, tls_dest, scu_dir):
     one_refusal_line(node, off, r"tls|handshake", "DESTPLAIN",
                      what="C-MOVE to a tls = yes destination that speaks plain DICOM")
     assert_alive(node)
+
+
+# --------------------------------------------------------------------------
+# 10. C-GET and many C-FIND responses over TLS (the adapter's own PDUs)
+
+
+@pytest.fixture
+def stunnel(testdir, pki):
+    """stunnel4 in client mode: a plain local port whose connections it
+    carries over TLS to `port`, with our certificate `cert` and the node's
+    checked against the test CA (dcmtk's getscu has no +tls)."""
+    import shutil
+    if shutil.which("stunnel4") is None:
+        pytest.fail("stunnel4 is missing (scripts/dev.sh installs it)", pytrace=False)
+    procs = []
+
+    def make(port, cert="good"):
+        local = H.free_port()
+        conf = os.path.join(testdir, "stunnel-%d.conf" % local)
+        with open(conf, "w") as f:
+            f.write("foreground = yes\npid =\ndebug = notice\n[dicom]\nclient = yes\n"
+                    "accept = 127.0.0.1:%d\nconnect = 127.0.0.1:%d\ncert = %s\nkey = %s\n"
+                    "CAfile = %s\nverifyChain = yes\ncheckIP = 127.0.0.1\n"
+                    % (local, port, pki.cert(cert), pki.key(cert), pki.ca))
+        log = open(os.path.join(testdir, "stunnel-%d.log" % local), "w")
+        p = subprocess.Popen(["stunnel4", conf], stdout=log, stderr=subprocess.STDOUT,
+                             start_new_session=True)
+        procs.append(p)
+        deadline = time.time() + 10
+        while not R.listening(local):
+            assert p.poll() is None and time.time() < deadline, open(log.name).read()
+            time.sleep(0.05)
+        return local
+
+    yield make
+    for p in procs:
+        R.stop_process(p)
+
+
+GETSCU_ACCEPTS = [R.TS["explicit"], R.TS["big"], R.TS["implicit"]]  # getscu's default proposal
+
+
+def test_get_and_long_find_over_tls(node_factory, pki, stunnel, scu_dir):
+    """Over TLS the node sends stored files and C-FIND pending responses
+    as PDUs it encodes itself, through the TLS connection (no sendfile):
+    getscu through stunnel gets every instance byte for byte, with PDVs
+    cut to a small maximum PDU, and a C-FIND with many matches over TLS
+    answers exactly what the plain port answers."""
+    node = start_tls_node(node_factory, pki, peers={
+        "getter": {"ae_title": "GETTER", "host": ADDR, "port": 104, "allow": "get, find"}})
+    entries = small_series(scu_dir, 12, "tlsget")
+    run = H.storescu(node.port, [x["abspath"] for x in entries], scu_dir)
+    assert run.all_success(), run.summary()
+    port = stunnel(node.tls_port)
+    keys = {"StudyInstanceUID": entries[0]["study_instance_uid"]}
+    for pdu in ("16384", "4096"):
+        got = R.getscu(port, "study", "STUDY", keys, scu_dir, aet="GETTER",
+                       extra=["--max-pdu", pdu])
+        problems, _ = R.check_instances(got.stores, got.files, entries, GETSCU_ACCEPTS,
+                                        same_syntax=False)
+        problems += R.check_counts(got, len(entries))
+        assert not problems, "max PDU %s: %s\n%s" % (pdu, got.summary(), "\n".join(problems))
+
+    ds = F.Dataset()
+    ds.QueryRetrieveLevel = "IMAGE"
+    ds.StudyInstanceUID = entries[0]["study_instance_uid"]
+    ds.SeriesInstanceUID = entries[0]["series_instance_uid"]
+    ds.SOPInstanceUID = ""
+    ds.InstanceNumber = ""
+    ds.PatientName = ""
+    plain = F.findscu(node.port, ds, scu_dir, aet="GETTER")
+    over_tls = F.findscu(node.tls_port, ds, scu_dir, aet="GETTER", extra=tls_args(pki))
+    assert plain.final == 0 and over_tls.final == 0, (plain.summary(), over_tls.summary())
+    assert len(over_tls.responses) == len(entries), over_tls.summary()
+
+    def answers(fr):
+        return sorted((str(r.SOPInstanceUID), str(r.InstanceNumber), str(r.PatientName))
+                      for r in fr.responses)
+    assert answers(over_tls) == answers(plain)
+    assert_alive(node)
