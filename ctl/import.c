@@ -113,8 +113,9 @@ static void import_one(const pn_store_ctx *ctx, const char *path, counts *c)
 		return;
 	}
 	pn_store_instance *in = NULL;
-	if (pn_store_instance_begin(ctx, &in) < 0) {
-		printf("%s: refused (0xA700): could not create a temporary file\n", path);
+	char why[512] = "";
+	if (pn_store_instance_begin(ctx, &in, why, sizeof(why)) < 0) {
+		printf("%s: refused (0xA700): %s\n", path, why);
 		c->refused++;
 		close(fd);
 		return;
@@ -127,7 +128,7 @@ static void import_one(const pn_store_ctx *ctx, const char *path, counts *c)
 	while (rc == 0 && (n = read(fd, buf, sizeof(buf))) > 0)
 		rc = pn_store_instance_write(in, buf, (size_t)n);
 	close(fd);
-	char why[512] = "";
+	why[0] = '\0';
 	pn_store_where where;
 	unsigned short status = pn_store_instance_finish(ctx, in, "import", meta.sop_class_uid, meta.sop_instance_uid,
 	                                                 "IMPORT", NULL, &where, why, sizeof(why));

@@ -152,6 +152,21 @@ static int parse_dup_policy(parse_state *st, void *field, const char *value, lon
 	return 0;
 }
 
+/* A size in GiB, decimals allowed (0.5), into bytes; at most max GiB. */
+static int parse_gib(parse_state *st, void *field, const char *value, long min, long max)
+{
+	char *end;
+	errno = 0;
+	double gib = strtod(value, &end);
+	if (errno || end == value || *end || !(gib >= (double)min && gib <= (double)max)) {
+		snprintf(st->err, sizeof(st->err),
+		         "expected a size in GiB from %ld to %ld (decimals allowed), got \"%s\"", min, max, value);
+		return -EINVAL;
+	}
+	*(uint64_t *)field = (uint64_t)(gib * 1073741824.0);
+	return 0;
+}
+
 static int parse_write_mode(parse_state *st, void *field, const char *value, long min, long max)
 {
 	(void)min;
@@ -375,6 +390,7 @@ static const config_key node_keys[] = {
     {"storage", "duplicate_policy", parse_dup_policy, CFG(duplicate_policy), 0, 0},
     {"storage", "max_inflated_mib", parse_int, CFG(max_inflated_mib), 1, 1048576},
     {"storage", "write_mode", parse_write_mode, CFG(write_mode), 0, 0},
+    {"retention", "min_free_gib", parse_gib, CFG(min_free_bytes), 0, 1 << 20},
     {"database", "conninfo", parse_string, CFG(conninfo), 1, 0},
     {"query", "max_matches", parse_int, CFG(max_matches), 0, 100000000},
     {"query", "pn_case_insensitive", parse_bool, CFG(pn_case_insensitive), 0, 0},
@@ -487,6 +503,7 @@ static int set_defaults(pn_config *c)
 	c->duplicate_policy = PN_DUP_IGNORE;
 	c->max_inflated_mib = 1024;
 	c->write_mode = PN_WRITE_AUTO;
+	c->min_free_bytes = UINT64_C(1) << 30;
 	c->max_matches = 0;
 	c->pn_case_insensitive = true;
 	c->log_level = PN_LOG_INFO;

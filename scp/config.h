@@ -62,6 +62,9 @@ typedef struct pn_config {
 	pn_dup_policy duplicate_policy;
 	int max_inflated_mib; /* a deflated dataset may inflate to this much */
 	pn_write_policy write_mode;
+	/* [retention] min_free_gib: stores are refused (0xA700) while the
+	 * storage's file system has less free; 0: never */
+	uint64_t min_free_bytes;
 
 	char *conninfo;
 	int log_level;

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 #include <xxhash.h>
 
@@ -109,6 +110,15 @@ void pn_storage_free(pn_storage *s)
 		close(s->root_fd);
 	free(s->root);
 	free(s);
+}
+
+int pn_storage_free_bytes(const pn_storage *s, uint64_t *ret_bytes)
+{
+	struct statvfs v;
+	if (fstatvfs(s->root_fd, &v) < 0)
+		return -errno;
+	*ret_bytes = (uint64_t)v.f_bavail * (uint64_t)v.f_frsize;
+	return 0;
 }
 
 static void file_free(pn_storage_file *f);

@@ -44,6 +44,9 @@ typedef struct {
 /* Creates the root and its tmp folder if needed and opens them. */
 int pn_storage_open(const char *root, pn_storage **ret_storage);
 void pn_storage_free(pn_storage *s); /* NULL is a no-op */
+/* Bytes an unprivileged writer may still use on the root's file system
+ * (statvfs f_bavail). Negative errno on failure. */
+int pn_storage_free_bytes(const pn_storage *s, uint64_t *ret_bytes);
 /* How files are written ([storage] write_mode); PN_WRITE_AUTO after open. */
 void pn_storage_set_write_mode(pn_storage *s, pn_write_policy policy);
 

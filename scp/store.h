@@ -36,7 +36,9 @@ int pn_store_handle(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dcm_c
  * C-STORE path: validation, durable file, index row, duplicate policy,
  * hierarchy conflicts. */
 typedef struct pn_store_instance pn_store_instance;
-int pn_store_instance_begin(const pn_store_ctx *ctx, pn_store_instance **ret_instance);
+/* -ENOSPC below [retention] min_free_gib, or the temporary file's error;
+ * why says which (the status is then 0xA700). */
+int pn_store_instance_begin(const pn_store_ctx *ctx, pn_store_instance **ret_instance, char *why, size_t whylen);
 /* The meta header (as a C-STORE's: these UIDs, the transfer syntax, the
  * source as Source AE Title when it is one). */
 int pn_store_instance_meta(pn_store_instance *instance, const char *sop_class_uid, const char *sop_instance_uid,

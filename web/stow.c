@@ -117,12 +117,18 @@ static int on_begin(void *ctx, const char *headers, size_t len)
 		skip_part(s, PN_STATUS_CANNOT_PARSE, "a part that is not application/dicom");
 		return 0;
 	}
-	int rc = pn_store_instance_begin(s->ctx, &s->instance);
+	char why[256];
+	int rc = pn_store_instance_begin(s->ctx, &s->instance, why, sizeof(why));
 	if (rc == 0 && s->study[0])
 		pn_store_instance_expect_study(s->instance, s->study);
 	if (rc < 0) {
-		skip_part(s, PN_STATUS_OUT_OF_STORAGE, "could not create a temporary file");
-		pn_error("http %s: STOW-RS: could not create a temporary file: %s", s->r->peer, strerror(-rc));
+		skip_part(s, PN_STATUS_OUT_OF_STORAGE,
+		          rc == -ENOSPC ? "storage full" : "could not create a temporary file");
+		if (rc == -ENOSPC)
+			pn_warning("http %s: STOW-RS part refused (0x%04X): %s", s->r->peer, PN_STATUS_OUT_OF_STORAGE,
+			           why);
+		else
+			pn_error("http %s: STOW-RS: %s", s->r->peer, why);
 	}
 	return 0;
 }

@@ -45,6 +45,7 @@ static void defaults(void **state)
 	assert_int_equal(c->duplicate_policy, PN_DUP_IGNORE);
 	assert_int_equal(c->max_inflated_mib, 1024);
 	assert_int_equal(c->write_mode, PN_WRITE_AUTO);
+	assert_true(c->min_free_bytes == UINT64_C(1) << 30);
 	pn_config_free(c);
 }
 
@@ -59,7 +60,7 @@ static void full_file(void **state)
 	               "max_pdu = 32768\ndimse_timeout = 0\n[storage]\nroot = /srv/x\n"
 	               "duplicate_policy = reject\nwrite_mode = buffered\n[database]\nconninfo = host=/tmp dbname=x\n"
 	               "[log]\nlevel = debug\n[peer.ws]\nae_title = WS1\nhost = 10.0.0.5\nport = 104\n"
-	               "allow = find, move\n");
+	               "allow = find, move\n[retention]\nmin_free_gib = 0.5\n");
 	assert_int_equal(pn_config_load(p, &c, err, sizeof(err)), 0);
 	unlink(path);
 	assert_string_equal(c->ae_title, "MYNODE");
@@ -71,6 +72,7 @@ static void full_file(void **state)
 	assert_string_equal(c->storage_root, "/srv/x");
 	assert_int_equal(c->duplicate_policy, PN_DUP_REJECT);
 	assert_int_equal(c->write_mode, PN_WRITE_BUFFERED);
+	assert_true(c->min_free_bytes == UINT64_C(1) << 29);
 	assert_string_equal(c->conninfo, "host=/tmp dbname=x");
 	assert_int_equal(c->log_level, PN_LOG_DEBUG);
 	const pn_peer *peer = pn_config_find_peer(c, "WS1");
@@ -92,6 +94,9 @@ static void bad_files(void **state)
 	expect_error("[storage]\nmax_inflated_mib = 0\n", ":2:", "max_inflated_mib");
 	expect_error("[storage]\nroot = /x\nwrite_mode = o_direct\n", ":3:", "auto, direct or buffered");
 	expect_error("[node]\nprot = 11112\n", ":2:", "unknown key \"prot\"");
+	expect_error("[retention]\nmin_free_gib = -1\n", ":2:", "GiB");
+	expect_error("[retention]\nmin_free_gib = lots\n", ":2:", "GiB");
+	expect_error("[retention]\nmin_free_gib = 1e9\n", ":2:", "GiB");
 	expect_error("[nodes]\nport = 11112\n", ":2:", "[nodes]");
 	expect_error("[node]\nthis line has no equals sign\n", ":2:", "syntax");
 	expect_error("[node]\nrequire_called_ae = maybe\n", ":2:", "yes or no");
