@@ -366,6 +366,11 @@ int pn_ctl_reindex(const pn_config *cfg, int argc, char **argv)
 	double t_walked = now_s();
 	int status = run(cfg, db, &w, first, jobs, batch, &t) < 0 ? 1 : 0;
 	double t_loaded = now_s();
+	pn_reindex_state whole = {0};
+	if (status == 0 && pn_reindex_state_get(db, &whole) < 0) {
+		fprintf(stderr, "pacsnodectl reindex: %s\n", pn_db_errmsg(db));
+		status = 1;
+	}
 	if (status == 0 && pn_reindex_finish(db) < 0) {
 		fprintf(stderr, "pacsnodectl reindex: could not fold the counts: %s\nhint: run it again to finish\n",
 		        pn_db_errmsg(db));
@@ -374,7 +379,8 @@ int pn_ctl_reindex(const pn_config *cfg, int argc, char **argv)
 	long long taken = (long long)(w.n - first);
 	long long not_indexed = t.bad + t.refused + t.misplaced + t.duplicates + t.conflicts;
 	printf("reindex of %s: %lld files taken, %lld instances indexed (%lld already), %lld not indexed (%lld not "
-	       "DICOM or unreadable, %lld refused as C-STORE refuses them, %lld at another instance's path, %lld "
+	       "DICOM or unreadable, %lld damaged or refused as C-STORE refuses them, %lld at another instance's path, "
+	       "%lld "
 	       "second files of an instance, %lld hierarchy conflicts); %lld earlier files replaced; %lld temporary "
 	       "files in tmp/, %lld other files and %lld unreadable entries left as they are; %.1f MB read\n",
 	       cfg->storage_root, taken, t.indexed, t.already, not_indexed, t.bad, t.refused, t.misplaced, t.duplicates,
@@ -388,9 +394,8 @@ int pn_ctl_reindex(const pn_config *cfg, int argc, char **argv)
 	       t.wait_s);
 	if (st.in_progress && status == 0)
 		printf("the whole reindex, with its interrupted runs: %lld files, %lld indexed, %lld not\n",
-		       st.files + taken, st.indexed + t.indexed - t.replaced,
-		       st.not_indexed + not_indexed + t.replaced);
-	if (status == 0 && (not_indexed || t.replaced || t.other || t.unreadable || (st.in_progress && st.not_indexed)))
+		       whole.files, whole.indexed, whole.not_indexed);
+	if (status == 0 && (not_indexed || t.replaced || t.other || t.unreadable || whole.not_indexed))
 		status = 1;
 	pn_walk_free(&w);
 	pn_db_free(db);

@@ -597,8 +597,11 @@ static int delete_replaced(batch *b)
 
 static int move_marker(batch *b, const pn_reindex_mark *mark)
 {
-	long long indexed = 0, not_indexed = mark->not_indexed;
+	/* a file a row names already was counted when that row went in */
+	long long indexed = 0, not_indexed = mark->not_indexed, files = mark->files;
 	for (size_t i = 0; i < b->n; i++) {
+		if (b->items[i].verdict == PN_REINDEX_ALREADY)
+			files--;
 		if (b->st[i].indexed) {
 			indexed++;
 			if (b->st[i].replaces_committed) {
@@ -609,12 +612,12 @@ static int move_marker(batch *b, const pn_reindex_mark *mark)
 			not_indexed++;
 		}
 	}
-	char mtime[24], files[24], ind[24], skipped[24];
+	char mtime[24], nfiles[24], ind[24], skipped[24];
 	snprintf(mtime, sizeof(mtime), "%" PRId64, mark->mtime_ns);
-	snprintf(files, sizeof(files), "%lld", mark->files);
+	snprintf(nfiles, sizeof(nfiles), "%lld", files);
 	snprintf(ind, sizeof(ind), "%lld", indexed);
 	snprintf(skipped, sizeof(skipped), "%lld", not_indexed);
-	const char *values[] = {mtime, mark->path, files, ind, skipped};
+	const char *values[] = {mtime, mark->path, nfiles, ind, skipped};
 	int r;
 	PGresult *res = query(b->db,
 	                      "INSERT INTO reindex_progress (id, last_mtime_ns, last_path, files, indexed, not_indexed)"
