@@ -155,7 +155,7 @@ static void usage(FILE *out)
 	        "  rebuilds the index from the files under the storage root into an empty database\n"
 	        "  (the node stopped); run again after an interruption, it continues where it was\n"
 	        "  --jobs N    files read and parsed at once (default 2)\n"
-	        "  --batch N   files a transaction (default %d)\n",
+	        "  --batch N   files a transaction (default %d, at most 10000)\n",
 	        BATCH_DEFAULT);
 }
 
@@ -319,7 +319,7 @@ int pn_ctl_reindex(const pn_config *cfg, int argc, char **argv)
 			return 2;
 		}
 	}
-	if (optind != argc || jobs < 1 || jobs > 64 || batch < 1 || batch > 100000) {
+	if (optind != argc || jobs < 1 || jobs > 64 || batch < 1 || batch > 10000) {
 		usage(stderr);
 		return 2;
 	}
