@@ -37,6 +37,7 @@ typedef struct {
 	const char *root;
 	long long tmp, other, unreadable; /* files the walk did not keep */
 	/* of the files taken: */
+	long long taken; /* files of the batches committed */
 	long long indexed, already, bad, refused, misplaced, duplicates, conflicts, replaced;
 	uint64_t bytes;
 	/* seconds: the readers' reading, checksums and parsing (summed over
@@ -276,11 +277,13 @@ static int run(const pn_config *cfg, pn_db *db, const pn_walk *w, size_t first, 
 		t->index_s += now_s() - t0;
 		if (rc < 0) {
 			fprintf(stderr,
-			        "\npacsnodectl reindex: could not index the batch after %s: %s\nhint: run it again "
+			        "\npacsnodectl reindex: could not index the files up to %s/%s: %s\nhint: run it again "
 			        "to continue after the last committed batch\n",
-			        w->v[start].mtime_ns ? last : "", pn_db_errmsg(db));
+			        t->root, last, pn_db_errmsg(db));
 			status = -1;
 		}
+		if (rc == 0)
+			t->taken += (long long)(end - start);
 		for (size_t i = 0; i < n && rc == 0; i++)
 			say_verdict(t, &items[i]);
 		fflush(stdout);
@@ -376,7 +379,7 @@ int pn_ctl_reindex(const pn_config *cfg, int argc, char **argv)
 		        pn_db_errmsg(db));
 		status = 1;
 	}
-	long long taken = (long long)(w.n - first);
+	long long taken = t.taken;
 	long long not_indexed = t.bad + t.refused + t.misplaced + t.duplicates + t.conflicts;
 	printf("reindex of %s: %lld files taken, %lld instances indexed (%lld already), %lld not indexed (%lld not "
 	       "DICOM or unreadable, %lld damaged or refused as C-STORE refuses them, %lld at another instance's path, "

@@ -50,7 +50,8 @@ static int keep(walker *k, const char *rel, const struct stat *st)
 	return 0;
 }
 
-/* Every file under the folder `rel` ("" the root) of `dirfd`'s root. */
+/* Every file under the folder `rel` ("" the root itself) of the root open
+ * at rootfd. */
 static int walk(walker *k, int rootfd, const char *rel)
 {
 	int fd = rel[0] ? openat(rootfd, rel, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW) : dup(rootfd);
