@@ -20,6 +20,7 @@ static const struct {
     {"passwd", "add a web user, change one's password or role, or remove one", pn_ctl_passwd},
     {"verify", "check every stored file against the index; list orphans", pn_ctl_verify},
     {"import", "store DICOM files and folders as C-STORE would", pn_ctl_import},
+    {"reindex", "rebuild the index from the stored files into an empty database", pn_ctl_reindex},
 };
 
 static void usage(FILE *out)

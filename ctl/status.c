@@ -44,6 +44,12 @@ static int probe(const char *bind, int port, const char *request)
 	return rc;
 }
 
+bool pn_ctl_node_listening(const pn_config *cfg)
+{
+	return cfg->port ? probe(cfg->bind, cfg->port, NULL) == 0
+	                 : pn_config_tls_listener(cfg) && probe(cfg->bind, cfg->tls_port, NULL) == 0;
+}
+
 static void human(long long bytes, char *out, size_t len)
 {
 	static const char *units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
@@ -65,8 +71,7 @@ int pn_ctl_status(const pn_config *cfg, int argc, char **argv)
 	}
 	int status = 0;
 	printf("pacsnodectl %s, configuration %s\n", PN_VERSION, cfg->source);
-	bool up = cfg->port ? probe(cfg->bind, cfg->port, NULL) == 0
-	                    : pn_config_tls_listener(cfg) && probe(cfg->bind, cfg->tls_port, NULL) == 0;
+	bool up = pn_ctl_node_listening(cfg);
 	printf("node:      %s (DICOM %s:%d)\n", up ? "running" : "not running", cfg->bind,
 	       cfg->port ? cfg->port : cfg->tls_port);
 	if (up && cfg->http_port && !pn_config_http_certificate(cfg)) {

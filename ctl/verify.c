@@ -16,7 +16,6 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
-#include <xxhash.h>
 
 #include "browse.h"
 #include "ctl.h"
@@ -37,36 +36,6 @@ typedef struct {
 	char **missing_uids;
 	size_t n_missing_uids;
 } verify;
-
-/* XXH3-128 of the whole file, as the store writes it ("xxh3-128:" + hex). */
-static int checksum(int fd, char out[64], uint64_t *ret_bytes)
-{
-	XXH3_state_t *st = XXH3_createState();
-	static unsigned char buf[1 << 20];
-	if (!st || XXH3_128bits_reset(st) != XXH_OK) {
-		XXH3_freeState(st);
-		return -ENOMEM;
-	}
-	posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
-	ssize_t n;
-	uint64_t total = 0;
-	while ((n = read(fd, buf, sizeof(buf))) > 0) {
-		XXH3_128bits_update(st, buf, (size_t)n);
-		total += (uint64_t)n;
-	}
-	if (n < 0) {
-		XXH3_freeState(st);
-		return -errno;
-	}
-	XXH128_canonical_t c;
-	XXH128_canonicalFromHash(&c, XXH3_128bits_digest(st));
-	XXH3_freeState(st);
-	memcpy(out, "xxh3-128:", 9);
-	for (int i = 0; i < 16; i++)
-		snprintf(out + 9 + 2 * i, 3, "%02x", c.digest[i]);
-	*ret_bytes = total;
-	return 0;
-}
 
 static void check_one(verify *v, const pn_stored_file *f)
 {
@@ -98,9 +67,9 @@ static void check_one(verify *v, const pn_stored_file *f)
 		       (long long)st.st_size, f->size, f->sop_uid);
 		v->wrong_size++;
 	} else {
-		char sum[64];
+		char sum[PN_CHECKSUM_LEN];
 		uint64_t n = 0;
-		int rc = checksum(fd, sum, &n);
+		int rc = pn_storage_checksum_fd(fd, sum, &n);
 		v->bytes += n;
 		if (rc < 0) {
 			printf("unreadable: %s: %s (instance %s)\n", full, strerror(-rc), f->sop_uid);

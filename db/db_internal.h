@@ -10,6 +10,7 @@
 #include <libpq-fe.h>
 
 #include "db.h"
+#include "index.h"
 
 struct pn_db {
 	PGconn *conn;
@@ -110,5 +111,43 @@ void pn_db_restart(pn_db *db);
 
 /* Sleeps between half and all of min(cap_ms, base_ms << attempt). */
 void pn_db_backoff(pn_db *db, unsigned attempt, unsigned base_ms, unsigned cap_ms);
+
+/* The columns the store fills from a record (pn_instance_rec), in the
+ * order pn_index_*_params() give their values: every value as text (cast
+ * by the column's type) but the attrs blob, binary. Shared by the store's
+ * statements (index.c) and reindex's COPY (reindex.c), so that both write
+ * the same row of the same record. */
+#define PN_PATIENT_COLUMNS "patient_id, issuer, patient_name, patient_birth_date, patient_sex, attrs"
+#define PN_STUDY_COLUMNS                                                                                               \
+	"patient_fk, study_uid, study_date, study_time, accession_number, study_id, study_description,"                \
+	" referring_physician_name, attrs"
+#define PN_SERIES_COLUMNS                                                                                              \
+	"study_fk, series_uid, modality, series_number, series_description, series_date, series_time,"                 \
+	" body_part_examined, protocol_name, attrs"
+#define PN_INSTANCE_COLUMNS                                                                                            \
+	"series_fk, sop_uid, sop_class_uid, instance_number, image_type, rows, columns,"                               \
+	" number_of_frames, samples_per_pixel, photometric_interpretation, slice_thickness,"                           \
+	" spacing_between_slices, acquisition_date, acquisition_time, content_date,"                                   \
+	" content_time, transfer_syntax_uid, path, size, checksum, specific_character_set,"                            \
+	" calling_ae, attrs"
+
+enum { PN_MAX_PARAMS = 24 };
+
+/* Statement parameters: values[i] NULL is SQL NULL; formats[i] 1 a blob of
+ * lengths[i] bytes, else text. */
+typedef struct {
+	const char *values[PN_MAX_PARAMS];
+	int lengths[PN_MAX_PARAMS];
+	int formats[PN_MAX_PARAMS];
+	int n;
+} pn_params;
+
+void pn_params_text(pn_params *p, const char *s);
+void pn_params_blob(pn_params *p, pn_blob b);
+/* A record's values for PN_*_COLUMNS; the parents' keys as text. */
+void pn_index_patient_params(pn_params *p, const pn_instance_rec *rec);
+void pn_index_study_params(pn_params *p, const pn_instance_rec *rec, const char *patient_pk);
+void pn_index_series_params(pn_params *p, const pn_instance_rec *rec, const char *study_pk);
+void pn_index_instance_params(pn_params *p, const pn_instance_rec *rec, const char *series_pk, const char *size_text);
 
 #endif

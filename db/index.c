@@ -18,8 +18,9 @@ enum {
 	STORE_RETRIES = 5, /* re-runs after serialization failures / deadlocks */
 	RETRY_BASE_MS = 10,
 	RETRY_CAP_MS = 500,
-	MAX_PARAMS = 24,
 };
+
+#define MAX_PARAMS PN_MAX_PARAMS
 
 /* Parameter types of pg_type.h, which only the server headers provide. */
 #define BYTEAOID ((Oid)17)
@@ -27,12 +28,7 @@ enum {
 
 /* Every value travels as text (cast in the SQL) but the attrs blobs, which
  * travel as binary bytea: the "types" strings say which is which. */
-#define INSTANCE_COLUMNS                                                                                               \
-	"series_fk, sop_uid, sop_class_uid, instance_number, image_type, rows, columns,"                               \
-	" number_of_frames, samples_per_pixel, photometric_interpretation, slice_thickness,"                           \
-	" spacing_between_slices, acquisition_date, acquisition_time, content_date,"                                   \
-	" content_time, transfer_syntax_uid, path, size, checksum, specific_character_set,"                            \
-	" calling_ae, attrs"
+#define INSTANCE_COLUMNS PN_INSTANCE_COLUMNS
 #define INSTANCE_VALUES                                                                                                \
 	"$1::bigint, $2, $3, $4::integer, $5, $6::integer, $7::integer, $8::integer, $9::integer,"                     \
 	" $10, $11::float8, $12::float8, $13::date, $14::time, $15::date, $16::time, $17, $18,"                        \
@@ -69,23 +65,18 @@ static const struct {
 	const char *sql;
 } stmts[ST_COUNT] = {
     [ST_PATIENT_INSERT] = {"pn_index_patient_insert", "tttttb",
-                           "INSERT INTO patient (patient_id, issuer, patient_name,"
-                           " patient_birth_date, patient_sex, attrs)"
+                           "INSERT INTO patient (" PN_PATIENT_COLUMNS ")"
                            " VALUES ($1, $2, $3, $4::date, $5, $6)"
                            " ON CONFLICT (patient_id, issuer) DO NOTHING RETURNING pk"},
     [ST_PATIENT_SELECT] = {"pn_index_patient_select", "tt",
                            "SELECT pk FROM patient WHERE patient_id = $1 AND issuer = $2"},
     [ST_STUDY_INSERT] = {"pn_index_study_insert", "ttttttttb",
-                         "INSERT INTO study (patient_fk, study_uid, study_date, study_time,"
-                         " accession_number, study_id, study_description,"
-                         " referring_physician_name, attrs)"
+                         "INSERT INTO study (" PN_STUDY_COLUMNS ")"
                          " VALUES ($1::bigint, $2, $3::date, $4::time, $5, $6, $7, $8, $9)"
                          " ON CONFLICT (study_uid) DO NOTHING RETURNING pk"},
     [ST_STUDY_SELECT] = {"pn_index_study_select", "t", "SELECT pk, patient_fk FROM study WHERE study_uid = $1"},
     [ST_SERIES_INSERT] = {"pn_index_series_insert", "tttttttttb",
-                          "INSERT INTO series (study_fk, series_uid, modality, series_number,"
-                          " series_description, series_date, series_time, body_part_examined,"
-                          " protocol_name, attrs)"
+                          "INSERT INTO series (" PN_SERIES_COLUMNS ")"
                           " VALUES ($1::bigint, $2, $3, $4::integer, $5, $6::date, $7::time,"
                           " $8, $9, $10)"
                           " ON CONFLICT (series_uid) DO NOTHING RETURNING pk"},
@@ -108,14 +99,9 @@ static const struct {
     [ST_GARBAGE_LIST] = {"pn_index_garbage_list", "", "SELECT path FROM storage_garbage ORDER BY path"},
 };
 
-typedef struct {
-	const char *values[MAX_PARAMS];
-	int lengths[MAX_PARAMS];
-	int formats[MAX_PARAMS];
-	int n;
-} params;
+typedef pn_params params;
 
-static void add_text(params *p, const char *s)
+void pn_params_text(params *p, const char *s)
 {
 	assert(p->n < MAX_PARAMS);
 	p->values[p->n] = s; /* NULL: SQL NULL */
@@ -124,7 +110,7 @@ static void add_text(params *p, const char *s)
 	p->n++;
 }
 
-static void add_blob(params *p, pn_blob b)
+void pn_params_blob(params *p, pn_blob b)
 {
 	assert(p->n < MAX_PARAMS);
 	p->values[p->n] = b.data ? (const char *)b.data : NULL;
@@ -146,7 +132,7 @@ static int worker_lock_call(pn_db *db, enum stmt_id id, int pid, bool *ret)
 	char text[16];
 	params p = {0};
 	snprintf(text, sizeof text, "%d", pid);
-	add_text(&p, text);
+	pn_params_text(&p, text);
 	PGresult *res = run(db, id, &p);
 	if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1)
 		return pn_db_fail(db, res);
@@ -243,31 +229,68 @@ static int upsert(pn_db *db, enum stmt_id insert, const params *ins, enum stmt_i
 	return 0;
 }
 
-static void instance_params(params *p, const pn_instance_rec *rec, const char *series_pk, const char *size_text)
+void pn_index_patient_params(params *p, const pn_instance_rec *rec)
 {
-	add_text(p, series_pk);
-	add_text(p, rec->sop_uid);
-	add_text(p, rec->sop_class_uid);
-	add_text(p, rec->instance_number);
-	add_text(p, rec->image_type);
-	add_text(p, rec->rows);
-	add_text(p, rec->columns);
-	add_text(p, rec->number_of_frames);
-	add_text(p, rec->samples_per_pixel);
-	add_text(p, rec->photometric_interpretation);
-	add_text(p, rec->slice_thickness);
-	add_text(p, rec->spacing_between_slices);
-	add_text(p, rec->acquisition_date);
-	add_text(p, rec->acquisition_time);
-	add_text(p, rec->content_date);
-	add_text(p, rec->content_time);
-	add_text(p, rec->transfer_syntax_uid);
-	add_text(p, rec->path);
-	add_text(p, size_text);
-	add_text(p, rec->checksum);
-	add_text(p, rec->specific_character_set);
-	add_text(p, rec->calling_ae);
-	add_blob(p, rec->instance_attrs);
+	pn_params_text(p, rec->patient_id);
+	pn_params_text(p, rec->issuer);
+	pn_params_text(p, rec->patient_name);
+	pn_params_text(p, rec->patient_birth_date);
+	pn_params_text(p, rec->patient_sex);
+	pn_params_blob(p, rec->patient_attrs);
+}
+
+void pn_index_study_params(params *p, const pn_instance_rec *rec, const char *patient_pk)
+{
+	pn_params_text(p, patient_pk);
+	pn_params_text(p, rec->study_uid);
+	pn_params_text(p, rec->study_date);
+	pn_params_text(p, rec->study_time);
+	pn_params_text(p, rec->accession_number);
+	pn_params_text(p, rec->study_id);
+	pn_params_text(p, rec->study_description);
+	pn_params_text(p, rec->referring_physician_name);
+	pn_params_blob(p, rec->study_attrs);
+}
+
+void pn_index_series_params(params *p, const pn_instance_rec *rec, const char *study_pk)
+{
+	pn_params_text(p, study_pk);
+	pn_params_text(p, rec->series_uid);
+	pn_params_text(p, rec->modality);
+	pn_params_text(p, rec->series_number);
+	pn_params_text(p, rec->series_description);
+	pn_params_text(p, rec->series_date);
+	pn_params_text(p, rec->series_time);
+	pn_params_text(p, rec->body_part_examined);
+	pn_params_text(p, rec->protocol_name);
+	pn_params_blob(p, rec->series_attrs);
+}
+
+void pn_index_instance_params(params *p, const pn_instance_rec *rec, const char *series_pk, const char *size_text)
+{
+	pn_params_text(p, series_pk);
+	pn_params_text(p, rec->sop_uid);
+	pn_params_text(p, rec->sop_class_uid);
+	pn_params_text(p, rec->instance_number);
+	pn_params_text(p, rec->image_type);
+	pn_params_text(p, rec->rows);
+	pn_params_text(p, rec->columns);
+	pn_params_text(p, rec->number_of_frames);
+	pn_params_text(p, rec->samples_per_pixel);
+	pn_params_text(p, rec->photometric_interpretation);
+	pn_params_text(p, rec->slice_thickness);
+	pn_params_text(p, rec->spacing_between_slices);
+	pn_params_text(p, rec->acquisition_date);
+	pn_params_text(p, rec->acquisition_time);
+	pn_params_text(p, rec->content_date);
+	pn_params_text(p, rec->content_time);
+	pn_params_text(p, rec->transfer_syntax_uid);
+	pn_params_text(p, rec->path);
+	pn_params_text(p, size_text);
+	pn_params_text(p, rec->checksum);
+	pn_params_text(p, rec->specific_character_set);
+	pn_params_text(p, rec->calling_ae);
+	pn_params_blob(p, rec->instance_attrs);
 }
 
 /* The SOP instance exists already: apply the policy inside the open
@@ -282,7 +305,7 @@ static int existing_instance(pn_db *db, const pn_instance_rec *rec, pn_dup_polic
 	PGresult *res;
 	int r;
 
-	add_text(&p, rec->sop_uid);
+	pn_params_text(&p, rec->sop_uid);
 	res = run(db, ST_INSTANCE_LOCK, &p);
 	if (PQresultStatus(res) != PGRES_TUPLES_OK)
 		return pn_db_fail(db, res);
@@ -312,8 +335,8 @@ static int existing_instance(pn_db *db, const pn_instance_rec *rec, pn_dup_polic
 	}
 
 	p.n = 0;
-	instance_params(&p, rec, series_pk, size_text);
-	add_text(&p, pk);
+	pn_index_instance_params(&p, rec, series_pk, size_text);
+	pn_params_text(&p, pk);
 	res = run(db, ST_INSTANCE_UPDATE, &p);
 	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
 		r = pn_db_fail(db, res);
@@ -324,7 +347,7 @@ static int existing_instance(pn_db *db, const pn_instance_rec *rec, pn_dup_polic
 	/* The old file goes to the garbage list in the same transaction, so a
 	 * crash before it is unlinked cannot leave a file without a row. */
 	p.n = 0;
-	add_text(&p, old_path);
+	pn_params_text(&p, old_path);
 	res = run(db, ST_GARBAGE_INSERT, &p);
 	if (PQresultStatus(res) != PGRES_COMMAND_OK) {
 		r = pn_db_fail(db, res);
@@ -399,29 +422,16 @@ static int store_once(pn_db *db, const pn_instance_rec *rec, pn_dup_policy polic
 		goto instance;
 	}
 
-	add_text(&ins, rec->patient_id);
-	add_text(&ins, rec->issuer);
-	add_text(&ins, rec->patient_name);
-	add_text(&ins, rec->patient_birth_date);
-	add_text(&ins, rec->patient_sex);
-	add_blob(&ins, rec->patient_attrs);
-	add_text(&sel, rec->patient_id);
-	add_text(&sel, rec->issuer);
+	pn_index_patient_params(&ins, rec);
+	pn_params_text(&sel, rec->patient_id);
+	pn_params_text(&sel, rec->issuer);
 	r = upsert(db, ST_PATIENT_INSERT, &ins, ST_PATIENT_SELECT, &sel, patient_pk, NULL);
 	if (r != 0)
 		goto fail;
 
 	ins.n = sel.n = 0;
-	add_text(&ins, patient_pk);
-	add_text(&ins, rec->study_uid);
-	add_text(&ins, rec->study_date);
-	add_text(&ins, rec->study_time);
-	add_text(&ins, rec->accession_number);
-	add_text(&ins, rec->study_id);
-	add_text(&ins, rec->study_description);
-	add_text(&ins, rec->referring_physician_name);
-	add_blob(&ins, rec->study_attrs);
-	add_text(&sel, rec->study_uid);
+	pn_index_study_params(&ins, rec, patient_pk);
+	pn_params_text(&sel, rec->study_uid);
 	r = upsert(db, ST_STUDY_INSERT, &ins, ST_STUDY_SELECT, &sel, study_pk, parent);
 	if (r != 0)
 		goto fail;
@@ -431,17 +441,8 @@ static int store_once(pn_db *db, const pn_instance_rec *rec, pn_dup_policy polic
 	}
 
 	ins.n = sel.n = 0;
-	add_text(&ins, study_pk);
-	add_text(&ins, rec->series_uid);
-	add_text(&ins, rec->modality);
-	add_text(&ins, rec->series_number);
-	add_text(&ins, rec->series_description);
-	add_text(&ins, rec->series_date);
-	add_text(&ins, rec->series_time);
-	add_text(&ins, rec->body_part_examined);
-	add_text(&ins, rec->protocol_name);
-	add_blob(&ins, rec->series_attrs);
-	add_text(&sel, rec->series_uid);
+	pn_index_series_params(&ins, rec, study_pk);
+	pn_params_text(&sel, rec->series_uid);
 	r = upsert(db, ST_SERIES_INSERT, &ins, ST_SERIES_SELECT, &sel, series_pk, parent);
 	if (r != 0)
 		goto fail;
@@ -455,7 +456,7 @@ instance:
 
 	snprintf(size_text, sizeof size_text, "%" PRId64, rec->size);
 	ins.n = 0;
-	instance_params(&ins, rec, series_pk, size_text);
+	pn_index_instance_params(&ins, rec, series_pk, size_text);
 	res = run(db, ST_INSTANCE_INSERT, &ins);
 	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
 		r = pn_db_fail(db, res);
@@ -605,7 +606,7 @@ int pn_index_begin_send(pn_db *db, const pn_instance_rec *rec)
 	params p = {0};
 	char size_text[24];
 	snprintf(size_text, sizeof size_text, "%" PRId64, rec->size);
-	instance_params(&p, rec, db->committed.series_pk, size_text);
+	pn_index_instance_params(&p, rec, db->committed.series_pk, size_text);
 	if (PQenterPipelineMode(db->conn) != 1)
 		return 0;
 	db->xact[0] = '\0';
@@ -806,7 +807,7 @@ int pn_index_garbage_done(pn_db *db, const char *path)
 	int r;
 
 	pn_db_clear_error(db);
-	add_text(&p, path);
+	pn_params_text(&p, path);
 	r = prepare_statements(db);
 	if (r != 0)
 		return r < 0 ? r : -EIO;
@@ -897,7 +898,7 @@ int pn_index_xact_committed(pn_db *db, const char *xact, bool *ret_committed)
 	int r = ready(db);
 	if (r != 0)
 		return r;
-	add_text(&p, xact);
+	pn_params_text(&p, xact);
 	PGresult *res = run(db, ST_XACT_STATUS, &p);
 	if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1)
 		return pn_db_public_error(pn_db_fail(db, res));
@@ -925,7 +926,7 @@ int pn_index_path_referenced(pn_db *db, const char *path, bool *ret_referenced)
 		return -EINVAL;
 	pn_db_settle(db);
 	pn_db_clear_error(db);
-	add_text(&p, path);
+	pn_params_text(&p, path);
 
 	for (;;) {
 		PGresult *res;

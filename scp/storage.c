@@ -251,6 +251,16 @@ int pn_storage_file_write(pn_storage_file *f, const void *buf, size_t len)
 	return 0;
 }
 
+/* "xxh3-128:" + the canonical (big-endian) hex digits. */
+static void format_checksum(XXH128_hash_t h, char out[PN_CHECKSUM_LEN])
+{
+	XXH128_canonical_t c;
+	XXH128_canonicalFromHash(&c, h);
+	memcpy(out, "xxh3-128:", 9);
+	for (int i = 0; i < 16; i++)
+		snprintf(out + 9 + 2 * i, 3, "%02x", c.digest[i]);
+}
+
 int pn_storage_file_written(pn_storage_file *f)
 {
 	f->written_ns = pn_writer_clock_ns();
@@ -260,12 +270,39 @@ int pn_storage_file_written(pn_storage_file *f)
 	/* While the caller parses and indexes, the writer writes and fsyncs. */
 	pn_writer_fsync(f->s->writer, f->fd);
 	f->queued = true;
-	XXH128_canonical_t c;
-	XXH128_canonicalFromHash(&c, XXH3_128bits_digest(f->xxh));
-	memcpy(f->checksum, "xxh3-128:", 9);
-	for (int i = 0; i < 16; i++)
-		snprintf(f->checksum + 9 + 2 * i, 3, "%02x", c.digest[i]);
+	format_checksum(XXH3_128bits_digest(f->xxh), f->checksum);
 	return 0;
+}
+
+void pn_storage_checksum(const void *data, size_t len, char out[PN_CHECKSUM_LEN])
+{
+	format_checksum(XXH3_128bits(data, len), out);
+}
+
+int pn_storage_checksum_fd(int fd, char out[PN_CHECKSUM_LEN], uint64_t *ret_bytes)
+{
+	XXH3_state_t *st = XXH3_createState();
+	unsigned char *buf = malloc(1 << 20);
+	int rc = 0;
+	if (!st || !buf || XXH3_128bits_reset(st) != XXH_OK)
+		rc = -ENOMEM;
+	if (rc == 0)
+		posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+	ssize_t n = 0;
+	uint64_t total = 0;
+	while (rc == 0 && (n = read(fd, buf, 1 << 20)) > 0) {
+		XXH3_128bits_update(st, buf, (size_t)n);
+		total += (uint64_t)n;
+	}
+	if (rc == 0 && n < 0)
+		rc = -errno;
+	if (rc == 0) {
+		format_checksum(XXH3_128bits_digest(st), out);
+		*ret_bytes = total;
+	}
+	XXH3_freeState(st);
+	free(buf);
+	return rc;
 }
 
 bool pn_storage_file_direct(const pn_storage_file *f)

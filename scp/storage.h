@@ -109,6 +109,12 @@ bool pn_storage_file_direct(const pn_storage_file *f);
  * pn_storage_file_written(). A checksum against corruption, not a
  * cryptographic hash: at ~20 GB/s it costs 1/50 of SHA-256. */
 const char *pn_storage_file_checksum(const pn_storage_file *f);
+/* The same of bytes in memory (a whole stored file read back). */
+#define PN_CHECKSUM_LEN (9 + 32 + 1)
+void pn_storage_checksum(const void *data, size_t len, char out[PN_CHECKSUM_LEN]);
+/* The same of a file read from fd's position to its end: 0 with the bytes
+ * read, -ENOMEM or the read's -errno. */
+int pn_storage_checksum_fd(int fd, char out[PN_CHECKSUM_LEN], uint64_t *ret_bytes);
 
 /* Removes a committed file that the index no longer names (replaced). */
 int pn_storage_remove(pn_storage *s, const char *rel);

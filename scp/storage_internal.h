@@ -80,7 +80,7 @@ struct pn_storage_file {
 	char rel[PN_REL_PATH_MAX];
 	char tmp_name[PN_REL_PATH_MAX];
 	char tmp_path[PATH_MAX];
-	char checksum[9 + 32 + 1];
+	char checksum[PN_CHECKSUM_LEN];
 };
 
 /* fsync of the folder at `path` (relative to dirfd). 0 or -errno. */

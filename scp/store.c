@@ -314,46 +314,67 @@ int pn_store_load(const char *path, uint64_t max_inflated, pn_dcm_ds **ret_ds)
 	return pn_dcm_ds_load(path, ret_ds);
 }
 
+/* The store's reading of a file's bytes held in memory: -EAGAIN when it
+ * must read the file instead (deflated: dcmtk would inflate it all into
+ * memory; or the bytes do not parse so). */
+static int load_parts(const pn_dcm_part *parts, size_t n, pn_dcm_ds **ret_ds)
+{
+	size_t offset;
+	if (n == 0 || is_deflated(parts[0].data, parts[0].len, &offset))
+		return -EAGAIN;
+	int rc = pn_dcm_ds_load_parts(parts, n, ret_ds);
+	if (rc == 0 || rc == -ENOMEM || rc == -ELOOP) /* the file holds the same */
+		return rc;
+	return -EAGAIN;
+}
+
+/* Refuses a dataset nested deeper than PN_DCM_MAX_NESTING (freed then). */
+static int check_nesting(int rc, pn_dcm_ds **ds)
+{
+	if (rc < 0)
+		return rc;
+	int depth = pn_dcm_ds_nesting(*ds);
+	if (depth >= 0 && depth <= PN_DCM_MAX_NESTING)
+		return 0;
+	pn_dcm_ds_free(*ds);
+	*ds = NULL;
+	return depth < 0 ? depth : -ELOOP;
+}
+
 /* The received dataset: from the writer's buffers when it fits in them,
  * else (or if they do not parse, or are deflated) from the file once it is
  * written, which is the authority. -EIO: the file could not be written;
  * -E2BIG: deflated, and inflating to more than max_inflated bytes; -ELOOP:
  * sequences nested more than PN_DCM_MAX_NESTING levels deep; other errors
  * as pn_dcm_ds_load. *ret_source says which, for the debug log. */
-static int load_received(pn_storage_file *file, uint64_t max_inflated, pn_dcm_ds **ret_ds, const char **ret_source);
 static int load_dataset(pn_storage_file *file, uint64_t max_inflated, pn_dcm_ds **ret_ds, const char **ret_source)
-{
-	int rc = load_received(file, max_inflated, ret_ds, ret_source);
-	if (rc < 0)
-		return rc;
-	int depth = pn_dcm_ds_nesting(*ret_ds);
-	if (depth >= 0 && depth <= PN_DCM_MAX_NESTING)
-		return 0;
-	pn_dcm_ds_free(*ret_ds);
-	*ret_ds = NULL;
-	return depth < 0 ? depth : -ELOOP;
-}
-
-static int load_received(pn_storage_file *file, uint64_t max_inflated, pn_dcm_ds **ret_ds, const char **ret_source)
 {
 	const pn_storage_part *parts;
 	int n = pn_storage_file_parts(file, &parts);
 	*ret_source = "memory";
-	size_t offset;
-	if (n > 0 && is_deflated(parts[0].data, parts[0].len, &offset))
-		n = 0; /* dcmtk would inflate it all into memory */
+	int rc = -EAGAIN;
 	if (n > 0 && n <= PN_STORE_PARTS_MAX) {
 		pn_dcm_part p[PN_STORE_PARTS_MAX];
 		for (int i = 0; i < n; i++)
 			p[i] = (pn_dcm_part){parts[i].data, parts[i].len};
-		int rc = pn_dcm_ds_load_parts(p, (size_t)n, ret_ds);
-		if (rc == 0 || rc == -ENOMEM || rc == -ELOOP) /* the file holds the same */
-			return rc;
+		rc = load_parts(p, (size_t)n, ret_ds);
 	}
-	*ret_source = "file";
-	if (pn_storage_file_wait(file) < 0)
-		return -EIO;
-	return pn_store_load(pn_storage_file_tmp_path(file), max_inflated, ret_ds);
+	if (rc == -EAGAIN) {
+		*ret_source = "file";
+		if (pn_storage_file_wait(file) < 0)
+			return -EIO;
+		rc = pn_store_load(pn_storage_file_tmp_path(file), max_inflated, ret_ds);
+	}
+	return check_nesting(rc, ret_ds);
+}
+
+int pn_store_load_bytes(const void *data, size_t len, const char *path, uint64_t max_inflated, pn_dcm_ds **ret_ds)
+{
+	pn_dcm_part p = {data, len};
+	int rc = data ? load_parts(&p, 1, ret_ds) : -EAGAIN;
+	if (rc == -EAGAIN)
+		rc = pn_store_load(path, max_inflated, ret_ds);
+	return check_nesting(rc, ret_ds);
 }
 
 int pn_store_final_path(const char *path, uint32_t generation, char rel[PN_REL_PATH_MAX])

@@ -66,6 +66,12 @@ void pn_store_instance_discard(pn_store_instance *instance);
  * scratch file (pn_dcm_ds_load_deflated), refused with -E2BIG beyond
  * max_inflated bytes. Errors as pn_dcm_ds_load and pn_dcm_ds_load_deflated. */
 int pn_store_load(const char *path, uint64_t max_inflated, pn_dcm_ds **ret_ds);
+/* A stored file's dataset exactly as the store reads a received one: from
+ * the file's bytes in memory (all `len` of them, kept until the dataset is
+ * freed) unless deflated, else (or data NULL) from the file at `path`; -ELOOP for
+ * sequences nested more than PN_DCM_MAX_NESTING levels deep. Errors as
+ * pn_store_load. For pacsnodectl reindex. */
+int pn_store_load_bytes(const void *data, size_t len, const char *path, uint64_t max_inflated, pn_dcm_ds **ret_ds);
 
 /* The final relative path a store gives the instance in the file at
  * `path` with this generation: for start-up recovery, which must agree
