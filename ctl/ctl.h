@@ -9,5 +9,6 @@ int pn_ctl_status(const pn_config *cfg, int argc, char **argv);
 int pn_ctl_passwd(const pn_config *cfg, int argc, char **argv);
 int pn_ctl_verify(const pn_config *cfg, int argc, char **argv);
 int pn_ctl_import(const pn_config *cfg, int argc, char **argv);
+int pn_ctl_delete(const pn_config *cfg, int argc, char **argv);
 
 #endif

@@ -20,6 +20,7 @@ static const struct {
     {"passwd", "add a web user, change one's password or role, or remove one", pn_ctl_passwd},
     {"verify", "check every stored file against the index; list orphans", pn_ctl_verify},
     {"import", "store DICOM files and folders as C-STORE would", pn_ctl_import},
+    {"delete", "remove a patient, a study, a series or an instance: rows and files", pn_ctl_delete},
 };
 
 static void usage(FILE *out)

@@ -84,6 +84,42 @@ int pn_db_fail(pn_db *db, PGresult *res)
 	return -EIO;
 }
 
+int pn_db_call_begin(pn_db *db)
+{
+	if (!db)
+		return -EINVAL;
+	pn_db_settle(db);
+	pn_db_clear_error(db);
+	if (pn_db_broken(db) && pn_db_ensure_connected(db) < 0)
+		return -ECONNREFUSED;
+	return 0;
+}
+
+char *pn_db_array_literal(const char *const *list, size_t n)
+{
+	size_t len = 3;
+	for (size_t i = 0; i < n; i++)
+		len += 3 + 2 * strlen(list[i]);
+	char *s = malloc(len), *o = s;
+	if (!s)
+		return NULL;
+	*o++ = '{';
+	for (size_t i = 0; i < n; i++) {
+		if (i)
+			*o++ = ',';
+		*o++ = '"';
+		for (const char *c = list[i]; *c; c++) {
+			if (*c == '"' || *c == '\\')
+				*o++ = '\\';
+			*o++ = *c;
+		}
+		*o++ = '"';
+	}
+	*o++ = '}';
+	*o = '\0';
+	return s;
+}
+
 int pn_db_command(pn_db *db, const char *sql)
 {
 	PGresult *res = PQexec(db->conn, sql);

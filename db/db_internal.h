@@ -62,6 +62,15 @@ struct pn_db {
 	struct pn_find_state *find;
 };
 
+/* The advisory lock space of retrieves and deletes (hold.h), "PNR1"; the
+ * second key is hashtext() of the key text. */
+#define PN_HOLD_SPACE "1347310129"
+
+/* Before a call of one of db/'s public functions: the asynchronous
+ * statement collected, the last error cleared, a broken connection made
+ * again. 0, -EINVAL (no db) or -ECONNREFUSED. */
+int pn_db_call_begin(pn_db *db);
+
 /* Internal results of one attempt, besides 0 and negative errno codes. */
 enum {
 	PN_DB_RETRY = 1,    /* serialization failure / deadlock: run again */
@@ -81,6 +90,11 @@ int pn_db_fail(pn_db *db, PGresult *res);
 /* Maps an internal attempt result (PN_DB_RETRY, PN_DB_CONN_LOST or a
  * negative errno) to what the public functions return. */
 int pn_db_public_error(int r);
+
+/* A PostgreSQL array literal of text values, {"a","b"} with '"' and '\\'
+ * escaped (malloc'ed, NULL when out of memory): a parameter value, never
+ * SQL text. */
+char *pn_db_array_literal(const char *const *list, size_t n);
 
 /* Runs a parameterless command expecting PGRES_COMMAND_OK; on failure as
  * pn_db_fail(). */

@@ -59,7 +59,6 @@ enum stmt_id {
 	ST_WORKER_UNLOCK,
 	ST_GARBAGE_INSERT,
 	ST_GARBAGE_DELETE,
-	ST_GARBAGE_LIST,
 	ST_COUNT,
 };
 
@@ -105,7 +104,6 @@ static const struct {
     [ST_GARBAGE_INSERT] = {"pn_index_garbage_insert", "t",
                            "INSERT INTO storage_garbage (path) VALUES ($1) ON CONFLICT DO NOTHING"},
     [ST_GARBAGE_DELETE] = {"pn_index_garbage_delete", "t", "DELETE FROM storage_garbage WHERE path = $1"},
-    [ST_GARBAGE_LIST] = {"pn_index_garbage_list", "", "SELECT path FROM storage_garbage ORDER BY path"},
 };
 
 typedef struct {
@@ -540,6 +538,13 @@ static int store_with_retries(pn_db *db, const pn_instance_rec *rec, pn_dup_poli
 				free(old_path);
 			return 0;
 		}
+		if (r == -EIO && strcmp(db->sqlstate, "23503") == 0) {
+			/* A parent this attempt found, or the series cache named,
+			 * was deleted meanwhile (pacsnodectl delete): the next
+			 * attempt looks them up again, making them anew. */
+			db->committed.valid = false;
+			r = PN_DB_RETRY;
+		}
 		if (r == PN_DB_RETRY && retries < STORE_RETRIES) {
 			pn_db_backoff(db, retries++, RETRY_BASE_MS, RETRY_CAP_MS);
 			continue;
@@ -817,28 +822,6 @@ int pn_index_garbage_done(pn_db *db, const char *path)
 	}
 	PQclear(res);
 	return 0;
-}
-
-int pn_index_garbage_each(pn_db *db, int (*fn)(void *ctx, const char *path), void *ctx)
-{
-	pn_db_settle(db);
-	params p = {0};
-	int r;
-
-	pn_db_clear_error(db);
-	r = prepare_statements(db);
-	if (r != 0)
-		return r < 0 ? r : -EIO;
-	PGresult *res = run(db, ST_GARBAGE_LIST, &p);
-	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-		r = pn_db_fail(db, res);
-		return r < 0 ? r : -EIO;
-	}
-	r = 0;
-	for (int i = 0; i < PQntuples(res) && r == 0; i++)
-		r = fn(ctx, PQgetvalue(res, i, 0));
-	PQclear(res);
-	return r;
 }
 
 /* Before a one-statement call: the connection re-made if it broke, the

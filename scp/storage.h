@@ -107,8 +107,15 @@ bool pn_storage_file_direct(const pn_storage_file *f);
  * cryptographic hash: at ~20 GB/s it costs 1/50 of SHA-256. */
 const char *pn_storage_file_checksum(const pn_storage_file *f);
 
-/* Removes a committed file that the index no longer names (replaced). */
+/* Removes a committed file that the index no longer names (replaced),
+ * its folder fsync'ed: 0 (also when it was gone already) or negative
+ * errno. */
 int pn_storage_remove(pn_storage *s, const char *rel);
+/* The same for many (deleted instances): each unlinked, then each folder
+ * fsync'ed once (files of one folder next to each other, as path order
+ * gives them). ret_removed[i]: file i is gone for good (also when it was
+ * gone already). Returns 0 or the first failure (the others go on). */
+int pn_storage_remove_many(pn_storage *s, const char *const *rels, size_t n, bool *ret_removed);
 
 /* The absolute path of a stored file (malloc'ed), for readers: -EINVAL if
  * `rel` is not a path this module makes (never trust a path from the
