@@ -43,15 +43,16 @@ static const char *const level_names[] = {"patient", "study", "series", "instanc
 
 static void usage(FILE *out)
 {
-	fprintf(out, "usage: pacsnodectl delete patient PATIENT_ID [--issuer ISSUER] [--yes] [--wait SECONDS]\n"
-	             "       pacsnodectl delete study|series|instance UID [--yes] [--wait SECONDS]\n"
-	             "  removes the rows and the files of a patient (PatientID and IssuerOfPatientID), a study,\n"
-	             "  a series or one instance, and the series, study and patient it leaves empty\n"
-	             "  --issuer ISSUER  the patient's IssuerOfPatientID (default: none)\n"
-	             "  --yes            do not ask (needed when standard input is not a terminal)\n"
-	             "  --wait SECONDS   how long to wait for a retrieve of the same data to end (default %d;\n"
-	             "                   0: refuse at once)\n",
-	             DEFAULT_WAIT_S);
+	fprintf(out,
+	        "usage: pacsnodectl delete patient PATIENT_ID [--issuer ISSUER] [--yes] [--wait SECONDS]\n"
+	        "       pacsnodectl delete study|series|instance UID [--yes] [--wait SECONDS]\n"
+	        "  removes the rows and the files of a patient (PatientID and IssuerOfPatientID), a study,\n"
+	        "  a series or one instance, and the series, study and patient it leaves empty\n"
+	        "  --issuer ISSUER  the patient's IssuerOfPatientID (default: none)\n"
+	        "  --yes            do not ask (needed when standard input is not a terminal)\n"
+	        "  --wait SECONDS   how long to wait for a retrieve of the same data to end (default %d;\n"
+	        "                   0: refuse at once)\n",
+	        DEFAULT_WAIT_S);
 }
 
 static double mb(long long bytes)
@@ -196,10 +197,11 @@ static int remove_files(pn_db *db, pn_storage *storage, const pn_delete_summary 
 		pn_progress_end(&r.p);
 	*ret_removed = removed;
 	if (failed)
-		fprintf(stderr,
-		        "pacsnodectl delete: %lld files could not be removed (%s); they stay queued in storage_garbage and "
-		        "go at the next delete or start of the node\n",
-		        failed, rc < 0 ? strerror(-rc) : "see above");
+		fprintf(
+		    stderr,
+		    "pacsnodectl delete: %lld files could not be removed (%s); they stay queued in storage_garbage and "
+		    "go at the next delete or start of the node\n",
+		    failed, rc < 0 ? strerror(-rc) : "see above");
 	else if (rc < 0)
 		fprintf(stderr, "pacsnodectl delete: removing files: %s\n", pn_db_errmsg(db));
 	return rc < 0 || failed ? -1 : 0;
@@ -222,8 +224,9 @@ static int delete_with_wait(pn_db *db, const pn_delete_target *t, int wait_s, pn
 			return -EBUSY;
 		}
 		if (!said) {
-			fprintf(stderr, "pacsnodectl delete: a retrieve of this data is running: waiting up to %d s for it "
-			                "to end\n",
+			fprintf(stderr,
+			        "pacsnodectl delete: a retrieve of this data is running: waiting up to %d s for it "
+			        "to end\n",
 			        wait_s);
 			said = true;
 		}
@@ -271,8 +274,9 @@ static bool key_valid(const pn_delete_target *t)
 		for (const unsigned char *c = (const unsigned char *)what[i]; ok && *c; c++)
 			ok = *c >= 0x20 && *c != 0x7f && *c != '\\';
 		if (!ok) {
-			fprintf(stderr, "pacsnodectl delete: %s is not a valid %s (at most 64 characters, no control "
-			                "character or backslash)\n",
+			fprintf(stderr,
+			        "pacsnodectl delete: %s is not a valid %s (at most 64 characters, no control "
+			        "character or backslash)\n",
 			        i ? "the issuer" : "the PatientID", i ? "IssuerOfPatientID" : "PatientID");
 			return false;
 		}

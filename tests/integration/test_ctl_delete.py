@@ -327,3 +327,58 @@ def test_a_store_into_a_study_being_deleted(node, scu_dir):
     [st] = find_study(node, scu_dir, uid("s1"))
     assert int(st.NumberOfStudyRelatedInstances) == 1 and st.ModalitiesInStudy == "CT", st
     assert_consistent(node)
+
+
+def test_audited(node_factory, scu_dir, testdir, it_base):
+    """With an audit trail: a series that leaves its study is DICOM
+    Instances Accessed with EventActionCode D; a study that takes its
+    patient with it is DICOM Study Deleted and Patient Record D; each names
+    the operator (requestor) and us, the study with its SOP classes and
+    counts, and the patient. They go through the node's spool and sender,
+    also when pacsnodectl runs as root."""
+    import test_audit as A  # its Message parses and checks one message
+    user = it_base[1]
+    spool = H.make_dir(os.path.join(testdir, "audit-spool"), user, mode=0o700)
+    out_dir = H.make_dir(os.path.join(testdir, "audit-out"), user)
+    log = os.path.join(out_dir, "audit.log")
+    node = node_factory(extra_config={"audit": {"target": "file:" + log, "spool": spool}})
+    stored(node, scu_dir)
+
+    def messages(kinds, timeout=10):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            got = []
+            if os.path.exists(log):
+                with open(log, "rb") as f:
+                    got = [A.Message(line.rstrip(b"\n")) for line in f if line.strip()]
+            got = [m for m in got if m.event_id in kinds]
+            if len(got) >= len(kinds):
+                return got
+            time.sleep(0.1)
+        raise AssertionError("audit messages %s not delivered; spool holds %s" % (kinds, os.listdir(spool)))
+
+    def check_people(m):
+        people = m.participants()
+        assert len(people) == 2, people
+        assert people[0][2] == "true" and people[0][0], people  # the operator asked
+        assert people[1][0] == H.NODE_AET and people[1][2] == "false", people
+
+    assert ctl(node, "delete", "series", uid("x2"), "--yes").returncode == 0
+    [m] = messages({"110103"})
+    assert m.action == "D" and m.outcome == "0", m
+    check_people(m)
+    [st] = m.objects("110180")
+    assert st.get("ParticipantObjectID") == uid("s1")
+    assert [(c.get("NumberOfInstances")) for c in st.iter("SOPClass")] == ["2"], m.xml
+    assert m.one_object("2").get("ParticipantObjectID") == "PN-A"
+
+    assert ctl(node, "delete", "study", uid("s3"), "--yes").returncode == 0
+    got = {m.event_id: m for m in messages({"110103", "110105", "110110"})}
+    deleted, record = got["110105"], got["110110"]
+    for m in (deleted, record):
+        assert m.action == "D" and m.outcome == "0", m
+        check_people(m)
+        assert m.one_object("2").get("ParticipantObjectID") == "PN-B"
+    assert [o.get("ParticipantObjectID") for o in deleted.objects("110180")] == [uid("s3")]
+    assert record.objects("110180") == []
+    assert not [f for f in os.listdir(spool) if f.endswith(".msg")]
