@@ -24,8 +24,9 @@ struct pn_db {
 	uint64_t rng; /* xorshift state for back-off jitter */
 	/* The last series this connection committed an instance into, with its
 	 * study and patient: the next instances of that series skip the three
-	 * upserts. Valid because rows are never deleted or re-parented; a
-	 * feature that deletes or moves them must clear it. `pending` becomes
+	 * upserts. Rows are never re-parented (a feature that moves them must
+	 * clear it); a deleted one fails the INSERT's foreign key check, and
+	 * the store drops the cache and runs again. `pending` becomes
 	 * `committed` when its transaction commits. */
 	struct pn_db_hier {
 		bool valid;

@@ -124,8 +124,6 @@ int pn_audit_attach(const pn_config *cfg, pn_audit **ret)
 		return -ENOMEM;
 	a->cfg = cfg;
 	a->dir_fd = -1;
-	a->owner_uid = (uid_t)-1;
-	a->owner_gid = (gid_t)-1;
 	if (cfg->audit_kind == PN_AUDIT_NONE) {
 		*ret = a;
 		return 0;
@@ -142,6 +140,7 @@ int pn_audit_attach(const pn_config *cfg, pn_audit **ret)
 	/* Root's messages belong to the node's user, so that its sender can
 	 * read them. */
 	if (geteuid() == 0 && st.st_uid != 0) {
+		a->give_away = true;
 		a->owner_uid = st.st_uid;
 		a->owner_gid = st.st_gid;
 	}
@@ -216,7 +215,7 @@ static void spool(pn_audit *a, const char *msg, size_t len)
 	snprintf(name, sizeof(name), "%020" PRId64 "-%d-%lu%s", now_us(), (int)getpid(), seq, PN_AUDIT_SPOOL_SUFFIX);
 	int fd = openat(a->dir_fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	int err = 0;
-	if (fd >= 0 && a->owner_uid != (uid_t)-1 && fchown(fd, a->owner_uid, a->owner_gid) < 0) {
+	if (fd >= 0 && a->give_away && fchown(fd, a->owner_uid, a->owner_gid) < 0) {
 		err = errno;
 		close(fd);
 		unlinkat(a->dir_fd, tmp, 0);

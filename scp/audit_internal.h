@@ -27,7 +27,8 @@ struct pn_audit {
 	int dir_fd; /* the spool folder */
 	pn_audit_shared *shared;
 	bool shared_owned; /* attached (pacsnodectl): shared is our own calloc'ed copy */
-	uid_t owner_uid;   /* attached as root: the spool's owner gets the messages, else -1 */
+	bool give_away;    /* attached as root: each message to the spool's owner */
+	uid_t owner_uid;
 	gid_t owner_gid;
 	uint64_t max_bytes;
 	char hostname[256];
