@@ -613,7 +613,6 @@ int pn_retrieve_handle(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dc
 	}
 	opened_close(&cur);
 	opened_close(&next);
-	pn_hold_release(ctx->db, &hold);
 	if (is_move && sub)
 		pn_dcm_scu_close(sub);
 
@@ -643,6 +642,7 @@ int pn_retrieve_handle(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dc
 	free(sent);
 	targets_free(&targets);
 	if (broken && !is_move) {
+		pn_hold_release(ctx->db, &hold);
 		free(failed_uids.buf);
 		return -EPROTO;
 	}
@@ -650,6 +650,8 @@ int pn_retrieve_handle(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dc
 	                          ? (refused ? "destination refused or unreachable" : "no sub-operation succeeded")
 	                          : NULL;
 	rc = pn_dcm_retrieve_respond(assoc, cmd, status, &ops, failed_uids.buf, comment);
+	/* after the answer: the requester does not wait for it */
+	pn_hold_release(ctx->db, &hold);
 	free(failed_uids.buf);
 	return rc;
 }

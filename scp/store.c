@@ -431,8 +431,12 @@ int pn_store_remove_garbage(pn_db *db, pn_storage *storage, void (*step)(void *c
 	while (rc == 0) {
 		char **paths = NULL;
 		size_t n = 0;
-		if ((rc = pn_garbage_next(db, after, GARBAGE_BATCH, &paths, &n)) < 0 || n == 0)
+		if ((rc = pn_garbage_next(db, after, GARBAGE_BATCH, &paths, &n)) < 0)
 			break;
+		if (n == 0) {
+			pn_garbage_free(paths, n);
+			break;
+		}
 		bool gone[GARBAGE_BATCH];
 		const char *done[GARBAGE_BATCH];
 		size_t k = 0;
