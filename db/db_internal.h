@@ -123,6 +123,20 @@ void pn_db_rollback(pn_db *db);
  * pn_db_ensure_connected() tries again. */
 void pn_db_restart(pn_db *db);
 
+/* The bounded retries of a transaction, after an attempt that ended in r
+ * (PN_DB_RETRY, PN_DB_CONN_LOST or a negative errno): true when it is to
+ * run again (a serialization failure or deadlock with retries left, after
+ * the back-off; a lost connection the first time, made again); else false
+ * with *r the public error. */
+typedef struct {
+	unsigned retries, max_retries, base_ms, cap_ms;
+	bool reconnected;
+} pn_db_retry;
+bool pn_db_run_again(pn_db *db, pn_db_retry *st, int *r);
+
+/* Appends a copy of s to a growing array of strings. 0 or -ENOMEM. */
+int pn_db_strings_add(char ***v, size_t *n, size_t *cap, const char *s);
+
 /* Sleeps between half and all of min(cap_ms, base_ms << attempt). */
 void pn_db_backoff(pn_db *db, unsigned attempt, unsigned base_ms, unsigned cap_ms);
 

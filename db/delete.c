@@ -25,18 +25,7 @@ typedef struct {
 
 static int strv_add(strv *l, const char *s)
 {
-	if (l->n == l->cap) {
-		size_t cap = l->cap ? 2 * l->cap : 8;
-		char **v = realloc(l->v, cap * sizeof(*v));
-		if (!v)
-			return -ENOMEM;
-		l->v = v;
-		l->cap = cap;
-	}
-	if (!(l->v[l->n] = strdup(s)))
-		return -ENOMEM;
-	l->n++;
-	return 0;
+	return pn_db_strings_add(&l->v, &l->n, &l->cap, s);
 }
 
 static void strv_free(strv *l)
@@ -532,21 +521,12 @@ int pn_delete_run(pn_db *db, const pn_delete_target *t, pn_delete_summary *ret)
 	if (r < 0)
 		return r;
 	memset(ret, 0, sizeof(*ret));
-	bool reconnected = false;
-	for (unsigned retries = 0;;) {
+	pn_db_retry again = {.max_retries = DELETE_RETRIES, .base_ms = RETRY_BASE_MS, .cap_ms = RETRY_CAP_MS};
+	for (;;) {
 		r = attempt(db, t, ret);
 		if (r == 0 || r == -ENOENT)
 			return r == 0 ? 1 : 0;
-		if (r == PN_DB_RETRY && retries < DELETE_RETRIES) {
-			pn_db_backoff(db, retries++, RETRY_BASE_MS, RETRY_CAP_MS);
-			continue;
-		}
-		if (r == PN_DB_CONN_LOST && !reconnected) {
-			reconnected = true;
-			if (pn_db_ensure_connected(db) < 0)
-				return -ECONNREFUSED;
-			continue;
-		}
-		return pn_db_public_error(r);
+		if (!pn_db_run_again(db, &again, &r))
+			return r;
 	}
 }

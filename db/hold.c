@@ -10,21 +10,14 @@
 
 static int add(pn_hold *h, const char *prefix, const char *value)
 {
-	if (h->n == h->cap) {
-		size_t cap = h->cap ? 2 * h->cap : 4;
-		char **keys = realloc(h->keys, cap * sizeof(*keys));
-		if (!keys)
-			return -ENOMEM;
-		h->keys = keys;
-		h->cap = cap;
-	}
 	size_t len = strlen(prefix) + strlen(value) + 1;
 	char *k = malloc(len);
 	if (!k)
 		return -ENOMEM;
 	snprintf(k, len, "%s%s", prefix, value);
-	h->keys[h->n++] = k;
-	return 0;
+	int r = pn_db_strings_add(&h->keys, &h->n, &h->cap, k);
+	free(k);
+	return r;
 }
 
 int pn_hold_study(pn_hold *h, const char *study_uid)

@@ -512,8 +512,7 @@ static bool rec_valid(const pn_instance_rec *rec)
 static int store_with_retries(pn_db *db, const pn_instance_rec *rec, pn_dup_policy policy, bool commit,
                               pn_index_outcome *ret_outcome, char **ret_old_path)
 {
-	unsigned retries = 0;
-	bool reconnected = false;
+	pn_db_retry again = {.max_retries = STORE_RETRIES, .base_ms = RETRY_BASE_MS, .cap_ms = RETRY_CAP_MS};
 
 	if (!db || !rec || !ret_outcome || !rec_valid(rec) ||
 	    (policy != PN_DUP_IGNORE && policy != PN_DUP_REPLACE && policy != PN_DUP_REJECT))
@@ -545,19 +544,8 @@ static int store_with_retries(pn_db *db, const pn_instance_rec *rec, pn_dup_poli
 			db->committed.valid = false;
 			r = PN_DB_RETRY;
 		}
-		if (r == PN_DB_RETRY && retries < STORE_RETRIES) {
-			pn_db_backoff(db, retries++, RETRY_BASE_MS, RETRY_CAP_MS);
-			continue;
-		}
-		if (r == PN_DB_CONN_LOST && !reconnected) {
-			reconnected = true;
-			if (pn_db_ensure_connected(db) < 0)
-				return -ECONNREFUSED;
-			continue;
-		}
-		if (r == PN_DB_CONN_LOST)
-			return -ECONNREFUSED;
-		return r == PN_DB_RETRY ? -EIO : r;
+		if (!pn_db_run_again(db, &again, &r))
+			return r;
 	}
 }
 
@@ -902,7 +890,7 @@ int pn_index_xact_committed(pn_db *db, const char *xact, bool *ret_committed)
 int pn_index_path_referenced(pn_db *db, const char *path, bool *ret_referenced)
 {
 	params p = {0};
-	bool reconnected = false;
+	pn_db_retry again = {0}; /* a reconnection, no retry */
 
 	if (!db || !path || !ret_referenced)
 		return -EINVAL;
@@ -924,14 +912,7 @@ int pn_index_path_referenced(pn_db *db, const char *path, bool *ret_referenced)
 			}
 			r = pn_db_fail(db, res);
 		}
-		if (r == PN_DB_CONN_LOST && !reconnected) {
-			reconnected = true;
-			if (pn_db_ensure_connected(db) < 0)
-				return -ECONNREFUSED;
-			continue;
-		}
-		if (r == PN_DB_CONN_LOST)
-			return -ECONNREFUSED;
-		return r == PN_DB_RETRY ? -EIO : r;
+		if (!pn_db_run_again(db, &again, &r))
+			return r;
 	}
 }

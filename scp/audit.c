@@ -72,38 +72,49 @@ static uint64_t spooled_bytes(const char *dir, bool clean)
 	return total;
 }
 
-int pn_audit_create(const pn_config *cfg, pn_audit **ret)
+/* A new handle: 1 when the target needs a spool (to open next), 0 for
+ * target none (*ret is the no-op handle), or a negative errno. */
+static int handle_new(const pn_config *cfg, pn_audit **ret)
 {
 	pn_audit *a = calloc(1, sizeof(*a));
 	if (!a)
 		return -ENOMEM;
 	a->cfg = cfg;
 	a->dir_fd = -1;
-	if (cfg->audit_kind == PN_AUDIT_NONE) {
-		*ret = a;
-		return 0;
-	}
-	if (!cfg->audit_spool || !cfg->audit_spool[0]) {
+	if (cfg->audit_kind != PN_AUDIT_NONE && (!cfg->audit_spool || !cfg->audit_spool[0])) {
 		free(a);
 		return -EINVAL;
 	}
 	if (gethostname(a->hostname, sizeof(a->hostname) - 1) < 0 || !a->hostname[0])
 		snprintf(a->hostname, sizeof(a->hostname), "localhost");
+	*ret = a;
+	return cfg->audit_kind == PN_AUDIT_NONE ? 0 : 1;
+}
+
+int pn_audit_create(const pn_config *cfg, pn_audit **ret)
+{
+	pn_audit *a = NULL;
+	int rc = handle_new(cfg, &a);
+	if (rc <= 0) {
+		if (rc == 0)
+			*ret = a;
+		return rc;
+	}
 	if (mkdir(cfg->audit_spool, 0700) < 0 && errno != EEXIST) {
-		int rc = -errno;
+		rc = -errno;
 		free(a);
 		return rc;
 	}
 	a->dir_fd = open(cfg->audit_spool, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (a->dir_fd < 0) {
-		int rc = -errno;
+		rc = -errno;
 		free(a);
 		return rc;
 	}
 	/* Shared by the listener and every child it forks. */
 	a->shared = mmap(NULL, sizeof(*a->shared), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	if (a->shared == MAP_FAILED) {
-		int rc = -errno;
+		rc = -errno;
 		close(a->dir_fd);
 		free(a);
 		return rc;
@@ -119,21 +130,17 @@ int pn_audit_create(const pn_config *cfg, pn_audit **ret)
 
 int pn_audit_attach(const pn_config *cfg, pn_audit **ret)
 {
-	pn_audit *a = calloc(1, sizeof(*a));
-	if (!a)
-		return -ENOMEM;
-	a->cfg = cfg;
-	a->dir_fd = -1;
-	if (cfg->audit_kind == PN_AUDIT_NONE) {
-		*ret = a;
-		return 0;
+	pn_audit *a = NULL;
+	int rc = handle_new(cfg, &a);
+	if (rc <= 0) {
+		if (rc == 0)
+			*ret = a;
+		return rc;
 	}
-	if (gethostname(a->hostname, sizeof(a->hostname) - 1) < 0 || !a->hostname[0])
-		snprintf(a->hostname, sizeof(a->hostname), "localhost");
 	struct stat st;
-	a->dir_fd = cfg->audit_spool ? open(cfg->audit_spool, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
+	a->dir_fd = open(cfg->audit_spool, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (a->dir_fd < 0 || fstat(a->dir_fd, &st) < 0 || faccessat(a->dir_fd, ".", W_OK, AT_EACCESS) < 0) {
-		int rc = cfg->audit_spool ? -errno : -EINVAL;
+		rc = -errno;
 		pn_audit_free(a);
 		return rc;
 	}

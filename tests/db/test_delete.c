@@ -26,7 +26,7 @@
 #include "hold.h"
 #include "index.h"
 #include "testdb.h"
-#include "testfork.h"
+#include "testenv.h"
 #include "testrec.h"
 
 enum { STORERS = 4, STORES_EACH = 40, DELETES = 25 };
@@ -341,34 +341,13 @@ int main(void)
 	    cmocka_unit_test_setup(test_stores_while_deleting, setup),
 	    cmocka_unit_test_setup(test_garbage_walk, setup),
 	};
-	const char *admin = getenv("PN_TEST_PG_CONNINFO");
-	char dbname[64], err[256] = "";
-	int failed = 2;
-
-	if (!admin || !*admin) {
-		fprintf(stderr, "test_db_delete: PN_TEST_PG_CONNINFO is not set (tests/db/run-pg-test.sh sets it)\n");
-		return 2;
+	testenv e = {0};
+	int failed = testenv_open(&e, "test_db_delete");
+	if (failed == 0) {
+		test_conninfo = e.conninfo;
+		db = e.db;
+		check = e.check;
+		failed = cmocka_run_group_tests(tests, NULL, NULL);
 	}
-	test_conninfo = testdb_create(admin, dbname, sizeof dbname);
-	if (!test_conninfo)
-		return 2;
-	if (pn_db_connect(test_conninfo, &db, err, sizeof err) != 0) {
-		fprintf(stderr, "test_db_delete: could not connect to \"%s\": %s\n", dbname, err);
-		goto out;
-	}
-	check = PQconnectdb(test_conninfo);
-	if (PQstatus(check) != CONNECTION_OK) {
-		fprintf(stderr, "test_db_delete: %s", PQerrorMessage(check));
-		goto out;
-	}
-	failed = cmocka_run_group_tests(tests, NULL, NULL);
-out:
-	PQfinish(check);
-	pn_db_free(db);
-	free(test_conninfo);
-	if (getenv("PN_TEST_KEEP_DB"))
-		fprintf(stderr, "test_db_delete: kept database \"%s\"\n", dbname);
-	else if (testdb_drop(admin, dbname) != 0 && !failed)
-		failed = 1;
-	return failed ? 1 : 0;
+	return testenv_close(&e, "test_db_delete", failed);
 }

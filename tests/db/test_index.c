@@ -25,7 +25,7 @@
 #include "index.h"
 #include "migrations.h"
 #include "testdb.h"
-#include "testfork.h"
+#include "testenv.h"
 #include "testrec.h"
 
 enum { WORKERS = 8, PARALLEL_ROUNDS = 3 };
@@ -805,38 +805,13 @@ int main(void)
 	    cmocka_unit_test_setup(test_worker_lock, setup_migrated),
 	    cmocka_unit_test_setup(test_pipelined_store_after_terminate, setup_migrated),
 	};
-	const char *admin = getenv("PN_TEST_PG_CONNINFO");
-	char dbname[64], err[256] = "";
-	int failed = 2;
-
-	if (!admin || !*admin) {
-		fprintf(stderr, "test_db_index: PN_TEST_PG_CONNINFO is not set: it must be a libpq "
-		                "conninfo for a role that may CREATE DATABASE (tests/db/run-pg-test.sh "
-		                "starts a private server and sets it)\n");
-		return 2;
+	testenv e = {0};
+	int failed = testenv_open(&e, "test_db_index");
+	if (failed == 0) {
+		test_conninfo = e.conninfo;
+		db = e.db;
+		check = e.check;
+		failed = cmocka_run_group_tests(tests, NULL, NULL);
 	}
-	test_conninfo = testdb_create(admin, dbname, sizeof dbname);
-	if (!test_conninfo)
-		return 2;
-	if (pn_db_connect(test_conninfo, &db, err, sizeof err) != 0) {
-		fprintf(stderr, "test_db_index: could not connect to \"%s\": %s\n", dbname, err);
-		goto out;
-	}
-	check = PQconnectdb(test_conninfo);
-	if (PQstatus(check) != CONNECTION_OK) {
-		fprintf(stderr, "test_db_index: %s", PQerrorMessage(check));
-		goto out;
-	}
-
-	failed = cmocka_run_group_tests(tests, NULL, NULL);
-
-out:
-	PQfinish(check);
-	pn_db_free(db);
-	free(test_conninfo);
-	if (getenv("PN_TEST_KEEP_DB"))
-		fprintf(stderr, "test_db_index: kept database \"%s\"\n", dbname);
-	else if (testdb_drop(admin, dbname) != 0 && !failed)
-		failed = 1;
-	return failed ? 1 : 0;
+	return testenv_close(&e, "test_db_index", failed);
 }

@@ -1,9 +1,52 @@
-/* Forked writers for the db/ tests (testfork.h). */
-#include "testfork.h"
+/* The db/ tests' surroundings (testenv.h). */
+#include "testenv.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include "testdb.h"
+
+int testenv_open(testenv *e, const char *prog)
+{
+	char err[256] = "";
+	e->admin = getenv("PN_TEST_PG_CONNINFO");
+	if (!e->admin || !*e->admin) {
+		fprintf(stderr,
+		        "%s: PN_TEST_PG_CONNINFO is not set: it must be a libpq conninfo for a role that may "
+		        "CREATE DATABASE (tests/db/run-pg-test.sh starts a private server and sets it)\n",
+		        prog);
+		return 2;
+	}
+	e->conninfo = testdb_create(e->admin, e->dbname, sizeof e->dbname);
+	if (!e->conninfo)
+		return 2;
+	if (pn_db_connect(e->conninfo, &e->db, err, sizeof err) != 0) {
+		fprintf(stderr, "%s: could not connect to \"%s\": %s\n", prog, e->dbname, err);
+		return 2;
+	}
+	e->check = PQconnectdb(e->conninfo);
+	if (PQstatus(e->check) != CONNECTION_OK) {
+		fprintf(stderr, "%s: %s", prog, PQerrorMessage(e->check));
+		return 2;
+	}
+	return 0;
+}
+
+int testenv_close(testenv *e, const char *prog, int failed)
+{
+	PQfinish(e->check);
+	pn_db_free(e->db);
+	if (e->conninfo) {
+		if (getenv("PN_TEST_KEEP_DB"))
+			fprintf(stderr, "%s: kept database \"%s\"\n", prog, e->dbname);
+		else if (testdb_drop(e->admin, e->dbname) != 0 && !failed)
+			failed = 1;
+	}
+	free(e->conninfo);
+	return failed ? 1 : 0;
+}
 
 int run_forked(const char *conninfo, int n, int (*fn)(pn_db *, int, void *), void *arg)
 {
