@@ -382,3 +382,48 @@ def test_audited(node_factory, scu_dir, testdir, it_base):
     assert [o.get("ParticipantObjectID") for o in deleted.objects("110180")] == [uid("s3")]
     assert record.objects("110180") == []
     assert not [f for f in os.listdir(spool) if f.endswith(".msg")]
+
+
+def test_asks_on_a_terminal(node_factory, scu_dir):
+    """On a terminal it asks: anything but y/yes deletes nothing (exit 1),
+    yes deletes."""
+    import pty
+    node = node_factory()
+    stored(node, scu_dir)
+
+    def answer(text):
+        master, slave = pty.openpty()
+        p = subprocess.Popen([CTL, "-c", node.config_path, "delete", "series", uid("x4")], stdin=slave,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        os.close(slave)
+        os.write(master, text.encode())
+        out, err = p.communicate(timeout=60)
+        os.close(master)
+        return p.returncode, out, err
+
+    rc, out, err = answer("n\n")
+    assert rc == 1 and "delete them? [y/N]" in out and "nothing deleted" in out, out + err
+    assert len(rows(node, "series", "series_uid", uid("x4"))) == 1
+    rc, out, err = answer("yes\n")
+    assert rc == 0 and "deleted: 1 patients, 1 studies, 1 series, 2 instances" in out, out + err
+    assert rows(node, "series", "series_uid", uid("x4")) == []
+    assert_consistent(node)
+
+
+def test_progress_of_a_big_removal(node_factory, scu_dir):
+    """From 1,000 queued files on, the removal shows its progress (a plain
+    line when not on a terminal) and ends with an empty queue; queued paths
+    whose files are gone already count as removed."""
+    node = node_factory()
+    stored(node, scu_dir)
+    fake = []
+    for i in range(1500):
+        h = "%032x" % (i * 7919 + 1)
+        fake.append("%s/%s/%s/%032x.%08x.dcm" % (h[:2], h[2:4], h, i, i))
+    with node.connect() as c, c.cursor() as cur:
+        cur.executemany("INSERT INTO storage_garbage (path) VALUES (%s)", [(p,) for p in fake])
+    r = ctl(node, "delete", "instance", uid("x1", "1"), "--yes")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert re.search(r"removing files: 1500 of 1500 \(100%\), .*done", r.stderr), r.stderr
+    assert "removed 1500 files an earlier delete or replace left" in r.stdout, r.stdout
+    assert_consistent(node)
