@@ -21,6 +21,7 @@ static const struct {
     {"verify", "check every stored file against the index; list orphans", pn_ctl_verify},
     {"import", "store DICOM files and folders as C-STORE would", pn_ctl_import},
     {"reindex", "rebuild the index from the stored files into an empty database", pn_ctl_reindex},
+    {"delete", "remove a patient, a study, a series or an instance: rows and files", pn_ctl_delete},
 };
 
 static void usage(FILE *out)

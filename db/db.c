@@ -84,6 +84,73 @@ int pn_db_fail(pn_db *db, PGresult *res)
 	return -EIO;
 }
 
+int pn_db_call_begin(pn_db *db)
+{
+	if (!db)
+		return -EINVAL;
+	pn_db_settle(db);
+	pn_db_clear_error(db);
+	if (pn_db_broken(db) && pn_db_ensure_connected(db) < 0)
+		return -ECONNREFUSED;
+	return 0;
+}
+
+bool pn_db_run_again(pn_db *db, pn_db_retry *st, int *r)
+{
+	if (*r == PN_DB_RETRY && st->retries < st->max_retries) {
+		pn_db_backoff(db, st->retries++, st->base_ms, st->cap_ms);
+		return true;
+	}
+	if (*r == PN_DB_CONN_LOST && !st->reconnected) {
+		st->reconnected = true;
+		if (pn_db_ensure_connected(db) == 0)
+			return true;
+	}
+	*r = pn_db_public_error(*r);
+	return false;
+}
+
+int pn_db_strings_add(char ***v, size_t *n, size_t *cap, const char *s)
+{
+	if (*n == *cap) {
+		size_t c = *cap ? 2 * *cap : 8;
+		char **grown = realloc(*v, c * sizeof(*grown));
+		if (!grown)
+			return -ENOMEM;
+		*v = grown;
+		*cap = c;
+	}
+	if (!((*v)[*n] = strdup(s)))
+		return -ENOMEM;
+	(*n)++;
+	return 0;
+}
+
+char *pn_db_array_literal(const char *const *list, size_t n)
+{
+	size_t len = 3;
+	for (size_t i = 0; i < n; i++)
+		len += 3 + 2 * strlen(list[i]);
+	char *s = malloc(len), *o = s;
+	if (!s)
+		return NULL;
+	*o++ = '{';
+	for (size_t i = 0; i < n; i++) {
+		if (i)
+			*o++ = ',';
+		*o++ = '"';
+		for (const char *c = list[i]; *c; c++) {
+			if (*c == '"' || *c == '\\')
+				*o++ = '\\';
+			*o++ = *c;
+		}
+		*o++ = '"';
+	}
+	*o++ = '}';
+	*o = '\0';
+	return s;
+}
+
 int pn_db_command(pn_db *db, const char *sql)
 {
 	PGresult *res = PQexec(db->conn, sql);

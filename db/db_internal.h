@@ -25,8 +25,9 @@ struct pn_db {
 	uint64_t rng; /* xorshift state for back-off jitter */
 	/* The last series this connection committed an instance into, with its
 	 * study and patient: the next instances of that series skip the three
-	 * upserts. Valid because rows are never deleted or re-parented; a
-	 * feature that deletes or moves them must clear it. `pending` becomes
+	 * upserts. Rows are never re-parented (a feature that moves them must
+	 * clear it); a deleted one fails the INSERT's foreign key check, and
+	 * the store drops the cache and runs again. `pending` becomes
 	 * `committed` when its transaction commits. */
 	struct pn_db_hier {
 		bool valid;
@@ -63,6 +64,15 @@ struct pn_db {
 	struct pn_find_state *find;
 };
 
+/* The advisory lock space of retrieves and deletes (hold.h), "PNR1"; the
+ * second key is hashtext() of the key text. */
+#define PN_HOLD_SPACE "1347310129"
+
+/* Before a call of one of db/'s public functions: the asynchronous
+ * statement collected, the last error cleared, a broken connection made
+ * again. 0, -EINVAL (no db) or -ECONNREFUSED. */
+int pn_db_call_begin(pn_db *db);
+
 /* Internal results of one attempt, besides 0 and negative errno codes. */
 enum {
 	PN_DB_RETRY = 1,    /* serialization failure / deadlock: run again */
@@ -82,6 +92,11 @@ int pn_db_fail(pn_db *db, PGresult *res);
 /* Maps an internal attempt result (PN_DB_RETRY, PN_DB_CONN_LOST or a
  * negative errno) to what the public functions return. */
 int pn_db_public_error(int r);
+
+/* A PostgreSQL array literal of text values, {"a","b"} with '"' and '\\'
+ * escaped (malloc'ed, NULL when out of memory): a parameter value, never
+ * SQL text. */
+char *pn_db_array_literal(const char *const *list, size_t n);
 
 /* Runs a parameterless command expecting PGRES_COMMAND_OK; on failure as
  * pn_db_fail(). */
@@ -108,6 +123,20 @@ void pn_db_rollback(pn_db *db);
  * state no ordinary call can use); if that fails, the next
  * pn_db_ensure_connected() tries again. */
 void pn_db_restart(pn_db *db);
+
+/* The bounded retries of a transaction, after an attempt that ended in r
+ * (PN_DB_RETRY, PN_DB_CONN_LOST or a negative errno): true when it is to
+ * run again (a serialization failure or deadlock with retries left, after
+ * the back-off; a lost connection the first time, made again); else false
+ * with *r the public error. */
+typedef struct {
+	unsigned retries, max_retries, base_ms, cap_ms;
+	bool reconnected;
+} pn_db_retry;
+bool pn_db_run_again(pn_db *db, pn_db_retry *st, int *r);
+
+/* Appends a copy of s to a growing array of strings. 0 or -ENOMEM. */
+int pn_db_strings_add(char ***v, size_t *n, size_t *cap, const char *s);
 
 /* Sleeps between half and all of min(cap_ms, base_ms << attempt). */
 void pn_db_backoff(pn_db *db, unsigned attempt, unsigned base_ms, unsigned cap_ms);

@@ -164,33 +164,6 @@ static int param(builder *b, const char *value)
 	return ++b->n;
 }
 
-/* A PostgreSQL array literal of text values: {"a","b"} with '"' and '\\'
- * escaped. It is a parameter value, never SQL text. */
-static char *array_literal(const char *const *list, size_t n)
-{
-	size_t len = 3;
-	for (size_t i = 0; i < n; i++)
-		len += 3 + 2 * strlen(list[i]);
-	char *s = malloc(len), *o = s;
-	if (!s)
-		return NULL;
-	*o++ = '{';
-	for (size_t i = 0; i < n; i++) {
-		if (i)
-			*o++ = ',';
-		*o++ = '"';
-		for (const char *c = list[i]; *c; c++) {
-			if (*c == '"' || *c == '\\')
-				*o++ = '\\';
-			*o++ = *c;
-		}
-		*o++ = '"';
-	}
-	*o++ = '}';
-	*o = '\0';
-	return s;
-}
-
 static const char *cast_of(pn_find_col_kind k)
 {
 	switch (k) {
@@ -256,7 +229,7 @@ static int add_condition(builder *b, struct pn_find_state *fs, const pn_find_que
 	case PN_FIND_LIST: {
 		if (c->n_list == 0 || fs->n_owned >= sizeof fs->owned / sizeof fs->owned[0])
 			return -EINVAL;
-		char *lit = array_literal(c->list, c->n_list);
+		char *lit = pn_db_array_literal(c->list, c->n_list);
 		if (!lit)
 			return -ENOMEM;
 		fs->owned[fs->n_owned++] = lit;

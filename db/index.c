@@ -55,7 +55,6 @@ enum stmt_id {
 	ST_WORKER_UNLOCK,
 	ST_GARBAGE_INSERT,
 	ST_GARBAGE_DELETE,
-	ST_GARBAGE_LIST,
 	ST_COUNT,
 };
 
@@ -96,7 +95,6 @@ static const struct {
     [ST_GARBAGE_INSERT] = {"pn_index_garbage_insert", "t",
                            "INSERT INTO storage_garbage (path) VALUES ($1) ON CONFLICT DO NOTHING"},
     [ST_GARBAGE_DELETE] = {"pn_index_garbage_delete", "t", "DELETE FROM storage_garbage WHERE path = $1"},
-    [ST_GARBAGE_LIST] = {"pn_index_garbage_list", "", "SELECT path FROM storage_garbage ORDER BY path"},
 };
 
 typedef pn_params params;
@@ -515,8 +513,7 @@ static bool rec_valid(const pn_instance_rec *rec)
 static int store_with_retries(pn_db *db, const pn_instance_rec *rec, pn_dup_policy policy, bool commit,
                               pn_index_outcome *ret_outcome, char **ret_old_path)
 {
-	unsigned retries = 0;
-	bool reconnected = false;
+	pn_db_retry again = {.max_retries = STORE_RETRIES, .base_ms = RETRY_BASE_MS, .cap_ms = RETRY_CAP_MS};
 
 	if (!db || !rec || !ret_outcome || !rec_valid(rec) ||
 	    (policy != PN_DUP_IGNORE && policy != PN_DUP_REPLACE && policy != PN_DUP_REJECT))
@@ -541,19 +538,15 @@ static int store_with_retries(pn_db *db, const pn_instance_rec *rec, pn_dup_poli
 				free(old_path);
 			return 0;
 		}
-		if (r == PN_DB_RETRY && retries < STORE_RETRIES) {
-			pn_db_backoff(db, retries++, RETRY_BASE_MS, RETRY_CAP_MS);
-			continue;
+		if (r == -EIO && strcmp(db->sqlstate, "23503") == 0) {
+			/* A parent this attempt found, or the series cache named,
+			 * was deleted meanwhile (pacsnodectl delete): the next
+			 * attempt looks them up again, making them anew. */
+			db->committed.valid = false;
+			r = PN_DB_RETRY;
 		}
-		if (r == PN_DB_CONN_LOST && !reconnected) {
-			reconnected = true;
-			if (pn_db_ensure_connected(db) < 0)
-				return -ECONNREFUSED;
-			continue;
-		}
-		if (r == PN_DB_CONN_LOST)
-			return -ECONNREFUSED;
-		return r == PN_DB_RETRY ? -EIO : r;
+		if (!pn_db_run_again(db, &again, &r))
+			return r;
 	}
 }
 
@@ -820,28 +813,6 @@ int pn_index_garbage_done(pn_db *db, const char *path)
 	return 0;
 }
 
-int pn_index_garbage_each(pn_db *db, int (*fn)(void *ctx, const char *path), void *ctx)
-{
-	pn_db_settle(db);
-	params p = {0};
-	int r;
-
-	pn_db_clear_error(db);
-	r = prepare_statements(db);
-	if (r != 0)
-		return r < 0 ? r : -EIO;
-	PGresult *res = run(db, ST_GARBAGE_LIST, &p);
-	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-		r = pn_db_fail(db, res);
-		return r < 0 ? r : -EIO;
-	}
-	r = 0;
-	for (int i = 0; i < PQntuples(res) && r == 0; i++)
-		r = fn(ctx, PQgetvalue(res, i, 0));
-	PQclear(res);
-	return r;
-}
-
 /* Before a one-statement call: the connection re-made if it broke, the
  * statements prepared. 0 or a public error code. */
 static int ready(pn_db *db)
@@ -920,7 +891,7 @@ int pn_index_xact_committed(pn_db *db, const char *xact, bool *ret_committed)
 int pn_index_path_referenced(pn_db *db, const char *path, bool *ret_referenced)
 {
 	params p = {0};
-	bool reconnected = false;
+	pn_db_retry again = {0}; /* a reconnection, no retry */
 
 	if (!db || !path || !ret_referenced)
 		return -EINVAL;
@@ -942,14 +913,7 @@ int pn_index_path_referenced(pn_db *db, const char *path, bool *ret_referenced)
 			}
 			r = pn_db_fail(db, res);
 		}
-		if (r == PN_DB_CONN_LOST && !reconnected) {
-			reconnected = true;
-			if (pn_db_ensure_connected(db) < 0)
-				return -ECONNREFUSED;
-			continue;
-		}
-		if (r == PN_DB_CONN_LOST)
-			return -ECONNREFUSED;
-		return r == PN_DB_RETRY ? -EIO : r;
+		if (!pn_db_run_again(db, &again, &r))
+			return r;
 	}
 }

@@ -159,10 +159,9 @@ bool pn_index_fold_pending(const pn_db *db);
 int pn_index_fold_orphans(pn_db *db, int *ret_shards);
 
 /* Replaced files: a REPLACED outcome queues the old path in the same
- * transaction; the caller unlinks the file, then calls garbage_done. At
- * start-up, garbage_each lists what a crash left queued. */
+ * transaction; the caller unlinks the file, then calls garbage_done.
+ * What a crash left queued is worked off at start-up (garbage.h). */
 int pn_index_garbage_done(pn_db *db, const char *path);
-int pn_index_garbage_each(pn_db *db, int (*fn)(void *ctx, const char *path), void *ctx);
 
 /* The id of the storing transaction pn_index_begin() left open (xid8 as
  * text), "" if it has none. Valid until the next begin. */

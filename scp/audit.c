@@ -45,11 +45,11 @@ static bool tmp_name(const char *name)
 	return dots == 1;
 }
 
-/* The bytes of the messages an earlier run left, which will be sent; and
- * the half-written files of producers that died before their rename,
- * which nobody will finish (no producer runs yet: we are before the
- * first fork). */
-static uint64_t spooled_bytes(const char *dir)
+/* The bytes of the messages waiting to be sent; with `clean`, also
+ * removes the half-written files of producers that died before their
+ * rename, which nobody will finish (only at the node's start, before the
+ * first fork: no producer runs yet). */
+static uint64_t spooled_bytes(const char *dir, bool clean)
 {
 	DIR *d = opendir(dir);
 	if (!d)
@@ -58,7 +58,8 @@ static uint64_t spooled_bytes(const char *dir)
 	struct dirent *de;
 	while ((de = readdir(d)) != NULL) {
 		if (tmp_name(de->d_name)) {
-			unlinkat(dirfd(d), de->d_name, 0);
+			if (clean)
+				unlinkat(dirfd(d), de->d_name, 0);
 			continue;
 		}
 		if (!pn_audit_spool_name(de->d_name))
@@ -71,43 +72,94 @@ static uint64_t spooled_bytes(const char *dir)
 	return total;
 }
 
-int pn_audit_create(const pn_config *cfg, pn_audit **ret)
+/* A new handle: 1 when the target needs a spool (to open next), 0 for
+ * target none (*ret is the no-op handle), or a negative errno. */
+static int handle_new(const pn_config *cfg, pn_audit **ret)
 {
 	pn_audit *a = calloc(1, sizeof(*a));
 	if (!a)
 		return -ENOMEM;
 	a->cfg = cfg;
 	a->dir_fd = -1;
-	if (cfg->audit_kind == PN_AUDIT_NONE) {
-		*ret = a;
-		return 0;
-	}
-	if (!cfg->audit_spool || !cfg->audit_spool[0]) {
+	if (cfg->audit_kind != PN_AUDIT_NONE && (!cfg->audit_spool || !cfg->audit_spool[0])) {
 		free(a);
 		return -EINVAL;
 	}
 	if (gethostname(a->hostname, sizeof(a->hostname) - 1) < 0 || !a->hostname[0])
 		snprintf(a->hostname, sizeof(a->hostname), "localhost");
+	*ret = a;
+	return cfg->audit_kind == PN_AUDIT_NONE ? 0 : 1;
+}
+
+int pn_audit_create(const pn_config *cfg, pn_audit **ret)
+{
+	pn_audit *a = NULL;
+	int rc = handle_new(cfg, &a);
+	if (rc <= 0) {
+		if (rc == 0)
+			*ret = a;
+		return rc;
+	}
 	if (mkdir(cfg->audit_spool, 0700) < 0 && errno != EEXIST) {
-		int rc = -errno;
+		rc = -errno;
 		free(a);
 		return rc;
 	}
 	a->dir_fd = open(cfg->audit_spool, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (a->dir_fd < 0) {
-		int rc = -errno;
+		rc = -errno;
 		free(a);
 		return rc;
 	}
 	/* Shared by the listener and every child it forks. */
 	a->shared = mmap(NULL, sizeof(*a->shared), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	if (a->shared == MAP_FAILED) {
-		int rc = -errno;
+		rc = -errno;
 		close(a->dir_fd);
 		free(a);
 		return rc;
 	}
-	atomic_init(&a->shared->bytes, spooled_bytes(cfg->audit_spool));
+	atomic_init(&a->shared->bytes, spooled_bytes(cfg->audit_spool, true));
+	atomic_init(&a->shared->dropped, 0);
+	atomic_init(&a->shared->seq, 0);
+	a->max_bytes = (uint64_t)cfg->audit_spool_max_mib << 20;
+	a->enabled = true;
+	*ret = a;
+	return 0;
+}
+
+int pn_audit_attach(const pn_config *cfg, pn_audit **ret)
+{
+	pn_audit *a = NULL;
+	int rc = handle_new(cfg, &a);
+	if (rc <= 0) {
+		if (rc == 0)
+			*ret = a;
+		return rc;
+	}
+	struct stat st;
+	a->dir_fd = open(cfg->audit_spool, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (a->dir_fd < 0 || fstat(a->dir_fd, &st) < 0 || faccessat(a->dir_fd, ".", W_OK, AT_EACCESS) < 0) {
+		rc = -errno;
+		pn_audit_free(a);
+		return rc;
+	}
+	/* Root's messages belong to the node's user, so that its sender can
+	 * read them. */
+	if (geteuid() == 0 && st.st_uid != 0) {
+		a->give_away = true;
+		a->owner_uid = st.st_uid;
+		a->owner_gid = st.st_gid;
+	}
+	/* Our own counters: the node's are in its memory. The spool's limit
+	 * still holds against what is there now. */
+	a->shared = calloc(1, sizeof(*a->shared));
+	if (!a->shared) {
+		pn_audit_free(a);
+		return -ENOMEM;
+	}
+	a->shared_owned = true;
+	atomic_init(&a->shared->bytes, spooled_bytes(cfg->audit_spool, false));
 	atomic_init(&a->shared->dropped, 0);
 	atomic_init(&a->shared->seq, 0);
 	a->max_bytes = (uint64_t)cfg->audit_spool_max_mib << 20;
@@ -122,7 +174,9 @@ void pn_audit_free(pn_audit *a)
 		return;
 	if (a->dir_fd >= 0)
 		close(a->dir_fd);
-	if (a->shared && a->shared != MAP_FAILED)
+	if (a->shared_owned)
+		free(a->shared);
+	else if (a->shared && a->shared != MAP_FAILED)
 		munmap(a->shared, sizeof(*a->shared));
 	free(a);
 }
@@ -168,7 +222,11 @@ static void spool(pn_audit *a, const char *msg, size_t len)
 	snprintf(name, sizeof(name), "%020" PRId64 "-%d-%lu%s", now_us(), (int)getpid(), seq, PN_AUDIT_SPOOL_SUFFIX);
 	int fd = openat(a->dir_fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	int err = 0;
-	if (fd < 0) {
+	if (fd >= 0 && a->give_away && fchown(fd, a->owner_uid, a->owner_gid) < 0) {
+		err = errno;
+		close(fd);
+		unlinkat(a->dir_fd, tmp, 0);
+	} else if (fd < 0) {
 		err = errno;
 	} else {
 		ssize_t w = write(fd, msg, len);
@@ -246,6 +304,21 @@ void pn_audit_query(pn_audit *a, const pn_audit_assoc *who, const char *sop_clas
 	                     .query = identifier,
 	                     .query_len = identifier_len,
 	                     .failed = failed};
+	emit(a, &ev);
+}
+
+void pn_audit_deleted(pn_audit *a, pn_audit_deletion kind, const char *user, const char *patient_id,
+                      const char *patient_name, const pn_audit_study *studies, size_t n_studies)
+{
+	static const pn_audit_msg_kind kinds[] = {[PN_AUDIT_DELETED_INSTANCES] = PN_AUDIT_MSG_DELETED_INSTANCES,
+	                                          [PN_AUDIT_DELETED_STUDIES] = PN_AUDIT_MSG_DELETED_STUDIES,
+	                                          [PN_AUDIT_DELETED_PATIENT] = PN_AUDIT_MSG_DELETED_PATIENT};
+	pn_audit_event ev = {.kind = kinds[kind],
+	                     .user = user,
+	                     .studies = studies,
+	                     .n_studies = n_studies,
+	                     .patient_id = patient_id,
+	                     .patient_name = patient_name};
 	emit(a, &ev);
 }
 

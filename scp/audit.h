@@ -26,6 +26,14 @@ typedef struct pn_audit pn_audit;
 int pn_audit_create(const pn_config *cfg, pn_audit **ret_audit);
 void pn_audit_free(pn_audit *audit); /* NULL is a no-op */
 
+/* For a process outside the node (pacsnodectl): the spool the node made,
+ * which it must be able to write (else the negative errno, e.g. -ENOENT
+ * before the node's first start with this target), its half-written files
+ * left alone; messages wait there for the node's sender like its own. As
+ * root, each message is given to the spool's owner. target none: a handle
+ * on which every call does nothing. */
+int pn_audit_attach(const pn_config *cfg, pn_audit **ret_audit);
+
 /* Whether messages are kept at all (a target other than none): the
  * listener starts the sender process only then. False for NULL. */
 bool pn_audit_enabled(const pn_audit *audit);
@@ -86,6 +94,19 @@ void pn_audit_begin_transfer(pn_audit *audit, const pn_audit_assoc *who, const p
  * "TransferSyntax"). `failed`: EventOutcome 4. */
 void pn_audit_query(pn_audit *audit, const pn_audit_assoc *who, const char *sop_class_uid,
                     const char *transfer_syntax_uid, const void *identifier, size_t identifier_len, bool failed);
+
+/* A deletion (pacsnodectl delete) asked by `user` (a login name), of
+ * studies of one patient: DICOM Instances Accessed (DCM 110103) with
+ * EventActionCode D when part of a study went, DICOM Study Deleted
+ * (110105) for whole studies, Patient Record (110110) D for the patient
+ * itself (its `studies` unused). The participants: the person, and us. */
+typedef enum {
+	PN_AUDIT_DELETED_INSTANCES,
+	PN_AUDIT_DELETED_STUDIES,
+	PN_AUDIT_DELETED_PATIENT,
+} pn_audit_deletion;
+void pn_audit_deleted(pn_audit *audit, pn_audit_deletion kind, const char *user, const char *patient_id,
+                      const char *patient_name, const pn_audit_study *studies, size_t n_studies);
 
 /* The sender process (forked by the listener): sends spooled messages in
  * order until SIGTERM, then returns the exit status. */

@@ -6,6 +6,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <time.h>
 
 #include "audit.h"
@@ -25,6 +26,10 @@ struct pn_audit {
 	bool enabled;
 	int dir_fd; /* the spool folder */
 	pn_audit_shared *shared;
+	bool shared_owned; /* attached (pacsnodectl): shared is our own calloc'ed copy */
+	bool give_away;    /* attached as root: each message to the spool's owner */
+	uid_t owner_uid;
+	gid_t owner_gid;
 	uint64_t max_bytes;
 	char hostname[256];
 	time_t last_drop_log; /* per process, CLOCK_MONOTONIC: one warning per 10 s */

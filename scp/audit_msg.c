@@ -253,13 +253,12 @@ static void source_identification(sbuf *b, const pn_audit_source *src)
 }
 
 /* The study, with its SOP classes and instance counts, and whether it went
- * over TLS, in a ParticipantObjectDescription: the A.5.1 schema puts the
- * DICOM object description (MPPS, Accession, SOPClass, ..., Encrypted)
- * there, not directly in the ParticipantObjectIdentification. */
-static void study_objects(sbuf *b, const pn_audit_study *st, bool tls)
+ * over TLS (tls < 0: nothing went anywhere, not said), in a
+ * ParticipantObjectDescription: the A.5.1 schema puts the DICOM object
+ * description (MPPS, Accession, SOPClass, ..., Encrypted) there, not
+ * directly in the ParticipantObjectIdentification. */
+static void study_object(sbuf *b, const pn_audit_study *st, int tls)
 {
-	if (!st)
-		return;
 	sb_str(b, "<ParticipantObjectIdentification ParticipantObjectID=\"");
 	sb_esc_short(b, st->study_uid);
 	sb_str(b, "\" ParticipantObjectTypeCode=\"2\" ParticipantObjectTypeCodeRole=\"3\">");
@@ -270,18 +269,44 @@ static void study_objects(sbuf *b, const pn_audit_study *st, bool tls)
 		sb_esc_short(b, st->classes[i].sop_class_uid);
 		sb_fmt(b, "\" NumberOfInstances=\"%u\"/>", st->classes[i].count);
 	}
-	sb_fmt(b, "<Encrypted>%s</Encrypted>", tls ? "true" : "false");
+	if (tls >= 0)
+		sb_fmt(b, "<Encrypted>%s</Encrypted>", tls ? "true" : "false");
 	sb_str(b, "</ParticipantObjectDescription></ParticipantObjectIdentification>");
+}
+
+static void patient_object(sbuf *b, const char *patient_id, const char *patient_name)
+{
 	sb_str(b, "<ParticipantObjectIdentification ParticipantObjectID=\"");
-	sb_esc(b, st->patient_id);
+	sb_esc(b, patient_id);
 	sb_str(b, "\" ParticipantObjectTypeCode=\"1\" ParticipantObjectTypeCodeRole=\"1\">");
 	code(b, "ParticipantObjectIDTypeCode", "2", "RFC-3881", "Patient Number");
-	if (st->patient_name && *st->patient_name) {
+	if (patient_name && *patient_name) {
 		sb_str(b, "<ParticipantObjectName>");
-		sb_esc(b, st->patient_name);
+		sb_esc(b, patient_name);
 		sb_str(b, "</ParticipantObjectName>");
 	}
 	sb_str(b, "</ParticipantObjectIdentification>");
+}
+
+static void study_objects(sbuf *b, const pn_audit_study *st, bool tls)
+{
+	if (!st)
+		return;
+	study_object(b, st, tls);
+	patient_object(b, st->patient_id, st->patient_name);
+}
+
+/* The person who asked (pacsnodectl's user), at this host. */
+static void operator(sbuf *b, const pn_audit_source *src, const char *user)
+{
+	const char *u = user && *user ? user : "(unknown)";
+	sb_str(b, "<ActiveParticipant UserID=\"");
+	sb_esc_short(b, u);
+	sb_str(b, "\" UserName=\"");
+	sb_esc_short(b, u);
+	sb_str(b, "\" UserIsRequestor=\"true\" NetworkAccessPointID=\"");
+	sb_esc(b, src->hostname);
+	sb_str(b, "\" NetworkAccessPointTypeCode=\"1\"/>");
 }
 
 static void event(sbuf *b, const pn_audit_source *src, const char *action, int outcome, const char *id_code,
@@ -397,6 +422,24 @@ static void body(sbuf *b, const pn_audit_source *src, const pn_audit_event *ev)
 		source_identification(b, src);
 		study_objects(b, ev->study, carried_over_tls(ev));
 		break;
+	case PN_AUDIT_MSG_DELETED_INSTANCES:
+	case PN_AUDIT_MSG_DELETED_STUDIES:
+	case PN_AUDIT_MSG_DELETED_PATIENT: {
+		static const char *const ids[][2] = {{"110103", "DICOM Instances Accessed"},
+		                                     {"110105", "DICOM Study Deleted"},
+		                                     {"110110", "Patient Record"}};
+		int k = ev->kind - PN_AUDIT_MSG_DELETED_INSTANCES;
+		event(b, src, "D", ev->failed ? 4 : 0, ids[k][0], ids[k][1]);
+		sb_str(b, "</EventIdentification>");
+		/* the person and the process (PS3.15 A.5.3: both when known) */
+		operator(b, src, ev->user);
+		us(b, src, false, NULL, NULL);
+		source_identification(b, src);
+		for (size_t i = 0; ev->kind != PN_AUDIT_MSG_DELETED_PATIENT && ev->studies && i < ev->n_studies; i++)
+			study_object(b, &ev->studies[i], -1);
+		patient_object(b, ev->patient_id, ev->patient_name);
+		break;
+	}
 	case PN_AUDIT_MSG_QUERY:
 		event(b, src, "E", ev->failed ? 4 : 0, "110112", "Query");
 		sb_str(b, "</EventIdentification>");

@@ -30,6 +30,9 @@ typedef enum {
 	PN_AUDIT_MSG_SENT,     /* DICOM Instances Transferred, sent by C-MOVE / C-GET */
 	PN_AUDIT_MSG_BEGIN,    /* Begin Transferring DICOM Instances */
 	PN_AUDIT_MSG_QUERY,
+	PN_AUDIT_MSG_DELETED_INSTANCES, /* DICOM Instances Accessed, D: some of a study */
+	PN_AUDIT_MSG_DELETED_STUDIES,   /* DICOM Study Deleted: whole studies of one patient */
+	PN_AUDIT_MSG_DELETED_PATIENT,   /* Patient Record, D */
 } pn_audit_msg_kind;
 
 typedef struct {
@@ -43,6 +46,11 @@ typedef struct {
 	const char *sop_class_uid, *transfer_syntax_uid;
 	const void *query;
 	size_t query_len;
+	/* deletions: who asked, the studies (one patient's) and the patient */
+	const char *user;
+	const pn_audit_study *studies;
+	size_t n_studies;
+	const char *patient_id, *patient_name;
 } pn_audit_event;
 
 /* The framed message, malloc'ed (no trailing newline). 0 or -ENOMEM. */

@@ -141,8 +141,13 @@ static void disconnect(sender *s)
 
 static void forget(sender *s, const char *name, size_t len)
 {
-	if (unlinkat(s->audit->dir_fd, name, 0) == 0)
-		atomic_fetch_sub(&s->audit->shared->bytes, len);
+	if (unlinkat(s->audit->dir_fd, name, 0) != 0)
+		return;
+	/* Never below zero: pacsnodectl's messages were counted in its own
+	 * process, not in ours. */
+	uint_fast64_t have = atomic_load(&s->audit->shared->bytes);
+	while (!atomic_compare_exchange_weak(&s->audit->shared->bytes, &have, have > len ? have - len : 0))
+		;
 }
 
 /* UDP: whether the datagram sent last reached an open port. */

@@ -37,24 +37,6 @@ static void usage(FILE *out)
 	             "  -h, --help          this text\n");
 }
 
-typedef struct {
-	pn_db *db;
-	pn_storage *storage;
-	unsigned removed;
-} garbage_ctx;
-
-/* A replaced file whose removal a crash interrupted. */
-static int remove_garbage(void *ctx, const char *path)
-{
-	garbage_ctx *g = ctx;
-	int rc = pn_storage_remove(g->storage, path);
-	if (rc < 0 && rc != -ENOENT)
-		return rc;
-	g->removed++;
-	/* the listing is already client-side: another statement is fine */
-	return pn_index_garbage_done(g->db, path);
-}
-
 /* The database may still be starting (systemd ordering, a cluster coming
  * up): wait a bounded time for it. */
 static pn_db *connect_with_wait(const pn_config *cfg)
@@ -108,12 +90,18 @@ static int prepare(const pn_config *cfg)
 		           "that made them is still there",
 		           rec.waiting);
 	if (rc == 0) {
-		garbage_ctx g = {.db = db, .storage = storage};
-		rc = pn_index_garbage_each(db, remove_garbage, &g);
-		if (rc == 0 && g.removed)
-			pn_warning("storage recovery: %u replaced files removed", g.removed);
-		if (rc < 0)
-			pn_error("storage recovery of replaced files failed: %s", pn_db_errmsg(db));
+		long long removed = 0, failed = 0;
+		rc = pn_store_remove_garbage(db, storage, NULL, NULL, &removed, &failed);
+		if (removed)
+			pn_warning("storage recovery: %lld files of replaced or deleted instances removed", removed);
+		if (rc < 0 && failed)
+			pn_warning("storage recovery: %lld files of replaced or deleted instances could not be removed "
+			           "(left queued for the next start): %s",
+			           failed, strerror(-rc));
+		else if (rc < 0)
+			pn_error("storage recovery of replaced or deleted files failed: %s", pn_db_errmsg(db));
+		if (failed)
+			rc = 0; /* files, not the index: the node can run */
 	}
 	int shards = 0;
 	if (rc == 0 && pn_index_fold_orphans(db, &shards) < 0)

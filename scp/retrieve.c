@@ -16,6 +16,7 @@
 #include "dicom_values.h"
 #include "find.h"
 #include "find_match.h"
+#include "hold.h"
 #include "audit_tally.h"
 #include "log.h"
 #include "part10.h"
@@ -202,6 +203,21 @@ static int parse_keys(pn_dcm_ds *id, bool patient_root, retrieve_keys *k, unsign
 	}
 	*ret_status = 0;
 	return 0;
+}
+
+/* The holds of a retrieve: its PatientID at PATIENT level, else each
+ * study it names (one, or a list at STUDY level). */
+static int hold_keys(const retrieve_keys *k, pn_hold *h)
+{
+	if (k->level == 0)
+		return pn_hold_patient(h, k->matches[0].value);
+	const pn_match *m = &k->matches[1];
+	if (m->kind != PN_MATCH_LIST)
+		return pn_hold_study(h, m->value);
+	int rc = 0;
+	for (size_t i = 0; i < m->n_list && rc == 0; i++)
+		rc = pn_hold_study(h, m->list[i]);
+	return rc;
 }
 
 /* Every instance the keys select, in the order the index gives them. */
@@ -451,10 +467,18 @@ int pn_retrieve_handle(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dc
 		return pn_dcm_retrieve_respond(assoc, cmd, status, &ops, NULL, why);
 	}
 
+	/* What is selected stays until it is sent: no delete of it meanwhile
+	 * (hold.h). */
+	pn_hold hold = {0};
+	rc = hold_keys(&keys, &hold);
+	if (rc == 0)
+		rc = pn_hold_take(ctx->db, &hold);
 	target_list targets = {0};
-	rc = select_targets(ctx, &keys, &targets);
+	if (rc == 0)
+		rc = select_targets(ctx, &keys, &targets);
 	keys_clear(&keys);
 	if (rc < 0) {
+		pn_hold_release(ctx->db, &hold);
 		targets_free(&targets);
 		pn_warning("%s from \"%s\" failed: could not list the instances: %s", op, calling_ae,
 		           pn_db_errmsg(ctx->db));
@@ -470,6 +494,7 @@ int pn_retrieve_handle(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dc
 	                           .tls = dest ? dest->tls : who->tls};
 	bool *sent = calloc(targets.n ? targets.n : 1, sizeof(bool));
 	if (!sent) {
+		pn_hold_release(ctx->db, &hold);
 		targets_free(&targets);
 		ret->status = PN_STATUS_RETRIEVE_NO_MATCHES;
 		return pn_dcm_retrieve_respond(assoc, cmd, PN_STATUS_RETRIEVE_NO_MATCHES, &ops, NULL, "out of memory");
@@ -617,6 +642,7 @@ int pn_retrieve_handle(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dc
 	free(sent);
 	targets_free(&targets);
 	if (broken && !is_move) {
+		pn_hold_release(ctx->db, &hold);
 		free(failed_uids.buf);
 		return -EPROTO;
 	}
@@ -624,6 +650,8 @@ int pn_retrieve_handle(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dc
 	                          ? (refused ? "destination refused or unreachable" : "no sub-operation succeeded")
 	                          : NULL;
 	rc = pn_dcm_retrieve_respond(assoc, cmd, status, &ops, failed_uids.buf, comment);
+	/* after the answer: the requester does not wait for it */
+	pn_hold_release(ctx->db, &hold);
 	free(failed_uids.buf);
 	return rc;
 }

@@ -522,13 +522,41 @@ const char *pn_storage_file_checksum(const pn_storage_file *f)
 
 int pn_storage_remove(pn_storage *s, const char *rel)
 {
-	if (!pn_storage_rel_path_valid(rel))
-		return -EINVAL;
-	if (pn_fsio.unlinkat(s->root_fd, rel, 0) < 0)
-		return -errno;
-	char dir[PN_REL_DIR_LEN + 1];
-	snprintf(dir, sizeof(dir), "%.*s", PN_REL_DIR_LEN, rel);
-	return pn_storage_fsync_dir_at(s->root_fd, dir);
+	bool removed;
+	return pn_storage_remove_many(s, &rel, 1, &removed);
+}
+
+int pn_storage_remove_many(pn_storage *s, const char *const *rels, size_t n, bool *ret_removed)
+{
+	int first = 0;
+	size_t from = 0; /* the first file of the folder being worked on */
+	for (size_t i = 0; i <= n; i++) {
+		/* the folder's files are unlinked: make their removal durable */
+		if (i > from && (i == n || strncmp(rels[i], rels[from], PN_REL_DIR_LEN) != 0)) {
+			char dir[PN_REL_DIR_LEN + 1];
+			snprintf(dir, sizeof(dir), "%.*s", PN_REL_DIR_LEN, rels[from]);
+			int rc = pn_storage_fsync_dir_at(s->root_fd, dir);
+			if (rc < 0 && rc != -ENOENT) {
+				for (size_t k = from; k < i; k++)
+					ret_removed[k] = false;
+				first = first ? first : rc;
+			}
+			from = i;
+		}
+		if (i == n)
+			break;
+		ret_removed[i] = false;
+		if (!pn_storage_rel_path_valid(rels[i])) {
+			first = first ? first : -EINVAL;
+			continue;
+		}
+		if (pn_fsio.unlinkat(s->root_fd, rels[i], 0) < 0 && errno != ENOENT) {
+			first = first ? first : -errno;
+			continue;
+		}
+		ret_removed[i] = true;
+	}
+	return first;
 }
 
 int pn_storage_full_path(const pn_storage *s, const char *rel, char **ret_path)

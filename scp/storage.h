@@ -116,8 +116,15 @@ void pn_storage_checksum(const void *data, size_t len, char out[PN_CHECKSUM_LEN]
  * read, -ENOMEM or the read's -errno. */
 int pn_storage_checksum_fd(int fd, char out[PN_CHECKSUM_LEN], uint64_t *ret_bytes);
 
-/* Removes a committed file that the index no longer names (replaced). */
+/* Removes a committed file that the index no longer names (replaced),
+ * its folder fsync'ed: 0 (also when it was gone already) or negative
+ * errno. */
 int pn_storage_remove(pn_storage *s, const char *rel);
+/* The same for many (deleted instances): each unlinked, then each folder
+ * fsync'ed once (files of one folder next to each other, as path order
+ * gives them). ret_removed[i]: file i is gone for good (also when it was
+ * gone already). Returns 0 or the first failure (the others go on). */
+int pn_storage_remove_many(pn_storage *s, const char *const *rels, size_t n, bool *ret_removed);
 
 /* The absolute path of a stored file (malloc'ed), for readers: -EINVAL if
  * `rel` is not a path this module makes (never trust a path from the

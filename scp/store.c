@@ -12,6 +12,7 @@
 #include "audit_tally.h"
 #include "dicom_values.h"
 #include "db.h"
+#include "garbage.h"
 #include "index.h"
 #include "log.h"
 #include "metrics.h"
@@ -450,6 +451,50 @@ static int settle_tmp_with(pn_db *db, pn_storage *storage, int wait_ms, bool end
 int pn_store_recover(pn_db *db, pn_storage *storage, int wait_ms, pn_storage_recovery *ret_stats)
 {
 	return settle_tmp_with(db, storage, wait_ms, false, ret_stats, NULL);
+}
+
+#define GARBAGE_BATCH 256
+
+int pn_store_remove_garbage(pn_db *db, pn_storage *storage, void (*step)(void *ctx, size_t n), void *ctx,
+                            long long *ret_removed, long long *ret_failed)
+{
+	long long removed = 0, failed = 0;
+	int first = 0; /* a file's failure: the others go on */
+	char *after = strdup("");
+	int rc = after ? 0 : -ENOMEM;
+	while (rc == 0) {
+		char **paths = NULL;
+		size_t n = 0;
+		if ((rc = pn_garbage_next(db, after, GARBAGE_BATCH, &paths, &n)) < 0)
+			break;
+		if (n == 0) {
+			pn_garbage_free(paths, n);
+			break;
+		}
+		bool gone[GARBAGE_BATCH];
+		const char *done[GARBAGE_BATCH];
+		size_t k = 0;
+		int frc = pn_storage_remove_many(storage, (const char *const *)paths, n, gone);
+		if (frc < 0 && first == 0)
+			first = frc;
+		for (size_t i = 0; i < n; i++)
+			if (gone[i])
+				done[k++] = paths[i];
+		failed += (long long)(n - k);
+		if ((rc = pn_garbage_done(db, done, k)) == 0)
+			removed += (long long)k;
+		free(after);
+		after = strdup(paths[n - 1]); /* a path that stays queued is not met again */
+		if (!after && rc == 0)
+			rc = -ENOMEM;
+		pn_garbage_free(paths, n);
+		if (step)
+			step(ctx, n);
+	}
+	free(after);
+	*ret_removed = removed;
+	*ret_failed = failed;
+	return rc < 0 ? rc : first;
 }
 
 void pn_store_settle_ended(const pn_store_ctx *ctx)

@@ -86,6 +86,15 @@ int pn_store_recover(pn_db *db, pn_storage *storage, int wait_ms, pn_storage_rec
  * (crashed): at a worker's start and at the end of each association. */
 void pn_store_settle_ended(const pn_store_ctx *ctx);
 
+/* Works off the queue of files to remove (storage_garbage: replaced and
+ * deleted instances), a batch at a time: each file unlinked, its folder
+ * fsync'ed, then taken off the queue; one that cannot be removed stays
+ * queued for the next time. step (if given) after each batch with how
+ * many files it held. 0, or the first failure (the queue's, or a file's:
+ * the other files go on); *ret_removed and *ret_failed count. */
+int pn_store_remove_garbage(pn_db *db, pn_storage *storage, void (*step)(void *ctx, size_t n), void *ctx,
+                            long long *ret_removed, long long *ret_failed);
+
 /* Folds the kept counts of the stores that no fold took yet, waits for it
  * and logs a failure: before a release is acknowledged, at the end of an
  * association, before a query on it. */

@@ -11,6 +11,7 @@
 
 #include "audit.h"
 #include "audit_tally.h"
+#include "hold.h"
 #include "log.h"
 #include "part10.h"
 #include "search.h"
@@ -32,6 +33,7 @@ typedef struct {
 	pn_audit_tally *tally;
 	char peer[64], user[64];
 	bool https;
+	pn_hold hold; /* the study, until the archive is out */
 } download;
 
 static void audit_study(void *ctx, const pn_audit_study *study, bool failed)
@@ -50,6 +52,7 @@ static void download_free(void *cls)
 	if (d->fd >= 0)
 		close(d->fd);
 	pn_web_search_free(d->search);
+	pn_hold_release(d->ctx->db, &d->hold);
 	pn_zip_free(d->zip);
 	pn_bytes_free(&d->out);
 	if (pn_audit_enabled(d->ctx->audit) && !pn_audit_tally_empty(d->tally))
@@ -193,6 +196,11 @@ enum MHD_Result pn_web_download(pn_web_req *r, const char *study, const char *se
 	d->https = r->https;
 	snprintf(d->peer, sizeof(d->peer), "%s", r->peer);
 	snprintf(d->user, sizeof(d->user), "%s", r->user);
+	if (!r->ctx->db || pn_hold_study(&d->hold, study) < 0 || pn_hold_take(r->ctx->db, &d->hold) < 0) {
+		pn_query_free(q);
+		download_free(d);
+		return pn_web_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "the index does not answer");
+	}
 	if (pn_web_search_start(r->ctx, q, false, PN_FIND_ORDER_NUMBER, 0, -1, &d->search) < 0) {
 		download_free(d);
 		return pn_web_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "the index does not answer");

@@ -17,6 +17,7 @@
 #include "audit_tally.h"
 #include "browse.h"
 #include "find.h"
+#include "hold.h"
 #include "log.h"
 #include "part10.h"
 #include "storage.h"
@@ -103,6 +104,7 @@ typedef struct {
 	bool in_part;
 	unsigned long long parts, missing, unconvertible;
 	pn_audit_tally *tally;
+	pn_hold hold; /* the study, until the answer is out */
 } wado;
 
 static void end_part(wado *w)
@@ -274,6 +276,7 @@ static void wado_free(void *cls)
 	end_part(w);
 	if (w->running)
 		pn_find_stop(w->ctx->db);
+	pn_hold_release(w->ctx->db, &w->hold);
 	if (pn_audit_enabled(w->ctx->audit) && !pn_audit_tally_empty(w->tally)) {
 		audit_ctx a = {.w = w};
 		pn_audit_tally_each(w->tally, audit_study, &a);
@@ -320,7 +323,8 @@ enum MHD_Result pn_web_wado(pn_web_req *r, const char *study, const char *series
 	RAND_bytes(rnd, sizeof(rnd));
 	for (int i = 0; i < 16; i++)
 		snprintf(w->boundary + 2 * i, 3, "%02x", rnd[i]);
-	if (!r->ctx->db || pn_find_start(r->ctx->db, &q) < 0) {
+	if (!r->ctx->db || pn_hold_study(&w->hold, study) < 0 || pn_hold_take(r->ctx->db, &w->hold) < 0 ||
+	    pn_find_start(r->ctx->db, &q) < 0) {
 		wado_free(w);
 		return pn_web_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "the index does not answer");
 	}

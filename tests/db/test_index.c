@@ -25,6 +25,7 @@
 #include "index.h"
 #include "migrations.h"
 #include "testdb.h"
+#include "testenv.h"
 #include "testrec.h"
 
 enum { WORKERS = 8, PARALLEL_ROUNDS = 3 };
@@ -78,60 +79,6 @@ static void store_ok(const pn_instance_rec *rec, pn_dup_policy policy, pn_index_
 	assert_int_equal(outcome, expect);
 }
 
-/* Runs fn in n forked processes, each with its own connection, released
- * together once all are connected. Returns how many exited 0. */
-static int run_forked(int n, int (*fn)(pn_db *, int, void *), void *arg)
-{
-	int ready[2], go[2], ok = 0;
-	pid_t pids[WORKERS];
-	char byte;
-
-	assert_true(n <= WORKERS);
-	assert_int_equal(pipe(ready), 0);
-	assert_int_equal(pipe(go), 0);
-	for (int i = 0; i < n; i++) {
-		pids[i] = fork();
-		assert_true(pids[i] >= 0);
-		if (pids[i] == 0) {
-			pn_db *mine = NULL;
-			char err[256];
-			int code;
-
-			/* Never touch the parent's connections: no PQfinish. */
-			close(ready[0]);
-			close(go[1]);
-			if (pn_db_connect(test_conninfo, &mine, err, sizeof err) < 0) {
-				fprintf(stderr, "worker %d: %s\n", i, err);
-				_exit(100);
-			}
-			if (write(ready[1], "r", 1) != 1)
-				_exit(101);
-			close(ready[1]);
-			if (read(go[0], &byte, 1) != 0)
-				_exit(102);
-			code = fn(mine, i, arg);
-			pn_db_free(mine);
-			_exit(code);
-		}
-	}
-	close(ready[1]);
-	close(go[0]);
-	for (int got = 0; got < n && read(ready[0], &byte, 1) == 1;)
-		got++;
-	close(go[1]); /* release them all */
-	close(ready[0]);
-	for (int i = 0; i < n; i++) {
-		int status;
-
-		assert_int_equal(waitpid(pids[i], &status, 0), pids[i]);
-		if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
-			ok++;
-		else
-			fprintf(stderr, "worker %d: status 0x%x\n", i, status);
-	}
-	return ok;
-}
-
 /* ---- tests -------------------------------------------------------------- */
 
 static int migrate_worker(pn_db *mine, int i, void *arg)
@@ -155,7 +102,7 @@ static void test_migrate_concurrently_then_twice(void **state)
 	assert_int_equal(version, 0); /* fresh database */
 
 	/* Worker processes starting together all migrate. */
-	assert_int_equal(run_forked(WORKERS, migrate_worker, NULL), WORKERS);
+	assert_int_equal(run_forked(test_conninfo, WORKERS, migrate_worker, NULL), WORKERS);
 	assert_int_equal(pn_db_schema_version(db, &version), 0);
 	assert_int_equal(version, last->version);
 
@@ -387,7 +334,7 @@ static void test_parallel_writers_one_hierarchy(void **state)
 
 		snprintf(patient_id, sizeof patient_id, "PID-PAR-%d", round);
 		make_rec(&base, patient_id, "", NULL, NULL);
-		assert_int_equal(run_forked(WORKERS, store_worker, &base), WORKERS);
+		assert_int_equal(run_forked(test_conninfo, WORKERS, store_worker, &base), WORKERS);
 		assert_int_equal(count1("SELECT count(*) FROM patient WHERE patient_id = $1", patient_id), 1);
 		assert_int_equal(count1("SELECT count(*) FROM study WHERE study_uid = $1", base.study), 1);
 		assert_int_equal(count1("SELECT count(*) FROM series WHERE series_uid = $1", base.series), 1);
@@ -858,38 +805,13 @@ int main(void)
 	    cmocka_unit_test_setup(test_worker_lock, setup_migrated),
 	    cmocka_unit_test_setup(test_pipelined_store_after_terminate, setup_migrated),
 	};
-	const char *admin = getenv("PN_TEST_PG_CONNINFO");
-	char dbname[64], err[256] = "";
-	int failed = 2;
-
-	if (!admin || !*admin) {
-		fprintf(stderr, "test_db_index: PN_TEST_PG_CONNINFO is not set: it must be a libpq "
-		                "conninfo for a role that may CREATE DATABASE (tests/db/run-pg-test.sh "
-		                "starts a private server and sets it)\n");
-		return 2;
+	testenv e = {0};
+	int failed = testenv_open(&e, "test_db_index");
+	if (failed == 0) {
+		test_conninfo = e.conninfo;
+		db = e.db;
+		check = e.check;
+		failed = cmocka_run_group_tests(tests, NULL, NULL);
 	}
-	test_conninfo = testdb_create(admin, dbname, sizeof dbname);
-	if (!test_conninfo)
-		return 2;
-	if (pn_db_connect(test_conninfo, &db, err, sizeof err) != 0) {
-		fprintf(stderr, "test_db_index: could not connect to \"%s\": %s\n", dbname, err);
-		goto out;
-	}
-	check = PQconnectdb(test_conninfo);
-	if (PQstatus(check) != CONNECTION_OK) {
-		fprintf(stderr, "test_db_index: %s", PQerrorMessage(check));
-		goto out;
-	}
-
-	failed = cmocka_run_group_tests(tests, NULL, NULL);
-
-out:
-	PQfinish(check);
-	pn_db_free(db);
-	free(test_conninfo);
-	if (getenv("PN_TEST_KEEP_DB"))
-		fprintf(stderr, "test_db_index: kept database \"%s\"\n", dbname);
-	else if (testdb_drop(admin, dbname) != 0 && !failed)
-		failed = 1;
-	return failed ? 1 : 0;
+	return testenv_close(&e, "test_db_index", failed);
 }

@@ -47,7 +47,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	pn_audit_study study = {
 	    .study_uid = f[7], .patient_id = f[8], .patient_name = f[9], .classes = classes, .n_classes = 2};
 	pn_audit_source src = {.ae_title = f[1], .hostname = f[2], .pid = 42, .time_us = (int64_t)size * 7919};
-	for (int kind = PN_AUDIT_MSG_APP_START; kind <= PN_AUDIT_MSG_QUERY; kind++) {
+	pn_audit_study two[2] = {study, study};
+	two[1].study_uid = f[4];
+	for (int kind = PN_AUDIT_MSG_APP_START; kind <= PN_AUDIT_MSG_DELETED_PATIENT; kind++) {
 		pn_audit_event ev = {.kind = (pn_audit_msg_kind)kind,
 		                     .who = &who,
 		                     .dest = (size & 2) ? &dest : NULL,
@@ -58,7 +60,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		                     .sop_class_uid = f[5],
 		                     .transfer_syntax_uid = f[6],
 		                     .query = data,
-		                     .query_len = size};
+		                     .query_len = size,
+		                     .user = f[0],
+		                     .studies = two,
+		                     .n_studies = (size & 8) ? 2 : 1,
+		                     .patient_id = f[8],
+		                     .patient_name = f[9]};
 		char *msg = NULL;
 		size_t len = 0;
 		CHECK(pn_audit_msg_build(&src, &ev, &msg, &len) == 0);

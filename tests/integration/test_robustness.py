@@ -867,7 +867,8 @@ def test_replaced_file_left_by_a_crash_is_removed_at_start(node_factory, scu_dir
     node.query("INSERT INTO storage_garbage (path) VALUES (%s)", (old_rel,))
 
     offset = node.start_again()
-    wait_log(node, r"storage recovery: 1 replaced files removed", "the garbage recovery", offset=offset)
+    wait_log(node, r"storage recovery: 1 files of replaced or deleted instances removed", "the garbage recovery",
+             offset=offset)
     assert not os.path.exists(old_full), "the replaced file survived the restart"
     assert node.query("SELECT path FROM storage_garbage") == []
     assert os.path.isfile(os.path.join(node.storage, row["path"])), "the current file was removed"
