@@ -132,6 +132,8 @@ done
 "$here/check_unit.sh" "$(command -v systemd-analyze)" /lib/systemd/system/pacsnode.service 2.5 >&2 ||
 	fail "installed unit"
 /usr/sbin/pacsnode -V >/dev/null || fail "pacsnode -V"
+out=$(systemd-analyze verify --man=no /lib/systemd/system/pacsnode.service 2>&1) && [ -z "$out" ] ||
+	fail "systemd-analyze verify: $out"
 
 # 5. the installed node on the installed configuration
 say "a private PostgreSQL cluster in $work/pg"
