@@ -26,6 +26,7 @@
 #include "metrics.h"
 #include "web.h"
 #include "tls.h"
+#include "watchdog.h"
 #include "worker.h"
 
 #define MAX_REJECTERS 16
@@ -40,6 +41,7 @@ typedef struct {
 	bool http;    /* busy with (overflow: serving) an HTTP connection */
 	unsigned gen; /* the configuration it was started with */
 	time_t started;
+	bool silent; /* pool workers: said not to answer the watchdog */
 } child;
 
 typedef struct {
@@ -48,6 +50,7 @@ typedef struct {
 	pn_config **reloaded; /* every configuration read since start: the */
 	size_t n_reloaded;    /* audit handle and old workers' logs keep pointers */
 	pn_audit *audit;
+	pn_watchdog *wd;    /* NULL without WatchdogSec= */
 	int listen_fd;      /* plain DIMSE, -1 when [node] port = 0 */
 	int tls_listen_fd;  /* DICOM TLS, -1 without a TLS listener */
 	int http_listen_fd; /* the web, -1 when [http] port = 0 */
@@ -123,6 +126,8 @@ static void child_setup(server *s, int keep_fd)
 
 static int spawn_pool_worker(server *s, child *c)
 {
+	size_t slot = (size_t)(c - s->children);
+	pn_watchdog_slot_reset(s->wd, slot);
 	int sv[2];
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
 		return -errno;
@@ -136,7 +141,7 @@ static int spawn_pool_worker(server *s, child *c)
 	if (pid == 0) {
 		close(sv[0]);
 		child_setup(s, sv[1]);
-		_exit(pn_worker_pool_main(s->cfg, s->audit, sv[1]));
+		_exit(pn_worker_pool_main(s->cfg, s->audit, sv[1], s->wd, slot));
 	}
 	close(sv[1]);
 	*c = (child){.pid = pid, .kind = CHILD_POOL, .channel = sv[0], .gen = s->gen, .started = time(NULL)};
@@ -193,7 +198,10 @@ static void dispatch(server *s, int fd, bool http)
 	}
 	for (size_t i = 0; i < s->n_children && busy < limit; i++) {
 		child *c = &s->children[i];
-		if (c->pid && c->kind == CHILD_POOL && !c->busy && c->channel >= 0) {
+		/* not one that stopped answering the watchdog: the connection
+		 * would wait as long as it does */
+		if (c->pid && c->kind == CHILD_POOL && !c->busy && c->channel >= 0 &&
+		    !pn_watchdog_silent_ms(s->wd, i)) {
 			if (pn_fd_send(c->channel, fd) == 0) {
 				c->busy = true;
 				c->http = http;
@@ -350,6 +358,31 @@ static void worker_idle(const server *s, child *c)
 		close(c->channel);
 		c->channel = -1;
 	}
+}
+
+/* WATCHDOG=1 while every idle pool worker answers (watchdog.h); one line
+ * when one stops answering, one when it answers again. */
+static void keep_watchdog(server *s)
+{
+	if (!s->wd)
+		return;
+	bool healthy = true;
+	for (size_t i = 0; i < s->n_children; i++) {
+		child *c = &s->children[i];
+		if (!c->pid || c->kind != CHILD_POOL || c->busy || c->channel < 0)
+			continue;
+		long silent = pn_watchdog_silent_ms(s->wd, i);
+		if (silent && !c->silent)
+			pn_warning(
+			    "watchdog: idle worker %d has not answered for %.1f s; systemd is no longer told the "
+			    "node is alive and restarts it after WatchdogSec unless the worker answers again",
+			    (int)c->pid, (double)silent / 1000.0);
+		else if (!silent && c->silent)
+			pn_info("watchdog: worker %d answers again", (int)c->pid);
+		c->silent = silent != 0;
+		healthy &= !silent;
+	}
+	pn_watchdog_ping(s->wd, healthy);
 }
 
 static double now_s(void)
@@ -518,9 +551,16 @@ int pn_server_run(const pn_config *cfg)
 		s.children[i].channel = -1;
 	if (pn_metrics_init() < 0)
 		pn_warning("no shared memory for /metrics: its counters stay at zero");
-	int rc = pn_audit_create(cfg, &s.audit);
+	int rc = pn_watchdog_create(s.n_children, &s.wd);
+	if (rc < 0) {
+		pn_error("could not set up the systemd watchdog: %s", strerror(-rc));
+		free(s.children);
+		return EXIT_FAILURE;
+	}
+	rc = pn_audit_create(cfg, &s.audit);
 	if (rc < 0) {
 		pn_error("could not set up the audit trail (spool \"%s\"): %s", cfg->audit_spool, strerror(-rc));
+		pn_watchdog_free(s.wd);
 		free(s.children);
 		return EXIT_FAILURE;
 	}
@@ -539,6 +579,7 @@ int pn_server_run(const pn_config *cfg)
 		if (s.http_listen_fd >= 0)
 			close(s.http_listen_fd);
 		pn_audit_free(s.audit);
+		pn_watchdog_free(s.wd);
 		free(s.children);
 		return EXIT_FAILURE;
 	}
@@ -584,6 +625,7 @@ int pn_server_run(const pn_config *cfg)
 	if (!pfd || !owner) {
 		free(pfd);
 		free(owner);
+		pn_watchdog_free(s.wd);
 		free(s.children);
 		return EXIT_FAILURE;
 	}
@@ -598,6 +640,7 @@ int pn_server_run(const pn_config *cfg)
 		}
 		fill_pool(&s);
 		keep_audit_sender(&s);
+		keep_watchdog(&s);
 		nfds_t n = 0;
 		bool accepting = time(NULL) >= s.accept_paused_until;
 		pfd[n++] = (struct pollfd){.fd = accepting ? s.listen_fd : -1, .events = POLLIN};
@@ -610,7 +653,8 @@ int pn_server_run(const pn_config *cfg)
 				pfd[n++] = (struct pollfd){.fd = c->channel, .events = POLLIN};
 			}
 		}
-		struct timespec tick = {.tv_sec = 1};
+		int tick_ms = pn_watchdog_tick_ms(s.wd, 1000);
+		struct timespec tick = {.tv_sec = tick_ms / 1000, .tv_nsec = (long)(tick_ms % 1000) * 1000000};
 		int ready = ppoll(pfd, n, &tick, &orig);
 		if (ready < 0)
 			continue; /* EINTR: a signal; the flags say which */
@@ -631,6 +675,7 @@ int pn_server_run(const pn_config *cfg)
 	if (dropped)
 		pn_warning("audit: %lu messages were dropped since start (spool full or not writable)", dropped);
 	pn_audit_free(s.audit);
+	pn_watchdog_free(s.wd);
 	free(s.children);
 	for (size_t i = 0; i < s.n_reloaded; i++)
 		pn_config_free(s.reloaded[i]);

@@ -1,6 +1,7 @@
 #include "worker.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -124,7 +125,23 @@ static void worker_free(worker *w)
 	pn_dcm_tls_free(w->ctx.tls_out);
 }
 
-int pn_worker_pool_main(const pn_config *cfg, pn_audit *audit, int channel)
+/* pn_fd_recv, stamping the watchdog slot between waits of a quarter of
+ * its interval (one wait without a watchdog). */
+static int next_connection(int channel, pn_watchdog *wd, size_t slot, int *ret_fd)
+{
+	struct pollfd p = {.fd = channel, .events = POLLIN};
+	for (;;) {
+		pn_watchdog_beat(wd, slot);
+		int n = poll(&p, 1, pn_watchdog_beat_ms(wd));
+		if (n > 0)
+			break;
+		if (n < 0 && errno != EINTR)
+			return -errno;
+	}
+	return pn_fd_recv(channel, ret_fd);
+}
+
+int pn_worker_pool_main(const pn_config *cfg, pn_audit *audit, int channel, pn_watchdog *wd, size_t slot)
 {
 	worker w;
 	if (worker_init(&w, cfg, audit) < 0) {
@@ -133,7 +150,7 @@ int pn_worker_pool_main(const pn_config *cfg, pn_audit *audit, int channel)
 	}
 	for (;;) {
 		int fd = -1;
-		int rc = pn_fd_recv(channel, &fd);
+		int rc = next_connection(channel, wd, slot, &fd);
 		if (rc == 0)
 			break; /* the listener closed our channel: shutting down */
 		if (rc < 0) {
@@ -147,6 +164,8 @@ int pn_worker_pool_main(const pn_config *cfg, pn_audit *audit, int channel)
 			    "worker retiring: reading a too deeply nested command or identifier left memory behind");
 			break;
 		}
+		/* stamped before the listener may judge us idle again */
+		pn_watchdog_beat(wd, slot);
 		char idle = 'I';
 		if (write(channel, &idle, 1) != 1)
 			break;

@@ -7,9 +7,11 @@
 
 #include "audit.h"
 #include "config.h"
+#include "watchdog.h"
 
-/* `audit`: the listener's audit handle, inherited across fork. */
-int pn_worker_pool_main(const pn_config *cfg, pn_audit *audit, int channel);
+/* `audit`: the listener's audit handle, inherited across fork; a pool
+ * worker stamps watchdog slot `slot` while it waits (watchdog.h). */
+int pn_worker_pool_main(const pn_config *cfg, pn_audit *audit, int channel, pn_watchdog *wd, size_t slot);
 int pn_worker_oneshot_main(const pn_config *cfg, pn_audit *audit, int fd);
 int pn_worker_reject_main(const pn_config *cfg, int fd);
 

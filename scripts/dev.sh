@@ -3,6 +3,8 @@
 #   scripts/dev.sh run    install what is missing, build, start a private
 #                         PostgreSQL under .dev/, run pacsnode in the foreground
 #   scripts/dev.sh test   the same set-up, then every test suite
+#   scripts/dev.sh package  only the Debian package: build, check, install,
+#                         run, purge (tests/package/test_deb.sh)
 # Both can be run again: each step checks what is already there.
 set -euo pipefail
 
@@ -16,7 +18,8 @@ pgdata="$dev/pgdata"
 packages=(build-essential cmake pkg-config git libdcmtk-dev dcmtk libpq-dev postgresql-15 libssl-dev
 	libinih-dev libcmocka-dev libsystemd-dev python3 python3-pytest python3-pytest-xdist
 	python3-pydicom python3-psycopg2 python3-xxhash libxxhash-dev zlib1g-dev acl clang-format clang
-	libclang-rt-14-dev openssl stunnel4 libxml2-utils libmicrohttpd-dev libcrypt-dev whois libpng-dev libjpeg-dev chromium python3-prometheus-client)
+	libclang-rt-14-dev openssl stunnel4 libxml2-utils libmicrohttpd-dev libcrypt-dev whois libpng-dev libjpeg-dev chromium python3-prometheus-client
+	debhelper lintian python3-seccomp)
 
 say() { printf '==> %s\n' "$*" >&2; }
 
@@ -183,6 +186,9 @@ run_tests() {
 	local status=0
 	say "static checks"
 	"$top/tests/check_layout.sh" || status=1
+	if [ "${PN_PACKAGE:-}" != 0 ]; then
+		run_package || status=1
+	fi
 	if [ "${PN_FUZZ:-}" != 0 ]; then
 		run_fuzz || status=1
 	fi
@@ -197,11 +203,24 @@ run_tests() {
 	return $status
 }
 
+# The .deb from a copy of the work tree, dpkg -c, lintian, apt install,
+# the installed node, apt purge (about 30 s; also a step of run_tests).
+run_package() {
+	[ "$(id -u)" = 0 ] || {
+		echo "run this as root (it installs and purges the package)" >&2
+		exit 1
+	}
+	install_missing
+	say "the Debian package (tests/package/test_deb.sh)"
+	"$top/tests/package/test_deb.sh"
+}
+
 case "${1:-}" in
 run) run ;;
 test) run_tests ;;
+package) run_package ;;
 *)
-	echo "usage: $0 run|test" >&2
+	echo "usage: $0 run|test|package" >&2
 	exit 2
 	;;
 esac
