@@ -130,27 +130,36 @@ static const vr_info *vr_lookup(const char vr[2])
 
 /* --- strings ------------------------------------------------------------ */
 
+/* Bytes copied as they are into a JSON string: 0; escaped: 1; the start
+ * of a UTF-8 sequence to check: 2. */
+static const unsigned char byte_class[256] = {
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 1, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
+    2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
+    2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
+    2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
+};
+
 /* A JSON string's content: dcmtk's escapeControlCharacters, plus U+FFFD for
  * bytes that are not UTF-8 (a JSON text must be UTF-8). */
 static void put_escaped(pn_json_buf *b, const unsigned char *s, size_t n)
 {
 	static const char hex[] = "0123456789abcdef";
-	size_t run = 0; /* bytes copied as they are, not yet put */
+	size_t from = 0; /* the start of the bytes that go as they are */
 	for (size_t i = 0; i < n;) {
 		unsigned char c = s[i];
-		if (c >= 0x20 && c != '"' && c != '\\' && c < 0x80) {
-			run++;
+		if (byte_class[c] == 0) {
 			i++;
 			continue;
 		}
-		size_t seq = c >= 0x80 ? pn_utf8_sequence(s + i, n - i) : 0;
+		size_t seq = byte_class[c] == 2 ? pn_utf8_sequence(s + i, n - i) : 0;
 		if (seq > 0) {
-			run += seq;
 			i += seq;
 			continue;
 		}
-		pn_json_put(b, s + i - run, run);
-		run = 0;
+		pn_json_put(b, s + from, i - from);
 		char e[6] = {'\\', 0};
 		size_t elen = 2;
 		switch (c) {
@@ -187,9 +196,9 @@ static void put_escaped(pn_json_buf *b, const unsigned char *s, size_t n)
 			}
 		}
 		pn_json_put(b, e, elen);
-		i++;
+		from = ++i;
 	}
-	pn_json_put(b, s + n - run, run);
+	pn_json_put(b, s + from, n - from);
 }
 
 /* printValueString: "..." or null when empty. */
@@ -707,12 +716,13 @@ static int items(pn_json_buf *b, const unsigned char *p, size_t n, int depth)
 
 static int attr(pn_json_buf *b, uint32_t tag, const vr_info *vi, const unsigned char *v, size_t n, int depth)
 {
-	put_char(b, '"');
-	put_hex16(b, tag >> 16);
-	put_hex16(b, tag & 0xffff);
-	PUT_LIT(b, "\":{\"vr\":\"");
-	pn_json_put(b, vi->vr, 2);
-	put_char(b, '"');
+	static const char hex[] = "0123456789ABCDEF";
+	char h[] = "\"GGGGEEEE\":{\"vr\":\"XX\"";
+	for (int i = 0; i < 8; i++)
+		h[1 + i] = hex[tag >> (28 - 4 * i) & 15];
+	h[18] = vi->vr[0];
+	h[19] = vi->vr[1];
+	pn_json_put(b, h, sizeof h - 1);
 	switch (vi->kind) {
 	case K_STR:
 	case K_IS:

@@ -113,19 +113,33 @@ static int merge_all(pn_dcm_ds *rsp, pn_dcm_ds *const levels[PN_LEVELS], int lev
 	return 0;
 }
 
+/* Appends s at *at if it fits before end. */
+static bool cat(char **at, const char *end, const char *s)
+{
+	size_t n = strlen(s);
+	if ((size_t)(end - *at) <= n)
+		return false;
+	memcpy(*at, s, n + 1);
+	*at += n;
+	return true;
+}
+
 /* Retrieve URL (0008,1190) of a match at `level` into url; false when it
  * has none (a UID missing, too long). */
 static bool url_of(char url[PN_WEB_URL_MAX], const char *base, int level, const char *study, const char *series,
                    const char *sop)
 {
-	int n = -1;
-	if (study && level == PN_LEVEL_STUDY)
-		n = snprintf(url, PN_WEB_URL_MAX, "%s/studies/%s", base, study);
-	else if (study && series && level == PN_LEVEL_SERIES)
-		n = snprintf(url, PN_WEB_URL_MAX, "%s/studies/%s/series/%s", base, study, series);
-	else if (study && series && sop && level >= PN_LEVEL_INSTANCE)
-		n = snprintf(url, PN_WEB_URL_MAX, "%s/studies/%s/series/%s/instances/%s", base, study, series, sop);
-	return n > 0 && n < PN_WEB_URL_MAX;
+	char *at = url;
+	const char *end = url + PN_WEB_URL_MAX;
+	if (!study || (level >= PN_LEVEL_SERIES && !series) || (level >= PN_LEVEL_INSTANCE && !sop) ||
+	    level < PN_LEVEL_STUDY)
+		return false;
+	bool ok = cat(&at, end, base) && cat(&at, end, "/studies/") && cat(&at, end, study);
+	if (ok && level >= PN_LEVEL_SERIES)
+		ok = cat(&at, end, "/series/") && cat(&at, end, series);
+	if (ok && level >= PN_LEVEL_INSTANCE)
+		ok = cat(&at, end, "/instances/") && cat(&at, end, sop);
+	return ok;
 }
 
 static void put_url(pn_dcm_ds *rsp, const char *base, int level)

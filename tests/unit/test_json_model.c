@@ -746,6 +746,36 @@ static void random_instances_as_dcmtk(void **state)
 	assert_true(direct > 1000);
 }
 
+/* QIDO-RS's keywords, from the dictionary index (public before repeating
+ * before private, as dcmtk's own lookup). */
+static void keywords(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *name;
+		uint32_t tag;
+	} known[] = {
+	    {"PatientName", TAG(0x0010, 0x0010)},
+	    {"StudyInstanceUID", TAG(0x0020, 0x000D)},
+	    {"OverlayData", TAG(0x6000, 0x3000)},
+	    {"SmallestImagePixelValue", TAG(0x0028, 0x0106)},
+	    {"ReferencedImageSequence", TAG(0x0008, 0x1140)},
+	    {"PixelData", TAG(0x7FE0, 0x0010)},
+	    {"ModalitiesInStudy", TAG(0x0008, 0x0061)},
+	    {"RetrieveURL", TAG(0x0008, 0x1190)},
+	};
+	for (size_t i = 0; i < sizeof known / sizeof known[0]; i++) {
+		uint32_t tag = 0;
+		assert_int_equal(pn_dcm_tag_from_keyword(known[i].name, &tag), 0);
+		assert_int_equal(tag, known[i].tag);
+	}
+	const char *unknown[] = {"patientname", "Nope", "", "Patient Name", "0010,0010", "PatientName\x01"};
+	for (size_t i = 0; i < sizeof unknown / sizeof unknown[0]; i++) {
+		uint32_t tag = 0;
+		assert_int_equal(pn_dcm_tag_from_keyword(unknown[i], &tag), -ENOENT);
+	}
+}
+
 static void silent(int level, const char *msg)
 {
 	(void)level;
@@ -764,6 +794,7 @@ int main(void)
 	    cmocka_unit_test(qido_responses_as_dcmtk),
 	    cmocka_unit_test(odd_uid_goes_the_general_way),
 	    cmocka_unit_test(random_instances_as_dcmtk),
+	    cmocka_unit_test(keywords),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
