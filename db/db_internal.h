@@ -62,6 +62,9 @@ struct pn_db {
 	struct pn_find_state *find;
 };
 
+/* find.c: stops the query and frees the state with its statements. */
+void pn_find_state_free(pn_db *db);
+
 /* Internal results of one attempt, besides 0 and negative errno codes. */
 enum {
 	PN_DB_RETRY = 1,    /* serialization failure / deadlock: run again */
