@@ -293,8 +293,7 @@ void pn_db_free(pn_db *db)
 {
 	if (!db)
 		return;
-	pn_find_stop(db);
-	free(db->find);
+	pn_find_state_free(db);
 	PQfinish(db->conn);
 	free(db);
 }

@@ -73,6 +73,9 @@ struct pn_db {
  * again. 0, -EINVAL (no db) or -ECONNREFUSED. */
 int pn_db_call_begin(pn_db *db);
 
+/* find.c: stops the query and frees the state with its statements. */
+void pn_find_state_free(pn_db *db);
+
 /* Internal results of one attempt, besides 0 and negative errno codes. */
 enum {
 	PN_DB_RETRY = 1,    /* serialization failure / deadlock: run again */

@@ -41,3 +41,14 @@ int pn_evr_read(const unsigned char *p, size_t avail, pn_evr_elem *e)
 		return -EBADMSG;
 	return 0;
 }
+
+int pn_evr_read_item(const unsigned char *p, size_t avail, uint32_t *ret_len)
+{
+	if (avail < 8 || pn_le16(p) != 0xFFFE || pn_le16(p + 2) != 0xE000)
+		return -EBADMSG;
+	uint32_t len = pn_le32(p + 4);
+	if (len > avail - 8)
+		return -EBADMSG;
+	*ret_len = len;
+	return 0;
+}

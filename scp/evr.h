@@ -1,6 +1,7 @@
 /* Explicit VR little endian element headers (PS3.5 7.1.2), read and
- * written without dcmtk: by the Part 10 meta header reader and by the
- * direct C-FIND response writer, which walks the stored attribute blobs. */
+ * written without dcmtk: by the Part 10 meta header reader, the direct
+ * C-FIND response writer and the DICOM JSON writer, which walk the stored
+ * attribute blobs. */
 #ifndef PN_EVR_H
 #define PN_EVR_H
 
@@ -25,5 +26,10 @@ uint32_t pn_le32(const unsigned char *p);
  * -EBADMSG when the header or the value runs past avail (an undefined
  * length always does). */
 int pn_evr_read(const unsigned char *p, size_t avail, pn_evr_elem *ret_elem);
+
+/* The sequence item (FFFE,E000) whose 8-byte header starts at p: 0 and its
+ * value's length, or -EBADMSG when p holds no item header or the value
+ * runs past avail (an undefined length always does). */
+int pn_evr_read_item(const unsigned char *p, size_t avail, uint32_t *ret_len);
 
 #endif

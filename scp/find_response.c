@@ -3,12 +3,11 @@
 #include "find_response.h"
 
 #include <errno.h>
-#include <inttypes.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "evr.h"
+#include "json_model.h"
 #include "log.h"
 
 #define TAG_RETRIEVE_AE 0x00080054u
@@ -57,6 +56,7 @@ int pn_level_blob_set(pn_level_blob *lb, const pn_blob *b)
 	lb->parsed = false;
 	lb->have = false;
 	lb->indexed = false;
+	lb->json = 0;
 	unsigned char *bytes = realloc(lb->bytes, b->len ? b->len : 1);
 	if (!bytes)
 		return -ENOMEM;
@@ -83,6 +83,20 @@ pn_dcm_ds *pn_level_blob_ds(pn_level_blob *lb, int level)
 		}
 	}
 	return lb->ds;
+}
+
+bool pn_level_blob_json_ok(pn_level_blob *lb)
+{
+	if (lb->json == 0) {
+		/* the table of elements holds the top level's checks already */
+		lb->json = lb->indexed ? 1 : -1;
+		for (size_t i = 0; lb->json > 0 && i < lb->n_elems; i++) {
+			const pn_blob_elem *e = &lb->elems[i];
+			if (pn_json_check_elem(e->tag, e->vr, lb->bytes + e->off, e->len) < 0)
+				lb->json = -1;
+		}
+	}
+	return lb->json > 0;
 }
 
 void pn_level_blob_clear(pn_level_blob *lb)
@@ -131,10 +145,16 @@ static const char *computed_value(const pn_query_key *k, const pn_find_row *row,
 	if (k->computed == PN_FIND_C_SOP_CLASSES)
 		return row->sop_classes ? row->sop_classes : "";
 	int64_t n = row->counts[bit_index(k->computed)];
-	buf[0] = '\0';
-	if (n >= 0)
-		snprintf(buf, 24, "%" PRId64, n);
-	return buf;
+	/* the digits from the end (snprintf was a tenth of a QIDO match) */
+	char *p = buf + 23;
+	*p = '\0';
+	if (n < 0)
+		return p;
+	do {
+		*--p = (char)('0' + n % 10);
+		n /= 10;
+	} while (n > 0);
+	return p;
 }
 
 int pn_find_response_build(const pn_query *q, const pn_find_row *row, pn_dcm_ds *const levels[PN_LEVELS],
@@ -329,42 +349,68 @@ static const pn_blob_elem *find_elem(const pn_level_blob *lb, uint32_t tag)
 	return lo < lb->n_elems && lb->elems[lo].tag == tag ? &lb->elems[lo] : NULL;
 }
 
+int pn_find_response_value(const pn_query *q, const pn_query_key *k, const pn_find_row *row,
+                           pn_level_blob *const levels[PN_LEVELS], const char *our_ae, char buf[24], pn_find_value *v)
+{
+	v->tag = k->tag;
+	memcpy(v->vr, k->vr, 2);
+	v->from_blob = false;
+	const char *text = "";
+	switch (k->role) {
+	case PN_KEY_SKIP:
+		return PN_FIND_VALUE_NONE;
+	case PN_KEY_LEVEL:
+		text = q->level_name;
+		break;
+	case PN_KEY_RETRIEVE_AE:
+		text = our_ae;
+		break;
+	case PN_KEY_AVAILABILITY:
+		text = "ONLINE";
+		break;
+	case PN_KEY_COMPUTED:
+		text = computed_value(k, row, buf);
+		break;
+	case PN_KEY_RETURN: {
+		pn_level_blob *lb = k->returned && k->level >= 0 && k->level < PN_LEVELS ? levels[k->level] : NULL;
+		if (lb && lb->have) {
+			if (!lb->indexed)
+				return PN_FIND_VALUE_GENERAL;
+			const pn_blob_elem *e = find_elem(lb, k->tag);
+			if (e) {
+				memcpy(v->vr, e->vr, 2);
+				v->value = lb->bytes + e->off;
+				v->len = e->len;
+				v->from_blob = true;
+				return 0;
+			}
+		}
+		break;
+	}
+	}
+	v->value = (const unsigned char *)text;
+	v->len = (uint32_t)strlen(text);
+	return 0;
+}
+
 static int put_key(writer *w, const pn_query *q, const pn_query_key *k, const pn_find_row *row,
                    pn_level_blob *const levels[PN_LEVELS], const char *our_ae)
 {
 	char buf[24];
 	if (k->role != PN_KEY_SKIP && !k->vr_from_dict)
 		return 1; /* dcmtk would write it as UN */
-	switch (k->role) {
-	case PN_KEY_SKIP:
-		return 0;
-	case PN_KEY_LEVEL:
-		return put_text(w, k->tag, k->vr, q->level_name);
-	case PN_KEY_RETRIEVE_AE:
-		return put_text(w, k->tag, k->vr, our_ae);
-	case PN_KEY_AVAILABILITY:
-		return put_text(w, k->tag, k->vr, "ONLINE");
-	case PN_KEY_COMPUTED:
-		return put_text(w, k->tag, k->vr, computed_value(k, row, buf));
-	case PN_KEY_RETURN:
-		break;
-	}
-	pn_level_blob *lb = k->returned && k->level >= 0 && k->level < PN_LEVELS ? levels[k->level] : NULL;
-	if (lb && lb->have) {
-		if (!lb->indexed)
+	pn_find_value v;
+	int rc = pn_find_response_value(q, k, row, levels, our_ae, buf, &v);
+	if (rc != 0)
+		return rc == PN_FIND_VALUE_NONE ? 0 : 1;
+	if (!v.from_blob)
+		return put_text(w, k->tag, k->vr, (const char *)v.value);
+	if (!plain_vr(v.vr))
+		return 1;
+	for (uint32_t i = 0; charset_vr(v.vr) && i < v.len; i++)
+		if (v.value[i] >= 0x80)
 			return 1;
-		const pn_blob_elem *e = find_elem(lb, k->tag);
-		if (e) {
-			if (!plain_vr(e->vr))
-				return 1;
-			const unsigned char *v = lb->bytes + e->off;
-			for (uint32_t i = 0; charset_vr(e->vr) && i < e->len; i++)
-				if (v[i] >= 0x80)
-					return 1;
-			return put(w, k->tag, e->vr, v, e->len, -1);
-		}
-	}
-	return put_text(w, k->tag, k->vr, "");
+	return put(w, k->tag, v.vr, v.value, v.len, -1);
 }
 
 int pn_find_response_encode(const pn_query *q, const pn_find_row *row, pn_level_blob *const levels[PN_LEVELS],

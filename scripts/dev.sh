@@ -147,7 +147,7 @@ run_fuzz() {
 	say "fuzzing the parsers of hostile bytes (${PN_FUZZ_SECONDS:-15} s per target)"
 	CC=clang CXX=clang++ cmake -S "$top" -B "$dir" -DPN_FUZZ=ON >/dev/null
 	cmake --build "$dir" -j"$(nproc)" >/dev/null
-	for t in charset paths match part10 audit config users multipart; do
+	for t in charset paths match part10 audit config users multipart json; do
 		local seeds="$dir/corpus-$t"
 		mkdir -p "$seeds"
 		cp -n "$top/tests/fuzz/corpus/$t/"* "$seeds/" 2>/dev/null || true

@@ -70,7 +70,7 @@ static int next_file(download *d)
 	for (;;) {
 		pn_dcm_ds *rsp = NULL;
 		pn_find_row row;
-		int rc = pn_web_search_next(d->search, &rsp, &row);
+		int rc = pn_web_search_next(d->search, NULL, &rsp, &row);
 		if (rc == 0)
 			return 0;
 		if (rc < 0) {

@@ -365,7 +365,7 @@ static long studies_table(pn_web_req *r, pn_html *h, pn_query *q, long long offs
 	pn_find_row row;
 	int rc;
 	study_table_head(h);
-	while ((rc = pn_web_search_next(s, &rsp, &row)) == 1) {
+	while ((rc = pn_web_search_next(s, NULL, &rsp, &row)) == 1) {
 		char issuer[256];
 		/* a patient is (PatientID, Issuer): "no issuer" is a value */
 		if (only_issuer && strcmp(val(rsp, T_ISSUER, issuer, sizeof(issuer)), only_issuer) != 0) {
@@ -522,7 +522,7 @@ static int list_series(pn_web_req *r, const char *study, series_info **ret, size
 	pn_dcm_ds *rsp;
 	pn_find_row row;
 	int rc = list ? 0 : -ENOMEM;
-	while (rc == 0 && (rc = pn_web_search_next(s, &rsp, &row)) == 1) {
+	while (rc == 0 && (rc = pn_web_search_next(s, NULL, &rsp, &row)) == 1) {
 		series_info *x = &list[n++];
 		val(rsp, T_SERIES_UID, x->uid, sizeof(x->uid));
 		val(rsp, T_SERIES_NUMBER, x->number, sizeof(x->number));
@@ -593,7 +593,7 @@ static int series_section(pn_web_req *r, pn_html *h, const char *study, const se
 	pn_dcm_ds *img = NULL;
 	pn_find_row row;
 	char ts[80] = "";
-	int rc = pn_web_search_next(s, &img, &row);
+	int rc = pn_web_search_next(s, NULL, &img, &row);
 	if (rc == 1 && row.transfer_syntax_uid)
 		snprintf(ts, sizeof(ts), "%s", row.transfer_syntax_uid);
 	pn_web_search_free(s);
@@ -699,7 +699,7 @@ enum MHD_Result pn_web_page_study(pn_web_req *r, const char *study)
 		return pn_web_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "the index does not answer");
 	pn_dcm_ds *st = NULL;
 	pn_find_row row;
-	int rc = pn_web_search_next(s, &st, &row);
+	int rc = pn_web_search_next(s, NULL, &st, &row);
 	pn_web_search_free(s);
 	if (rc < 0)
 		return pn_web_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "the index query failed");

@@ -211,9 +211,9 @@ typedef struct {
 	pn_web_search *search;
 	bool xml; /* multipart/related of application/dicom+xml */
 	char boundary[33];
-	char base[300]; /* "http://host:port/dicomweb", "" for none */
-	char *out;
-	size_t len, pos, cap;
+	char base[300];  /* "http://host:port/dicomweb", "" for none */
+	pn_json_buf out; /* what goes out next, from `pos` on */
+	size_t pos;
 	bool done, closed, failed;
 	unsigned long long matches;
 	char peer[64];
@@ -223,25 +223,8 @@ static void stream_free(void *cls)
 {
 	stream *s = cls;
 	pn_web_search_free(s->search);
-	free(s->out);
+	pn_json_buf_free(&s->out);
 	free(s);
-}
-
-static int append(stream *s, const char *data, size_t n)
-{
-	if (s->len + n > s->cap) {
-		size_t cap = s->cap ? s->cap : CHUNK;
-		while (cap < s->len + n)
-			cap *= 2;
-		char *b = realloc(s->out, cap);
-		if (!b)
-			return -ENOMEM;
-		s->out = b;
-		s->cap = cap;
-	}
-	memcpy(s->out + s->len, data, n);
-	s->len += n;
-	return 0;
 }
 
 static int merge_each(void *ctx, const pn_dcm_elem *e)
@@ -251,69 +234,52 @@ static int merge_each(void *ctx, const pn_dcm_elem *e)
 	return rc == -ENOMEM ? rc : 0;
 }
 
-static void retrieve_url(stream *s, int level, pn_dcm_ds *rsp)
+/* One part of the multipart XML answer. */
+static int next_xml(stream *s)
 {
-	if (!s->base[0])
-		return;
-	char *study = NULL, *series = NULL, *sop = NULL;
-	pn_dcm_ds_get(rsp, TAG_STUDY_UID, &study);
-	if (level >= PN_LEVEL_SERIES)
-		pn_dcm_ds_get(rsp, TAG_SERIES_UID, &series);
-	if (level >= PN_LEVEL_INSTANCE)
-		pn_dcm_ds_get(rsp, TAG_SOP_UID, &sop);
-	char url[600];
-	int n = -1;
-	if (study && level == PN_LEVEL_STUDY)
-		n = snprintf(url, sizeof(url), "%s/studies/%s", s->base, study);
-	else if (study && series && level == PN_LEVEL_SERIES)
-		n = snprintf(url, sizeof(url), "%s/studies/%s/series/%s", s->base, study, series);
-	else if (study && series && sop)
-		n = snprintf(url, sizeof(url), "%s/studies/%s/series/%s/instances/%s", s->base, study, series, sop);
-	if (n > 0 && (size_t)n < sizeof(url))
-		pn_dcm_ds_put(rsp, TAG_RETRIEVE_URL, url);
-	free(study);
-	free(series);
-	free(sop);
+	pn_dcm_ds *rsp = NULL;
+	pn_find_row row;
+	int rc = pn_web_search_next(s->search, s->base, &rsp, &row);
+	if (rc <= 0)
+		return rc;
+	pn_dcm_buf doc = {0};
+	rc = pn_dcm_ds_write_xml(rsp, &doc);
+	pn_dcm_ds_free(rsp);
+	char head[128];
+	int n = snprintf(head, sizeof(head), "--%s\r\nContent-Type: application/dicom+xml\r\n\r\n", s->boundary);
+	if (rc == 0)
+		rc = pn_json_put(&s->out, head, (size_t)n);
+	if (rc == 0)
+		rc = pn_json_put(&s->out, doc.data, doc.len);
+	if (rc == 0)
+		rc = pn_json_put(&s->out, "\r\n", 2);
+	free(doc.data);
+	return rc < 0 ? rc : 1;
 }
 
 /* The next match into s->out; 0 (s->done at the end), or -1. */
 static int next_match(stream *s)
 {
-	pn_dcm_ds *rsp = NULL;
-	pn_find_row row;
-	int rc = pn_web_search_next(s->search, &rsp, &row);
+	int rc;
+	if (s->xml) {
+		rc = next_xml(s);
+	} else {
+		size_t before = s->out.len;
+		rc = s->matches > 0 ? pn_json_put(&s->out, ",", 1) : 0;
+		if (rc == 0)
+			rc = pn_web_search_next_json(s->search, s->base, &s->out);
+		if (rc == 0)
+			s->out.len = before; /* no match: no comma */
+	}
 	if (rc == 0) {
 		s->done = true;
 		return 0;
 	}
 	if (rc < 0) {
 		pn_error("http %s: QIDO-RS: %s", s->peer,
-		         rc == -EIO ? "the index query failed" : "out of memory writing a match");
-		return -1;
-	}
-	retrieve_url(s, pn_web_search_query(s->search)->level, rsp);
-	pn_dcm_buf doc = {0};
-	rc = s->xml ? pn_dcm_ds_write_xml(rsp, &doc) : pn_dcm_ds_write_json(rsp, &doc);
-	pn_dcm_ds_free(rsp);
-	if (s->xml) {
-		char head[128];
-		int n =
-		    snprintf(head, sizeof(head), "--%s\r\nContent-Type: application/dicom+xml\r\n\r\n", s->boundary);
-		if (rc == 0)
-			rc = append(s, head, (size_t)n);
-		if (rc == 0)
-			rc = append(s, doc.data, doc.len);
-		if (rc == 0)
-			rc = append(s, "\r\n", 2);
-	} else {
-		if (rc == 0 && s->matches > 0)
-			rc = append(s, ",", 1);
-		if (rc == 0)
-			rc = append(s, doc.data, doc.len);
-	}
-	free(doc.data);
-	if (rc < 0) {
-		pn_error("http %s: QIDO-RS: could not write a match (%s)", s->peer, strerror(-rc));
+		         rc == -EIO      ? "the index query failed"
+		         : rc == -EINVAL ? "a match cannot be written in the DICOM model"
+		                         : "out of memory writing a match");
 		return -1;
 	}
 	s->matches++;
@@ -328,12 +294,13 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
 		return MHD_CONTENT_READER_END_WITH_ERROR;
 	/* What the last call left goes to the front: the buffer holds at most
 	 * one call's worth and a match, however many matches go out. */
+	pn_json_buf *o = &s->out;
 	if (s->pos > 0) {
-		memmove(s->out, s->out + s->pos, s->len - s->pos);
-		s->len -= s->pos;
+		memmove(o->data, o->data + s->pos, o->len - s->pos);
+		o->len -= s->pos;
 		s->pos = 0;
 	}
-	while (s->len - s->pos < max && !s->done) {
+	while (o->len < max && !s->done) {
 		if (next_match(s) < 0) {
 			s->failed = true;
 			return MHD_CONTENT_READER_END_WITH_ERROR;
@@ -343,20 +310,20 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
 		char tail[64];
 		int n = s->xml ? snprintf(tail, sizeof(tail), "--%s--\r\n", s->boundary)
 		               : snprintf(tail, sizeof(tail), "]");
-		if (append(s, tail, (size_t)n) < 0)
+		if (pn_json_put(o, tail, (size_t)n) < 0)
 			return MHD_CONTENT_READER_END_WITH_ERROR;
 		s->closed = true;
 	}
-	if (s->pos == s->len) {
+	if (s->pos == o->len) {
 		if (s->done)
 			return MHD_CONTENT_READER_END_OF_STREAM;
 		return 0;
 	}
-	size_t n = s->len - s->pos < max ? s->len - s->pos : max;
-	memcpy(buf, s->out + s->pos, n);
+	size_t n = o->len - s->pos < max ? o->len - s->pos : max;
+	memcpy(buf, o->data + s->pos, n);
 	s->pos += n;
-	if (s->pos == s->len)
-		s->pos = s->len = 0;
+	if (s->pos == o->len)
+		s->pos = o->len = 0;
 	return (ssize_t)n;
 }
 
@@ -465,7 +432,7 @@ static enum MHD_Result answer(pn_web_req *r, params *p, bool metadata)
 	}
 	/* The first match before the status line: metadata of nothing is a
 	 * 404, and a failing query a 503 rather than a cut answer. */
-	if ((!s->xml && append(s, "[", 1) < 0) || next_match(s) < 0) {
+	if ((!s->xml && pn_json_put(&s->out, "[", 1) < 0) || next_match(s) < 0) {
 		stream_free(s);
 		return pn_web_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "the index query failed");
 	}
