@@ -132,15 +132,26 @@ static const vr_info *vr_lookup(const char vr[2])
 
 /* Bytes copied as they are into a JSON string: 0; escaped: 1; the start
  * of a UTF-8 sequence to check: 2. */
+/* clang-format off */
 static const unsigned char byte_class[256] = {
-    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 1, 0, 0,
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
-    2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
-    2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
-    2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
+	1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* 00 */
+	1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* 10 */
+	0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* 20 */
+	0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* 30 */
+	0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* 40 */
+	0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, /* 50 */
+	0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* 60 */
+	0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* 70 */
+	2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, /* 80 */
+	2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, /* 90 */
+	2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, /* A0 */
+	2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, /* B0 */
+	2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, /* C0 */
+	2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, /* D0 */
+	2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, /* E0 */
+	2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, /* F0 */
 };
+/* clang-format on */
 
 /* A JSON string's content: dcmtk's escapeControlCharacters, plus U+FFFD for
  * bytes that are not UTF-8 (a JSON text must be UTF-8). */
@@ -160,40 +171,21 @@ static void put_escaped(pn_json_buf *b, const unsigned char *s, size_t n)
 			continue;
 		}
 		pn_json_put(b, s + from, i - from);
+		/* JSON's short escapes, then \u00XX for the other controls */
+		static const char shorts[] = "\"\\\b\n\r\t\f", letters[] = "\"\\bnrtf";
+		const char *sh = c != 0 ? memchr(shorts, c, sizeof shorts - 1) : NULL;
 		char e[6] = {'\\', 0};
 		size_t elen = 2;
-		switch (c) {
-		case '"':
-			e[1] = '"';
-			break;
-		case '\\':
-			e[1] = '\\';
-			break;
-		case '\b':
-			e[1] = 'b';
-			break;
-		case '\n':
-			e[1] = 'n';
-			break;
-		case '\r':
-			e[1] = 'r';
-			break;
-		case '\t':
-			e[1] = 't';
-			break;
-		case '\f':
-			e[1] = 'f';
-			break;
-		default:
-			if (c >= 0x80) {
-				memcpy(e, "\xEF\xBF\xBD", 3);
-				elen = 3;
-			} else {
-				memcpy(e, "\\u00", 4);
-				e[4] = hex[c >> 4];
-				e[5] = hex[c & 15];
-				elen = 6;
-			}
+		if (sh) {
+			e[1] = letters[sh - shorts];
+		} else if (c >= 0x80) {
+			memcpy(e, "\xEF\xBF\xBD", 3);
+			elen = 3;
+		} else {
+			memcpy(e, "\\u00", 4);
+			e[4] = hex[c >> 4];
+			e[5] = hex[c & 15];
+			elen = 6;
 		}
 		pn_json_put(b, e, elen);
 		from = ++i;
@@ -436,72 +428,35 @@ static void lex_new_group(pn_lex *l)
 	--l->it;
 }
 
-/* To the next significant character or '\' of the value: whether there is
- * a name to write. */
-static bool lex_next_name(pn_lex *l)
-{
-	for (; l->it != l->end; ++l->it) {
-		switch (*l->it) {
-		case '\\':
-			lex_new_name(l);
-			return true;
-		case '=':
-			lex_new_group(l);
-			break;
-		case '^':
-			l->carets++;
-			break;
-		case ' ':
-			break;
-		default:
-			return true;
-		}
-	}
-	return l->trailing_null;
-}
+/* How far lex_next looks: for the next name (a '\\' starts one: there is a
+ * name to write, null perhaps), within this name (a '\\' ends it) or within
+ * this component group ('\\' and '=' end it). */
+enum { TO_NAME, TO_GROUP, TO_COMPONENT };
 
-/* To the next significant character of this name (a '\' ends it). */
-static bool lex_next_group(pn_lex *l)
+/* To the next significant character, counting the carets and groups on
+ * the way: whether there is one to write. */
+static bool lex_next(pn_lex *l, int scope)
 {
 	for (; l->it != l->end; ++l->it) {
-		switch (*l->it) {
-		case '\\':
-			++l->it;
-			lex_new_name(l);
-			return false;
-		case '=':
+		unsigned char c = *l->it;
+		if (c == '^') {
+			l->carets++;
+		} else if (c == '=') {
+			if (scope == TO_COMPONENT)
+				return false;
 			lex_new_group(l);
-			break;
-		case '^':
-			l->carets++;
-			break;
-		case ' ':
-			break;
-		default:
+		} else if (c == '\\') {
+			if (scope == TO_COMPONENT)
+				return false;
+			if (scope == TO_GROUP)
+				++l->it;
+			lex_new_name(l);
+			return scope == TO_NAME;
+		} else if (c != ' ') {
 			return true;
 		}
 	}
-	return false;
-}
-
-/* To the next significant character of this group. */
-static bool lex_next_component(pn_lex *l)
-{
-	for (; l->it != l->end; ++l->it) {
-		switch (*l->it) {
-		case '\\':
-		case '=':
-			return false;
-		case '^':
-			l->carets++;
-			break;
-		case ' ':
-			break;
-		default:
-			return true;
-		}
-	}
-	return false;
+	return scope == TO_NAME && l->trailing_null;
 }
 
 static void lex_put_component(pn_json_buf *b, pn_lex *l)
@@ -526,7 +481,7 @@ static void lex_put_group(pn_json_buf *b, pn_lex *l)
 	const char *name = names[l->group];
 	pn_json_put(b, name, strlen(name));
 	lex_put_component(b, l);
-	while (lex_next_component(l))
+	while (lex_next(l, TO_COMPONENT))
 		lex_put_component(b, l);
 	put_char(b, '"');
 }
@@ -534,13 +489,13 @@ static void lex_put_group(pn_json_buf *b, pn_lex *l)
 static void lex_put_name(pn_json_buf *b, pn_lex *l)
 {
 	l->trailing_null = false;
-	if (!lex_next_group(l)) {
+	if (!lex_next(l, TO_GROUP)) {
 		PUT_LIT(b, "null");
 		return;
 	}
 	put_char(b, '{');
 	lex_put_group(b, l);
-	while (lex_next_group(l)) {
+	while (lex_next(l, TO_GROUP)) {
 		put_char(b, ',');
 		lex_put_group(b, l);
 	}
@@ -550,11 +505,11 @@ static void lex_put_name(pn_json_buf *b, pn_lex *l)
 static void put_pn(pn_json_buf *b, const unsigned char *v, size_t n)
 {
 	pn_lex l = {v, v + n, 0, 0, false};
-	if (!lex_next_name(&l))
+	if (!lex_next(&l, TO_NAME))
 		return;
 	PUT_LIT(b, ",\"Value\":[");
 	lex_put_name(b, &l);
-	while (lex_next_name(&l)) {
+	while (lex_next(&l, TO_NAME)) {
 		put_char(b, ',');
 		lex_put_name(b, &l);
 	}
@@ -625,6 +580,25 @@ static void put_float(pn_json_buf *b, const vr_info *vi, const unsigned char *p)
 			put_char(b, t[i]);
 }
 
+/* A tag as JSON writes it: eight upper-case hex digits. */
+static void tag_hex(char out[8], uint32_t tag)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	for (int i = 0; i < 8; i++)
+		out[i] = hex[tag >> (28 - 4 * i) & 15];
+}
+
+/* AT: "GGGGEEEE" each. */
+static void put_tag(pn_json_buf *b, const unsigned char *p)
+{
+	char t[10] = {'"', 0};
+	tag_hex(t + 1, (uint32_t)pn_le16(p) << 16 | pn_le16(p + 2));
+	t[9] = '"';
+	pn_json_put(b, t, sizeof t);
+}
+
+/* The binary VRs with numbers (SS US SL UL SV UV FL FD) and AT: one array
+ * element a value of `width` bytes; what is left over is not written. */
 static void put_numbers(pn_json_buf *b, const vr_info *vi, const unsigned char *v, size_t n)
 {
 	size_t vm = n / vi->width;
@@ -636,33 +610,10 @@ static void put_numbers(pn_json_buf *b, const vr_info *vi, const unsigned char *
 			put_char(b, ',');
 		if (vi->kind == K_INT)
 			put_int(b, vi, v + i * vi->width);
-		else
+		else if (vi->kind == K_FLOAT)
 			put_float(b, vi, v + i * vi->width);
-	}
-	put_char(b, ']');
-}
-
-static void put_hex16(pn_json_buf *b, unsigned v)
-{
-	static const char hex[] = "0123456789ABCDEF";
-	char t[4] = {hex[v >> 12 & 15], hex[v >> 8 & 15], hex[v >> 4 & 15], hex[v & 15]};
-	pn_json_put(b, t, 4);
-}
-
-/* AT: "GGGGEEEE" each. */
-static void put_tags(pn_json_buf *b, const unsigned char *v, size_t n)
-{
-	size_t vm = n / 4;
-	if (vm == 0)
-		return;
-	PUT_LIT(b, ",\"Value\":[");
-	for (size_t i = 0; i < vm; i++) {
-		if (i > 0)
-			put_char(b, ',');
-		put_char(b, '"');
-		put_hex16(b, pn_le16(v + 4 * i));
-		put_hex16(b, pn_le16(v + 4 * i + 2));
-		put_char(b, '"');
+		else
+			put_tag(b, v + i * vi->width);
 	}
 	put_char(b, ']');
 }
@@ -716,10 +667,8 @@ static int items(pn_json_buf *b, const unsigned char *p, size_t n, int depth)
 
 static int attr(pn_json_buf *b, uint32_t tag, const vr_info *vi, const unsigned char *v, size_t n, int depth)
 {
-	static const char hex[] = "0123456789ABCDEF";
 	char h[] = "\"GGGGEEEE\":{\"vr\":\"XX\"";
-	for (int i = 0; i < 8; i++)
-		h[1 + i] = hex[tag >> (28 - 4 * i) & 15];
+	tag_hex(h + 1, tag);
 	h[18] = vi->vr[0];
 	h[19] = vi->vr[1];
 	pn_json_put(b, h, sizeof h - 1);
@@ -736,8 +685,6 @@ static int attr(pn_json_buf *b, uint32_t tag, const vr_info *vi, const unsigned 
 		put_pn(b, v, n);
 		break;
 	case K_AT:
-		put_tags(b, v, n);
-		break;
 	case K_INT:
 	case K_FLOAT:
 		put_numbers(b, vi, v, n);

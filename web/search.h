@@ -39,7 +39,7 @@ int pn_web_search_next(pn_web_search *s, const char *base, pn_dcm_ds **ret_rsp, 
 /* The next match appended to out as one DICOM JSON object (PS3.18 F.2),
  * the same text pn_dcm_ds_write_json gives for what pn_web_search_next
  * returns: written from the blobs (json_model.h), through dcmtk for a row
- * whose blobs that cannot read. 1, 0 at the end, -EIO, -EINVAL (dcmtk
+ * whose blobs it cannot read. 1, 0 at the end, -EIO, -EINVAL (dcmtk
  * could not write it), -ENOMEM. */
 int pn_web_search_next_json(pn_web_search *s, const char *base, pn_json_buf *out);
 

@@ -4,6 +4,7 @@ store (C-STORE and STOW-RS), query (C-FIND and QIDO-RS), retrieve and
 fail, summed over all worker processes."""
 
 import os
+import time
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -45,7 +46,15 @@ def test_counters_move(node_factory, scu_dir):
     assert W.request(node.http_port, "/dicomweb/studies/1.2.3/metadata").status == 404
     r = W.stow(node.http_port, [b"not dicom"])
     assert r.status == 409
-    after = scrape(node)
+    # a request is counted when its answer is complete (its duration is
+    # known then), a moment after the client has read it: scrape again
+    # until the last one shows, briefly
+    deadline = time.monotonic() + 5
+    while True:
+        after = scrape(node)
+        if get(after, "pacsnode_http_responses_total", status="409") >= 1 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     size = sum(os.path.getsize(os.path.join(node.storage, row["path"])) for row in
                node.query("SELECT path FROM instance"))
     assert get(after, "pacsnode_instances_total", status="0x0000") - \

@@ -545,6 +545,12 @@ static void store(stored *st, const bb *instance)
 	pn_dcm_ds_free(ds);
 }
 
+static void stored_free(stored *st)
+{
+	for (int l = 0; l < PN_LEVELS; l++)
+		free(st->blobs[l].data);
+}
+
 static void realistic_instance(bb *b, bool nasty)
 {
 	bb code = {0}, seq = {0};
@@ -689,8 +695,7 @@ static void qido_responses_as_dcmtk(void **state)
 			assert_int_equal(compare_match(q, &st, all, ""), 0);
 		}
 		pn_query_free(q);
-		for (int l = 0; l < PN_LEVELS; l++)
-			free(st.blobs[l].data);
+		stored_free(&st);
 		free(inst.d);
 	}
 }
@@ -708,8 +713,7 @@ static void odd_uid_goes_the_general_way(void **state)
 	assert_int_equal(compare_match(q, &st, false, "http://h:1/dicomweb"), 1);
 	assert_int_equal(compare_match(q, &st, false, NULL), 0);
 	pn_query_free(q);
-	for (int l = 0; l < PN_LEVELS; l++)
-		free(st.blobs[l].data);
+	stored_free(&st);
 	free(inst.d);
 }
 
@@ -736,8 +740,7 @@ static void random_instances_as_dcmtk(void **state)
 			int rc = compare_match(q, &st, true, "http://h:1/dicomweb");
 			rc == 0 ? direct++ : general++;
 			pn_query_free(q);
-			for (int l = 0; l < PN_LEVELS; l++)
-				free(st.blobs[l].data);
+			stored_free(&st);
 		}
 		pn_dcm_ds_free(b);
 		free(extra.d);
