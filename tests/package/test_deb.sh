@@ -53,7 +53,7 @@ cleanup() {
 	rm -rf "$run"
 	if [ $installed = 1 ]; then
 		say "purging the package"
-		DEBIAN_FRONTEND=noninteractive apt-get purge -y -q pacsnode >"$work/purge.log" 2>&1 ||
+		DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 purge -y -q pacsnode >"$work/purge.log" 2>&1 ||
 			{ cat "$work/purge.log"; rc=1; }
 		# kept by the package at purge on purpose (the archive): ours to remove
 		rm -rf /var/lib/pacsnode
@@ -119,7 +119,12 @@ if grep -qE '^[WIP]:' "$work/lintian.log"; then
 	grep -E '^[WIP]:' "$work/lintian.log" | sort -u >&2
 fi
 
-# 4. install
+# 4. install; one such test at a time on a machine (other work trees),
+# and apt waits for another apt rather than failing
+mkdir -p /run/lock
+exec 9>/run/lock/pacsnode-deb-test.lock
+flock 9
+apt_wait=(-o DPkg::Lock::Timeout=300)
 if dpkg-query -W -f='${Status}' pacsnode 2>/dev/null | grep -q 'install ok installed' || [ -e /var/lib/pacsnode ]; then
 	say "a pacsnode package or /var/lib/pacsnode is already here: not installing (the machine could not be put back)"
 	exit 0
@@ -127,7 +132,7 @@ fi
 getent passwd pacsnode >/dev/null || made_user=1
 say "apt-get install $(basename "$deb")"
 installed=1
-DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$deb" >"$work/install.log" 2>&1 ||
+DEBIAN_FRONTEND=noninteractive apt-get "${apt_wait[@]}" install -y -q --no-install-recommends "$deb" >"$work/install.log" 2>&1 ||
 	{ cat "$work/install.log"; fail "apt-get install"; }
 id pacsnode >/dev/null || fail "no user pacsnode"
 [ "$(stat -c '%U:%G %a' /etc/pacsnode/pacsnode.conf)" = "root:pacsnode 640" ] ||
