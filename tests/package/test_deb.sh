@@ -10,10 +10,13 @@
 #     put everything back), then: the user, the modes of the configuration
 #     and of /var/lib/pacsnode, the man pages, the installed unit's score;
 #  5. the installed binary on the installed configuration (pointed at a
-#     private PostgreSQL cluster and a free port), as the user pacsnode,
-#     under the installed unit's system call filter (unit_seccomp.py, since
-#     systemd is not PID 1 here; under systemd the unit itself would run):
-#     echoscu and storescu as the example's peer CT1, pacsnodectl status;
+#     private PostgreSQL cluster and a free port), as the user pacsnode, in
+#     the installed unit's sandbox as far as it can be set up without
+#     systemd as PID 1 (under systemd the unit itself would run): its mount
+#     namespace (unit_mounts.sh: read-only system but /var/lib/pacsnode,
+#     private /tmp and /dev, no home, /proc of its own processes) and its
+#     system call filter (unit_seccomp.py); echoscu and storescu as the
+#     example's peer CT1, pacsnodectl status;
 #  6. apt-get purge, and what the package left (the kept /var/lib/pacsnode,
 #     a user made for the test) removed: the machine as it was.
 # PN_DEB_KEEP=1 keeps the temporary folder. Exit status 0 when all passed.
@@ -32,6 +35,10 @@ fail() {
 work=$(mktemp -d /tmp/pacsnode-deb.XXXXXX)
 chmod 755 "$work"
 installed=0 made_user=0 node_pid="" pg_started=0
+# the cluster's socket and the filter's script where the sandbox's private
+# /tmp and hidden homes do not hide them
+run=$(mktemp -d /run/pacsnode-deb.XXXXXX)
+chmod 755 "$run"
 
 cleanup() {
 	local rc=$?
@@ -43,9 +50,10 @@ cleanup() {
 	if [ $pg_started = 1 ]; then
 		runuser -u pacsnode -- "$pgbin/pg_ctl" -D "$work/pg/data" -m immediate stop >/dev/null 2>&1
 	fi
+	rm -rf "$run"
 	if [ $installed = 1 ]; then
 		say "purging the package"
-		DEBIAN_FRONTEND=noninteractive apt-get purge -y -q pacsnode >"$work/purge.log" 2>&1 ||
+		DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 purge -y -q pacsnode >"$work/purge.log" 2>&1 ||
 			{ cat "$work/purge.log"; rc=1; }
 		# kept by the package at purge on purpose (the archive): ours to remove
 		rm -rf /var/lib/pacsnode
@@ -111,7 +119,12 @@ if grep -qE '^[WIP]:' "$work/lintian.log"; then
 	grep -E '^[WIP]:' "$work/lintian.log" | sort -u >&2
 fi
 
-# 4. install
+# 4. install; one such test at a time on a machine (other work trees),
+# and apt waits for another apt rather than failing
+mkdir -p /run/lock
+exec 9>/run/lock/pacsnode-deb-test.lock
+flock 9
+apt_wait=(-o DPkg::Lock::Timeout=300)
 if dpkg-query -W -f='${Status}' pacsnode 2>/dev/null | grep -q 'install ok installed' || [ -e /var/lib/pacsnode ]; then
 	say "a pacsnode package or /var/lib/pacsnode is already here: not installing (the machine could not be put back)"
 	exit 0
@@ -119,7 +132,7 @@ fi
 getent passwd pacsnode >/dev/null || made_user=1
 say "apt-get install $(basename "$deb")"
 installed=1
-DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$deb" >"$work/install.log" 2>&1 ||
+DEBIAN_FRONTEND=noninteractive apt-get "${apt_wait[@]}" install -y -q --no-install-recommends "$deb" >"$work/install.log" 2>&1 ||
 	{ cat "$work/install.log"; fail "apt-get install"; }
 id pacsnode >/dev/null || fail "no user pacsnode"
 [ "$(stat -c '%U:%G %a' /etc/pacsnode/pacsnode.conf)" = "root:pacsnode 640" ] ||
@@ -139,20 +152,24 @@ out=$(systemd-analyze verify --man=no /lib/systemd/system/pacsnode.service 2>&1)
 say "a private PostgreSQL cluster in $work/pg"
 install -d -o pacsnode -m 700 "$work/pg"
 runuser -u pacsnode -- "$pgbin/initdb" -D "$work/pg/data" -U postgres -A trust --no-sync >/dev/null
+install -d -o pacsnode -m 755 "$run/pg"
 runuser -u pacsnode -- "$pgbin/pg_ctl" -D "$work/pg/data" -l "$work/pg/log" -w -t 60 \
-	-o "-c listen_addresses='' -k $work/pg -c fsync=off" start >/dev/null
+	-o "-c listen_addresses='' -k $run/pg -c fsync=off" start >/dev/null
 pg_started=1
-psql -h "$work/pg" -U postgres -qc "CREATE DATABASE pacsnode"
+psql -h "$run/pg" -U postgres -qc "CREATE DATABASE pacsnode"
 port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-sed -i -e "s|^conninfo = .*|conninfo = host=$work/pg user=postgres dbname=pacsnode|" \
+sed -i -e "s|^conninfo = .*|conninfo = host=$run/pg user=postgres dbname=pacsnode|" \
 	-e "0,/^port = 11112/s//port = $port/" -e "0,/^bind = 0.0.0.0/s//bind = 127.0.0.1/" \
 	-e "/^\[http\]/,/^\[/s/^port = 8042/port = 0/" /etc/pacsnode/pacsnode.conf
 runuser -u pacsnode -- /usr/sbin/pacsnode -t -c /etc/pacsnode/pacsnode.conf >/dev/null 2>&1 ||
 	fail "pacsnode -t on the installed configuration: $(runuser -u pacsnode -- /usr/sbin/pacsnode -t -c /etc/pacsnode/pacsnode.conf 2>&1)"
-say "starting /usr/sbin/pacsnode under the installed unit's system call filter, port $port"
-# setpriv execs (runuser would stay as the parent and end with the signal)
-setpriv --reuid=pacsnode --regid=pacsnode --init-groups /usr/bin/python3 "$here/unit_seccomp.py" \
-	/lib/systemd/system/pacsnode.service /usr/sbin/pacsnode -c /etc/pacsnode/pacsnode.conf 2>"$work/node.log" &
+say "starting /usr/sbin/pacsnode in the installed unit's mounts and system call filter, port $port"
+cp "$here/unit_seccomp.py" "$run/"
+# each of them execs the next (runuser would stay as the parent and end
+# with the signal), so $! is the node's PID
+"$here/unit_mounts.sh" /var/lib/pacsnode -- setpriv --reuid=pacsnode --regid=pacsnode --init-groups \
+	/usr/bin/python3 "$run/unit_seccomp.py" /lib/systemd/system/pacsnode.service \
+	/usr/sbin/pacsnode -c /etc/pacsnode/pacsnode.conf 2>"$work/node.log" &
 node_pid=$!
 for _ in $(seq 100); do
 	echoscu -to 2 -aet CT_SCANNER_1 -aec PACSNODE 127.0.0.1 "$port" >/dev/null 2>&1 && break
