@@ -44,7 +44,9 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import dicomenc as enc  # noqa: E402
+from lib import pct as percentile  # noqa: E402
 
 APP_CONTEXT = b"1.2.840.10008.3.1.1.1"
 STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
@@ -319,14 +321,6 @@ def identifier_items(shape, keys):
     return sorted(items.items())
 
 
-def percentile(sorted_vals, q):
-    """Nearest-rank percentile of an ascending list."""
-    if not sorted_vals:
-        return None
-    k = max(0, min(len(sorted_vals) - 1, int(-(-q * len(sorted_vals) // 100)) - 1))
-    return sorted_vals[k]
-
-
 def cmd_run(a):
     with open(a.plan) as f:
         plan = json.load(f)
@@ -374,8 +368,8 @@ def cmd_run(a):
                 lat.append((time.perf_counter() - t0) * 1000)
                 if st != 0:
                     raise UlError("C-ECHO status 0x%04x" % st)
-            result["echo"] = {"n": len(lat), "p50": percentile(sorted(lat), 50),
-                              "p99": percentile(sorted(lat), 99), "mean": statistics.fmean(lat)}
+            result["echo"] = {"n": len(lat), "p50": percentile(lat, 50),
+                              "p99": percentile(lat, 99), "mean": statistics.fmean(lat)}
         for shape in plan["shapes"]:
             if only and shape["name"] not in only:
                 continue

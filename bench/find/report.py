@@ -20,13 +20,9 @@ import statistics
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from meta import read_meta  # noqa: E402
-
-TARGETS = ["pacsnode-big", "pacsnode-small", "orthanc"]
-REGIME_TEXT = {
-    "idle": "CPUs idle between requests (the machine otherwise quiet)",
-    "busy": "one CPU kept busy by a nice-19 spinner (no idle wake-ups)",
-}
+from lib import (REGIME_TEXT, busy_warning, collect_shapes, each_shape, fmt, header, latency_table,  # noqa: E402
+                 load_json, matches_note, netns_line, pct, plan_sets, read_meta, read_tsv)
+from lib import SETS as TARGETS  # noqa: E402
 BIG_P50, BIG_P99 = 10.0, 50.0          # ms, every shape at 1,000,000 instances
 FASTER, FASTER_ABOVE = 5.0, 5.0        # x faster where Orthanc's p50 > 5 ms
 RATE_FACTOR = 5.0                      # responses/s on the large result
@@ -35,85 +31,20 @@ TLS_TARGETS = ["pacsnode-big", "pacsnode-small"]
 
 
 
-def load_json(path):
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
-
-
-def pct(vals, q):
-    """Nearest-rank percentile."""
-    s = sorted(vals)
-    k = max(0, min(len(s) - 1, -(-q * len(s) // 100) - 1))
-    return s[int(k)]
-
-
-def fmt(v, width=7):
-    if v is None:
-        return "%*s" % (width, "-")
-    if v >= 1000:
-        return "%*.0f" % (width, v)
-    if v >= 100:
-        return "%*.1f" % (width, v)
-    return "%*.2f" % (width, v)
-
-
-def human(n):
-    try:
-        n = int(n)
-    except ValueError:
-        return str(n)
-    if n >= 1000000 and n % 1000000 == 0:
-        return "%dM" % (n // 1000000)
-    if n >= 1000 and n % 1000 == 0:
-        return "%dk" % (n // 1000)
-    return str(n)
-
-
-def shape_stats(s):
-    st = {"p50": pct(s["ms"], 50), "p99": pct(s["ms"], 99), "n": len(s["ms"]),
-          "first50": pct(s["first_ms"], 50) if s.get("first_ms") else None,
-          "matches": statistics.median(s["expected"]), "rate": None}
-    if s["name"] == "large":
-        st["rate"] = statistics.median(s["responses"]) / (st["p50"] / 1000.0)
-    return st
-
-
 def main():
     work = sys.argv[1]
     meta = read_meta(os.path.join(work, "meta.txt"))
-    n_big, n_small = meta.get("n_big", "?"), meta.get("n_small", "?")
-    big, small = human(n_big), human(n_small)
-    names = {"pacsnode-big": "pacsnode %s" % big, "pacsnode-small": "pacsnode %s" % small,
-             "orthanc": "Orthanc %s" % small}
-    regimes = [r for r in meta.get("regimes", "idle,busy").split(",") if r]
+    big, small, names, regimes = plan_sets(meta)
     res = {(t, r): load_json(os.path.join(work, "find-%s-%s.json" % (t, r))) for t in TARGETS for r in regimes}
     fsc = {(t, r): load_json(os.path.join(work, "findscu-%s-%s.json" % (t, r))) for t in TARGETS for r in regimes}
 
-    shapes = []                        # (name, label) in plan order
-    stat = {}                          # (target, regime, shape) -> stats
-    for (t, r), doc in res.items():
-        for s in (doc or {}).get("shapes", []):
-            if s["name"] not in [x[0] for x in shapes]:
-                shapes.append((s["name"], s["label"]))
-            if s["ms"]:
-                stat[(t, r, s["name"])] = shape_stats(s)
+    shapes, stat = collect_shapes(res)  # (name, label) in plan order; (target, regime, shape) -> stats
     latency_shapes = [(n, l) for n, l in shapes if n != "large"]
 
     out = []
     p = out.append
-    p("pacsnode C-FIND benchmark (bench/find/run.sh)")
-    p("started %s, took %s s" % (meta.get("started", "?"), meta.get("duration_s", "?")))
-    p("host: %s" % meta.get("host", "?"))
-    p("load average (1, 5, 15 min): %s" % meta.get("load", "?"))
-    try:
-        ones = [float(x.split()[0]) for x in meta.get("load", "").split(" at the start, ")]
-    except ValueError:
-        ones = []
-    if ones and ones[0] > 1.0:       # at the end it includes the benchmark's own work
-        p("WARNING: the machine was busy when the run started (1-minute load above 1): the figures may be")
-        p("  noisy; re-run on a quiet machine before trusting a PASS or FAIL near the line")
+    out.extend(header(meta, "pacsnode C-FIND benchmark (bench/find/run.sh)"))
+    out.extend(busy_warning(meta))
     for key, label in (("data_big", "big set"), ("data_small", "small set")):
         if key in meta:
             d = json.loads(meta[key])
@@ -131,17 +62,11 @@ def main():
          meta.get("postgresql", "?")))
     p("pacsnode: %s" % meta.get("pacsnode", "?"))
     p("loader: %s" % meta.get("check", "not checked in this run"))
-    p("servers in a private network namespace (loopback only): %s"
-      % ("yes" if meta.get("netns") == "1" else "no"))
+    p(netns_line(meta))
     p("")
 
     # --- loading --------------------------------------------------------
-    loads = []
-    lp = os.path.join(work, "loads.tsv")
-    if os.path.exists(lp):
-        with open(lp) as f:
-            loads = [line.rstrip("\n").split("\t") for line in f if line.strip()]
-    loads = [x for x in loads if not x[0].startswith("check ")]
+    loads = [x for x in read_tsv(os.path.join(work, "loads.tsv")) if not x[0].startswith("check ")]
     if loads:
         p("%-34s %8s  %s" % ("loading (untimed for the queries)", "seconds", "note"))
         for step, secs, note in loads:
@@ -164,72 +89,28 @@ def main():
         if not any(k[1] == r for k in stat):
             continue
         p("")
-        p("== %s ==" % REGIME_TEXT.get(r, r))
-        hdr1 = "%-34s %13s | %-15s | %-15s | %-15s | %s" % (
-            "", "matches", " " + names["pacsnode-big"], " " + names["pacsnode-small"], " " + names["orthanc"],
-            "Orthanc/pacsnode " + small)
-        hdr2 = "%-34s %6s %6s | %7s %7s | %7s %7s | %7s %7s | %7s %7s" % (
-            "latency in ms", big, small, "p50", "p99", "p50", "p99", "p50", "p99", "p50", "p99")
-        p(hdr1)
-        p(hdr2)
-        p("-" * len(hdr2))
-        row = "%-34s %6s %6s |" % ("C-ECHO (round trip, reference)", "", "")
-        for t in TARGETS:
-            e = (res[(t, r)] or {}).get("echo")
-            row += " %s %s |" % (fmt(e and e["p50"]), fmt(e and e["p99"]))
-        p(row.rstrip("|").rstrip())
-        for name, label in shapes:
-            a, b, o = (stat.get((t, r, name)) for t in TARGETS)
-            mb = a["matches"] if a else None
-            ms = (b or o)["matches"] if (b or o) else None
-            row = "%-34s %6s %6s |" % (label[:34], "%g" % mb if mb is not None else "-",
-                                       "%g" % ms if ms is not None else "-")
-            for st in (a, b, o):
-                row += " %s %s |" % (fmt(st and st["p50"]), fmt(st and st["p99"]))
-            row += (" %6.1fx %6.1fx" % (o["p50"] / b["p50"], o["p99"] / b["p99"])) if b and o else " %7s %7s" % (
-                "n/a", "n/a")
-            p(row)
-        row = "%-34s %6s %6s |" % ("large result: responses/s", "", "")
-        for t in TARGETS:
-            st = stat.get((t, r, "large"))
-            row += " %15s |" % ("%.0f" % st["rate"] if st and st["rate"] else "-")
-        b, o = stat.get(("pacsnode-small", r, "large")), stat.get(("orthanc", r, "large"))
-        row += (" %6.1fx (pacsnode/Orthanc)" % (b["rate"] / o["rate"])) if b and o else " %7s" % "n/a"
-        p(row)
-        row = "%-34s %6s %6s |" % ("time to the first response, p50:", "", "")
-        p(row)
-        for name, label in shapes:
-            row = "%-34s %6s %6s |" % ("  " + label[:32], "", "")
-            for t in TARGETS:
-                st = stat.get((t, r, name))
-                row += " %15s |" % (fmt(st["first50"]).strip() if st and st["first50"] is not None else "-")
-            p(row.rstrip("|").rstrip())
+        latency_table(p, REGIME_TEXT.get(r, r), TARGETS, names, res, stat, shapes, r, big, small,
+                      ("C-ECHO (round trip, reference)", "echo"), "large result: responses/s",
+                      "time to the first response, p50:", rate_ratio=True)
     p("")
-    p("matches: median number of matches of the timed queries (from the generator's model, never from a")
-    p("server); timed queries per shape: %s" % "; ".join(
-        "%s %s" % (names[t], "/".join(str(stat[(t, regimes[0], n)]["n"]) for n, _ in shapes
-                                      if (t, regimes[0], n) in stat))
-        for t in TARGETS if any((t, regimes[0], n) in stat for n, _ in shapes)))
+    matches_note(p, TARGETS, names, stat, shapes, regimes[0])
     p("")
 
     # --- correctness ------------------------------------------------------
     bad_lines = []
-    for t in TARGETS:
-        for r in regimes:
-            for s in (res[(t, r)] or {}).get("shapes", []):
-                where = "%s, CPUs %s, %s" % (names[t], r, s["label"])
-                if s["bad"]:
-                    x = s["bad"][0]
-                    bad_lines.append("  %s: %d queries wrong (warm-up included); first: %s -> %s responses, "
-                                     "status %s%s, expected %s"
-                                     % (where, len(s["bad"]), json.dumps(x["keys"]), x["responses"], x["status"],
-                                        (" (%s)" % x["comment"]) if x.get("comment") else "", x["expected"]))
-                if s.get("missing_keys"):
-                    bad_lines.append("  %s: return keys missing from the responses: %s"
-                                     % (where, ", ".join(s["missing_keys"])))
-                if s.get("truncated"):
-                    bad_lines.append("  %s: stopped after %d of %d queries (MAX_SECONDS)"
-                                     % (where, len(s["ms"]), s.get("planned", 0)))
+    for where, s in each_shape(res, TARGETS, names, regimes):
+        if s["bad"]:
+            x = s["bad"][0]
+            bad_lines.append("  %s: %d queries wrong (warm-up included); first: %s -> %s responses, "
+                             "status %s%s, expected %s"
+                             % (where, len(s["bad"]), json.dumps(x["keys"]), x["responses"], x["status"],
+                                (" (%s)" % x["comment"]) if x.get("comment") else "", x["expected"]))
+        if s.get("missing_keys"):
+            bad_lines.append("  %s: return keys missing from the responses: %s"
+                             % (where, ", ".join(s["missing_keys"])))
+        if s.get("truncated"):
+            bad_lines.append("  %s: stopped after %d of %d queries (MAX_SECONDS)"
+                             % (where, len(s["ms"]), s.get("planned", 0)))
     if bad_lines:
         p("correctness (number of responses against the model, final status 0x0000, return keys present):")
         out.extend(bad_lines)

@@ -14,22 +14,11 @@
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-BENCH_DIR=$(dirname "$HERE")
-. "$BENCH_DIR/lib.sh"
-REPO_DIR=$(dirname "$BENCH_DIR")
-PY=/usr/bin/python3
+. "$(dirname "$HERE")/lib.sh"   # BENCH_DIR, REPO_DIR and the shared settings too
 
-N_BIG=${N_INSTANCES:-1000000}
-N_SMALL=${N_SMALL:-100000}
-QUERIES=${QUERIES:-100}              # timed queries per shape
-export WARMUP=${WARMUP:-5}           # untimed queries per shape first
-LARGE_TARGET=${LARGE_TARGET:-10000}  # studies matched by the large query
-export LARGE_REPEAT=${LARGE_REPEAT:-3}
-export LITERAL_REPEAT=${LITERAL_REPEAT:-20}   # the literal SMI* and *SON, repeated
+plan_settings                        # bench/lib.sh: N_BIG, N_SMALL, QUERIES, ... REGIMES
 FINDSCU_K=${FINDSCU_K:-50}           # query files per findscu run
 FINDSCU_RUNS=${FINDSCU_RUNS:-3}
-MAX_SECONDS=${MAX_SECONDS:-120}      # cap on one shape's timed queries
-REGIMES=${REGIMES:-idle,busy}        # CPU regimes to measure in (see README)
 N_CHECK=${N_CHECK:-300}              # loader check: instances C-STOREd and COPYed
 ORTHANC_STORAGE_ACCESS=${ORTHANC_STORAGE_ACCESS:-Always}   # Orthanc's default
 PG_SHARED_BUFFERS=${PG_SHARED_BUFFERS:-1GB}
@@ -37,21 +26,13 @@ PG_SHARED_BUFFERS=${PG_SHARED_BUFFERS:-1GB}
 # load checkpoint storms
 PG_OPTS="-c shared_buffers=$PG_SHARED_BUFFERS -c max_wal_size=8GB -c maintenance_work_mem=512MB"
 ORTHANC_STABLE_AGE=${ORTHANC_STABLE_AGE:-5}     # Orthanc's default: 60
-TARGETS="check,pacs-big,pacs-small,orthanc"
+STEPS="check,pacs-big,pacs-small,orthanc"
 TLS=0                                # --tls: the plain/TLS comparison
 WAIT_QUIET=0                         # --wait-quiet (bench/lib.sh)
 TLS_REPEAT=${TLS_REPEAT:-5}          # passes over each selective shape's queries
 TLS_FINDSCU_K=${TLS_FINDSCU_K:-100}  # --tls: query files per findscu run (at most QUERIES)
 TLS_FINDSCU_RUNS=${TLS_FINDSCU_RUNS:-5}
 TLS_SHAPES=patient_id,accession,series_modality,image_series   # the selective shapes
-KEEP=0
-USE_NETNS=1
-PDU=65536
-PARALLEL=4
-WORK_BASE=${BENCH_WORK_BASE:-/var/tmp}
-PACSNODE_BIN=${PACSNODE_BIN:-$REPO_DIR/build/scp/pacsnode}
-RESULTS_FILE=""
-RUN_USER=pacsnode
 
 usage() {
     cat <<EOF
@@ -95,38 +76,18 @@ EOF
 ARGS=("$@")
 while [ $# -gt 0 ]; do
     case "$1" in
-        --only) TARGETS=${2:?}; shift 2 ;;
-        --only=*) TARGETS=${1#*=}; shift ;;
-        --work-base) WORK_BASE=${2:?}; shift 2 ;;
-        --results) RESULTS_FILE=${2:?}; shift 2 ;;
-        --no-netns) USE_NETNS=0; shift ;;
         --tls) TLS=1; shift ;;
         --wait-quiet) WAIT_QUIET=1; shift ;;
-        --keep) KEEP=1; shift ;;
-        --_inner) INNER=1; shift ;;
-        -h|--help) usage; exit 0 ;;
-        *) echo "run.sh: unknown argument: $1" >&2; usage >&2; exit 2 ;;
+        *) bench_option "$@"; shift "$OPT_SHIFT" ;;   # bench/lib.sh: --work-base, --results, ...
     esac
 done
-for v in N_BIG N_SMALL QUERIES WARMUP LARGE_TARGET LARGE_REPEAT LITERAL_REPEAT FINDSCU_K FINDSCU_RUNS N_CHECK TLS_REPEAT \
-    TLS_FINDSCU_K TLS_FINDSCU_RUNS; do
-    case "${!v}" in ''|*[!0-9]*) echo "run.sh: $v needs a non-negative integer" >&2; exit 2 ;; esac
-done
-[ "$N_BIG" -ge 100 ] && [ "$N_SMALL" -ge 100 ] && [ "$N_CHECK" -ge 100 ] \
-    || { echo "run.sh: data sets need at least 100 instances" >&2; exit 2; }
-[ "$QUERIES" -ge 1 ] || { echo "run.sh: QUERIES must be at least 1" >&2; exit 2; }
-for r in ${REGIMES//,/ }; do
-    case "$r" in idle|busy) ;; *) echo "run.sh: unknown regime '$r' in REGIMES (idle, busy)" >&2; exit 2 ;; esac
-done
-for t in ${TARGETS//,/ }; do
-    case "$t" in check|pacs-big|pacs-small|orthanc) ;; *) echo "run.sh: unknown step '$t'" >&2; exit 2 ;; esac
-done
-want() { case ",$TARGETS," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
+plan_check
+for v in FINDSCU_K FINDSCU_RUNS TLS_REPEAT TLS_FINDSCU_K TLS_FINDSCU_RUNS; do need_int "$v" "${!v}" 0; done
+need_int "N_CHECK (the loader check's set)" "$N_CHECK" 100
+check_steps step check pacs-big pacs-small orthanc
 
-# the cache is keyed on the generator's own text: a change makes new files
-GEN_HASH=$(cat "$HERE/gen.py" "$HERE/dicomenc.py" | sha256sum | cut -c1-10)
-FILES_DIR=$BENCH_DIR/.cache/find-files-n$N_SMALL-$GEN_HASH
-CHECK_DIR=$BENCH_DIR/.cache/find-files-n$N_CHECK-$GEN_HASH
+FILES_DIR=$(find_files_dir "$N_SMALL")
+CHECK_DIR=$(find_files_dir "$N_CHECK")
 
 # ---------------------------------------------------------------------------
 # Outer phase (host network namespace): packages, user, the files for
@@ -136,23 +97,8 @@ if [ -z "${INNER:-}" ]; then
     bench_host_setup dcmtk orthanc orthanc-postgresql postgresql python3 iproute2 util-linux \
         $([ "$TLS" = 0 ] || echo openssl)
 
-    make_files() {             # make_files N DIR: cached Part-10 files
-        if [ ! -f "$2/.complete" ]; then
-            log "writing the $1 instances as files into $2"
-            # files of an older generator for the same N are stale
-            mkdir -p "$BENCH_DIR/.cache"
-            find "$BENCH_DIR/.cache" -maxdepth 1 -name "find-files-n$1-*" ! -path "$2" -exec rm -rf {} +
-            rm -rf "$2"
-            local t0=$EPOCHREALTIME
-            $PY "$HERE/gen.py" files "$1" "$2" "$PARALLEL"
-            touch "$2/.complete"
-            log "  files written in $(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.0f", b - a }') s"
-        else
-            log "using cached files $2"
-        fi
-    }
-    if want orthanc; then make_files "$N_SMALL" "$FILES_DIR"; fi
-    if want check; then make_files "$N_CHECK" "$CHECK_DIR"; fi
+    if want orthanc; then find_files "$N_SMALL" "$FILES_DIR"; fi
+    if want check; then find_files "$N_CHECK" "$CHECK_DIR"; fi
 
     bench_netns_enter "$HERE/run.sh" "${ARGS[@]}"
     INNER=1
@@ -166,36 +112,6 @@ LOADS=$WORK/loads.tsv          # step, seconds, note
 : > "$LOADS"
 [ "$TLS" = 0 ] || tls_make_certs "$WORK/tls"   # bench/lib.sh: CA, node, modality (P-256)
 
-cleanup() {
-    local rc=$? f
-    trap - EXIT INT TERM
-    if [ -n "$SPIN_PID" ]; then kill "$SPIN_PID" 2>/dev/null || true; fi
-    for f in "${SERVER_PIDFILES[@]}"; do stop_pidfile "$f"; done
-    wait 2>/dev/null || true
-    if [ "$PG_STARTED" = 1 ]; then
-        runuser -u "$RUN_USER" -- "$PG_BIN/pg_ctl" -D "$PGDATA_DIR" -m fast -w stop >/dev/null 2>&1 || true
-    fi
-    if [ "$KEEP" = 1 ]; then
-        log "work dir kept: $WORK"
-    elif [ $rc != 0 ]; then
-        find "$WORK" -mindepth 1 -maxdepth 1 ! -name '*.log' ! -name '*.tsv' ! -name '*.txt' ! -name '*.json' \
-            -exec rm -rf {} +
-        log "logs kept in $WORK"
-    else
-        rm -rf "$WORK"
-    fi
-    exit $rc
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-secs_since() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }'; }
-
-note_load() {                  # note_load STEP SECONDS NOTE
-    printf '%s\t%s\t%s\n' "$1" "$2" "$3" >> "$LOADS"
-    log "  $1: $2 s${3:+ ($3)}"
-}
-
 # ----- pacsnode -------------------------------------------------------------
 PACS_PORT=""
 PACS_TLS_PORT=""
@@ -204,35 +120,7 @@ pacs_start() {                 # pacs_start DB TAG [tls]: node on DB, port in PA
     mkdir -p "$dir/storage"; chown -R "$RUN_USER:" "$dir"
     PACS_PORT=$(free_port)
     cfg=$dir/pacsnode.conf
-    cat > "$cfg" <<EOF
-[node]
-ae_title = PACSNODE
-bind = 127.0.0.1
-port = $PACS_PORT
-require_called_ae = yes
-accept_unknown_calling_ae = yes
-
-[limits]
-workers = 4
-max_associations = 32
-max_pdu = $PDU
-
-[storage]
-root = $dir/storage
-duplicate_policy = ignore
-
-[database]
-conninfo = host=$SOCK port=$PGPORT user=postgres dbname=$db
-
-[log]
-level = warning
-
-[peer.BENCH]
-ae_title = BENCHSCU
-host = 127.0.0.1
-port = 104
-allow = store, find
-EOF
+    { pacs_conf "$PACS_PORT" "$dir" "$db"; peer_conf BENCH BENCHSCU 104 "store, find"; } > "$cfg"
     if [ "${3:-}" = tls ]; then
         # and its TLS listener: README.md's three lines, client
         # certificates required (the default); the plain port stays
@@ -249,126 +137,20 @@ EOF
 }
 pacs_stop() { stop_pidfile "$WORK/pacsnode.pid"; }
 
-# load_copy DB N: pacsnode's schema (the node migrates), then COPY the
-# generated rows, set the sequences, VACUUM ANALYZE.
-load_copy() {
-    local db=$1 n=$2 tag=$3 t0 t table cols
-    fresh_db "$db"
-    pacs_start "$db" "$tag-migrate" || return 1
-    pacs_stop
-    for table in patient study series instance; do
-        [ "$(psql_q "$db" "SELECT count(*) FROM $table")" = 0 ] || die "$db.$table not empty after migration"
-    done
-    log "loading $n instances into $db with COPY"
-    t0=$EPOCHREALTIME
-    for table in patient study series instance; do
-        t=$EPOCHREALTIME
-        cols=$($PY "$HERE/gen.py" columns 0 "$table")
-        $PY "$HERE/gen.py" copy "$n" "$table" \
-            | PGOPTIONS='-c client_min_messages=warning' psql -X -v ON_ERROR_STOP=1 -h "$SOCK" -p "$PGPORT" \
-                -U postgres -d "$db" -qc "COPY $table ($cols) FROM STDIN" \
-            || die "COPY into $db.$table failed"
-        psql_q "$db" "SELECT setval(pg_get_serial_sequence('$table', 'pk'), (SELECT max(pk) FROM $table))" >/dev/null
-        note_load "$tag COPY $table" "$(secs_since "$t")" "$(psql_q "$db" "SELECT count(*) FROM $table") rows"
-    done
-    # The kept counts: each COPY left its deltas (migration 006).
-    t=$EPOCHREALTIME
-    psql_q "$db" "SELECT pn_fold_orphans()" >/dev/null
-    note_load "$tag fold counts" "$(secs_since "$t")" "pn_fold_orphans()"
-    note_load "$tag COPY total" "$(secs_since "$t0")" "generation and COPY, pipelined"
-    t=$EPOCHREALTIME
-    psql_q "$db" "VACUUM ANALYZE" >/dev/null
-    note_load "$tag VACUUM ANALYZE" "$(secs_since "$t")" "$(psql_q "$db" "SELECT pg_size_pretty(pg_database_size('$db'))") database"
-}
-
 # ----- Orthanc --------------------------------------------------------------
 ORTHANC_PORT=""
 orthanc_start() {              # orthanc_start DB
-    local db=$1 dir=$WORK/orthanc cfg
-    mkdir -p "$dir/storage" "$dir/index" "$dir/tmp"; chown -R "$RUN_USER:" "$dir"
+    local db=$1 dir=$WORK/orthanc
     ORTHANC_PORT=$(free_port)
-    cfg=$dir/orthanc.json
-    # Everything not set here keeps Orthanc's default (bench/README.md):
-    # StorageAccessOnFind=Always, CaseSensitivePN=false, LimitFindResults=0.
-    # SyncStorageArea=false only speeds up the (untimed) load.
-    cat > "$cfg" <<EOF
-{
-  "Name" : "pacsnode-bench-find",
-  "StorageDirectory" : "$dir/storage",
-  "IndexDirectory" : "$dir/index",
-  "TemporaryDirectory" : "$dir/tmp",
-  "StorageCompression" : false,
-  "SyncStorageArea" : false,
-  "Plugins" : [ "$ORTHANC_PLUGIN" ],
-  "LuaScripts" : [ ],
-  "HttpServerEnabled" : false,
-  "RemoteAccessAllowed" : false,
-  "WebDavEnabled" : false,
-  "OrthancExplorerEnabled" : false,
-  "DicomServerEnabled" : true,
-  "DicomAet" : "ORTHANC",
-  "DicomPort" : $ORTHANC_PORT,
-  "DicomCheckCalledAet" : true,
-  "DicomAlwaysAllowEcho" : true,
-  "DicomAlwaysAllowStore" : true,
-  "DicomAlwaysAllowFind" : true,
-  "UnknownSopClassAccepted" : false,
-  "DicomModalities" : { },
-  "OrthancPeers" : { },
-  "MaximumPduLength" : $PDU,
-  "DicomThreadsCount" : 4,
-  "StorageAccessOnFind" : "$ORTHANC_STORAGE_ACCESS",
-  "HttpsVerifyPeers" : true,
-  "HttpProxy" : "",
-  "SaveJobs" : false,
-  "StableAge" : $ORTHANC_STABLE_AGE,
-  "PostgreSQL" : {
-    "EnableIndex" : true,
-    "EnableStorage" : false,
-    "Host" : "$SOCK",
-    "Port" : $PGPORT,
-    "Database" : "$db",
-    "Username" : "postgres",
-    "Password" : "",
-    "EnableSsl" : false,
-    "Lock" : true,
-    "IndexConnectionsCount" : 1
-  }
-}
-EOF
-    start_server orthanc "$WORK/orthanc.log" env TCP_NODELAY=1 Orthanc "$cfg"
+    # bench/lib.sh's configuration (bench/README.md), where every key not
+    # set keeps Orthanc's default: StorageAccessOnFind=Always,
+    # CaseSensitivePN=false, LimitFindResults=0. SyncStorageArea=false only
+    # speeds up the (untimed) load.
+    orthanc_conf "$dir" pacsnode-bench-find "$db" "$ORTHANC_PORT" "{
+        \"SyncStorageArea\": false, \"DicomAlwaysAllowFind\": true,
+        \"StorageAccessOnFind\": \"$ORTHANC_STORAGE_ACCESS\", \"StableAge\": $ORTHANC_STABLE_AGE }"
+    start_server orthanc "$WORK/orthanc.log" env TCP_NODELAY=1 Orthanc "$dir/orthanc.json"
     wait_echo orthanc "$ORTHANC_PORT" ORTHANC "$WORK/orthanc.log"
-}
-
-# orthanc_settle DB: until Orthanc's table of changes has not grown for
-# 3 * StableAge seconds (at most 10 minutes)
-orthanc_settle() {
-    local db=$1 last=-1 now same=0 i
-    for i in $(seq 1 600); do
-        now=$(psql_q "$db" "SELECT count(*) FROM changes" 2>/dev/null || echo -1)
-        if [ "$now" = "$last" ]; then same=$((same + 1)); else same=0; last=$now; fi
-        [ "$same" -lt $((3 * ORTHANC_STABLE_AGE)) ] || return 0
-        sleep 1
-    done
-    log "WARNING: Orthanc still recording changes after 10 minutes"
-}
-
-# send_files PORT AEC DIR TAG: PARALLEL storescu, one per shard s<k>
-send_files() {
-    local port=$1 aec=$2 dir=$3 tag=$4 pids=() i rc=0
-    for i in $(seq 0 $((PARALLEL - 1))); do
-        [ -d "$dir/s$i" ] || continue
-        storescu -aet BENCHSCU -aec "$aec" --max-pdu "$PDU" -ta 120 -td 120 +sd +r \
-            127.0.0.1 "$port" "$dir/s$i" > "$WORK/send-$tag-$i.log" 2>&1 &
-        pids+=($!)
-    done
-    for i in "${!pids[@]}"; do
-        if ! wait "${pids[$i]}"; then
-            rc=1
-            log "storescu $tag #$i failed: $(grep -E '^[EF]: ' "$WORK/send-$tag-$i.log" | head -n1)"
-        fi
-    done
-    return $rc
 }
 
 # ----- queries --------------------------------------------------------------
@@ -376,18 +158,13 @@ send_files() {
 # (REGIMES: "idle", then "busy" with a nice-19 spinner keeping one CPU from
 # idling), then the findscu cross-check (CPUs idle). Never fails the run:
 # results (or the error) land in JSON.
-SPIN_PID=""
 measure() {
     local label=$1 port=$2 aec=$3 plan=$4 rc t regime
     local qdir=$WORK/findscu-queries-$(basename "$plan" .json)
     for regime in ${REGIMES//,/ }; do
-        wait_quiet
+        regime_start "$regime"
         t=$EPOCHREALTIME
         rc=0
-        if [ "$regime" = busy ]; then
-            nice -n 19 sh -c 'while :; do :; done' &
-            SPIN_PID=$!
-        fi
         log "$label, CPUs $regime: $QUERIES queries per shape on one association"
         $PY "$HERE/findclient.py" run --port "$port" --aec "$aec" --label "$label" --plan "$plan" \
             --out "$WORK/find-$label-$regime.json" --max-seconds "$MAX_SECONDS" \
@@ -408,11 +185,7 @@ measure() {
                 || log "$label: some findscu run failed (see $WORK/findscu-logs)"
             log "  findscu cross-check took $(secs_since "$t") s"
         fi
-        if [ -n "$SPIN_PID" ]; then
-            kill "$SPIN_PID" 2>/dev/null || true
-            wait "$SPIN_PID" 2>/dev/null || true
-            SPIN_PID=""
-        fi
+        spin_stop
         [ $rc != 3 ] || return 0
     done
 }
@@ -428,13 +201,9 @@ measure_tls() {
     k=$(( TLS_FINDSCU_K < QUERIES ? TLS_FINDSCU_K : QUERIES ))
     local m0 m1
     for regime in ${REGIMES//,/ }; do
-        wait_quiet
+        regime_start "$regime"
         t=$EPOCHREALTIME
         rc=0
-        if [ "$regime" = busy ]; then
-            nice -n 19 sh -c 'while :; do :; done' &
-            SPIN_PID=$!
-        fi
         log "$label, CPUs $regime: the selective shapes over plain TCP and over TLS, $TLS_REPEAT passes"
         m0=$(machine_cpu)
         $PY "$HERE/findclient.py" compare-tls --port "$PACS_PORT" --tls-port "$PACS_TLS_PORT" --aec PACSNODE \
@@ -465,11 +234,7 @@ measure_tls() {
             done
             log "  findscu over plain and TLS took $(secs_since "$t") s"
         fi
-        if [ -n "$SPIN_PID" ]; then
-            kill "$SPIN_PID" 2>/dev/null || true
-            wait "$SPIN_PID" 2>/dev/null || true
-            SPIN_PID=""
-        fi
+        spin_stop
     done
     # what dcmtk's client negotiates with the node (the Python client's is in the JSON)
     echo "tls_dcmtk_$label=$(tls_probe "$PACS_TLS_PORT" PACSNODE)" >> "$WORK/meta.txt"
@@ -483,7 +248,7 @@ step_check() {
     log "loader check: $N_CHECK instances by C-STORE and by COPY"
     fresh_db loadcheck_store
     pacs_start loadcheck_store check || die "pacsnode does not start"
-    send_files "$PACS_PORT" PACSNODE "$CHECK_DIR" check || die "C-STORE of the check set failed"
+    send_shards "$PACS_PORT" PACSNODE "$CHECK_DIR" check || die "C-STORE of the check set failed"
     pacs_stop
     load_copy loadcheck_copy "$N_CHECK" check >/dev/null
     local q out_store out_copy bad=0 table
@@ -543,50 +308,21 @@ step_pacs() {                  # step_pacs big|small
 }
 
 step_orthanc() {
-    local db=orthanc_find n=$N_SMALL plan t files rows
+    local db=orthanc_find n=$N_SMALL plan
     plan=$WORK/plan-$n.json
     [ -f "$plan" ] || $PY "$HERE/gen.py" queries "$n" "$plan" "$QUERIES" "$LARGE_TARGET"
-    fresh_db "$db"
-    # only spares the untimed load its fsyncs; the queries only read
-    psql_q postgres "ALTER DATABASE $db SET synchronous_commit = off" >/dev/null
+    orthanc_db "$db"
     orthanc_start "$db" || { log "Orthanc does not start; skipped"; return 0; }
-    log "storing $n instances into Orthanc with $PARALLEL storescu"
-    t=$EPOCHREALTIME
-    send_files "$ORTHANC_PORT" ORTHANC "$FILES_DIR" orthanc || log "some storescu failed (counted below)"
-    rows=$(psql_q "$db" "SELECT count(*) FROM resources WHERE resourcetype = 3")
-    note_load "orthanc C-STORE" "$(secs_since "$t")" "$rows instances indexed, $PARALLEL associations"
-    [ "$rows" = "$n" ] || log "WARNING: Orthanc indexed $rows of $n instances"
-    # Orthanc marks each patient/study/series "stable" StableAge seconds
-    # after its last instance and records that in the index: wait until that
-    # is over, so the queries do not compete with it.
-    t=$EPOCHREALTIME
-    orthanc_settle "$db"
-    note_load "orthanc settle" "$(secs_since "$t")" "until its stable events were recorded (StableAge $ORTHANC_STABLE_AGE s)"
-    psql_q postgres "ALTER DATABASE $db RESET synchronous_commit" >/dev/null
-    t=$EPOCHREALTIME
-    psql_q "$db" "VACUUM ANALYZE" >/dev/null
-    note_load "orthanc VACUUM ANALYZE" "$(secs_since "$t")" "$(psql_q "$db" "SELECT pg_size_pretty(pg_database_size('$db'))") database"
-    echo "orthanc_indexed=$rows" >> "$WORK/meta.txt"
+    orthanc_fill "$db" "$n" "$FILES_DIR"
     measure orthanc "$ORTHANC_PORT" ORTHANC "$plan"
     stop_pidfile "$WORK/orthanc.pid"
     [ "$KEEP" = 1 ] || drop_db "$db"
 }
 
 # ----- main -----------------------------------------------------------------
-STARTED=$(date '+%Y-%m-%d %H:%M:%S %Z')
-T_START=$EPOCHREALTIME
-LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+bench_started
 : > "$WORK/meta.txt"
-PACSNODE_NOTE=""
-PACSNODE_SHA=""
-# the commit checked out when the run starts (others may commit meanwhile)
-PACSNODE_REV=$(git -C "$REPO_DIR" rev-parse --short HEAD 2>/dev/null || echo "no commit")
-if [ -x "$PACSNODE_BIN" ]; then
-    PACSNODE_SHA=$(sha256sum "$PACSNODE_BIN" | cut -c1-12)
-else
-    PACSNODE_NOTE="pacsnode binary not found at $PACSNODE_BIN"
-    log "$PACSNODE_NOTE: skipping pacsnode"
-fi
+pacsnode_check || true
 log "work dir $WORK; sets of $N_BIG and $N_SMALL instances; $QUERIES queries per shape"
 pg_start
 
@@ -601,31 +337,15 @@ if want orthanc; then step_orthanc; fi
 if [ -z "$RESULTS_FILE" ]; then
     base=$BENCH_DIR/results/find-$([ "$TLS" = 0 ] || echo tls-)$(date +%F)
     [ "$N_BIG/$N_SMALL" = 1000000/100000 ] || base=$base-n$N_BIG-$N_SMALL
-    RESULTS_FILE=$base.txt
-    i=2
-    while [ -e "$RESULTS_FILE" ]; do RESULTS_FILE=$base-$i.txt; i=$((i + 1)); done
+    RESULTS_FILE=$(results_path "$base")
 fi
 mkdir -p "$(dirname "$RESULTS_FILE")"
 {
-    echo "started=$STARTED"
-    echo "duration_s=$(awk -v a="$T_START" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.0f", b - a }')"
-    echo "load=$LOAD_START at the start, $(cut -d' ' -f1-3 /proc/loadavg) at the end"
-    echo "host=$(nproc) CPUs, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo) RAM, kernel $(uname -r)"
-    echo "dcmtk=$(dpkg-query -W -f='${Version}' dcmtk)"
-    echo "orthanc=$(dpkg-query -W -f='${Version}' orthanc) orthanc-postgresql=$(dpkg-query -W -f='${Version}' orthanc-postgresql)"
+    meta_common orthanc-postgresql
     echo "orthanc_storage_access=$ORTHANC_STORAGE_ACCESS"
-    echo "postgresql=$("$PG_BIN/postgres" --version | awk '{print $3}') shared_buffers=$PG_SHARED_BUFFERS"
-    if [ -n "$PACSNODE_NOTE" ]; then echo "pacsnode=$PACSNODE_NOTE"
-    else
-        sha_end=$(sha256sum "$PACSNODE_BIN" 2>/dev/null | cut -c1-12)
-        changed=""
-        [ "$sha_end" = "$PACSNODE_SHA" ] || changed="; WARNING: the binary changed during the run"
-        echo "pacsnode=$PACSNODE_BIN (repo at commit $PACSNODE_REV when the run started; binary sha256 $PACSNODE_SHA, built $(date -r "$PACSNODE_BIN" '+%F %T')$changed)"
-    fi
     echo "n_big=$N_BIG"
     echo "n_small=$N_SMALL"
     echo "queries=$QUERIES warmup=$WARMUP literal_repeat=$LITERAL_REPEAT large_repeat=$LARGE_REPEAT findscu_k=$FINDSCU_K findscu_runs=$FINDSCU_RUNS max_seconds=$MAX_SECONDS"
-    echo "netns=$USE_NETNS"
     echo "regimes=$REGIMES"
     if [ "$TLS" = 1 ]; then
         echo "tls=1"

@@ -22,7 +22,7 @@ import statistics
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from meta import read_meta  # noqa: E402
+from lib import header, netns_line, rates, read_meta  # noqa: E402
 
 SOURCES = [
     # (name in the TSV, label in the table)
@@ -83,10 +83,7 @@ def main():
     p = out.append
     count = rows[0]["count"] if rows else 0
     nbytes = rows[0]["bytes"] if rows else 0
-    p("pacsnode move benchmark (bench/move/run.sh)")
-    p("started %s, took %s s" % (meta.get("started", "?"), meta.get("duration_s", "?")))
-    p("host: %s; work dir on %s" % (meta.get("host", "?"), meta.get("work_fs", "?")))
-    p("load average (1, 5, 15 min): %s" % meta.get("load", "?"))
+    out.extend(header(meta, "pacsnode move benchmark (bench/move/run.sh)"))
     p("other benchmarks running: %s" % meta.get("other_bench", "?"))
     if count:
         p("data: one study of %d CT instances, 512x512x16 bit, explicit VR little "
@@ -104,8 +101,7 @@ def main():
     p("versions: dcmtk %s; orthanc %s; postgresql %s"
       % (meta.get("dcmtk", "?"), meta.get("orthanc", "?"), meta.get("postgresql", "?")))
     p("pacsnode: %s" % meta.get("pacsnode", "?"))
-    p("servers in a private network namespace (loopback only): %s"
-      % ("yes" if meta.get("netns") == "1" else "no"))
+    p(netns_line(meta))
     p("")
 
     hdr = "%-27s %8s %8s %8s  %-11s %11s %9s  %s" % (
@@ -131,11 +127,8 @@ def main():
                 label, "-", "-", "-", "%s/%d" % (f["files"], n), mib(peak), "-",
                 len(failed), len(runs), f["note"]))
             continue
-        secs = statistics.median(r["secs"] for r in runs)
-        ips = n / secs
-        mbs = runs[0]["bytes"] / 1e6 / secs
+        secs, ips, mbs, each = rates(n, runs[0]["bytes"], [r["secs"] for r in runs])
         rate[src] = ips
-        each = ", ".join("%.0f" % (n / r["secs"]) for r in runs)
         busy = [r["dcpu"] / r["secs"] for r in runs if r["dcpu"] is not None]
         dest = "%.0f%%" % (100 * statistics.median(busy)) if busy else "-"
         p("%-27s %8.2f %8.1f %8.1f  %-11s %11s %9s  %s" % (

@@ -13,25 +13,13 @@
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-BENCH_DIR=$(dirname "$HERE")
-. "$BENCH_DIR/lib.sh"
-REPO_DIR=$(dirname "$BENCH_DIR")
-PY=/usr/bin/python3
+. "$(dirname "$HERE")/lib.sh"   # BENCH_DIR, REPO_DIR and the shared settings too
 
 COUNT=${BENCH_MOVE_COUNT:-1000}
 REPEAT=${BENCH_MOVE_REPEAT:-12}
-SOURCES="storescu,orthanc,pacsnode"
+STEPS="storescu,orthanc,pacsnode"   # --only: the sources
 SETTLE_SECONDS=${BENCH_SETTLE_SECONDS:-5}   # pause after each run (see settle)
 RSS_INTERVAL=0.05                           # seconds between RSS samples
-KEEP=0
-USE_NETNS=1
-PDU=65536
-WORK_BASE=${BENCH_WORK_BASE:-/var/tmp}
-PACSNODE_BIN=${PACSNODE_BIN:-$REPO_DIR/build/scp/pacsnode}
-RESULTS_FILE=""
-RUN_USER=pacsnode
-DEST_AE=MOVEDEST
-SCU_AE=BENCHSCU
 
 usage() {
     cat <<EOF
@@ -62,29 +50,17 @@ while [ $# -gt 0 ]; do
         --count=*) COUNT=${1#*=}; shift ;;
         --repeat) REPEAT=${2:?}; shift 2 ;;
         --repeat=*) REPEAT=${1#*=}; shift ;;
-        --only) SOURCES=${2:?}; shift 2 ;;
-        --only=*) SOURCES=${1#*=}; shift ;;
-        --work-base) WORK_BASE=${2:?}; shift 2 ;;
-        --results) RESULTS_FILE=${2:?}; shift 2 ;;
-        --no-netns) USE_NETNS=0; shift ;;
-        --keep) KEEP=1; shift ;;
-        --_inner) INNER=1; shift ;;
-        -h|--help) usage; exit 0 ;;
-        *) echo "run.sh: unknown argument: $1" >&2; usage >&2; exit 2 ;;
+        *) bench_option "$@"; shift "$OPT_SHIFT" ;;   # bench/lib.sh: --work-base, --results, ...
     esac
 done
-case "$COUNT" in ''|*[!0-9]*) echo "run.sh: --count needs a positive integer" >&2; exit 2 ;; esac
-[ "$COUNT" -ge 1 ] || { echo "run.sh: --count must be at least 1" >&2; exit 2; }
-case "$REPEAT" in ''|*[!0-9]*|0) echo "run.sh: --repeat needs a positive integer" >&2; exit 2 ;; esac
+need_int --count "$COUNT" 1
+need_int --repeat "$REPEAT" 1
 case "$SETTLE_SECONDS" in ''|*[!0-9.]*) echo "run.sh: BENCH_SETTLE_SECONDS must be a number" >&2; exit 2 ;; esac
-for s in ${SOURCES//,/ }; do
-    case "$s" in storescu|orthanc|pacsnode) ;; *) echo "run.sh: unknown source '$s'" >&2; exit 2 ;; esac
-done
-want() { case ",$SOURCES," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
+check_steps source storescu orthanc pacsnode
 
 # The same generator and cache as bench/store: one patient, one study, one
 # series of COUNT CT instances.
-DATA_DIR=$BENCH_DIR/.cache/store-n$COUNT-v1
+DATA_DIR=$(ct_dir "$COUNT")
 
 # ---------------------------------------------------------------------------
 # Outer phase (host network namespace): packages, user, data. Then re-run
@@ -95,13 +71,7 @@ DATA_DIR=$BENCH_DIR/.cache/store-n$COUNT-v1
 if [ -z "${INNER:-}" ]; then
     bench_host_setup dcmtk orthanc orthanc-postgresql postgresql python3 python3-pydicom python3-numpy iproute2 util-linux
 
-    if [ ! -f "$DATA_DIR/.complete" ]; then
-        log "generating $COUNT CT instances into $DATA_DIR"
-        rm -rf "$DATA_DIR"
-        $PY "$BENCH_DIR/store/gen_data.py" "$DATA_DIR" "$COUNT" >&2
-    else
-        log "using cached data set $DATA_DIR"
-    fi
+    ct_data "$DATA_DIR" "$COUNT"
 
     bench_netns_enter "$HERE/run.sh" "${ARGS[@]}"
     INNER=1
@@ -118,49 +88,14 @@ RESULTS_TSV=$WORK/results.tsv
 : > "$RESULTS_TSV"
 
 SAMPLER_PID=""
-
-cleanup() {
-    local rc=$? f
-    trap - EXIT INT TERM
-    if [ -n "$SAMPLER_PID" ]; then kill -TERM "$SAMPLER_PID" 2>/dev/null || true; fi
-    for f in "${SERVER_PIDFILES[@]}"; do stop_pidfile "$f"; done
-    wait 2>/dev/null || true
-    if [ "$PG_STARTED" = 1 ]; then
-        runuser -u "$RUN_USER" -- "$PG_BIN/pg_ctl" -D "$PGDATA_DIR" -m fast -w stop >/dev/null 2>&1 || true
-    fi
-    if [ "$KEEP" = 1 ]; then
-        log "work dir kept: $WORK"
-    elif [ $rc != 0 ]; then
-        # Keep the logs (small) for the post-mortem; drop stores and cluster.
-        find "$WORK" -mindepth 1 -maxdepth 1 ! -name '*.log' ! -name '*.tsv' ! -name '*.txt' -exec rm -rf {} +
-        log "logs kept in $WORK"
-    else
-        rm -rf "$WORK"
-    fi
-    exit $rc
+bench_cleanup_hook() {         # bench/lib.sh's exit: the RSS sampler too
+    if [ -n "${SAMPLER_PID:-}" ]; then kill -TERM "$SAMPLER_PID" 2>/dev/null || true; fi
 }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-settle() {                     # flush the previous run's dirty pages, then wait
-    sync
-    # storescp writes ~0.5 GB per run without fsync: the next run should not
-    # pay for its write-back
-    sleep "$SETTLE_SECONDS"
-}
-
-empty_dest() { retire "$DEST_DIR"; mkdir -p "$DEST_DIR"; chown "$RUN_USER:" "$DEST_DIR"; }
-
-secs_between() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f\n", b - a }'; }
 
 # ----- data -----------------------------------------------------------------
-LISTS=$WORK/lists
-mkdir -p "$LISTS"
-find "$DATA_DIR" -maxdepth 1 -name 'ct-*.dcm' | sort > "$LISTS/all"
-[ "$(wc -l < "$LISTS/all")" = "$COUNT" ] || die "data set $DATA_DIR does not hold $COUNT files; delete it and re-run"
+data_lists "$DATA_DIR" "$COUNT"
 mapfile -t FILES < "$LISTS/all"
-TOTAL_BYTES=$(xargs -a "$LISTS/all" stat -c %s | awk '{s+=$1} END {print s}')
-xargs -a "$LISTS/all" cat > /dev/null   # into the page cache: storescu reads from RAM
+TOTAL_BYTES=$LIST_BYTES
 
 # ----- PostgreSQL cluster ---------------------------------------------------
 
@@ -168,94 +103,32 @@ xargs -a "$LISTS/all" cat > /dev/null   # into the page cache: storescu reads fr
 load() {
     local name=$1 port=$2 aec=$3 t0
     t0=$EPOCHREALTIME
-    if ! storescu -aet "$SCU_AE" -aec "$aec" --max-pdu "$PDU" -ta 30 -td 120 \
-            127.0.0.1 "$port" "${FILES[@]}" > "$WORK/load-$name.log" 2>&1; then
-        log "loading into $name failed: $(first_error "$WORK/load-$name.log")"
-        return 1
-    fi
+    storescu_load "$WORK/load-$name.log" "$port" "$aec" "${FILES[@]}" || return 1
     log "  $COUNT instances stored into $name in $(secs_between "$t0" "$EPOCHREALTIME") s"
 }
 
-# ----- the destination: one storescp for every run --------------------------
-DEST_PORT=""
-dest_start() {
-    mkdir -p "$DEST_DIR"; chown "$RUN_USER:" "$DEST_DIR"
-    DEST_PORT=$(free_port)
-    # As bench/store's storescp: single process, no host lookups, max PDU
-    # 64 KiB, files written (no fsync) into DEST_DIR.
-    start_server movedest "$WORK/movedest.log" env TCP_NODELAY=1 storescp -dhl \
-        -aet "$DEST_AE" --max-pdu "$PDU" -od "$DEST_DIR" "$DEST_PORT"
-    wait_echo movedest "$DEST_PORT" "$DEST_AE" "$WORK/movedest.log" || die "storescp (the destination) does not start"
-    log "destination: storescp -aet $DEST_AE on port $DEST_PORT, writing into $DEST_DIR"
-}
+# ----- the destination: one storescp for every run (bench/lib.sh) ----------
 
 # ----- Orthanc --------------------------------------------------------------
 ORTHANC_PORT=""
 ORTHANC_NOTE=""
 orthanc_start() {
-    local dir=$WORK/orthanc db=orthanc_move cfg
-    mkdir -p "$dir/storage" "$dir/index" "$dir/tmp"; chown -R "$RUN_USER:" "$dir"
+    local dir=$WORK/orthanc db=orthanc_move
     fresh_db "$db"
     ORTHANC_PORT=$(free_port)
-    cfg=$dir/orthanc.json
-    # bench/store's configuration (every key not set keeps Orthanc's
+    # bench/lib.sh's configuration (every key not set keeps Orthanc's
     # default; see bench/README.md) plus the two modalities C-MOVE needs:
     # the destination, and the requester allowed to move. SynchronousCMove
     # stays at its default, true: the C-MOVE is answered as it sends.
     # StableAge 5 instead of 60: the "stable study" bookkeeping after the
     # load is over before the first measurement (run.sh waits for it).
-    cat > "$cfg" <<EOF
-{
-  "Name" : "pacsnode-bench-move",
-  "StorageDirectory" : "$dir/storage",
-  "IndexDirectory" : "$dir/index",
-  "TemporaryDirectory" : "$dir/tmp",
-  "StorageCompression" : false,
-  "Plugins" : [ "$ORTHANC_PLUGIN" ],
-  "LuaScripts" : [ ],
-
-  "HttpServerEnabled" : false,
-  "RemoteAccessAllowed" : false,
-  "WebDavEnabled" : false,
-  "OrthancExplorerEnabled" : false,
-
-  "DicomServerEnabled" : true,
-  "DicomAet" : "ORTHANC",
-  "DicomPort" : $ORTHANC_PORT,
-  "DicomCheckCalledAet" : true,
-  "DicomAlwaysAllowEcho" : true,
-  "DicomAlwaysAllowStore" : true,
-  "DicomAlwaysAllowMove" : false,
-  "UnknownSopClassAccepted" : false,
-  "DicomModalities" : {
-    "$DEST_AE" : { "AET" : "$DEST_AE", "Host" : "127.0.0.1", "Port" : $DEST_PORT },
-    "$SCU_AE" : { "AET" : "$SCU_AE", "Host" : "127.0.0.1", "Port" : 104, "AllowMove" : true }
-  },
-  "OrthancPeers" : { },
-  "MaximumPduLength" : $PDU,
-  "DicomThreadsCount" : 4,
-  "SynchronousCMove" : true,
-  "StableAge" : 5,
-
-  "HttpsVerifyPeers" : true,
-  "HttpProxy" : "",
-  "SaveJobs" : false,
-
-  "PostgreSQL" : {
-    "EnableIndex" : true,
-    "EnableStorage" : false,
-    "Host" : "$SOCK",
-    "Port" : $PGPORT,
-    "Database" : "$db",
-    "Username" : "postgres",
-    "Password" : "",
-    "EnableSsl" : false,
-    "Lock" : true,
-    "IndexConnectionsCount" : 1
-  }
-}
-EOF
-    start_server orthanc "$WORK/orthanc.log" env TCP_NODELAY=1 Orthanc "$cfg"
+    orthanc_conf "$dir" pacsnode-bench-move "$db" "$ORTHANC_PORT" "{
+        \"DicomAlwaysAllowMove\": false,
+        \"DicomModalities\": {
+            \"$DEST_AE\": { \"AET\": \"$DEST_AE\", \"Host\": \"127.0.0.1\", \"Port\": $DEST_PORT },
+            \"$SCU_AE\": { \"AET\": \"$SCU_AE\", \"Host\": \"127.0.0.1\", \"Port\": 104, \"AllowMove\": true } },
+        \"SynchronousCMove\": true, \"StableAge\": 5 }"
+    start_server orthanc "$WORK/orthanc.log" env TCP_NODELAY=1 Orthanc "$dir/orthanc.json"
     if ! wait_echo orthanc "$ORTHANC_PORT" ORTHANC "$WORK/orthanc.log"; then
         ORTHANC_NOTE="did not start: $START_ERROR"; return 1
     fi
@@ -278,44 +151,12 @@ pacs_start() {
     fresh_db "$db"
     PACS_PORT=$(free_port)
     cfg=$dir/pacsnode.conf
-    # bench/store's configuration plus the two peers: the requester may
+    # bench/lib.sh's configuration plus the two peers: the requester may
     # store (the load) and move; the destination only receives. Unknown
     # calling AEs are refused, as in a production configuration.
-    cat > "$cfg" <<EOF
-[node]
-ae_title = PACSNODE
-bind = 127.0.0.1
-port = $PACS_PORT
-require_called_ae = yes
-accept_unknown_calling_ae = no
-
-[limits]
-workers = 4
-max_associations = 32
-max_pdu = $PDU
-
-[storage]
-root = $dir/storage
-duplicate_policy = ignore
-
-[database]
-conninfo = host=$SOCK port=$PGPORT user=postgres dbname=$db
-
-[log]
-level = warning
-
-[peer.BENCHSCU]
-ae_title = $SCU_AE
-host = 127.0.0.1
-port = 104
-allow = store, move
-
-[peer.MOVEDEST]
-ae_title = $DEST_AE
-host = 127.0.0.1
-port = $DEST_PORT
-allow = store
-EOF
+    { pacs_conf "$PACS_PORT" "$dir" "$db" no
+      peer_conf BENCHSCU "$SCU_AE" 104 "store, move"
+      peer_conf MOVEDEST "$DEST_AE" "$DEST_PORT" store; } > "$cfg"
     start_server pacsnode "$WORK/pacsnode.log" env TCP_NODELAY=1 "$PACSNODE_BIN" -c "$cfg"
     if ! wait_echo pacsnode "$PACS_PORT" PACSNODE "$WORK/pacsnode.log"; then
         PACS_NOTE="did not start: $START_ERROR"; return 1
@@ -371,21 +212,10 @@ report_run() {                 # report_run STATUS SECONDS NOTE
     fi
 }
 
-# check_dest: prints "files bytes" received by the destination
-check_dest() {
-    local files bytes
-    files=$(find "$DEST_DIR" -type f | wc -l)
-    bytes=$(find "$DEST_DIR" -type f -printf '%s\n' | awk '{s+=$1} END {print s+0}')
-    echo "$files $bytes"
-}
-
 # dest_ticks: CPU time (user + system, clock ticks) the storescp has used
 CLK_TCK=$(getconf CLK_TCK)
 dest_ticks() { awk '{ sub(/.*\) /, ""); print $12 + $13 }' "/proc/$(cat "$WORK/movedest.pid")/stat"; }
 dest_cpu_since() { awk -v a="$1" -v b="$(dest_ticks)" -v hz="$CLK_TCK" 'BEGIN { printf "%.2f", (b - a) / hz }'; }
-
-# first_error LOG: the first warning/error line of a dcmtk tool's log
-first_error() { grep -m1 -E '^[WEF]: ' "$1" || echo "(no error line in $(basename "$1"))"; }
 
 # after_run: empty the destination, flush, wait
 after_run() { empty_dest; settle; }
@@ -409,7 +239,7 @@ run_storescu() {
     sampler_stop
     rm -f "$go"
     secs=$(secs_between "$t0" "$t1")
-    read -r files rbytes <<< "$(check_dest)"
+    read -r files rbytes <<< "$(dest_files)"
     n=$(grep -c 'Association Accepted' "$WORK/send-$tag.log" || true)
     note="storescu exit $rc, $n association(s); $files files received"
     if [ "$rc" = 0 ] && [ "$n" = 1 ] && [ "$files" = "$COUNT" ]; then
@@ -419,17 +249,6 @@ run_storescu() {
         record "storescu" FAIL "$secs" "$files" "$rbytes" "$note"; report_run FAIL "$secs" "$note"
     fi
     after_run
-}
-
-# move_status LOG: the status of the final C-MOVE-RSP as movescu -v names
-# it ("Success", "Warning", "Failed", ...), or "none". Success (0x0000)
-# means every sub-operation completed (PS3.4 C.4.2.1.5): with a failed or
-# warning sub-operation the final status is B000, or A7xx/Cxxx if none
-# completed.
-move_status() {
-    local s
-    s=$(sed -n 's/.*Received Final Move Response (\(.*\)).*/\1/p' "$1" | tail -n1)
-    echo "${s:-none}"
 }
 
 # run_move SOURCE(pacsnode|orthanc): movescu -S of the study to MOVEDEST
@@ -444,15 +263,12 @@ run_move() {
     sampler_start "$mode" "$pid" "$tag"
     d0=$(dest_ticks)
     t0=$EPOCHREALTIME
-    # -td 120: a source that stops answering fails the run, not hangs it
-    timeout 600 movescu -v -S -aet "$SCU_AE" -aec "$aec" -aem "$DEST_AE" --max-pdu "$PDU" -ta 30 -td 120 \
-        -k QueryRetrieveLevel=STUDY -k StudyInstanceUID="$STUDY_UID" \
-        127.0.0.1 "$port" > "$WORK/move-$tag.log" 2>&1 || rc=$?
+    movescu_study "$port" "$aec" "$STUDY_UID" "$WORK/move-$tag.log" || rc=$?
     t1=$EPOCHREALTIME
     DEST_CPU=$(dest_cpu_since "$d0")
     sampler_stop
     secs=$(secs_between "$t0" "$t1")
-    read -r files rbytes <<< "$(check_dest)"
+    read -r files rbytes <<< "$(dest_files)"
     st=$(move_status "$WORK/move-$tag.log")
     note="movescu exit $rc, final status $st; $files files received"
     if [ "$rc" = 0 ] && [ "$st" = Success ] && [ "$files" = "$COUNT" ]; then
@@ -478,23 +294,13 @@ run_one() {                    # run_one SOURCE
 }
 
 # ----- main -----------------------------------------------------------------
-STARTED=$(date '+%Y-%m-%d %H:%M:%S %Z')
-T_START=$EPOCHREALTIME
-LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+bench_started
 log "work dir $WORK; study of $COUNT files, $TOTAL_BYTES bytes; max PDU $PDU; load average: $LOAD_START"
 # Another benchmark on this machine skews everything: say so in the report.
-OTHER_BENCH=$(pgrep -f 'bench/(store|find)/run\.sh' | xargs || true)
-[ -z "$OTHER_BENCH" ] || log "WARNING: another benchmark is running (PIDs $OTHER_BENCH): figures will be skewed"
+OTHER_BENCH=$(other_benches)
+[ -z "$OTHER_BENCH" ] || log "WARNING: another benchmark is running ($OTHER_BENCH): figures will be skewed"
 
-PACSNODE_SHA=""
-if want pacsnode; then
-    if [ -x "$PACSNODE_BIN" ]; then
-        PACSNODE_SHA=$(sha256sum "$PACSNODE_BIN" | cut -c1-12)
-    else
-        PACS_NOTE="pacsnode binary not found at $PACSNODE_BIN"
-        log "$PACS_NOTE: skipping pacsnode"
-    fi
-fi
+if want pacsnode; then pacsnode_check || PACS_NOTE=$PACSNODE_NOTE; else PACSNODE_NOTE="not requested (--only $STEPS)"; fi
 
 dest_start
 if want orthanc || { want pacsnode && [ -z "$PACS_NOTE" ]; }; then pg_start; fi
@@ -521,45 +327,22 @@ for REP in $(seq 0 "$REPEAT"); do
         run_one "$src"
     done
 done
-LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
-OTHER_BENCH_END=$(pgrep -f 'bench/(store|find)/run\.sh' | xargs || true)
+OTHER_BENCH_END=$(other_benches)
 
 # ----- report ---------------------------------------------------------------
 if [ -z "$RESULTS_FILE" ]; then
     base=$BENCH_DIR/results/move-$(date +%F)
     [ "$COUNT" = 1000 ] || base=$base-n$COUNT
-    RESULTS_FILE=$base.txt
-    i=2                        # never overwrite an earlier run of the day
-    while [ -e "$RESULTS_FILE" ]; do RESULTS_FILE=$base-$i.txt; i=$((i + 1)); done
+    RESULTS_FILE=$(results_path "$base")   # never overwrites an earlier run of the day
 fi
 mkdir -p "$(dirname "$RESULTS_FILE")"
 
-PACSNODE_REV=$(git -C "$REPO_DIR" rev-parse --short HEAD 2>/dev/null || echo "no commit")
 {
-    echo "started=$STARTED"
-    echo "duration_s=$(awk -v a="$T_START" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.0f", b - a }')"
-    echo "load=$LOAD_START at the start, $LOAD_END at the end"
+    meta_common orthanc-postgresql
     echo "other_bench=${OTHER_BENCH:-none} at the start, ${OTHER_BENCH_END:-none} at the end"
-    echo "host=$(nproc) CPUs, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo) RAM, kernel $(uname -r)"
-    echo "work_fs=$(df -PT "$WORK" | awk 'NR==2 {print $2 " on " $1}')"
-    echo "dcmtk=$(dpkg-query -W -f='${Version}' dcmtk)"
-    echo "orthanc=$(dpkg-query -W -f='${Version}' orthanc) orthanc-postgresql=$(dpkg-query -W -f='${Version}' orthanc-postgresql)"
-    echo "postgresql=$("$PG_BIN/postgres" --version | awk '{print $3}')"
-    if want pacsnode; then
-        if [ -z "$PACSNODE_SHA" ]; then echo "pacsnode=$PACS_NOTE"
-        else
-            sha_end=$(sha256sum "$PACSNODE_BIN" 2>/dev/null | cut -c1-12)
-            changed=""
-            [ "$sha_end" = "$PACSNODE_SHA" ] || changed="; WARNING: the binary changed during the run (sha256 $sha_end at the end)"
-            echo "pacsnode=$PACSNODE_BIN (repo commit $PACSNODE_REV; binary sha256 $PACSNODE_SHA, built $(date -r "$PACSNODE_BIN" '+%F %T')$changed)"
-        fi
-    else
-        echo "pacsnode=not requested (--only $SOURCES)"
-    fi
     echo "pacsnode_note=$PACS_NOTE"
     echo "orthanc_note=$ORTHANC_NOTE"
     echo "pdu=$PDU"
-    echo "netns=$USE_NETNS"
     echo "repeat=$REPEAT"
     echo "settle_s=$SETTLE_SECONDS"
     echo "rss_interval_s=$RSS_INTERVAL"

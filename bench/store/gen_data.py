@@ -17,8 +17,9 @@ import uuid
 from multiprocessing import Pool
 
 import numpy as np
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from lib import part10_dataset  # noqa: E402
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 ROWS = COLS = 512
@@ -40,21 +41,8 @@ def make(i):
     root = _G["root"]
     sop_uid = "%s.3.%d" % (root, i + 1)
 
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = CT_IMAGE_STORAGE
-    meta.MediaStorageSOPInstanceUID = sop_uid
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.is_little_endian = True
-    ds.is_implicit_VR = False
-
-    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds = part10_dataset(CT_IMAGE_STORAGE, sop_uid, "ISO_IR 100")
     ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
-    ds.SOPClassUID = CT_IMAGE_STORAGE
-    ds.SOPInstanceUID = sop_uid
     ds.StudyDate = "20240101"
     ds.SeriesDate = "20240101"
     ds.ContentDate = "20240101"

@@ -19,7 +19,7 @@ import statistics
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from meta import read_meta  # noqa: E402
+from lib import header, netns_line, rates, read_meta  # noqa: E402
 
 # (reference receiver, associations, minimum pacsnode/reference ratio)
 TARGETS = [
@@ -78,10 +78,7 @@ def main():
     p = out.append
     count = rows[0]["count"] if rows else 0
     nbytes = rows[0]["bytes"] if rows else 0
-    p("pacsnode store benchmark (bench/store/run.sh)")
-    p("started %s, took %s s" % (meta.get("started", "?"), meta.get("duration_s", "?")))
-    p("host: %s; work dir on %s" % (meta.get("host", "?"), meta.get("work_fs", "?")))
-    p("load average (1, 5, 15 min): %s" % meta.get("load", "?"))
+    out.extend(header(meta, "pacsnode store benchmark (bench/store/run.sh)"))
     if count:
         p("data: %d CT instances, 512x512x16 bit, explicit VR little endian, "
           "%.1f MB in all, %.0f bytes each on average (MB = 10^6 bytes)"
@@ -96,8 +93,7 @@ def main():
     p("versions: dcmtk %s; orthanc %s; postgresql %s"
       % (meta.get("dcmtk", "?"), meta.get("orthanc", "?"), meta.get("postgresql", "?")))
     p("pacsnode: %s" % meta.get("pacsnode", "?"))
-    p("servers in a private network namespace (loopback only): %s"
-      % ("yes" if meta.get("netns") == "1" else "no"))
+    p(netns_line(meta))
     if "wait_quiet" in meta:
         wq = (meta["wait_quiet"].split() + ["?", "?"])[:3]
         p("--wait-quiet: waited %s s in all for other work on the machine to stop before a run; %d run(s)"
@@ -131,11 +127,8 @@ def main():
                 w, rcv, k, "-", "-", "-", "%s/%d" % (f["stored"], n),
                 len(failed), len(runs), f["note"]))
             continue
-        secs = statistics.median(r["secs"] for r in runs)
-        ips = n / secs
-        mbs = runs[0]["bytes"] / 1e6 / secs
+        secs, ips, mbs, each = rates(n, runs[0]["bytes"], [r["secs"] for r in runs])
         rate[g] = ips
-        each = ", ".join("%.0f" % (n / r["secs"]) for r in runs)
         p("%-*s %5d %8.2f %8.1f %8.1f  %-11s %s" % (
             w, rcv, k, secs, ips, mbs, "%s/%d" % (runs[0]["stored"], n), each))
     if not any(r["rcv"] == "pacsnode" for r in rows):

@@ -12,23 +12,13 @@
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-BENCH_DIR=$(dirname "$HERE")
-. "$BENCH_DIR/lib.sh"
-REPO_DIR=$(dirname "$BENCH_DIR")
+. "$(dirname "$HERE")/lib.sh"   # BENCH_DIR, REPO_DIR and the shared settings too
 
 COUNT=2000
-RECEIVERS="storescp,orthanc,pacsnode"
+STEPS="storescp,orthanc,pacsnode"   # --only: the receivers
 INFO_ROWS=1              # also measure "storescp --ignore --bit-preserving" (1 assoc), "storescp --fork" (4)
                          # and storescp made durable (+ fsync: 1 assoc plain, 4 assoc --fork)
 SETTLE_SECONDS=${BENCH_SETTLE_SECONDS:-8}   # pause after each run (see settle)
-KEEP=0
-USE_NETNS=1
-PDU=65536
-WORK_BASE=${BENCH_WORK_BASE:-/var/tmp}
-PACSNODE_BIN=${PACSNODE_BIN:-$REPO_DIR/build/scp/pacsnode}
-RESULTS_FILE=""
-RUN_USER=pacsnode
-PARALLEL=4
 REPEAT=3
 TLS=0                    # --tls: the TLS rows (pacsnode over TLS, storescp +tls [+ fsync])
 WAIT_QUIET=0             # --wait-quiet: before each run, wait until other work on the machine stops
@@ -74,29 +64,17 @@ while [ $# -gt 0 ]; do
         --count=*) COUNT=${1#*=}; shift ;;
         --repeat) REPEAT=${2:?}; shift 2 ;;
         --repeat=*) REPEAT=${1#*=}; shift ;;
-        --only) RECEIVERS=${2:?}; shift 2 ;;
-        --only=*) RECEIVERS=${1#*=}; shift ;;
         --no-info-rows) INFO_ROWS=0; shift ;;
         --tls) TLS=1; shift ;;
         --wait-quiet) WAIT_QUIET=1; shift ;;
-        --work-base) WORK_BASE=${2:?}; shift 2 ;;
-        --results) RESULTS_FILE=${2:?}; shift 2 ;;
-        --no-netns) USE_NETNS=0; shift ;;
-        --keep) KEEP=1; shift ;;
-        --_inner) INNER=1; shift ;;
-        -h|--help) usage; exit 0 ;;
-        *) echo "run.sh: unknown argument: $1" >&2; usage >&2; exit 2 ;;
+        *) bench_option "$@"; shift "$OPT_SHIFT" ;;   # bench/lib.sh: --work-base, --results, ...
     esac
 done
-case "$COUNT" in ''|*[!0-9]*) echo "run.sh: --count needs a positive integer" >&2; exit 2 ;; esac
-[ "$COUNT" -ge 4 ] || { echo "run.sh: --count must be at least 4" >&2; exit 2; }
-case "$REPEAT" in ''|*[!0-9]*|0) echo "run.sh: --repeat needs a positive integer" >&2; exit 2 ;; esac
-for r in ${RECEIVERS//,/ }; do
-    case "$r" in storescp|orthanc|pacsnode) ;; *) echo "run.sh: unknown receiver '$r'" >&2; exit 2 ;; esac
-done
-want() { case ",$RECEIVERS," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
+need_int --count "$COUNT" "$PARALLEL"
+need_int --repeat "$REPEAT" 1
+check_steps receiver storescp orthanc pacsnode
 
-DATA_DIR=$BENCH_DIR/.cache/store-n$COUNT-v1
+DATA_DIR=$(ct_dir "$COUNT")
 
 # ---------------------------------------------------------------------------
 # Outer phase (host network namespace): packages, user, data. Then re-run
@@ -108,13 +86,7 @@ if [ -z "${INNER:-}" ]; then
     bench_host_setup dcmtk orthanc orthanc-postgresql postgresql python3 python3-pydicom python3-numpy iproute2 util-linux gcc libc6-dev \
         $([ "$TLS" = 0 ] || echo openssl)
 
-    if [ ! -f "$DATA_DIR/.complete" ]; then
-        log "generating $COUNT CT instances into $DATA_DIR"
-        rm -rf "$DATA_DIR"
-        /usr/bin/python3 "$HERE/gen_data.py" "$DATA_DIR" "$COUNT" >&2
-    else
-        log "using cached data set $DATA_DIR"
-    fi
+    ct_data "$DATA_DIR" "$COUNT"
 
     bench_netns_enter "$HERE/run.sh" "${ARGS[@]}"
     INNER=1
@@ -127,28 +99,6 @@ bench_inner_setup store
 RESULTS_TSV=$WORK/results.tsv
 : > "$RESULTS_TSV"
 
-cleanup() {
-    local rc=$? f
-    trap - EXIT INT TERM
-    for f in "${SERVER_PIDFILES[@]}"; do stop_pidfile "$f"; done
-    wait 2>/dev/null || true
-    if [ "$PG_STARTED" = 1 ]; then
-        runuser -u "$RUN_USER" -- "$PG_BIN/pg_ctl" -D "$PGDATA_DIR" -m fast -w stop >/dev/null 2>&1 || true
-    fi
-    if [ "$KEEP" = 1 ]; then
-        log "work dir kept: $WORK"
-    elif [ $rc != 0 ]; then
-        # Keep the logs (small) for the post-mortem; drop stores and cluster.
-        find "$WORK" -mindepth 1 -maxdepth 1 ! -name '*.log' ! -name '*.tsv' ! -name '*.txt' -exec rm -rf {} +
-        log "logs kept in $WORK"
-    else
-        rm -rf "$WORK"
-    fi
-    exit $rc
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
 count_files() {                # count_files DIR [EXCLUDED_SUBDIR]
     if [ -n "${2:-}" ]; then
         find "$1" -path "$1/$2" -prune -o -type f -print | wc -l
@@ -157,68 +107,9 @@ count_files() {                # count_files DIR [EXCLUDED_SUBDIR]
     fi
 }
 
-settle() {                     # flush the previous run's dirty pages
-    sync
-    # then give the disk time to write back what it acknowledged: fsync-heavy
-    # receivers would otherwise pay for the previous receiver's gigabyte
-    sleep "$SETTLE_SECONDS"
-    wait_quiet
-}
-
 # ----- data lists -----------------------------------------------------------
-LISTS=$WORK/lists
-mkdir -p "$LISTS"
-find "$DATA_DIR" -maxdepth 1 -name 'ct-*.dcm' | sort > "$LISTS/all"
-[ "$(wc -l < "$LISTS/all")" = "$COUNT" ] || die "data set $DATA_DIR does not hold $COUNT files; delete it and re-run"
-split -n "l/$PARALLEL" -d -a 1 "$LISTS/all" "$LISTS/part"
-TOTAL_BYTES=$(xargs -a "$LISTS/all" stat -c %s | awk '{s+=$1} END {print s}')
-xargs -a "$LISTS/all" cat > /dev/null   # warm the page cache: the senders read from RAM
-
-# send K RECEIVER PORT CALLED_AE [tls]: times K parallel storescu processes (K=1:
-# one process, one association over all files; K=4: the four list parts);
-# "tls": storescu +tls with the modality's certificate. Prints the elapsed
-# seconds, and writes the senders' CPU seconds (user + system) to
-# $WORK/send-<tag>.cpu; returns non-zero if a sender failed or did not use
-# exactly one association.
-send() {
-    local k=$1 rcv=$2 port=$3 aec=$4 sec=()
-    local tag=$rcv-$k-r$REP lists=() pids=() i rc=0 t0 t1
-    [ "${5:-}" != tls ] || sec=("${TLS_SCU[@]}")
-    if [ "$k" = 1 ]; then lists=("$LISTS/all"); else
-        for i in $(seq 0 $((k - 1))); do lists+=("$LISTS/part$i"); done
-    fi
-    t0=$EPOCHREALTIME
-    for i in "${!lists[@]}"; do
-        # -ta 120: with plain (single-process) storescp the later associations
-        # wait in the listen queue until the earlier ones are released.
-        # -td 60: a receiver that stops answering fails the run, not hangs it.
-        mapfile -t files < "${lists[$i]}"
-        storescu -v -aet BENCHSCU -aec "$aec" --max-pdu "$PDU" -ta 120 -td 60 ${sec[@]+"${sec[@]}"} \
-            127.0.0.1 "$port" "${files[@]}" > "$WORK/send-$tag-$i.log" 2>&1 &
-        pids+=($!)
-    done
-    for i in "${!pids[@]}"; do
-        if ! wait "${pids[$i]}"; then
-            rc=1
-            log "storescu $tag #$i failed: $(grep -E '^[EF]: ' "$WORK/send-$tag-$i.log" | head -n1)"
-        fi
-    done
-    t1=$EPOCHREALTIME
-    # this subshell's reaped children: the storescu processes (and a seq);
-    # "times" in this shell, not in a pipe (a subshell has no children yet)
-    times > "$WORK/send-$tag.times"
-    awk 'NR == 2 { split($1, u, /[ms]/); split($2, s, /[ms]/)
-                   printf "%.2f\n", 60 * (u[1] + s[1]) + u[2] + s[2] }' "$WORK/send-$tag.times" > "$WORK/send-$tag.cpu"
-    for i in "${!lists[@]}"; do
-        local n
-        n=$(grep -c 'Association Accepted' "$WORK/send-$tag-$i.log" || true)
-        if [ "$n" != 1 ]; then
-            rc=1; log "storescu $tag #$i used $n associations, expected 1"
-        fi
-    done
-    awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f\n", b - a }'
-    return $rc
-}
+data_lists "$DATA_DIR" "$COUNT"
+TOTAL_BYTES=$LIST_BYTES
 
 # cpu_of PID...: the CPU seconds (user + system) each PID's process tree has
 # used so far: the processes alive (zombies included) and what they reaped;
@@ -257,7 +148,8 @@ PY
 
 pg_pid() { head -n1 "$PGDATA_DIR/postmaster.pid" 2>/dev/null || echo -; }
 
-# timed_send NAME K RECEIVER PORT CALLED_AE [tls]: send (arguments from K on)
+# timed_send NAME K RECEIVER PORT CALLED_AE [tls]: send_parts (bench/lib.sh;
+# arguments from K on)
 # to the server started as NAME; sets SECS, and CPU: the CPU seconds of the
 # run, tab separated: the receiver's process tree, the PostgreSQL cluster,
 # the senders, and the rest of the machine (all CPUs' busy time during the
@@ -268,7 +160,7 @@ timed_send() {
     shift
     a=$(cpu_of "$(cat "$WORK/$name.pid")" "$(pg_pid)")
     m0=$(machine_cpu)
-    SECS=$(send "$@") || rc=1
+    SECS=$(send_parts "$@") || rc=1
     m1=$(machine_cpu)
     b=$(cpu_of "$(cat "$WORK/$name.pid")" "$(pg_pid)")
     sender=$(cat "$WORK/send-$2-$1-r$REP.cpu" 2>/dev/null || echo -)
@@ -365,63 +257,14 @@ run_storescp() {               # run_storescp K [fork|ignore|durable|tls|tls-dur
 
 run_orthanc() {                # run_orthanc K
     local k=$1 name=orthanc secs rc=0 stored files db=orthanc_bench_$1
-    local dir=$WORK/orthanc-$k port cfg
-    mkdir -p "$dir/storage" "$dir/index" "$dir/tmp"; chown -R "$RUN_USER:" "$dir"
+    local dir=$WORK/orthanc-$k port
     fresh_db "$db"
     port=$(free_port)
-    cfg=$dir/orthanc.json
-    # Everything not set here keeps Orthanc's default (see bench/README.md):
-    # notably SyncStorageArea=true (fsync of every stored file),
-    # StoreMD5ForAttachments=true. IndexConnectionsCount stays at its default
-    # of 1: with 4 connections the plugin was slower here (1.7x on 4
-    # associations): its serializable transactions inserting into the same
-    # series fail ("could not serialize access") and are retried.
-    cat > "$cfg" <<EOF
-{
-  "Name" : "pacsnode-bench",
-  "StorageDirectory" : "$dir/storage",
-  "IndexDirectory" : "$dir/index",
-  "TemporaryDirectory" : "$dir/tmp",
-  "StorageCompression" : false,
-  "Plugins" : [ "$ORTHANC_PLUGIN" ],
-  "LuaScripts" : [ ],
-
-  "HttpServerEnabled" : false,
-  "RemoteAccessAllowed" : false,
-  "WebDavEnabled" : false,
-  "OrthancExplorerEnabled" : false,
-
-  "DicomServerEnabled" : true,
-  "DicomAet" : "ORTHANC",
-  "DicomPort" : $port,
-  "DicomCheckCalledAet" : true,
-  "DicomAlwaysAllowEcho" : true,
-  "DicomAlwaysAllowStore" : true,
-  "UnknownSopClassAccepted" : false,
-  "DicomModalities" : { },
-  "OrthancPeers" : { },
-  "MaximumPduLength" : $PDU,
-  "DicomThreadsCount" : 4,
-
-  "HttpsVerifyPeers" : true,
-  "HttpProxy" : "",
-  "SaveJobs" : false,
-
-  "PostgreSQL" : {
-    "EnableIndex" : true,
-    "EnableStorage" : false,
-    "Host" : "$SOCK",
-    "Port" : $PGPORT,
-    "Database" : "$db",
-    "Username" : "postgres",
-    "Password" : "",
-    "EnableSsl" : false,
-    "Lock" : true,
-    "IndexConnectionsCount" : 1
-  }
-}
-EOF
-    start_server "$name" "$dir.log" env TCP_NODELAY=1 Orthanc "$cfg"
+    # bench/lib.sh's configuration as it is: every key not set there keeps
+    # Orthanc's default (see bench/README.md), notably SyncStorageArea=true
+    # (fsync of every stored file), StoreMD5ForAttachments=true.
+    orthanc_conf "$dir" pacsnode-bench "$db" "$port"
+    start_server "$name" "$dir.log" env TCP_NODELAY=1 Orthanc "$dir/orthanc.json"
     if ! wait_echo "$name" "$port" ORTHANC "$dir.log"; then
         stop_pidfile "$WORK/$name.pid"
         record Orthanc+PostgreSQL "$k" FAIL "" 0 "did not start: $START_ERROR"
@@ -449,29 +292,7 @@ run_pacsnode() {               # run_pacsnode K [tls]
     port=$(free_port)
     send_port=$port
     cfg=$dir/pacsnode.conf
-    cat > "$cfg" <<EOF
-[node]
-ae_title = PACSNODE
-bind = 127.0.0.1
-port = $port
-require_called_ae = yes
-accept_unknown_calling_ae = yes
-
-[limits]
-workers = 4
-max_associations = 32
-max_pdu = $PDU
-
-[storage]
-root = $dir/storage
-duplicate_policy = ignore
-
-[database]
-conninfo = host=$SOCK port=$PGPORT user=postgres dbname=$db
-
-[log]
-level = ${BENCH_PACSNODE_LOG_LEVEL:-warning}
-EOF
+    pacs_conf "$port" "$dir" "$db" > "$cfg"
     if [ -n "$tls" ]; then
         # the same node with its TLS listener (the plain one stays, idle):
         # the three lines of README.md's "TLS and peers"; client
@@ -510,21 +331,10 @@ EOF
 }
 
 # ----- main -----------------------------------------------------------------
-STARTED=$(date '+%Y-%m-%d %H:%M:%S %Z')
-T_START=$EPOCHREALTIME
+bench_started
 log "work dir $WORK; $COUNT files, $TOTAL_BYTES bytes; max PDU $PDU; load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 
-PACSNODE_NOTE=""
-PACSNODE_SHA=""
-if want pacsnode; then
-    if [ -x "$PACSNODE_BIN" ]; then
-        PACSNODE_SHA=$(sha256sum "$PACSNODE_BIN" | cut -c1-12)
-    else
-        PACSNODE_NOTE="pacsnode binary not found at $PACSNODE_BIN"
-        log "$PACSNODE_NOTE: skipping pacsnode"
-    fi
-fi
-LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+if want pacsnode; then pacsnode_check || true; else PACSNODE_NOTE="not requested (--only $STEPS)"; fi
 if want orthanc || { want pacsnode && [ -z "$PACSNODE_NOTE" ]; }; then pg_start; fi
 
 # Warm-up, not timed: storescu and storescp binaries, libraries and the
@@ -604,33 +414,9 @@ run_one() {                    # run_one RECEIVER K
     esac
 }
 
-# The disk's own floor, at the start and at the end: the least any receiver
-# that answers only once an instance is durable must do (floor.py), and
-# PostgreSQL's rate of one-row INSERT + COMMIT (pgbench), each on 1 and on
-# $PARALLEL threads/connections. Printed beside the targets.
-FLOOR=()
-measure_floor() {              # measure_floor TAG
-    local k f c avg db=floor_bench script=$WORK/floor.sql
-    avg=$((TOTAL_BYTES / COUNT))
-    for k in 1 "$PARALLEL"; do
-        f=$(/usr/bin/python3 "$HERE/floor.py" "$WORK/floor-$1-$k" "$COUNT" "$avg" "$k") || f="?"
-        retire "$WORK/floor-$1-$k"
-        c="?"
-        if [ "$PG_STARTED" = 1 ]; then
-            fresh_db "$db"
-            psql_q "$db" "CREATE TABLE t (id bigserial PRIMARY KEY, v int)" >/dev/null
-            echo 'INSERT INTO t (v) VALUES (:client_id);' > "$script"
-            c=$("$PG_BIN/pgbench" -h "$SOCK" -p "$PGPORT" -U postgres -n -c "$k" -j "$k" -T 5 -f "$script" "$db" 2>/dev/null \
-                | awk '/^tps = / { printf "%.0f", $3 }')
-            drop_db "$db"
-            [ -n "$c" ] || c="?"
-        fi
-        FLOOR+=("floor_$1_$k=$f $c")
-        log "floor ($1, $k): durable 512 KB files $f/s, INSERT+COMMIT $c/s"
-    done
-    settle
-}
-measure_floor start
+# The disk's own floor (bench/lib.sh), at the start and at the end, printed
+# beside the targets.
+measure_floor start "$COUNT" "$TOTAL_BYTES"
 
 # The order rotates from one repetition to the next: a receiver that runs
 # right after another one wrote a gigabyte finds the disk still busy with it
@@ -647,41 +433,19 @@ for REP in $(seq 1 "$REPEAT"); do
         done
     done
 done
-measure_floor end
+measure_floor end "$COUNT" "$TOTAL_BYTES"
 
 # ----- report ---------------------------------------------------------------
 if [ -z "$RESULTS_FILE" ]; then
     base=$BENCH_DIR/results/store-$([ "$TLS" = 0 ] || echo tls-)$(date +%F)
     [ "$COUNT" = 2000 ] || base=$base-n$COUNT
-    RESULTS_FILE=$base.txt
-    i=2                        # never overwrite an earlier run of the day
-    while [ -e "$RESULTS_FILE" ]; do RESULTS_FILE=$base-$i.txt; i=$((i + 1)); done
+    RESULTS_FILE=$(results_path "$base")   # never overwrites an earlier run of the day
 fi
 mkdir -p "$(dirname "$RESULTS_FILE")"
 
-PACSNODE_REV=$(git -C "$REPO_DIR" rev-parse --short HEAD 2>/dev/null || echo "no commit")
 {
-    echo "started=$STARTED"
-    echo "duration_s=$(awk -v a="$T_START" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.0f", b - a }')"
-    echo "load=$LOAD_START at the start, $(cut -d' ' -f1-3 /proc/loadavg) at the end"
-    echo "host=$(nproc) CPUs, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo) RAM, kernel $(uname -r)"
-    echo "work_fs=$(df -PT "$WORK" | awk 'NR==2 {print $2 " on " $1}')"
-    echo "dcmtk=$(dpkg-query -W -f='${Version}' dcmtk)"
-    echo "orthanc=$(dpkg-query -W -f='${Version}' orthanc) orthanc-postgresql=$(dpkg-query -W -f='${Version}' orthanc-postgresql)"
-    echo "postgresql=$("$PG_BIN/postgres" --version | awk '{print $3}')"
-    if want pacsnode; then
-        if [ -n "$PACSNODE_NOTE" ]; then echo "pacsnode=$PACSNODE_NOTE"
-        else
-            local_sha=$(sha256sum "$PACSNODE_BIN" 2>/dev/null | cut -c1-12)
-            changed=""
-            [ "$local_sha" = "$PACSNODE_SHA" ] || changed="; WARNING: the binary changed during the run (sha256 $local_sha at the end)"
-            echo "pacsnode=$PACSNODE_BIN (repo commit $PACSNODE_REV; binary sha256 $PACSNODE_SHA, built $(date -r "$PACSNODE_BIN" '+%F %T')$changed)"
-        fi
-    else
-        echo "pacsnode=not requested (--only $RECEIVERS)"
-    fi
+    meta_common orthanc-postgresql
     echo "pdu=$PDU"
-    echo "netns=$USE_NETNS"
     echo "repeat=$REPEAT"
     echo "parallel=$PARALLEL"
     [ "$WAIT_QUIET" = 0 ] || echo "wait_quiet=$QUIET_WAITED $SHARED_RUNS $SHARED_CPU"
