@@ -114,6 +114,19 @@ def test_verify(node_factory, corpus, scu_dir):
     assert ctl(node, "verify", "--help").returncode == 0
 
 
+def one_series(scu_dir, tag, n):
+    """A folder of n distinct instances of one series (patient ID the tag)."""
+    from pacsnode_harness import gen_corpus
+    d = os.path.join(scu_dir, tag)
+    os.makedirs(d)
+    st = gen_corpus.make_uid(0, tag, "study")
+    se = gen_corpus.make_uid(0, tag, "series")
+    for i in range(n):
+        gen_corpus.make_instance(os.path.join(d, "%02d.dcm" % i), name="%s%d" % (tag, i), patient_id=tag.upper(),
+                                 study_uid=st, series_uid=se, instance_number=str(i + 1))
+    return d
+
+
 def test_verify_in_parallel(node_factory, scu_dir):
     """60 instances, more than the files one thread keeps in flight: with
     --jobs 1, 2 and 5 verify says the same problems in the same order (the
@@ -121,14 +134,7 @@ def test_verify_in_parallel(node_factory, scu_dir):
     an instance that no row names (another generation of a stored one) is
     an orphan once old, recent before, and --repair removes only the old
     one; a row whose file holds another instance is named."""
-    from pacsnode_harness import gen_corpus
-    d = os.path.join(scu_dir, "ver")
-    os.makedirs(d)
-    st = gen_corpus.make_uid(0, "ver", "study")
-    se = gen_corpus.make_uid(0, "ver", "series")
-    for i in range(60):
-        gen_corpus.make_instance(os.path.join(d, "%02d.dcm" % i), name="ver%d" % i, patient_id="VER",
-                                 study_uid=st, series_uid=se, instance_number=str(i + 1))
+    d = one_series(scu_dir, "ver", 60)
     node = node_factory()
     r = ctl(node, "import", d)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -233,14 +239,7 @@ def test_import_in_parallel(node_factory, scu_dir):
     """--jobs 4 over 60 distinct instances: every one stored once, the
     counts and the storage consistent."""
     import pacsnode_checks as C
-    from pacsnode_harness import gen_corpus
-    d = os.path.join(scu_dir, "par")
-    os.makedirs(d)
-    st = gen_corpus.make_uid(0, "par", "study")
-    se = gen_corpus.make_uid(0, "par", "series")
-    for i in range(60):
-        gen_corpus.make_instance(os.path.join(d, "%02d.dcm" % i), name="par%d" % i, patient_id="PAR",
-                                 study_uid=st, series_uid=se, instance_number=str(i + 1))
+    d = one_series(scu_dir, "par", 60)
     node = node_factory()
     r = ctl(node, "import", "--jobs", "4", d)
     assert r.returncode == 0, r.stdout + r.stderr
