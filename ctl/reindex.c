@@ -347,7 +347,7 @@ int pn_ctl_reindex(const pn_config *cfg, int argc, char **argv)
 	tally t = {.root = cfg->storage_root};
 	pn_walk w = {0};
 	double t_start = now_s();
-	int rc = pn_walk_root(cfg->storage_root, &w, on_other, &t);
+	int rc = pn_walk_root(cfg->storage_root, true, &w, on_other, &t);
 	if (rc < 0) {
 		fprintf(stderr, "pacsnodectl reindex: the storage root \"%s\": %s\n", cfg->storage_root, strerror(-rc));
 		pn_walk_free(&w);

@@ -13,6 +13,7 @@
 
 typedef struct {
 	pn_walk *w;
+	bool mtimes;
 	void (*other)(void *ctx, const char *rel, pn_walk_other kind, int err);
 	void *ctx;
 } walker;
@@ -28,9 +29,8 @@ static void hex_bytes(const char *hex, uint8_t *out, size_t n)
 		out[i] = (uint8_t)(hex_nibble(hex[2 * i]) << 4 | hex_nibble(hex[2 * i + 1]));
 }
 
-static int keep(walker *k, const char *rel, const struct stat *st)
+int pn_walk_add(pn_walk *w, const char *rel, int64_t mtime_ns)
 {
-	pn_walk *w = k->w;
 	if (w->n == w->cap) {
 		size_t cap = w->cap ? w->cap * 2 : 4096;
 		pn_walk_entry *v = realloc(w->v, cap * sizeof(*v));
@@ -46,8 +46,13 @@ static int keep(walker *k, const char *rel, const struct stat *st)
 	hex_bytes(rel + 6, e->series, 16);
 	hex_bytes(rel + 6 + 33, e->sop, 16);
 	e->generation = generation;
-	e->mtime_ns = (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
+	e->mtime_ns = mtime_ns;
 	return 0;
+}
+
+static int keep(walker *k, const char *rel, const struct stat *st)
+{
+	return pn_walk_add(k->w, rel, st ? (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec : 0);
 }
 
 /* Every file under the folder `rel` ("" the root itself) of the root open
@@ -77,34 +82,36 @@ static int walk(walker *k, int rootfd, const char *rel)
 			k->other(k->ctx, child, PN_WALK_UNREADABLE, ENAMETOOLONG);
 			continue;
 		}
+		/* the entry's type from the folder itself where the file system
+		 * gives it: a stat of every file only when its time is wanted */
 		struct stat st;
-		if (fstatat(rootfd, child, &st, AT_SYMLINK_NOFOLLOW) < 0) {
-			k->other(k->ctx, child, PN_WALK_UNREADABLE, errno);
-			continue;
+		unsigned char type = de->d_type;
+		bool stated = k->mtimes || type == DT_UNKNOWN;
+		if (stated) {
+			if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+				k->other(k->ctx, child, PN_WALK_UNREADABLE, errno);
+				continue;
+			}
+			type = S_ISDIR(st.st_mode) ? DT_DIR : S_ISREG(st.st_mode) ? DT_REG : DT_UNKNOWN;
 		}
-		if (S_ISDIR(st.st_mode)) {
+		if (type == DT_DIR) {
 			rc = walk(k, rootfd, child);
-		} else if (!S_ISREG(st.st_mode)) {
+		} else if (type != DT_REG) {
 			k->other(k->ctx, child, PN_WALK_NOT_FILE, 0);
 		} else if (in_tmp) {
 			k->other(k->ctx, child, PN_WALK_TMP, 0);
 		} else if (!pn_storage_rel_path_valid(child)) {
 			k->other(k->ctx, child, PN_WALK_OTHER, 0);
 		} else {
-			rc = keep(k, child, &st);
+			rc = keep(k, child, stated ? &st : NULL);
 		}
 	}
 	closedir(d);
 	return rc;
 }
 
-/* The order: modification time, then path (whose hex digits compare as
- * the bytes they spell). */
-static int cmp(const void *a, const void *b)
+int pn_walk_cmp_path(const pn_walk_entry *x, const pn_walk_entry *y)
 {
-	const pn_walk_entry *x = a, *y = b;
-	if (x->mtime_ns != y->mtime_ns)
-		return x->mtime_ns < y->mtime_ns ? -1 : 1;
 	int c = memcmp(x->series, y->series, sizeof(x->series));
 	if (!c)
 		c = memcmp(x->sop, y->sop, sizeof(x->sop));
@@ -113,10 +120,30 @@ static int cmp(const void *a, const void *b)
 	return c;
 }
 
-int pn_walk_root(const char *root, pn_walk *w, void (*other)(void *ctx, const char *rel, pn_walk_other kind, int err),
-                 void *ctx)
+static int cmp_path(const void *a, const void *b)
 {
-	walker k = {w, other, ctx};
+	return pn_walk_cmp_path(a, b);
+}
+
+/* The order: modification time, then path. */
+static int cmp(const void *a, const void *b)
+{
+	const pn_walk_entry *x = a, *y = b;
+	if (x->mtime_ns != y->mtime_ns)
+		return x->mtime_ns < y->mtime_ns ? -1 : 1;
+	return pn_walk_cmp_path(x, y);
+}
+
+void pn_walk_sort_by_path(pn_walk *w)
+{
+	if (w->n > 1)
+		qsort(w->v, w->n, sizeof(*w->v), cmp_path);
+}
+
+int pn_walk_root(const char *root, bool mtimes, pn_walk *w,
+                 void (*other)(void *ctx, const char *rel, pn_walk_other kind, int err), void *ctx)
+{
+	walker k = {w, mtimes, other, ctx};
 	int rootfd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (rootfd < 0)
 		return -errno;

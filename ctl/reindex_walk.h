@@ -6,6 +6,7 @@
 #ifndef PN_REINDEX_WALK_H
 #define PN_REINDEX_WALK_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -30,10 +31,20 @@ typedef struct {
 } pn_walk;
 
 /* Walks the root; other(ctx, rel, kind, errno) for each file not kept.
- * Then sorts. 0 or -ENOMEM (or another -errno: the root cannot be read). */
-int pn_walk_root(const char *root, pn_walk *w, void (*other)(void *ctx, const char *rel, pn_walk_other kind, int err),
-                 void *ctx);
+ * Then sorts. 0 or -ENOMEM (or another -errno: the root cannot be read).
+ * Without mtimes, the kept files' mtime_ns are 0 and only a file system
+ * that does not say an entry's type in its folder costs a stat a file. */
+int pn_walk_root(const char *root, bool mtimes, pn_walk *w,
+                 void (*other)(void *ctx, const char *rel, pn_walk_other kind, int err), void *ctx);
 void pn_walk_free(pn_walk *w);
+/* Appends the file at rel, a path the node gives an instance
+ * (pn_storage_rel_path_valid). 0 or -ENOMEM. */
+int pn_walk_add(pn_walk *w, const char *rel, int64_t mtime_ns);
+/* The path order: series, instance, generation (the byte order of
+ * pn_walk_rel's names: their hex digits compare as the bytes they spell).
+ * Sorts by it instead, for pacsnodectl verify. */
+int pn_walk_cmp_path(const pn_walk_entry *a, const pn_walk_entry *b);
+void pn_walk_sort_by_path(pn_walk *w);
 
 /* The entry's relative path. */
 void pn_walk_rel(const pn_walk_entry *e, char out[PN_REL_PATH_MAX]);

@@ -281,27 +281,39 @@ void pn_storage_checksum(const void *data, size_t len, char out[PN_CHECKSUM_LEN]
 
 int pn_storage_checksum_fd(int fd, char out[PN_CHECKSUM_LEN], uint64_t *ret_bytes)
 {
-	XXH3_state_t *st = XXH3_createState();
 	unsigned char *buf = malloc(1 << 20);
+	if (!buf)
+		return -ENOMEM;
+	int rc = pn_storage_checksum_fd_buf(fd, buf, 1 << 20, out, ret_bytes);
+	free(buf);
+	return rc;
+}
+
+int pn_storage_checksum_fd_buf(int fd, void *buf, size_t cap, char out[PN_CHECKSUM_LEN], uint64_t *ret_bytes)
+{
+	XXH3_state_t *st = XXH3_createState();
 	int rc = 0;
-	if (!st || !buf || XXH3_128bits_reset(st) != XXH_OK)
+	if (!st || XXH3_128bits_reset(st) != XXH_OK)
 		rc = -ENOMEM;
 	if (rc == 0)
 		posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
 	ssize_t n = 0;
 	uint64_t total = 0;
-	while (rc == 0 && (n = read(fd, buf, 1 << 20)) > 0) {
+	while (rc == 0 && (n = read(fd, buf, cap)) != 0) {
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			rc = -errno;
+			break;
+		}
 		XXH3_128bits_update(st, buf, (size_t)n);
 		total += (uint64_t)n;
 	}
-	if (rc == 0 && n < 0)
-		rc = -errno;
 	if (rc == 0) {
 		format_checksum(XXH3_128bits_digest(st), out);
 		*ret_bytes = total;
 	}
 	XXH3_freeState(st);
-	free(buf);
 	return rc;
 }
 

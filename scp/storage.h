@@ -115,6 +115,9 @@ void pn_storage_checksum(const void *data, size_t len, char out[PN_CHECKSUM_LEN]
 /* The same of a file read from fd's position to its end: 0 with the bytes
  * read, -ENOMEM or the read's -errno. */
 int pn_storage_checksum_fd(int fd, char out[PN_CHECKSUM_LEN], uint64_t *ret_bytes);
+/* The same, reading into the caller's buffer of cap bytes (no allocation
+ * but the hash's state: for a caller that checks many files). */
+int pn_storage_checksum_fd_buf(int fd, void *buf, size_t cap, char out[PN_CHECKSUM_LEN], uint64_t *ret_bytes);
 
 /* Removes a committed file that the index no longer names (replaced),
  * its folder fsync'ed: 0 (also when it was gone already) or negative

@@ -114,6 +114,78 @@ def test_verify(node_factory, corpus, scu_dir):
     assert ctl(node, "verify", "--help").returncode == 0
 
 
+def one_series(scu_dir, tag, n):
+    """A folder of n distinct instances of one series (patient ID the tag)."""
+    from pacsnode_harness import gen_corpus
+    d = os.path.join(scu_dir, tag)
+    os.makedirs(d)
+    st = gen_corpus.make_uid(0, tag, "study")
+    se = gen_corpus.make_uid(0, tag, "series")
+    for i in range(n):
+        gen_corpus.make_instance(os.path.join(d, "%02d.dcm" % i), name="%s%d" % (tag, i), patient_id=tag.upper(),
+                                 study_uid=st, series_uid=se, instance_number=str(i + 1))
+    return d
+
+
+def test_verify_in_parallel(node_factory, scu_dir):
+    """60 instances, more than the files one thread keeps in flight: with
+    --jobs 1, 2 and 5 verify says the same problems in the same order (the
+    index's path order), each where it is; a file at a name the node gives
+    an instance that no row names (another generation of a stored one) is
+    an orphan once old, recent before, and --repair removes only the old
+    one; a row whose file holds another instance is named."""
+    d = one_series(scu_dir, "ver", 60)
+    node = node_factory()
+    r = ctl(node, "import", d)
+    assert r.returncode == 0, r.stdout + r.stderr
+    rows = node.query("SELECT sop_uid, path, size FROM instance ORDER BY path")
+    assert len(rows) == 60
+    for k in (0, 29, 59):
+        p = os.path.join(node.storage, rows[k]["path"])
+        with open(p, "r+b") as f:
+            f.seek(rows[k]["size"] - 1)
+            b = f.read(1)
+            f.seek(rows[k]["size"] - 1)
+            f.write(bytes([b[0] ^ 0x80]))
+    os.unlink(os.path.join(node.storage, rows[17]["path"]))
+    os.truncate(os.path.join(node.storage, rows[44]["path"]), 100)
+    # the row says another instance than the file's meta header
+    node.query("UPDATE instance SET sop_uid = %s WHERE path = %s", ("1.2.3.999", rows[51]["path"]))
+    # the same file under two other generations of its name: one old, one new
+    base = rows[8]["path"]
+    old = os.path.join(node.storage, base[:-12] + "%08x.dcm" % 0xfffffff0)
+    young = os.path.join(node.storage, base[:-12] + "%08x.dcm" % 0xfffffff1)
+    for x in (old, young):
+        with open(os.path.join(node.storage, base), "rb") as src, open(x, "wb") as dst:
+            dst.write(src.read())
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+
+    def problems(out):
+        return [line for line in out.splitlines() if not line.startswith("verified ")]
+    want = ["wrong checksum: " + os.path.join(node.storage, rows[0]["path"]),
+            "missing: " + os.path.join(node.storage, rows[17]["path"]),
+            "wrong checksum: " + os.path.join(node.storage, rows[29]["path"]),
+            "wrong size: " + os.path.join(node.storage, rows[44]["path"]),
+            "not the instance: " + os.path.join(node.storage, rows[51]["path"]) + " does not hold instance 1.2.3.999",
+            "wrong checksum: " + os.path.join(node.storage, rows[59]["path"]),
+            "orphan: " + old, "recent file no row names (a store in flight?): " + young]
+    outs = []
+    for jobs in ("1", "2", "5"):
+        r = ctl(node, "verify", "--jobs", jobs)
+        assert r.returncode == 1, r.stdout + r.stderr
+        got = problems(r.stdout)
+        assert len(got) == len(want) and all(g.startswith(w) for g, w in zip(got, want)), (jobs, got)
+        assert "verified 60 files" in r.stdout and re.search(
+            r"1 missing, 1 wrong size, 3 wrong checksum, 1 not the instance named; 1 orphans, 1 recent", r.stdout)
+        outs.append(got)
+    assert outs[0] == outs[1] == outs[2]
+    assert ctl(node, "verify", "--jobs", "0").returncode == 2
+    r = ctl(node, "verify", "--repair", "--jobs", "2")
+    assert "1 orphans (removed)" in r.stdout, r.stdout
+    assert not os.path.exists(old) and os.path.exists(young)
+    assert os.path.exists(os.path.join(node.storage, base))
+
+
 def test_import_is_the_c_store_path(node_factory, corpus, bad_cases, scu_dir, testdir):
     """The corpus, its bad cases and pydicom's own files imported: the same
     rows as a C-STORE node makes of the same files, and each refused file
@@ -167,14 +239,7 @@ def test_import_in_parallel(node_factory, scu_dir):
     """--jobs 4 over 60 distinct instances: every one stored once, the
     counts and the storage consistent."""
     import pacsnode_checks as C
-    from pacsnode_harness import gen_corpus
-    d = os.path.join(scu_dir, "par")
-    os.makedirs(d)
-    st = gen_corpus.make_uid(0, "par", "study")
-    se = gen_corpus.make_uid(0, "par", "series")
-    for i in range(60):
-        gen_corpus.make_instance(os.path.join(d, "%02d.dcm" % i), name="par%d" % i, patient_id="PAR",
-                                 study_uid=st, series_uid=se, instance_number=str(i + 1))
+    d = one_series(scu_dir, "par", 60)
     node = node_factory()
     r = ctl(node, "import", "--jobs", "4", d)
     assert r.returncode == 0, r.stdout + r.stderr
