@@ -17,6 +17,7 @@
 #include "find.h"
 #include "find_match.h"
 #include "hold.h"
+#include "retention.h"
 #include "audit_tally.h"
 #include "log.h"
 #include "part10.h"
@@ -473,6 +474,8 @@ int pn_retrieve_handle(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dc
 	rc = hold_keys(&keys, &hold);
 	if (rc == 0)
 		rc = pn_hold_take(ctx->db, &hold);
+	if (rc == 0 && pn_retention_touch(ctx->db, &hold) < 0)
+		pn_debug("%s: the studies' access time was not noted: %s", op, pn_db_errmsg(ctx->db));
 	target_list targets = {0};
 	if (rc == 0)
 		rc = select_targets(ctx, &keys, &targets);

@@ -24,6 +24,7 @@
 #include "fdpass.h"
 #include "log.h"
 #include "metrics.h"
+#include "retention_round.h"
 #include "web.h"
 #include "tls.h"
 #include "watchdog.h"
@@ -31,7 +32,7 @@
 
 #define MAX_REJECTERS 16
 
-typedef enum { CHILD_POOL, CHILD_OVERFLOW, CHILD_REJECTER, CHILD_AUDIT } child_kind;
+typedef enum { CHILD_POOL, CHILD_OVERFLOW, CHILD_REJECTER, CHILD_AUDIT, CHILD_RETENTION } child_kind;
 
 typedef struct {
 	pid_t pid; /* 0: slot unused */
@@ -41,7 +42,9 @@ typedef struct {
 	bool http;    /* busy with (overflow: serving) an HTTP connection */
 	unsigned gen; /* the configuration it was started with */
 	time_t started;
-	bool silent; /* pool workers: said not to answer the watchdog */
+	bool silent;          /* pool workers: said not to answer the watchdog */
+	bool termed;          /* retention: told to stop (a reload changed its keys) */
+	const pn_config *cfg; /* retention: the configuration it runs with */
 } child;
 
 typedef struct {
@@ -57,9 +60,10 @@ typedef struct {
 	child *children;
 	size_t n_children;
 	int n_overflow, n_http_overflow, n_rejecters;
-	time_t respawn_at;          /* a pool worker died young: wait before the next */
-	time_t audit_respawn_at;    /* the same for the audit sender */
-	time_t accept_paused_until; /* out of descriptors: stop accepting a while */
+	time_t respawn_at;           /* a pool worker died young: wait before the next */
+	time_t audit_respawn_at;     /* the same for the audit sender */
+	time_t retention_respawn_at; /* and for the retention process */
+	time_t accept_paused_until;  /* out of descriptors: stop accepting a while */
 } server;
 
 static volatile sig_atomic_t got_stop, got_child, got_reload;
@@ -252,6 +256,56 @@ static void keep_audit_sender(server *s)
 	s->audit_respawn_at = time(NULL) + 1;
 }
 
+/* Whether a reloaded configuration changes what retention does. */
+static bool retention_same(const pn_config *a, const pn_config *b)
+{
+	return a->max_storage_bytes == b->max_storage_bytes && a->max_study_age_days == b->max_study_age_days &&
+	       a->delete_for_free_space == b->delete_for_free_space && a->min_free_bytes == b->min_free_bytes &&
+	       a->retention_policy == b->retention_policy && a->deletes_per_minute == b->deletes_per_minute &&
+	       a->retention_interval == b->retention_interval;
+}
+
+/* The retention process (retention_round.h): one while a deletion is
+ * configured; after a reload that changes its keys the old one is told to
+ * stop (it ends the deletion in progress) and, once it is gone, a new one
+ * starts with the new keys, so two never delete at once. Restarted at most
+ * every 5 s if it dies. */
+static void keep_retention(server *s)
+{
+	for (size_t i = 0; i < s->n_children; i++) {
+		child *c = &s->children[i];
+		if (!c->pid || c->kind != CHILD_RETENTION)
+			continue;
+		if (c->gen != s->gen && !c->termed) {
+			if (retention_same(c->cfg, s->cfg) && pn_retention_on(s->cfg))
+				c->gen = s->gen; /* unchanged: it goes on, its minute's count with it */
+			else {
+				kill(c->pid, SIGTERM);
+				c->termed = true;
+			}
+		}
+		return;
+	}
+	if (!pn_retention_on(s->cfg) || time(NULL) < s->retention_respawn_at)
+		return;
+	child *c = free_slot(s);
+	if (!c)
+		return;
+	pid_t pid = fork();
+	if (pid < 0) {
+		pn_error("could not start the retention process: %m");
+		s->retention_respawn_at = time(NULL) + 5;
+		return;
+	}
+	if (pid == 0) {
+		child_setup(s, -1);
+		_exit(pn_retention_main(s->cfg, s->audit));
+	}
+	*c = (child){
+	    .pid = pid, .kind = CHILD_RETENTION, .channel = -1, .gen = s->gen, .started = time(NULL), .cfg = s->cfg};
+	s->retention_respawn_at = time(NULL) + 5;
+}
+
 static void accept_all(server *s, int listen_fd, bool http)
 {
 	for (int i = 0; i < 64; i++) {
@@ -299,6 +353,11 @@ static void reap(server *s, bool stopping)
 				s->n_rejecters--;
 			else if (c->kind == CHILD_AUDIT && !stopping)
 				pn_warning("audit sender %d ended unexpectedly (%s); starting another", (int)pid, how);
+			else if (c->kind == CHILD_RETENTION && !stopping && c->termed && clean)
+				pn_info("retention process %d stopped for the reloaded configuration", (int)pid);
+			else if (c->kind == CHILD_RETENTION && !stopping)
+				pn_warning("retention process %d ended unexpectedly (%s); starting another within 5 s",
+				           (int)pid, how);
 			else if (!stopping && clean)
 				pn_info("worker %d retired; starting another", (int)pid);
 			else if (!stopping)
@@ -404,6 +463,10 @@ static void shut_down(server *s)
 	if (s->http_listen_fd >= 0)
 		close(s->http_listen_fd);
 	s->listen_fd = s->tls_listen_fd = s->http_listen_fd = -1;
+	/* Retention ends the deletion in progress and goes. */
+	for (size_t i = 0; i < s->n_children; i++)
+		if (s->children[i].pid && s->children[i].kind == CHILD_RETENTION)
+			kill(s->children[i].pid, SIGTERM);
 	/* Idle pool workers exit when their channel closes; busy ones finish
 	 * their association first. */
 	for (size_t i = 0; i < s->n_children; i++) {
@@ -543,7 +606,7 @@ int pn_server_run(const pn_config *cfg)
 {
 	server s = {.cfg = cfg, .listen_fd = -1, .tls_listen_fd = -1, .http_listen_fd = -1};
 	s.n_children = (size_t)cfg->workers + (size_t)cfg->max_associations + (size_t)cfg->http_max_connections +
-	               MAX_REJECTERS + 1;
+	               MAX_REJECTERS + 2; /* the audit sender, retention */
 	s.children = calloc(s.n_children, sizeof(child));
 	if (!s.children)
 		return EXIT_FAILURE;
@@ -600,6 +663,7 @@ int pn_server_run(const pn_config *cfg)
 
 	fill_pool(&s);
 	keep_audit_sender(&s);
+	keep_retention(&s);
 	char where[160];
 	if (cfg->port && s.tls_listen_fd >= 0)
 		snprintf(where, sizeof(where), "%s:%d (DICOM) and %s:%d (DICOM TLS)", cfg->bind, cfg->port, cfg->bind,
@@ -640,6 +704,7 @@ int pn_server_run(const pn_config *cfg)
 		}
 		fill_pool(&s);
 		keep_audit_sender(&s);
+		keep_retention(&s);
 		keep_watchdog(&s);
 		nfds_t n = 0;
 		bool accepting = time(NULL) >= s.accept_paused_until;
