@@ -37,7 +37,14 @@ struct pn_dcm_assoc {
 	// pn_dcm_cancel_requested, forgotten at the next command.
 	bool cancel_seen = false;
 	unsigned short cancel_msg_id = 0;
+	// C-FIND extended negotiation (extneg.cc): relational queries
+	// accepted for the Patient Root and the Study Root model.
+	bool relational_patient = false, relational_study = false;
 };
+
+// Answers the requestor's SOP Class Extended Negotiation items
+// (extneg.cc); before the A-ASSOCIATE-AC is sent.
+void pn_dcm_negotiate_extended(pn_dcm_assoc *a);
 
 // Where the adapter's own PDUs go (pn_pdu_send_all): nullptr for the
 // plain socket, else the association's TLS connection.
