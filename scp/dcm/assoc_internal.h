@@ -10,6 +10,9 @@
 
 #include <vector>
 
+// The Query/Retrieve models extended negotiation is answered for.
+#define PN_DCM_QR_MODELS 6
+
 struct pn_dcm_assoc {
 	T_ASC_Association *assoc = nullptr;
 	int fd = -1;   // ours until dcmtk owns it
@@ -37,9 +40,10 @@ struct pn_dcm_assoc {
 	// pn_dcm_cancel_requested, forgotten at the next command.
 	bool cancel_seen = false;
 	unsigned short cancel_msg_id = 0;
-	// C-FIND extended negotiation (extneg.cc): relational queries
-	// accepted for the Patient Root and the Study Root model.
-	bool relational_patient = false, relational_study = false;
+	// Extended negotiation (extneg.cc): relational queries / retrieval
+	// accepted, by Query/Retrieve model (FIND, MOVE, GET; Patient and
+	// Study Root).
+	bool relational[PN_DCM_QR_MODELS] = {};
 };
 
 // Answers the requestor's SOP Class Extended Negotiation items

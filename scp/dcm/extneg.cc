@@ -1,12 +1,13 @@
-// SOP Class Extended Negotiation (PS3.7 D.3.3.5) for the C-FIND models
-// (PS3.4 C.5.1.1.1, Table C.5-1/-2): of its fields the node implements
-// relational queries (byte 0); it answers each field it was offered, 1
-// where it implements what was asked and 0 elsewhere (combined date-time
-// matching, fuzzy semantic matching, timezone adjustment, enhanced
-// multi-frame conversion, empty and multiple value matching), so that the
-// requestor falls back on the standard behaviour for those. Only items of
-// a class the association accepted a context for are answered; C-MOVE and
-// C-GET items (relational retrieval) are not answered: not negotiated.
+// SOP Class Extended Negotiation (PS3.7 D.3.3.5) for the Query/Retrieve
+// models (PS3.4 C.5.1.1.1 for C-FIND, C.5.2.1.1 / C.5.3.1.1 for C-MOVE and
+// C-GET): of their fields the node implements byte 0, relational queries
+// and relational retrieval; it answers each field it was offered, 1 where
+// it implements what was asked and 0 elsewhere (C-FIND: combined
+// date-time matching, fuzzy semantic matching, timezone adjustment,
+// enhanced multi-frame conversion, empty and multiple value matching;
+// C-MOVE / C-GET: enhanced multi-frame conversion), so that the requestor
+// keeps the standard behaviour for those. Only items of a class the
+// association accepted a context for are answered.
 #include "assoc_internal.h"
 
 #include <dcmtk/config/osconfig.h>
@@ -19,7 +20,25 @@
 namespace
 {
 
-constexpr unsigned short k_find_fields = 7; // Table C.5-1: bytes 0..6
+// The models, with how many fields each defines (C-FIND: bytes 0-6;
+// C-MOVE / C-GET: relational retrieval, enhanced multi-frame conversion).
+struct model {
+	const char *uid;
+	unsigned short fields;
+};
+const model k_models[PN_DCM_QR_MODELS] = {
+    {UID_FINDPatientRootQueryRetrieveInformationModel, 7}, {UID_FINDStudyRootQueryRetrieveInformationModel, 7},
+    {UID_MOVEPatientRootQueryRetrieveInformationModel, 2}, {UID_MOVEStudyRootQueryRetrieveInformationModel, 2},
+    {UID_GETPatientRootQueryRetrieveInformationModel, 2},  {UID_GETStudyRootQueryRetrieveInformationModel, 2},
+};
+
+int model_index(const char *uid)
+{
+	for (int i = 0; i < PN_DCM_QR_MODELS; i++)
+		if (strcmp(uid, k_models[i].uid) == 0)
+			return i;
+	return -1;
+}
 
 bool context_accepted(T_ASC_Parameters *params, const char *sop_class)
 {
@@ -46,13 +65,13 @@ void pn_dcm_negotiate_extended(pn_dcm_assoc *a)
 	auto *answer = new SOPClassExtendedNegotiationSubItemList;
 	for (SOPClassExtendedNegotiationSubItem *item : *asked) {
 		const char *uid = item->sopClassUID.c_str();
-		bool patient = strcmp(uid, UID_FINDPatientRootQueryRetrieveInformationModel) == 0;
-		bool study = strcmp(uid, UID_FINDStudyRootQueryRetrieveInformationModel) == 0;
-		if ((!patient && !study) || item->serviceClassAppInfoLength == 0 || !item->serviceClassAppInfo ||
+		int m = model_index(uid);
+		if (m < 0 || item->serviceClassAppInfoLength == 0 || !item->serviceClassAppInfo ||
 		    !context_accepted(params, uid))
 			continue;
-		unsigned short n =
-		    item->serviceClassAppInfoLength < k_find_fields ? item->serviceClassAppInfoLength : k_find_fields;
+		unsigned short n = item->serviceClassAppInfoLength < k_models[m].fields
+		                       ? item->serviceClassAppInfoLength
+		                       : k_models[m].fields;
 		auto *r = new SOPClassExtendedNegotiationSubItem;
 		r->sopClassUID = item->sopClassUID;
 		r->sopClassUIDLength = (unsigned short)r->sopClassUID.length();
@@ -60,7 +79,7 @@ void pn_dcm_negotiate_extended(pn_dcm_assoc *a)
 		r->serviceClassAppInfoLength = n;
 		bool relational = item->serviceClassAppInfo[0] == 1;
 		r->serviceClassAppInfo[0] = relational ? 1 : 0;
-		(patient ? a->relational_patient : a->relational_study) = relational;
+		a->relational[m] = relational;
 		answer->push_back(r);
 	}
 	if (answer->empty()) {
@@ -75,9 +94,6 @@ extern "C" bool pn_dcm_assoc_relational(const pn_dcm_assoc *a, const char *sop_c
 {
 	if (!a || !sop_class_uid)
 		return false;
-	if (strcmp(sop_class_uid, UID_FINDPatientRootQueryRetrieveInformationModel) == 0)
-		return a->relational_patient;
-	if (strcmp(sop_class_uid, UID_FINDStudyRootQueryRetrieveInformationModel) == 0)
-		return a->relational_study;
-	return false;
+	int m = model_index(sop_class_uid);
+	return m >= 0 && a->relational[m];
 }
