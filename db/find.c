@@ -244,6 +244,18 @@ static int add_condition(builder *b, struct pn_find_state *fs, const pn_find_que
 	bool modalities = col->kind == PN_FIND_COL_MODALITIES;
 
 	put(b, " AND ");
+	if (c->kind == PN_FIND_EMPTY) {
+		/* absent (NULL) or empty; a study without a modality: no series
+		 * that has one */
+		b->exact = false;
+		if (modalities)
+			put(b, "NOT EXISTS (SELECT 1 FROM series m WHERE m.study_fk = st.pk AND m.modality <> '')");
+		else if (col->kind == PN_FIND_COL_TEXT || col->kind == PN_FIND_COL_NAME || col->kind == PN_FIND_COL_UID)
+			put(b, "coalesce(%s, '') = ''", col->expr);
+		else
+			put(b, "%s IS NULL", col->expr);
+		return 0;
+	}
 	if (modalities)
 		put(b, "EXISTS (SELECT 1 FROM series m WHERE m.study_fk = st.pk AND ");
 	if (c->kind != PN_FIND_SINGLE || modalities)

@@ -21,6 +21,7 @@ typedef enum {
 	PN_FIND_LIST,     /* list[0..n_list) */
 	PN_FIND_WILDCARD, /* value: an SQL LIKE pattern, escape '\\' */
 	PN_FIND_RANGE,    /* lo and/or hi, normalised (docs/find.md) */
+	PN_FIND_EMPTY,    /* absent or empty (Empty Value Matching) */
 } pn_find_kind;
 
 typedef struct {

@@ -647,6 +647,8 @@ static bool test_one(const pn_match *m, const char *s, size_t n)
 		return glob(m->pattern, s, n);
 	case PN_MATCH_RANGE:
 		return in_range(m, s, n);
+	case PN_MATCH_EMPTY: /* decided on the whole value (pn_match_test) */
+		return false;
 	}
 	return false;
 }
@@ -655,6 +657,8 @@ bool pn_match_test(const pn_match *m, const char *stored)
 {
 	if (m->kind == PN_MATCH_UNIVERSAL)
 		return true;
+	if (m->kind == PN_MATCH_EMPTY)
+		return !stored || stored[strspn(stored, " ")] == '\0';
 	if (!stored || !stored[0])
 		return false;
 	char *folded = NULL;

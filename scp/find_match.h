@@ -16,6 +16,7 @@ typedef enum {
 	PN_MATCH_LIST,      /* values separated by '\\' (UID lists; CS lists), any may match */
 	PN_MATCH_WILDCARD,  /* '*' / '?' on a VR that allows them */
 	PN_MATCH_RANGE,     /* DA, TM, DT: always a range, a single value gives lo == hi's span */
+	PN_MATCH_EMPTY,     /* Empty Value Matching (negotiated): '""' matches absent or empty */
 } pn_match_kind;
 
 typedef struct {

@@ -127,6 +127,8 @@ static pn_find_kind cond_kind(pn_match_kind k)
 		return PN_FIND_WILDCARD;
 	case PN_MATCH_RANGE:
 		return PN_FIND_RANGE;
+	case PN_MATCH_EMPTY:
+		return PN_FIND_EMPTY;
 	default:
 		return PN_FIND_SINGLE;
 	}
@@ -135,7 +137,7 @@ static pn_find_kind cond_kind(pn_match_kind k)
 /* Integer and decimal columns: every value must read as a number. */
 static bool numeric_ok(pn_find_col_kind kind, const pn_match *m)
 {
-	if (kind != PN_FIND_COL_INT && kind != PN_FIND_COL_FLOAT)
+	if ((kind != PN_FIND_COL_INT && kind != PN_FIND_COL_FLOAT) || m->kind == PN_MATCH_EMPTY)
 		return true;
 	if (m->kind == PN_MATCH_WILDCARD || m->kind == PN_MATCH_RANGE)
 		return false;
@@ -389,7 +391,13 @@ int pn_query_parse(pn_dcm_ds *identifier, const char *sop_class_uid, unsigned fl
 		bool fold = fold_names && strcmp(k->vr, "PN") == 0;
 		pn_match m;
 		/* SQL folds names itself (pn_fold), so values go unfolded. */
-		rc = pn_match_parse(k->vr, k->value, has_column ? false : fold, &m);
+		if ((flags & PN_QUERY_EMPTY_VALUE) && strcmp(k->value, "\"\"") == 0) {
+			/* Empty Value Matching (PS3.4 C.2.2.2.1.1), negotiated */
+			m = (pn_match){.kind = PN_MATCH_EMPTY};
+			memcpy(m.vr, k->vr, sizeof m.vr);
+			rc = 0;
+		} else
+			rc = pn_match_parse(k->vr, k->value, has_column ? false : fold, &m);
 		if (rc == 0 && has_column && !numeric_ok(col_kind, &m)) {
 			pn_match_clear(&m);
 			rc = -EINVAL;

@@ -62,6 +62,9 @@ enum {
 	/* Relational: no unique keys of the levels above required (PS3.4
 	 * C.4.1.2.2; QIDO-RS /series and /instances across studies). */
 	PN_QUERY_RELATIONAL = 1 << 1,
+	/* Empty Value Matching: a key whose value is '""' matches entities
+	 * where the attribute is absent or empty (negotiated). */
+	PN_QUERY_EMPTY_VALUE = 1 << 2,
 };
 
 /* Takes ownership of `identifier`; flags: PN_QUERY_*. On a request that

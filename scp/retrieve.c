@@ -471,8 +471,8 @@ int pn_retrieve_handle(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dc
 	}
 
 	retrieve_keys keys;
-	int rc = parse_keys(id, patient_root, pn_dcm_assoc_relational(assoc, cmd->sop_class_uid), &keys, &status, why,
-	                    sizeof why);
+	int rc = parse_keys(id, patient_root, pn_dcm_assoc_extneg(assoc, cmd->sop_class_uid) & PN_EXTNEG_RELATIONAL,
+	                    &keys, &status, why, sizeof why);
 	pn_dcm_ds_free(id);
 	if (rc < 0) {
 		keys_clear(&keys);

@@ -40,10 +40,9 @@ struct pn_dcm_assoc {
 	// pn_dcm_cancel_requested, forgotten at the next command.
 	bool cancel_seen = false;
 	unsigned short cancel_msg_id = 0;
-	// Extended negotiation (extneg.cc): relational queries / retrieval
-	// accepted, by Query/Retrieve model (FIND, MOVE, GET; Patient and
-	// Study Root).
-	bool relational[PN_DCM_QR_MODELS] = {};
+	// Extended negotiation (extneg.cc): the PN_EXTNEG_* accepted, by
+	// Query/Retrieve model (FIND, MOVE, GET; Patient and Study Root).
+	unsigned extneg[PN_DCM_QR_MODELS] = {};
 };
 
 // Answers the requestor's SOP Class Extended Negotiation items

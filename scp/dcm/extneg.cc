@@ -1,14 +1,16 @@
 // SOP Class Extended Negotiation (PS3.7 D.3.3.5) for the Query/Retrieve
 // models (PS3.4 C.5.1.1.1 for C-FIND, C.5.2.1.1 / C.5.3.1.1 for C-MOVE and
-// C-GET): of their fields the node implements byte 0, relational queries
-// and relational retrieval; it answers each field it was offered, 1 where
-// it implements what was asked and 0 elsewhere (C-FIND: combined
-// date-time matching, fuzzy semantic matching, timezone adjustment,
-// enhanced multi-frame conversion, empty and multiple value matching;
-// C-MOVE / C-GET: enhanced multi-frame conversion), so that the requestor
-// keeps the standard behaviour for those. Only items of a class the
+// C-GET): of their fields the node implements byte 0 (relational queries,
+// relational retrieval) and, for C-FIND, byte 5 (empty value matching);
+// it answers each field it was offered, 1 where it implements what was
+// asked and 0 elsewhere (C-FIND: combined date-time matching, fuzzy
+// semantic matching, timezone adjustment, enhanced multi-frame
+// conversion, multiple value matching; C-MOVE / C-GET: enhanced
+// multi-frame conversion), so that the requestor keeps the standard
+// behaviour for those. Only items of a class the
 // association accepted a context for are answered.
 #include "assoc_internal.h"
+#include "pn_dcm.h"
 
 #include <dcmtk/config/osconfig.h>
 #include <dcmtk/dcmdata/dcuid.h>
@@ -22,14 +24,20 @@ namespace
 
 // The models, with how many fields each defines (C-FIND: bytes 0-6;
 // C-MOVE / C-GET: relational retrieval, enhanced multi-frame conversion).
+// `implemented`: the bytes (PN_EXTNEG_*) the node answers 1 when asked.
 struct model {
 	const char *uid;
 	unsigned short fields;
+	unsigned implemented;
 };
+constexpr unsigned k_find = PN_EXTNEG_RELATIONAL | PN_EXTNEG_EMPTY_VALUE;
 const model k_models[PN_DCM_QR_MODELS] = {
-    {UID_FINDPatientRootQueryRetrieveInformationModel, 7}, {UID_FINDStudyRootQueryRetrieveInformationModel, 7},
-    {UID_MOVEPatientRootQueryRetrieveInformationModel, 2}, {UID_MOVEStudyRootQueryRetrieveInformationModel, 2},
-    {UID_GETPatientRootQueryRetrieveInformationModel, 2},  {UID_GETStudyRootQueryRetrieveInformationModel, 2},
+    {UID_FINDPatientRootQueryRetrieveInformationModel, 7, k_find},
+    {UID_FINDStudyRootQueryRetrieveInformationModel, 7, k_find},
+    {UID_MOVEPatientRootQueryRetrieveInformationModel, 2, PN_EXTNEG_RELATIONAL},
+    {UID_MOVEStudyRootQueryRetrieveInformationModel, 2, PN_EXTNEG_RELATIONAL},
+    {UID_GETPatientRootQueryRetrieveInformationModel, 2, PN_EXTNEG_RELATIONAL},
+    {UID_GETStudyRootQueryRetrieveInformationModel, 2, PN_EXTNEG_RELATIONAL},
 };
 
 int model_index(const char *uid)
@@ -77,9 +85,13 @@ void pn_dcm_negotiate_extended(pn_dcm_assoc *a)
 		r->sopClassUIDLength = (unsigned short)r->sopClassUID.length();
 		r->serviceClassAppInfo = new unsigned char[n]();
 		r->serviceClassAppInfoLength = n;
-		bool relational = item->serviceClassAppInfo[0] == 1;
-		r->serviceClassAppInfo[0] = relational ? 1 : 0;
-		a->relational[m] = relational;
+		unsigned got = 0;
+		for (unsigned short f = 0; f < n; f++)
+			if (item->serviceClassAppInfo[f] == 1 && (k_models[m].implemented & (1u << f))) {
+				r->serviceClassAppInfo[f] = 1;
+				got |= 1u << f;
+			}
+		a->extneg[m] = got;
 		answer->push_back(r);
 	}
 	if (answer->empty()) {
@@ -90,10 +102,10 @@ void pn_dcm_negotiate_extended(pn_dcm_assoc *a)
 	ASC_setAcceptedExtNegList(params, answer);
 }
 
-extern "C" bool pn_dcm_assoc_relational(const pn_dcm_assoc *a, const char *sop_class_uid)
+extern "C" unsigned pn_dcm_assoc_extneg(const pn_dcm_assoc *a, const char *sop_class_uid)
 {
 	if (!a || !sop_class_uid)
-		return false;
+		return 0;
 	int m = model_index(sop_class_uid);
-	return m >= 0 && a->relational[m];
+	return m >= 0 ? a->extneg[m] : 0;
 }

@@ -113,10 +113,14 @@ int pn_dcm_assoc_reject(pn_dcm_assoc *assoc, pn_dcm_reject_reason reason);
  * PN_REJECT_APP_CONTEXT). */
 int pn_dcm_assoc_accept(pn_dcm_assoc *assoc, unsigned *ret_accepted);
 
-/* Whether relational queries (PS3.4 C.4.1.2.2) or relational retrieval
- * (C.4.2.2.2, C.4.3.2.2) were negotiated for this C-FIND, C-MOVE or C-GET
- * SOP class on the association (extended negotiation byte 0). */
-bool pn_dcm_assoc_relational(const pn_dcm_assoc *assoc, const char *sop_class_uid);
+/* The extended negotiation fields accepted for this C-FIND, C-MOVE or
+ * C-GET SOP class on the association (bit i: byte i of PS3.4 C.5.1.1.1 /
+ * C.5.2.1.1 / C.5.3.1.1 answered 1). */
+enum {
+	PN_EXTNEG_RELATIONAL = 1 << 0,  /* relational queries / retrieval (C.4.1.2.2, C.4.2.2.2) */
+	PN_EXTNEG_EMPTY_VALUE = 1 << 5, /* C-FIND: empty value matching */
+};
+unsigned pn_dcm_assoc_extneg(const pn_dcm_assoc *assoc, const char *sop_class_uid);
 
 typedef enum {
 	PN_CMD_ECHO,

@@ -201,5 +201,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	pn_match_clear(&m);
 	CHECK(is_zero(&m));
 	pn_match_clear(&m);
+
+	/* Empty Value Matching: any stored value that is nothing but spaces,
+	 * or none, and no other */
+	pn_match empty = {.kind = PN_MATCH_EMPTY};
+	memcpy(empty.vr, vr, sizeof empty.vr);
+	bool blank = !stored || stored[strspn(stored, " ")] == '\0';
+	CHECK(pn_match_test(&empty, stored) == blank);
 	return 0;
 }

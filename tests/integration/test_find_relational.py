@@ -1,9 +1,11 @@
-"""Relational queries (issue 22, point 2; PS3.4 C.4.1.2.2 and C.5.1.1.1):
-a requestor that proposes extended negotiation byte 0 for the Patient or
-Study Root C-FIND model gets it in the A-ASSOCIATE-AC (every other field
-it offered answered 0: not supported) and may then give keys of the levels
-above, with any matching, or none; without the negotiation the
-hierarchical rules stay (0xA900 / 0xC000 for a missing unique key)."""
+"""The Query/Retrieve extended negotiation (issue 22, points 2 and 3; PS3.4
+C.5.1.1.1, C.5.2.1.1, C.5.3.1.1). Relational queries (C.4.1.2.2): a
+requestor that proposes byte 0 for the Patient or Study Root C-FIND model
+gets it in the A-ASSOCIATE-AC and may then give keys of the levels above,
+with any matching, or none; without it the hierarchical rules stay (0xA900
+/ 0xC000 for a missing unique key). Relational retrieval (C.4.3.2.2) the
+same for C-GET. Empty value matching (byte 5): '""' matches what has the
+attribute absent or empty. Every field not implemented is answered 0."""
 
 import os
 
@@ -61,8 +63,8 @@ def matches(res, kw):
 def test_relational_negotiated_and_answered(rnode, model):
     a = open_assoc(rnode, model, bytes([1, 1, 1, 1, 1, 1, 1]))
     try:
-        # byte 0 accepted, the fields not implemented answered 0
-        assert a.ext_neg == {model: bytes([1, 0, 0, 0, 0, 0, 0])}, a.ext_neg
+        # bytes 0 and 5 accepted, the fields not implemented answered 0
+        assert a.ext_neg == {model: bytes([1, 0, 0, 0, 0, 1, 0])}, a.ext_neg
         # SERIES by modality across every study and patient
         res = a.c_find(model, query("SERIES", Modality="MR", SeriesInstanceUID=""))
         assert res.final_status == 0x0000
@@ -150,6 +152,58 @@ def test_hierarchical_retrieval_without_the_negotiation(gnode):
         assert a.ext_neg == {}
         run = a.retrieve(model, R.retrieve_dataset("IMAGE", {"SOPInstanceUID": uid("x3", "2")}))
         assert run.final.status in (0xA900, 0xC000) and not run.stores, run.final.status
+        a.release()
+    finally:
+        a.close()
+
+
+# ---- Empty Value Matching (extended negotiation byte 5) --------------------
+
+@pytest.fixture
+def enode(node_factory, scu_dir):
+    """Study e1 with an accession number and a series with an operator,
+    e2 without either (absent), e3 with both empty."""
+    node = node_factory()
+    files = []
+    for st, acc, op in (("e1", "ACC-1", "Op^A"), ("e2", None, None), ("e3", "", "")):
+        name = "empty-" + st
+        attrs = {k: v for k, v in (("AccessionNumber", acc), ("OperatorsName", op)) if v is not None}
+        e = gen_corpus.make_instance(os.path.join(str(scu_dir), name + ".dcm"), name=name, patient_id="PE-1",
+                                     study_uid=uid(st), series_uid=uid(st, "se"), sop_uid=uid(st, "i"),
+                                     set_attrs=attrs,
+                                     delete=[k for k, v in (("AccessionNumber", acc), ("OperatorsName", op))
+                                             if v is None])
+        files.append(e["path"])
+    run = H.storescu(node.port, files, str(scu_dir))
+    assert run.all_success(), run.summary()
+    return node
+
+
+@pytest.mark.parametrize("model", [F.STUDY_ROOT, F.PATIENT_ROOT])
+def test_empty_value_matching(enode, model):
+    """Negotiated: '""' matches the entities whose attribute is absent or
+    empty, in SQL (AccessionNumber, a column) and on the stored attributes
+    (OperatorsName); relational queries not asked, so not given."""
+    a = open_assoc(enode, model, bytes([0, 0, 0, 0, 0, 1]))
+    try:
+        assert a.ext_neg == {model: bytes([0, 0, 0, 0, 0, 1])}, a.ext_neg
+        res = a.c_find(model, query("STUDY", PatientID="PE-1", StudyInstanceUID="", AccessionNumber='""'))
+        assert res.final_status == 0x0000
+        assert matches(res, "StudyInstanceUID") == sorted([uid("e2"), uid("e3")])
+        for st, want in (("e1", []), ("e2", [uid("e2", "se")]), ("e3", [uid("e3", "se")])):
+            res = a.c_find(model, query("SERIES", PatientID="PE-1", StudyInstanceUID=uid(st),
+                                        SeriesInstanceUID="", OperatorsName='""'))
+            assert res.final_status == 0x0000 and matches(res, "SeriesInstanceUID") == want, st
+        a.release()
+    finally:
+        a.close()
+
+
+def test_two_quotes_are_a_value_without_the_negotiation(enode):
+    a = open_assoc(enode, F.STUDY_ROOT, None)
+    try:
+        res = a.c_find(F.STUDY_ROOT, query("STUDY", StudyInstanceUID="", AccessionNumber='""'))
+        assert res.final_status == 0x0000 and not res.pending
         a.release()
     finally:
         a.close()
