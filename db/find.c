@@ -228,10 +228,27 @@ static const char *array_cast_of(pn_find_col_kind k)
 	}
 }
 
-/* Appends " AND <condition>" for one key; -EINVAL if it cannot be
- * expressed, -ENOMEM. */
-static int add_condition(builder *b, struct pn_find_state *fs, const pn_find_query *q, const pn_find_cond *c)
+/* Appends the condition of one key; -EINVAL if it cannot be expressed,
+ * -ENOMEM. */
+static int put_condition(builder *b, struct pn_find_state *fs, const pn_find_query *q, const pn_find_cond *c)
 {
+	if (c->kind == PN_FIND_ANY) {
+		if (c->n_alts == 0)
+			return -EINVAL;
+		b->exact = false;
+		put(b, "(");
+		for (size_t i = 0; i < c->n_alts; i++) {
+			if (i)
+				put(b, " OR ");
+			if (c->alts[i].kind == PN_FIND_ANY || c->alts[i].tag != c->tag)
+				return -EINVAL;
+			int rc = put_condition(b, fs, q, &c->alts[i]);
+			if (rc < 0)
+				return rc;
+		}
+		put(b, ")");
+		return 0;
+	}
 	const struct column *col = column_of(c->tag);
 	if (!col || col->level > q->level)
 		return -EINVAL;
@@ -243,7 +260,6 @@ static int add_condition(builder *b, struct pn_find_state *fs, const pn_find_que
 	const char *fo = fold ? "pn_fold(" : "", *fc = fold ? ")" : "";
 	bool modalities = col->kind == PN_FIND_COL_MODALITIES;
 
-	put(b, " AND ");
 	if (c->kind == PN_FIND_EMPTY) {
 		/* absent (NULL) or empty; a study without a modality: no series
 		 * that has one */
@@ -305,6 +321,13 @@ static int add_condition(builder *b, struct pn_find_state *fs, const pn_find_que
 	if (modalities)
 		put(b, ")");
 	return 0;
+}
+
+/* Appends " AND <condition>" for one key. */
+static int add_condition(builder *b, struct pn_find_state *fs, const pn_find_query *q, const pn_find_cond *c)
+{
+	put(b, " AND ");
+	return put_condition(b, fs, q, c);
 }
 
 static void state_reset(struct pn_find_state *fs)

@@ -22,15 +22,18 @@ typedef enum {
 	PN_FIND_WILDCARD, /* value: an SQL LIKE pattern, escape '\\' */
 	PN_FIND_RANGE,    /* lo and/or hi, normalised (docs/find.md) */
 	PN_FIND_EMPTY,    /* absent or empty (Empty Value Matching) */
+	PN_FIND_ANY,      /* any of alts[] (Multiple Value Matching) */
 } pn_find_kind;
 
-typedef struct {
+typedef struct pn_find_cond {
 	uint32_t tag;
 	pn_find_kind kind;
 	const char *value;
 	const char *const *list;
 	size_t n_list;
 	const char *lo, *hi;
+	const struct pn_find_cond *alts; /* ANY: n_alts conditions on the same tag */
+	size_t n_alts;
 } pn_find_cond;
 
 /* Computed attributes a query may ask for. */

@@ -205,13 +205,14 @@ static int answer(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dcm_cmd
 		return pn_dcm_find_respond(assoc, cmd, PN_STATUS_NOT_AUTHORIZED, NULL, "not allowed to query");
 	}
 	pn_query *q = NULL;
-	/* relational queries and empty value matching only where negotiated
-	 * (extended negotiation): else the hierarchical rules hold, and '""'
-	 * is a value like any other */
+	/* relational queries, empty and multiple value matching only where
+	 * negotiated (extended negotiation): else the hierarchical rules hold,
+	 * '""' is a value like any other, and a '\\' list exact values */
 	unsigned neg = pn_dcm_assoc_extneg(assoc, cmd->sop_class_uid);
 	unsigned flags = (ctx->cfg->pn_case_insensitive ? PN_QUERY_FOLD_NAMES : 0) |
 	                 (neg & PN_EXTNEG_RELATIONAL ? PN_QUERY_RELATIONAL : 0) |
-	                 (neg & PN_EXTNEG_EMPTY_VALUE ? PN_QUERY_EMPTY_VALUE : 0);
+	                 (neg & PN_EXTNEG_EMPTY_VALUE ? PN_QUERY_EMPTY_VALUE : 0) |
+	                 (neg & PN_EXTNEG_MULTI_VALUE ? PN_QUERY_MULTI_VALUE : 0);
 	rc = pn_query_parse(identifier, cmd->sop_class_uid, flags, &q, &status, why, sizeof why);
 	if (rc == -ENOMEM) {
 		status = PN_STATUS_OUT_OF_RESOURCES;

@@ -558,8 +558,70 @@ int pn_match_parse(const char *vr, const char *value, bool fold, pn_match *ret)
 	return 0;
 }
 
+int pn_match_parse_multi(const char *vr, const char *value, bool fold, pn_match *ret)
+{
+	memset(ret, 0, sizeof(*ret));
+	if (!vr || !vr[0] || !vr[1] || vr[2])
+		return -EINVAL;
+	if (!value || !strchr(value, '\\') || !vr_multi_valued(vr) || strcmp(vr, "UI") == 0)
+		return pn_match_parse(vr, value, fold, ret);
+	size_t cap = 1;
+	for (const char *p = value; *p; p++)
+		cap += *p == '\\';
+	pn_match m = {.kind = PN_MATCH_ANY};
+	memcpy(m.vr, vr, 2);
+	m.alts = calloc(cap, sizeof(*m.alts));
+	if (!m.alts)
+		return -ENOMEM;
+	bool any_pattern = false;
+	int r = 0;
+	for (const char *p = value; r == 0;) {
+		size_t n = strcspn(p, "\\"), tn = n;
+		trim_span(p, &tn);
+		if (tn == 0) { /* an empty value between separators: none */
+			p += n;
+			if (*p == '\0')
+				break;
+			p++;
+			continue;
+		}
+		char *part = strndup(p, n);
+		if (!part) {
+			r = -ENOMEM;
+			break;
+		}
+		pn_match one;
+		r = pn_match_parse(vr, part, fold, &one);
+		free(part);
+		if (r < 0)
+			break;
+		if (one.kind == PN_MATCH_UNIVERSAL) { /* one value matches everything: all do */
+			pn_match_clear(&m);
+			*ret = one;
+			return 0;
+		}
+		any_pattern |= one.kind == PN_MATCH_WILDCARD || one.kind == PN_MATCH_RANGE;
+		m.alts[m.n_alts++] = one;
+		p += n;
+		if (*p == '\0')
+			break;
+		p++;
+	}
+	if (r == 0 && m.n_alts == 0)
+		r = -EINVAL;
+	if (r < 0 || !any_pattern) {
+		pn_match_clear(&m);
+		return r < 0 ? r : pn_match_parse(vr, value, fold, ret);
+	}
+	*ret = m;
+	return 0;
+}
+
 void pn_match_clear(pn_match *m)
 {
+	for (size_t i = 0; i < m->n_alts; i++)
+		pn_match_clear(&m->alts[i]);
+	free(m->alts);
 	free(m->value);
 	free(m->like);
 	free(m->pattern);
@@ -648,6 +710,7 @@ static bool test_one(const pn_match *m, const char *s, size_t n)
 	case PN_MATCH_RANGE:
 		return in_range(m, s, n);
 	case PN_MATCH_EMPTY: /* decided on the whole value (pn_match_test) */
+	case PN_MATCH_ANY:
 		return false;
 	}
 	return false;
@@ -659,6 +722,12 @@ bool pn_match_test(const pn_match *m, const char *stored)
 		return true;
 	if (m->kind == PN_MATCH_EMPTY)
 		return !stored || stored[strspn(stored, " ")] == '\0';
+	if (m->kind == PN_MATCH_ANY) {
+		for (size_t i = 0; i < m->n_alts; i++)
+			if (pn_match_test(&m->alts[i], stored))
+				return true;
+		return false;
+	}
 	if (!stored || !stored[0])
 		return false;
 	char *folded = NULL;

@@ -17,9 +17,10 @@ typedef enum {
 	PN_MATCH_WILDCARD,  /* '*' / '?' on a VR that allows them */
 	PN_MATCH_RANGE,     /* DA, TM, DT: always a range, a single value gives lo == hi's span */
 	PN_MATCH_EMPTY,     /* Empty Value Matching (negotiated): '""' matches absent or empty */
+	PN_MATCH_ANY,       /* Multiple Value Matching (negotiated): any of alts[] */
 } pn_match_kind;
 
-typedef struct {
+typedef struct pn_match {
 	pn_match_kind kind;
 	char vr[3];
 	bool fold;     /* case-insensitive: PN when configured so */
@@ -28,7 +29,9 @@ typedef struct {
 	char *pattern; /* WILDCARD: the DICOM pattern ('*', '?'), folded when fold */
 	char **list;   /* LIST: n_list exact values */
 	size_t n_list;
-	char *lo, *hi; /* RANGE: normalised bounds, NULL when open */
+	char *lo, *hi;         /* RANGE: normalised bounds, NULL when open */
+	struct pn_match *alts; /* ANY: n_alts matches, none of them ANY or UNIVERSAL */
+	size_t n_alts;
 } pn_match;
 
 /* Parses `value` (UTF-8, leading and trailing spaces already removed; NULL
@@ -41,6 +44,13 @@ typedef struct {
  * Returns 0, -EINVAL (a value that cannot be understood: bad date, inverted
  * range, invalid UTF-8) or -ENOMEM. On error *ret is cleared. */
 int pn_match_parse(const char *vr, const char *value, bool fold, pn_match *ret);
+
+/* The same with Multiple Value Matching (PS3.4 C.2.2.2.1.2, negotiated):
+ * a value of a multi-valued VR other than UI holding '\'-separated values
+ * matches when any of them does, each value matched by its own kind
+ * (single, wild card, range); ANY when one of them is a wild card or a
+ * range, else as pn_match_parse (an exact LIST). */
+int pn_match_parse_multi(const char *vr, const char *value, bool fold, pn_match *ret);
 void pn_match_clear(pn_match *m);
 
 /* Whether a stored value (UTF-8 as kept in the attribute blobs, NULL or ""

@@ -134,11 +134,29 @@ static pn_find_kind cond_kind(pn_match_kind k)
 	}
 }
 
+/* The SQL condition of a parsed key value (its strings stay the match's). */
+static void cond_of(pn_find_cond *c, uint32_t tag, const pn_match *m)
+{
+	*c = (pn_find_cond){.tag = tag,
+	                    .kind = cond_kind(m->kind),
+	                    .value = m->kind == PN_MATCH_WILDCARD ? m->like : m->value,
+	                    .list = (const char *const *)m->list,
+	                    .n_list = m->n_list,
+	                    .lo = m->lo,
+	                    .hi = m->hi};
+}
+
 /* Integer and decimal columns: every value must read as a number. */
 static bool numeric_ok(pn_find_col_kind kind, const pn_match *m)
 {
 	if ((kind != PN_FIND_COL_INT && kind != PN_FIND_COL_FLOAT) || m->kind == PN_MATCH_EMPTY)
 		return true;
+	if (m->kind == PN_MATCH_ANY) {
+		for (size_t i = 0; i < m->n_alts; i++)
+			if (!numeric_ok(kind, &m->alts[i]))
+				return false;
+		return true;
+	}
 	if (m->kind == PN_MATCH_WILDCARD || m->kind == PN_MATCH_RANGE)
 		return false;
 	char buf[64];
@@ -396,7 +414,9 @@ int pn_query_parse(pn_dcm_ds *identifier, const char *sop_class_uid, unsigned fl
 			m = (pn_match){.kind = PN_MATCH_EMPTY};
 			memcpy(m.vr, k->vr, sizeof m.vr);
 			rc = 0;
-		} else
+		} else if (flags & PN_QUERY_MULTI_VALUE)
+			rc = pn_match_parse_multi(k->vr, k->value, has_column ? false : fold, &m);
+		else
 			rc = pn_match_parse(k->vr, k->value, has_column ? false : fold, &m);
 		if (rc == 0 && has_column && !numeric_ok(col_kind, &m)) {
 			pn_match_clear(&m);
@@ -418,13 +438,25 @@ int pn_query_parse(pn_dcm_ds *identifier, const char *sop_class_uid, unsigned fl
 			q->cond_matches[q->n_conds] = m;
 			pn_match *cm = &q->cond_matches[q->n_conds];
 			q->n_conds++;
-			c->tag = k->tag;
-			c->kind = cond_kind(cm->kind);
-			c->value = cm->kind == PN_MATCH_WILDCARD ? cm->like : cm->value;
-			c->list = (const char *const *)cm->list;
-			c->n_list = cm->n_list;
-			c->lo = cm->lo;
-			c->hi = cm->hi;
+			if (cm->kind == PN_MATCH_ANY) {
+				/* one condition an alternative, kept with the query */
+				pn_find_cond *alts = calloc(cm->n_alts, sizeof *alts);
+				pn_find_cond **owned = realloc(q->alt_conds, (q->n_alt_conds + 1) * sizeof *owned);
+				if (!alts || !owned) {
+					free(alts);
+					if (owned)
+						q->alt_conds = owned;
+					rc = -ENOMEM;
+					goto fail;
+				}
+				q->alt_conds = owned;
+				q->alt_conds[q->n_alt_conds++] = alts;
+				for (size_t a = 0; a < cm->n_alts; a++)
+					cond_of(&alts[a], k->tag, &cm->alts[a]);
+				*c = (pn_find_cond){
+				    .tag = k->tag, .kind = PN_FIND_ANY, .alts = alts, .n_alts = cm->n_alts};
+			} else
+				cond_of(c, k->tag, cm);
 		} else {
 			key->post = true;
 			key->match = m;
@@ -461,6 +493,9 @@ void pn_query_free(pn_query *q)
 	free(q->keys);
 	free(q->conds);
 	free(q->cond_matches);
+	for (size_t i = 0; i < q->n_alt_conds; i++)
+		free(q->alt_conds[i]);
+	free(q->alt_conds);
 	free(q->request_charset);
 	pn_dcm_ds_free(q->identifier);
 	free(q);

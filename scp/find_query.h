@@ -55,6 +55,8 @@ typedef struct {
 	pn_find_cond *conds;
 	pn_match *cond_matches;
 	size_t n_conds;
+	pn_find_cond **alt_conds; /* the alternatives of ANY conditions */
+	size_t n_alt_conds;
 } pn_query;
 
 enum {
@@ -65,6 +67,9 @@ enum {
 	/* Empty Value Matching: a key whose value is '""' matches entities
 	 * where the attribute is absent or empty (negotiated). */
 	PN_QUERY_EMPTY_VALUE = 1 << 2,
+	/* Multiple Value Matching: '\\'-separated values of a non-UID key,
+	 * any of which may match, each by its own kind (negotiated). */
+	PN_QUERY_MULTI_VALUE = 1 << 3,
 };
 
 /* Takes ownership of `identifier`; flags: PN_QUERY_*. On a request that

@@ -119,6 +119,7 @@ int pn_dcm_assoc_accept(pn_dcm_assoc *assoc, unsigned *ret_accepted);
 enum {
 	PN_EXTNEG_RELATIONAL = 1 << 0,  /* relational queries / retrieval (C.4.1.2.2, C.4.2.2.2) */
 	PN_EXTNEG_EMPTY_VALUE = 1 << 5, /* C-FIND: empty value matching */
+	PN_EXTNEG_MULTI_VALUE = 1 << 6, /* C-FIND: multiple value matching */
 };
 unsigned pn_dcm_assoc_extneg(const pn_dcm_assoc *assoc, const char *sop_class_uid);
 

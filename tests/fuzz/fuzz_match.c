@@ -96,7 +96,8 @@ static bool like_says_pattern(const char *like, const char *pattern)
 
 static bool is_zero(const pn_match *m)
 {
-	return m->kind == 0 && !m->value && !m->like && !m->pattern && !m->list && m->n_list == 0 && !m->lo && !m->hi;
+	return m->kind == 0 && !m->value && !m->like && !m->pattern && !m->list && m->n_list == 0 && !m->lo && !m->hi &&
+	       !m->alts && m->n_alts == 0;
 }
 
 static void check_shape(const pn_match *m, const char *vr, const char *value)
@@ -201,6 +202,23 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	pn_match_clear(&m);
 	CHECK(is_zero(&m));
 	pn_match_clear(&m);
+
+	/* Multiple Value Matching: ANY only of plain alternatives, and it
+	 * matches exactly when one of them does */
+	pn_match multi;
+	if (pn_match_parse_multi(vr, value, (data[0] & 0x20) != 0, &multi) == 0) {
+		if (multi.kind == PN_MATCH_ANY) {
+			bool any = false;
+			CHECK(multi.n_alts > 0);
+			for (size_t i = 0; i < multi.n_alts; i++) {
+				CHECK(multi.alts[i].kind != PN_MATCH_ANY && multi.alts[i].kind != PN_MATCH_UNIVERSAL);
+				any |= pn_match_test(&multi.alts[i], stored);
+			}
+			CHECK(pn_match_test(&multi, stored) == any);
+		}
+		pn_match_clear(&multi);
+		CHECK(is_zero(&multi));
+	}
 
 	/* Empty Value Matching: any stored value that is nothing but spaces,
 	 * or none, and no other */

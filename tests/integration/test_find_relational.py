@@ -5,7 +5,9 @@ gets it in the A-ASSOCIATE-AC and may then give keys of the levels above,
 with any matching, or none; without it the hierarchical rules stay (0xA900
 / 0xC000 for a missing unique key). Relational retrieval (C.4.3.2.2) the
 same for C-GET. Empty value matching (byte 5): '""' matches what has the
-attribute absent or empty. Every field not implemented is answered 0."""
+attribute absent or empty. Multiple value matching (byte 6): any of the
+'\\'-separated values, each by its own kind. Every field not implemented
+is answered 0."""
 
 import os
 
@@ -43,9 +45,10 @@ def rnode(node_factory, scu_dir):
 
 def query(level, **keys):
     ds = Dataset()
-    ds.QueryRetrieveLevel = level
-    for k, v in keys.items():
-        setattr(ds, k, v)
+    with gen_corpus.quiet_pydicom():  # wild cards in CS values
+        ds.QueryRetrieveLevel = level
+        for k, v in keys.items():
+            setattr(ds, k, v)
     return ds
 
 
@@ -63,8 +66,8 @@ def matches(res, kw):
 def test_relational_negotiated_and_answered(rnode, model):
     a = open_assoc(rnode, model, bytes([1, 1, 1, 1, 1, 1, 1]))
     try:
-        # bytes 0 and 5 accepted, the fields not implemented answered 0
-        assert a.ext_neg == {model: bytes([1, 0, 0, 0, 0, 1, 0])}, a.ext_neg
+        # bytes 0, 5 and 6 accepted, the fields not implemented answered 0
+        assert a.ext_neg == {model: bytes([1, 0, 0, 0, 0, 1, 1])}, a.ext_neg
         # SERIES by modality across every study and patient
         res = a.c_find(model, query("SERIES", Modality="MR", SeriesInstanceUID=""))
         assert res.final_status == 0x0000
@@ -204,6 +207,43 @@ def test_two_quotes_are_a_value_without_the_negotiation(enode):
     try:
         res = a.c_find(F.STUDY_ROOT, query("STUDY", StudyInstanceUID="", AccessionNumber='""'))
         assert res.final_status == 0x0000 and not res.pending
+        a.release()
+    finally:
+        a.close()
+
+
+# ---- Multiple Value Matching (extended negotiation byte 6) -----------------
+
+def test_multiple_value_matching(rnode, enode):
+    """Negotiated: '\\'-separated values of a non-UID key match when any
+    of them does, each by its own kind (a wild card beside an exact value,
+    in SQL on PatientID and on the stored OperatorsName); without it a
+    wild card in a list is refused as before."""
+    a = open_assoc(rnode, F.STUDY_ROOT, bytes([1, 0, 0, 0, 0, 0, 1]))
+    try:
+        assert a.ext_neg == {F.STUDY_ROOT: bytes([1, 0, 0, 0, 0, 0, 1])}, a.ext_neg
+        res = a.c_find(F.STUDY_ROOT, query("STUDY", PatientID="XX*\\PR-B", StudyInstanceUID=""))
+        assert res.final_status == 0x0000 and matches(res, "StudyInstanceUID") == [uid("s2")]
+        res = a.c_find(F.STUDY_ROOT, query("STUDY", PatientID="PR-A\\P?-B", StudyInstanceUID=""))
+        assert res.final_status == 0x0000
+        assert matches(res, "StudyInstanceUID") == sorted([uid("s1"), uid("s2")])
+        res = a.c_find(F.STUDY_ROOT, query("SERIES", Modality="C*\\XA", SeriesInstanceUID=""))
+        assert res.final_status == 0x0000 and matches(res, "SeriesInstanceUID") == [uid("x1")]
+        a.release()
+    finally:
+        a.close()
+    a = open_assoc(enode, F.STUDY_ROOT, bytes([0, 0, 0, 0, 0, 0, 1]))
+    try:
+        res = a.c_find(F.STUDY_ROOT, query("SERIES", StudyInstanceUID=uid("e1"), SeriesInstanceUID="",
+                                           OperatorsName="Nobody\\op^*"))
+        assert res.final_status == 0x0000 and matches(res, "SeriesInstanceUID") == [uid("e1", "se")]
+        a.release()
+    finally:
+        a.close()
+    a = open_assoc(rnode, F.STUDY_ROOT, None)
+    try:
+        res = a.c_find(F.STUDY_ROOT, query("STUDY", PatientID="XX*\\PR-B", StudyInstanceUID=""))
+        assert res.final_status not in (0x0000, 0xFF00, 0xFF01) and not res.pending, res.final_status
         a.release()
     finally:
         a.close()
