@@ -35,43 +35,45 @@ static const struct column {
 	pn_find_col_kind kind;
 	const char *expr;      /* as matched */
 	const char *fold_expr; /* person names matched case-insensitively */
+	const char *ph_expr;   /* and their phonetic keys, "x_ph" for x_ph1, x_ph2 (migration 012) */
 } columns[] = {
-    {TAG(0x0008, 0x0016), PN_FIND_IMAGE, PN_FIND_COL_UID, "i.sop_class_uid", NULL},
-    {TAG(0x0008, 0x0018), PN_FIND_IMAGE, PN_FIND_COL_UID, "i.sop_uid", NULL},
-    {TAG(0x0008, 0x0020), PN_FIND_STUDY, PN_FIND_COL_DATE, "st.study_date", NULL},
-    {TAG(0x0008, 0x0021), PN_FIND_SERIES, PN_FIND_COL_DATE, "se.series_date", NULL},
-    {TAG(0x0008, 0x0022), PN_FIND_IMAGE, PN_FIND_COL_DATE, "i.acquisition_date", NULL},
-    {TAG(0x0008, 0x0023), PN_FIND_IMAGE, PN_FIND_COL_DATE, "i.content_date", NULL},
-    {TAG(0x0008, 0x0030), PN_FIND_STUDY, PN_FIND_COL_TIME, "st.study_time", NULL},
-    {TAG(0x0008, 0x0031), PN_FIND_SERIES, PN_FIND_COL_TIME, "se.series_time", NULL},
-    {TAG(0x0008, 0x0032), PN_FIND_IMAGE, PN_FIND_COL_TIME, "i.acquisition_time", NULL},
-    {TAG(0x0008, 0x0033), PN_FIND_IMAGE, PN_FIND_COL_TIME, "i.content_time", NULL},
-    {TAG(0x0008, 0x0050), PN_FIND_STUDY, PN_FIND_COL_TEXT, "st.accession_number", NULL},
-    {TAG(0x0008, 0x0060), PN_FIND_SERIES, PN_FIND_COL_TEXT, "se.modality", NULL},
-    {TAG(0x0008, 0x0061), PN_FIND_STUDY, PN_FIND_COL_MODALITIES, "m.modality", NULL},
+    {TAG(0x0008, 0x0016), PN_FIND_IMAGE, PN_FIND_COL_UID, "i.sop_class_uid", NULL, NULL},
+    {TAG(0x0008, 0x0018), PN_FIND_IMAGE, PN_FIND_COL_UID, "i.sop_uid", NULL, NULL},
+    {TAG(0x0008, 0x0020), PN_FIND_STUDY, PN_FIND_COL_DATE, "st.study_date", NULL, NULL},
+    {TAG(0x0008, 0x0021), PN_FIND_SERIES, PN_FIND_COL_DATE, "se.series_date", NULL, NULL},
+    {TAG(0x0008, 0x0022), PN_FIND_IMAGE, PN_FIND_COL_DATE, "i.acquisition_date", NULL, NULL},
+    {TAG(0x0008, 0x0023), PN_FIND_IMAGE, PN_FIND_COL_DATE, "i.content_date", NULL, NULL},
+    {TAG(0x0008, 0x0030), PN_FIND_STUDY, PN_FIND_COL_TIME, "st.study_time", NULL, NULL},
+    {TAG(0x0008, 0x0031), PN_FIND_SERIES, PN_FIND_COL_TIME, "se.series_time", NULL, NULL},
+    {TAG(0x0008, 0x0032), PN_FIND_IMAGE, PN_FIND_COL_TIME, "i.acquisition_time", NULL, NULL},
+    {TAG(0x0008, 0x0033), PN_FIND_IMAGE, PN_FIND_COL_TIME, "i.content_time", NULL, NULL},
+    {TAG(0x0008, 0x0050), PN_FIND_STUDY, PN_FIND_COL_TEXT, "st.accession_number", NULL, NULL},
+    {TAG(0x0008, 0x0060), PN_FIND_SERIES, PN_FIND_COL_TEXT, "se.modality", NULL, NULL},
+    {TAG(0x0008, 0x0061), PN_FIND_STUDY, PN_FIND_COL_MODALITIES, "m.modality", NULL, NULL},
     {TAG(0x0008, 0x0090), PN_FIND_STUDY, PN_FIND_COL_NAME, "st.referring_physician_name",
-     "st.referring_physician_name_fold"},
-    {TAG(0x0008, 0x1030), PN_FIND_STUDY, PN_FIND_COL_TEXT, "st.study_description", NULL},
-    {TAG(0x0008, 0x103E), PN_FIND_SERIES, PN_FIND_COL_TEXT, "se.series_description", NULL},
-    {TAG(0x0010, 0x0010), PN_FIND_PATIENT, PN_FIND_COL_NAME, "p.patient_name", "p.patient_name_fold"},
-    {TAG(0x0010, 0x0020), PN_FIND_PATIENT, PN_FIND_COL_TEXT, "p.patient_id", NULL},
-    {TAG(0x0010, 0x0021), PN_FIND_PATIENT, PN_FIND_COL_TEXT, "p.issuer", NULL},
-    {TAG(0x0010, 0x0030), PN_FIND_PATIENT, PN_FIND_COL_DATE, "p.patient_birth_date", NULL},
-    {TAG(0x0010, 0x0040), PN_FIND_PATIENT, PN_FIND_COL_TEXT, "p.patient_sex", NULL},
-    {TAG(0x0018, 0x0015), PN_FIND_SERIES, PN_FIND_COL_TEXT, "se.body_part_examined", NULL},
-    {TAG(0x0018, 0x0050), PN_FIND_IMAGE, PN_FIND_COL_FLOAT, "i.slice_thickness", NULL},
-    {TAG(0x0018, 0x0088), PN_FIND_IMAGE, PN_FIND_COL_FLOAT, "i.spacing_between_slices", NULL},
-    {TAG(0x0018, 0x1030), PN_FIND_SERIES, PN_FIND_COL_TEXT, "se.protocol_name", NULL},
-    {TAG(0x0020, 0x000D), PN_FIND_STUDY, PN_FIND_COL_UID, "st.study_uid", NULL},
-    {TAG(0x0020, 0x000E), PN_FIND_SERIES, PN_FIND_COL_UID, "se.series_uid", NULL},
-    {TAG(0x0020, 0x0010), PN_FIND_STUDY, PN_FIND_COL_TEXT, "st.study_id", NULL},
-    {TAG(0x0020, 0x0011), PN_FIND_SERIES, PN_FIND_COL_INT, "se.series_number", NULL},
-    {TAG(0x0020, 0x0013), PN_FIND_IMAGE, PN_FIND_COL_INT, "i.instance_number", NULL},
-    {TAG(0x0028, 0x0002), PN_FIND_IMAGE, PN_FIND_COL_INT, "i.samples_per_pixel", NULL},
-    {TAG(0x0028, 0x0004), PN_FIND_IMAGE, PN_FIND_COL_TEXT, "i.photometric_interpretation", NULL},
-    {TAG(0x0028, 0x0008), PN_FIND_IMAGE, PN_FIND_COL_INT, "i.number_of_frames", NULL},
-    {TAG(0x0028, 0x0010), PN_FIND_IMAGE, PN_FIND_COL_INT, "i.rows", NULL},
-    {TAG(0x0028, 0x0011), PN_FIND_IMAGE, PN_FIND_COL_INT, "i.columns", NULL},
+     "st.referring_physician_name_fold", "st.referring_physician_name_ph"},
+    {TAG(0x0008, 0x1030), PN_FIND_STUDY, PN_FIND_COL_TEXT, "st.study_description", NULL, NULL},
+    {TAG(0x0008, 0x103E), PN_FIND_SERIES, PN_FIND_COL_TEXT, "se.series_description", NULL, NULL},
+    {TAG(0x0010, 0x0010), PN_FIND_PATIENT, PN_FIND_COL_NAME, "p.patient_name", "p.patient_name_fold",
+     "p.patient_name_ph"},
+    {TAG(0x0010, 0x0020), PN_FIND_PATIENT, PN_FIND_COL_TEXT, "p.patient_id", NULL, NULL},
+    {TAG(0x0010, 0x0021), PN_FIND_PATIENT, PN_FIND_COL_TEXT, "p.issuer", NULL, NULL},
+    {TAG(0x0010, 0x0030), PN_FIND_PATIENT, PN_FIND_COL_DATE, "p.patient_birth_date", NULL, NULL},
+    {TAG(0x0010, 0x0040), PN_FIND_PATIENT, PN_FIND_COL_TEXT, "p.patient_sex", NULL, NULL},
+    {TAG(0x0018, 0x0015), PN_FIND_SERIES, PN_FIND_COL_TEXT, "se.body_part_examined", NULL, NULL},
+    {TAG(0x0018, 0x0050), PN_FIND_IMAGE, PN_FIND_COL_FLOAT, "i.slice_thickness", NULL, NULL},
+    {TAG(0x0018, 0x0088), PN_FIND_IMAGE, PN_FIND_COL_FLOAT, "i.spacing_between_slices", NULL, NULL},
+    {TAG(0x0018, 0x1030), PN_FIND_SERIES, PN_FIND_COL_TEXT, "se.protocol_name", NULL, NULL},
+    {TAG(0x0020, 0x000D), PN_FIND_STUDY, PN_FIND_COL_UID, "st.study_uid", NULL, NULL},
+    {TAG(0x0020, 0x000E), PN_FIND_SERIES, PN_FIND_COL_UID, "se.series_uid", NULL, NULL},
+    {TAG(0x0020, 0x0010), PN_FIND_STUDY, PN_FIND_COL_TEXT, "st.study_id", NULL, NULL},
+    {TAG(0x0020, 0x0011), PN_FIND_SERIES, PN_FIND_COL_INT, "se.series_number", NULL, NULL},
+    {TAG(0x0020, 0x0013), PN_FIND_IMAGE, PN_FIND_COL_INT, "i.instance_number", NULL, NULL},
+    {TAG(0x0028, 0x0002), PN_FIND_IMAGE, PN_FIND_COL_INT, "i.samples_per_pixel", NULL, NULL},
+    {TAG(0x0028, 0x0004), PN_FIND_IMAGE, PN_FIND_COL_TEXT, "i.photometric_interpretation", NULL, NULL},
+    {TAG(0x0028, 0x0008), PN_FIND_IMAGE, PN_FIND_COL_INT, "i.number_of_frames", NULL, NULL},
+    {TAG(0x0028, 0x0010), PN_FIND_IMAGE, PN_FIND_COL_INT, "i.rows", NULL, NULL},
+    {TAG(0x0028, 0x0011), PN_FIND_IMAGE, PN_FIND_COL_INT, "i.columns", NULL, NULL},
 };
 
 static const struct column *column_of(uint32_t tag)
@@ -280,6 +282,18 @@ static int put_condition(builder *b, struct pn_find_state *fs, const pn_find_que
 	case PN_FIND_SINGLE:
 		if (!c->value)
 			return -EINVAL;
+		if (fold && q->fuzzy_names && col->ph_expr) {
+			/* fuzzy: folded equal, or the family name sounding the same
+			 * and the given name too when the key gives one */
+			int v = param(b, c->value);
+			b->exact = false;
+			put(b,
+			    "(%s = pn_fold($%d) OR (%s1 = pn_phonetic($%d, 1) AND (pn_phonetic($%d, 2) IS NULL OR %s2 "
+			    "= "
+			    "pn_phonetic($%d, 2))))",
+			    expr, v, col->ph_expr, v, v, col->ph_expr, v);
+			break;
+		}
 		put(b, "%s = %s$%d%s%s", expr, fo, param(b, c->value), cast, fc);
 		if (col->kind == PN_FIND_COL_UID || c->tag == TAG(0x0010, 0x0020) || c->tag == TAG(0x0008, 0x0050))
 			b->selective = true;

@@ -71,6 +71,7 @@ typedef struct {
 	size_t n_conds;
 	unsigned computed; /* PN_FIND_C_* wanted */
 	bool fold_names;   /* person names case-insensitively */
+	bool fuzzy_names;  /* and phonetically (with fold_names; migration 012) */
 	bool paths_only;   /* IMAGE level, for retrieval: no attrs, no computed */
 	int order;         /* PN_FIND_ORDER_* */
 	/* rows skipped, and most rows returned (0: all), in SQL: only for a

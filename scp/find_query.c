@@ -239,7 +239,8 @@ static bool unique_keys_present(const pn_query *q, const raw_keys *rk, char *why
 int pn_query_parse(pn_dcm_ds *identifier, const char *sop_class_uid, unsigned flags, pn_query **ret_query,
                    unsigned short *ret_status, char *why, size_t whylen)
 {
-	bool fold_names = flags & PN_QUERY_FOLD_NAMES;
+	/* fuzzy semantic matching folds names whatever the configuration */
+	bool fold_names = flags & (PN_QUERY_FOLD_NAMES | PN_QUERY_FUZZY_NAMES);
 	bool relational = flags & PN_QUERY_RELATIONAL;
 	*ret_status = PN_STATUS_UNABLE_TO_PROCESS;
 	pn_query *q = calloc(1, sizeof *q);
@@ -467,6 +468,7 @@ int pn_query_parse(pn_dcm_ds *identifier, const char *sop_class_uid, unsigned fl
 	q->sql.conds = q->conds;
 	q->sql.n_conds = q->n_conds;
 	q->sql.fold_names = fold_names;
+	q->sql.fuzzy_names = flags & PN_QUERY_FUZZY_NAMES;
 	raw_keys_free(&rk);
 	*ret_query = q;
 	*ret_status = 0;

@@ -70,6 +70,10 @@ enum {
 	/* Multiple Value Matching: '\\'-separated values of a non-UID key,
 	 * any of which may match, each by its own kind (negotiated). */
 	PN_QUERY_MULTI_VALUE = 1 << 3,
+	/* Fuzzy semantic matching of person names: case-insensitive, and on
+	 * the indexed name columns phonetic too (docs/find.md) (negotiated;
+	 * QIDO-RS fuzzymatching=true). */
+	PN_QUERY_FUZZY_NAMES = 1 << 4,
 };
 
 /* Takes ownership of `identifier`; flags: PN_QUERY_*. On a request that

@@ -44,7 +44,8 @@ typedef struct {
 	pn_dcm_ds *id;
 	int level;
 	bool include_all;
-	bool fuzzy;
+	bool fuzzy;              /* person names folded (fuzzymatching, else the configuration) */
+	bool phonetic;           /* and phonetically: fuzzymatching=true */
 	long long limit, offset; /* -1: not given */
 	char bad[256];           /* the first bad parameter, in words */
 } params;
@@ -135,6 +136,7 @@ static enum MHD_Result each_param(void *cls, enum MHD_ValueKind kind, const char
 			return MHD_NO;
 		}
 		p->fuzzy = strcmp(v, "true") == 0;
+		p->phonetic = p->fuzzy;
 		return MHD_YES;
 	}
 	uint32_t tag;
@@ -383,7 +385,11 @@ static enum MHD_Result answer(pn_web_req *r, params *p, bool metadata)
 	}
 	pn_query *q = NULL;
 	char why[256] = "";
-	int rc = pn_web_query(p->id, p->fuzzy, &q, why, sizeof(why));
+	/* fuzzymatching=true: the same fuzzy semantic matching of names as a
+	 * C-FIND that negotiated it; absent: the configured case folding */
+	int rc =
+	    pn_web_query_flags(p->id, (p->fuzzy ? PN_QUERY_FOLD_NAMES : 0) | (p->phonetic ? PN_QUERY_FUZZY_NAMES : 0),
+	                       &q, why, sizeof(why));
 	p->id = NULL; /* the query has it */
 	if (rc < 0) {
 		if (for_audit)

@@ -45,9 +45,13 @@ pn_dcm_ds *pn_web_identifier(const char *level)
 
 int pn_web_query(pn_dcm_ds *identifier, bool fuzzy, pn_query **ret, char *why, size_t whylen)
 {
+	return pn_web_query_flags(identifier, fuzzy ? PN_QUERY_FOLD_NAMES : 0, ret, why, whylen);
+}
+
+int pn_web_query_flags(pn_dcm_ds *identifier, unsigned flags, pn_query **ret, char *why, size_t whylen)
+{
 	unsigned short status = 0;
-	unsigned flags = PN_QUERY_RELATIONAL | (fuzzy ? PN_QUERY_FOLD_NAMES : 0);
-	return pn_query_parse(identifier, UID_STUDY_ROOT_FIND, flags, ret, &status, why, whylen);
+	return pn_query_parse(identifier, UID_STUDY_ROOT_FIND, PN_QUERY_RELATIONAL | flags, ret, &status, why, whylen);
 }
 
 int pn_web_search_start(pn_store_ctx *ctx, pn_query *q, bool all, int order, long long offset, long long limit,

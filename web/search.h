@@ -21,6 +21,8 @@ pn_dcm_ds *pn_web_identifier(const char *level);
 /* Study Root, relational; flags as pn_query_parse. Takes `identifier`.
  * -EINVAL with the reason in why; -ENOMEM. */
 int pn_web_query(pn_dcm_ds *identifier, bool fuzzy, pn_query **ret_query, char *why, size_t whylen);
+/* The same with PN_QUERY_* flags (relational always). */
+int pn_web_query_flags(pn_dcm_ds *identifier, unsigned flags, pn_query **ret_query, char *why, size_t whylen);
 
 /* Starts `q` (taken over). all: every stored attribute of the levels
  * returned, not only the keys asked. order: PN_FIND_ORDER_*. offset /

@@ -5,7 +5,8 @@ gets it in the A-ASSOCIATE-AC and may then give keys of the levels above,
 with any matching, or none; without it the hierarchical rules stay (0xA900
 / 0xC000 for a missing unique key). Relational retrieval (C.4.3.2.2) the
 same for C-GET. Empty value matching (byte 5): '""' matches what has the
-attribute absent or empty. Multiple value matching (byte 6): any of the
+attribute absent or empty. Fuzzy semantic matching of person names (byte
+2): folded, or by a phonetic key. Multiple value matching (byte 6): any of the
 '\\'-separated values, each by its own kind. Every field not implemented
 is answered 0."""
 
@@ -16,6 +17,7 @@ from pydicom.dataset import Dataset
 
 import findscu_util as F
 import retrieve_util as R
+import web_util as W
 import pacsnode_harness as H
 from pacsnode_harness import gen_corpus
 
@@ -66,8 +68,8 @@ def matches(res, kw):
 def test_relational_negotiated_and_answered(rnode, model):
     a = open_assoc(rnode, model, bytes([1, 1, 1, 1, 1, 1, 1]))
     try:
-        # bytes 0, 5 and 6 accepted, the fields not implemented answered 0
-        assert a.ext_neg == {model: bytes([1, 0, 0, 0, 0, 1, 1])}, a.ext_neg
+        # bytes 0, 2, 5 and 6 accepted, the fields not implemented answered 0
+        assert a.ext_neg == {model: bytes([1, 0, 1, 0, 0, 1, 1])}, a.ext_neg
         # SERIES by modality across every study and patient
         res = a.c_find(model, query("SERIES", Modality="MR", SeriesInstanceUID=""))
         assert res.final_status == 0x0000
@@ -247,3 +249,64 @@ def test_multiple_value_matching(rnode, enode):
         a.release()
     finally:
         a.close()
+
+
+# ---- Fuzzy semantic matching of person names (byte 2) ----------------------
+
+NAMES = ["Smith^John", "Smyth^Jon", "SMITH^Jane", "Schmidt^John", "Mueller^Anna", "Jones^John"]
+
+
+@pytest.fixture
+def fnode(node_factory, scu_dir):
+    node = node_factory(node_class=W.WebNode)
+    files = []
+    for k, name in enumerate(NAMES):
+        e = gen_corpus.make_instance(os.path.join(str(scu_dir), "fz%d.dcm" % k), name="fz%d" % k,
+                                     patient_id="PF-%d" % k, patient_name=name, study_uid=uid("fz", str(k)),
+                                     series_uid=uid("fz", str(k), "se"), sop_uid=uid("fz", str(k), "i"))
+        files.append(e["path"])
+    run = H.storescu(node.port, files, str(scu_dir))
+    assert run.all_success(), run.summary()
+    return node
+
+
+def names(res):
+    return sorted(str(r.dataset.PatientName) for r in res.pending)
+
+
+def test_fuzzy_semantic_matching_of_person_names(fnode):
+    """Negotiated: a name matches folded, or by the Double Metaphone of its
+    family name (and of its given name when the key has one); 'Müller'
+    finds 'Mueller'; a wild card stays a case-insensitive wild card.
+    Without it only the configured case-insensitive match."""
+    a = open_assoc(fnode, F.STUDY_ROOT, bytes([0, 0, 1]))
+    try:
+        assert a.ext_neg == {F.STUDY_ROOT: bytes([0, 0, 1])}, a.ext_neg
+        res = a.c_find(F.STUDY_ROOT, query("STUDY", PatientName="Smith^John", StudyInstanceUID=""))
+        assert res.final_status == 0x0000
+        assert names(res) == sorted(["Smith^John", "Smyth^Jon", "SMITH^Jane"]), names(res)
+        res = a.c_find(F.STUDY_ROOT, query("STUDY", PatientName="smyth", StudyInstanceUID=""))
+        assert names(res) == sorted(["Smith^John", "Smyth^Jon", "SMITH^Jane"]), names(res)
+        res = a.c_find(F.STUDY_ROOT, query("STUDY", SpecificCharacterSet="ISO_IR 192", PatientName="Müller",
+                                           StudyInstanceUID=""))
+        assert names(res) == ["Mueller^Anna"], names(res)
+        res = a.c_find(F.STUDY_ROOT, query("STUDY", PatientName="sm*", StudyInstanceUID=""))
+        assert names(res) == sorted(["Smith^John", "Smyth^Jon", "SMITH^Jane"]), names(res)
+        a.release()
+    finally:
+        a.close()
+    a = open_assoc(fnode, F.STUDY_ROOT, None)
+    try:
+        res = a.c_find(F.STUDY_ROOT, query("STUDY", PatientName="Smith^John", StudyInstanceUID=""))
+        assert names(res) == ["Smith^John"], names(res)
+        a.release()
+    finally:
+        a.close()
+
+
+def test_qido_fuzzymatching_is_the_same_matching(fnode):
+    """QIDO-RS fuzzymatching=true goes through the same fuzzy matching."""
+    got, _ = W.qido(fnode.http_port, "/dicomweb/studies?PatientName=Smyth%5EJohn&fuzzymatching=true")
+    assert sorted(str(d.PatientName) for d in got) == sorted(["Smith^John", "Smyth^Jon", "SMITH^Jane"])
+    got, _ = W.qido(fnode.http_port, "/dicomweb/studies?PatientName=Smyth%5EJohn")
+    assert [str(d.PatientName) for d in got] == []
