@@ -253,7 +253,7 @@ def test_multiple_value_matching(rnode, enode):
 
 # ---- Fuzzy semantic matching of person names (byte 2) ----------------------
 
-NAMES = ["Smith^John", "Smyth^Jon", "SMITH^Jane", "Schmidt^John", "Mueller^Anna", "Jones^John"]
+NAMES = ["Smith^John", "Smyth^Jon", "SMITH^Jane", "Schmidt^John", "Mueller^Anna", "Jones^John", "Celik^Ayse"]
 
 
 @pytest.fixture
@@ -290,6 +290,9 @@ def test_fuzzy_semantic_matching_of_person_names(fnode):
         res = a.c_find(F.STUDY_ROOT, query("STUDY", SpecificCharacterSet="ISO_IR 192", PatientName="Müller",
                                            StudyInstanceUID=""))
         assert names(res) == ["Mueller^Anna"], names(res)
+        res = a.c_find(F.STUDY_ROOT, query("STUDY", SpecificCharacterSet="ISO_IR 192", PatientName="Çelik^Ayşe",
+                                           StudyInstanceUID=""))
+        assert names(res) == ["Celik^Ayse"], names(res)
         res = a.c_find(F.STUDY_ROOT, query("STUDY", PatientName="sm*", StudyInstanceUID=""))
         assert names(res) == sorted(["Smith^John", "Smyth^Jon", "SMITH^Jane"]), names(res)
         a.release()
