@@ -254,6 +254,25 @@ static int put_condition(builder *b, struct pn_find_state *fs, const pn_find_que
 	const struct column *col = column_of(c->tag);
 	if (!col || col->level > q->level)
 		return -EINVAL;
+	if (c->kind == PN_FIND_DT_RANGE) {
+		/* Combined date-time matching: the date and the time as one
+		 * instant; an entity without a time counts from its midnight */
+		const struct column *tcol = column_of(c->tag2);
+		if (col->kind != PN_FIND_COL_DATE || !tcol || tcol->kind != PN_FIND_COL_TIME ||
+		    tcol->level != col->level)
+			return -EINVAL;
+		b->exact = false;
+		if (!c->lo && !c->hi)
+			return -EINVAL; /* a date range has a bound */
+		put(b, "(%s + coalesce(%s, time '00:00'))", col->expr, tcol->expr);
+		if (c->lo && c->hi)
+			put(b, " BETWEEN $%d::timestamp AND $%d::timestamp", param(b, c->lo), param(b, c->hi));
+		else if (c->lo)
+			put(b, " >= $%d::timestamp", param(b, c->lo));
+		else
+			put(b, " <= $%d::timestamp", param(b, c->hi));
+		return 0;
+	}
 	bool fold = col->kind == PN_FIND_COL_NAME && q->fold_names;
 	const char *expr = fold ? col->fold_expr : col->expr;
 	const char *cast = cast_of(col->kind);

@@ -23,6 +23,7 @@ typedef enum {
 	PN_FIND_RANGE,    /* lo and/or hi, normalised (docs/find.md) */
 	PN_FIND_EMPTY,    /* absent or empty (Empty Value Matching) */
 	PN_FIND_ANY,      /* any of alts[] (Multiple Value Matching) */
+	PN_FIND_DT_RANGE, /* tag (DA) and tag2 (TM) as one: lo / hi "YYYY-MM-DD HH:MM:SS.ffffff" */
 } pn_find_kind;
 
 typedef struct pn_find_cond {
@@ -34,6 +35,7 @@ typedef struct pn_find_cond {
 	const char *lo, *hi;
 	const struct pn_find_cond *alts; /* ANY: n_alts conditions on the same tag */
 	size_t n_alts;
+	uint32_t tag2; /* DT_RANGE: the time attribute paired with the date `tag` */
 } pn_find_cond;
 
 /* Computed attributes a query may ask for. */

@@ -213,7 +213,8 @@ static int answer(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dcm_cmd
 	                 (neg & PN_EXTNEG_RELATIONAL ? PN_QUERY_RELATIONAL : 0) |
 	                 (neg & PN_EXTNEG_EMPTY_VALUE ? PN_QUERY_EMPTY_VALUE : 0) |
 	                 (neg & PN_EXTNEG_MULTI_VALUE ? PN_QUERY_MULTI_VALUE : 0) |
-	                 (neg & PN_EXTNEG_FUZZY_NAMES ? PN_QUERY_FUZZY_NAMES : 0);
+	                 (neg & PN_EXTNEG_FUZZY_NAMES ? PN_QUERY_FUZZY_NAMES : 0) |
+	                 (neg & PN_EXTNEG_DATETIME ? PN_QUERY_COMBINED_DATETIME : 0);
 	rc = pn_query_parse(identifier, cmd->sop_class_uid, flags, &q, &status, why, sizeof why);
 	if (rc == -ENOMEM) {
 		status = PN_STATUS_OUT_OF_RESOURCES;

@@ -146,6 +146,66 @@ static void cond_of(pn_find_cond *c, uint32_t tag, const pn_match *m)
 	                    .hi = m->hi};
 }
 
+/* Combined date-time matching (PS3.4 C.2.2.2.5): each date condition with
+ * its time's condition becomes one DT_RANGE, from the date's lower bound
+ * at the time's lower bound (midnight when none) to the date's upper bound
+ * at the time's upper bound (the day's end when none); an open date bound
+ * stays open. Pairs where either is not a range of a column stay apart. */
+static const uint32_t dt_pairs[][2] = {{PN_TAG(0x0008, 0x0020), PN_TAG(0x0008, 0x0030)},
+                                       {PN_TAG(0x0008, 0x0021), PN_TAG(0x0008, 0x0031)},
+                                       {PN_TAG(0x0008, 0x0022), PN_TAG(0x0008, 0x0032)},
+                                       {PN_TAG(0x0008, 0x0023), PN_TAG(0x0008, 0x0033)}};
+
+/* "date time" (malloc'ed), NULL when out of memory. */
+static char *join_bound(const char *date, const char *time)
+{
+	size_t n = strlen(date) + strlen(time) + 2;
+	char *out = malloc(n);
+	if (out)
+		snprintf(out, n, "%s %s", date, time);
+	return out;
+}
+
+static int combine_date_time(pn_query *q)
+{
+	for (size_t p = 0; p < sizeof dt_pairs / sizeof dt_pairs[0]; p++) {
+		long di = -1, ti = -1;
+		for (size_t i = 0; i < q->n_conds; i++) {
+			if (q->conds[i].kind != PN_FIND_RANGE)
+				continue;
+			if (q->conds[i].tag == dt_pairs[p][0])
+				di = (long)i;
+			else if (q->conds[i].tag == dt_pairs[p][1])
+				ti = (long)i;
+		}
+		if (di < 0 || ti < 0 || q->n_dt_bounds + 2 > sizeof q->dt_bounds / sizeof q->dt_bounds[0])
+			continue;
+		pn_find_cond *d = &q->conds[di], *t = &q->conds[ti];
+		char *lo = d->lo ? join_bound(d->lo, t->lo ? t->lo : "00:00:00.000000") : NULL;
+		char *hi = d->hi ? join_bound(d->hi, t->hi ? t->hi : "23:59:59.999999") : NULL;
+		if ((d->lo && !lo) || (d->hi && !hi)) {
+			free(lo);
+			free(hi);
+			return -ENOMEM;
+		}
+		q->dt_bounds[q->n_dt_bounds++] = lo;
+		q->dt_bounds[q->n_dt_bounds++] = hi;
+		*d = (pn_find_cond){.tag = d->tag, .kind = PN_FIND_DT_RANGE, .tag2 = t->tag, .lo = lo, .hi = hi};
+		/* the time's condition goes (its match stays for the free) */
+		t->kind = PN_FIND_DT_RANGE;
+		t->tag2 = 0;
+	}
+	/* drop the times folded into their dates */
+	size_t w = 0;
+	for (size_t i = 0; i < q->n_conds; i++) {
+		if (q->conds[i].kind == PN_FIND_DT_RANGE && q->conds[i].tag2 == 0)
+			continue;
+		q->conds[w++] = q->conds[i];
+	}
+	q->n_sql_conds = w;
+	return 0;
+}
+
 /* Integer and decimal columns: every value must read as a number. */
 static bool numeric_ok(pn_find_col_kind kind, const pn_match *m)
 {
@@ -464,9 +524,12 @@ int pn_query_parse(pn_dcm_ds *identifier, const char *sop_class_uid, unsigned fl
 			q->need_levels |= 1u << level;
 		}
 	}
+	q->n_sql_conds = q->n_conds;
+	if ((flags & PN_QUERY_COMBINED_DATETIME) && (rc = combine_date_time(q)) < 0)
+		goto fail;
 	q->sql.level = q->level;
 	q->sql.conds = q->conds;
-	q->sql.n_conds = q->n_conds;
+	q->sql.n_conds = q->n_sql_conds;
 	q->sql.fold_names = fold_names;
 	q->sql.fuzzy_names = flags & PN_QUERY_FUZZY_NAMES;
 	raw_keys_free(&rk);
@@ -498,6 +561,8 @@ void pn_query_free(pn_query *q)
 	for (size_t i = 0; i < q->n_alt_conds; i++)
 		free(q->alt_conds[i]);
 	free(q->alt_conds);
+	for (size_t i = 0; i < q->n_dt_bounds; i++)
+		free(q->dt_bounds[i]);
 	free(q->request_charset);
 	pn_dcm_ds_free(q->identifier);
 	free(q);

@@ -57,6 +57,9 @@ typedef struct {
 	size_t n_conds;
 	pn_find_cond **alt_conds; /* the alternatives of ANY conditions */
 	size_t n_alt_conds;
+	char *dt_bounds[8]; /* DT_RANGE conditions' bounds */
+	size_t n_dt_bounds;
+	size_t n_sql_conds; /* conds[0..n_sql_conds) go to SQL (fewer once times are combined) */
 } pn_query;
 
 enum {
@@ -74,6 +77,10 @@ enum {
 	 * the indexed name columns phonetic too (docs/find.md) (negotiated;
 	 * QIDO-RS fuzzymatching=true). */
 	PN_QUERY_FUZZY_NAMES = 1 << 4,
+	/* Combined date-time matching: a date key and its time key (Study,
+	 * Series, Acquisition, Content Date / Time) with ranges matched as one
+	 * date-time range (negotiated). */
+	PN_QUERY_COMBINED_DATETIME = 1 << 5,
 };
 
 /* Takes ownership of `identifier`; flags: PN_QUERY_*. On a request that

@@ -118,6 +118,7 @@ int pn_dcm_assoc_accept(pn_dcm_assoc *assoc, unsigned *ret_accepted);
  * C.5.2.1.1 / C.5.3.1.1 answered 1). */
 enum {
 	PN_EXTNEG_RELATIONAL = 1 << 0,  /* relational queries / retrieval (C.4.1.2.2, C.4.2.2.2) */
+	PN_EXTNEG_DATETIME = 1 << 1,    /* C-FIND: combined date-time matching */
 	PN_EXTNEG_FUZZY_NAMES = 1 << 2, /* C-FIND: fuzzy semantic matching of person names */
 	PN_EXTNEG_EMPTY_VALUE = 1 << 5, /* C-FIND: empty value matching */
 	PN_EXTNEG_MULTI_VALUE = 1 << 6, /* C-FIND: multiple value matching */

@@ -68,8 +68,9 @@ def matches(res, kw):
 def test_relational_negotiated_and_answered(rnode, model):
     a = open_assoc(rnode, model, bytes([1, 1, 1, 1, 1, 1, 1]))
     try:
-        # bytes 0, 2, 5 and 6 accepted, the fields not implemented answered 0
-        assert a.ext_neg == {model: bytes([1, 0, 1, 0, 0, 1, 1])}, a.ext_neg
+        # bytes 0, 1, 2, 5 and 6 accepted; timezone adjustment (3) and
+        # enhanced multi-frame conversion (4) not implemented: 0
+        assert a.ext_neg == {model: bytes([1, 1, 1, 0, 0, 1, 1])}, a.ext_neg
         # SERIES by modality across every study and patient
         res = a.c_find(model, query("SERIES", Modality="MR", SeriesInstanceUID=""))
         assert res.final_status == 0x0000
@@ -86,7 +87,7 @@ def test_relational_negotiated_and_answered(rnode, model):
         a.close()
 
 
-@pytest.mark.parametrize("offer", [None, bytes([0]), bytes([0, 1])])
+@pytest.mark.parametrize("offer", [None, bytes([0]), bytes([0, 0, 0, 1, 1])])
 def test_hierarchical_without_the_negotiation(rnode, offer):
     a = open_assoc(rnode, F.STUDY_ROOT, offer)
     try:
@@ -313,3 +314,51 @@ def test_qido_fuzzymatching_is_the_same_matching(fnode):
     assert sorted(str(d.PatientName) for d in got) == sorted(["Smith^John", "Smyth^Jon", "SMITH^Jane"])
     got, _ = W.qido(fnode.http_port, "/dicomweb/studies?PatientName=Smyth%5EJohn")
     assert [str(d.PatientName) for d in got] == []
+
+
+# ---- Combined date-time matching (byte 1) ----------------------------------
+
+WHEN = [("d1", "20240101", "230000"), ("d2", "20240102", "010000"), ("d3", "20240102", "120000"),
+        ("d4", "20240103", "080000")]
+
+
+@pytest.fixture
+def dnode(node_factory, scu_dir):
+    node = node_factory()
+    files = []
+    for st, date, time_ in WHEN:
+        e = gen_corpus.make_instance(os.path.join(str(scu_dir), st + ".dcm"), name=st, patient_id="PD-1",
+                                     study_uid=uid(st), series_uid=uid(st, "se"), sop_uid=uid(st, "i"),
+                                     set_attrs={"StudyDate": date, "StudyTime": time_})
+        files.append(e["path"])
+    run = H.storescu(node.port, files, str(scu_dir))
+    assert run.all_success(), run.summary()
+    return node
+
+
+def test_combined_date_time_matching(dnode):
+    """Negotiated: StudyDate 20240101-20240102 with StudyTime 1200-2359 is
+    one range from 2024-01-01 12:00 to 2024-01-02 23:59 (d1, d2, d3);
+    apart, the time range holds on each day (d1, d3)."""
+    keys = dict(PatientID="PD-1", StudyInstanceUID="", StudyDate="20240101-20240102", StudyTime="1200-2359")
+    a = open_assoc(dnode, F.STUDY_ROOT, bytes([0, 1]))
+    try:
+        assert a.ext_neg == {F.STUDY_ROOT: bytes([0, 1])}, a.ext_neg
+        res = a.c_find(F.STUDY_ROOT, query("STUDY", **keys))
+        assert res.final_status == 0x0000
+        assert matches(res, "StudyInstanceUID") == sorted([uid("d1"), uid("d2"), uid("d3")])
+        # an open upper date: from 2024-01-02 09:00 on
+        res = a.c_find(F.STUDY_ROOT, query("STUDY", PatientID="PD-1", StudyInstanceUID="",
+                                           StudyDate="20240102-", StudyTime="0900-"))
+        assert matches(res, "StudyInstanceUID") == sorted([uid("d3"), uid("d4")])
+        a.release()
+    finally:
+        a.close()
+    a = open_assoc(dnode, F.STUDY_ROOT, None)
+    try:
+        res = a.c_find(F.STUDY_ROOT, query("STUDY", **keys))
+        assert res.final_status == 0x0000
+        assert matches(res, "StudyInstanceUID") == sorted([uid("d1"), uid("d3")])
+        a.release()
+    finally:
+        a.close()
