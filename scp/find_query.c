@@ -190,19 +190,10 @@ static int combine_date_time(pn_query *q)
 		}
 		q->dt_bounds[q->n_dt_bounds++] = lo;
 		q->dt_bounds[q->n_dt_bounds++] = hi;
-		*d = (pn_find_cond){.tag = d->tag, .kind = PN_FIND_DT_RANGE, .tag2 = t->tag, .lo = lo, .hi = hi};
-		/* the time's condition goes (its match stays for the free) */
-		t->kind = PN_FIND_DT_RANGE;
-		t->tag2 = 0;
+		/* the time's condition becomes the combined one; the date's stays,
+		 * implied by it, so that the date's index still serves */
+		*t = (pn_find_cond){.tag = d->tag, .kind = PN_FIND_DT_RANGE, .tag2 = t->tag, .lo = lo, .hi = hi};
 	}
-	/* drop the times folded into their dates */
-	size_t w = 0;
-	for (size_t i = 0; i < q->n_conds; i++) {
-		if (q->conds[i].kind == PN_FIND_DT_RANGE && q->conds[i].tag2 == 0)
-			continue;
-		q->conds[w++] = q->conds[i];
-	}
-	q->n_sql_conds = w;
 	return 0;
 }
 
@@ -524,12 +515,11 @@ int pn_query_parse(pn_dcm_ds *identifier, const char *sop_class_uid, unsigned fl
 			q->need_levels |= 1u << level;
 		}
 	}
-	q->n_sql_conds = q->n_conds;
 	if ((flags & PN_QUERY_COMBINED_DATETIME) && (rc = combine_date_time(q)) < 0)
 		goto fail;
 	q->sql.level = q->level;
 	q->sql.conds = q->conds;
-	q->sql.n_conds = q->n_sql_conds;
+	q->sql.n_conds = q->n_conds;
 	q->sql.fold_names = fold_names;
 	q->sql.fuzzy_names = flags & PN_QUERY_FUZZY_NAMES;
 	raw_keys_free(&rk);

@@ -59,7 +59,6 @@ typedef struct {
 	size_t n_alt_conds;
 	char *dt_bounds[8]; /* DT_RANGE conditions' bounds */
 	size_t n_dt_bounds;
-	size_t n_sql_conds; /* conds[0..n_sql_conds) go to SQL (fewer once times are combined) */
 } pn_query;
 
 enum {
