@@ -225,6 +225,21 @@ static int report_here(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const char 
 		failed += items[i].failure_reason != 0;
 	pn_dcm_commit_ref *refs = pn_commit_refs(items, n);
 	unsigned short status = 0;
+	/* A requestor that has sent something since its N-ACTION-RSP (most
+	 * often A-RELEASE-RQ) is not interrupted: the report goes on a new
+	 * association, and the loop reads what it sent. */
+	if (pn_dcm_wait_readable(assoc, 0) != 0) {
+		free(refs);
+		pn_commit_items_free(items, n);
+		pn_info("storage commitment \"%s\" from \"%s\": the requestor went on before its report; reporting "
+		        "on a new association",
+		        r->transaction_uid, calling_ae);
+		if (pn_commit_reschedule(ctx->db, pk, 0, "the requestor went on before its report") < 0)
+			pn_warning("storage commitment \"%s\": could not hand the report to the sender (%s); it goes "
+			           "when its claim runs out",
+			           r->transaction_uid, pn_db_errmsg(ctx->db));
+		return 0;
+	}
 	rc = refs ? pn_dcm_commit_report(assoc, r->transaction_uid, refs, n, ctx->cfg->ae_title,
 	                                 ctx->cfg->dimse_timeout, &status)
 	          : -ENOMEM;

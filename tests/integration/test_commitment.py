@@ -124,6 +124,10 @@ def refs_of(entries):
     return [[e["sop_class_uid"], e["sop_instance_uid"]] for e in entries]
 
 
+def commitments(node):
+    return node.query("SELECT count(*) AS n FROM commitment")[0]["n"]
+
+
 def row(node, transaction):
     [r] = node.query("SELECT * FROM commitment WHERE transaction_uid = %s", (transaction,))
     return r
@@ -155,3 +159,154 @@ def test_all_committed_on_the_same_association(node_factory, listener, corpus, s
     assert time.monotonic() - t0 < 10
     r = wait_state(node, "2.25.1001", "done")
     assert r["state"] == "done" and r["event_type"] == 1 and r["calling_ae"] == MODALITY
+
+
+CT = "1.2.840.10008.5.1.4.1.1.2"
+MR = "1.2.840.10008.5.1.4.1.1.4"
+
+
+def test_failures_computed_from_the_index_and_the_files(node_factory, corpus, scu_dir):
+    node = commit_node(node_factory, H.free_port())
+    entries = stored_study(node, corpus, scu_dir, n=4)
+    ok, tampered, mismatch = entries[0], entries[1], entries[2]
+    # one byte of a stored file changed, its size kept: not committed
+    [path] = [r["path"] for r in node.query("SELECT path FROM instance WHERE sop_uid = %s",
+                                            (tampered["sop_instance_uid"],))]
+    with open(os.path.join(node.storage, path), "r+b") as f:
+        f.seek(-1, os.SEEK_END)
+        last = f.read(1)
+        f.seek(-1, os.SEEK_END)
+        f.write(bytes([last[0] ^ 0xFF]))
+    other_class = CT if mismatch["sop_class_uid"] != CT else MR
+    refs = [[ok["sop_class_uid"], ok["sop_instance_uid"]],
+            [tampered["sop_class_uid"], tampered["sop_instance_uid"]],
+            [other_class, mismatch["sop_instance_uid"]],
+            [CT, "2.25.999999999999"],      # never stored
+            ["1.2.3.4", "2.25.999999999998"]]  # not a storage class
+    events = request(node, "2.25.2001", refs)
+    assert action_status(events) == 0x0000
+    [rep] = reports(events)
+    assert rep["eventType"] == 2
+    assert [[r["cls"], r["uid"]] for r in rep["referenced"]] == [refs[0]]
+    assert [[r["cls"], r["uid"], r["reason"]] for r in rep["failed"]] == [
+        refs[1] + [0x0110], refs[2] + [0x0119], refs[3] + [0x0112], refs[4] + [0x0122]]
+    r = wait_state(node, "2.25.2001", "done")
+    assert r["event_type"] == 2
+    reasons = [x["failure_reason"] for x in node.query(
+        "SELECT failure_reason FROM commitment_item WHERE commitment_fk = %s ORDER BY ord", (r["pk"],))]
+    assert reasons == [None, 0x0110, 0x0119, 0x0112, 0x0122]
+
+
+def test_malformed_requests_refused(node_factory, corpus, scu_dir):
+    node = commit_node(node_factory, H.free_port())
+    [e] = stored_study(node, corpus, scu_dir, n=1)
+    good = [[e["sop_class_uid"], e["sop_instance_uid"]]]
+    cases = [
+        ("no transaction UID", dict(transaction=None, refs=good), 0x0115),
+        ("not a UID", dict(transaction="2.25.x1", refs=good), 0x0115),
+        ("no sequence", dict(transaction="2.25.3001", refs=None), 0x0115),
+        ("empty sequence", dict(transaction="2.25.3002", refs=[]), 0x0115),
+        ("item without instance", dict(transaction="2.25.3003", refs=[[e["sop_class_uid"], None]]), 0x0115),
+        ("item without class", dict(transaction="2.25.3004", refs=[[None, e["sop_instance_uid"]]]), 0x0115),
+        ("action type 2", dict(transaction="2.25.3005", refs=good, actionType=2), 0x0123),
+        ("another SOP instance", dict(transaction="2.25.3006", refs=good, instance="1.2.3.4"), 0x0117),
+    ]
+    for name, spec, want in cases:
+        events = request(node, linger=300, **spec)
+        assert action_status(events) == want, name
+        assert reports(events) == [], name
+    assert commitments(node) == 0
+    # the association stays usable after a refusal: a good request after
+    # one on the same node still goes through
+    events = request(node, "2.25.3007", good)
+    assert action_status(events) == 0 and reports(events)[0]["eventType"] == 1
+
+
+def test_reused_transaction_uid(node_factory, corpus, scu_dir):
+    node = commit_node(node_factory, H.free_port())
+    entries = stored_study(node, corpus, scu_dir, n=2)
+    refs = refs_of(entries)
+    first = request(node, "2.25.4001", refs)
+    assert action_status(first) == 0 and reports(first)[0]["eventType"] == 1
+    # the same request again (an answer lost): answered and reported again
+    again = request(node, "2.25.4001", refs)
+    assert action_status(again) == 0
+    [rep] = reports(again)
+    assert rep["eventType"] == 1 and rep["transaction"] == "2.25.4001"
+    # the same Transaction UID for other references: refused, the first
+    # request's result untouched
+    other = request(node, "2.25.4001", refs[:1])
+    assert action_status(other) == 0x0115 and reports(other) == []
+    assert node.query("SELECT count(*) AS n FROM commitment_item")[0]["n"] == 2
+    assert wait_state(node, "2.25.4001", "done")["event_type"] == 1
+
+
+def test_peer_without_commit_refused(node_factory, corpus, scu_dir):
+    node = commit_node(node_factory, H.free_port())
+    [e] = stored_study(node, corpus, scu_dir, n=1)
+    for calling in ("WORKSTATION", "UNKNOWN_AE"):  # a peer without commit; not a peer
+        events = request(node, "2.25.5001", [[e["sop_class_uid"], e["sop_instance_uid"]]],
+                         calling=calling, linger=300)
+        kinds = [x["event"] for x in events]
+        assert "action" not in kinds and "report" not in kinds, (calling, events)
+    assert commitments(node) == 0
+    assert node.wait_for_log(r"no presentation context we support")
+
+
+def test_report_on_a_new_association(node_factory, listener, corpus, scu_dir):
+    lst = listener().start()
+    node = commit_node(node_factory, lst.port)
+    entries = stored_study(node, corpus, scu_dir, n=3)
+    t0 = time.monotonic()
+    # the requestor aborts its association when the report comes on it
+    # (as one that does not take reports there would end it): the report
+    # comes again on a new association to its host and port, the node
+    # as the class's SCP
+    events = request(node, "2.25.6001", refs_of(entries), dropReport=True)
+    assert action_status(events) == 0
+    assert reports(events) == [] and "dropped" in [x["event"] for x in events]
+    assoc = lst.wait_for("association", 20)
+    assert assoc["calling"] == node.aet and assoc["called"] == MODALITY
+    rep = lst.wait_for("report", 20)
+    assert time.monotonic() - t0 < 10
+    assert rep["via"] == "new" and rep["eventType"] == 1 and rep["transaction"] == "2.25.6001"
+    assert [[r["cls"], r["uid"]] for r in rep["referenced"]] == refs_of(entries)
+    r = wait_state(node, "2.25.6001", "done")
+    assert r["state"] == "done"
+
+
+def test_peer_away_then_back(node_factory, listener, corpus, scu_dir):
+    lst = listener()
+    node = commit_node(node_factory, lst.port)
+    entries = stored_study(node, corpus, scu_dir, n=2)
+    events = request(node, "2.25.7001", refs_of(entries), dropReport=True)
+    assert action_status(events) == 0
+    deadline = time.monotonic() + 20
+    while row(node, "2.25.7001")["attempts"] < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    r = row(node, "2.25.7001")
+    assert r["state"] == "pending" and r["attempts"] >= 2 and "refused" in r["last_error"]
+    lst.start()
+    rep = lst.wait_for("report", 30)
+    assert rep["transaction"] == "2.25.7001" and rep["eventType"] == 1
+    assert wait_state(node, "2.25.7001", "done")["state"] == "done"
+
+
+def test_pending_report_survives_a_crash(node_factory, listener, corpus, scu_dir):
+    lst = listener()
+    # short timeouts: a claim the crash cut short runs out sooner
+    node = commit_node(node_factory, lst.port, extra_config={"limits": {"acse_timeout": 5, "dimse_timeout": 5}})
+    entries = stored_study(node, corpus, scu_dir, n=2)
+    events = request(node, "2.25.8001", refs_of(entries), dropReport=True)
+    assert action_status(events) == 0
+    deadline = time.monotonic() + 20
+    while row(node, "2.25.8001")["attempts"] < 1 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert row(node, "2.25.8001")["state"] == "pending"
+    node.kill()
+    lst.start()
+    node.start_again()
+    rep = lst.wait_for("report", 60)
+    assert rep["transaction"] == "2.25.8001" and rep["eventType"] == 1
+    assert [[r["cls"], r["uid"]] for r in rep["referenced"]] == refs_of(entries)
+    assert wait_state(node, "2.25.8001", "done")["state"] == "done"

@@ -5,7 +5,8 @@
 //     sends one N-ACTION-RQ; JSON is {"transaction": UID or null,
 //     "refs": [[class, instance], ...] or null, "actionType": 1,
 //     "instance": the Requested SOP Instance UID, "linger": ms to keep the
-//     association open for the report (0: release at once)}. Prints one
+//     association open for the report (0: release at once), "dropReport": true
+//     to abort the association, unanswered, when a report comes on it}. Prints one
 //     JSON line per event: {"event": "action", "status": N} and
 //     {"event": "report", ...} for an N-EVENT-REPORT-RQ received on it.
 //   node commitment.js listen PORT AET
@@ -64,10 +65,16 @@ function request(host, port, calling, called, spec) {
       return item;
     });
   rq.setDataset(new Dataset(elements));
-  rq.on('response', (response) => out({ event: 'action', status: response.getStatus() }));
   const client = new Client();
+  rq.on('response', (response) => {
+    out({ event: 'action', status: response.getStatus() });
+  });
   client.addRequest(rq);
-  client.on('nEventReportRequest', (request, callback) => callback(report(request, 'same')));
+  client.on('nEventReportRequest', (request, callback) => {
+    if (!spec.dropReport) return callback(report(request, 'same'));
+    out({ event: 'dropped' });
+    client.abort();
+  });
   client.on('associationRejected', (r) => out({ event: 'rejected', reason: r }));
   client.on('networkError', (e) => out({ event: 'error', message: String(e) }));
   client.on('closed', () => out({ event: 'closed' }));
