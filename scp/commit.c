@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "file_check.h"
+#include "verify_check.h"
 #include "status.h"
 #include "log.h"
 #include "uid.h"
@@ -15,6 +16,10 @@
 #define TAG_REFERENCED_SOP_SEQUENCE 0x00081199u
 #define TAG_REFERENCED_SOP_CLASS_UID 0x00081150u
 #define TAG_REFERENCED_SOP_INSTANCE_UID 0x00081155u
+
+/* Files checked at once, and read ahead, for a result. */
+#define CHECK_JOBS 4
+#define CHECK_WINDOW 32
 
 int pn_commit_lease(const pn_config *cfg)
 {
@@ -111,8 +116,9 @@ static int parse(const pn_dcm_ds *ds, request *r, const char **why)
 	return 0;
 }
 
-/* One reference's Failure Reason (0: committed). */
-static unsigned short judge(const char *root, unsigned char *buf, const pn_commit_item *it)
+/* A reference's Failure Reason from its row alone (0: its file is to be
+ * checked). */
+static unsigned short judge_row(const pn_commit_item *it)
 {
 	if (!pn_dcm_is_storage_class(it->sop_class_uid))
 		return PN_STATUS_CLASS_NOT_SUPPORTED;
@@ -122,19 +128,50 @@ static unsigned short judge(const char *root, unsigned char *buf, const pn_commi
 		return PN_STATUS_CLASS_INSTANCE_CONFLICT;
 	if (it->missing)
 		return PN_STATUS_PROCESSING_FAILURE;
-	/* The file as verify checks it: present, its size and checksum, its
-	 * meta header naming this instance. */
-	pn_check c = {0};
-	c.size = it->size;
-	if ((size_t)snprintf(c.rel, sizeof(c.rel), "%s", it->path) >= sizeof(c.rel) ||
-	    (size_t)snprintf(c.checksum, sizeof(c.checksum), "%s", it->checksum) >= sizeof(c.checksum))
-		return PN_STATUS_PROCESSING_FAILURE;
-	snprintf(c.sop_uid, sizeof(c.sop_uid), "%s", it->sop_uid);
-	snprintf(c.sop_class_uid, sizeof(c.sop_class_uid), "%s", it->stored_class);
-	if (!buf)
-		return PN_STATUS_PROCESSING_FAILURE;
-	pn_file_check_at(root, buf, PN_CHECK_BUF, &c);
-	return c.status == PN_CHECK_OK ? 0 : PN_STATUS_PROCESSING_FAILURE;
+	return 0;
+}
+
+static pn_stored_file stored_file(const pn_commit_item *it)
+{
+	return (pn_stored_file){.sop_uid = it->sop_uid,
+	                        .sop_class_uid = it->stored_class,
+	                        .path = it->path,
+	                        .checksum = it->checksum,
+	                        .size = it->size};
+}
+
+/* The files of the references that passed judge_row, as verify checks
+ * them (present, their size and checksum, their meta header naming the
+ * instance), CHECK_JOBS at once with reads started CHECK_WINDOW ahead: a
+ * cold disk serves a study's files in parallel. */
+static void check_files(const char *root, pn_commit_item *items, size_t n)
+{
+	size_t *todo = malloc((n ? n : 1) * sizeof(*todo));
+	size_t m = 0;
+	for (size_t i = 0; todo && i < n; i++)
+		if (!items[i].failure_reason)
+			todo[m++] = i;
+	pn_checker *c = NULL;
+	if (!todo || (m > 0 && pn_checker_create(root, CHECK_JOBS, CHECK_WINDOW, &c) < 0)) {
+		/* no memory or no threads: nothing is said to be committed */
+		for (size_t i = 0; i < n; i++)
+			if (!items[i].failure_reason)
+				items[i].failure_reason = PN_STATUS_PROCESSING_FAILURE;
+		free(todo);
+		return;
+	}
+	size_t added = 0;
+	for (size_t k = 0; k < m; k++) {
+		while (added < m && added - k < CHECK_WINDOW) {
+			pn_stored_file f = stored_file(&items[todo[added]]);
+			pn_checker_add(c, added++, &f);
+		}
+		const pn_check *ck = pn_checker_wait(c, k);
+		if (ck->status != PN_CHECK_OK)
+			items[todo[k]].failure_reason = PN_STATUS_PROCESSING_FAILURE;
+	}
+	pn_checker_free(c);
+	free(todo);
 }
 
 int pn_commit_result(pn_db *db, const char *root, long long pk, pn_commit_item **ret_items, size_t *ret_n)
@@ -146,10 +183,9 @@ int pn_commit_result(pn_db *db, const char *root, long long pk, pn_commit_item *
 	if (rc < 0)
 		return rc;
 	if (event_type == 0) {
-		unsigned char *buf = malloc(PN_CHECK_BUF);
 		for (size_t i = 0; i < n; i++)
-			items[i].failure_reason = judge(root, buf, &items[i]);
-		free(buf);
+			items[i].failure_reason = judge_row(&items[i]);
+		check_files(root, items, n);
 		rc = pn_commit_set_result(db, pk, items, n);
 		if (rc < 0) {
 			pn_commit_items_free(items, n);

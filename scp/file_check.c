@@ -2,11 +2,8 @@
 #include "file_check.h"
 
 #include <errno.h>
-#include <fcntl.h>
-#include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include "part10.h"
 
@@ -43,22 +40,4 @@ void pn_file_check(int fd, unsigned char *buf, size_t buf_len, pn_check *c)
 	if (rc < 0 || c->overlong || strcmp(meta.sop_instance_uid, c->sop_uid) != 0 ||
 	    strcmp(meta.sop_class_uid, c->sop_class_uid) != 0)
 		c->status = PN_CHECK_NOT_INSTANCE;
-}
-
-void pn_file_check_at(const char *root, unsigned char *buf, size_t buf_len, pn_check *c)
-{
-	if (!pn_storage_rel_path_valid(c->rel)) {
-		c->status = PN_CHECK_BAD_PATH;
-		return;
-	}
-	char full[4096];
-	snprintf(full, sizeof(full), "%s/%s", root, c->rel);
-	int fd = open(full, O_RDONLY | O_CLOEXEC);
-	if (fd < 0) {
-		c->status = PN_CHECK_MISSING;
-		c->err = errno;
-		return;
-	}
-	pn_file_check(fd, buf, buf_len, c);
-	close(fd);
 }

@@ -1,8 +1,7 @@
 /* One stored file checked against its index row: present, the recorded
  * size, the recorded checksum over every byte, the instance and class its
- * meta header names. pacsnodectl verify runs it in its threads
- * (ctl/verify_check.c); storage commitment, before it says an instance is
- * committed (scp/commit.c). */
+ * meta header names. Run by the checking threads of verify_check.h, for
+ * pacsnodectl verify and for storage commitment (commit.c). */
 #ifndef PN_FILE_CHECK_H
 #define PN_FILE_CHECK_H
 
@@ -44,9 +43,5 @@ typedef struct {
  * bytes set; status must be PN_CHECK_OK on entry), reading through `buf`
  * of `buf_len` bytes. */
 void pn_file_check(int fd, unsigned char *buf, size_t buf_len, pn_check *c);
-
-/* The same for the file the row names under `root`: a path the node would
- * not give is PN_CHECK_BAD_PATH, one that does not open PN_CHECK_MISSING. */
-void pn_file_check_at(const char *root, unsigned char *buf, size_t buf_len, pn_check *c);
 
 #endif

@@ -310,3 +310,55 @@ def test_pending_report_survives_a_crash(node_factory, listener, corpus, scu_dir
     assert rep["transaction"] == "2.25.8001" and rep["eventType"] == 1
     assert [[r["cls"], r["uid"]] for r in rep["referenced"]] == refs_of(entries)
     assert wait_state(node, "2.25.8001", "done")["state"] == "done"
+
+
+def study_of(folder, n, template_dir):
+    """n instances of one series in `folder`: the given folder's .dcm files
+    (PN_COMMIT_STUDY_DIR, e.g. bench/store/gen_data.py's 512x512 CT), else
+    copies of one small generated CT instance with their own UIDs."""
+    import pydicom
+
+    given = os.environ.get("PN_COMMIT_STUDY_DIR")
+    if given:
+        files = sorted(os.path.join(given, f) for f in os.listdir(given) if f.endswith(".dcm"))[:n]
+    else:
+        base = os.path.join(template_dir, "base.dcm")
+        H.gen_corpus.make_instance(base, name="commit-large")
+        ds = pydicom.dcmread(base)
+        files = []
+        for i in range(n):
+            uid = "2.25.%d" % (10**30 + i)
+            ds.SOPInstanceUID = uid
+            ds.file_meta.MediaStorageSOPInstanceUID = uid
+            ds.InstanceNumber = i + 1
+            path = os.path.join(folder, "i%05d.dcm" % i)
+            ds.save_as(path, write_like_original=False)
+            files.append(path)
+    refs = []
+    for f in files:
+        d = pydicom.dcmread(f, stop_before_pixels=True)
+        refs.append([str(d.SOPClassUID), str(d.SOPInstanceUID)])
+    return files, refs
+
+
+def test_a_1000_instance_study_reported_within_a_second(node_factory, testdir, scu_dir):
+    node = commit_node(node_factory, H.free_port())
+    folder = H.make_dir(os.path.join(testdir, "study"))
+    files, refs = study_of(folder, 1000, testdir)
+    run = H.storescu(node.port, files, scu_dir)
+    assert run.all_success(), run.summary()
+    if os.environ.get("PN_COMMIT_COLD"):  # the stored files out of the page cache
+        for r in node.query("SELECT path FROM instance"):
+            fd = os.open(os.path.join(node.storage, r["path"]), os.O_RDONLY)
+            os.fsync(fd)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            os.close(fd)
+    events = request(node, "2.25.9001", refs)
+    assert action_status(events) == 0
+    [rep] = reports(events)
+    assert rep["eventType"] == 1 and len(rep["referenced"]) == len(refs)
+    t = {e["event"]: e["t"] for e in events}
+    answered_ms, reported_ms = t["action"] - t["accepted"], t["report"] - t["accepted"]
+    print("\nstorage commitment of %d instances (%.0f MB): N-ACTION-RSP after %d ms, report after %d ms"
+          % (len(refs), sum(os.path.getsize(f) for f in files) / 1e6, answered_ms, reported_ms))
+    assert reported_ms < 1000

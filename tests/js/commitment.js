@@ -24,8 +24,9 @@ const { Status, PresentationContextResult, TransferSyntax, SopClass } = dcmjsDim
 const CLASS = SopClass.StorageCommitmentPushModel;
 const INSTANCE = '1.2.840.10008.1.20.1.1';
 
+// Every event with its time (ms since the epoch), for latencies.
 function out(o) {
-  process.stdout.write(JSON.stringify(o) + '\n');
+  process.stdout.write(JSON.stringify(Object.assign({ t: Date.now() }, o)) + '\n');
 }
 
 function report(request, via) {
@@ -66,6 +67,7 @@ function request(host, port, calling, called, spec) {
     });
   rq.setDataset(new Dataset(elements));
   const client = new Client();
+  client.on('associationAccepted', () => out({ event: 'accepted' }));
   rq.on('response', (response) => {
     out({ event: 'action', status: response.getStatus() });
   });

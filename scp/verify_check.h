@@ -1,4 +1,4 @@
-/* pacsnodectl verify: the index's files checked by `jobs` threads at once
+/* pacsnodectl verify and storage commitment (commit.c): the index's files checked by `jobs` threads at once
  * (present, the recorded size, the recorded checksum over every byte, the
  * instance and class its meta header names), handed in and handed back in
  * the index's order, at most `window` in flight. The threads open the
