@@ -67,7 +67,8 @@ static int record_once(pn_db *db, const char *const p[5], long long *ret_pk, int
 	if (!res)
 		goto fail;
 	if (PQntuples(res) == 1) {
-		const char *pk = PQgetvalue(res, 0, 0);
+		char pk[24];
+		snprintf(pk, sizeof(pk), "%s", PQgetvalue(res, 0, 0));
 		*ret_pk = atoll(pk);
 		const char *ip[] = {pk, p[2], p[3]};
 		PQclear(res);
