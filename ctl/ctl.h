@@ -16,5 +16,6 @@ int pn_ctl_reindex(const pn_config *cfg, int argc, char **argv);
 /* Whether something answers on the node's DICOM port (status.c). */
 bool pn_ctl_node_listening(const pn_config *cfg);
 int pn_ctl_delete(const pn_config *cfg, int argc, char **argv);
+int pn_ctl_retention(const pn_config *cfg, int argc, char **argv);
 
 #endif

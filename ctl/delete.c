@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "audit.h"
+#include "audit_delete.h"
 #include "ctl.h"
 #include "db.h"
 #include "delete.h"
@@ -119,52 +120,6 @@ static void user_name(char *out, size_t len)
 		snprintf(out, len, "%s", pw->pw_name);
 	else
 		snprintf(out, len, "uid %u", (unsigned)getuid());
-}
-
-/* The audit messages of what went (docs/audit.md): whole studies as
- * DICOM Study Deleted, part of a study as DICOM Instances Accessed (D),
- * the patient record as Patient Record (D). */
-static int audit_deleted(pn_audit *audit, const pn_delete_summary *s)
-{
-	if (!pn_audit_enabled(audit))
-		return 0;
-	char user[256];
-	user_name(user, sizeof(user));
-	pn_audit_study *whole = calloc(s->n_study + 1, sizeof(*whole));
-	pn_audit_study *part = calloc(s->n_study + 1, sizeof(*part));
-	size_t n_whole = 0, n_part = 0, n_classes = 0;
-	for (size_t i = 0; i < s->n_study; i++)
-		n_classes += s->study[i].n_classes;
-	pn_audit_class_count *classes = calloc(n_classes + 1, sizeof(*classes));
-	if (!whole || !part || !classes) {
-		free(whole);
-		free(part);
-		free(classes);
-		return -ENOMEM;
-	}
-	pn_audit_class_count *c = classes;
-	for (size_t i = 0; i < s->n_study; i++) {
-		const pn_delete_study *st = &s->study[i];
-		pn_audit_study *a = st->whole ? &whole[n_whole++] : &part[n_part++];
-		*a = (pn_audit_study){.study_uid = st->study_uid,
-		                      .patient_id = s->patient_id,
-		                      .patient_name = s->patient_name,
-		                      .classes = c,
-		                      .n_classes = st->n_classes};
-		for (size_t k = 0; k < st->n_classes; k++, c++)
-			*c = (pn_audit_class_count){.sop_class_uid = st->classes[k].sop_class_uid,
-			                            .count = (unsigned)st->classes[k].instances};
-	}
-	if (n_part)
-		pn_audit_deleted(audit, PN_AUDIT_DELETED_INSTANCES, user, s->patient_id, s->patient_name, part, n_part);
-	if (n_whole)
-		pn_audit_deleted(audit, PN_AUDIT_DELETED_STUDIES, user, s->patient_id, s->patient_name, whole, n_whole);
-	if (s->patient_whole)
-		pn_audit_deleted(audit, PN_AUDIT_DELETED_PATIENT, user, s->patient_id, s->patient_name, NULL, 0);
-	free(whole);
-	free(part);
-	free(classes);
-	return 0;
 }
 
 typedef struct {
@@ -428,7 +383,9 @@ int pn_ctl_delete(const pn_config *cfg, int argc, char **argv)
 		goto out;
 	}
 	print_totals("deleted:", &done);
-	if (audit_deleted(audit, &done) < 0)
+	char user[256];
+	user_name(user, sizeof(user));
+	if (pn_audit_delete_summary(audit, user, &done) < 0)
 		fprintf(stderr, "pacsnodectl delete: out of memory: no audit message for this deletion\n");
 	fflush(stdout);
 	if (getenv("PN_TEST_DELETE_PAUSE")) {

@@ -22,6 +22,7 @@ static const struct {
     {"import", "store DICOM files and folders as C-STORE would", pn_ctl_import},
     {"reindex", "rebuild the index from the stored files into an empty database", pn_ctl_reindex},
     {"delete", "remove a patient, a study, a series or an instance: rows and files", pn_ctl_delete},
+    {"retention", "list what the node's retention would delete now (--dry-run)", pn_ctl_retention},
 };
 
 static void usage(FILE *out)
@@ -30,7 +31,7 @@ static void usage(FILE *out)
 	             "  -c, --config FILE   the node's configuration (default " DEFAULT_CONFIG ")\n"
 	             "commands:\n");
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
-		fprintf(out, "  %-8s %s\n", commands[i].name, commands[i].summary);
+		fprintf(out, "  %-9s %s\n", commands[i].name, commands[i].summary);
 	fprintf(out, "pacsnodectl COMMAND --help: the command's own options\n");
 }
 

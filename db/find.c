@@ -109,9 +109,29 @@ static const struct computed {
     {PN_FIND_STUDY, true, "st.n_instances"},
     {PN_FIND_SERIES, true, "se.n_instances"},
     {PN_FIND_STUDY, false, "st.modalities"},
+    /* The study's classes, kept by triggers (migration 011): a range of
+     * one to a few rows, where the instances were a scan of the study. */
     {PN_FIND_STUDY, false,
-     "(SELECT string_agg(DISTINCT x.sop_class_uid, '\\' ORDER BY x.sop_class_uid)"
-     " FROM instance x JOIN series y ON y.pk = x.series_fk WHERE y.study_fk = st.pk)"},
+     "(SELECT string_agg(c.sop_class_uid, '\\' ORDER BY c.sop_class_uid)"
+     " FROM study_sop_class c WHERE c.study_fk = st.pk)"},
+    /* by level: availability_sql */
+    {PN_FIND_PATIENT, false, NULL},
+};
+
+/* InstanceAvailability (PS3.4 C.4.1.1.3.2) of the match: OFFLINE when a
+ * file of it was found missing (its recovery from a backup is manual
+ * intervention), else ONLINE; the probes go through the partial index of
+ * the instances marked missing (migration 011), empty in a healthy
+ * archive. */
+static const char *const availability_sql[PN_FIND_LEVELS] = {
+    "CASE WHEN EXISTS (SELECT 1 FROM instance x JOIN series y ON y.pk = x.series_fk JOIN study z ON"
+    " z.pk = y.study_fk WHERE x.missing_since IS NOT NULL AND z.patient_fk = p.pk) THEN 'OFFLINE' ELSE"
+    " 'ONLINE' END",
+    "CASE WHEN EXISTS (SELECT 1 FROM instance x JOIN series y ON y.pk = x.series_fk WHERE x.missing_since IS"
+    " NOT NULL AND y.study_fk = st.pk) THEN 'OFFLINE' ELSE 'ONLINE' END",
+    "CASE WHEN EXISTS (SELECT 1 FROM instance x WHERE x.missing_since IS NOT NULL AND x.series_fk = se.pk)"
+    " THEN 'OFFLINE' ELSE 'ONLINE' END",
+    "CASE WHEN i.missing_since IS NULL THEN 'ONLINE' ELSE 'OFFLINE' END",
 };
 
 static const char *const from_clause[PN_FIND_LEVELS] = {
@@ -401,7 +421,7 @@ int pn_find_start(pn_db *db, const pn_find_query *q)
 		fs->col_computed[c] = -1;
 		if (q->paths_only || !(q->computed & (1u << c)) || computed[c].min_level > q->level)
 			continue;
-		put(b, ", %s", computed[c].sql);
+		put(b, ", %s", computed[c].sql ? computed[c].sql : availability_sql[q->level]);
 		fs->col_computed[c] = ncol++;
 		fs->computed |= 1u << c;
 	}
@@ -547,6 +567,9 @@ int pn_find_next(pn_db *db, pn_find_row *row)
 		row->modalities = PQgetvalue(res, 0, cm);
 	if (cs >= 0 && !PQgetisnull(res, 0, cs))
 		row->sop_classes = PQgetvalue(res, 0, cs);
+	int ca = fs->col_computed[8];
+	if (ca >= 0 && !PQgetisnull(res, 0, ca))
+		row->availability = PQgetvalue(res, 0, ca);
 	if (fs->col_path >= 0) {
 		row->sop_uid = PQgetvalue(res, 0, fs->col_path);
 		row->sop_class_uid = PQgetvalue(res, 0, fs->col_path + 1);

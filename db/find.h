@@ -42,7 +42,8 @@ enum {
 	PN_FIND_C_SERIES_INSTANCES = 1 << 5,  /* (0020,1209) */
 	PN_FIND_C_MODALITIES = 1 << 6,        /* (0008,0061) */
 	PN_FIND_C_SOP_CLASSES = 1 << 7,       /* (0008,0062) */
-	PN_FIND_C_COUNT = 8,
+	PN_FIND_C_AVAILABILITY = 1 << 8,      /* (0008,0056) */
+	PN_FIND_C_COUNT = 9,
 };
 
 /* Column kinds, for the caller's validation of values. */
@@ -86,6 +87,10 @@ typedef struct {
 	int64_t counts[PN_FIND_C_COUNT]; /* by bit index of PN_FIND_C_*; -1: not asked */
 	const char *modalities;          /* "CT\\MR" or NULL */
 	const char *sop_classes;
+	/* InstanceAvailability: "ONLINE", or "OFFLINE" when a file of the
+	 * entity was found missing (pacsnodectl verify --repair); NULL when
+	 * not asked */
+	const char *availability;
 	/* IMAGE level: where the instance is, for retrieval */
 	const char *sop_uid, *sop_class_uid, *transfer_syntax_uid, *path;
 	/* IMAGE level: whose instance it is ("" when the patient has no name) */

@@ -167,6 +167,19 @@ static int parse_gib(parse_state *st, void *field, const char *value, long min, 
 	return 0;
 }
 
+static int parse_retention_policy(parse_state *st, void *field, const char *value, long min, long max)
+{
+	(void)min;
+	(void)max;
+	const char *names[] = {pn_retention_policy_name(PN_RETENTION_RECEIVED),
+	                       pn_retention_policy_name(PN_RETENTION_ACCESSED)};
+	int i;
+	if (pick_name(st, value, names, 2, &i) < 0)
+		return -EINVAL;
+	*(pn_retention_policy *)field = i == 0 ? PN_RETENTION_RECEIVED : PN_RETENTION_ACCESSED;
+	return 0;
+}
+
 static int parse_write_mode(parse_state *st, void *field, const char *value, long min, long max)
 {
 	(void)min;
@@ -396,6 +409,12 @@ static const config_key node_keys[] = {
     {"storage", "max_inflated_mib", parse_int, CFG(max_inflated_mib), 1, 1048576},
     {"storage", "write_mode", parse_write_mode, CFG(write_mode), 0, 0},
     {"retention", "min_free_gib", parse_gib, CFG(min_free_bytes), 0, 1 << 20},
+    {"retention", "max_storage_gib", parse_gib, CFG(max_storage_bytes), 0, 1 << 24},
+    {"retention", "max_study_age_days", parse_int, CFG(max_study_age_days), 0, 365000},
+    {"retention", "delete_for_free_space", parse_bool, CFG(delete_for_free_space), 0, 0},
+    {"retention", "policy", parse_retention_policy, CFG(retention_policy), 0, 0},
+    {"retention", "deletes_per_minute", parse_int, CFG(deletes_per_minute), 1, 100000},
+    {"retention", "interval", parse_int, CFG(retention_interval), 1, 3600},
     {"database", "conninfo", parse_string, CFG(conninfo), 1, 0},
     {"commitment", "retry_for", parse_int, CFG(commit_retry_for), 0, 30 * 86400},
     {"query", "max_matches", parse_int, CFG(max_matches), 0, 100000000},
@@ -510,6 +529,9 @@ static int set_defaults(pn_config *c)
 	c->max_inflated_mib = 1024;
 	c->write_mode = PN_WRITE_AUTO;
 	c->min_free_bytes = UINT64_C(1) << 30;
+	c->retention_policy = PN_RETENTION_RECEIVED;
+	c->deletes_per_minute = 30;
+	c->retention_interval = 60;
 	c->max_matches = 0;
 	c->commit_retry_for = 86400;
 	c->pn_case_insensitive = true;
@@ -892,4 +914,9 @@ int pn_config_keep_restart_keys(pn_config *fresh, const pn_config *running, char
 		n++;
 	}
 	return n;
+}
+
+const char *pn_retention_policy_name(pn_retention_policy p)
+{
+	return p == PN_RETENTION_ACCESSED ? "accessed" : "received";
 }

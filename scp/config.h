@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "index.h"      /* pn_dup_policy */
+#include "retention.h"  /* pn_retention_policy */
 #include "write_mode.h" /* pn_write_policy */
 
 enum {
@@ -66,6 +67,14 @@ typedef struct pn_config {
 	/* [retention] min_free_gib: stores are refused (0xA700) while the
 	 * storage's file system has less free; 0: never */
 	uint64_t min_free_bytes;
+	/* the background deletions (retention.h, docs/operations.md); none of
+	 * them is on by default: an archive deletes nothing unless told */
+	uint64_t max_storage_bytes; /* 0: no quota */
+	int max_study_age_days;     /* 0: no age limit */
+	bool delete_for_free_space; /* delete while free space is low */
+	pn_retention_policy retention_policy;
+	int deletes_per_minute;
+	int retention_interval; /* seconds between rounds */
 
 	char *conninfo;
 	int log_level;
@@ -140,5 +149,6 @@ const pn_peer *pn_config_find_peer(const pn_config *config, const char *ae);
 bool pn_ae_title_valid(const char *ae);
 
 const char *pn_dup_policy_name(pn_dup_policy p);
+const char *pn_retention_policy_name(pn_retention_policy p);
 
 #endif

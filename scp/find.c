@@ -205,8 +205,11 @@ static int answer(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dcm_cmd
 		return pn_dcm_find_respond(assoc, cmd, PN_STATUS_NOT_AUTHORIZED, NULL, "not allowed to query");
 	}
 	pn_query *q = NULL;
-	rc = pn_query_parse(identifier, cmd->sop_class_uid, ctx->cfg->pn_case_insensitive ? PN_QUERY_FOLD_NAMES : 0, &q,
-	                    &status, why, sizeof why);
+	/* relational queries only where negotiated (extended negotiation):
+	 * else the hierarchical rules hold */
+	unsigned flags = (ctx->cfg->pn_case_insensitive ? PN_QUERY_FOLD_NAMES : 0) |
+	                 (pn_dcm_assoc_relational(assoc, cmd->sop_class_uid) ? PN_QUERY_RELATIONAL : 0);
+	rc = pn_query_parse(identifier, cmd->sop_class_uid, flags, &q, &status, why, sizeof why);
 	if (rc == -ENOMEM) {
 		status = PN_STATUS_OUT_OF_RESOURCES;
 		snprintf(why, sizeof why, "out of memory");

@@ -333,6 +333,8 @@ int pn_query_parse(pn_dcm_ds *identifier, const char *sop_class_uid, unsigned fl
 			key->role = k->tag == TAG_RETRIEVE_AE ? PN_KEY_RETRIEVE_AE : PN_KEY_AVAILABILITY;
 			if (k->tag == TAG_RETRIEVE_AE)
 				q->asked_retrieve_ae = true;
+			else
+				q->sql.computed |= PN_FIND_C_AVAILABILITY;
 			if (k->value[0])
 				q->unmatched = true;
 			continue;

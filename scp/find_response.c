@@ -177,7 +177,7 @@ int pn_find_response_build(const pn_query *q, const pn_find_row *row, pn_dcm_ds 
 			rc = pn_dcm_ds_put(rsp, k->tag, our_ae);
 			break;
 		case PN_KEY_AVAILABILITY:
-			rc = pn_dcm_ds_put(rsp, k->tag, "ONLINE");
+			rc = pn_dcm_ds_put(rsp, k->tag, row->availability ? row->availability : "ONLINE");
 			break;
 		case PN_KEY_COMPUTED:
 			rc = pn_dcm_ds_put(rsp, k->tag, computed_value(k, row, buf));
@@ -366,7 +366,7 @@ int pn_find_response_value(const pn_query *q, const pn_query_key *k, const pn_fi
 		text = our_ae;
 		break;
 	case PN_KEY_AVAILABILITY:
-		text = "ONLINE";
+		text = row->availability ? row->availability : "ONLINE";
 		break;
 	case PN_KEY_COMPUTED:
 		text = computed_value(k, row, buf);

@@ -17,6 +17,7 @@
 #include "find.h"
 #include "find_match.h"
 #include "hold.h"
+#include "retention.h"
 #include "audit_tally.h"
 #include "log.h"
 #include "part10.h"
@@ -114,7 +115,9 @@ static int targets_add(target_list *t, const pn_find_row *row)
 
 /* The identifier's unique keys (PS3.4 C.4.2.2.1): every level above the
  * retrieve level one value, the retrieve level one value or a UID list.
- * Other keys are ignored. */
+ * Relational retrieval (C.4.2.2.2, when negotiated): the keys of the
+ * levels above may be absent; those given still select. Other keys are
+ * ignored. */
 typedef struct {
 	bool patient_root;
 	int level;
@@ -137,8 +140,8 @@ static const char *const level_names[4] = {"PATIENT", "STUDY", "SERIES", "IMAGE"
 static const uint32_t unique_tags[4] = {TAG_PATIENT_ID, TAG_STUDY_UID, TAG_SERIES_UID, TAG_SOP_UID};
 static const char *const unique_names[4] = {"PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"};
 
-static int parse_keys(pn_dcm_ds *id, bool patient_root, retrieve_keys *k, unsigned short *ret_status, char *why,
-                      size_t whylen)
+static int parse_keys(pn_dcm_ds *id, bool patient_root, bool relational, retrieve_keys *k, unsigned short *ret_status,
+                      char *why, size_t whylen)
 {
 	memset(k, 0, sizeof *k);
 	k->patient_root = patient_root;
@@ -173,6 +176,10 @@ static int parse_keys(pn_dcm_ds *id, bool patient_root, retrieve_keys *k, unsign
 			return rc;
 		if (v)
 			pn_trim(v);
+		if ((!v || !v[0]) && relational && l < k->level) {
+			free(v);
+			continue;
+		}
 		if (!v || !v[0]) {
 			free(v);
 			snprintf(why, whylen, "%s level needs %s", level_names[k->level], unique_names[l]);
@@ -206,11 +213,21 @@ static int parse_keys(pn_dcm_ds *id, bool patient_root, retrieve_keys *k, unsign
 }
 
 /* The holds of a retrieve: its PatientID at PATIENT level, else each
- * study it names (one, or a list at STUDY level). */
-static int hold_keys(const retrieve_keys *k, pn_hold *h)
+ * study it names (one, or a list at STUDY level); a relational retrieve
+ * that names no study: the studies of what it selects, listed first. */
+static int select_targets(const pn_store_ctx *ctx, const retrieve_keys *k, target_list *out);
+static int hold_keys(const pn_store_ctx *ctx, const retrieve_keys *k, pn_hold *h)
 {
 	if (k->level == 0)
 		return pn_hold_patient(h, k->matches[0].value);
+	if (!k->values[1]) {
+		target_list first = {0};
+		int rc = select_targets(ctx, k, &first);
+		for (size_t i = 0; rc == 0 && i < first.n_studies; i++)
+			rc = pn_hold_study(h, first.studies[i].study_uid);
+		targets_free(&first);
+		return rc;
+	}
 	const pn_match *m = &k->matches[1];
 	if (m->kind != PN_MATCH_LIST)
 		return pn_hold_study(h, m->value);
@@ -454,7 +471,8 @@ int pn_retrieve_handle(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dc
 	}
 
 	retrieve_keys keys;
-	int rc = parse_keys(id, patient_root, &keys, &status, why, sizeof why);
+	int rc = parse_keys(id, patient_root, pn_dcm_assoc_relational(assoc, cmd->sop_class_uid), &keys, &status, why,
+	                    sizeof why);
 	pn_dcm_ds_free(id);
 	if (rc < 0) {
 		keys_clear(&keys);
@@ -470,9 +488,11 @@ int pn_retrieve_handle(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dc
 	/* What is selected stays until it is sent: no delete of it meanwhile
 	 * (hold.h). */
 	pn_hold hold = {0};
-	rc = hold_keys(&keys, &hold);
+	rc = hold_keys(ctx, &keys, &hold);
 	if (rc == 0)
 		rc = pn_hold_take(ctx->db, &hold);
+	if (rc == 0 && pn_retention_touch(ctx->db, &hold) < 0)
+		pn_debug("%s: the studies' access time was not noted: %s", op, pn_db_errmsg(ctx->db));
 	target_list targets = {0};
 	if (rc == 0)
 		rc = select_targets(ctx, &keys, &targets);

@@ -25,6 +25,7 @@
 #include "fdpass.h"
 #include "log.h"
 #include "metrics.h"
+#include "retention_round.h"
 #include "web.h"
 #include "tls.h"
 #include "watchdog.h"
@@ -32,7 +33,7 @@
 
 #define MAX_REJECTERS 16
 
-typedef enum { CHILD_POOL, CHILD_OVERFLOW, CHILD_REJECTER, CHILD_AUDIT, CHILD_COMMIT } child_kind;
+typedef enum { CHILD_POOL, CHILD_OVERFLOW, CHILD_REJECTER, CHILD_AUDIT, CHILD_RETENTION, CHILD_COMMIT } child_kind;
 
 typedef struct {
 	pid_t pid; /* 0: slot unused */
@@ -42,7 +43,9 @@ typedef struct {
 	bool http;    /* busy with (overflow: serving) an HTTP connection */
 	unsigned gen; /* the configuration it was started with */
 	time_t started;
-	bool silent; /* pool workers: said not to answer the watchdog */
+	bool silent;          /* pool workers: said not to answer the watchdog */
+	bool termed;          /* retention: told to stop (a reload changed its keys) */
+	const pn_config *cfg; /* retention: the configuration it runs with */
 } child;
 
 typedef struct {
@@ -58,10 +61,11 @@ typedef struct {
 	child *children;
 	size_t n_children;
 	int n_overflow, n_http_overflow, n_rejecters;
-	time_t respawn_at;          /* a pool worker died young: wait before the next */
-	time_t audit_respawn_at;    /* the same for the audit sender */
-	time_t commit_respawn_at;   /* and for the storage commitment sender */
-	time_t accept_paused_until; /* out of descriptors: stop accepting a while */
+	time_t respawn_at;           /* a pool worker died young: wait before the next */
+	time_t audit_respawn_at;     /* the same for the audit sender */
+	time_t retention_respawn_at; /* and for the retention process */
+	time_t commit_respawn_at;    /* and for the storage commitment sender */
+	time_t accept_paused_until;  /* out of descriptors: stop accepting a while */
 } server;
 
 static volatile sig_atomic_t got_stop, got_child, got_reload;
@@ -254,6 +258,56 @@ static void keep_audit_sender(server *s)
 	s->audit_respawn_at = time(NULL) + 1;
 }
 
+/* Whether a reloaded configuration changes what retention does. */
+static bool retention_same(const pn_config *a, const pn_config *b)
+{
+	return a->max_storage_bytes == b->max_storage_bytes && a->max_study_age_days == b->max_study_age_days &&
+	       a->delete_for_free_space == b->delete_for_free_space && a->min_free_bytes == b->min_free_bytes &&
+	       a->retention_policy == b->retention_policy && a->deletes_per_minute == b->deletes_per_minute &&
+	       a->retention_interval == b->retention_interval;
+}
+
+/* The retention process (retention_round.h): one while a deletion is
+ * configured; after a reload that changes its keys the old one is told to
+ * stop (it ends the deletion in progress) and, once it is gone, a new one
+ * starts with the new keys, so two never delete at once. Restarted at most
+ * every 5 s if it dies. */
+static void keep_retention(server *s)
+{
+	for (size_t i = 0; i < s->n_children; i++) {
+		child *c = &s->children[i];
+		if (!c->pid || c->kind != CHILD_RETENTION)
+			continue;
+		if (c->gen != s->gen && !c->termed) {
+			if (retention_same(c->cfg, s->cfg) && pn_retention_on(s->cfg))
+				c->gen = s->gen; /* unchanged: it goes on, its minute's count with it */
+			else {
+				kill(c->pid, SIGTERM);
+				c->termed = true;
+			}
+		}
+		return;
+	}
+	if (!pn_retention_on(s->cfg) || time(NULL) < s->retention_respawn_at)
+		return;
+	child *c = free_slot(s);
+	if (!c)
+		return;
+	pid_t pid = fork();
+	if (pid < 0) {
+		pn_error("could not start the retention process: %m");
+		s->retention_respawn_at = time(NULL) + 5;
+		return;
+	}
+	if (pid == 0) {
+		child_setup(s, -1);
+		_exit(pn_retention_main(s->cfg, s->audit));
+	}
+	*c = (child){
+	    .pid = pid, .kind = CHILD_RETENTION, .channel = -1, .gen = s->gen, .started = time(NULL), .cfg = s->cfg};
+	s->retention_respawn_at = time(NULL) + 5;
+}
+
 /* The storage commitment sender: one process while some peer may request
  * storage commitment, restarted (not faster than once a second) if it
  * dies, and after a reload (it runs with the configuration it started
@@ -341,6 +395,11 @@ static void reap(server *s, bool stopping)
 				s->n_rejecters--;
 			else if (c->kind == CHILD_AUDIT && !stopping)
 				pn_warning("audit sender %d ended unexpectedly (%s); starting another", (int)pid, how);
+			else if (c->kind == CHILD_RETENTION && !stopping && c->termed && clean)
+				pn_info("retention process %d stopped for the reloaded configuration", (int)pid);
+			else if (c->kind == CHILD_RETENTION && !stopping)
+				pn_warning("retention process %d ended unexpectedly (%s); starting another within 5 s",
+				           (int)pid, how);
 			else if (c->kind == CHILD_COMMIT) {
 				/* one stopped by a reload ends cleanly */
 				if (!stopping && !(clean && c->gen != s->gen))
@@ -452,9 +511,13 @@ static void shut_down(server *s)
 	if (s->http_listen_fd >= 0)
 		close(s->http_listen_fd);
 	s->listen_fd = s->tls_listen_fd = s->http_listen_fd = -1;
-	/* What it is sending ends within its timeouts; what it has not sent
-	 * stays queued in the database. */
+	/* What the commitment sender is sending ends within its timeouts;
+	 * what it has not sent stays queued in the database. */
 	stop_commit_sender(s);
+	/* Retention ends the deletion in progress and goes. */
+	for (size_t i = 0; i < s->n_children; i++)
+		if (s->children[i].pid && s->children[i].kind == CHILD_RETENTION)
+			kill(s->children[i].pid, SIGTERM);
 	/* Idle pool workers exit when their channel closes; busy ones finish
 	 * their association first. */
 	for (size_t i = 0; i < s->n_children; i++) {
@@ -595,7 +658,7 @@ int pn_server_run(const pn_config *cfg)
 {
 	server s = {.cfg = cfg, .listen_fd = -1, .tls_listen_fd = -1, .http_listen_fd = -1};
 	s.n_children = (size_t)cfg->workers + (size_t)cfg->max_associations + (size_t)cfg->http_max_connections +
-	               MAX_REJECTERS + 2; /* the two senders */
+	               MAX_REJECTERS + 3; /* the audit sender, retention, the commitment sender */
 	s.children = calloc(s.n_children, sizeof(child));
 	if (!s.children)
 		return EXIT_FAILURE;
@@ -652,6 +715,7 @@ int pn_server_run(const pn_config *cfg)
 
 	fill_pool(&s);
 	keep_audit_sender(&s);
+	keep_retention(&s);
 	keep_commit_sender(&s);
 	char where[160];
 	if (cfg->port && s.tls_listen_fd >= 0)
@@ -693,6 +757,7 @@ int pn_server_run(const pn_config *cfg)
 		}
 		fill_pool(&s);
 		keep_audit_sender(&s);
+		keep_retention(&s);
 		keep_commit_sender(&s);
 		keep_watchdog(&s);
 		nfds_t n = 0;

@@ -201,6 +201,7 @@ enum MHD_Result pn_web_download(pn_web_req *r, const char *study, const char *se
 		download_free(d);
 		return pn_web_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "the index does not answer");
 	}
+	pn_web_note_access(r->ctx->db, &d->hold);
 	if (pn_web_search_start(r->ctx, q, false, PN_FIND_ORDER_NUMBER, 0, -1, &d->search) < 0) {
 		download_free(d);
 		return pn_web_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "the index does not answer");

@@ -21,6 +21,7 @@
 #include "dcm/pn_dcm.h"
 #include "log.h"
 #include "metrics.h"
+#include "retention.h"
 #include "storage.h"
 #include "uid.h"
 #include "users.h"
@@ -152,6 +153,12 @@ enum MHD_Result pn_web_reply(pn_web_req *r, unsigned status, const char *type, c
 		return MHD_NO;
 	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, type);
 	return pn_web_queue(r, status, resp);
+}
+
+void pn_web_note_access(pn_db *db, const pn_hold *hold)
+{
+	if (pn_retention_touch(db, hold) < 0)
+		pn_debug("web: the studies' access time was not noted: %s", pn_db_errmsg(db));
 }
 
 enum MHD_Result pn_web_error(pn_web_req *r, unsigned status, const char *fmt, ...)

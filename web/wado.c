@@ -323,8 +323,11 @@ enum MHD_Result pn_web_wado(pn_web_req *r, const char *study, const char *series
 	RAND_bytes(rnd, sizeof(rnd));
 	for (int i = 0; i < 16; i++)
 		snprintf(w->boundary + 2 * i, 3, "%02x", rnd[i]);
-	if (!r->ctx->db || pn_hold_study(&w->hold, study) < 0 || pn_hold_take(r->ctx->db, &w->hold) < 0 ||
-	    pn_find_start(r->ctx->db, &q) < 0) {
+	bool held = r->ctx->db && pn_hold_study(&w->hold, study) == 0 && pn_hold_take(r->ctx->db, &w->hold) == 0;
+	/* the access noted before the listing streams on the connection */
+	if (held)
+		pn_web_note_access(r->ctx->db, &w->hold);
+	if (!held || pn_find_start(r->ctx->db, &q) < 0) {
 		wado_free(w);
 		return pn_web_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "the index does not answer");
 	}

@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <time.h>
 
+#include "hold.h"
 #include "store.h" /* pn_store_ctx */
 #include "users.h"
 
@@ -45,6 +46,11 @@ enum MHD_Result pn_web_queue(pn_web_req *r, unsigned status, struct MHD_Response
  * failures, 5xx). */
 enum MHD_Result pn_web_error(pn_web_req *r, unsigned status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* A retrieve (WADO-RS, a download) has taken its hold: the studies it
+ * names are marked accessed for [retention] policy = accessed (a failure
+ * only logged at debug: the retrieve goes on). */
+void pn_web_note_access(pn_db *db, const pn_hold *hold);
 
 /* A refusal of a request whose body is on its way: at once when the
  * client waits for it (Expect: 100-continue), else once its body (up to a

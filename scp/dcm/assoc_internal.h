@@ -13,6 +13,9 @@
 
 #include "pn_dcm.h"
 
+// The Query/Retrieve models extended negotiation is answered for.
+#define PN_DCM_QR_MODELS 6
+
 struct pn_dcm_assoc {
 	T_ASC_Association *assoc = nullptr;
 	int fd = -1;   // ours until dcmtk owns it
@@ -40,7 +43,15 @@ struct pn_dcm_assoc {
 	// pn_dcm_cancel_requested, forgotten at the next command.
 	bool cancel_seen = false;
 	unsigned short cancel_msg_id = 0;
+	// Extended negotiation (extneg.cc): relational queries / retrieval
+	// accepted, by Query/Retrieve model (FIND, MOVE, GET; Patient and
+	// Study Root).
+	bool relational[PN_DCM_QR_MODELS] = {};
 };
+
+// Answers the requestor's SOP Class Extended Negotiation items
+// (extneg.cc); before the A-ASSOCIATE-AC is sent.
+void pn_dcm_negotiate_extended(pn_dcm_assoc *a);
 
 // Where the adapter's own PDUs go (pn_pdu_send_all): nullptr for the
 // plain socket, else the association's TLS connection.

@@ -461,6 +461,7 @@ extern "C" int pn_dcm_assoc_accept(pn_dcm_assoc *a, bool commitment, unsigned *r
 		*ret_accepted = accepted;
 		if (accepted == 0)
 			return 0;
+		pn_dcm_negotiate_extended(a);
 		if (ASC_acknowledgeAssociation(a->assoc).bad())
 			return -EPROTO;
 		set_socket_timeouts(a->sock, a->data_timeout);

@@ -115,6 +115,11 @@ int pn_dcm_assoc_reject(pn_dcm_assoc *assoc, pn_dcm_reject_reason reason);
  * PN_REJECT_APP_CONTEXT). */
 int pn_dcm_assoc_accept(pn_dcm_assoc *assoc, bool commitment, unsigned *ret_accepted);
 
+/* Whether relational queries (PS3.4 C.4.1.2.2) or relational retrieval
+ * (C.4.2.2.2, C.4.3.2.2) were negotiated for this C-FIND, C-MOVE or C-GET
+ * SOP class on the association (extended negotiation byte 0). */
+bool pn_dcm_assoc_relational(const pn_dcm_assoc *assoc, const char *sop_class_uid);
+
 typedef enum {
 	PN_CMD_ECHO,
 	PN_CMD_STORE,

@@ -39,8 +39,10 @@ def _ae(title):
     return title.encode("ascii").ljust(16, b" ")[:16]
 
 
-def associate_rq(calling, called, abstract, transfer=EXPLICIT_LE, pc_id=1, more=()):
-    """`abstract` in context pc_id, each of `more` in the next odd ids."""
+def associate_rq(calling, called, abstract, transfer=EXPLICIT_LE, pc_id=1, more=(), ext_neg=None):
+    """`abstract` in context pc_id, each of `more` in the next odd ids;
+    ext_neg {SOP class UID: application information bytes}: SOP Class
+    Extended Negotiation sub-items (PS3.7 D.3.3.5)."""
     pcs = b""
     for i, a in enumerate((abstract,) + tuple(more)):
         pc = struct.pack(">BBBB", pc_id + 2 * i, 0, 0, 0)
@@ -48,6 +50,9 @@ def associate_rq(calling, called, abstract, transfer=EXPLICIT_LE, pc_id=1, more=
         pc += _item(0x40, transfer.encode("ascii"))
         pcs += _item(0x20, pc)
     user = _item(0x51, struct.pack(">I", MAX_PDU)) + _item(0x52, IMPL_CLASS)
+    for uid, info in (ext_neg or {}).items():
+        u = uid.encode("ascii")
+        user += _item(0x56, struct.pack(">H", len(u)) + u + info)
     body = struct.pack(">HH", 1, 0) + _ae(called) + _ae(calling) + b"\0" * 32
     body += _item(0x10, APP_CONTEXT) + pcs + _item(0x50, user)
     return _pdu(0x01, body)
@@ -150,9 +155,12 @@ class Association:
         kind, _, length = struct.unpack(">BBI", self._recv_exact(6))
         return kind, self._recv_exact(length)
 
-    def associate(self, calling, called, abstract, transfer=EXPLICIT_LE, more=()):
+    def associate(self, calling, called, abstract, transfer=EXPLICIT_LE, more=(), ext_neg=None):
+        """self.ext_neg: the A-ASSOCIATE-AC's extended negotiation items,
+        {SOP class UID: application information bytes}."""
         self.accepted = set()
-        self.sock.sendall(associate_rq(calling, called, abstract, transfer, more=more))
+        self.ext_neg = {}
+        self.sock.sendall(associate_rq(calling, called, abstract, transfer, more=more, ext_neg=ext_neg))
         kind, body = self.recv_pdu()
         if kind == 0x03:
             raise UlError("association rejected (result %d, source %d, reason %d)"
@@ -175,6 +183,10 @@ class Association:
                         (peer_max,) = struct.unpack_from(">I", payload, sub + 4)
                         if peer_max:
                             self.max_send = min(MAX_PDU, peer_max)
+                    elif st == 0x56:
+                        (ul,) = struct.unpack_from(">H", payload, sub + 4)
+                        uid = payload[sub + 6:sub + 6 + ul].decode("ascii")
+                        self.ext_neg[uid] = payload[sub + 6 + ul:sub + 4 + sn]
                     sub += 4 + sn
             off += 4 + n
         if self.pc_id is None:

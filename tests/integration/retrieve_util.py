@@ -695,11 +695,14 @@ def _uid_bytes(u):
     return u.encode("ascii")
 
 
-def _user_info(max_pdu, roles=()):
+def _user_info(max_pdu, roles=(), ext_neg=None):
     body = _item(0x51, struct.pack(">I", max_pdu)) + _item(0x52, _uid_bytes(IMPL_CLASS))
     for uid in roles:
         u = _uid_bytes(uid)
         body += _item(0x54, struct.pack(">H", len(u)) + u + b"\x00\x01")  # SCU no, SCP yes
+    for uid, info in (ext_neg or {}).items():  # SOP Class Extended Negotiation
+        u = uid.encode("ascii")
+        body += _item(0x56, struct.pack(">H", len(u)) + u + info)
     return _item(0x50, body)
 
 
@@ -720,9 +723,10 @@ class RetrieveAssociation(UlConnection):
         self.accepted = {}  # pc id -> (abstract syntax, transfer syntax)
         self.msg_id = 0
 
-    def associate(self, calling, called, contexts, roles=(), max_pdu=None):
+    def associate(self, calling, called, contexts, roles=(), max_pdu=None, ext_neg=None):
         """contexts: [(abstract syntax, [transfer syntaxes])]; roles:
-        abstract syntaxes for which we propose the SCP role (C-GET)."""
+        abstract syntaxes for which we propose the SCP role (C-GET);
+        ext_neg {SOP class: bytes} proposed, the answer in self.ext_neg."""
         body = struct.pack(">HH", 1, 0) + rawscu._ae(called) + rawscu._ae(calling) + b"\0" * 32
         body += _item(0x10, rawscu.APP_CONTEXT)
         self.proposed = {}
@@ -734,7 +738,7 @@ class RetrieveAssociation(UlConnection):
             for ts in syntaxes:
                 pc += _item(0x40, _uid_bytes(ts))
             body += _item(0x20, pc)
-        body += _user_info(max_pdu or rawscu.MAX_PDU, sorted(set(roles)))
+        body += _user_info(max_pdu or rawscu.MAX_PDU, sorted(set(roles)), ext_neg)
         self.send_pdu(0x01, body)
         kind, rsp = self.recv_pdu()
         if kind == 0x03:
@@ -743,6 +747,7 @@ class RetrieveAssociation(UlConnection):
         if kind != 0x02:
             raise rawscu.UlError("unexpected PDU 0x%02x instead of A-ASSOCIATE-AC" % kind)
         self.roles = {}
+        self.ext_neg = {}
         for item, payload in _parse_items(rsp, 68):
             if item == 0x21 and payload[2] == 0:
                 ts = None
@@ -759,6 +764,9 @@ class RetrieveAssociation(UlConnection):
                     elif sub == 0x54:
                         (n,) = struct.unpack(">H", sp[:2])
                         self.roles[sp[2:2 + n].rstrip(b"\0").decode()] = (sp[2 + n], sp[3 + n])
+                    elif sub == 0x56:
+                        (n,) = struct.unpack(">H", sp[:2])
+                        self.ext_neg[sp[2:2 + n].decode()] = sp[2 + n:]
         return self.accepted
 
     def context_for(self, abstract):

@@ -356,3 +356,20 @@ def test_rendered_png_and_jpeg(wnode, corpus):
     assert W.request(wnode.http_port, base, headers={"Accept": "image/gif"}).status == 406
     assert W.request(wnode.http_port, base + "?quality=0", headers={"Accept": "image/jpeg"}).status == 400
     assert W.request(wnode.http_port, base + "?viewport=0,9").status == 400
+
+
+def test_retrieves_note_the_access(wnode, corpus):
+    """WADO-RS and a study's download set the study's access time (what
+    [retention] policy = accessed orders by); a QIDO-RS search does not."""
+    studies = sorted({e["study_instance_uid"] for e in stored_entries(corpus).values()})[:2]
+    wnode.query("UPDATE study SET accessed_at = NULL WHERE study_uid = ANY(%s)", (studies,))
+
+    def accessed(study):
+        return wnode.query("SELECT accessed_at FROM study WHERE study_uid = %s", (study,))[0]["accessed_at"]
+
+    r = W.request(wnode.http_port, "/dicomweb/studies?StudyInstanceUID=%s" % studies[0])
+    assert r.status == 200 and accessed(studies[0]) is None, r
+    r = W.request(wnode.http_port, "/dicomweb/studies/%s" % studies[0])
+    assert r.status == 200 and accessed(studies[0]) is not None, r
+    r = W.request(wnode.http_port, "/studies/%s/download" % studies[1])
+    assert r.status == 200 and accessed(studies[1]) is not None, r

@@ -47,6 +47,13 @@ static void defaults(void **state)
 	assert_int_equal(c->max_inflated_mib, 1024);
 	assert_int_equal(c->write_mode, PN_WRITE_AUTO);
 	assert_true(c->min_free_bytes == UINT64_C(1) << 30);
+	/* retention deletes nothing unless told */
+	assert_true(c->max_storage_bytes == 0);
+	assert_int_equal(c->max_study_age_days, 0);
+	assert_false(c->delete_for_free_space);
+	assert_int_equal(c->retention_policy, PN_RETENTION_RECEIVED);
+	assert_int_equal(c->deletes_per_minute, 30);
+	assert_int_equal(c->retention_interval, 60);
 	pn_config_free(c);
 }
 
@@ -61,7 +68,9 @@ static void full_file(void **state)
 	               "max_pdu = 32768\ndimse_timeout = 0\n[storage]\nroot = /srv/x\n"
 	               "duplicate_policy = reject\nwrite_mode = buffered\n[database]\nconninfo = host=/tmp dbname=x\n"
 	               "[log]\nlevel = debug\n[peer.ws]\nae_title = WS1\nhost = 10.0.0.5\nport = 104\n"
-	               "allow = find, move\n[retention]\nmin_free_gib = 0.5\n");
+	               "allow = find, move\n[retention]\nmin_free_gib = 0.5\nmax_storage_gib = 2.5\n"
+	               "max_study_age_days = 3650\ndelete_for_free_space = yes\npolicy = accessed\n"
+	               "deletes_per_minute = 5\ninterval = 10\n");
 	assert_int_equal(pn_config_load(p, &c, err, sizeof(err)), 0);
 	unlink(path);
 	assert_string_equal(c->ae_title, "MYNODE");
@@ -74,6 +83,12 @@ static void full_file(void **state)
 	assert_int_equal(c->duplicate_policy, PN_DUP_REJECT);
 	assert_int_equal(c->write_mode, PN_WRITE_BUFFERED);
 	assert_true(c->min_free_bytes == UINT64_C(1) << 29);
+	assert_true(c->max_storage_bytes == UINT64_C(5) << 29);
+	assert_int_equal(c->max_study_age_days, 3650);
+	assert_true(c->delete_for_free_space);
+	assert_int_equal(c->retention_policy, PN_RETENTION_ACCESSED);
+	assert_int_equal(c->deletes_per_minute, 5);
+	assert_int_equal(c->retention_interval, 10);
 	assert_string_equal(c->conninfo, "host=/tmp dbname=x");
 	assert_int_equal(c->log_level, PN_LOG_DEBUG);
 	const pn_peer *peer = pn_config_find_peer(c, "WS1");
@@ -98,6 +113,9 @@ static void bad_files(void **state)
 	expect_error("[retention]\nmin_free_gib = -1\n", ":2:", "GiB");
 	expect_error("[retention]\nmin_free_gib = lots\n", ":2:", "GiB");
 	expect_error("[retention]\nmin_free_gib = 1e9\n", ":2:", "GiB");
+	expect_error("[retention]\npolicy = oldest\n", ":2:", "received");
+	expect_error("[retention]\ndeletes_per_minute = 0\n", ":2:", "deletes_per_minute");
+	expect_error("[retention]\nmax_study_age_days = -3\n", ":2:", "max_study_age_days");
 	expect_error("[nodes]\nport = 11112\n", ":2:", "[nodes]");
 	expect_error("[node]\nthis line has no equals sign\n", ":2:", "syntax");
 	expect_error("[node]\nrequire_called_ae = maybe\n", ":2:", "yes or no");
