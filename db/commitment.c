@@ -336,8 +336,11 @@ int pn_commit_finish(pn_db *db, long long pk, bool delivered, const char *error)
 	char pks[24];
 	snprintf(pks, sizeof(pks), "%lld", pk);
 	const char *p[] = {pks, delivered ? "done" : "expired", error};
-	PGresult *res = exec(db, "UPDATE commitment SET state = $2, finished_at = now(), last_error = $3 WHERE pk = $1",
-	                     3, p, PGRES_COMMAND_OK, &r);
+	PGresult *res =
+	    exec(db,
+	         "UPDATE commitment SET state = $2, finished_at = now(), last_error = coalesce($3, last_error)"
+	         " WHERE pk = $1",
+	         3, p, PGRES_COMMAND_OK, &r);
 	if (!res)
 		return pn_db_public_error(r);
 	PQclear(res);
@@ -362,6 +365,27 @@ int pn_commit_reschedule(pn_db *db, long long pk, double delay_s, const char *er
 	         3, p, PGRES_TUPLES_OK, &r);
 	if (!res)
 		return pn_db_public_error(r);
+	PQclear(res);
+	return 0;
+}
+
+int pn_commit_count(pn_db *db, pn_commit_counts *ret)
+{
+	int r = pn_db_call_begin(db);
+	if (r < 0)
+		return r;
+	/* the pending ones through the partial index; expired rows are few */
+	PGresult *res = exec(db,
+	                     "SELECT (SELECT count(*) FROM commitment WHERE state = 'pending'),"
+	                     " (SELECT count(*) FROM commitment WHERE state = 'expired'),"
+	                     " coalesce((SELECT extract(epoch FROM now() - min(created_at)) FROM commitment"
+	                     "  WHERE state = 'pending'), 0)",
+	                     0, NULL, PGRES_TUPLES_OK, &r);
+	if (!res)
+		return pn_db_public_error(r);
+	ret->pending = atoll(PQgetvalue(res, 0, 0));
+	ret->expired = atoll(PQgetvalue(res, 0, 1));
+	ret->oldest_pending_s = atof(PQgetvalue(res, 0, 2));
 	PQclear(res);
 	return 0;
 }

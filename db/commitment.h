@@ -65,11 +65,20 @@ typedef struct {
  * -ECONNREFUSED, -EIO. */
 int pn_commit_claim(pn_db *db, int lease_s, pn_commit_job *ret_job, double *ret_wait_s);
 
-/* The report was delivered (done) or given up (expired, `error` why). */
+/* The report was delivered (done) or given up (expired, `error` why; a
+ * NULL error keeps the last failure's). */
 int pn_commit_finish(pn_db *db, long long pk, bool delivered, const char *error);
 /* A delivery failed: due again in delay_s seconds, `error` kept. Also
  * wakes the senders (pn_commit_wait) when delay_s is 0. */
 int pn_commit_reschedule(pn_db *db, long long pk, double delay_s, const char *error);
+
+/* For pacsnodectl status: reports owed (pending), given up (expired),
+ * and the age in seconds of the oldest one owed (0 when none). */
+typedef struct {
+	long long pending, expired;
+	double oldest_pending_s;
+} pn_commit_counts;
+int pn_commit_count(pn_db *db, pn_commit_counts *ret);
 
 /* Senders: LISTEN for new due reports, then wait up to timeout_ms for one
  * to be announced. pn_commit_wait: 1 announced, 0 not, -ECONNREFUSED. */

@@ -28,7 +28,7 @@ COMMENT ON COLUMN commitment.event_type IS '1: all committed, 2: some failed; NU
 COMMENT ON COLUMN commitment.attempts IS 'Deliveries of the report tried so far';
 COMMENT ON COLUMN commitment.next_attempt_at IS 'When the report is next due (moved forward by a claim and by a failed attempt)';
 COMMENT ON COLUMN commitment.finished_at IS 'When it became done or expired';
-COMMENT ON COLUMN commitment.last_error IS 'Why the last delivery failed';
+COMMENT ON COLUMN commitment.last_error IS 'Why the last failed delivery failed (kept once done)';
 
 CREATE INDEX commitment_due_idx ON commitment (next_attempt_at) WHERE state = 'pending';
 

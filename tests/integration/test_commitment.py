@@ -362,3 +362,37 @@ def test_a_1000_instance_study_reported_within_a_second(node_factory, testdir, s
     print("\nstorage commitment of %d instances (%.0f MB): N-ACTION-RSP after %d ms, report after %d ms"
           % (len(refs), sum(os.path.getsize(f) for f in files) / 1e6, answered_ms, reported_ms))
     assert reported_ms < 1000
+
+
+def test_requestor_releasing_at_once_gets_its_report(node_factory, listener, corpus, scu_dir):
+    lst = listener().start()
+    node = commit_node(node_factory, lst.port)
+    entries = stored_study(node, corpus, scu_dir, n=2)
+    # released right after the N-ACTION-RSP: on its association when the
+    # report was quicker than the release; else (also when the release
+    # crossed the report, which it may then have seen: at least once) on
+    # a new one
+    events = request(node, "2.25.10001", refs_of(entries), linger=0)
+    assert action_status(events) == 0
+    r = wait_state(node, "2.25.10001", "done")
+    assert r["state"] == "done"
+    if r["last_error"] is not None:  # not delivered on its association
+        rep = lst.wait_for("report", 10)
+    else:
+        [rep] = reports(events)
+    assert rep["transaction"] == "2.25.10001" and rep["eventType"] == 1
+
+
+def test_report_given_up_after_retry_for(node_factory, corpus, scu_dir):
+    node = commit_node(node_factory, H.free_port(), extra_config={"commitment": {"retry_for": 3}})
+    entries = stored_study(node, corpus, scu_dir, n=1)
+    events = request(node, "2.25.11001", refs_of(entries), dropReport=True)
+    assert action_status(events) == 0
+    r = wait_state(node, "2.25.11001", "expired", timeout=30)
+    assert r["state"] == "expired" and r["finished_at"] is not None
+    assert "refused" in r["last_error"]
+    assert node.wait_for_log(r'storage commitment "2\.25\.11001" from "MODALITY": report given up after')
+    ctl = os.path.join(os.path.dirname(os.path.dirname(H.NODE_BIN)), "ctl", "pacsnodectl")
+    ctl = os.environ.get("PACSNODECTL_BIN") or ctl
+    r = subprocess.run([ctl, "-c", node.config_path, "status"], capture_output=True, text=True, timeout=60)
+    assert "commitment: 0 storage commitment reports owed" in r.stdout and ", 1 given up" in r.stdout, r.stdout
