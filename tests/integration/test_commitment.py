@@ -7,6 +7,7 @@ port (its own SCP, role selection: the node SCP) when that one is gone,
 retried while the peer is away and after a restart."""
 
 import json
+import re
 import os
 import queue
 import shutil
@@ -396,3 +397,62 @@ def test_report_given_up_after_retry_for(node_factory, corpus, scu_dir):
     ctl = os.environ.get("PACSNODECTL_BIN") or ctl
     r = subprocess.run([ctl, "-c", node.config_path, "status"], capture_output=True, text=True, timeout=60)
     assert "commitment: 0 storage commitment reports owed" in r.stdout and ", 1 given up" in r.stdout, r.stdout
+
+
+def test_commit_granted_by_a_reload(node_factory, listener, corpus, scu_dir):
+    import signal
+
+    lst = listener().start()
+    node = commit_node(node_factory, lst.port, allow="store")
+    entries = stored_study(node, corpus, scu_dir, n=1)
+    events = request(node, "2.25.12001", refs_of(entries), linger=300)
+    assert "action" not in [e["event"] for e in events]
+    node.peers["mod"]["allow"] = "store, commit"
+    node.write_config()
+    off = os.path.getsize(node.log_path)
+    os.kill(node.pid, signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while "configuration reloaded" not in open(node.log_path, errors="replace").read()[off:]:
+        assert time.monotonic() < deadline, H.tail(node.log_path)
+        time.sleep(0.05)
+    time.sleep(0.5)  # the idle workers' replacements start
+    # the sender the listener starts for the new peers delivers
+    events = request(node, "2.25.12002", refs_of(entries), dropReport=True)
+    assert action_status(events) == 0
+    rep = lst.wait_for("report", 20)
+    assert rep["transaction"] == "2.25.12002" and rep["eventType"] == 1
+
+
+def test_two_nodes_on_one_database_send_each_report_once(node_factory, listener, corpus, scu_dir):
+    lst = listener()
+    a = commit_node(node_factory, lst.port)
+    b = commit_node(node_factory, lst.port, extra_config={"database": {"conninfo": a.conninfo}})
+    entries = stored_study(a, corpus, scu_dir, n=2)
+    uids = ["2.25.1300%d" % i for i in range(10)]
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(5) as pool:
+        runs = list(pool.map(lambda iu: request(a if iu[0] % 2 else b, iu[1], refs_of(entries), dropReport=True),
+                             enumerate(uids)))
+    assert [action_status(ev) for ev in runs] == [0] * len(uids)
+    # all owed, both senders trying; then the peer comes back
+    deadline = time.monotonic() + 20
+    while a.query("SELECT count(*) AS n FROM commitment WHERE attempts = 0")[0]["n"] and \
+            time.monotonic() < deadline:
+        time.sleep(0.1)
+    lst.start()
+    deadline = time.monotonic() + 60
+    while a.query("SELECT count(*) AS n FROM commitment WHERE state = 'done'")[0]["n"] < len(uids):
+        assert time.monotonic() < deadline, a.query("SELECT * FROM commitment WHERE state <> 'done'")
+        time.sleep(0.2)
+    time.sleep(1)
+    got = []
+    while not lst.events.empty():
+        e = lst.events.get()
+        if e["event"] == "report":
+            got.append(e["transaction"])
+    assert sorted(got) == sorted(uids)  # each once
+    senders = set()
+    for n in (a, b):
+        if re.search(r"reported on a new association", n.log_text()):
+            senders.add(n.port)
+    print("\nreports sent by %d of the 2 nodes" % len(senders))
