@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "browse.h"
+#include "commitment.h"
 #include "ctl.h"
 #include "db.h"
 
@@ -92,7 +93,8 @@ int pn_ctl_status(const pn_config *cfg, int argc, char **argv)
 	}
 	int version = 0;
 	pn_index_totals t;
-	if (pn_db_schema_version(db, &version) < 0 || pn_browse_totals(db, &t) < 0) {
+	pn_commit_counts cc;
+	if (pn_db_schema_version(db, &version) < 0 || pn_browse_totals(db, &t) < 0 || pn_commit_count(db, &cc) < 0) {
 		printf("database:  %s\n", pn_db_errmsg(db));
 		pn_db_free(db);
 		return status ? status : 1;
@@ -103,6 +105,12 @@ int pn_ctl_status(const pn_config *cfg, int argc, char **argv)
 	printf("database:  schema version %d\n", version);
 	printf("index:     %lld patients, %lld studies, %lld series, %lld instances, %s stored\n", t.patients,
 	       t.studies, t.series, t.instances, stored);
+	if (cc.pending || cc.expired)
+		printf("commitment: %lld storage commitment reports owed (the oldest requested %.0f s ago), %lld given "
+		       "up\n",
+		       cc.pending, cc.oldest_pending_s, cc.expired);
+	else
+		printf("commitment: no storage commitment report owed\n");
 	struct statvfs v;
 	if (statvfs(cfg->storage_root, &v) == 0) {
 		char free_s[32], size_s[32];

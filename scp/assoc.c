@@ -6,6 +6,7 @@
 #include <time.h>
 
 #include "audit_tally.h"
+#include "commit.h"
 #include "find_scp.h"
 #include "log.h"
 #include "metrics.h"
@@ -19,6 +20,7 @@ typedef struct {
 	unsigned echoes;
 	unsigned queries;
 	unsigned retrieves, sent;
+	unsigned commitments;
 } assoc_counts;
 
 static double seconds_since(const struct timespec *t0)
@@ -84,7 +86,7 @@ static bool admit(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dcm_ass
 	if (peer && !pn_tls_peer_matches(peer, info, why, sizeof(why)))
 		return refuse_peer(ctx, assoc, info, PN_AUDIT_ALERT_NODE_AUTH, why);
 	unsigned accepted = 0;
-	int rc = pn_dcm_assoc_accept(assoc, &accepted);
+	int rc = pn_dcm_assoc_accept(assoc, peer && (peer->allow & PN_ALLOW_COMMIT), &accepted);
 	if (rc == -EPROTONOSUPPORT) {
 		pn_warning("association from \"%s\" at %s rejected: not the DICOM application context",
 		           info->calling_ae, info->peer);
@@ -201,6 +203,17 @@ static const char *serve_commands(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, 
 			counts->sent += res.completed + res.warning;
 			break;
 		}
+		case PN_CMD_ACTION: {
+			counts->commitments++;
+			int crc = pn_commit_handle(ctx, assoc, &cmd, info->calling_ae, peer);
+			if (crc == 1)
+				return "released";
+			if (crc < 0) {
+				pn_dcm_assoc_abort(assoc);
+				return "aborted: network or protocol error during N-ACTION";
+			}
+			break;
+		}
 		case PN_CMD_CANCEL:
 			/* the request it names is already answered (PS3.7 9.3.2.3) */
 			pn_debug("association from \"%s\": C-CANCEL-RQ for finished message %u ignored",
@@ -271,10 +284,11 @@ void pn_assoc_serve(const pn_store_ctx *ctx, pn_dcm_net *net, int fd)
 	                       : strcmp(outcome, "rejected") == 0 ? PN_ASSOC_REJECTED
 	                                                          : PN_ASSOC_ABORTED);
 	pn_info("association \"%s\" -> \"%s\" from %s%s%s: %s after %.3f s, %u instances stored, %u failed, %u "
-	        "queries, %u retrievals (%u instances sent)%s",
+	        "queries, %u retrievals (%u instances sent)%s%s",
 	        info.calling_ae, info.called_ae, info.peer, info.tls ? " over " : "", info.tls ? info.tls_protocol : "",
 	        outcome, seconds_since(&t0), counts.stored, counts.failed, counts.queries, counts.retrieves,
-	        counts.sent, counts.echoes ? ", C-ECHO answered" : "");
+	        counts.sent, counts.echoes ? ", C-ECHO answered" : "",
+	        counts.commitments ? ", storage commitment requested" : "");
 }
 
 void pn_assoc_reject_busy(pn_dcm_net *net, int fd, bool tls, unsigned long max_pdu, int acse_timeout)

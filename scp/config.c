@@ -214,7 +214,11 @@ static int parse_allow(parse_state *st, void *field, const char *value, long min
 	static const struct {
 		const char *name;
 		unsigned bit;
-	} ops[] = {{"store", PN_ALLOW_STORE}, {"find", PN_ALLOW_FIND}, {"move", PN_ALLOW_MOVE}, {"get", PN_ALLOW_GET}};
+	} ops[] = {{"store", PN_ALLOW_STORE},
+	           {"find", PN_ALLOW_FIND},
+	           {"move", PN_ALLOW_MOVE},
+	           {"get", PN_ALLOW_GET},
+	           {"commit", PN_ALLOW_COMMIT}};
 	unsigned allow = 0;
 	const char *p = value;
 	while (*p) {
@@ -232,7 +236,8 @@ static int parse_allow(parse_state *st, void *field, const char *value, long min
 		}
 		if (!found) {
 			snprintf(st->err, sizeof(st->err),
-			         "expected a comma-separated list of store, find, move, get; got \"%s\"", value);
+			         "expected a comma-separated list of store, find, move, get, commit; got \"%s\"",
+			         value);
 			return -EINVAL;
 		}
 		p += n;
@@ -411,6 +416,7 @@ static const config_key node_keys[] = {
     {"retention", "deletes_per_minute", parse_int, CFG(deletes_per_minute), 1, 100000},
     {"retention", "interval", parse_int, CFG(retention_interval), 1, 3600},
     {"database", "conninfo", parse_string, CFG(conninfo), 1, 0},
+    {"commitment", "retry_for", parse_int, CFG(commit_retry_for), 0, 30 * 86400},
     {"query", "max_matches", parse_int, CFG(max_matches), 0, 100000000},
     {"query", "pn_case_insensitive", parse_bool, CFG(pn_case_insensitive), 0, 0},
     {"log", "level", parse_log_level, CFG(log_level), 0, 0},
@@ -527,6 +533,7 @@ static int set_defaults(pn_config *c)
 	c->deletes_per_minute = 30;
 	c->retention_interval = 60;
 	c->max_matches = 0;
+	c->commit_retry_for = 86400;
 	c->pn_case_insensitive = true;
 	c->log_level = PN_LOG_INFO;
 	c->tls_port = DEFAULT_TLS_PORT;
@@ -667,6 +674,13 @@ static int check_whole(pn_config *c, char *err, size_t errlen)
 		if (p->tls && !c->tls_ca) {
 			snprintf(err, errlen, "%s: [peer.%s] tls = yes needs [tls] ca to verify the peer", c->source,
 			         p->label);
+			return -EINVAL;
+		}
+		if ((p->allow & PN_ALLOW_COMMIT) && (!p->host[0] || !p->port)) {
+			snprintf(err, errlen,
+			         "%s: [peer.%s] allow = commit needs host and port (where its storage commitment "
+			         "reports go)",
+			         c->source, p->label);
 			return -EINVAL;
 		}
 		if (p->n_from == 0 && p->host[0] && resolve_host(p) < 0) {

@@ -16,6 +16,7 @@ enum {
 	PN_ALLOW_FIND = 1 << 1,
 	PN_ALLOW_MOVE = 1 << 2,
 	PN_ALLOW_GET = 1 << 3,
+	PN_ALLOW_COMMIT = 1 << 4, /* storage commitment: needs host and port for the report */
 };
 
 /* An IPv4 address or range, host byte order: a matches when
@@ -100,9 +101,12 @@ typedef struct pn_config {
 	char *http_certificate, *http_private_key;
 	char *http_users;
 	int http_max_connections;
-	int http_idle_timeout;    /* seconds a kept-alive connection may idle */
-	int http_max_body_mib;    /* STOW-RS bodies */
-	int max_matches;          /* C-FIND: 0 = no limit */
+	int http_idle_timeout; /* seconds a kept-alive connection may idle */
+	int http_max_body_mib; /* STOW-RS bodies */
+	int max_matches;       /* C-FIND: 0 = no limit */
+	/* [commitment] retry_for: seconds a storage commitment report is
+	 * tried again, with back-off, while its peer cannot be reached */
+	int commit_retry_for;
 	bool pn_case_insensitive; /* C-FIND: person names */
 
 	pn_peer *peers;

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "audit.h"
+#include "commit.h"
 #include "config_watch.h"
 #include "fdpass.h"
 #include "log.h"
@@ -32,7 +33,7 @@
 
 #define MAX_REJECTERS 16
 
-typedef enum { CHILD_POOL, CHILD_OVERFLOW, CHILD_REJECTER, CHILD_AUDIT, CHILD_RETENTION } child_kind;
+typedef enum { CHILD_POOL, CHILD_OVERFLOW, CHILD_REJECTER, CHILD_AUDIT, CHILD_RETENTION, CHILD_COMMIT } child_kind;
 
 typedef struct {
 	pid_t pid; /* 0: slot unused */
@@ -63,6 +64,7 @@ typedef struct {
 	time_t respawn_at;           /* a pool worker died young: wait before the next */
 	time_t audit_respawn_at;     /* the same for the audit sender */
 	time_t retention_respawn_at; /* and for the retention process */
+	time_t commit_respawn_at;    /* and for the storage commitment sender */
 	time_t accept_paused_until;  /* out of descriptors: stop accepting a while */
 } server;
 
@@ -306,6 +308,46 @@ static void keep_retention(server *s)
 	s->retention_respawn_at = time(NULL) + 5;
 }
 
+/* The storage commitment sender: one process while some peer may request
+ * storage commitment, restarted (not faster than once a second) if it
+ * dies, and after a reload (it runs with the configuration it started
+ * with). */
+static void keep_commit_sender(server *s)
+{
+	bool wanted = false;
+	for (size_t i = 0; i < s->cfg->n_peers; i++)
+		wanted |= (s->cfg->peers[i].allow & PN_ALLOW_COMMIT) != 0;
+	if (!wanted || time(NULL) < s->commit_respawn_at)
+		return;
+	for (size_t i = 0; i < s->n_children; i++)
+		if (s->children[i].pid && s->children[i].kind == CHILD_COMMIT)
+			return;
+	child *c = free_slot(s);
+	if (!c)
+		return;
+	pid_t pid = fork();
+	if (pid < 0) {
+		pn_error("could not start the storage commitment sender: %m");
+		s->commit_respawn_at = time(NULL) + 1;
+		return;
+	}
+	if (pid == 0) {
+		child_setup(s, -1);
+		_exit(pn_commit_sender_main(s->cfg));
+	}
+	*c = (child){.pid = pid, .kind = CHILD_COMMIT, .channel = -1, .started = time(NULL), .gen = s->gen};
+	s->commit_respawn_at = time(NULL) + 1;
+}
+
+/* Tells the storage commitment sender to stop (after the report it is
+ * sending). */
+static void stop_commit_sender(server *s)
+{
+	for (size_t i = 0; i < s->n_children; i++)
+		if (s->children[i].pid && s->children[i].kind == CHILD_COMMIT)
+			kill(s->children[i].pid, SIGTERM);
+}
+
 static void accept_all(server *s, int listen_fd, bool http)
 {
 	for (int i = 0; i < 64; i++) {
@@ -358,7 +400,13 @@ static void reap(server *s, bool stopping)
 			else if (c->kind == CHILD_RETENTION && !stopping)
 				pn_warning("retention process %d ended unexpectedly (%s); starting another within 5 s",
 				           (int)pid, how);
-			else if (!stopping && clean)
+			else if (c->kind == CHILD_COMMIT) {
+				/* one stopped by a reload ends cleanly */
+				if (!stopping && !(clean && c->gen != s->gen))
+					pn_warning("storage commitment sender %d ended unexpectedly (%s); starting "
+					           "another",
+					           (int)pid, how);
+			} else if (!stopping && clean)
 				pn_info("worker %d retired; starting another", (int)pid);
 			else if (!stopping)
 				pn_warning("worker %d ended unexpectedly (%s); starting another", (int)pid, how);
@@ -463,6 +511,9 @@ static void shut_down(server *s)
 	if (s->http_listen_fd >= 0)
 		close(s->http_listen_fd);
 	s->listen_fd = s->tls_listen_fd = s->http_listen_fd = -1;
+	/* What the commitment sender is sending ends within its timeouts;
+	 * what it has not sent stays queued in the database. */
+	stop_commit_sender(s);
 	/* Retention ends the deletion in progress and goes. */
 	for (size_t i = 0; i < s->n_children; i++)
 		if (s->children[i].pid && s->children[i].kind == CHILD_RETENTION)
@@ -598,6 +649,7 @@ static void reload(server *s)
 	pn_info("configuration reloaded from %s: %zu peers; %d idle workers replaced, the busy ones after their "
 	        "connection",
 	        path, fresh->n_peers, replaced);
+	stop_commit_sender(s); /* started again with the new peers */
 	audit_config_change(s);
 	sd_notify(0, "READY=1");
 }
@@ -606,7 +658,7 @@ int pn_server_run(const pn_config *cfg)
 {
 	server s = {.cfg = cfg, .listen_fd = -1, .tls_listen_fd = -1, .http_listen_fd = -1};
 	s.n_children = (size_t)cfg->workers + (size_t)cfg->max_associations + (size_t)cfg->http_max_connections +
-	               MAX_REJECTERS + 2; /* the audit sender, retention */
+	               MAX_REJECTERS + 3; /* the audit sender, retention, the commitment sender */
 	s.children = calloc(s.n_children, sizeof(child));
 	if (!s.children)
 		return EXIT_FAILURE;
@@ -664,6 +716,7 @@ int pn_server_run(const pn_config *cfg)
 	fill_pool(&s);
 	keep_audit_sender(&s);
 	keep_retention(&s);
+	keep_commit_sender(&s);
 	char where[160];
 	if (cfg->port && s.tls_listen_fd >= 0)
 		snprintf(where, sizeof(where), "%s:%d (DICOM) and %s:%d (DICOM TLS)", cfg->bind, cfg->port, cfg->bind,
@@ -705,6 +758,7 @@ int pn_server_run(const pn_config *cfg)
 		fill_pool(&s);
 		keep_audit_sender(&s);
 		keep_retention(&s);
+		keep_commit_sender(&s);
 		keep_watchdog(&s);
 		nfds_t n = 0;
 		bool accepting = time(NULL) >= s.accept_paused_until;

@@ -48,4 +48,16 @@
 /* Warning: sub-operations complete, one or more failures or warnings. */
 #define PN_STATUS_SUBOPS_WITH_FAILURES 0xB000
 
+/* Storage commitment: N-ACTION statuses (PS3.7 10.1.4.1.10) and the
+ * Failure Reasons of a report (PS3.3 C.14.1.1). */
+#define PN_STATUS_PROCESSING_FAILURE 0x0110
+#define PN_STATUS_NO_SUCH_INSTANCE 0x0112
+#define PN_STATUS_INVALID_ARGUMENT 0x0115
+#define PN_STATUS_INVALID_OBJECT 0x0117
+#define PN_STATUS_NO_SUCH_CLASS 0x0118
+#define PN_STATUS_CLASS_INSTANCE_CONFLICT 0x0119
+#define PN_STATUS_CLASS_NOT_SUPPORTED 0x0122
+#define PN_STATUS_NO_SUCH_ACTION 0x0123
+#define PN_STATUS_RESOURCE_LIMITATION 0x0213
+
 #endif

@@ -163,7 +163,8 @@ run_fuzz() {
 	return $status
 }
 
-# The JavaScript test clients (npm dicomweb-client), from the lock file.
+# The JavaScript test clients (npm dicomweb-client, dcmjs-dimse), from the
+# lock file.
 # The machine's own Node.js and npm when there are some (Debian's npm
 # would conflict with them), else Debian's.
 js_clients() {
@@ -171,7 +172,7 @@ js_clients() {
 		say "installing nodejs and npm"
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends nodejs npm >/dev/null
 	fi
-	if [ ! -d "$top/tests/js/node_modules/dicomweb-client" ]; then
+	if [ ! -d "$top/tests/js/node_modules/dicomweb-client" ] || [ ! -d "$top/tests/js/node_modules/dcmjs-dimse" ]; then
 		say "installing the JavaScript test clients (tests/js)"
 		(cd "$top/tests/js" && npm ci --no-audit --no-fund >/dev/null)
 	fi

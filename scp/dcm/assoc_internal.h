@@ -8,7 +8,10 @@
 #include <dcmtk/dcmnet/dimse.h>
 #include <dcmtk/dcmnet/dul.h>
 
+#include <functional>
 #include <vector>
+
+#include "pn_dcm.h"
 
 // The Query/Retrieve models extended negotiation is answered for.
 #define PN_DCM_QR_MODELS 6
@@ -56,5 +59,12 @@ inline DcmTransportConnection *write_conn(const pn_dcm_assoc *a)
 	return a->tls && a->assoc && a->assoc->DULassociation ? DUL_getTransportConnection(a->assoc->DULassociation)
 	                                                      : nullptr;
 }
+
+// Opens an association as requestor with the presentation contexts that
+// add_contexts puts into its parameters (false: -EINVAL); results as
+// pn_dcm_scu_open's (retrieve.cc).
+int pn_dcm_request(const char *host, int port, const char *our_ae, const char *peer_ae, unsigned long max_pdu,
+                   int acse_timeout, int dimse_timeout, const pn_dcm_tls *tls, char *tls_error, size_t tls_error_len,
+                   const std::function<bool(T_ASC_Parameters *)> &add_contexts, pn_dcm_assoc **ret_assoc);
 
 #endif

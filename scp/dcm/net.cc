@@ -228,6 +228,11 @@ int write_meta_header(SinkStream &out, const pn_dcm_cmd *cmd, const char *callin
 
 } // namespace
 
+extern "C" bool pn_dcm_is_storage_class(const char *uid)
+{
+	return uid && is_storage_class(uid);
+}
+
 extern "C" int pn_dcm_net_create(int acse_timeout, const pn_dcm_tls *tls, pn_dcm_net **ret_net)
 {
 	try {
@@ -379,7 +384,7 @@ extern "C" int pn_dcm_assoc_reject(pn_dcm_assoc *a, pn_dcm_reject_reason reason)
 	}
 }
 
-extern "C" int pn_dcm_assoc_accept(pn_dcm_assoc *a, unsigned *ret_accepted)
+extern "C" int pn_dcm_assoc_accept(pn_dcm_assoc *a, bool commitment, unsigned *ret_accepted)
 {
 	try {
 		T_ASC_Parameters *params = a->assoc->params;
@@ -407,6 +412,20 @@ extern "C" int pn_dcm_assoc_accept(pn_dcm_assoc *a, unsigned *ret_accepted)
 			                   sizeof(k_query_classes) / sizeof(k_query_classes[0]))) {
 				list = k_echo_syntaxes;
 				n = n_echo;
+			} else if (commitment &&
+			           strcmp(pc.abstractSyntax, UID_StorageCommitmentPushModelSOPClass) == 0) {
+				// The requestor sends N-ACTION as SCU and receives the
+				// N-EVENT-REPORT on this association as the SOP class's
+				// SCU does: its default role. A requestor asking to
+				// be the SCP only would have us send N-ACTION: not ours.
+				if (pc.proposedRole == ASC_SC_ROLE_SCP) {
+					ASC_refusePresentationContext(params, pc.presentationContextID,
+					                              ASC_P_ABSTRACTSYNTAXNOTSUPPORTED);
+					continue;
+				}
+				list = k_echo_syntaxes;
+				n = n_echo;
+				role = pc.proposedRole == ASC_SC_ROLE_SCUSCP ? ASC_SC_ROLE_SCU : pc.proposedRole;
 			} else if (is_storage_class(pc.abstractSyntax)) {
 				// Every syntax we keep as received we can also send
 				// (from a file stored so, or decompressed to little
@@ -514,6 +533,17 @@ extern "C" int pn_dcm_next_command(pn_dcm_assoc *a, int timeout, pn_dcm_cmd *cmd
 			cmd->has_dataset = a->msg.msg.CGetRQ.DataSetType != DIMSE_DATASET_NULL;
 			copy_uid(cmd->sop_class_uid, a->msg.msg.CGetRQ.AffectedSOPClassUID);
 			command_uid(cmdset, DCM_AffectedSOPClassUID, cmd->sop_class_uid);
+			break;
+		case DIMSE_N_ACTION_RQ:
+			cmd->kind = PN_CMD_ACTION;
+			cmd->message_id = a->msg.msg.NActionRQ.MessageID;
+			cmd->has_dataset = a->msg.msg.NActionRQ.DataSetType != DIMSE_DATASET_NULL;
+			copy_uid(cmd->sop_class_uid, a->msg.msg.NActionRQ.RequestedSOPClassUID);
+			copy_uid(cmd->sop_instance_uid, a->msg.msg.NActionRQ.RequestedSOPInstanceUID);
+			command_uid(cmdset, DCM_RequestedSOPClassUID, cmd->sop_class_uid);
+			command_uid(cmdset, DCM_RequestedSOPInstanceUID, cmd->sop_instance_uid);
+			cmd->action_type_id = a->msg.msg.NActionRQ.ActionTypeID;
+			cmd->has_action_type_id = cmdset && cmdset->tagExists(DCM_ActionTypeID);
 			break;
 		case DIMSE_C_CANCEL_RQ:
 			// A cancel for a request already answered: nothing to do.

@@ -106,12 +106,14 @@ int pn_dcm_assoc_reject(pn_dcm_assoc *assoc, pn_dcm_reject_reason reason);
 /* Accepts Verification, the Patient and Study Root C-FIND, C-MOVE and C-GET
  * models, and every storage SOP class dcmtk knows (with SCP/SCU role
  * selection, so that a C-GET SCU can receive on them), with the
- * transfer syntaxes we store as received; acknowledges the association.
+ * transfer syntaxes we store as received; with `commitment` also Storage
+ * Commitment Push Model with the requestor as SCU (it sends N-ACTION, we
+ * send N-EVENT-REPORT); acknowledges the association.
  * *ret_accepted is the number of presentation contexts accepted (0: the
  * caller should reject with PN_REJECT_NO_CONTEXT instead; nothing was sent).
  * -EPROTONOSUPPORT: not the DICOM application context (reject with
  * PN_REJECT_APP_CONTEXT). */
-int pn_dcm_assoc_accept(pn_dcm_assoc *assoc, unsigned *ret_accepted);
+int pn_dcm_assoc_accept(pn_dcm_assoc *assoc, bool commitment, unsigned *ret_accepted);
 
 /* The extended negotiation fields accepted for this C-FIND, C-MOVE or
  * C-GET SOP class on the association (bit i: byte i of PS3.4 C.5.1.1.1 /
@@ -132,6 +134,7 @@ typedef enum {
 	PN_CMD_MOVE,
 	PN_CMD_GET,
 	PN_CMD_CANCEL, /* C-CANCEL-RQ outside of any running request */
+	PN_CMD_ACTION, /* N-ACTION-RQ: the Requested SOP Class/Instance UIDs in sop_*_uid */
 	PN_CMD_OTHER,
 } pn_dcm_cmd_kind;
 
@@ -145,6 +148,8 @@ typedef struct {
 	char sop_instance_uid[PN_UID_MAX + 1]; /* Affected SOP Instance UID */
 	char transfer_syntax[PN_UID_MAX + 1];  /* of the presentation context */
 	char move_destination[PN_AE_MAX + 1];  /* C-MOVE: trailing spaces removed */
+	unsigned short action_type_id;         /* N-ACTION */
+	bool has_action_type_id;
 } pn_dcm_cmd;
 
 /* Results of pn_dcm_next_command() besides 0 (a command arrived). */
@@ -193,8 +198,8 @@ int pn_dcm_store_respond(pn_dcm_assoc *assoc, const pn_dcm_cmd *cmd, unsigned sh
 
 typedef struct pn_dcm_ds pn_dcm_ds;
 
-/* C-FIND, C-MOVE, C-GET: reads the identifier that follows the command
- * into memory.
+/* C-FIND, C-MOVE, C-GET, N-ACTION: reads the identifier (Action
+ * Information) that follows the command into memory.
  * Returns 0; -EBADMSG: sequences nested more than PN_DCM_MAX_NESTING levels
  * (read whole, the association goes on); -ETIMEDOUT, -EPROTO or -ELOOP
  * (nested too deeply to read): the association is not usable. */
@@ -213,6 +218,48 @@ int pn_dcm_find_respond_encoded(pn_dcm_assoc *assoc, const pn_dcm_cmd *cmd, unsi
 /* Whether the peer has sent C-CANCEL-RQ for `cmd`; never waits.
  * 1 yes, 0 no, -EPROTO (something else arrived or the link broke). */
 int pn_dcm_cancel_requested(pn_dcm_assoc *assoc, const pn_dcm_cmd *cmd);
+
+/* ---- storage commitment (PS3.4 J.3) ------------------------------------ */
+
+#define PN_DCM_COMMIT_CLASS "1.2.840.10008.1.20.1"
+#define PN_DCM_COMMIT_INSTANCE "1.2.840.10008.1.20.1.1"
+
+/* Whether `uid` is a storage SOP class we accept (dcmtk's list). */
+bool pn_dcm_is_storage_class(const char *uid);
+
+/* N-ACTION-RSP with the request's Action Type ID and Requested SOP
+ * Class/Instance as Affected ones; `comment` into Error Comment for
+ * failures. 0 or -EPROTO. */
+int pn_dcm_action_respond(pn_dcm_assoc *assoc, const pn_dcm_cmd *cmd, unsigned short status, const char *comment);
+
+/* One reference of a report: failure_reason 0 goes into Referenced SOP
+ * Sequence, else into Failed SOP Sequence with Failure Reason. */
+typedef struct {
+	const char *sop_class_uid, *sop_instance_uid;
+	unsigned short failure_reason;
+} pn_dcm_commit_ref;
+
+/* Sends the N-EVENT-REPORT-RQ of a storage commitment result (Event Type
+ * 1 when nothing failed, else 2) on an accepted Storage Commitment
+ * context of `assoc`, where we are the SCP (the requestor's association
+ * with its default roles, or ours from pn_dcm_commit_open), and waits up
+ * to `timeout` seconds for the answer. `retrieve_ae` (may be NULL) goes
+ * into Retrieve AE Title (0008,0054). 0 with *ret_status the peer's;
+ * PN_DCM_RELEASED (the peer asked for release instead: answer with
+ * pn_dcm_release_ack), PN_DCM_ABORTED, -ENOTSUP (no such context),
+ * -ETIMEDOUT, -EPROTO (something else arrived: the association is not
+ * usable), -ENOMEM. */
+int pn_dcm_commit_report(pn_dcm_assoc *assoc, const char *transaction_uid, const pn_dcm_commit_ref *refs, size_t n,
+                         const char *retrieve_ae, int timeout, unsigned short *ret_status);
+
+/* Opens an association to a storage commitment requestor for its report:
+ * Storage Commitment Push Model proposed with role selection, we SCP and
+ * not SCU (PS3.4 J.3.3), in explicit and implicit VR little endian.
+ * Results as pn_dcm_scu_open; -ECONNREFUSED also when the peer did not
+ * accept the context with that role. Closed with pn_dcm_scu_close. */
+int pn_dcm_commit_open(const char *host, int port, const char *our_ae, const char *peer_ae, unsigned long max_pdu,
+                       int acse_timeout, int dimse_timeout, const pn_dcm_tls *tls, char *tls_error,
+                       size_t tls_error_len, pn_dcm_assoc **ret_assoc);
 
 /* ---- retrieval: C-MOVE and C-GET ------------------------------------- */
 

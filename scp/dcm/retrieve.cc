@@ -22,6 +22,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -233,17 +234,13 @@ extern "C" int pn_dcm_retrieve_respond(pn_dcm_assoc *a, const pn_dcm_cmd *cmd, u
 	}
 }
 
-extern "C" int pn_dcm_scu_open(const char *host, int port, const char *our_ae, const char *peer_ae,
-                               const pn_dcm_offer *offers, size_t n_offers, unsigned long max_pdu, int acse_timeout,
-                               int dimse_timeout, const pn_dcm_tls *tls, char *tls_error, size_t tls_error_len,
-                               pn_dcm_assoc **ret_assoc)
+int pn_dcm_request(const char *host, int port, const char *our_ae, const char *peer_ae, unsigned long max_pdu,
+                   int acse_timeout, int dimse_timeout, const pn_dcm_tls *tls, char *tls_error, size_t tls_error_len,
+                   const std::function<bool(T_ASC_Parameters *)> &add_contexts, pn_dcm_assoc **ret_assoc)
 {
 	pn_dcm_assoc *a = nullptr;
 	T_ASC_Parameters *params = nullptr;
 	try {
-		std::vector<Proposal> plan = plan_contexts(offers, n_offers);
-		if (plan.empty())
-			return -EINVAL;
 		a = new pn_dcm_assoc();
 		if (ASC_initializeNetwork(NET_REQUESTOR, 0, acse_timeout, &a->own_net).bad()) {
 			pn_dcm_assoc_free(a);
@@ -267,20 +264,10 @@ extern "C" int pn_dcm_scu_open(const char *host, int port, const char *our_ae, c
 		char peer[300];
 		snprintf(peer, sizeof(peer), "%s:%d", host, port);
 		ASC_setPresentationAddresses(params, OFStandard::getHostName().c_str(), peer);
-		T_ASC_PresentationContextID id = 1;
-		for (const auto &p : plan) {
-			const char *le[] = {UID_LittleEndianExplicitTransferSyntax,
-			                    UID_LittleEndianImplicitTransferSyntax};
-			const char *one[] = {p.ts.c_str()};
-			OFCondition c = p.ts.empty()
-			                    ? ASC_addPresentationContext(params, id, p.sop_class.c_str(), le, 2)
-			                    : ASC_addPresentationContext(params, id, p.sop_class.c_str(), one, 1);
-			if (c.bad()) {
-				ASC_destroyAssociationParameters(&params);
-				pn_dcm_assoc_free(a);
-				return -EINVAL;
-			}
-			id = (T_ASC_PresentationContextID)(id + 2);
+		if (!add_contexts(params)) {
+			ASC_destroyAssociationParameters(&params);
+			pn_dcm_assoc_free(a);
+			return -EINVAL;
 		}
 
 		// dcmtk applies these to the socket it connects; the connect
@@ -332,6 +319,37 @@ extern "C" int pn_dcm_scu_open(const char *host, int port, const char *our_ae, c
 		if (params)
 			ASC_destroyAssociationParameters(&params);
 		pn_dcm_assoc_free(a);
+		return -ENOMEM;
+	}
+}
+
+extern "C" int pn_dcm_scu_open(const char *host, int port, const char *our_ae, const char *peer_ae,
+                               const pn_dcm_offer *offers, size_t n_offers, unsigned long max_pdu, int acse_timeout,
+                               int dimse_timeout, const pn_dcm_tls *tls, char *tls_error, size_t tls_error_len,
+                               pn_dcm_assoc **ret_assoc)
+{
+	try {
+		std::vector<Proposal> plan = plan_contexts(offers, n_offers);
+		if (plan.empty())
+			return -EINVAL;
+		auto add = [&plan](T_ASC_Parameters *params) {
+			T_ASC_PresentationContextID id = 1;
+			for (const auto &p : plan) {
+				const char *le[] = {UID_LittleEndianExplicitTransferSyntax,
+				                    UID_LittleEndianImplicitTransferSyntax};
+				const char *one[] = {p.ts.c_str()};
+				OFCondition c =
+				    p.ts.empty() ? ASC_addPresentationContext(params, id, p.sop_class.c_str(), le, 2)
+				                 : ASC_addPresentationContext(params, id, p.sop_class.c_str(), one, 1);
+				if (c.bad())
+					return false;
+				id = (T_ASC_PresentationContextID)(id + 2);
+			}
+			return true;
+		};
+		return pn_dcm_request(host, port, our_ae, peer_ae, max_pdu, acse_timeout, dimse_timeout, tls, tls_error,
+		                      tls_error_len, add, ret_assoc);
+	} catch (...) {
 		return -ENOMEM;
 	}
 }

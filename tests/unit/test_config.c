@@ -43,6 +43,7 @@ static void defaults(void **state)
 	assert_int_equal(c->port, 11112);
 	assert_true(c->accept_unknown_calling_ae);
 	assert_int_equal(c->duplicate_policy, PN_DUP_IGNORE);
+	assert_int_equal(c->commit_retry_for, 86400);
 	assert_int_equal(c->max_inflated_mib, 1024);
 	assert_int_equal(c->write_mode, PN_WRITE_AUTO);
 	assert_true(c->min_free_bytes == UINT64_C(1) << 30);
@@ -121,7 +122,10 @@ static void bad_files(void **state)
 	expect_error("[log]\nlevel = loud\n", ":2:", "debug");
 	expect_error("[limits]\nworkers = 8\nmax_associations = 4\n", "max_associations", NULL);
 	expect_error("[peer.a]\nhost = x\n", "ae_title is missing", NULL);
-	expect_error("[peer.a]\nallow = store, delete\n", ":2:", "store, find, move, get");
+	expect_error("[peer.a]\nallow = store, delete\n", ":2:", "store, find, move, get, commit");
+	expect_error("[peer.a]\nae_title = MOD\nhost = 127.0.0.1\nallow = store, commit\n", "allow = commit needs",
+	             "host and port");
+	expect_error("[commitment]\nretry_for = -1\n", ":2:", "retry_for");
 }
 
 static void tls_audit_and_peer_binding(void **state)

@@ -18,11 +18,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "part10.h"
-
-/* Each thread's reads: large enough that a CT slice is one read, small
- * enough that a thread's buffer stays in the cache. */
-#define READ_BUF (1u << 20)
+/* Each thread's reads (file_check.h). */
+#define READ_BUF PN_CHECK_BUF
 
 /* How much of a file is asked for ahead: its readahead does the rest, and
  * a window of large multi-frame files does not flood the page cache. */
@@ -65,41 +62,6 @@ static void open_file(const pn_checker *c, slot *s)
 	posix_fadvise(s->fd, 0, k->size > 0 && k->size < WILLNEED_MAX ? k->size : WILLNEED_MAX, POSIX_FADV_WILLNEED);
 }
 
-static void check_file(int fd, unsigned char *buf, pn_check *c)
-{
-	struct stat st;
-	if (fstat(fd, &st) < 0) {
-		c->status = PN_CHECK_UNREADABLE;
-		c->err = errno;
-		return;
-	}
-	if ((long long)st.st_size != c->size) {
-		c->status = PN_CHECK_WRONG_SIZE;
-		c->found_size = (long long)st.st_size;
-		return;
-	}
-	int rc = pn_storage_checksum_fd_buf(fd, buf, READ_BUF, c->found_sum, &c->bytes);
-	if (rc < 0) {
-		c->status = PN_CHECK_UNREADABLE;
-		c->err = -rc;
-		return;
-	}
-	if (strcmp(c->found_sum, c->checksum) != 0) {
-		c->status = PN_CHECK_WRONG_SUM;
-		return;
-	}
-	/* Only the meta header is parsed: the checksum covers the rest. A
-	 * file of one read still has it in the buffer. */
-	pn_part10_meta meta;
-	bool one_read = c->bytes <= READ_BUF;
-	rc = one_read ? pn_part10_meta_parse(buf, (size_t)c->bytes, &meta) : pn_part10_meta_read(fd, &meta);
-	if (rc == -EAGAIN && one_read)
-		rc = pn_part10_meta_read(fd, &meta);
-	if (rc < 0 || c->overlong || strcmp(meta.sop_instance_uid, c->sop_uid) != 0 ||
-	    strcmp(meta.sop_class_uid, c->sop_class_uid) != 0)
-		c->status = PN_CHECK_NOT_INSTANCE;
-}
-
 static void *worker(void *arg)
 {
 	pn_checker *c = arg;
@@ -122,7 +84,7 @@ static void *worker(void *arg)
 			pthread_mutex_unlock(&c->lock);
 			if (s->fd >= 0) {
 				if (buf)
-					check_file(s->fd, buf, &s->check);
+					pn_file_check(s->fd, buf, READ_BUF, &s->check);
 				else
 					s->check = (pn_check){.status = PN_CHECK_UNREADABLE, .err = ENOMEM};
 				close(s->fd);

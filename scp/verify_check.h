@@ -1,4 +1,4 @@
-/* pacsnodectl verify: the index's files checked by `jobs` threads at once
+/* pacsnodectl verify and storage commitment (commit.c): the index's files checked by `jobs` threads at once
  * (present, the recorded size, the recorded checksum over every byte, the
  * instance and class its meta header names), handed in and handed back in
  * the index's order, at most `window` in flight. The threads open the
@@ -13,30 +13,8 @@
 #include <stdint.h>
 
 #include "browse.h"
+#include "file_check.h"
 #include "storage.h"
-
-typedef enum {
-	PN_CHECK_OK = 0,
-	PN_CHECK_BAD_PATH,     /* the index's path is not one the node gives */
-	PN_CHECK_MISSING,      /* cannot be opened (err) */
-	PN_CHECK_WRONG_SIZE,   /* found_size */
-	PN_CHECK_UNREADABLE,   /* err: a read failed */
-	PN_CHECK_WRONG_SUM,    /* found_sum */
-	PN_CHECK_NOT_INSTANCE, /* its meta header names another instance or class */
-} pn_check_status;
-
-typedef struct {
-	/* the row's, copied when handed in */
-	char rel[PN_REL_PATH_MAX], sop_uid[65], sop_class_uid[65], checksum[PN_CHECKSUM_LEN];
-	long long size;
-	bool overlong; /* a UID longer than a UID can be: not the instance */
-	/* the check's */
-	pn_check_status status;
-	long long found_size;
-	char found_sum[PN_CHECKSUM_LEN];
-	int err;        /* PN_CHECK_UNREADABLE: the read's errno */
-	uint64_t bytes; /* read and hashed */
-} pn_check;
 
 typedef struct pn_checker pn_checker;
 
