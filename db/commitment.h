@@ -1,6 +1,6 @@
 /* Storage commitment (PS3.4 Annex J): the requests recorded before their
  * N-ACTION-RSP, their results, and the queue of reports owed to peers
- * (migration 012, docs/storage-commitment.md).
+ * (migration 013, docs/storage-commitment.md).
  *
  * A report is delivered by whoever holds its claim: the worker that
  * answered the request (on the same association, at once), else a sender

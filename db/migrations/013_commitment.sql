@@ -1,4 +1,4 @@
--- 012: Storage Commitment Push Model (PS3.4 Annex J; docs/storage-commitment.md).
+-- 013: Storage Commitment Push Model (PS3.4 Annex J; docs/storage-commitment.md).
 -- A request (N-ACTION-RQ) is one commitment row and one commitment_item row
 -- per Referenced SOP Sequence item, written before the N-ACTION-RSP says
 -- 0x0000. The result (event_type and each item's failure_reason) is filled
