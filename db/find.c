@@ -230,6 +230,21 @@ static const char *array_cast_of(pn_find_col_kind k)
 	}
 }
 
+/* Whether a LIKE pattern (escape '\\') begins with '%' and does not end
+ * with one ("%son", "%s_n"): reversed, it begins with what it matches. */
+static bool suffix_pattern(const char *like)
+{
+	if (like[0] != '%')
+		return false;
+	bool last_wild = false;
+	for (const char *p = like; *p; p++) {
+		last_wild = *p == '%';
+		if (*p == '\\' && p[1])
+			p++; /* an escaped character: never a wildcard */
+	}
+	return !last_wild;
+}
+
 /* Appends the condition of one key; -EINVAL if it cannot be expressed,
  * -ENOMEM. */
 static int put_condition(builder *b, struct pn_find_state *fs, const pn_find_query *q, const pn_find_cond *c)
@@ -321,7 +336,13 @@ static int put_condition(builder *b, struct pn_find_state *fs, const pn_find_que
 		if (!c->value || col->kind == PN_FIND_COL_DATE || col->kind == PN_FIND_COL_TIME ||
 		    col->kind == PN_FIND_COL_INT || col->kind == PN_FIND_COL_FLOAT || col->kind == PN_FIND_COL_UID)
 			return -EINVAL;
-		put(b, "%s LIKE %s$%d%s", expr, fo, param(b, c->value), fc);
+		if (fold && suffix_pattern(c->value))
+			/* migration 014's B-tree of the reversed folded name: a
+			 * range of exactly the matches where the trigrams of a
+			 * short suffix are in many names */
+			put(b, "reverse(%s) LIKE pn_like_reverse(pn_fold($%d))", expr, param(b, c->value));
+		else
+			put(b, "%s LIKE %s$%d%s", expr, fo, param(b, c->value), fc);
 		break;
 	case PN_FIND_LIST: {
 		if (c->n_list == 0 || fs->n_owned >= sizeof fs->owned / sizeof fs->owned[0])

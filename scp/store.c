@@ -36,6 +36,7 @@ struct pn_store_instance {
 	struct timespec t0;
 	int error; /* the first write's failure */
 	char expect_study[PN_UID_MAX + 1];
+	bool defer_after; /* pn_store_after is the caller's (STOW-RS) */
 };
 
 static double lap(struct timespec *t)
@@ -667,16 +668,29 @@ refuse:
 
 /* Once the answer is on its way: counts folded, abandoned files settled,
  * the next temporary file prepared. */
-static void after_store(const pn_store_ctx *ctx, bool committed)
+void pn_store_count(const pn_store_ctx *ctx, unsigned committed)
+{
+	for (unsigned i = 0; i < committed; i++)
+		if (pn_index_fold_note(ctx->db) < 0) {
+			fold_failed(ctx);
+			break;
+		}
+}
+
+void pn_store_after(const pn_store_ctx *ctx, unsigned committed)
 {
 	/* The counts C-FIND returns are folded in while the SCU reads the
 	 * response and sends its next request (migration 006), every few
 	 * instances. */
-	if (committed && pn_index_fold_note(ctx->db) < 0)
-		fold_failed(ctx);
+	pn_store_count(ctx, committed);
 	if (committed)
 		settle_abandoned(ctx);
 	pn_storage_prepare(ctx->storage); /* failing, the next begin says why */
+}
+
+static void after_store(const pn_store_ctx *ctx, bool committed)
+{
+	pn_store_after(ctx, committed ? 1 : 0);
 }
 
 int pn_store_handle(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dcm_cmd *cmd, const char *calling_ae,
@@ -805,12 +819,21 @@ unsigned short pn_store_instance_finish(const pn_store_ctx *ctx, pn_store_instan
 	} else {
 		status = store_received(ctx, in->file, op, sop_class_uid, sop_instance_uid, source, in->expect_study,
 		                        tally, &ph, &committed, ret_where, why, whylen);
-		if (ret_where)
+		if (ret_where) {
 			ret_where->duplicate = status == PN_STATUS_SUCCESS && !committed;
+			ret_where->committed = committed;
+		}
 	}
+	bool defer = in->defer_after;
 	free(in);
-	after_store(ctx, committed);
+	if (!defer)
+		after_store(ctx, committed);
 	return status;
+}
+
+void pn_store_instance_defer_after(pn_store_instance *in)
+{
+	in->defer_after = true;
 }
 
 void pn_store_instance_expect_study(pn_store_instance *in, const char *study_uid)

@@ -48,6 +48,7 @@ int pn_store_instance_write(pn_store_instance *instance, const void *buf, size_t
 typedef struct {
 	char study_uid[PN_UID_MAX + 1], series_uid[PN_UID_MAX + 1];
 	bool duplicate; /* success without a new row: the same instance was there (duplicate_policy = ignore) */
+	bool committed; /* a row was committed (what pn_store_after counts) */
 } pn_store_where;
 /* Stores it and frees `instance`; returns the C-STORE status (PS3.4 B.2.3,
  * also STOW-RS's Failure Reason) with a reason in why. `op` ("STOW-RS") and
@@ -56,6 +57,18 @@ typedef struct {
 unsigned short pn_store_instance_finish(const pn_store_ctx *ctx, pn_store_instance *instance, const char *op,
                                         const char *sop_class_uid, const char *sop_instance_uid, const char *source,
                                         pn_audit_tally *tally, pn_store_where *ret_where, char *why, size_t whylen);
+/* Leaves what follows the store to the caller: pn_store_count before its
+ * answer, pn_store_after once the answer is on its way (STOW-RS: the
+ * next temporary files are made while the client reads the answer and
+ * sends its next request, as C-STORE makes them after its response). */
+void pn_store_instance_defer_after(pn_store_instance *instance);
+/* The kept counts of `committed` stores noted for a fold: sent every
+ * PN_FOLD_EVERY stores or PN_FOLD_LAG_MS, pn_store_settle for the rest. */
+void pn_store_count(const pn_store_ctx *ctx, unsigned committed);
+/* What follows stores once their answer is on its way: their counts
+ * (pn_store_count), files whose COMMIT answer was lost settled, the next
+ * temporary files made. */
+void pn_store_after(const pn_store_ctx *ctx, unsigned committed);
 /* Refuses it (PN_STATUS_STUDY_MISMATCH) unless it is of this study (STOW-RS
  * to /studies/{study}). */
 void pn_store_instance_expect_study(pn_store_instance *instance, const char *study_uid);

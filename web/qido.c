@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "attr_levels.h"
 #include "audit.h"
 #include "find.h"
 #include "search.h"
@@ -99,8 +100,18 @@ static void include_fields(params *p, const char *value)
 		} else if (attribute_tag(f, &tag) < 0) {
 			snprintf(p->bad, sizeof(p->bad), "includefield \"%.64s\" is not an attribute keyword or tag",
 			         f);
-		} else if (tag != TAG_RETRIEVE_URL) {
+		} else if (tag == TAG_RETRIEVE_URL || pn_attr_level(tag) == PN_LEVEL_NONE) {
+			/* Retrieve URL is written per match. Bulk data (Pixel
+			 * Data, overlays, waveforms, documents, icons) is not in
+			 * the index and the node has no Bulkdata resource for a
+			 * BulkDataURI: PS3.18 10.6.3.3 returns the attributes the
+			 * server supports, so they are left out, not refused. */
+		} else {
 			put_empty(p, tag);
+			/* A private element comes with its Private Creator
+			 * (PS3.18 10.6.3.3); (gggg,xxyy)'s is (gggg,00xx). */
+			if (((tag >> 16) & 1) && (tag & 0xffff) >= 0x1000)
+				put_empty(p, (tag & 0xffff0000u) | ((tag >> 8) & 0xffu));
 		}
 	}
 }

@@ -53,6 +53,12 @@ struct pn_web_stow {
 	size_t n_results, cap_results;
 	unsigned long long stored, failed;
 	pn_audit_tally *tally;
+	/* What follows the stores (pn_store_after): a part's before the next
+	 * part begins; the last one's counts folded before the answer, its
+	 * next temporary files made once the answer is sent
+	 * (pn_web_stow_free, from on_completed). */
+	bool after_due;
+	unsigned after_committed;
 	bool settled;
 	uint64_t discarded;
 	int error;           /* a reason to stop reading: an HTTP status */
@@ -102,10 +108,20 @@ static void skip_part(pn_web_stow *s, unsigned short status, const char *why)
 	s->instance = NULL;
 }
 
+static void run_after(pn_web_stow *s)
+{
+	if (!s->after_due)
+		return;
+	pn_store_after(s->ctx, s->after_committed);
+	s->after_due = false;
+	s->after_committed = 0;
+}
+
 static int on_begin(void *ctx, const char *headers, size_t len)
 {
 	(void)len;
 	pn_web_stow *s = ctx;
+	run_after(s);
 	s->skipping = false;
 	s->have_meta = false;
 	s->head_len = 0;
@@ -119,6 +135,8 @@ static int on_begin(void *ctx, const char *headers, size_t len)
 	}
 	char why[256];
 	int rc = pn_store_instance_begin(s->ctx, &s->instance, why, sizeof(why));
+	if (rc == 0)
+		pn_store_instance_defer_after(s->instance);
 	if (rc == 0 && s->study[0])
 		pn_store_instance_expect_study(s->instance, s->study);
 	if (rc < 0) {
@@ -199,6 +217,9 @@ static int on_end(void *ctx)
 	    pn_store_instance_finish(s->ctx, s->instance, "STOW-RS", s->meta.sop_class_uid, s->meta.sop_instance_uid,
 	                             s->source, s->tally, &where, why, sizeof(why));
 	s->instance = NULL;
+	s->after_due = true;
+	if (where.committed)
+		s->after_committed++;
 	return add_result(s, s->meta.sop_class_uid, s->meta.sop_instance_uid, &where, status);
 }
 
@@ -267,7 +288,8 @@ void pn_web_stow_free(pn_web_stow *s)
 		return;
 	pn_store_instance_discard(s->instance);
 	s->instance = NULL;
-	settle(s);
+	settle(s); /* a request cut short: its stores counted all the same */
+	run_after(s);
 	pn_multipart_free(s->mp);
 	if (pn_audit_enabled(s->ctx->audit) && !pn_audit_tally_empty(s->tally))
 		pn_audit_tally_each(s->tally, audit_study, s);
@@ -322,17 +344,22 @@ static int item_json(const result *x, const char *base, char *out, size_t outlen
 	return n;
 }
 
-/* Before the answer: the counts of what was stored folded in (the next
- * query sees them). The final folders are made durable when the
- * connection ends (pn_web_serve), as at an association's release: until
- * then each instance's durable temporary name is what recovery relinks
- * from, and a client sending one instance a request pays that fsync once a
- * connection, not once a request. */
+/* Before the answer, once every part's file and index row are durable
+ * (pn_store_instance_finish): the counts of what was stored folded in, so
+ * that a query anywhere sees them once the client has its answer, as
+ * after an association's release. The next temporary files are made
+ * after the answer (pn_web_stow_free). The final folders are made durable
+ * when the connection ends (pn_web_serve), as at an association's
+ * release: until then each instance's durable temporary name is what
+ * recovery relinks from, and a client sending one instance a request pays
+ * that fsync once a connection, not once a request. */
 static void settle(pn_web_stow *s)
 {
 	if (s->settled || (s->stored == 0 && s->failed == 0))
 		return;
 	s->settled = true;
+	pn_store_count(s->ctx, s->after_committed);
+	s->after_committed = 0;
 	pn_store_settle(s->ctx);
 }
 

@@ -327,11 +327,27 @@ extern "C" int pn_dcm_ds_put(pn_dcm_ds *d, uint32_t tag, const char *value)
 			DcmSequenceOfItems *sq = new DcmSequenceOfItems(t);
 			return d->item->insert(sq, OFTrue).good() ? 0 : -EINVAL;
 		}
-		if (t.getEVR() == EVR_UNKNOWN || t.getEVR() == EVR_UN) {
+		DcmEVR evr = t.getEVR();
+		if (evr == EVR_UNKNOWN || evr == EVR_UN) {
 			// Private or unknown: nothing we could return typed.
 			t.setVR(DcmVR(EVR_UN));
+		} else if (evr == EVR_xs) {
+			t.setVR(DcmVR(EVR_US)); // "US or SS": either is only a key here
+		} else if (evr == EVR_ox || evr == EVR_px || evr == EVR_lt) {
+			t.setVR(DcmVR(EVR_OW)); // "OB or OW", "US, SS or OW" (LUT Data)
 		}
-		OFCondition c = d->item->putAndInsertString(t, value ? value : "", OFTrue);
+		if (!value || !*value) {
+			// An empty key (a return key): putAndInsertString takes no
+			// binary VR (UN, OB, OW...), an element of the tag's VR does.
+			DcmElement *el = nullptr;
+			if (DcmItem::newDicomElementWithVR(el, t).bad() || !el)
+				return -EINVAL;
+			OFCondition c = d->item->insert(el, OFTrue);
+			if (c.bad())
+				delete el;
+			return c.good() ? 0 : -EINVAL;
+		}
+		OFCondition c = d->item->putAndInsertString(t, value, OFTrue);
 		return c.good() ? 0 : -EINVAL;
 	} catch (...) {
 		return -ENOMEM;

@@ -1076,3 +1076,82 @@ def test_query_after_database_sessions_ended(node, corpus, scu_dir, pg_cluster):
         res = F.find(node.port, S, F.query_dataset("STUDY", keys))
         assert (res.n_pending, res.final_status) == (2, F.SUCCESS), "0x%04X" % res.final_status
     assert "0xA700" not in node.log_text()
+
+
+# Names for a leading wildcard only (a suffix): the reversed-name index of
+# migration 014 answers these (docs/find.md). LIKE's own wildcards in a
+# name are literal characters to DICOM; U+0130 folds to two characters.
+SUFFIX_NAMES = ["JOHNSON^ANN", "DOE_SON^BOB", "O%NEILSON^CY", "SONNY^DAN", "PETERSEN^EVE",
+                "MÜLLERSOHN^FAY", "İSON^GIL", "ΜΑΡΚΟΣ^ΗΛΙΑΣ", "Johnson^Ivy"]
+SUFFIX_QUERIES = [
+    ("*SON^ANN", ["JOHNSON^ANN"]),
+    ("*son^ann", ["JOHNSON^ANN"]),
+    ("*SON^*", None),            # ends with a wildcard: the trigram way
+    ("*_SON^BOB", ["DOE_SON^BOB"]),
+    ("*%NEILSON^CY", ["O%NEILSON^CY"]),
+    ("*?ON^BOB", ["DOE_SON^BOB"]),
+    ("*N^?VE", ["PETERSEN^EVE"]),
+    ("*ohnson^ivy", ["Johnson^Ivy"]),
+    ("*SOHN^FAY", ["MÜLLERSOHN^FAY"]),
+    ("*i̇son^gil", ["İSON^GIL"]),
+    ("*ΑΣ", ["ΜΑΡΚΟΣ^ΗΛΙΑΣ"]),
+    ("*ας", ["ΜΑΡΚΟΣ^ΗΛΙΑΣ"]),
+    ("*ZZZ", []),
+]
+
+
+def test_name_suffix_by_reversed_index(node_factory, corpus, testdir, scu_dir):
+    """A leading-wildcard-only person name (\"*SON\") is matched through the
+    B-tree of reversed folded names (migration 014) with the same answers
+    as any other pattern: C-FIND's rules, LIKE's % and _ literal, Unicode
+    case folding. The plans are read from PostgreSQL's auto_explain, with
+    sequential scans off so that an index is always taken: the trigram
+    index answered these before."""
+    node = node_factory()
+    conn = node.cluster.connect("postgres")
+    with conn.cursor() as cur:
+        for setting in ("session_preload_libraries = 'auto_explain'",
+                        "auto_explain.log_min_duration = 0", "enable_seqscan = off"):
+            cur.execute("ALTER DATABASE %s SET %s" % (node.dbname, setting))
+    conn.close()
+    node.stop()
+    node.start()
+    src = next(e for e in corpus.entries if e["attrs"].get("Modality") == "CT")
+    files = []
+    for i, name in enumerate(SUFFIX_NAMES):
+        ds = pydicom.dcmread(src["abspath"])
+        ds.SpecificCharacterSet = "ISO_IR 192"
+        ds.PatientName = name
+        ds.PatientID = "SUFFIX-%d" % i
+        ds.StudyInstanceUID = gen_corpus.make_uid(9, "suffix-study", str(i))
+        ds.SeriesInstanceUID = gen_corpus.make_uid(9, "suffix-series", str(i))
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = gen_corpus.make_uid(
+            9, "suffix-sop", str(i))
+        f = os.path.join(testdir, "suffix-%d.dcm" % i)
+        ds.save_as(f, write_like_original=False)
+        files.append(f)
+    run = H.storescu(node.port, files, scu_dir)
+    assert run.all_success(), run.summary()
+    log = node.cluster.log_path
+    for pattern, want in SUFFIX_QUERIES:
+        off = os.path.getsize(log)
+        q = F.query_dataset("STUDY", {"PatientName": pattern, "PatientID": "SUFFIX-*",
+                                      "StudyInstanceUID": ""}, charset="ISO_IR 192")
+        res = F.findscu(node.port, q, testdir, model=F.STUDY_ROOT)
+        assert res.final == F.SUCCESS, res.summary()
+        got = sorted(str(ds.PatientName) for ds in res.responses)
+        if want is not None:
+            assert got == sorted(want), (pattern, got)
+        # the statement's plan (auto_explain logs it when the statement ends)
+        deadline = time.monotonic() + 5
+        while True:
+            with open(log, "rb") as fh:
+                fh.seek(off)
+                text = fh.read().decode("utf-8", "replace")
+            if "patient_name_fold" in text or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        plans = [p for p in text.split("LOG:  duration:") if "patient_name_fold" in p]
+        assert plans, (pattern, text[-2000:])
+        uses = "patient_name_fold_rev_idx" in plans[-1]
+        assert uses == (want is not None), (pattern, plans[-1])

@@ -298,3 +298,80 @@ def test_xml_answer(wnode):
         name = attrs["PatientName"].find("PersonName")
         if "Value" in o["00100010"]:
             assert name is not None and name.find("Alphabetic") is not None
+
+
+def ct_series(corpus):
+    """A series of the corpus with pixel data (its study, series and the
+    number of its instances)."""
+    e = next(x for x in corpus.entries if x["attrs"].get("Modality") == "CT")
+    n = sum(1 for x in corpus.entries if x["series_instance_uid"] == e["series_instance_uid"])
+    return e["study_instance_uid"], e["series_instance_uid"], n
+
+
+# Bulk and binary attributes a client may name: PS3.18 10.6.3.3 returns the
+# attributes named "that are supported by the origin server"; the index
+# keeps no bulk data and the node has no Bulkdata resource to point a
+# BulkDataURI at, so they are left out of the answer, never a 400.
+BULK = ["PixelData", "7FE00010", "LUTData", "00283006", "OverlayData", "60003000",
+        "FloatPixelData", "WaveformData", "EncapsulatedDocument", "IconImageSequence",
+        "7FE00010,LUTData,SOPInstanceUID", "00091010", "00091010,00091011,7FE00010"]
+
+
+@pytest.mark.parametrize("fields", BULK)
+def test_includefield_bulk_and_private_ignored(wnode, corpus, fields):
+    study, series, n = ct_series(corpus)
+    path = "/dicomweb/studies/%s/series/%s/instances" % (study, series)
+    _, plain = W.qido(wnode.http_port, path)
+    assert len(plain) == n
+    r = W.request(wnode.http_port, path + "?includefield=" + fields,
+                  headers={"Accept": "application/dicom+json"})
+    assert r.status == 200, r
+    got = r.json()
+    assert len(got) == n
+    for obj in got:
+        assert "7FE00010" not in obj and "60003000" not in obj, obj
+        # what the instances do not have (LUT Data, the corpus holds no
+        # private elements) is returned empty, as C-FIND returns a key
+        for t, a in obj.items():
+            if t == "00283006" or int(t[:4], 16) % 2:
+                assert set(a) == {"vr"}, (t, a)
+    # the same at the study level and across studies (an instance
+    # attribute asked for there is not returned: PS3.18 10.6.3.3)
+    for p in ("/dicomweb/studies?includefield=" + fields,
+              "/dicomweb/instances?SeriesInstanceUID=%s&includefield=%s" % (series, fields)):
+        r = W.request(wnode.http_port, p, headers={"Accept": "application/dicom+json"})
+        assert r.status == 200, (p, r)
+        assert r.json(), p
+
+
+def test_includefield_private_returned_when_stored(node_factory, corpus, testdir):
+    """A private element named by tag comes back with its Private Creator
+    when the index keeps it (PS3.18 10.6.3.3), and a private element the
+    instance does not have comes back empty, as C-FIND answers a key;
+    neither is a 400."""
+    e = next(x for x in corpus.entries if x["attrs"].get("Modality") == "CT"
+             and x["transfer_syntax_uid"] in (pydicom.uid.ImplicitVRLittleEndian,
+                                              pydicom.uid.ExplicitVRLittleEndian))
+    ds = pydicom.dcmread(e["abspath"])
+    # explicit VR: in an implicit VR file a private element's VR is unknown
+    # (UN) to any reader
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    ds.is_implicit_VR, ds.is_little_endian = False, True
+    ds.add_new(0x00090010, "LO", "PACSNODE TEST")
+    ds.add_new(0x00091010, "LO", "private text")
+    ds.add_new(0x00091011, "US", 7)
+    f = os.path.join(testdir, "private.dcm")
+    ds.save_as(f, write_like_original=False)
+    node = node_factory(node_class=W.WebNode, http={})
+    # STOW-RS keeps the file's transfer syntax (storescu's association may
+    # agree on implicit VR)
+    r = W.stow(node.http_port, [f])
+    assert r.status == 200, r
+    path = "/dicomweb/studies/%s/series/%s/instances" % (e["study_instance_uid"],
+                                                          e["series_instance_uid"])
+    _, [obj] = W.qido(node.http_port, path + "?includefield=00091010,00091011,00091020,7FE00010")
+    assert obj["00091010"] == {"vr": "LO", "Value": ["private text"]}, obj
+    assert obj["00091011"]["Value"] == [7], obj
+    assert obj["00090010"]["Value"] == ["PACSNODE TEST"], obj
+    assert "7FE00010" not in obj, obj
+    assert obj.get("00091020", {"vr": "UN"}) == {"vr": "UN"}, obj
