@@ -147,12 +147,8 @@ extern "C" int pn_dcm_commit_report(pn_dcm_assoc *a, const char *transaction_uid
 		std::unique_ptr<DcmDataset> cmdset_owner(cmdset), detail_owner(detail);
 		if (guard.tripped())
 			return -EPROTO;
-		if (c == DUL_PEERREQUESTEDRELEASE)
-			return PN_DCM_RELEASED;
-		if (c == DUL_PEERABORTEDASSOCIATION || c == DUL_NETWORKCLOSED)
-			return PN_DCM_ABORTED;
-		if (c.bad())
-			return condition_to_errno(c);
+		if (int rc = receive_outcome(c))
+			return rc;
 		if (rsp.CommandField != DIMSE_N_EVENT_REPORT_RSP ||
 		    rsp.msg.NEventReportRSP.MessageIDBeingRespondedTo != msg_id)
 			return -EPROTO;

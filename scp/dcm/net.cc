@@ -483,12 +483,8 @@ extern "C" int pn_dcm_next_command(pn_dcm_assoc *a, int timeout, pn_dcm_cmd *cmd
 		OFunique_ptr<DcmDataset> cmdset_owner(cmdset);
 		if (guard.tripped())
 			return -ELOOP;
-		if (c == DUL_PEERREQUESTEDRELEASE)
-			return PN_DCM_RELEASED;
-		if (c == DUL_PEERABORTEDASSOCIATION || c == DUL_NETWORKCLOSED)
-			return PN_DCM_ABORTED;
-		if (c.bad())
-			return condition_to_errno(c);
+		if (int rc = receive_outcome(c))
+			return rc;
 
 		memset(cmd, 0, sizeof(*cmd));
 		a->cancel_seen = false; // a cancel seen for an earlier request

@@ -9,6 +9,8 @@
 #include <dcmtk/dcmnet/dimse.h>
 #include <dcmtk/dcmnet/dul.h>
 
+#include "pn_dcm.h"
+
 #include <cerrno>
 #include <cstring>
 #include <sys/socket.h>
@@ -24,6 +26,18 @@ static inline int condition_to_errno(const OFCondition &c)
 	if (c == DIMSE_NODATAAVAILABLE || c == DUL_READTIMEOUT)
 		return -ETIMEDOUT;
 	return -EPROTO;
+}
+
+// What DIMSE_receiveCommand's condition says of the association: 0 a
+// command came, PN_DCM_RELEASED / PN_DCM_ABORTED (pn_dcm.h) the peer ended
+// it, else a negative errno.
+static inline int receive_outcome(const OFCondition &c)
+{
+	if (c == DUL_PEERREQUESTEDRELEASE)
+		return PN_DCM_RELEASED;
+	if (c == DUL_PEERABORTEDASSOCIATION || c == DUL_NETWORKCLOSED)
+		return PN_DCM_ABORTED;
+	return c.good() ? 0 : condition_to_errno(c);
 }
 
 // dcmtk times only the wait for the first byte of a PDU and then reads the
