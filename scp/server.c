@@ -232,30 +232,44 @@ static void dispatch(server *s, int fd, bool http)
 	close(fd);
 }
 
-/* The audit sender: one process, restarted (not faster than once a second)
- * if it dies; it has no connection to hand over. */
-static void keep_audit_sender(server *s)
+/* The child of a kind, if one runs. */
+static child *child_of_kind(server *s, child_kind kind)
 {
-	if (!pn_audit_enabled(s->audit) || time(NULL) < s->audit_respawn_at)
-		return;
 	for (size_t i = 0; i < s->n_children; i++)
-		if (s->children[i].pid && s->children[i].kind == CHILD_AUDIT)
-			return;
+		if (s->children[i].pid && s->children[i].kind == kind)
+			return &s->children[i];
+	return NULL;
+}
+
+/* The services (the audit sender, retention, the storage commitment
+ * sender): one process each, with no connection to hand over, not started
+ * again sooner than backoff_s after the last start, whether it died or
+ * could not be forked. */
+static void spawn_service(server *s, child_kind kind, const char *what, time_t *respawn_at, int backoff_s)
+{
 	child *c = free_slot(s);
 	if (!c)
 		return;
 	pid_t pid = fork();
-	if (pid < 0) {
-		pn_error("could not start the audit sender: %m");
-		s->audit_respawn_at = time(NULL) + 1;
-		return;
-	}
+	if (pid < 0)
+		pn_error("could not start the %s: %m", what);
 	if (pid == 0) {
 		child_setup(s, -1);
-		_exit(pn_audit_sender_main(s->audit));
+		_exit(kind == CHILD_AUDIT       ? pn_audit_sender_main(s->audit)
+		      : kind == CHILD_RETENTION ? pn_retention_main(s->cfg, s->audit)
+		                                : pn_commit_sender_main(s->cfg));
 	}
-	*c = (child){.pid = pid, .kind = CHILD_AUDIT, .channel = -1, .started = time(NULL)};
-	s->audit_respawn_at = time(NULL) + 1;
+	if (pid > 0)
+		*c = (child){
+		    .pid = pid, .kind = kind, .channel = -1, .gen = s->gen, .started = time(NULL), .cfg = s->cfg};
+	*respawn_at = time(NULL) + backoff_s;
+}
+
+/* The audit sender, restarted (not faster than once a second) if it dies. */
+static void keep_audit_sender(server *s)
+{
+	if (pn_audit_enabled(s->audit) && time(NULL) >= s->audit_respawn_at && !child_of_kind(s, CHILD_AUDIT))
+		spawn_service(s, CHILD_AUDIT, "audit sender", &s->audit_respawn_at, 1);
 }
 
 /* Whether a reloaded configuration changes what retention does. */
@@ -274,10 +288,8 @@ static bool retention_same(const pn_config *a, const pn_config *b)
  * every 5 s if it dies. */
 static void keep_retention(server *s)
 {
-	for (size_t i = 0; i < s->n_children; i++) {
-		child *c = &s->children[i];
-		if (!c->pid || c->kind != CHILD_RETENTION)
-			continue;
+	child *c = child_of_kind(s, CHILD_RETENTION);
+	if (c) {
 		if (c->gen != s->gen && !c->termed) {
 			if (retention_same(c->cfg, s->cfg) && pn_retention_on(s->cfg))
 				c->gen = s->gen; /* unchanged: it goes on, its minute's count with it */
@@ -288,24 +300,8 @@ static void keep_retention(server *s)
 		}
 		return;
 	}
-	if (!pn_retention_on(s->cfg) || time(NULL) < s->retention_respawn_at)
-		return;
-	child *c = free_slot(s);
-	if (!c)
-		return;
-	pid_t pid = fork();
-	if (pid < 0) {
-		pn_error("could not start the retention process: %m");
-		s->retention_respawn_at = time(NULL) + 5;
-		return;
-	}
-	if (pid == 0) {
-		child_setup(s, -1);
-		_exit(pn_retention_main(s->cfg, s->audit));
-	}
-	*c = (child){
-	    .pid = pid, .kind = CHILD_RETENTION, .channel = -1, .gen = s->gen, .started = time(NULL), .cfg = s->cfg};
-	s->retention_respawn_at = time(NULL) + 5;
+	if (pn_retention_on(s->cfg) && time(NULL) >= s->retention_respawn_at)
+		spawn_service(s, CHILD_RETENTION, "retention process", &s->retention_respawn_at, 5);
 }
 
 /* The storage commitment sender: one process while some peer may request
@@ -317,26 +313,8 @@ static void keep_commit_sender(server *s)
 	bool wanted = false;
 	for (size_t i = 0; i < s->cfg->n_peers; i++)
 		wanted |= (s->cfg->peers[i].allow & PN_ALLOW_COMMIT) != 0;
-	if (!wanted || time(NULL) < s->commit_respawn_at)
-		return;
-	for (size_t i = 0; i < s->n_children; i++)
-		if (s->children[i].pid && s->children[i].kind == CHILD_COMMIT)
-			return;
-	child *c = free_slot(s);
-	if (!c)
-		return;
-	pid_t pid = fork();
-	if (pid < 0) {
-		pn_error("could not start the storage commitment sender: %m");
-		s->commit_respawn_at = time(NULL) + 1;
-		return;
-	}
-	if (pid == 0) {
-		child_setup(s, -1);
-		_exit(pn_commit_sender_main(s->cfg));
-	}
-	*c = (child){.pid = pid, .kind = CHILD_COMMIT, .channel = -1, .started = time(NULL), .gen = s->gen};
-	s->commit_respawn_at = time(NULL) + 1;
+	if (wanted && time(NULL) >= s->commit_respawn_at && !child_of_kind(s, CHILD_COMMIT))
+		spawn_service(s, CHILD_COMMIT, "storage commitment sender", &s->commit_respawn_at, 1);
 }
 
 /* Tells the storage commitment sender to stop (after the report it is
