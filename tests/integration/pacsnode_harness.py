@@ -626,6 +626,22 @@ def storescu(port, files, workdir, timeout=300, **kw):
         return _save(StoreRun(files, "timeout after %ds" % timeout, out or "", cmd), workdir)
 
 
+def store_plan(node, workdir, plan, uid):
+    """Stores a small hierarchy by storescu: plan rows (PatientID, study,
+    series, modality, instances), UIDs from uid(study), uid(series) and
+    uid(series, "i") for instance i."""
+    files = []
+    for pid, st, se, mod, n in plan:
+        for i in range(1, n + 1):
+            name = "%s-%s-%d" % (st, se, i)
+            e = gen_corpus.make_instance(os.path.join(str(workdir), name + ".dcm"), name=name, patient_id=pid,
+                                         study_uid=uid(st), series_uid=uid(se), sop_uid=uid(se, str(i)),
+                                         modality=mod, instance_number=i)
+            files.append(e["path"])
+    run = storescu(node.port, files, str(workdir))
+    assert run.all_success(), run.summary()
+
+
 class StorescuGroup:
     """Several storescu processes released at the same instant: each waits in
     a shell on a pipe that closes only when all have been started."""

@@ -11,7 +11,7 @@ import pytest
 import findscu_util as F
 import pacsnode_harness as H
 from pacsnode_harness import gen_corpus
-from test_ctl_delete import CTL, ctl
+from test_ctl_delete import ctl
 
 CT, MR = "1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.4"
 
@@ -28,16 +28,7 @@ PLAN = [("PK-A", "s1", "x1", "CT", 3), ("PK-A", "s1", "x2", "MR", 2), ("PK-A", "
 @pytest.fixture
 def kept_node(node_factory, scu_dir):
     node = node_factory()
-    files = []
-    for pid, st, se, mod, n in PLAN:
-        for i in range(1, n + 1):
-            name = "%s-%s-%d" % (st, se, i)
-            e = gen_corpus.make_instance(os.path.join(str(scu_dir), name + ".dcm"), name=name, patient_id=pid,
-                                         study_uid=uid(st), series_uid=uid(se), sop_uid=uid(se, str(i)),
-                                         modality=mod, instance_number=i)
-            files.append(e["path"])
-    run = H.storescu(node.port, files, str(scu_dir))
-    assert run.all_success(), run.summary()
+    H.store_plan(node, scu_dir, PLAN, uid)
     return node
 
 

@@ -32,16 +32,7 @@ PLAN = [("PR-A", "s1", "x1", "CT", 2), ("PR-A", "s1", "x2", "MR", 1), ("PR-B", "
 @pytest.fixture
 def rnode(node_factory, scu_dir):
     node = node_factory()
-    files = []
-    for pid, st, se, mod, n in PLAN:
-        for i in range(1, n + 1):
-            name = "%s-%s-%d" % (st, se, i)
-            e = gen_corpus.make_instance(os.path.join(str(scu_dir), name + ".dcm"), name=name, patient_id=pid,
-                                         study_uid=uid(st), series_uid=uid(se), sop_uid=uid(se, str(i)),
-                                         modality=mod, instance_number=i)
-            files.append(e["path"])
-    run = H.storescu(node.port, files, str(scu_dir))
-    assert run.all_success(), run.summary()
+    H.store_plan(node, scu_dir, PLAN, uid)
     return node
 
 
@@ -119,16 +110,7 @@ def get_assoc(node, model, offer):
 @pytest.fixture
 def gnode(node_factory, scu_dir):
     node = node_factory(peers={"mover": {"ae_title": "MOVER", "allow": "get, move"}})
-    files = []
-    for pid, st, se, mod, n in PLAN:
-        for i in range(1, n + 1):
-            name = "%s-%s-%d" % (st, se, i)
-            e = gen_corpus.make_instance(os.path.join(str(scu_dir), name + ".dcm"), name=name, patient_id=pid,
-                                         study_uid=uid(st), series_uid=uid(se), sop_uid=uid(se, str(i)),
-                                         modality=mod, instance_number=i)
-            files.append(e["path"])
-    run = H.storescu(node.port, files, str(scu_dir))
-    assert run.all_success(), run.summary()
+    H.store_plan(node, scu_dir, PLAN, uid)
     return node
 
 
