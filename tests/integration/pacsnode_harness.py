@@ -252,6 +252,9 @@ class Node:
             env["HOME"] = self.cwd
         if self.preexec_fn is not None:
             kw["preexec_fn"] = self.preexec_fn
+        # a node started again after stop(): the teardown's stop() must see
+        # it running (a kept returncode made it skip the node, left behind)
+        self.returncode = None
         with open(self.log_path, "ab") as log, open(self.stdout_path, "ab") as out:
             self.proc = subprocess.Popen([NODE_BIN, "-c", self.config_path], cwd=self.cwd,
                                          stdin=subprocess.DEVNULL, stdout=out, stderr=log,

@@ -1115,7 +1115,7 @@ def test_name_suffix_by_reversed_index(node_factory, corpus, testdir, scu_dir):
             cur.execute("ALTER DATABASE %s SET %s" % (node.dbname, setting))
     conn.close()
     node.stop()
-    node.start()
+    node.start_again()
     src = next(e for e in corpus.entries if e["attrs"].get("Modality") == "CT")
     files = []
     for i, name in enumerate(SUFFIX_NAMES):
