@@ -433,8 +433,11 @@ static int parse_range(pn_match *m, const char *value)
 	}
 	if (!m->lo && !m->hi)
 		return -EINVAL; /* "-" */
-	if (m->lo && m->hi && strcmp(m->lo, m->hi) > 0)
-		return -EINVAL;
+	if (m->lo && m->hi && strcmp(m->lo, m->hi) > 0) {
+		if (strcmp(m->vr, "TM") != 0)
+			return -EINVAL;
+		m->reversed = true;
+	}
 	m->kind = PN_MATCH_RANGE;
 	return 0;
 }

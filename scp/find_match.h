@@ -30,6 +30,7 @@ typedef struct pn_match {
 	char **list;   /* LIST: n_list exact values */
 	size_t n_list;
 	char *lo, *hi;         /* RANGE: normalised bounds, NULL when open */
+	bool reversed;         /* RANGE of TM: lo later than hi (see pn_match_parse) */
 	struct pn_match *alts; /* ANY: n_alts matches, none of them ANY or UNIVERSAL */
 	size_t n_alts;
 } pn_match;
@@ -42,7 +43,11 @@ typedef struct pn_match {
  * DT bounds "YYYY-MM-DD HH:MM:SS.ffffff" (offsets ignored); all fixed width,
  * so bounds and normalised stored values compare as strings.
  * Returns 0, -EINVAL (a value that cannot be understood: bad date, inverted
- * range, invalid UTF-8) or -ENOMEM. On error *ret is cleared. */
+ * range, invalid UTF-8) or -ENOMEM. On error *ret is cleared. A TM range
+ * whose start is later than its end is parsed, with `reversed` set: with
+ * combined date-time matching "StudyDate=20240101-20240131,
+ * StudyTime=2200-0600" is a range of instants (PS3.4 C.2.2.2.5.1), and
+ * the caller refuses it when it stays a range of times of day alone. */
 int pn_match_parse(const char *vr, const char *value, bool fold, pn_match *ret);
 
 /* The same with Multiple Value Matching (PS3.4 C.2.2.2.1.2, negotiated):

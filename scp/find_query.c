@@ -197,6 +197,31 @@ static int combine_date_time(pn_query *q)
 	return 0;
 }
 
+static bool has_reversed(const pn_match *m)
+{
+	if (m->reversed)
+		return true;
+	for (size_t i = 0; i < m->n_alts; i++)
+		if (m->alts[i].reversed)
+			return true;
+	return false;
+}
+
+/* A TM range from a later to an earlier time of day means something only
+ * as half of a combined date-time range (the parser lets it through for
+ * that); one left as a range of times alone is refused, as before. The
+ * tag of the first such key, 0 when none. */
+static uint32_t reversed_time_left(const pn_query *q)
+{
+	for (size_t i = 0; i < q->n_conds; i++)
+		if (q->conds[i].kind != PN_FIND_DT_RANGE && has_reversed(&q->cond_matches[i]))
+			return q->conds[i].tag;
+	for (size_t i = 0; i < q->n_keys; i++)
+		if (q->keys[i].post && has_reversed(&q->keys[i].match))
+			return q->keys[i].tag;
+	return 0;
+}
+
 /* Integer and decimal columns: every value must read as a number. */
 static bool numeric_ok(pn_find_col_kind kind, const pn_match *m)
 {
@@ -517,6 +542,13 @@ int pn_query_parse(pn_dcm_ds *identifier, const char *sop_class_uid, unsigned fl
 	}
 	if ((flags & PN_QUERY_COMBINED_DATETIME) && (rc = combine_date_time(q)) < 0)
 		goto fail;
+	uint32_t rtag;
+	if ((rtag = reversed_time_left(q)) != 0) {
+		describe_tag(tagbuf, sizeof tagbuf, rtag);
+		snprintf(why, whylen, "the time range of %s ends before it starts", tagbuf);
+		rc = -EINVAL;
+		goto fail;
+	}
 	q->sql.level = q->level;
 	q->sql.conds = q->conds;
 	q->sql.n_conds = q->n_conds;

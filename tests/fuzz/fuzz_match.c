@@ -132,7 +132,8 @@ static void check_shape(const pn_match *m, const char *vr, const char *value)
 		CHECK(m->lo || m->hi);
 		CHECK(!m->lo || strlen(m->lo) == w);
 		CHECK(!m->hi || strlen(m->hi) == w);
-		CHECK(!m->lo || !m->hi || strcmp(m->lo, m->hi) <= 0);
+		CHECK(!m->lo || !m->hi || strcmp(m->lo, m->hi) <= 0 || (m->reversed && strcmp(vr, "TM") == 0));
+		CHECK(!m->reversed || (m->lo && m->hi && strcmp(m->lo, m->hi) > 0));
 		if (!strchr(value, '-'))
 			CHECK(pn_match_test(m, value)); /* a single value covers itself */
 		break;

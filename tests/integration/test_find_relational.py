@@ -344,3 +344,31 @@ def test_combined_date_time_matching(dnode):
         a.release()
     finally:
         a.close()
+
+
+def test_combined_range_with_a_later_start_time(dnode):
+    """Negotiated: StudyDate 20240101-20240102 with StudyTime 2200-0600 is
+    2024-01-01 22:00 to 2024-01-02 06:00 (d1, d2), a range of instants
+    though its times of day run backwards. Not negotiated, the same keys
+    are a time range that ends before it starts: refused as before, and a
+    reversed time alone (no date range to pair with) is refused even with
+    the negotiation."""
+    keys = dict(PatientID="PD-1", StudyInstanceUID="", StudyDate="20240101-20240102", StudyTime="2200-0600")
+    a = open_assoc(dnode, F.STUDY_ROOT, bytes([0, 1]))
+    try:
+        res = a.c_find(F.STUDY_ROOT, query("STUDY", **keys))
+        assert res.final_status == 0x0000, hex(res.final_status)
+        assert matches(res, "StudyInstanceUID") == sorted([uid("d1"), uid("d2")])
+        res = a.c_find(F.STUDY_ROOT, query("STUDY", PatientID="PD-1", StudyInstanceUID="", StudyTime="2200-0600"))
+        assert res.final_status & 0xF000 in (0xA000, 0xC000), hex(res.final_status)
+        a.release()
+    finally:
+        a.close()
+    a = open_assoc(dnode, F.STUDY_ROOT, None)
+    try:
+        res = a.c_find(F.STUDY_ROOT, query("STUDY", **keys))
+        assert res.final_status & 0xF000 in (0xA000, 0xC000), hex(res.final_status)
+        assert not res.pending
+        a.release()
+    finally:
+        a.close()
