@@ -135,6 +135,8 @@ def shape_stats(s, rate_of="responses"):
           "matches": statistics.median(s["expected"]), "rate": None}
     if s["name"] == "large":
         st["rate"] = statistics.median(s[rate_of]) / (st["p50"] / 1000.0)
+    elif s[rate_of] and s["ms"]:   # every query's responses over every query's time
+        st["rate"] = sum(s[rate_of]) / (sum(s["ms"]) / 1000.0)
     return st
 
 
@@ -146,7 +148,7 @@ def collect_shapes(res, rate_of="responses"):
         for s in (doc or {}).get("shapes", []):
             if s["name"] not in [x[0] for x in shapes]:
                 shapes.append((s["name"], s["label"]))
-            if s["ms"]:
+            if s.get("ms"):   # a shape the server would not negotiate has none
                 stat[(t, r, s["name"])] = shape_stats(s, rate_of)
     return shapes, stat
 

@@ -123,6 +123,7 @@ class Association:
         self.rf = self.sock.makefile("rb", buffering=1 << 18)
         self.max_send = MAX_PDU
         self.contexts = {}      # abstract syntax -> (pc id, transfer syntax)
+        self.ext_neg = {}       # abstract syntax -> the acceptor's extended negotiation bytes
         self.msg_id = 0
         # The pending responses of one request carry the same command
         # bytes: each is parsed once (parsing them every time was most of
@@ -151,8 +152,11 @@ class Association:
         kind, _, length = struct.unpack(">BBI", self._read(6))
         return kind, self._read(length)
 
-    def associate(self, calling, called, proposals):
-        """proposals: [(abstract syntax, [transfer syntaxes])]."""
+    def associate(self, calling, called, proposals, ext_neg=None):
+        """proposals: [(abstract syntax, [transfer syntaxes])]; ext_neg:
+        {abstract syntax: bytes}, SOP Class Extended Negotiation items
+        (PS3.7 D.3.3.5) to propose; the acceptor's answers land in
+        self.ext_neg the same way."""
         pcs = b""
         asked = {}
         for i, (abstract, tss) in enumerate(proposals):
@@ -164,6 +168,9 @@ class Association:
             pcs += _item(0x20, body)
         user = _item(0x51, struct.pack(">I", MAX_PDU)) + _item(0x52, enc.IMPL_CLASS_UID.encode("ascii")) \
             + _item(0x55, enc.IMPL_VERSION.encode("ascii"))
+        for abstract, info in (ext_neg or {}).items():
+            uid = abstract.encode("ascii")
+            user += _item(0x56, struct.pack(">H", len(uid)) + uid + bytes(info))
         body = struct.pack(">HH", 1, 0) + _ae(called) + _ae(calling) + b"\0" * 32
         body += _item(0x10, APP_CONTEXT) + pcs + _item(0x50, user)
         self.sock.sendall(_pdu(0x01, body))
@@ -195,6 +202,10 @@ class Association:
                         (peer_max,) = struct.unpack_from(">I", payload, sub + 4)
                         if peer_max:
                             self.max_send = min(MAX_PDU, peer_max)
+                    elif st == 0x56:
+                        (un,) = struct.unpack_from(">H", payload, sub + 4)
+                        uid = payload[sub + 6:sub + 6 + un].rstrip(b"\0").decode("ascii")
+                        self.ext_neg[uid] = payload[sub + 6 + un:sub + 4 + sn]
                     sub += 4 + sn
             off += 4 + n
 
@@ -321,6 +332,68 @@ def identifier_items(shape, keys):
     return sorted(items.items())
 
 
+def open_find(a, ext_neg=None):
+    """(association, implicit, error): Study Root C-FIND (and Verification)
+    accepted on a new association, the extended negotiation proposed."""
+    try:
+        assoc = Association(a.host, a.port, tls=tls_context(*a.tls) if a.tls else None)
+    except OSError as e:    # ssl.SSLError is one
+        return None, None, "cannot connect: %s" % e
+    try:
+        assoc.associate(a.aet, a.aec, [(STUDY_ROOT_FIND, [enc.EXPLICIT_LE, enc.IMPLICIT_LE]),
+                                       (VERIFICATION, [enc.IMPLICIT_LE])],
+                        ext_neg={STUDY_ROOT_FIND: ext_neg} if ext_neg else None)
+    except (UlError, OSError) as e:
+        assoc.close()
+        return None, None, "association failed: %s" % e
+    if STUDY_ROOT_FIND not in assoc.contexts:
+        try:
+            assoc.release()
+        finally:
+            assoc.close()
+        return None, None, "Study Root C-FIND not accepted"
+    return assoc, assoc.contexts[STUDY_ROOT_FIND][1] == enc.IMPLICIT_LE, None
+
+
+def run_shape(a, assoc, implicit, shape, result):
+    r = {"name": shape["name"], "label": shape["label"], "level": shape["level"],
+         "ms": [], "first_ms": [], "responses": [], "expected": [], "bad": [], "missing_keys": [],
+         "truncated": False, "ext_neg": bool(shape.get("ext_neg"))}
+    result["shapes"].append(r)
+
+    def one(q, timed):
+        req = assoc.find_request(enc.dataset(identifier_items(shape, q["keys"]), implicit=implicit))
+        secs, t_first, n, st, comment, first = assoc.find(req, keep_first=not r["missing_keys"] and timed)
+        if st != 0x0000:
+            r["bad"].append({"keys": q["keys"], "status": "0x%04x" % st, "comment": comment,
+                             "responses": n, "expected": q["expected"]})
+        elif n != q["expected"]:
+            r["bad"].append({"keys": q["keys"], "status": "0x0000", "responses": n,
+                             "expected": q["expected"]})
+        if first is not None and not r["missing_keys"]:
+            have = enc.decode_flat(first, implicit=implicit)
+            missing = [name for tag, name in shape["return_keys"] if tag not in have]
+            r["missing_keys"] = missing or ["-"]
+            r["first_response"] = {"%08X" % t: enc.text(v) for t, v in sorted(have.items())}
+        return secs, t_first, n
+
+    for q in shape["warmup"]:
+        one(q, False)
+    t_start = time.perf_counter()
+    for q in shape["queries"]:
+        secs, t_first, n = one(q, True)
+        r["ms"].append(secs * 1000)
+        r["first_ms"].append(t_first * 1000)
+        r["responses"].append(n)
+        r["expected"].append(q["expected"])
+        if a.max_seconds and time.perf_counter() - t_start > a.max_seconds:
+            r["truncated"] = len(r["ms"]) < len(shape["queries"])
+            break
+    r["planned"] = len(shape["queries"])
+    if r["missing_keys"] == ["-"]:
+        r["missing_keys"] = []
+
+
 def cmd_run(a):
     with open(a.plan) as f:
         plan = json.load(f)
@@ -332,31 +405,22 @@ def cmd_run(a):
         with open(a.out, "w") as f:
             json.dump(result, f, indent=1)
 
-    try:
-        assoc = Association(a.host, a.port, tls=tls_context(*a.tls) if a.tls else None)
-    except OSError as e:    # ssl.SSLError is one
-        result["error"] = "cannot connect: %s" % e
+    chosen = [sh for sh in plan["shapes"] if not only or sh["name"] in only]
+    plain = [sh for sh in chosen if not sh.get("ext_neg")]
+    # shapes that need an extended negotiation, by the bytes they propose:
+    # each group on its own association (the others keep the standard rules)
+    groups = {}
+    for sh in chosen:
+        if sh.get("ext_neg"):
+            groups.setdefault(tuple(sh["ext_neg"]), []).append(sh)
+
+    assoc, implicit, err = open_find(a)
+    if err:
+        result["error"] = err
         save()
-        return 1
+        return 3 if not err.startswith("cannot connect") else 1
     if assoc.negotiated():
         result["tls"] = "%s, %s" % assoc.negotiated()
-    try:
-        assoc.associate(a.aet, a.aec, [(STUDY_ROOT_FIND, [enc.EXPLICIT_LE, enc.IMPLICIT_LE]),
-                                       (VERIFICATION, [enc.IMPLICIT_LE])])
-    except (UlError, OSError) as e:
-        result["error"] = "association failed: %s" % e
-        save()
-        assoc.close()
-        return 3
-    if STUDY_ROOT_FIND not in assoc.contexts:
-        result["error"] = "Study Root C-FIND not accepted"
-        save()
-        try:
-            assoc.release()
-        finally:
-            assoc.close()
-        return 3
-    implicit = assoc.contexts[STUDY_ROOT_FIND][1] == enc.IMPLICIT_LE
     result["transfer_syntax"] = assoc.contexts[STUDY_ROOT_FIND][1]
     rc = 0
     try:
@@ -370,45 +434,8 @@ def cmd_run(a):
                     raise UlError("C-ECHO status 0x%04x" % st)
             result["echo"] = {"n": len(lat), "p50": percentile(lat, 50),
                               "p99": percentile(lat, 99), "mean": statistics.fmean(lat)}
-        for shape in plan["shapes"]:
-            if only and shape["name"] not in only:
-                continue
-            r = {"name": shape["name"], "label": shape["label"], "level": shape["level"],
-                 "ms": [], "first_ms": [], "responses": [], "expected": [], "bad": [], "missing_keys": [],
-                 "truncated": False}
-            result["shapes"].append(r)
-
-            def one(q, timed):
-                req = assoc.find_request(enc.dataset(identifier_items(shape, q["keys"]), implicit=implicit))
-                secs, t_first, n, st, comment, first = assoc.find(req, keep_first=not r["missing_keys"] and timed)
-                if st != 0x0000:
-                    r["bad"].append({"keys": q["keys"], "status": "0x%04x" % st, "comment": comment,
-                                     "responses": n, "expected": q["expected"]})
-                elif n != q["expected"]:
-                    r["bad"].append({"keys": q["keys"], "status": "0x0000", "responses": n,
-                                     "expected": q["expected"]})
-                if first is not None and not r["missing_keys"]:
-                    have = enc.decode_flat(first, implicit=implicit)
-                    missing = [name for tag, name in shape["return_keys"] if tag not in have]
-                    r["missing_keys"] = missing or ["-"]
-                    r["first_response"] = {"%08X" % t: enc.text(v) for t, v in sorted(have.items())}
-                return secs, t_first, n
-
-            for q in shape["warmup"]:
-                one(q, False)
-            t_start = time.perf_counter()
-            for q in shape["queries"]:
-                secs, t_first, n = one(q, True)
-                r["ms"].append(secs * 1000)
-                r["first_ms"].append(t_first * 1000)
-                r["responses"].append(n)
-                r["expected"].append(q["expected"])
-                if a.max_seconds and time.perf_counter() - t_start > a.max_seconds:
-                    r["truncated"] = len(r["ms"]) < len(shape["queries"])
-                    break
-            r["planned"] = len(shape["queries"])
-            if r["missing_keys"] == ["-"]:
-                r["missing_keys"] = []
+        for shape in plain:
+            run_shape(a, assoc, implicit, shape, result)
             save()
         assoc.release()
     except (UlError, OSError) as e:
@@ -416,6 +443,34 @@ def cmd_run(a):
         rc = 1
     finally:
         assoc.close()
+    for want, shapes in groups.items():
+        if rc:
+            break
+        assoc, implicit, err = open_find(a, bytes(want))
+        answer = tuple(assoc.ext_neg.get(STUDY_ROOT_FIND, b"")) if assoc else ()
+        if not err and answer[:len(want)] != want:
+            err = "extended negotiation %s not accepted (answer %s)" % (list(want), list(answer))
+            try:
+                assoc.release()
+            finally:
+                assoc.close()
+        if err:
+            result.setdefault("ext_neg_error", {})[",".join(map(str, want))] = err
+            for shape in shapes:
+                result["shapes"].append({"name": shape["name"], "label": shape["label"], "level": shape["level"],
+                                         "error": err})
+            continue
+        result.setdefault("ext_neg", {})[",".join(map(str, want))] = list(answer)
+        try:
+            for shape in shapes:
+                run_shape(a, assoc, implicit, shape, result)
+                save()
+            assoc.release()
+        except (UlError, OSError) as e:
+            result["error"] = "%s (after %d shapes)" % (e, len(result["shapes"]))
+            rc = 1
+        finally:
+            assoc.close()
     save()
     return rc
 
@@ -577,6 +632,8 @@ def cmd_write_queries(a):
         plan = json.load(f)
     only = set(a.shapes.split(",")) if a.shapes else None
     for shape in plan["shapes"]:
+        if shape.get("ext_neg"):   # findscu cannot propose an extended negotiation
+            continue
         if shape["name"] in ("large", "name_smi", "name_son"):   # repeated queries
             continue
         if only and shape["name"] not in only:

@@ -15,6 +15,10 @@ instances, files and queries, byte for byte.
                                    the query plan, with the number of matches
                                    each query must have (from this model,
                                    never from a server)
+    gen.py family-names N          the distinct family names of the patients
+    gen.py fuzzy-expected N PLAN.json KEYS.tsv
+                                   fill in the fuzzy name queries' matches
+                                   from the names' Double Metaphone keys
 
 Shape of the data for N instances: N*3/100 patients, N/10 studies, about
 3 series per study (N/3.3 in all), about 3.3 instances per series with a long
@@ -554,6 +558,18 @@ SERIES_RETURN = ["StudyInstanceUID", "SeriesInstanceUID", "Modality", "SeriesNum
 IMAGE_RETURN = ["StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID", "InstanceNumber"]
 
 
+# the extended negotiation a shape with "ext_neg" proposes for Study Root
+# C-FIND (PS3.4 C.5.1.1.1): relational queries, combined date-time
+# matching, fuzzy semantic matching of person names
+EXT_NEG = [1, 1, 1]
+
+
+def family(name):
+    """The family name component of a PN's alphabetic group, as the node's
+    pn_phonetic(name, 1) (migration 012) takes it."""
+    return name.split("=")[0].split("^")[0]
+
+
 def fold(name):
     return name.upper()
 
@@ -665,6 +681,58 @@ def build_queries(m, per_shape, warmup, large_target, large_repeat, literal_repe
                   "expected": m.se_count[se]})
     shape("image_series", "IMAGE all of a series", "IMAGE", IMAGE_RETURN, q)
 
+    # --- extended negotiation shapes (issue 22): on an association that
+    # proposed relational queries, combined date-time and fuzzy matching of
+    # person names (findclient.py opens it for shapes with "ext_neg")
+    def ext_shape(name, label, level, ret, queries):
+        shape(name, label, level, ret, queries)
+        shapes[-1]["ext_neg"] = EXT_NEG
+
+    # SERIES by Modality and SeriesDate (one day) over all studies: no
+    # StudyInstanceUID, which only a relational query may leave out
+    by_day_mod = {}
+    for se, s in enumerate(m.se_study):
+        k = (m.st_date[s], m.se_mod[se])
+        by_day_mod[k] = by_day_mod.get(k, 0) + 1
+    q = []
+    for _ in range(total):
+        se = rng.randrange(n_series)
+        d, mod = m.st_date[m.se_study[se]], m.se_mod[se]
+        q.append({"keys": {"Modality": mod, "SeriesDate": m.da(d)}, "expected": by_day_mod[(d, mod)]})
+    ext_shape("rel_series_mod_date", "SERIES Modality+date, all studies", "SERIES", SERIES_RETURN, q)
+
+    # IMAGE by SOPInstanceUID alone (no study, no series)
+    q = []
+    n_inst = sum(m.se_count)
+    for _ in range(total):
+        q.append({"keys": {"SOPInstanceUID": m.sop_uid(rng.randrange(n_inst))}, "expected": 1})
+    ext_shape("rel_image_sop", "IMAGE SOPInstanceUID alone", "IMAGE", IMAGE_RETURN, q)
+
+    # StudyDate + StudyTime as one range over a month (combined date-time
+    # matching): from a day at a time to a month later at another time
+    instants = sorted(zip(m.st_date, m.st_secs))
+    q = []
+    for _ in range(total):
+        a = DATE0 + datetime.timedelta(days=rng.randrange((DATE1 - DATE0).days - 31))
+        b = a + datetime.timedelta(days=30)
+        t0, t1 = rng.randrange(86400), rng.randrange(86400)
+        n = bisect.bisect_right(instants, (b, t1)) - bisect.bisect_left(instants, (a, t0))
+        q.append({"keys": {"StudyDate": "%s-%s" % (m.da(a), m.da(b)),
+                           "StudyTime": "%s-%s" % (m.tm(t0), m.tm(t1))}, "expected": n})
+    ext_shape("dt_month", "STUDY Date+Time one month, combined", "STUDY", STUDY_RETURN, q)
+
+    # PatientName fuzzy: a random patient's family name alone; it matches
+    # every patient whose family name has the same Double Metaphone key.
+    # The keys are not computed here: "fuzzy_family" names the query's
+    # family name and run.sh fills "expected" from PostgreSQL's dmetaphone
+    # over the generator's names (gen.py fuzzy-expected)
+    q = []
+    while len(q) < total:
+        fam = family(m.pat_name[rng.randrange(n_pat)])
+        if fam.isascii() and fam.isalpha():
+            q.append({"keys": {"PatientName": fam}, "expected": None, "fuzzy_family": fam})
+    ext_shape("fuzzy_name", "STUDY PatientName fuzzy (family)", "STUDY", STUDY_RETURN, q)
+
     # Large result: the first large_target studies by date (all of them
     # when there are fewer)
     last = dates[min(large_target, n_study) - 1]
@@ -674,6 +742,38 @@ def build_queries(m, per_shape, warmup, large_target, large_repeat, literal_repe
                    "return_keys": [[T[k], k] for k in STUDY_RETURN],
                    "warmup": [big] if warmup else [], "queries": [big] * large_repeat})
     return {"n_instances": m.n, "version": VERSION, "shapes": shapes}
+
+
+def fill_fuzzy_expected(m, plan_path, keys_path):
+    """Fill in the expected matches of the fuzzy_name queries of a plan
+    from KEYS (lines "family name TAB Double Metaphone key", the key empty
+    when there is none: what PostgreSQL's dmetaphone gives for the names of
+    `gen.py family-names N`, which run.sh asks it for). A family name alone
+    matches, fuzzily, the patients whose family name has its key, and as a
+    folded single value those whose whole name it is (docs/find.md)."""
+    keys = {}
+    with open(keys_path, encoding="utf-8") as f:
+        for line in f:
+            name, _, key = line.rstrip("\n").partition("\t")
+            keys[name] = key or None
+    studies_of = [len(x) for x in m.pat_studies]
+    pat_key = [keys.get(family(x)) for x in m.pat_name]
+    folded = [fold(x) for x in m.pat_name]
+    with open(plan_path, encoding="utf-8") as f:
+        plan = json.load(f)
+    cache = {}
+    for sh in plan["shapes"]:
+        for q in sh["warmup"] + sh["queries"]:
+            fam = q.get("fuzzy_family")
+            if fam is None:
+                continue
+            if fam not in cache:
+                k, ff = keys[fam], fold(fam)
+                cache[fam] = sum(studies_of[p] for p in range(len(m.pat_name))
+                                 if (k is not None and pat_key[p] == k) or folded[p] == ff)
+            q["expected"] = cache[fam]
+    with open(plan_path, "w", encoding="utf-8") as f:
+        json.dump(plan, f, ensure_ascii=False, indent=0)
 
 
 def stats(m):
@@ -725,6 +825,11 @@ def main(argv):
         plan = build_queries(m, per_shape, warm, large_target, large_repeat, literal)
         with open(argv[3], "w") as f:
             json.dump(plan, f, ensure_ascii=False, indent=0)
+    elif cmd == "family-names":
+        for name in sorted(set(family(x) for x in m.pat_name)):
+            print(name)
+    elif cmd == "fuzzy-expected":
+        fill_fuzzy_expected(m, argv[3], argv[4])
     else:
         raise SystemExit("gen.py: unknown command %s" % cmd)
 

@@ -240,6 +240,19 @@ measure_tls() {
     echo "tls_dcmtk_$label=$(tls_probe "$PACS_TLS_PORT" PACSNODE)" >> "$WORK/meta.txt"
 }
 
+# fuzzy_expected DB N PLAN: the fuzzy name queries' expected matches, from
+# PostgreSQL's Double Metaphone (fuzzystrmatch, with unaccent: what the
+# node's migration 012 indexes) of the generator's family names, computed
+# on the names themselves, never on the node's rows (gen.py fuzzy-expected)
+fuzzy_expected() {
+    local db=$1 n=$2 plan=$3 names
+    names=$($PY "$HERE/gen.py" family-names "$n")
+    case $names in *'$names$'*) die "a family name holds the quote \$names\$" ;; esac
+    psql_q "$db" "SELECT n || E'\t' || coalesce(dmetaphone(unaccent('unaccent'::regdictionary, n)), '')
+                  FROM unnest(string_to_array(\$names\$$names\$names\$, E'\n')) n" > "$WORK/family-keys-$n.tsv"
+    $PY "$HERE/gen.py" fuzzy-expected "$n" "$plan" "$WORK/family-keys-$n.tsv"
+}
+
 # ----- steps ----------------------------------------------------------------
 # The loader's rows must be what a C-STORE of the same files gives: N_CHECK
 # instances both ways, every column but the storage facts compared (the
@@ -290,6 +303,7 @@ step_pacs() {                  # step_pacs big|small
     plan=$WORK/plan-$n.json
     [ -f "$plan" ] || $PY "$HERE/gen.py" queries "$n" "$plan" "$QUERIES" "$LARGE_TARGET"
     load_copy "$db" "$n" "$label" || { log "$label: pacsnode does not start; skipped"; return 0; }
+    fuzzy_expected "$db" "$n" "$plan"
     if pacs_start "$db" "$label"; then
         measure "$label" "$PACS_PORT" PACSNODE "$plan"
     else
