@@ -139,8 +139,11 @@ bench_inner_setup() {          # bench_inner_setup NAME: inside; sets PG_BIN, OR
     export TCP_NODELAY=1       # Debian's dcmtk leaves Nagle on without it (~40 ms per C-STORE)
     PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1)
     [ -x "$PG_BIN/initdb" ] || die "PostgreSQL server binaries not found under /usr/lib/postgresql"
-    ORTHANC_PLUGIN=$(dpkg -L orthanc-postgresql | grep -E '/libOrthancPostgreSQLIndex\.so(\.[0-9.]+)?$' | sort | head -n1)
-    [ -n "$ORTHANC_PLUGIN" ] || die "libOrthancPostgreSQLIndex.so not found in package orthanc-postgresql"
+    ORTHANC_PLUGIN=""          # a benchmark without Orthanc need not install it
+    if dpkg-query -W orthanc-postgresql >/dev/null 2>&1; then
+        ORTHANC_PLUGIN=$(dpkg -L orthanc-postgresql | grep -E '/libOrthancPostgreSQLIndex\.so(\.[0-9.]+)?$' | sort | head -n1)
+        [ -n "$ORTHANC_PLUGIN" ] || die "libOrthancPostgreSQLIndex.so not found in package orthanc-postgresql"
+    fi
     mkdir -p "$WORK_BASE"
     WORK=$(mktemp -d "$WORK_BASE/pacsnode-bench-$1.XXXXXX")
     chmod 755 "$WORK"
@@ -874,8 +877,8 @@ meta_common() {
     echo "host=$(nproc) CPUs, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo) RAM, kernel $(uname -r)"
     echo "work_fs=$(df -PT "$WORK" | awk 'NR==2 {print $2 " on " $1}')"
     echo "dcmtk=$(dpkg-query -W -f='${Version}' dcmtk)"
-    o="orthanc=$(dpkg-query -W -f='${Version}' orthanc)"
-    for p in "$@"; do o="$o $p=$(dpkg-query -W -f='${Version}' "$p")"; done
+    o="orthanc=$(dpkg-query -W -f='${Version}' orthanc 2>/dev/null || echo none)"
+    for p in "$@"; do o="$o $p=$(dpkg-query -W -f='${Version}' "$p" 2>/dev/null || echo none)"; done
     echo "$o"
     echo "postgresql=$("$PG_BIN/postgres" --version | awk '{print $3}')${PG_SHARED_BUFFERS:+ shared_buffers=$PG_SHARED_BUFFERS}"
     if [ -z "${PACSNODE_SHA:-}" ]; then
