@@ -23,12 +23,12 @@ CREATE FUNCTION pn_zone_offset(d date, t time, data_offset integer, node_zone te
 COMMENT ON FUNCTION pn_zone_offset(date, time, integer, text) IS 'Minutes east of UTC of a stored local date and time: its own offset, else the node zone''s';
 
 -- The stored local date and time d t as the local time of a query at
--- query_offset minutes east of UTC. A date without a time is left as it
--- is (it names a day, not an instant); a time without a date wraps.
+-- query_offset minutes east of UTC; NULL without a time (a date alone
+-- names a day, not an instant: db/find.c keeps it as stored). A time
+-- without a date wraps.
 CREATE FUNCTION pn_in_zone(d date, t time, data_offset integer, node_zone text, query_offset integer)
 	RETURNS timestamp
 	LANGUAGE sql STABLE PARALLEL SAFE
-	RETURN CASE WHEN t IS NULL THEN d::timestamp
-	            ELSE coalesce(d, current_date) + t
-	                 + make_interval(mins => query_offset - pn_zone_offset(d, t, data_offset, node_zone)) END;
+	RETURN coalesce(d, current_date) + t
+	       + make_interval(mins => query_offset - pn_zone_offset(d, t, data_offset, node_zone));
 COMMENT ON FUNCTION pn_in_zone(date, time, integer, text, integer) IS 'A stored local date and time in the zone of a query''s Timezone Offset From UTC';
