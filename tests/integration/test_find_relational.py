@@ -78,7 +78,7 @@ def test_relational_negotiated_and_answered(rnode, model):
         a.close()
 
 
-@pytest.mark.parametrize("offer", [None, bytes([0]), bytes([0, 0, 0, 1, 1])])
+@pytest.mark.parametrize("offer", [None, bytes([0]), bytes([0, 0, 0, 0, 1])])
 def test_hierarchical_without_the_negotiation(rnode, offer):
     a = open_assoc(rnode, F.STUDY_ROOT, offer)
     try:
