@@ -166,6 +166,8 @@ static void check_timezone(const char *value, const char *stored)
 		CHECK(m >= -720 && m <= 840);
 		char back[8];
 		snprintf(back, sizeof back, "%c%02d%02d", m < 0 ? '-' : '+', abs(m) / 60, abs(m) % 60);
+		if (m == 0)
+			back[0] = strchr(value, '-') ? '-' : '+'; /* -0000 is +0000 */
 		CHECK(strstr(value, back) != NULL);
 	} else {
 		CHECK(m == 99999);
@@ -180,7 +182,10 @@ static void check_timezone(const char *value, const char *stored)
 		CHECK(!date || (strlen(da) == 8 && pn_da_to_iso(da, iso)));
 		if (pn_da_tm_shift(date ? da : NULL, tm, -shift, da2, tm2)) {
 			CHECK(!date || strcmp(da2, date) == 0);
-			CHECK(pn_tm_to_iso(stored, iso) && pn_tm_to_iso(tm2, iso2) && strcmp(iso, iso2) == 0);
+			/* (the old form's colons are dropped by both, but a value of
+			 * more than 31 characters, colons included, only by the shift) */
+			if (pn_tm_to_iso(stored, iso))
+				CHECK(pn_tm_to_iso(tm2, iso2) && strcmp(iso, iso2) == 0);
 		}
 	}
 }
