@@ -152,7 +152,7 @@ void pn_db_backoff(pn_db *db, unsigned attempt, unsigned base_ms, unsigned cap_m
 #define PN_PATIENT_COLUMNS "patient_id, issuer, patient_name, patient_birth_date, patient_sex, attrs"
 #define PN_STUDY_COLUMNS                                                                                               \
 	"patient_fk, study_uid, study_date, study_time, accession_number, study_id, study_description,"                \
-	" referring_physician_name, attrs"
+	" referring_physician_name, timezone_offset, attrs"
 #define PN_SERIES_COLUMNS                                                                                              \
 	"study_fk, series_uid, modality, series_number, series_description, series_date, series_time,"                 \
 	" body_part_examined, protocol_name, attrs"

@@ -76,6 +76,26 @@ static const struct column {
     {TAG(0x0028, 0x0011), PN_FIND_IMAGE, PN_FIND_COL_INT, "i.columns", NULL, NULL},
 };
 
+/* The date / time pairs of Timezone query adjustment, by PN_FIND_TZ_*. */
+static const struct pair {
+	uint32_t date, time;
+	int level;
+	const char *date_expr, *time_expr;
+} pairs[PN_FIND_TZ_PAIRS] = {
+    {TAG(0x0008, 0x0020), TAG(0x0008, 0x0030), PN_FIND_STUDY, "st.study_date", "st.study_time"},
+    {TAG(0x0008, 0x0021), TAG(0x0008, 0x0031), PN_FIND_SERIES, "se.series_date", "se.series_time"},
+    {TAG(0x0008, 0x0022), TAG(0x0008, 0x0032), PN_FIND_IMAGE, "i.acquisition_date", "i.acquisition_time"},
+    {TAG(0x0008, 0x0023), TAG(0x0008, 0x0033), PN_FIND_IMAGE, "i.content_date", "i.content_time"},
+};
+
+static const struct pair *pair_of(uint32_t tag)
+{
+	for (size_t i = 0; i < PN_FIND_TZ_PAIRS; i++)
+		if (pairs[i].date == tag || pairs[i].time == tag)
+			return &pairs[i];
+	return NULL;
+}
+
 static const struct column *column_of(uint32_t tag)
 {
 	for (size_t i = 0; i < sizeof columns / sizeof columns[0]; i++)
@@ -149,10 +169,14 @@ typedef struct {
 	char sql[SQL_MAX];
 	size_t len;
 	bool overflow;
-	const char *values[MAX_CONDS * 2];
+	const char *values[MAX_CONDS * 2 + 3]; /* and the zones of tz_params() */
 	int n;
 	bool exact;     /* every condition one exact value */
 	bool selective; /* one of them a UID, a patient ID or an accession number */
+	/* Timezone query adjustment: the parameters of the zones, numbered
+	 * when first used (0: not yet), and their text */
+	int tz_zone, tz_fixed, tz_query;
+	char tz_fixed_text[16], tz_query_text[16];
 } builder;
 
 struct pn_find_state {
@@ -161,7 +185,8 @@ struct pn_find_state {
 	int level;
 	unsigned computed;
 	int col_computed[PN_FIND_C_COUNT];
-	int col_path; /* first of sop_uid, sop_class_uid, transfer_syntax_uid, path */
+	int col_path;                 /* first of sop_uid, sop_class_uid, transfer_syntax_uid, path */
+	int col_tz[PN_FIND_TZ_PAIRS]; /* the pairs' data offsets; -1: not selected */
 	/* The statement, kept until its first row: a connection found broken
 	 * then (the server restarted since the last statement) is re-made and
 	 * the statement sent once more. */
@@ -230,6 +255,53 @@ static const char *array_cast_of(pn_find_col_kind k)
 	}
 }
 
+/* The parameters of Timezone query adjustment: the node's zone name (NULL
+ * for a fixed offset), its fixed offset (NULL for a name), the query's
+ * offset. A fixed zone goes as minutes, never as text: PostgreSQL reads
+ * '+01' the POSIX way, as UTC-1. */
+static void tz_params(builder *b, const pn_find_query *q, bool query)
+{
+	if (!b->tz_zone) {
+		bool named = q->tz_node_name && q->tz_node_name[0];
+		snprintf(b->tz_fixed_text, sizeof b->tz_fixed_text, "%d", q->tz_node_offset);
+		b->tz_zone = param(b, named ? q->tz_node_name : NULL);
+		b->tz_fixed = param(b, named ? NULL : b->tz_fixed_text);
+	}
+	if (query && !b->tz_query) {
+		/* numbered only when used: PostgreSQL wants a type for each */
+		snprintf(b->tz_query_text, sizeof b->tz_query_text, "%d", q->tz_query_offset);
+		b->tz_query = param(b, b->tz_query_text);
+	}
+}
+
+/* The offset from UTC of a row's stored values of pair pr (migration 015). */
+static void put_data_offset(builder *b, const pn_find_query *q, const struct pair *pr)
+{
+	tz_params(b, q, false);
+	put(b, "pn_zone_offset(%s, %s, coalesce(st.timezone_offset::integer, $%d::integer), $%d::text)", pr->date_expr,
+	    pr->time_expr, b->tz_fixed, b->tz_zone);
+}
+
+/* A stored value of pair pr as the query's zone sees it, into buf: kind
+ * PN_FIND_COL_DATE its date (a date without a time as stored), _TIME its
+ * time (NULL without one), else its date and time (a date without a time
+ * from its midnight). */
+static void adjusted_expr(builder *b, const pn_find_query *q, const struct pair *pr, pn_find_col_kind kind, char *buf,
+                          size_t len)
+{
+	tz_params(b, q, true);
+	char call[200];
+	snprintf(call, sizeof call,
+	         "pn_in_zone(%s, %s, coalesce(st.timezone_offset::integer, $%d::integer), $%d::text, $%d::integer)",
+	         pr->date_expr, pr->time_expr, b->tz_fixed, b->tz_zone, b->tz_query);
+	if (kind == PN_FIND_COL_DATE)
+		snprintf(buf, len, "coalesce(%s::date, %s)", call, pr->date_expr);
+	else if (kind == PN_FIND_COL_TIME)
+		snprintf(buf, len, "%s::time", call);
+	else
+		snprintf(buf, len, "coalesce(%s, %s + time '00:00')", call, pr->date_expr);
+}
+
 /* Whether a LIKE pattern (escape '\\') begins with '%' and does not end
  * with one ("%son", "%s_n"): reversed, it begins with what it matches. */
 static bool suffix_pattern(const char *like)
@@ -279,7 +351,13 @@ static int put_condition(builder *b, struct pn_find_state *fs, const pn_find_que
 		b->exact = false;
 		if (!c->lo && !c->hi)
 			return -EINVAL; /* a date range has a bound */
-		put(b, "(%s + coalesce(%s, time '00:00'))", col->expr, tcol->expr);
+		const struct pair *pr = q->tz_adjust ? pair_of(c->tag) : NULL;
+		if (pr) {
+			char adj[256];
+			adjusted_expr(b, q, pr, PN_FIND_COL_TEXT, adj, sizeof adj);
+			put(b, "%s", adj);
+		} else
+			put(b, "(%s + coalesce(%s, time '00:00'))", col->expr, tcol->expr);
 		if (c->lo && c->hi)
 			put(b, " BETWEEN $%d::timestamp AND $%d::timestamp", param(b, c->lo), param(b, c->hi));
 		else if (c->lo)
@@ -291,6 +369,31 @@ static int put_condition(builder *b, struct pn_find_state *fs, const pn_find_que
 	bool fold = col->kind == PN_FIND_COL_NAME && q->fold_names;
 	const char *expr = fold ? col->fold_expr : col->expr;
 	const char *cast = cast_of(col->kind);
+	/* Timezone query adjustment: a date or time of a pair compared as the
+	 * query's zone sees it (an absent one stays absent) */
+	const struct pair *pr = q->tz_adjust && c->kind != PN_FIND_EMPTY ? pair_of(c->tag) : NULL;
+	char adj[256];
+	if (pr) {
+		adjusted_expr(b, q, pr, col->kind, adj, sizeof adj);
+		expr = adj;
+	}
+	if (pr && col->kind == PN_FIND_COL_DATE && (c->kind == PN_FIND_SINGLE || c->kind == PN_FIND_RANGE)) {
+		/* beside the exact test, one the date's B-tree can serve: a
+		 * shift is at most 26 hours (-12:00 to +14:00), two days each
+		 * side hold every match */
+		b->exact = false;
+		const char *lo = c->kind == PN_FIND_SINGLE ? c->value : c->lo;
+		const char *hi = c->kind == PN_FIND_SINGLE ? c->value : c->hi;
+		int plo = lo ? param(b, lo) : 0;
+		int phi = !hi ? 0 : hi == lo ? plo : param(b, hi);
+		put(b, "(true");
+		if (plo)
+			put(b, " AND %s >= $%d::date AND %s >= $%d::date - 2", expr, plo, col->expr, plo);
+		if (phi)
+			put(b, " AND %s <= $%d::date AND %s <= $%d::date + 2", expr, phi, col->expr, phi);
+		put(b, ")");
+		return 0;
+	}
 	/* The SQL function pn_fold() folds the value exactly as the column was
 	 * folded: both sides go through ICU. */
 	const char *fo = fold ? "pn_fold(" : "", *fc = fold ? ")" : "";
@@ -492,6 +595,7 @@ int pn_find_start(pn_db *db, const pn_find_query *q)
 	/* pages (LIMIT and OFFSET are in the text) are not prepared */
 	b->exact = q->limit == 0 && q->offset == 0;
 	b->selective = false;
+	b->tz_zone = b->tz_fixed = b->tz_query = 0;
 
 	if (q->paths_only && q->level != PN_FIND_IMAGE) {
 		free(b);
@@ -513,6 +617,14 @@ int pn_find_start(pn_db *db, const pn_find_query *q)
 		put(b, ", %s", computed[c].sql ? computed[c].sql : availability_sql[q->level]);
 		fs->col_computed[c] = ncol++;
 		fs->computed |= 1u << c;
+	}
+	for (int t = 0; t < PN_FIND_TZ_PAIRS; t++) {
+		fs->col_tz[t] = -1;
+		if (!q->tz_adjust || q->paths_only || pairs[t].level > q->level)
+			continue;
+		put(b, ", ");
+		put_data_offset(b, q, &pairs[t]);
+		fs->col_tz[t] = ncol++;
 	}
 	fs->col_path = -1;
 	if (q->level == PN_FIND_IMAGE) {
@@ -581,6 +693,14 @@ static int64_t be64(const char *p)
 	for (int i = 0; i < 8; i++)
 		v = (v << 8) | (unsigned char)p[i];
 	return (int64_t)v;
+}
+
+static uint32_t be32(const char *p)
+{
+	uint32_t v = 0;
+	for (int i = 0; i < 4; i++)
+		v = (v << 8) | (unsigned char)p[i];
+	return v;
 }
 
 bool pn_find_row_ready(pn_db *db)
@@ -656,6 +776,12 @@ int pn_find_next(pn_db *db, pn_find_row *row)
 		row->modalities = PQgetvalue(res, 0, cm);
 	if (cs >= 0 && !PQgetisnull(res, 0, cs))
 		row->sop_classes = PQgetvalue(res, 0, cs);
+	for (int t = 0; t < PN_FIND_TZ_PAIRS; t++) {
+		int col = fs->col_tz[t];
+		row->tz_offset[t] = PN_FIND_TZ_UNKNOWN;
+		if (col >= 0 && !PQgetisnull(res, 0, col) && PQgetlength(res, 0, col) == 4)
+			row->tz_offset[t] = (int32_t)be32(PQgetvalue(res, 0, col));
+	}
 	int ca = fs->col_computed[8];
 	if (ca >= 0 && !PQgetisnull(res, 0, ca))
 		row->availability = PQgetvalue(res, 0, ca);

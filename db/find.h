@@ -76,6 +76,16 @@ typedef struct {
 	bool fuzzy_names;  /* and phonetically (with fold_names; migration 012) */
 	bool paths_only;   /* IMAGE level, for retrieval: no attrs, no computed */
 	int order;         /* PN_FIND_ORDER_* */
+	/* Timezone query adjustment (migration 015): the date / time pairs
+	 * (Study, Series, Acquisition, Content) matched in the zone of
+	 * tz_query_offset minutes east of UTC, and each pair's data offset
+	 * returned (pn_find_row.tz_offset). Stored values are local times in
+	 * the study's offset, else in the node's zone: tz_node_name (an IANA
+	 * name) or, when that is NULL or "", tz_node_offset minutes. */
+	bool tz_adjust;
+	int tz_query_offset;
+	const char *tz_node_name;
+	int tz_node_offset;
 	/* rows skipped, and most rows returned (0: all), in SQL: only for a
 	 * query whose every match is decided there (nothing matched on the
 	 * blobs afterwards) */
@@ -87,6 +97,10 @@ enum {
 	PN_FIND_ORDER_NEWEST,   /* STUDY: study date and time, newest first, undated last */
 	PN_FIND_ORDER_NUMBER,   /* SERIES: series number; IMAGE: instance number */
 };
+
+/* The date / time pairs, in the order of pn_find_row.tz_offset. */
+enum { PN_FIND_TZ_STUDY, PN_FIND_TZ_SERIES, PN_FIND_TZ_ACQUISITION, PN_FIND_TZ_CONTENT, PN_FIND_TZ_PAIRS };
+#define PN_FIND_TZ_UNKNOWN INT32_MIN
 
 /* One match. Pointers stay valid until the next pn_find_next/stop. */
 typedef struct {
@@ -102,6 +116,9 @@ typedef struct {
 	const char *sop_uid, *sop_class_uid, *transfer_syntax_uid, *path;
 	/* IMAGE level: whose instance it is ("" when the patient has no name) */
 	const char *study_uid, *patient_id, *patient_name;
+	/* tz_adjust: minutes east of UTC of each pair's stored values (of the
+	 * levels at or above the query's), else PN_FIND_TZ_UNKNOWN */
+	int32_t tz_offset[PN_FIND_TZ_PAIRS];
 } pn_find_row;
 
 /* Sends the query (re-connecting once if the connection was lost).

@@ -44,6 +44,7 @@ enum stmt_id {
 	ST_PATIENT_SELECT,
 	ST_STUDY_INSERT,
 	ST_STUDY_SELECT,
+	ST_STUDY_TIMEZONE,
 	ST_SERIES_INSERT,
 	ST_SERIES_SELECT,
 	ST_INSTANCE_INSERT,
@@ -69,11 +70,16 @@ static const struct {
                            " ON CONFLICT (patient_id, issuer) DO NOTHING RETURNING pk"},
     [ST_PATIENT_SELECT] = {"pn_index_patient_select", "tt",
                            "SELECT pk FROM patient WHERE patient_id = $1 AND issuer = $2"},
-    [ST_STUDY_INSERT] = {"pn_index_study_insert", "ttttttttb",
+    [ST_STUDY_INSERT] = {"pn_index_study_insert", "tttttttttb",
                          "INSERT INTO study (" PN_STUDY_COLUMNS ")"
-                         " VALUES ($1::bigint, $2, $3::date, $4::time, $5, $6, $7, $8, $9)"
+                         " VALUES ($1::bigint, $2, $3::date, $4::time, $5, $6, $7, $8, $9::smallint, $10)"
                          " ON CONFLICT (study_uid) DO NOTHING RETURNING pk"},
     [ST_STUDY_SELECT] = {"pn_index_study_select", "t", "SELECT pk, patient_fk FROM study WHERE study_uid = $1"},
+    /* the first instance that carries a Timezone Offset From UTC gives the
+     * study's; a row that has one is only read */
+    [ST_STUDY_TIMEZONE] = {"pn_index_study_timezone", "tt",
+                           "UPDATE study SET timezone_offset = $2::smallint"
+                           " WHERE pk = $1::bigint AND timezone_offset IS NULL"},
     [ST_SERIES_INSERT] = {"pn_index_series_insert", "tttttttttb",
                           "INSERT INTO series (" PN_SERIES_COLUMNS ")"
                           " VALUES ($1::bigint, $2, $3, $4::integer, $5, $6::date, $7::time,"
@@ -247,6 +253,7 @@ void pn_index_study_params(params *p, const pn_instance_rec *rec, const char *pa
 	pn_params_text(p, rec->study_id);
 	pn_params_text(p, rec->study_description);
 	pn_params_text(p, rec->referring_physician_name);
+	pn_params_text(p, rec->timezone_offset);
 	pn_params_blob(p, rec->study_attrs);
 }
 
@@ -436,6 +443,20 @@ static int store_once(pn_db *db, const pn_instance_rec *rec, pn_dup_policy polic
 	if (parent[0] && strcmp(parent, patient_pk) != 0) {
 		outcome = PN_INDEX_CONFLICT_STUDY;
 		goto rollback;
+	}
+	if (parent[0] && rec->timezone_offset) {
+		/* the study was there: this may be its first instance with an
+		 * offset (an instance of the series last stored does not get
+		 * here; docs/find.md) */
+		sel.n = 0;
+		pn_params_text(&sel, study_pk);
+		pn_params_text(&sel, rec->timezone_offset);
+		res = run(db, ST_STUDY_TIMEZONE, &sel);
+		if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+			r = pn_db_fail(db, res);
+			goto fail;
+		}
+		PQclear(res);
 	}
 
 	ins.n = sel.n = 0;

@@ -54,6 +54,9 @@ typedef struct {
 	const char *study_id;
 	const char *study_description;
 	const char *referring_physician_name;
+	/* (0008,0201) TimezoneOffsetFromUTC as minutes east of UTC ("-300"),
+	 * NULL when absent or invalid */
+	const char *timezone_offset;
 	pn_blob study_attrs;
 
 	/* series */

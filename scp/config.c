@@ -10,7 +10,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 
+#include "dicom_values.h"
 #include "log.h"
 
 /* Embedded defaults: a development node that accepts anyone (said so in the
@@ -116,6 +118,69 @@ static int parse_string(parse_state *st, void *field, const char *value, long mi
 	free(*(char **)field);
 	*(char **)field = copy;
 	return 0;
+}
+
+/* An IANA zone name the system's tz database has (PostgreSQL's packages
+ * use the same files): letters, digits, '_', '-', '+' and '/', no "..". */
+static bool zone_name_valid(const char *name)
+{
+	size_t n = strlen(name);
+	if (n == 0 || n >= sizeof(((pn_config *)0)->tz_name) || name[0] == '/' || strstr(name, ".."))
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		char c = name[i];
+		if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' ||
+		      c == '-' || c == '+' || c == '/'))
+			return false;
+	}
+	if (strcmp(name, "UTC") == 0)
+		return true;
+	char path[128];
+	snprintf(path, sizeof(path), "/usr/share/zoneinfo/%s", name);
+	struct stat sb;
+	return stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
+}
+
+/* An IANA name ("Europe/Paris") or a fixed "+HHMM" / "-HHMM". */
+static int parse_timezone(parse_state *st, void *field, const char *value, long min, long max)
+{
+	(void)field;
+	(void)min;
+	(void)max;
+	pn_config *c = st->cfg;
+	int minutes;
+	if (pn_tz_offset_parse(value, &minutes)) {
+		c->tz_name[0] = '\0';
+		c->tz_offset = minutes;
+		return 0;
+	}
+	if (!zone_name_valid(value)) {
+		snprintf(st->err, sizeof(st->err),
+		         "expected a time zone name of the tz database (Europe/Paris) or +HHMM / -HHMM, got \"%.100s\"",
+		         value);
+		return -EINVAL;
+	}
+	snprintf(c->tz_name, sizeof(c->tz_name), "%s", value);
+	c->tz_offset = 0;
+	return 0;
+}
+
+/* The host's zone: /etc/timezone's name when the tz database has it, else
+ * UTC. */
+static void default_timezone(pn_config *c)
+{
+	snprintf(c->tz_name, sizeof(c->tz_name), "UTC");
+	c->tz_offset = 0;
+	FILE *f = fopen("/etc/timezone", "r");
+	if (!f)
+		return;
+	char line[128];
+	if (fgets(line, sizeof(line), f)) {
+		line[strcspn(line, " \t\r\n")] = '\0';
+		if (zone_name_valid(line)) /* shorter than tz_name */
+			memcpy(c->tz_name, line, strlen(line) + 1);
+	}
+	fclose(f);
 }
 
 /* Which of n names value is; else says "expected a, b or c". */
@@ -419,6 +484,7 @@ static const config_key node_keys[] = {
     {"commitment", "retry_for", parse_int, CFG(commit_retry_for), 0, 30 * 86400},
     {"query", "max_matches", parse_int, CFG(max_matches), 0, 100000000},
     {"query", "pn_case_insensitive", parse_bool, CFG(pn_case_insensitive), 0, 0},
+    {"query", "timezone", parse_timezone, 0, 0, 0},
     {"log", "level", parse_log_level, CFG(log_level), 0, 0},
     {"tls", "port", parse_int, CFG(tls_port), 0, 65535},
     {"tls", "certificate", parse_string, CFG(tls_certificate), 1, 0},
@@ -535,6 +601,7 @@ static int set_defaults(pn_config *c)
 	c->max_matches = 0;
 	c->commit_retry_for = 86400;
 	c->pn_case_insensitive = true;
+	default_timezone(c);
 	c->log_level = PN_LOG_INFO;
 	c->tls_port = DEFAULT_TLS_PORT;
 	c->tls_require_client_certificate = true;

@@ -108,6 +108,12 @@ typedef struct pn_config {
 	 * tried again, with back-off, while its peer cannot be reached */
 	int commit_retry_for;
 	bool pn_case_insensitive; /* C-FIND: person names */
+	/* [query] timezone: the zone of stored dates and times whose study
+	 * carries no Timezone Offset From UTC, for Timezone query adjustment:
+	 * an IANA name (tz_name), or a fixed offset (tz_name "", tz_offset
+	 * minutes east of UTC) */
+	char tz_name[64];
+	int tz_offset;
 
 	pn_peer *peers;
 	size_t n_peers;

@@ -106,6 +106,94 @@ bool pn_tm_to_iso(const char *tm, char out[16])
 	return true;
 }
 
+bool pn_tz_offset_parse(const char *s, int *ret_minutes)
+{
+	while (*s == ' ')
+		s++;
+	size_t n = strlen(s);
+	while (n > 0 && s[n - 1] == ' ')
+		n--;
+	if (n != 5 || (s[0] != '+' && s[0] != '-') || !all_digits(s + 1, 4))
+		return false;
+	int hh = num(s + 1, 2), mm = num(s + 3, 2);
+	int v = (s[0] == '-' ? -1 : 1) * (hh * 60 + mm);
+	if (mm > 59 || v < -12 * 60 || v > 14 * 60)
+		return false;
+	*ret_minutes = v;
+	return true;
+}
+
+/* Days since 0001-01-01 of a civil date, and back (proleptic Gregorian). */
+static long days_of(int y, int m, int d)
+{
+	long n = d - 1;
+	for (int i = 1; i < m; i++)
+		n += pn_days_in_month(y, i);
+	long py = y - 1;
+	return n + py * 365 + py / 4 - py / 100 + py / 400;
+}
+
+static void date_of(long days, int *y, int *m, int *d)
+{
+	int yy = (int)(days / 366) + 1; /* at most the year, then walk up */
+	while (days_of(yy + 1, 1, 1) <= days)
+		yy++;
+	long rest = days - days_of(yy, 1, 1);
+	int mm = 1;
+	while (rest >= pn_days_in_month(yy, mm))
+		rest -= pn_days_in_month(yy, mm++);
+	*y = yy;
+	*m = mm;
+	*d = (int)rest + 1;
+}
+
+bool pn_da_tm_shift(const char *da, const char *tm, int minutes, char da_out[9], char tm_out[24])
+{
+	char t[24];
+	size_t k = 0;
+	for (size_t i = 0; tm[i]; i++) {
+		if (tm[i] == ':')
+			continue;
+		if (k + 1 >= sizeof t)
+			return false;
+		t[k++] = tm[i];
+	}
+	t[k] = '\0';
+	size_t int_len = strcspn(t, ".");
+	if (!(int_len == 2 || int_len == 4 || int_len == 6) || !all_digits(t, int_len) ||
+	    (t[int_len] == '.' &&
+	     (int_len != 6 || strlen(t + 7) < 1 || strlen(t + 7) > 6 || !all_digits(t + 7, strlen(t + 7)))))
+		return false;
+	int hh = num(t, 2), mm = int_len >= 4 ? num(t + 2, 2) : 0;
+	if (hh > 23 || mm > 59 || (int_len >= 6 && num(t + 4, 2) > 60))
+		return false;
+	bool have_date = da && da[0];
+	int y = 0, mo = 0, d = 0;
+	if (have_date) {
+		if (strlen(da) != 8 || !all_digits(da, 8))
+			return false;
+		y = num(da, 4), mo = num(da + 4, 2), d = num(da + 6, 2);
+		if (y < 1 || mo < 1 || mo > 12 || d < 1 || d > pn_days_in_month(y, mo))
+			return false;
+	}
+	long total = (long)hh * 60 + mm + minutes;
+	long carry = total >= 0 ? total / 1440 : -((-total + 1439) / 1440);
+	total -= carry * 1440;
+	if (have_date) {
+		long days = days_of(y, mo, d) + carry;
+		if (days < 0 || days >= days_of(10000, 1, 1))
+			return false;
+		date_of(days, &y, &mo, &d);
+		snprintf(da_out, 9, "%04u%02u%02u", (unsigned)y % 10000u, (unsigned)mo % 100u, (unsigned)d % 100u);
+	}
+	unsigned nh = (unsigned)(total / 60), nm = (unsigned)(total % 60);
+	if (int_len == 2 && nm == 0)
+		snprintf(tm_out, 24, "%02u", nh % 100u);
+	else
+		snprintf(tm_out, 24, "%02u%02u%s", nh % 100u, nm % 100u, t + (int_len == 2 ? 2 : 4));
+	return true;
+}
+
 bool pn_is_normalise(const char *is, char out[16])
 {
 	char v[32];

@@ -21,6 +21,19 @@ bool pn_is_normalise(const char *is, char out[16]);
 /* DS (or any numeric VR) -> finite decimal text. */
 bool pn_ds_normalise(const char *ds, char out[32]);
 
+/* Timezone Offset From UTC (0008,0201) "+HHMM" / "-HHMM" (surrounding
+ * spaces allowed), within -1200..+1400 (PS3.3 C.12.1.1.8) -> minutes east
+ * of UTC. */
+bool pn_tz_offset_parse(const char *s, int *ret_minutes);
+
+/* A DA / TM pair moved by `minutes` (Timezone query adjustment): tm
+ * "HH[MM[SS[.F]]]" (or the old "HH:MM:SS") shifted, wrapping at midnight,
+ * and da "YYYYMMDD" (NULL or "" when there is none) carried across it.
+ * The time keeps its precision, HH becoming HHMM when the shift is not
+ * whole hours. False (outputs untouched) when either value cannot be read
+ * or the date leaves years 1-9999. */
+bool pn_da_tm_shift(const char *da, const char *tm, int minutes, char da_out[9], char tm_out[24]);
+
 /* Replaces every byte that is not part of valid UTF-8 (and every NUL-free
  * control character but TAB, CR, LF, ESC) with '?', in place. Returns the
  * number of replacements. */

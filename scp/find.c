@@ -205,16 +205,18 @@ static int answer(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dcm_cmd
 		return pn_dcm_find_respond(assoc, cmd, PN_STATUS_NOT_AUTHORIZED, NULL, "not allowed to query");
 	}
 	pn_query *q = NULL;
-	/* relational queries, empty and multiple value matching only where
-	 * negotiated (extended negotiation): else the hierarchical rules hold,
-	 * '""' is a value like any other, and a '\\' list exact values */
+	/* relational queries, empty and multiple value matching, timezone
+	 * adjustment only where negotiated (extended negotiation): else the
+	 * hierarchical rules hold, '""' is a value like any other, a '\\'
+	 * list exact values, and dates and times are compared as stored */
 	unsigned neg = pn_dcm_assoc_extneg(assoc, cmd->sop_class_uid);
 	unsigned flags = (ctx->cfg->pn_case_insensitive ? PN_QUERY_FOLD_NAMES : 0) |
 	                 (neg & PN_EXTNEG_RELATIONAL ? PN_QUERY_RELATIONAL : 0) |
 	                 (neg & PN_EXTNEG_EMPTY_VALUE ? PN_QUERY_EMPTY_VALUE : 0) |
 	                 (neg & PN_EXTNEG_MULTI_VALUE ? PN_QUERY_MULTI_VALUE : 0) |
 	                 (neg & PN_EXTNEG_FUZZY_NAMES ? PN_QUERY_FUZZY_NAMES : 0) |
-	                 (neg & PN_EXTNEG_DATETIME ? PN_QUERY_COMBINED_DATETIME : 0);
+	                 (neg & PN_EXTNEG_DATETIME ? PN_QUERY_COMBINED_DATETIME : 0) |
+	                 (neg & PN_EXTNEG_TZ_ADJUST ? PN_QUERY_TZ_ADJUST : 0);
 	rc = pn_query_parse(identifier, cmd->sop_class_uid, flags, &q, &status, why, sizeof why);
 	if (rc == -ENOMEM) {
 		status = PN_STATUS_OUT_OF_RESOURCES;
@@ -225,6 +227,9 @@ static int answer(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dcm_cmd
 		*ret_status = status;
 		return pn_dcm_find_respond(assoc, cmd, status, NULL, why);
 	}
+	/* the zone of stored values whose study has no offset of its own */
+	q->sql.tz_node_name = ctx->cfg->tz_name;
+	q->sql.tz_node_offset = ctx->cfg->tz_offset;
 	unsigned matches = 0;
 	int final = stream(ctx, assoc, cmd, q, &matches, why, sizeof why);
 	const char *level = q->level_name;

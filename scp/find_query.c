@@ -15,6 +15,7 @@
 #define TAG_LEVEL PN_TAG(0x0008, 0x0052)
 #define TAG_RETRIEVE_AE PN_TAG(0x0008, 0x0054)
 #define TAG_AVAILABILITY PN_TAG(0x0008, 0x0056)
+#define TAG_TZ_OFFSET PN_TAG(0x0008, 0x0201)
 #define TAG_MODALITIES PN_TAG(0x0008, 0x0061)
 #define TAG_PATIENT_ID PN_TAG(0x0010, 0x0020)
 #define TAG_STUDY_UID PN_TAG(0x0020, 0x000D)
@@ -151,10 +152,19 @@ static void cond_of(pn_find_cond *c, uint32_t tag, const pn_match *m)
  * at the time's lower bound (midnight when none) to the date's upper bound
  * at the time's upper bound (the day's end when none); an open date bound
  * stays open. Pairs where either is not a range of a column stay apart. */
-static const uint32_t dt_pairs[][2] = {{PN_TAG(0x0008, 0x0020), PN_TAG(0x0008, 0x0030)},
-                                       {PN_TAG(0x0008, 0x0021), PN_TAG(0x0008, 0x0031)},
-                                       {PN_TAG(0x0008, 0x0022), PN_TAG(0x0008, 0x0032)},
-                                       {PN_TAG(0x0008, 0x0023), PN_TAG(0x0008, 0x0033)}};
+const uint32_t pn_query_dt_pairs[PN_FIND_TZ_PAIRS][2] = {{PN_TAG(0x0008, 0x0020), PN_TAG(0x0008, 0x0030)},
+                                                         {PN_TAG(0x0008, 0x0021), PN_TAG(0x0008, 0x0031)},
+                                                         {PN_TAG(0x0008, 0x0022), PN_TAG(0x0008, 0x0032)},
+                                                         {PN_TAG(0x0008, 0x0023), PN_TAG(0x0008, 0x0033)}};
+#define dt_pairs pn_query_dt_pairs
+
+static int tz_pair_of(uint32_t tag)
+{
+	for (int p = 0; p < PN_FIND_TZ_PAIRS; p++)
+		if (dt_pairs[p][0] == tag || dt_pairs[p][1] == tag)
+			return p;
+	return -1;
+}
 
 /* "date time" (malloc'ed), NULL when out of memory. */
 static char *join_bound(const char *date, const char *time)
@@ -401,8 +411,29 @@ int pn_query_parse(pn_dcm_ds *identifier, const char *sop_class_uid, unsigned fl
 	if (!relational && !unique_keys_present(q, &rk, why, whylen))
 		goto fail;
 
-	/* Each key. */
+	/* Timezone query adjustment: in force when negotiated and the
+	 * identifier says its zone (C.2.2.2); a value that is not an offset is
+	 * refused like any key value that cannot be understood. */
 	*ret_status = PN_STATUS_UNABLE_TO_PROCESS;
+	const raw_key *tzk = flags & PN_QUERY_TZ_ADJUST ? find_raw(&rk, TAG_TZ_OFFSET) : NULL;
+	if (tzk && !tzk->is_sequence && tzk->value[0]) {
+		int minutes;
+		if (!pn_tz_offset_parse(tzk->value, &minutes)) {
+			char v[24];
+			snprintf(v, sizeof v, "%s", tzk->value);
+			pn_utf8_sanitise(v);
+			snprintf(why, whylen, "Timezone Offset From UTC \"%s\" is not +HHMM or -HHMM", v);
+			rc = -EINVAL;
+			goto fail;
+		}
+		q->tz_adjust = true;
+		q->sql.tz_adjust = true;
+		q->sql.tz_query_offset = minutes;
+		int a = minutes < 0 ? -minutes : minutes;
+		snprintf(q->tz_text, sizeof q->tz_text, "%c%02d%02d", minutes < 0 ? '-' : '+', a / 60 % 100, a % 60);
+	}
+
+	/* Each key. */
 	q->keys = calloc(rk.n ? rk.n : 1, sizeof *q->keys);
 	q->conds = calloc(rk.n ? rk.n : 1, sizeof *q->conds);
 	q->cond_matches = calloc(rk.n ? rk.n : 1, sizeof *q->cond_matches);
@@ -415,6 +446,7 @@ int pn_query_parse(pn_dcm_ds *identifier, const char *sop_class_uid, unsigned fl
 		pn_query_key *key = &q->keys[q->n_keys++];
 		key->tag = k->tag;
 		key->level = -1;
+		key->tz_pair = -1;
 		memcpy(key->vr, k->vr, sizeof key->vr);
 		key->vr_from_dict = k->vr_from_dict;
 		uint16_t group = (uint16_t)(k->tag >> 16), elem = (uint16_t)(k->tag & 0xffff);
@@ -424,6 +456,10 @@ int pn_query_parse(pn_dcm_ds *identifier, const char *sop_class_uid, unsigned fl
 		}
 		if (k->tag == TAG_LEVEL) {
 			key->role = PN_KEY_LEVEL;
+			continue;
+		}
+		if (q->tz_adjust && k->tag == TAG_TZ_OFFSET) {
+			key->role = PN_KEY_TZ; /* not matched: it says how the others are */
 			continue;
 		}
 		if (k->tag == TAG_RETRIEVE_AE || k->tag == TAG_AVAILABILITY) {
@@ -461,6 +497,8 @@ int pn_query_parse(pn_dcm_ds *identifier, const char *sop_class_uid, unsigned fl
 		}
 		key->level = level;
 		key->returned = level <= q->level;
+		if (q->tz_adjust && key->returned && !computed)
+			key->tz_pair = tz_pair_of(k->tag);
 		if (key->returned && !computed)
 			q->need_levels |= 1u << level;
 		bool has_value = k->is_sequence ? k->n_items > 0 : k->value[0] != '\0';

@@ -19,6 +19,7 @@ typedef enum {
 	PN_KEY_RETRIEVE_AE,
 	PN_KEY_AVAILABILITY,
 	PN_KEY_SKIP, /* not returned (Specific Character Set, group lengths) */
+	PN_KEY_TZ,   /* Timezone Offset From UTC under Timezone query adjustment: the query's */
 } pn_key_role;
 
 typedef struct {
@@ -29,6 +30,7 @@ typedef struct {
 	int level;         /* PN_LEVEL_*; -1: kept nowhere */
 	unsigned computed; /* PN_FIND_C_* bit for PN_KEY_COMPUTED */
 	bool returned;     /* the level is at or above the query level */
+	int tz_pair;       /* PN_FIND_TZ_*: a date / time pair's, answered in the query's zone; -1 */
 	/* matching against the blob (keys without a column) */
 	bool post;
 	pn_match match;
@@ -59,7 +61,16 @@ typedef struct {
 	size_t n_alt_conds;
 	char *dt_bounds[8]; /* DT_RANGE conditions' bounds */
 	size_t n_dt_bounds;
+
+	/* Timezone query adjustment in force: negotiated, and the identifier
+	 * gives Timezone Offset From UTC (sql.tz_query_offset, as "+HHMM") */
+	bool tz_adjust;
+	char tz_text[8];
 } pn_query;
+
+/* The date / time pairs (Study, Series, Acquisition, Content Date / Time),
+ * by PN_FIND_TZ_*. */
+extern const uint32_t pn_query_dt_pairs[PN_FIND_TZ_PAIRS][2];
 
 enum {
 	PN_QUERY_FOLD_NAMES = 1 << 0, /* person names case-insensitively */
@@ -80,6 +91,11 @@ enum {
 	 * Series, Acquisition, Content Date / Time) with ranges matched as one
 	 * date-time range (negotiated). */
 	PN_QUERY_COMBINED_DATETIME = 1 << 5,
+	/* Timezone query adjustment (PS3.4 C.2.2.2): with Timezone Offset From
+	 * UTC in the identifier, the date / time pairs are matched and
+	 * answered in that zone, the offset itself not matched (negotiated;
+	 * the node's zone for stored values: pn_query.sql.tz_node_*). */
+	PN_QUERY_TZ_ADJUST = 1 << 6,
 };
 
 /* Takes ownership of `identifier`; flags: PN_QUERY_*. On a request that

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dicom_values.h"
 #include "evr.h"
 #include "json_model.h"
 #include "log.h"
@@ -127,6 +128,46 @@ static int set_charset(pn_dcm_ds *rsp, pn_charset_encoder *enc, const char *requ
 	return rc < 0 ? rc : 0;
 }
 
+/* Timezone query adjustment: the value of key k (a date or a time of a
+ * pair, whose stored values da and tm the row holds) in the query's zone,
+ * into out; false: answered as stored (no time, or values that cannot be
+ * read: a date without a time names a day, not an instant). */
+static bool shifted_value(const pn_query *q, const pn_query_key *k, const pn_find_row *row, char *da, char *tm,
+                          char out[24])
+{
+	if (!q->tz_adjust || k->tz_pair < 0 || k->tz_pair >= PN_FIND_TZ_PAIRS || !tm)
+		return false;
+	int32_t data = row->tz_offset[k->tz_pair];
+	if (data == PN_FIND_TZ_UNKNOWN)
+		return false;
+	if (da)
+		pn_trim(da);
+	pn_trim(tm);
+	bool date_key = k->tag == pn_query_dt_pairs[k->tz_pair][0];
+	if (!tm[0] || (date_key && (!da || !da[0])))
+		return false;
+	char d2[9], t2[24];
+	if (!pn_da_tm_shift(da, tm, q->sql.tz_query_offset - data, d2, t2))
+		return false;
+	memcpy(out, date_key ? d2 : t2, strlen(date_key ? d2 : t2) + 1);
+	return true;
+}
+
+/* The same from a level's dataset (the general way). */
+static bool shifted_from_ds(const pn_query *q, const pn_query_key *k, const pn_find_row *row, const pn_dcm_ds *ds,
+                            char out[24])
+{
+	if (!q->tz_adjust || k->tz_pair < 0 || !ds)
+		return false;
+	char *da = NULL, *tm = NULL;
+	pn_dcm_ds_get(ds, pn_query_dt_pairs[k->tz_pair][0], &da);
+	pn_dcm_ds_get(ds, pn_query_dt_pairs[k->tz_pair][1], &tm);
+	bool ok = shifted_value(q, k, row, da, tm, out);
+	free(da);
+	free(tm);
+	return ok;
+}
+
 static int bit_index(unsigned bit)
 {
 	int i = 0;
@@ -170,6 +211,9 @@ int pn_find_response_build(const pn_query *q, const pn_find_row *row, pn_dcm_ds 
 		switch (k->role) {
 		case PN_KEY_SKIP:
 			break;
+		case PN_KEY_TZ:
+			rc = pn_dcm_ds_put(rsp, k->tag, q->tz_text);
+			break;
 		case PN_KEY_LEVEL:
 			rc = pn_dcm_ds_put(rsp, k->tag, q->level_name);
 			break;
@@ -184,7 +228,9 @@ int pn_find_response_build(const pn_query *q, const pn_find_row *row, pn_dcm_ds 
 			break;
 		case PN_KEY_RETURN:
 			rc = -ENOENT;
-			if (k->returned && levels[k->level])
+			if (k->returned && levels[k->level] && shifted_from_ds(q, k, row, levels[k->level], buf))
+				rc = pn_dcm_ds_put(rsp, k->tag, buf);
+			else if (k->returned && levels[k->level])
 				rc = pn_dcm_ds_copy(rsp, levels[k->level], k->tag, q->identifier);
 			if (rc == -ENOENT)
 				rc = pn_dcm_ds_put(rsp, k->tag, "");
@@ -349,6 +395,25 @@ static const pn_blob_elem *find_elem(const pn_level_blob *lb, uint32_t tag)
 	return lo < lb->n_elems && lb->elems[lo].tag == tag ? &lb->elems[lo] : NULL;
 }
 
+/* A blob's value of tag as text (at most len - 1 bytes), or NULL. */
+static char *blob_text(const pn_level_blob *lb, uint32_t tag, char *out, size_t len)
+{
+	const pn_blob_elem *e = find_elem(lb, tag);
+	if (!e || e->len >= len)
+		return NULL;
+	memcpy(out, lb->bytes + e->off, e->len);
+	out[e->len] = '\0';
+	return out;
+}
+
+static bool blob_shifted(const pn_query *q, const pn_query_key *k, const pn_find_row *row, const pn_level_blob *lb,
+                         char out[24])
+{
+	char da[24], tm[40];
+	return shifted_value(q, k, row, blob_text(lb, pn_query_dt_pairs[k->tz_pair][0], da, sizeof da),
+	                     blob_text(lb, pn_query_dt_pairs[k->tz_pair][1], tm, sizeof tm), out);
+}
+
 int pn_find_response_value(const pn_query *q, const pn_query_key *k, const pn_find_row *row,
                            pn_level_blob *const levels[PN_LEVELS], const char *our_ae, char buf[24], pn_find_value *v)
 {
@@ -359,6 +424,9 @@ int pn_find_response_value(const pn_query *q, const pn_query_key *k, const pn_fi
 	switch (k->role) {
 	case PN_KEY_SKIP:
 		return PN_FIND_VALUE_NONE;
+	case PN_KEY_TZ:
+		text = q->tz_text;
+		break;
 	case PN_KEY_LEVEL:
 		text = q->level_name;
 		break;
@@ -376,6 +444,10 @@ int pn_find_response_value(const pn_query *q, const pn_query_key *k, const pn_fi
 		if (lb && lb->have) {
 			if (!lb->indexed)
 				return PN_FIND_VALUE_GENERAL;
+			if (k->tz_pair >= 0 && q->tz_adjust && blob_shifted(q, k, row, lb, buf)) {
+				text = buf;
+				break;
+			}
 			const pn_blob_elem *e = find_elem(lb, k->tag);
 			if (e) {
 				memcpy(v->vr, e->vr, 2);

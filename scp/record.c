@@ -19,7 +19,7 @@ struct pn_record {
 	pn_dcm_buf levels[PN_LEVELS];
 };
 
-typedef enum { V_TEXT, V_DATE, V_TIME, V_INT, V_FLOAT } value_kind;
+typedef enum { V_TEXT, V_DATE, V_TIME, V_INT, V_FLOAT, V_TZ } value_kind;
 
 typedef struct {
 	uint32_t tag;
@@ -63,6 +63,8 @@ static const column columns[] = {
     COL(0x0008, 0x0032, V_TIME, acquisition_time),
     COL(0x0008, 0x0023, V_DATE, content_date),
     COL(0x0008, 0x0033, V_TIME, content_time),
+    /* the zone of the study's local dates and times (migration 015) */
+    COL(0x0008, 0x0201, V_TZ, timezone_offset),
 };
 
 static const char *keep(pn_record *r, char *s)
@@ -112,6 +114,13 @@ static int normalise(value_kind kind, char *raw, char **ret)
 	case V_FLOAT:
 		ok = pn_ds_normalise(raw, buf);
 		break;
+	case V_TZ: {
+		int minutes;
+		ok = pn_tz_offset_parse(raw, &minutes);
+		if (ok)
+			snprintf(buf, sizeof buf, "%d", minutes);
+		break;
+	}
 	}
 	free(raw);
 	*ret = ok ? strdup(buf) : NULL;

@@ -1,12 +1,12 @@
 // SOP Class Extended Negotiation (PS3.7 D.3.3.5) for the Query/Retrieve
 // models (PS3.4 C.5.1.1.1 for C-FIND, C.5.2.1.1 / C.5.3.1.1 for C-MOVE and
 // C-GET): of their fields the node implements byte 0 (relational queries,
-// relational retrieval) and, for C-FIND, bytes 1, 2, 5 and 6 (combined
-// date-time matching, fuzzy semantic matching of person names, empty value
-// and multiple value matching); it answers each field it was offered, 1
-// where it implements what was asked and 0 elsewhere (C-FIND: timezone
-// adjustment, enhanced multi-frame conversion; C-MOVE / C-GET: enhanced
-// multi-frame conversion), so that the requestor keeps the standard
+// relational retrieval) and, for C-FIND, bytes 1, 2, 3, 5 and 6 (combined
+// date-time matching, fuzzy semantic matching of person names, timezone
+// query adjustment, empty value and multiple value matching); it answers
+// each field it was offered, 1 where it implements what was asked and 0
+// elsewhere (C-FIND: enhanced multi-frame conversion; C-MOVE / C-GET:
+// enhanced multi-frame conversion), so that the requestor keeps the standard
 // behaviour for those. Only items of a class the
 // association accepted a context for are answered.
 #include "assoc_internal.h"
@@ -30,8 +30,8 @@ struct model {
 	unsigned short fields;
 	unsigned implemented;
 };
-constexpr unsigned k_find =
-    PN_EXTNEG_RELATIONAL | PN_EXTNEG_DATETIME | PN_EXTNEG_FUZZY_NAMES | PN_EXTNEG_EMPTY_VALUE | PN_EXTNEG_MULTI_VALUE;
+constexpr unsigned k_find = PN_EXTNEG_RELATIONAL | PN_EXTNEG_DATETIME | PN_EXTNEG_FUZZY_NAMES | PN_EXTNEG_TZ_ADJUST |
+                            PN_EXTNEG_EMPTY_VALUE | PN_EXTNEG_MULTI_VALUE;
 const model k_models[PN_DCM_QR_MODELS] = {
     {UID_FINDPatientRootQueryRetrieveInformationModel, 7, k_find},
     {UID_FINDStudyRootQueryRetrieveInformationModel, 7, k_find},

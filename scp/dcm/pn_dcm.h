@@ -122,6 +122,7 @@ enum {
 	PN_EXTNEG_RELATIONAL = 1 << 0,  /* relational queries / retrieval (C.4.1.2.2, C.4.2.2.2) */
 	PN_EXTNEG_DATETIME = 1 << 1,    /* C-FIND: combined date-time matching */
 	PN_EXTNEG_FUZZY_NAMES = 1 << 2, /* C-FIND: fuzzy semantic matching of person names */
+	PN_EXTNEG_TZ_ADJUST = 1 << 3,   /* C-FIND: timezone query adjustment */
 	PN_EXTNEG_EMPTY_VALUE = 1 << 5, /* C-FIND: empty value matching */
 	PN_EXTNEG_MULTI_VALUE = 1 << 6, /* C-FIND: multiple value matching */
 };

@@ -13,6 +13,7 @@
 	} while (0)
 #include <errno.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "charset.h"
@@ -155,6 +156,41 @@ static void check_normalisers(const char *s)
 	}
 }
 
+/* Timezone Offset From UTC of a request, and the DA/TM shift of its
+ * response values: an offset within -12:00..+14:00 that prints back to the
+ * value; a shift that gives a valid pair, undone by the opposite shift
+ * (to the same time, if not in the same form). */
+static void check_timezone(const char *value, const char *stored)
+{
+	int m = 99999;
+	if (pn_tz_offset_parse(value, &m)) {
+		CHECK(m >= -720 && m <= 840);
+		char back[8];
+		snprintf(back, sizeof back, "%c%02d%02d", m < 0 ? '-' : '+', abs(m) / 60, abs(m) % 60);
+		if (m == 0)
+			back[0] = strchr(value, '-') ? '-' : '+'; /* -0000 is +0000 */
+		CHECK(strstr(value, back) != NULL);
+	} else {
+		CHECK(m == 99999);
+	}
+	if (!stored)
+		return;
+	char da[9], tm[24], da2[9], tm2[24], iso[16], iso2[16];
+	int shift = (int)(strlen(value) % 1681) - 840;
+	const char *date = strlen(value) == 8 ? value : NULL;
+	if (pn_da_tm_shift(date, stored, shift, da, tm)) {
+		CHECK(pn_tm_to_iso(tm, iso));
+		CHECK(!date || (strlen(da) == 8 && pn_da_to_iso(da, iso)));
+		if (pn_da_tm_shift(date ? da : NULL, tm, -shift, da2, tm2)) {
+			CHECK(!date || strcmp(da2, date) == 0);
+			/* (the old form's colons are dropped by both, but a value of
+			 * more than 31 characters, colons included, only by the shift) */
+			if (pn_tm_to_iso(stored, iso))
+				CHECK(pn_tm_to_iso(tm2, iso2) && strcmp(iso, iso2) == 0);
+		}
+	}
+}
+
 /* Byte 0: the VR (low 5 bits) and fold (bit 5); then the key value, a NUL,
  * and the stored value. */
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -174,6 +210,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	const char *stored = vn < size - 1 ? buf + vn + 1 : NULL;
 
 	check_normalisers(value);
+	check_timezone(value, stored);
 
 	pn_match m;
 	int rc = pn_match_parse(vr, value, fold, &m);

@@ -61,7 +61,7 @@ def test_relational_negotiated_and_answered(rnode, model):
     try:
         # bytes 0, 1, 2, 5 and 6 accepted; timezone adjustment (3) and
         # enhanced multi-frame conversion (4) not implemented: 0
-        assert a.ext_neg == {model: bytes([1, 1, 1, 0, 0, 1, 1])}, a.ext_neg
+        assert a.ext_neg == {model: bytes([1, 1, 1, 1, 0, 1, 1])}, a.ext_neg
         # SERIES by modality across every study and patient
         res = a.c_find(model, query("SERIES", Modality="MR", SeriesInstanceUID=""))
         assert res.final_status == 0x0000
@@ -78,7 +78,7 @@ def test_relational_negotiated_and_answered(rnode, model):
         a.close()
 
 
-@pytest.mark.parametrize("offer", [None, bytes([0]), bytes([0, 0, 0, 1, 1])])
+@pytest.mark.parametrize("offer", [None, bytes([0]), bytes([0, 0, 0, 0, 1])])
 def test_hierarchical_without_the_negotiation(rnode, offer):
     a = open_assoc(rnode, F.STUDY_ROOT, offer)
     try:

@@ -219,6 +219,47 @@ static void bad_tls_and_audit(void **state)
 	expect_error("[peer.a]\nae_title = A\ncertificate_subject = CN=x\n", "[peer.a]", "no certificate");
 }
 
+/* [query] timezone: a tz database name or a fixed offset; the default the
+ * host's zone (/etc/timezone), else UTC. */
+static void query_timezone(void **state)
+{
+	(void)state;
+	pn_config *c = NULL;
+	char err[256];
+	assert_int_equal(pn_config_load(NULL, &c, err, sizeof(err)), 0);
+	char host[128] = "UTC";
+	FILE *f = fopen("/etc/timezone", "r");
+	if (f) {
+		if (fgets(host, sizeof(host), f))
+			host[strcspn(host, " \t\r\n")] = '\0';
+		fclose(f);
+	}
+	assert_string_equal(c->tz_name, host);
+	pn_config_free(c);
+
+	assert_int_equal(pn_config_load(write_conf("[query]\ntimezone = Europe/Berlin\n"), &c, err, sizeof(err)), 0);
+	unlink(path);
+	assert_string_equal(c->tz_name, "Europe/Berlin");
+	assert_int_equal(c->tz_offset, 0);
+	pn_config_free(c);
+	assert_int_equal(pn_config_load(write_conf("[query]\ntimezone = -0330\n"), &c, err, sizeof(err)), 0);
+	unlink(path);
+	assert_string_equal(c->tz_name, "");
+	assert_int_equal(c->tz_offset, -210);
+	pn_config_free(c);
+	assert_int_equal(pn_config_load(write_conf("[query]\ntimezone = UTC\n"), &c, err, sizeof(err)), 0);
+	unlink(path);
+	assert_string_equal(c->tz_name, "UTC");
+	pn_config_free(c);
+
+	expect_error("[query]\ntimezone = Europe/Atlantis\n", "timezone", "Europe/Atlantis");
+	expect_error("[query]\ntimezone = +01\n", "timezone", "+HHMM");
+	expect_error("[query]\ntimezone = +1500\n", "timezone", NULL);
+	expect_error("[query]\ntimezone = ../../etc/passwd\n", "timezone", NULL);
+	expect_error("[query]\ntimezone = /etc/passwd\n", "timezone", NULL);
+	expect_error("[query]\ntimezone = Europe\n", "timezone", NULL); /* a folder */
+}
+
 static void missing_file(void **state)
 {
 	(void)state;
@@ -246,13 +287,10 @@ static void example_file_is_valid(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(defaults),
-	    cmocka_unit_test(full_file),
-	    cmocka_unit_test(bad_files),
-	    cmocka_unit_test(tls_audit_and_peer_binding),
-	    cmocka_unit_test(bad_tls_and_audit),
-	    cmocka_unit_test(missing_file),
-	    cmocka_unit_test(example_file_is_valid),
+	    cmocka_unit_test(defaults),          cmocka_unit_test(full_file),
+	    cmocka_unit_test(bad_files),         cmocka_unit_test(tls_audit_and_peer_binding),
+	    cmocka_unit_test(bad_tls_and_audit), cmocka_unit_test(query_timezone),
+	    cmocka_unit_test(missing_file),      cmocka_unit_test(example_file_is_valid),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

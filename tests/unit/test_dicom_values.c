@@ -72,13 +72,81 @@ static void sanitise(void **state)
 	assert_string_equal(s3, "padded");
 }
 
+static void tz_offsets(void **state)
+{
+	(void)state;
+	int m = 0;
+	assert_true(pn_tz_offset_parse("+0100", &m));
+	assert_int_equal(m, 60);
+	assert_true(pn_tz_offset_parse("-0930 ", &m));
+	assert_int_equal(m, -570);
+	assert_true(pn_tz_offset_parse("+1400", &m));
+	assert_int_equal(m, 840);
+	assert_true(pn_tz_offset_parse("-1200", &m));
+	assert_int_equal(m, -720);
+	assert_true(pn_tz_offset_parse("+0000", &m));
+	assert_int_equal(m, 0);
+	m = 7;
+	assert_false(pn_tz_offset_parse("0100", &m));
+	assert_false(pn_tz_offset_parse("+01", &m));
+	assert_false(pn_tz_offset_parse("+01:00", &m));
+	assert_false(pn_tz_offset_parse("+0160", &m));
+	assert_false(pn_tz_offset_parse("+1401", &m));
+	assert_false(pn_tz_offset_parse("-1201", &m));
+	assert_false(pn_tz_offset_parse("+01a0", &m));
+	assert_false(pn_tz_offset_parse("", &m));
+	assert_false(pn_tz_offset_parse("+0100\\+0200", &m));
+	assert_int_equal(m, 7); /* untouched on failure */
+}
+
+static void shifts(void **state)
+{
+	(void)state;
+	char da[9] = "", tm[24] = "";
+	/* 23:30 at +0100 seen from +0200: the next day */
+	assert_true(pn_da_tm_shift("20240101", "233000", 60, da, tm));
+	assert_string_equal(da, "20240102");
+	assert_string_equal(tm, "003000");
+	/* back across a year and a leap day */
+	assert_true(pn_da_tm_shift("20240301", "0030", -60, da, tm));
+	assert_string_equal(da, "20240229");
+	assert_string_equal(tm, "2330");
+	assert_true(pn_da_tm_shift("20250101", "010203.5", -120, da, tm));
+	assert_string_equal(da, "20241231");
+	assert_string_equal(tm, "230203.5");
+	/* the old form loses its colons; HH keeps its precision or gains minutes */
+	assert_true(pn_da_tm_shift("20241231", "23:15:00", 26 * 60, da, tm));
+	assert_string_equal(da, "20250102");
+	assert_string_equal(tm, "011500");
+	assert_true(pn_da_tm_shift("20240615", "10", 120, da, tm));
+	assert_string_equal(tm, "12");
+	assert_true(pn_da_tm_shift("20240615", "10", -30, da, tm));
+	assert_string_equal(tm, "0930");
+	/* no date: the time wraps alone */
+	strcpy(da, "untouch");
+	assert_true(pn_da_tm_shift(NULL, "0100", -120, da, tm));
+	assert_string_equal(tm, "2300");
+	assert_string_equal(da, "untouch");
+	assert_true(pn_da_tm_shift("", "120000", 0, da, tm));
+	assert_string_equal(tm, "120000");
+	/* what cannot be read is left alone */
+	strcpy(tm, "keep");
+	assert_false(pn_da_tm_shift("20240230", "1000", 60, da, tm));
+	assert_false(pn_da_tm_shift("20240101", "2500", 60, da, tm));
+	assert_false(pn_da_tm_shift("20240101", "101", 60, da, tm));
+	assert_false(pn_da_tm_shift("20240101", "1010.5", 60, da, tm));
+	assert_false(pn_da_tm_shift("20240101", "101010.", 60, da, tm));
+	assert_false(pn_da_tm_shift("20240101", "1010\\1111", 60, da, tm));
+	assert_false(pn_da_tm_shift("99991231", "2300", 120, da, tm));
+	assert_false(pn_da_tm_shift("00010101", "0000", -1, da, tm));
+	assert_string_equal(tm, "keep");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(dates),
-	    cmocka_unit_test(times),
-	    cmocka_unit_test(numbers),
-	    cmocka_unit_test(sanitise),
+	    cmocka_unit_test(dates),    cmocka_unit_test(times),      cmocka_unit_test(numbers),
+	    cmocka_unit_test(sanitise), cmocka_unit_test(tz_offsets), cmocka_unit_test(shifts),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
