@@ -87,6 +87,15 @@ def _query_dataset(level, keys, charset):
     return ds
 
 
+def open_extneg(port, calling, model, offer):
+    """A FindAssociation to the node for `model`, proposing the SOP Class
+    Extended Negotiation bytes `offer` for it (None: no item); its answer
+    is in .ext_neg."""
+    a = FindAssociation("127.0.0.1", port)
+    a.associate(calling, H.NODE_AET, model, ext_neg={model: offer} if offer is not None else None)
+    return a
+
+
 def identifier_bytes(ds):
     """The identifier as explicit VR little endian bytes (no meta header)."""
     buf = DicomBytesIO()

@@ -13,7 +13,6 @@ is answered 0."""
 import os
 
 import pytest
-from pydicom.dataset import Dataset
 
 import findscu_util as F
 import retrieve_util as R
@@ -37,18 +36,11 @@ def rnode(node_factory, scu_dir):
 
 
 def query(level, **keys):
-    ds = Dataset()
-    with gen_corpus.quiet_pydicom():  # wild cards in CS values
-        ds.QueryRetrieveLevel = level
-        for k, v in keys.items():
-            setattr(ds, k, v)
-    return ds
+    return F.query_dataset(level, keys)
 
 
 def open_assoc(node, model, offer):
-    a = F.FindAssociation("127.0.0.1", node.port)
-    a.associate("PNREL", H.NODE_AET, model, ext_neg={model: offer} if offer is not None else None)
-    return a
+    return F.open_extneg(node.port, "PNREL", model, offer)
 
 
 def matches(res, kw):

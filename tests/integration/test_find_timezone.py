@@ -9,7 +9,6 @@ negotiation the offset changes nothing."""
 import os
 
 import pytest
-from pydicom.dataset import Dataset
 
 import findscu_util as F
 import pacsnode_harness as H
@@ -53,17 +52,11 @@ def tnode(node_factory, scu_dir):
 
 
 def query(level="STUDY", **keys):
-    ds = Dataset()
-    ds.QueryRetrieveLevel = level
-    for k, v in keys.items():
-        setattr(ds, k, v)
-    return ds
+    return F.query_dataset(level, keys)
 
 
 def open_assoc(node, model, offer):
-    a = F.FindAssociation("127.0.0.1", node.port)
-    a.associate("PNTZ", H.NODE_AET, model, ext_neg={model: offer} if offer is not None else None)
-    return a
+    return F.open_extneg(node.port, "PNTZ", model, offer)
 
 
 def studies(res):
