@@ -394,6 +394,22 @@ def run_shape(a, assoc, implicit, shape, result):
         r["missing_keys"] = []
 
 
+def run_shapes(a, assoc, implicit, shapes, result, save):
+    """The shapes one after the other on assoc, then released and closed
+    whatever happens; 0, or 1 with result["error"] set."""
+    try:
+        for shape in shapes:
+            run_shape(a, assoc, implicit, shape, result)
+            save()
+        assoc.release()
+        return 0
+    except (UlError, OSError) as e:
+        result["error"] = "%s (after %d shapes)" % (e, len(result["shapes"]))
+        return 1
+    finally:
+        assoc.close()
+
+
 def cmd_run(a):
     with open(a.plan) as f:
         plan = json.load(f)
@@ -434,15 +450,13 @@ def cmd_run(a):
                     raise UlError("C-ECHO status 0x%04x" % st)
             result["echo"] = {"n": len(lat), "p50": percentile(lat, 50),
                               "p99": percentile(lat, 99), "mean": statistics.fmean(lat)}
-        for shape in plain:
-            run_shape(a, assoc, implicit, shape, result)
-            save()
-        assoc.release()
     except (UlError, OSError) as e:
         result["error"] = "%s (after %d shapes)" % (e, len(result["shapes"]))
         rc = 1
-    finally:
+    if rc:
         assoc.close()
+    else:
+        rc = run_shapes(a, assoc, implicit, plain, result, save)
     for want, shapes in groups.items():
         if rc:
             break
@@ -461,16 +475,7 @@ def cmd_run(a):
                                          "error": err})
             continue
         result.setdefault("ext_neg", {})[",".join(map(str, want))] = list(answer)
-        try:
-            for shape in shapes:
-                run_shape(a, assoc, implicit, shape, result)
-                save()
-            assoc.release()
-        except (UlError, OSError) as e:
-            result["error"] = "%s (after %d shapes)" % (e, len(result["shapes"]))
-            rc = 1
-        finally:
-            assoc.close()
+        rc = run_shapes(a, assoc, implicit, shapes, result, save)
     save()
     return rc
 
