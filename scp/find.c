@@ -16,6 +16,9 @@
 #include "metrics.h"
 #include "status.h"
 
+/* Matches answered between two looks for a C-CANCEL-RQ. */
+#define CANCEL_EVERY 32
+
 /* Runs the query and sends the pending responses; returns the final status
  * (or a negative code when the association broke). */
 static int stream(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dcm_cmd *cmd, const pn_query *q,
@@ -46,16 +49,16 @@ static int stream(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dcm_cmd
 	    pn_find_response_direct_ok(q) && (explicit_vr || strcmp(cmd->transfer_syntax, "1.2.840.10008.1.2") == 0);
 	unsigned char *out = NULL;
 	size_t out_len = 0, out_cap = 0;
-	/* Responses are small: while PostgreSQL has the next rows ready they
-	 * go out in full TCP segments, not one or two packets each (the
-	 * loopback's per-packet work and the client's wake-ups were a large
-	 * part of a long answer). Whenever we would wait for PostgreSQL, what
-	 * is held is sent. */
-	bool corked = pn_dcm_assoc_cork(assoc, true) == 0;
+	/* Responses are small: while PostgreSQL has the next rows ready the
+	 * adapter holds them and writes them in batches, not one or two
+	 * packets each (the loopback's per-packet work, a send each and the
+	 * client's wake-ups were a large part of a long answer). Whenever we
+	 * would wait for PostgreSQL, what is held is sent. */
 	for (;;) {
-		if (corked && !pn_find_row_ready(ctx->db)) {
-			pn_dcm_assoc_cork(assoc, false);
-			pn_dcm_assoc_cork(assoc, true);
+		bool paused = !pn_find_row_ready(ctx->db);
+		if (paused && (rc = pn_dcm_assoc_flush(assoc)) < 0) {
+			status = rc;
+			break;
 		}
 		rc = pn_find_next(ctx->db, &row);
 		if (rc == 0)
@@ -116,6 +119,11 @@ static int stream(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dcm_cmd
 			break;
 		}
 		matches++;
+		/* Not a poll for each match: every CANCEL_EVERY matches, and
+		 * whenever the answer waited for PostgreSQL, is soon enough for
+		 * a C-CANCEL-RQ. */
+		if (matches % CANCEL_EVERY != 0 && !paused)
+			continue;
 		rc = pn_dcm_cancel_requested(assoc, cmd);
 		if (rc != 0) {
 			status = rc > 0 ? PN_STATUS_CANCELLED : rc;
@@ -125,8 +133,6 @@ static int stream(const pn_store_ctx *ctx, pn_dcm_assoc *assoc, const pn_dcm_cmd
 	for (int l = 0; l < PN_LEVELS; l++)
 		pn_level_blob_clear(&blobs[l]);
 	free(out);
-	if (corked)
-		pn_dcm_assoc_cork(assoc, false);
 	pn_find_stop(ctx->db);
 	pn_charset_encoder_free(enc);
 	*ret_matches = matches;

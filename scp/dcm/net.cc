@@ -476,6 +476,8 @@ extern "C" int pn_dcm_next_command(pn_dcm_assoc *a, int timeout, pn_dcm_cmd *cmd
 	ParseGuard guard;
 	try {
 		T_ASC_PresentationContextID pres_id = 0;
+		if (pn_dcm_assoc_flush(a) < 0) // held responses never wait for the peer
+			return -EPROTO;
 		memset(&a->msg, 0, sizeof(a->msg));
 		DcmDataset *cmdset = nullptr;
 		OFCondition c = DIMSE_receiveCommand(a->assoc, timeout > 0 ? DIMSE_NONBLOCKING : DIMSE_BLOCKING,
@@ -671,14 +673,6 @@ extern "C" int pn_dcm_store_respond(pn_dcm_assoc *a, const pn_dcm_cmd *cmd, unsi
 	} catch (...) {
 		return -ENOMEM;
 	}
-}
-
-extern "C" int pn_dcm_assoc_cork(pn_dcm_assoc *a, bool on)
-{
-	if (!a || a->sock < 0)
-		return -EBADF;
-	int v = on ? 1 : 0;
-	return setsockopt(a->sock, IPPROTO_TCP, TCP_CORK, &v, sizeof(v)) < 0 ? -errno : 0;
 }
 
 extern "C" void pn_dcm_assoc_abort(pn_dcm_assoc *a)

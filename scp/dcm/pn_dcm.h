@@ -211,8 +211,10 @@ int pn_dcm_find_receive(pn_dcm_assoc *assoc, const pn_dcm_cmd *cmd, int timeout,
 int pn_dcm_find_respond(pn_dcm_assoc *assoc, const pn_dcm_cmd *cmd, unsigned short status, const pn_dcm_ds *identifier,
                         const char *comment);
 /* A pending C-FIND-RSP whose identifier the caller encoded in the context's
- * transfer syntax (implicit or explicit VR little endian). 0; 1: not
- * possible on this association (use pn_dcm_find_respond); -EPROTO. */
+ * transfer syntax (implicit or explicit VR little endian), held with the
+ * ones before it and written once 64 KiB are held (pn_dcm_assoc_flush).
+ * 0; 1: not possible on this association (use pn_dcm_find_respond);
+ * -EPROTO. */
 int pn_dcm_find_respond_encoded(pn_dcm_assoc *assoc, const pn_dcm_cmd *cmd, unsigned short status,
                                 const void *identifier, size_t len);
 
@@ -329,10 +331,10 @@ int pn_dcm_store_start(pn_dcm_assoc *assoc, const char *path, const pn_dcm_raw *
                        unsigned short originator_msg_id);
 int pn_dcm_store_finish(pn_dcm_assoc *assoc, int timeout, unsigned short *ret_status);
 
-/* Holds back (on) or lets go of (off: sends what was held) partial TCP
- * segments on the association's socket (TCP_CORK), so that a burst of small
- * messages goes out in full segments. Returns 0 or -errno. */
-int pn_dcm_assoc_cork(pn_dcm_assoc *assoc, bool on);
+/* Writes the pending C-FIND responses pn_dcm_find_respond_encoded holds
+ * (it writes them itself once 64 KiB are held; pn_dcm_find_respond and the
+ * next command's read flush first). Returns 0 or -errno. */
+int pn_dcm_assoc_flush(pn_dcm_assoc *assoc);
 
 void pn_dcm_assoc_abort(pn_dcm_assoc *assoc);
 /* Closes the connection (if still open) and frees. NULL is a no-op. */
