@@ -425,6 +425,57 @@ static void test_fold_async(void **state)
 	free(v);
 }
 
+/* Rows of `table` this connection's transaction updated since `before`:
+ * PostgreSQL 15's "xact" counters also hold earlier transactions' updates
+ * until the backend reports them, so a test reads them before and after
+ * inside one transaction. */
+static long updated_since(const char *table, long before)
+{
+	return count1("SELECT pg_stat_get_xact_tuples_updated($1::regclass)", table) - before;
+}
+
+/* A fold updates each patient and study row once however many of their
+ * series it folds (migration 017): under 006 one fold of three new series
+ * updated the patient and the study four times each, and a bulk fold left
+ * a row in as many versions. Counted in the folding transaction itself
+ * (updated_since), on the check connection. */
+static void test_fold_updates_each_row_once(void **state)
+{
+	test_rec r[6];
+	(void)state;
+	make_rec(&r[0], "PID-ONCE", "", NULL, NULL);
+	store_ok(&r[0].rec, PN_DUP_IGNORE, PN_INDEX_STORED, NULL);
+	for (int i = 1; i < 6; i++) {
+		/* three series of one study, two instances each */
+		make_rec(&r[i], "PID-ONCE", "", r[0].study, i % 2 ? r[i - 1].series : NULL);
+		store_ok(&r[i].rec, PN_DUP_IGNORE, PN_INDEX_STORED, NULL);
+	}
+	assert_int_equal(count1("SELECT count(DISTINCT series_fk) FROM series_count", NULL), 3);
+	char *shard = query1("SELECT min(shard)::text FROM series_count", NULL);
+	exec_check("BEGIN", NULL);
+	long patients = updated_since("patient", 0), studies = updated_since("study", 0),
+	     series = updated_since("series", 0);
+	exec_check("SELECT pn_fold_counts($1::integer)", shard);
+	free(shard);
+	patients = updated_since("patient", patients);
+	studies = updated_since("study", studies);
+	series = updated_since("series", series);
+	exec_check("COMMIT", NULL); /* before any assertion: the next tests share the connection */
+	assert_int_equal(patients, 1);
+	assert_int_equal(studies, 1);
+	assert_int_equal(series, 3);
+	char *v =
+	    query1("SELECT p.n_studies || '/' || p.n_series || '/' || p.n_instances || ' ' || t.n_series || '/' ||"
+	           " t.n_instances FROM patient p JOIN study t ON t.patient_fk = p.pk WHERE p.patient_id = 'PID-ONCE'",
+	           NULL);
+	assert_string_equal(v, "1/3/6 3/6");
+	free(v);
+	assert_int_equal(count1("SELECT count(*) FROM series WHERE n_instances = 2 AND study_fk ="
+	                        " (SELECT pk FROM study WHERE study_uid = $1)",
+	                        r[0].study),
+	                 3);
+}
+
 /* A fold per PN_FOLD_EVERY stores, or once the first unfolded one is
  * PN_FOLD_LAG_MS old; pending says whether deltas wait. */
 static void test_fold_note(void **state)
@@ -668,6 +719,46 @@ static void test_fold_after_reconnect_takes_orphans(void **state)
 	free(pid);
 }
 
+/* The ended connections' shards are folded in one pass (migration 017):
+ * two orphaned shards of one patient update its row once, not once each. */
+static void test_orphans_fold_together(void **state)
+{
+	char appname[2][64], *pid[2];
+	pn_index_outcome outcome;
+	test_rec first, r[2];
+	(void)state;
+	exec_check("SELECT pn_fold_orphans()", NULL); /* what earlier tests left */
+	make_rec(&first, "PID-TOGETHER", "", NULL, NULL);
+	store_ok(&first.rec, PN_DUP_IGNORE, PN_INDEX_STORED, NULL);
+	assert_int_equal(pn_index_fold_send(db), 0);
+	assert_int_equal(pn_index_fold_wait(db), 0);
+	for (int i = 0; i < 2; i++) {
+		pn_db *mine = connect_named(i ? "pn_test_together_b" : "pn_test_together_a", appname[i]);
+		make_rec(&r[i], "PID-TOGETHER", "", first.study, NULL); /* a new series each */
+		assert_int_equal(pn_index_store(mine, &r[i].rec, PN_DUP_IGNORE, &outcome, NULL), 0);
+		assert_int_equal(outcome, PN_INDEX_STORED);
+		pid[i] = backend_pid(appname[i]);
+		terminate(pid[i]); /* before its fold */
+		pn_db_free(mine);
+	}
+	exec_check("BEGIN", NULL);
+	long patients = updated_since("patient", 0), studies = updated_since("study", 0);
+	long folded = count1("SELECT pn_fold_orphans()", NULL);
+	patients = updated_since("patient", patients);
+	studies = updated_since("study", studies);
+	exec_check("COMMIT", NULL);
+	assert_int_equal(folded, 2);
+	assert_int_equal(patients, 1);
+	assert_int_equal(studies, 1);
+	char *v = query1("SELECT p.n_series || '/' || p.n_instances || ' ' || t.modalities FROM patient p"
+	                 " JOIN study t ON t.patient_fk = p.pk WHERE p.patient_id = 'PID-TOGETHER'",
+	                 NULL);
+	assert_string_equal(v, "3/3 CT");
+	free(v);
+	free(pid[0]);
+	free(pid[1]);
+}
+
 /* A backend that died while its connection was idle is found out by the
  * pipelined first step: it falls back to the ordinary one, which
  * reconnects, and the store succeeds. */
@@ -800,7 +891,9 @@ int main(void)
 	    cmocka_unit_test_setup(test_reconnect_after_terminate, setup_migrated),
 	    cmocka_unit_test_setup(test_fold_async, setup_migrated),
 	    cmocka_unit_test_setup(test_fold_note, setup_migrated),
+	    cmocka_unit_test_setup(test_fold_updates_each_row_once, setup_migrated),
 	    cmocka_unit_test_setup(test_fold_after_reconnect_takes_orphans, setup_migrated),
+	    cmocka_unit_test_setup(test_orphans_fold_together, setup_migrated),
 	    cmocka_unit_test_setup(test_xact_outcome, setup_migrated),
 	    cmocka_unit_test_setup(test_worker_lock, setup_migrated),
 	    cmocka_unit_test_setup(test_pipelined_store_after_terminate, setup_migrated),
