@@ -249,10 +249,15 @@ int pn_db_connect(const char *conninfo, pn_db **ret_db, char *errbuf, size_t err
 	 * The index is meant to stay in memory (or on SSD): with the default
 	 * random_page_cost of 4 the planner hashes whole tables (30,000
 	 * patients for a month of studies) rather than following the
-	 * indexes, which costs C-FIND its time to the first response. */
-	static const char *const keys[] = {
-	    "fallback_application_name", "connect_timeout", "options", "dbname", "client_encoding", NULL};
-	const char *values[] = {"pacsnode", "10", "-c random_page_cost=1.1", conninfo, "UTF8", NULL};
+	 * indexes, which costs C-FIND its time to the first response.
+	 * Every session writes, so it must be on a primary: with several
+	 * hosts (host=a,b) libpq skips a hot standby and, after a failover,
+	 * finds the promoted one; with one host a standby is refused rather
+	 * than used until its first write fails. Forced: "any" or
+	 * "prefer-standby" could only break stores. */
+	static const char *const keys[] = {"fallback_application_name", "connect_timeout",      "options", "dbname",
+	                                   "client_encoding",           "target_session_attrs", NULL};
+	const char *values[] = {"pacsnode", "10", "-c random_page_cost=1.1", conninfo, "UTF8", "read-write", NULL};
 	struct timespec now;
 	PGconn *conn;
 	pn_db *db;

@@ -892,8 +892,14 @@ int pn_index_xact_committed(pn_db *db, const char *xact, bool *ret_committed)
 		return r;
 	pn_params_text(&p, xact);
 	PGresult *res = run(db, ST_XACT_STATUS, &p);
-	if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1)
-		return pn_db_public_error(pn_db_fail(db, res));
+	if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+		r = pn_db_public_error(pn_db_fail(db, res));
+		/* "transaction ID is in the future": a standby promoted since
+		 * never received it, so nothing of it runs or committed here. */
+		if (r == -EIO && strcmp(db->sqlstate, "22023") == 0)
+			r = -ENOENT;
+		return r;
+	}
 	const char *st = PQgetvalue(res, 0, 0);
 	if (PQgetisnull(res, 0, 0)) {
 		/* too old for the commit log to tell: cannot be one of ours */

@@ -172,8 +172,9 @@ const char *pn_index_xact(const pn_db *db);
 /* Whether that transaction committed, asked on this connection
  * (reconnecting if it is broken): 0 with *ret_committed, -EAGAIN while it
  * is still in progress (a backend whose client went away finishes the
- * COMMIT it has read), -ENOENT if the server no longer knows it,
- * -ECONNREFUSED, -EIO. */
+ * COMMIT it has read), -ENOENT if the server no longer knows it or never
+ * did (a standby promoted before the transaction reached it), -ECONNREFUSED,
+ * -EIO. */
 int pn_index_xact_committed(pn_db *db, const char *xact, bool *ret_committed);
 
 /* Worker locks: a worker holds a session-level advisory lock named by its

@@ -19,7 +19,7 @@ packages=(build-essential cmake pkg-config git libdcmtk-dev dcmtk libpq-dev post
 	libinih-dev libcmocka-dev libsystemd-dev python3 python3-pytest python3-pytest-xdist
 	python3-pydicom python3-psycopg2 python3-xxhash libxxhash-dev zlib1g-dev acl clang-format clang
 	libclang-rt-14-dev openssl stunnel4 libxml2-utils libmicrohttpd-dev libcrypt-dev whois libpng-dev libjpeg-dev chromium python3-prometheus-client
-	debhelper lintian python3-seccomp)
+	debhelper lintian python3-seccomp haproxy)
 
 say() { printf '==> %s\n' "$*" >&2; }
 
