@@ -668,16 +668,18 @@ def store_plan(node, workdir, plan, uid):
 
 class StorescuGroup:
     """Several storescu processes released at the same instant: each waits in
-    a shell on a pipe that closes only when all have been started."""
+    a shell on a pipe that closes only when all have been started. `port`
+    may be a list, one per file list (several nodes at once)."""
 
     def __init__(self, port, file_lists, workdir, **kw):
+        ports = list(port) if isinstance(port, (list, tuple)) else [port] * len(file_lists)
         self.procs = []
         read_fd, write_fd = os.pipe()
         env = dict(os.environ, TCP_NODELAY="1")
         try:
             for i, files in enumerate(file_lists):
                 files = [str(f) for f in files]
-                cmd = storescu_command(port, files, workdir, **kw)
+                cmd = storescu_command(ports[i], files, workdir, **kw)
                 out = open(os.path.join(workdir, "storescu-%d.out" % i), "w+")
                 p = subprocess.Popen(["sh", "-c", 'read _ <&3; exec "$@"', "gate"] + cmd,
                                      stdin=subprocess.DEVNULL, stdout=out,
