@@ -324,7 +324,7 @@ int pn_ctl_delete(const pn_config *cfg, int argc, char **argv)
 		fprintf(stderr, "pacsnodectl delete: the schema: %s\n", pn_db_errmsg(db));
 		goto out;
 	}
-	if ((rc = pn_storage_open(cfg->storage_root, &storage)) < 0) {
+	if ((rc = pn_storage_open(cfg->storage_root, cfg->node_id, &storage)) < 0) {
 		fprintf(stderr, "pacsnodectl delete: the storage root \"%s\": %s\n", cfg->storage_root, strerror(-rc));
 		goto out;
 	}

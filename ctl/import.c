@@ -164,9 +164,14 @@ static int run_share(const pn_config *cfg, const file_list *l, size_t k, size_t 
 		return -1;
 	}
 	/* the lock a worker holds: recovery tells our files in flight from a
-	 * crashed import's */
-	pn_index_set_worker(ctx.db, (int)getpid());
-	int rc = pn_storage_open(cfg->storage_root, &ctx.storage);
+	 * crashed import's. An import is a node of its own ("<node_id>.import",
+	 * its own tmp/ folder and node lock): a node starting while it runs
+	 * sees another id at work, not its own still in use, and settles a
+	 * crashed import's files once its lock is free (docs/scale.md). */
+	char import_id[PN_NODE_ID_MAX + 1];
+	snprintf(import_id, sizeof(import_id), "%.56s.import", cfg->node_id);
+	pn_index_set_worker(ctx.db, import_id, (int)getpid());
+	int rc = pn_storage_open(cfg->storage_root, import_id, &ctx.storage);
 	if (rc < 0) {
 		fprintf(stderr, "pacsnodectl import: the storage root \"%s\": %s\n", cfg->storage_root, strerror(-rc));
 		pn_db_free(ctx.db);

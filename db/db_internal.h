@@ -44,6 +44,12 @@ struct pn_db {
 	 * that holds it. */
 	int worker_pid;
 	unsigned worker_locked_gen;
+	/* index.c: the node the worker belongs to ([node] node_id, "" for
+	 * none), its number once looked up (0 before), and the connection
+	 * generation that holds the node lock shared (node.h). */
+	char node_id[64];
+	int node_num;
+	unsigned node_shared_gen;
 	/* A failure libpq made up itself (no SQLSTATE: the server went away,
 	 * or libpq's own state went wrong) while PQstatus may still say OK:
 	 * the next pn_db_ensure_connected() reconnects anyway. */

@@ -13,6 +13,7 @@
 
 #include "db_internal.h"
 #include "index.h"
+#include "node.h"
 
 enum {
 	STORE_RETRIES = 5, /* re-runs after serialization failures / deadlocks */
@@ -35,9 +36,14 @@ enum {
 	" $19::bigint, $20, $21, $22, $23"
 #define INSTANCE_TYPES "ttttttttttttttttttttttb" /* 22 text, then attrs */
 
-/* The first key of the workers' advisory locks ("PNW1"); the second is the
+/* The first key of the workers' advisory locks before node ids ("PNW1"):
+ * what recovery claims the files of tmp/ itself by (storage.h); a node's
+ * workers use PN_NODE_WORKER_SPACE + its number. The second is the
  * worker's process id. */
-#define WORKER_LOCK_SPACE "1347311409"
+#define LEGACY_WORKER_SPACE 1347311409
+
+#define STR_(x) #x
+#define STR(x) STR_(x)
 
 enum stmt_id {
 	ST_PATIENT_INSERT,
@@ -54,6 +60,8 @@ enum stmt_id {
 	ST_XACT_STATUS,
 	ST_WORKER_LOCK,
 	ST_WORKER_UNLOCK,
+	ST_NODE_NUM,
+	ST_NODE_SHARE,
 	ST_GARBAGE_INSERT,
 	ST_GARBAGE_DELETE,
 	ST_COUNT,
@@ -95,9 +103,16 @@ static const struct {
                             ", now()) WHERE pk = $24::bigint RETURNING pg_current_xact_id()::text"},
     [ST_PATH_REFERENCED] = {"pn_index_path_referenced", "t", "SELECT EXISTS (SELECT 1 FROM instance WHERE path = $1)"},
     [ST_XACT_STATUS] = {"pn_index_xact_status", "t", "SELECT pg_xact_status($1::xid8)"},
-    [ST_WORKER_LOCK] = {"pn_index_worker_lock", "t", "SELECT pg_try_advisory_lock(" WORKER_LOCK_SPACE ", $1::integer)"},
-    [ST_WORKER_UNLOCK] = {"pn_index_worker_unlock", "t",
-                          "SELECT pg_advisory_unlock(" WORKER_LOCK_SPACE ", $1::integer)"},
+    [ST_WORKER_LOCK] = {"pn_index_worker_lock", "tt", "SELECT pg_try_advisory_lock($1::integer, $2::integer)"},
+    [ST_WORKER_UNLOCK] = {"pn_index_worker_unlock", "tt", "SELECT pg_advisory_unlock($1::integer, $2::integer)"},
+    /* the node's number, registered if need be (pacsnodectl before the
+     * node's first start): no identity value is used up when it exists */
+    [ST_NODE_NUM] = {"pn_index_node_num", "t",
+                     "WITH i AS (INSERT INTO node (id) SELECT $1 WHERE NOT EXISTS (SELECT 1 FROM node WHERE id = $1)"
+                     " ON CONFLICT (id) DO NOTHING RETURNING num)"
+                     " SELECT num FROM i UNION ALL SELECT num FROM node WHERE id = $1"},
+    [ST_NODE_SHARE] = {"pn_index_node_share", "t",
+                       "SELECT pg_try_advisory_lock_shared(" STR(PN_NODE_LOCK_SPACE) ", $1::integer)"},
     [ST_GARBAGE_INSERT] = {"pn_index_garbage_insert", "t",
                            "INSERT INTO storage_garbage (path) VALUES ($1) ON CONFLICT DO NOTHING"},
     [ST_GARBAGE_DELETE] = {"pn_index_garbage_delete", "t", "DELETE FROM storage_garbage WHERE path = $1"},
@@ -129,19 +144,73 @@ static PGresult *run(pn_db *db, enum stmt_id id, const params *p)
 	return PQexecPrepared(db->conn, stmts[id].name, p->n, p->values, p->lengths, p->formats, 0);
 }
 
-/* One call of ST_WORKER_LOCK or ST_WORKER_UNLOCK: 0 with its boolean, or
- * as pn_db_fail(). */
-static int worker_lock_call(pn_db *db, enum stmt_id id, int pid, bool *ret)
+/* One call of ST_WORKER_LOCK or ST_WORKER_UNLOCK for worker `pid` of node
+ * `node_num` (0: the key before node ids): 0 with its boolean, or as
+ * pn_db_fail(). */
+static int worker_lock_call(pn_db *db, enum stmt_id id, int node_num, int pid, bool *ret)
 {
-	char text[16];
+	char space[16], text[16];
 	params p = {0};
+	snprintf(space, sizeof space, "%d", node_num > 0 ? PN_NODE_WORKER_SPACE + node_num : LEGACY_WORKER_SPACE);
 	snprintf(text, sizeof text, "%d", pid);
+	pn_params_text(&p, space);
 	pn_params_text(&p, text);
 	PGresult *res = run(db, id, &p);
 	if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1)
 		return pn_db_fail(db, res);
 	*ret = PQgetvalue(res, 0, 0)[0] == 't';
 	PQclear(res);
+	return 0;
+}
+
+/* The node's number, looked up once a process. 0, or as pn_db_fail(), or
+ * -EIO. */
+static int node_number(pn_db *db)
+{
+	if (db->node_num > 0 || !db->node_id[0])
+		return 0;
+	params p = {0};
+	pn_params_text(&p, db->node_id);
+	PGresult *res = run(db, ST_NODE_NUM, &p);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK)
+		return pn_db_fail(db, res);
+	long n = PQntuples(res) >= 1 ? strtol(PQgetvalue(res, 0, 0), NULL, 10) : 0;
+	PQclear(res);
+	if (n <= 0 || n > PN_NODE_NUM_MAX) {
+		/* no row: a first registration raced ours; the next call sees it */
+		pn_db_set_error(db, "", "could not look up the node id in table node");
+		return -EIO;
+	}
+	db->node_num = (int)n;
+	return 0;
+}
+
+/* The node lock held shared on this connection: without it nothing is
+ * stored, since a session of another node holding it exclusively is
+ * settling this node's temporary files (node.h). 0, or as pn_db_fail(),
+ * or -EIO. */
+static int node_share(pn_db *db)
+{
+	if (!db->node_id[0] || db->node_shared_gen == db->conn_gen)
+		return 0;
+	int r = node_number(db);
+	if (r != 0)
+		return r;
+	char num[16];
+	params p = {0};
+	snprintf(num, sizeof num, "%d", db->node_num);
+	pn_params_text(&p, num);
+	PGresult *res = run(db, ST_NODE_SHARE, &p);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1)
+		return pn_db_fail(db, res);
+	bool held = PQgetvalue(res, 0, 0)[0] == 't';
+	PQclear(res);
+	if (!held) {
+		pn_db_set_error(
+		    db, "", "the node lock is held by another session (a node settling this node's temporary files)");
+		return -EIO;
+	}
+	db->node_shared_gen = db->conn_gen;
 	return 0;
 }
 
@@ -170,12 +239,15 @@ static int prepare_statements(pn_db *db)
 		db->index_prepared |= UINT32_C(1) << i;
 	}
 	if (db->worker_pid > 0 && db->worker_locked_gen != db->conn_gen) {
+		int r = node_share(db);
+		if (r != 0)
+			return r;
 		/* Before any statement that could store: whoever takes this
 		 * lock later knows this session is over. Held by another
 		 * session (only a settler that took our reused pid for a dead
 		 * one's, for a moment): tried again on the next call. */
 		bool held = false;
-		int r = worker_lock_call(db, ST_WORKER_LOCK, db->worker_pid, &held);
+		r = worker_lock_call(db, ST_WORKER_LOCK, db->node_num, db->worker_pid, &held);
 		if (r != 0)
 			return r;
 		if (held)
@@ -845,23 +917,29 @@ static int ready(pn_db *db)
 	return pn_db_public_error(prepare_statements(db));
 }
 
-void pn_index_set_worker(pn_db *db, int pid)
+void pn_index_set_worker(pn_db *db, const char *node_id, int pid)
 {
 	if (db) {
 		db->worker_pid = pid;
 		db->worker_locked_gen = db->conn_gen - 1; /* not held yet */
+		snprintf(db->node_id, sizeof db->node_id, "%s", node_id ? node_id : "");
+		db->node_num = 0;
+		db->node_shared_gen = db->conn_gen - 1;
 	}
 }
 
-int pn_index_worker_take(pn_db *db, int pid, int wait_ms, bool *ret_taken)
+int pn_index_worker_take(pn_db *db, bool legacy, int pid, int wait_ms, bool *ret_taken)
 {
 	if (!db || pid <= 0 || !ret_taken)
 		return -EINVAL;
 	int r = ready(db);
 	if (r != 0)
 		return r;
+	if (!legacy && (r = pn_db_public_error(node_number(db))) != 0)
+		return r;
+	int num = legacy ? 0 : db->node_num;
 	for (int waited = 0;; waited += 50) {
-		r = pn_db_public_error(worker_lock_call(db, ST_WORKER_LOCK, pid, ret_taken));
+		r = pn_db_public_error(worker_lock_call(db, ST_WORKER_LOCK, num, pid, ret_taken));
 		if (r < 0 || *ret_taken || waited >= wait_ms)
 			return r;
 		struct timespec ts = {.tv_nsec = 50 * 1000000L};
@@ -869,11 +947,11 @@ int pn_index_worker_take(pn_db *db, int pid, int wait_ms, bool *ret_taken)
 	}
 }
 
-void pn_index_worker_release(pn_db *db, int pid)
+void pn_index_worker_release(pn_db *db, bool legacy, int pid)
 {
 	bool released;
-	if (db && pid > 0 && PQstatus(db->conn) == CONNECTION_OK)
-		worker_lock_call(db, ST_WORKER_UNLOCK, pid, &released); /* a lost connection released it */
+	if (db && pid > 0 && PQstatus(db->conn) == CONNECTION_OK) /* a lost connection released it */
+		worker_lock_call(db, ST_WORKER_UNLOCK, legacy ? 0 : db->node_num, pid, &released);
 }
 
 const char *pn_index_xact(const pn_db *db)

@@ -178,16 +178,20 @@ const char *pn_index_xact(const pn_db *db);
 int pn_index_xact_committed(pn_db *db, const char *xact, bool *ret_committed);
 
 /* Worker locks: a worker holds a session-level advisory lock named by its
- * process id on every connection it stores through, taken before the
- * connection's first statement. Whoever takes that lock knows that no
- * session of that worker is left, not even one still finishing a COMMIT
- * whose client died: its files in tmp/ can be settled.
- * set_worker names the caller's process; worker_take tries to take the
- * lock of worker `pid` for up to wait_ms (0 with *ret_taken; held until
- * worker_release or the end of the connection). */
-void pn_index_set_worker(pn_db *db, int pid);
-int pn_index_worker_take(pn_db *db, int pid, int wait_ms, bool *ret_taken);
-void pn_index_worker_release(pn_db *db, int pid);
+ * node's number and its process id on every connection it stores
+ * through, taken before the connection's first statement, after the
+ * node lock shared (node.h; without that no statement runs). Whoever
+ * takes a worker's lock knows that no session of that worker is left,
+ * not even one still finishing a COMMIT whose client died: its files in
+ * the node's tmp/ folder can be settled.
+ * set_worker names the caller's node ([node] node_id; NULL or "" for
+ * none) and process; worker_take tries to take the lock of worker `pid`
+ * of the caller's node (legacy: of the key before node ids, for files
+ * left in tmp/ itself by an earlier build) for up to wait_ms (0 with
+ * *ret_taken; held until worker_release or the end of the connection). */
+void pn_index_set_worker(pn_db *db, const char *node_id, int pid);
+int pn_index_worker_take(pn_db *db, bool legacy, int pid, int wait_ms, bool *ret_taken);
+void pn_index_worker_release(pn_db *db, bool legacy, int pid);
 
 /* Crash recovery: whether an instance row references this relative path. */
 int pn_index_path_referenced(pn_db *db, const char *path, bool *ret_referenced);

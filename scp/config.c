@@ -11,6 +11,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "dicom_values.h"
 #include "log.h"
@@ -89,6 +90,20 @@ static int parse_ae(parse_state *st, void *field, const char *value, long min, l
 		return -EINVAL;
 	}
 	snprintf((char *)field, 17, "%s", value);
+	return 0;
+}
+
+static int parse_node_id(parse_state *st, void *field, const char *value, long min, long max)
+{
+	(void)min;
+	(void)max;
+	if (!pn_node_id_valid(value)) {
+		snprintf(st->err, sizeof(st->err),
+		         "expected 1-%d letters, digits, '.', '_' or '-', the first a letter or a digit, got \"%.80s\"",
+		         PN_NODE_ID_MAX, value);
+		return -EINVAL;
+	}
+	snprintf((char *)field, PN_NODE_ID_MAX + 1, "%s", value);
 	return 0;
 }
 
@@ -459,6 +474,7 @@ static int parse_audit_target(parse_state *st, void *field, const char *value, l
 #define CFG(f) offsetof(pn_config, f)
 static const config_key node_keys[] = {
     {"node", "ae_title", parse_ae, CFG(ae_title), 0, 0},
+    {"node", "node_id", parse_node_id, CFG(node_id), 0, 0},
     {"node", "bind", parse_fixed, CFG(bind), 1, sizeof(((pn_config *)0)->bind)},
     {"node", "port", parse_int, CFG(port), 0, 65535},
     {"node", "require_called_ae", parse_bool, CFG(require_called_ae), 0, 0},
@@ -578,9 +594,34 @@ static int on_key(void *user, const char *section, const char *name, const char 
 	return 0;
 }
 
+/* Not isalnum(): the locale must not widen what a folder name may hold. */
+static bool ascii_alnum(unsigned char ch)
+{
+	return (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z');
+}
+
+/* The host name's first label, lower-cased, what a node id may not hold
+ * made '-'; "pacsnode" when there is nothing left. */
+static void default_node_id(char id[PN_NODE_ID_MAX + 1])
+{
+	char host[256] = "";
+	if (gethostname(host, sizeof(host) - 1) < 0)
+		host[0] = '\0';
+	size_t n = 0;
+	for (const char *p = host; *p && *p != '.' && n < PN_NODE_ID_MAX; p++) {
+		unsigned char ch = (unsigned char)*p;
+		id[n++] =
+		    ascii_alnum(ch) || ch == '_' || ch == '-' ? (char)(ch >= 'A' && ch <= 'Z' ? ch + 32 : ch) : '-';
+	}
+	id[n] = '\0';
+	if (!pn_node_id_valid(id))
+		snprintf(id, PN_NODE_ID_MAX + 1, "%s", "pacsnode");
+}
+
 static int set_defaults(pn_config *c)
 {
 	snprintf(c->ae_title, sizeof(c->ae_title), "%s", DEFAULT_AE_TITLE);
+	default_node_id(c->node_id);
 	snprintf(c->bind, sizeof(c->bind), "%s", DEFAULT_BIND);
 	c->port = DEFAULT_PORT;
 	c->require_called_ae = true;
@@ -860,6 +901,19 @@ const pn_peer *pn_config_find_peer(const pn_config *c, const char *ae)
 	return NULL;
 }
 
+bool pn_node_id_valid(const char *id)
+{
+	size_t n = strlen(id);
+	if (n == 0 || n > PN_NODE_ID_MAX || !ascii_alnum((unsigned char)id[0]))
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char ch = (unsigned char)id[i];
+		if (!ascii_alnum(ch) && ch != '.' && ch != '_' && ch != '-')
+			return false;
+	}
+	return true;
+}
+
 bool pn_ae_title_valid(const char *ae)
 {
 	size_t n = strlen(ae);
@@ -949,6 +1003,7 @@ int pn_config_keep_restart_keys(pn_config *fresh, const pn_config *running, char
 	/* what the listener bound, the processes it counted, the handles made
 	 * once before any fork */
 	KEEP_CHARS(ae_title, "[node] ae_title");
+	KEEP_CHARS(node_id, "[node] node_id");
 	KEEP_CHARS(bind, "[node] bind");
 	KEEP_INT(port, "[node] port");
 	KEEP_INT(tls_port, "[tls] port");

@@ -46,8 +46,12 @@ typedef struct {
 
 typedef enum { PN_AUDIT_NONE, PN_AUDIT_UDP, PN_AUDIT_TLS, PN_AUDIT_FILE } pn_audit_kind;
 
+/* [node] node_id: 1-63 of [A-Za-z0-9._-], first a letter or digit. */
+#define PN_NODE_ID_MAX 63
+
 typedef struct pn_config {
 	char ae_title[17];
+	char node_id[PN_NODE_ID_MAX + 1]; /* names this node's tmp/ folder and database lock (docs/scale.md) */
 	char bind[64];
 	int port;
 	bool require_called_ae;
@@ -153,6 +157,9 @@ const pn_peer *pn_config_find_peer(const pn_config *config, const char *ae);
 /* Checks an AE title (1-16 characters of the default repertoire, no
  * backslash or control characters, not only spaces). */
 bool pn_ae_title_valid(const char *ae);
+/* A [node] node_id: 1-63 letters, digits, '.', '_' or '-', the first a
+ * letter or a digit (so it is a safe folder name). */
+bool pn_node_id_valid(const char *id);
 
 const char *pn_dup_policy_name(pn_dup_policy p);
 const char *pn_retention_policy_name(pn_retention_policy p);

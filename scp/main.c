@@ -12,6 +12,8 @@
 #include "db.h"
 #include "index.h"
 #include "log.h"
+#include "node.h"
+#include "nodes.h"
 #include "server.h"
 #include "storage.h"
 #include "storage_recovery.h"
@@ -57,38 +59,96 @@ static pn_db *connect_with_wait(const pn_config *cfg)
 	}
 }
 
-/* Schema migrations and storage recovery, before any worker starts. */
-static int prepare(const pn_config *cfg)
+static void report_recovery(const char *what, const pn_storage_recovery *rec)
+{
+	if (rec->kept || rec->removed || rec->strays)
+		pn_warning("storage recovery%s after an unclean stop: %u committed instances finished, %u uncommitted "
+		           "removed, %u stray temporary files removed",
+		           what, rec->kept, rec->removed, rec->strays);
+	if (rec->waiting)
+		pn_warning("storage recovery%s: %u temporary files left for later: the database session of the process "
+		           "that made them is still there",
+		           what, rec->waiting);
+}
+
+/* This node's own claim on its node_id: its number, and its node lock
+ * taken exclusively (no session of a node with this id is left, nor is
+ * one started meanwhile). 0, or -1 logged. */
+static int claim_node_id(const pn_config *cfg, pn_db *db, int *ret_num)
+{
+	if (pn_node_register(db, cfg->node_id, true, ret_num) < 0) {
+		pn_error("could not register node_id \"%s\" in the database: %s", cfg->node_id, pn_db_errmsg(db));
+		return -1;
+	}
+	/* Waiting: the sessions of this node's previous run may still be
+	 * ending (one finishing a COMMIT whose client was killed). */
+	bool taken = false;
+	if (pn_node_lock(db, *ret_num, RECOVERY_WAIT_MS, &taken) < 0) {
+		pn_error("could not take the lock of node_id \"%s\": %s", cfg->node_id, pn_db_errmsg(db));
+		return -1;
+	}
+	if (!taken) {
+		pn_error("node_id \"%s\" is in use: another pacsnode with this node_id is connected to the database "
+		         "(waited %d s for its sessions to end); give each node its own [node] node_id",
+		         cfg->node_id, RECOVERY_WAIT_MS / 1000);
+		return -1;
+	}
+	return 0;
+}
+
+/* Schema migrations, the node id's claim and storage recovery, before any
+ * worker starts. Returns the start-up session, which then holds the node
+ * lock shared for the node's life (node.h), or NULL (logged). */
+static pn_db *prepare(const pn_config *cfg)
 {
 	pn_db *db = connect_with_wait(cfg);
 	if (!db)
-		return -1;
+		return NULL;
 	int rc = pn_db_migrate(db);
 	int version = 0;
 	if (rc < 0 || pn_db_schema_version(db, &version) < 0) {
 		pn_error("could not apply the database schema: %s", pn_db_errmsg(db));
 		pn_db_free(db);
-		return -1;
+		return NULL;
 	}
-	pn_storage *storage = NULL;
-	rc = pn_storage_open(cfg->storage_root, &storage);
+	int num = 0;
+	if (claim_node_id(cfg, db, &num) < 0) {
+		pn_db_free(db);
+		return NULL;
+	}
+	pn_index_set_worker(db, cfg->node_id, 0); /* the node's workers' locks, for the claims */
+	pn_storage *storage = NULL, *legacy = NULL;
+	rc = pn_storage_open(cfg->storage_root, cfg->node_id, &storage);
+	if (rc == 0)
+		rc = pn_storage_open(cfg->storage_root, NULL, &legacy);
 	if (rc < 0) {
 		pn_error("could not open storage root \"%s\": %s", cfg->storage_root, strerror(-rc));
+		pn_storage_free(storage);
 		pn_db_free(db);
-		return -1;
+		return NULL;
 	}
 	pn_storage_recovery rec = {0};
-	rc = pn_store_recover(db, storage, RECOVERY_WAIT_MS, &rec);
+	rc = pn_store_recover(db, storage, PN_RECOVER_OWN, RECOVERY_WAIT_MS, &rec);
+	if (rc == 0) {
+		report_recovery("", &rec);
+		/* What an earlier build left in tmp/ itself */
+		rec = (pn_storage_recovery){0};
+		rc = pn_store_recover(db, legacy, PN_RECOVER_LEGACY, RECOVERY_WAIT_MS, &rec);
+		if (rc == 0)
+			report_recovery("", &rec);
+	}
+	if (rc == 0) {
+		unsigned nodes = 0;
+		rec = (pn_storage_recovery){0};
+		rc = pn_nodes_settle_gone(db, cfg, storage, &nodes, &rec);
+		if (nodes)
+			pn_warning(
+			    "storage recovery: the temporary files of %u node(s) that are gone settled: %u committed "
+			    "instances finished, %u uncommitted removed, %u stray temporary files removed",
+			    nodes, rec.kept, rec.removed, rec.strays);
+	}
 	if (rc < 0)
 		pn_error("storage recovery failed: %s (%s)", strerror(-rc), pn_db_errmsg(db));
-	else if (rec.kept || rec.removed || rec.strays)
-		pn_warning("storage recovery after an unclean stop: %u committed instances finished, %u uncommitted "
-		           "removed, %u stray temporary files removed",
-		           rec.kept, rec.removed, rec.strays);
-	if (rc == 0 && rec.waiting)
-		pn_warning("storage recovery: %u temporary files left for later: the database session of the process "
-		           "that made them is still there",
-		           rec.waiting);
 	if (rc == 0) {
 		long long removed = 0, failed = 0;
 		rc = pn_store_remove_garbage(db, storage, NULL, NULL, &removed, &failed);
@@ -110,10 +170,20 @@ static int prepare(const pn_config *cfg)
 	else if (shards > 0)
 		pn_warning("count recovery: folded the count deltas left by %d connection(s) of an unclean stop",
 		           shards);
-	pn_info("database schema version %d; storage root \"%s\"", version, cfg->storage_root);
+	if (rc == 0 && pn_node_share(db, num) < 0) {
+		pn_error("could not hold the lock of node_id \"%s\": %s", cfg->node_id, pn_db_errmsg(db));
+		rc = -1;
+	}
+	if (rc == 0)
+		pn_info("database schema version %d; storage root \"%s\"; node_id \"%s\"", version, cfg->storage_root,
+		        cfg->node_id);
+	pn_storage_free(legacy);
 	pn_storage_free(storage);
-	pn_db_free(db);
-	return rc < 0 ? -1 : 0;
+	if (rc < 0) {
+		pn_db_free(db);
+		return NULL;
+	}
+	return db;
 }
 
 int main(int argc, char **argv)
@@ -187,8 +257,14 @@ int main(int argc, char **argv)
 		        cfg->tls_port, cfg->tls_require_client_certificate ? "required" : "checked when sent",
 		        cfg->tls_crl ? ", checked against the CRL" : "");
 	int status = EXIT_FAILURE;
-	if (prepare(cfg) == 0)
+	/* The start-up session stays open, idle, in the listener: it holds
+	 * the node lock shared while the node runs (the workers, which hold
+	 * it too, come and go). The children inherit its socket and never
+	 * touch it; the server sees it close when the last of them ends. */
+	pn_db *node_db = prepare(cfg);
+	if (node_db)
 		status = pn_server_run(cfg);
+	pn_db_free(node_db);
 	pn_config_free(cfg);
 	return status;
 }

@@ -75,7 +75,7 @@ int pn_retention_plan_make(pn_db *db, const pn_config *cfg, double now, size_t m
 	if (cfg->delete_for_free_space && cfg->min_free_bytes > 0) {
 		pn_storage *st = NULL;
 		uint64_t free_b = 0;
-		if ((rc = pn_storage_open(cfg->storage_root, &st)) == 0)
+		if ((rc = pn_storage_open(cfg->storage_root, cfg->node_id, &st)) == 0)
 			rc = pn_storage_free_bytes(st, &free_b);
 		pn_storage_free(st);
 		if (rc < 0)
@@ -284,7 +284,7 @@ int pn_retention_main(const pn_config *cfg, pn_audit *audit)
 	rate r = {.cap = (size_t)cfg->deletes_per_minute};
 	r.at = calloc(r.cap, sizeof(*r.at));
 	pn_storage *storage = NULL;
-	int rc = r.at ? pn_storage_open(cfg->storage_root, &storage) : -ENOMEM;
+	int rc = r.at ? pn_storage_open(cfg->storage_root, cfg->node_id, &storage) : -ENOMEM;
 	if (rc < 0) {
 		pn_error("retention: could not start: %s", strerror(-rc));
 		free(r.at);

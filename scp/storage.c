@@ -9,6 +9,7 @@
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <time.h>
 #include <unistd.h>
 #include <xxhash.h>
 
@@ -57,12 +58,15 @@ static bool probe_direct(pn_storage *s)
 	return true;
 }
 
-int pn_storage_open(const char *root, pn_storage **ret_storage)
+int pn_storage_open(const char *root, const char *node_id, pn_storage **ret_storage)
 {
+	if (node_id && (!node_id[0] || strchr(node_id, '/') || strcmp(node_id, ".") == 0 ||
+	                strcmp(node_id, "..") == 0 || strlen(node_id) > 64))
+		return -EINVAL;
 	pn_storage *s = calloc(1, sizeof(*s));
 	if (!s)
 		return -ENOMEM;
-	s->root_fd = s->tmp_fd = -1;
+	s->root_fd = s->tmp_fd = s->tmp_top_fd = -1;
 	int rc = -ENOMEM;
 	s->root = strdup(root);
 	if (!s->root)
@@ -79,7 +83,25 @@ int pn_storage_open(const char *root, pn_storage **ret_storage)
 		rc = -errno;
 		goto fail;
 	}
-	s->tmp_fd = openat(s->root_fd, TMP_DIR, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	s->tmp_top_fd = openat(s->root_fd, TMP_DIR, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (s->tmp_top_fd < 0) {
+		rc = -errno;
+		goto fail;
+	}
+	if (node_id) {
+		snprintf(s->tmp_rel, sizeof(s->tmp_rel), TMP_DIR "/%s", node_id);
+		/* the folder's name made durable before any file in it counts */
+		if (mkdirat(s->tmp_top_fd, node_id, 0750) == 0)
+			fsync(s->tmp_top_fd);
+		else if (errno != EEXIST) {
+			rc = -errno;
+			goto fail;
+		}
+		s->tmp_fd = openat(s->tmp_top_fd, node_id, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	} else {
+		snprintf(s->tmp_rel, sizeof(s->tmp_rel), TMP_DIR);
+		s->tmp_fd = dup(s->tmp_top_fd);
+	}
 	if (s->tmp_fd < 0) {
 		rc = -errno;
 		goto fail;
@@ -91,6 +113,16 @@ int pn_storage_open(const char *root, pn_storage **ret_storage)
 fail:
 	pn_storage_free(s);
 	return rc;
+}
+
+bool pn_storage_due(pn_storage *s, int interval_s)
+{
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	if (s->due_at.tv_sec != 0 && now.tv_sec < s->due_at.tv_sec)
+		return false;
+	s->due_at.tv_sec = now.tv_sec + interval_s;
+	return true;
 }
 
 void pn_storage_set_write_mode(pn_storage *s, pn_write_policy policy)
@@ -106,6 +138,8 @@ void pn_storage_free(pn_storage *s)
 	pn_writer_free(s->writer);
 	if (s->tmp_fd >= 0)
 		close(s->tmp_fd);
+	if (s->tmp_top_fd >= 0)
+		close(s->tmp_top_fd);
 	if (s->root_fd >= 0)
 		close(s->root_fd);
 	free(s->root);
@@ -204,7 +238,7 @@ int pn_storage_file_begin(pn_storage *s, pn_storage_file **ret_file)
 			return rc;
 		}
 	}
-	snprintf(f->tmp_path, sizeof(f->tmp_path), "%s/" TMP_DIR "/%s", s->root, f->tmp_name);
+	snprintf(f->tmp_path, sizeof(f->tmp_path), "%s/%s/%s", s->root, s->tmp_rel, f->tmp_name);
 	/* Files are made with O_DIRECT where it is had; this one keeps it
 	 * only if it is to be written so. */
 	f->direct = s->direct;

@@ -41,8 +41,22 @@ typedef struct {
 	size_t len;
 } pn_storage_part;
 
-/* Creates the root and its tmp folder if needed and opens them. */
-int pn_storage_open(const char *root, pn_storage **ret_storage);
+/* Creates the root and its tmp folder if needed and opens them. With a
+ * node id ([node] node_id, checked by the caller), the temporary files are
+ * those of tmp/<node_id>/, made if need be: nodes sharing a storage root
+ * never meet each other's temporary files (docs/scale.md); NULL, those
+ * of tmp/ itself (earlier builds, tests). */
+int pn_storage_open(const char *root, const char *node_id, pn_storage **ret_storage);
+/* The folders of tmp/ (node ids) other than this storage's own that hold
+ * files, as a malloc'ed array of malloc'ed names (pn_storage_names_free). */
+int pn_storage_tmp_nodes(const pn_storage *s, char ***ret_names, size_t *ret_n);
+void pn_storage_names_free(char **names, size_t n);
+/* Whether the temporary folder holds anything (its own files; not the
+ * node folders of tmp/ itself). */
+bool pn_storage_tmp_empty(const pn_storage *s);
+/* True at most once every interval_s seconds (the first call: true): for
+ * housekeeping that a process does now and then. */
+bool pn_storage_due(pn_storage *s, int interval_s);
 void pn_storage_free(pn_storage *s); /* NULL is a no-op */
 /* Bytes an unprivileged writer may still use on the root's file system
  * (statvfs f_bavail). Negative errno on failure. */

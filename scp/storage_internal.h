@@ -5,6 +5,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <time.h>
 #include <xxhash.h>
 
 #include "storage.h"
@@ -26,6 +27,9 @@ struct pn_storage {
 	char *root;
 	int root_fd;
 	int tmp_fd;
+	int tmp_top_fd;         /* tmp/ itself (tmp_fd too, without a node id) */
+	char tmp_rel[80];       /* "tmp" or "tmp/<node_id>", relative to root */
+	struct timespec due_at; /* pn_storage_due: when it is next true */
 	/* Files are opened with O_DIRECT where the file system allows it
 	 * (probed at open); wm says which files keep it (write_mode.h). */
 	bool direct;

@@ -87,7 +87,7 @@ static int final_path_of(pn_storage *s, const char *name, pn_storage_identify_fn
 	if (!pn_storage_part_generation(name, &gen))
 		return -EBADMSG;
 	char path[PATH_MAX];
-	snprintf(path, sizeof(path), "%s/" TMP_DIR "/%s", s->root, name);
+	snprintf(path, sizeof(path), "%s/%s/%s", s->root, s->tmp_rel, name);
 	int rc = identify(ctx, path, gen, rel);
 	if (rc == -ENOENT)
 		rc = -EBADMSG;
@@ -100,6 +100,101 @@ struct tmp_entry {
 	char name[PN_REL_PATH_MAX];
 	int pid; /* from the name; 0 if it has none */
 };
+
+static bool is_dir(int dirfd, const struct dirent *de)
+{
+	if (de->d_type != DT_UNKNOWN)
+		return de->d_type == DT_DIR;
+	struct stat st;
+	return fstatat(dirfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode);
+}
+
+/* Walks the folder open at dirfd: fn(name, is_dir, arg) for each entry
+ * but . and ..; a non-zero return stops there and is returned. */
+static int each_entry(int dirfd, int (*fn)(const char *name, bool dir, void *arg), void *arg)
+{
+	int fd = dup(dirfd);
+	if (fd < 0)
+		return -errno;
+	DIR *d = fdopendir(fd);
+	if (!d) {
+		close(fd);
+		return -errno;
+	}
+	rewinddir(d);
+	int rc = 0;
+	struct dirent *de;
+	while (rc == 0 && (de = readdir(d)) != NULL)
+		if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0)
+			rc = fn(de->d_name, is_dir(dirfd, de), arg);
+	closedir(d);
+	return rc;
+}
+
+static int any_file(const char *name, bool dir, void *arg)
+{
+	(void)name;
+	(void)arg;
+	return dir ? 0 : 1;
+}
+
+bool pn_storage_tmp_empty(const pn_storage *s)
+{
+	return each_entry(s->tmp_fd, any_file, NULL) == 0;
+}
+
+struct names {
+	const pn_storage *s;
+	char **v;
+	size_t n, cap;
+};
+
+static int add_node(const char *name, bool dir, void *arg)
+{
+	struct names *a = arg;
+	const char *own = strchr(a->s->tmp_rel, '/'); /* "/<node_id>", or none */
+	if (!dir || (own && strcmp(own + 1, name) == 0))
+		return 0;
+	int fd = openat(a->s->tmp_top_fd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return 0; /* gone meanwhile, or not a folder of ours */
+	bool empty = each_entry(fd, any_file, NULL) == 0;
+	close(fd);
+	if (empty)
+		return 0;
+	if (a->n == a->cap) {
+		size_t cap = a->cap ? 2 * a->cap : 8;
+		char **m = realloc(a->v, cap * sizeof(*m));
+		if (!m)
+			return -ENOMEM;
+		a->v = m;
+		a->cap = cap;
+	}
+	if (!(a->v[a->n] = strdup(name)))
+		return -ENOMEM;
+	a->n++;
+	return 0;
+}
+
+int pn_storage_tmp_nodes(const pn_storage *s, char ***ret_names, size_t *ret_n)
+{
+	struct names a = {.s = s};
+	int rc = each_entry(s->tmp_top_fd, add_node, &a);
+	if (rc < 0) {
+		pn_storage_names_free(a.v, a.n);
+		return rc;
+	}
+	*ret_names = a.v;
+	*ret_n = a.n;
+	return 0;
+}
+
+void pn_storage_names_free(char **names, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(names[i]);
+	free(names);
+}
 
 static int list_tmp(pn_storage *s, struct tmp_entry **ret, size_t *ret_n)
 {
@@ -119,6 +214,8 @@ static int list_tmp(pn_storage *s, struct tmp_entry **ret, size_t *ret_n)
 		size_t len = strlen(de->d_name);
 		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0 || len >= PN_REL_PATH_MAX)
 			continue;
+		if (is_dir(s->tmp_fd, de))
+			continue; /* tmp/ itself holds the nodes' folders */
 		if (n == cap) {
 			cap = cap ? 2 * cap : 64;
 			struct tmp_entry *m = realloc(e, cap * sizeof(*e));

@@ -16,6 +16,7 @@
 #include "index.h"
 #include "log.h"
 #include "metrics.h"
+#include "nodes.h"
 #include "part10.h"
 #include "record.h"
 #include "status.h"
@@ -398,11 +399,15 @@ int pn_store_final_path(const char *path, uint32_t generation, char rel[PN_REL_P
 	return rc;
 }
 
+/* How often a worker looks for nodes that are gone (pn_store_settle_ended). */
+#define NODES_CHECK_S 10
+
 /* Settling tmp/ against the index. */
 typedef struct {
 	pn_db *db;
 	struct timespec deadline; /* for the claims; in the past: no waiting */
 	bool claimed;             /* some ended worker's session is gone */
+	bool legacy;              /* files of tmp/ itself: the workers' locks before node ids */
 } settle_ctx;
 
 static int settle_referenced(void *vctx, const char *rel, bool *ret)
@@ -424,7 +429,7 @@ static int settle_claim(void *vctx, int pid)
 	clock_gettime(CLOCK_MONOTONIC, &now);
 	long left = (c->deadline.tv_sec - now.tv_sec) * 1000L + (c->deadline.tv_nsec - now.tv_nsec) / 1000000L;
 	bool taken = false;
-	int r = pn_index_worker_take(c->db, pid, left > 0 ? (int)left : 0, &taken);
+	int r = pn_index_worker_take(c->db, c->legacy, pid, left > 0 ? (int)left : 0, &taken);
 	c->claimed = c->claimed || (r == 0 && taken);
 	return r < 0 ? r : taken;
 }
@@ -432,26 +437,29 @@ static int settle_claim(void *vctx, int pid)
 static void settle_release(void *vctx, int pid)
 {
 	settle_ctx *c = vctx;
-	pn_index_worker_release(c->db, pid);
+	pn_index_worker_release(c->db, c->legacy, pid);
 }
 
-static int settle_tmp_with(pn_db *db, pn_storage *storage, int wait_ms, bool ended_only, pn_storage_recovery *st,
-                           bool *ret_claimed)
+static int settle_tmp_with(pn_db *db, pn_storage *storage, pn_store_recovery_kind kind, int wait_ms, bool ended_only,
+                           pn_storage_recovery *st, bool *ret_claimed)
 {
-	settle_ctx c = {.db = db};
+	settle_ctx c = {.db = db, .legacy = kind == PN_RECOVER_LEGACY};
 	clock_gettime(CLOCK_MONOTONIC, &c.deadline);
 	c.deadline.tv_sec += wait_ms / 1000;
 	c.deadline.tv_nsec += (wait_ms % 1000) * 1000000L;
 	pn_storage_settler k = {settle_referenced, settle_identify, settle_claim, settle_release, &c};
+	if (kind == PN_RECOVER_GONE_NODE)
+		k.claim = NULL, k.release = NULL; /* the caller holds that node's lock: none of its sessions is left */
 	int rc = ended_only ? pn_storage_settle_ended(storage, &k, st) : pn_storage_recover(storage, &k, st);
 	if (ret_claimed)
 		*ret_claimed = c.claimed;
 	return rc;
 }
 
-int pn_store_recover(pn_db *db, pn_storage *storage, int wait_ms, pn_storage_recovery *ret_stats)
+int pn_store_recover(pn_db *db, pn_storage *storage, pn_store_recovery_kind kind, int wait_ms,
+                     pn_storage_recovery *ret_stats)
 {
-	return settle_tmp_with(db, storage, wait_ms, false, ret_stats, NULL);
+	return settle_tmp_with(db, storage, kind, wait_ms, false, ret_stats, NULL);
 }
 
 #define GARBAGE_BATCH 256
@@ -506,7 +514,7 @@ void pn_store_settle_ended(const pn_store_ctx *ctx)
 		return;
 	pn_storage_recovery st = {0};
 	bool claimed = false;
-	int rc = settle_tmp_with(ctx->db, ctx->storage, 0, true, &st, &claimed);
+	int rc = settle_tmp_with(ctx->db, ctx->storage, PN_RECOVER_OWN, 0, true, &st, &claimed);
 	if (st.kept || st.removed || st.strays)
 		pn_warning("settled the temporary files of ended workers: %u committed instances finished, %u "
 		           "uncommitted removed, %u stray temporary files removed",
@@ -516,6 +524,22 @@ void pn_store_settle_ended(const pn_store_ctx *ctx)
 		           strerror(-rc), pn_db_errmsg(ctx->db));
 	/* Their sessions are gone: so are their backends, whose unfolded
 	 * count deltas C-FIND would otherwise miss until a restart. */
+	/* Nodes that are gone (their node lock free): now and then, since a
+	 * running node's folder always has files (its spares). */
+	if (pn_storage_due(ctx->storage, NODES_CHECK_S)) {
+		unsigned nodes = 0;
+		pn_storage_recovery ns = {0};
+		rc = pn_nodes_settle_gone(ctx->db, ctx->cfg, ctx->storage, &nodes, &ns);
+		if (nodes)
+			pn_warning("settled the temporary files of %u node(s) that are gone: %u committed instances "
+			           "finished, %u uncommitted removed, %u stray temporary files removed",
+			           nodes, ns.kept, ns.removed, ns.strays);
+		if (rc < 0)
+			pn_warning(
+			    "could not settle the temporary files of nodes that are gone (retried later): %s (%s)",
+			    strerror(-rc), pn_db_errmsg(ctx->db));
+		claimed = claimed || nodes > 0;
+	}
 	int shards = 0;
 	if (claimed && pn_index_fold_orphans(ctx->db, &shards) < 0)
 		pn_warning("could not fold the count deltas of ended workers (retried later): %s",

@@ -91,10 +91,16 @@ int pn_store_load_bytes(const void *data, size_t len, const char *path, uint64_t
  * with the store. -EBADMSG if the file holds no instance it could store. */
 int pn_store_final_path(const char *path, uint32_t generation, char rel[PN_REL_PATH_MAX]);
 
-/* Start-up recovery of tmp/ (pn_storage_recover) against the index,
- * waiting up to wait_ms in all for the database sessions of the previous
- * run's workers to end. */
-int pn_store_recover(pn_db *db, pn_storage *storage, int wait_ms, pn_storage_recovery *ret_stats);
+/* Whose temporary files a recovery settles: this node's (claimed by its
+ * workers' locks), those an earlier build left in tmp/ itself (by the
+ * locks of that build), or those of another node whose node lock the
+ * caller holds exclusively (none of its sessions is left: no claims). */
+typedef enum { PN_RECOVER_OWN, PN_RECOVER_LEGACY, PN_RECOVER_GONE_NODE } pn_store_recovery_kind;
+/* Start-up recovery of the storage's temporary folder (pn_storage_recover)
+ * against the index, waiting up to wait_ms in all for the database
+ * sessions of the workers that made the files to end. */
+int pn_store_recover(pn_db *db, pn_storage *storage, pn_store_recovery_kind kind, int wait_ms,
+                     pn_storage_recovery *ret_stats);
 /* The same, while the node runs, for the files of workers that have ended
  * (crashed): at a worker's start and at the end of each association. */
 void pn_store_settle_ended(const pn_store_ctx *ctx);

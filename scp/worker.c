@@ -59,7 +59,7 @@ static void connect_db(worker *w)
 	}
 	/* Before anything is stored through it (pn_index_set_worker), then
 	 * what a crashed worker may have left. */
-	pn_index_set_worker(w->ctx.db, (int)getpid());
+	pn_index_set_worker(w->ctx.db, w->ctx.cfg->node_id, (int)getpid());
 	pn_store_settle_ended(&w->ctx);
 }
 
@@ -98,7 +98,7 @@ static int worker_init(worker *w, const pn_config *cfg, pn_audit *audit)
 		pn_error("could not initialise the DICOM network");
 		return -1;
 	}
-	int rc = pn_storage_open(cfg->storage_root, &w->ctx.storage);
+	int rc = pn_storage_open(cfg->storage_root, cfg->node_id, &w->ctx.storage);
 	if (rc < 0) {
 		pn_error("could not open storage root \"%s\": %s", cfg->storage_root, strerror(-rc));
 		return -1;

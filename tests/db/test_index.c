@@ -23,6 +23,7 @@
 
 #include "db.h"
 #include "index.h"
+#include "node.h"
 #include "migrations.h"
 #include "testdb.h"
 #include "testenv.h"
@@ -798,34 +799,91 @@ static void test_worker_lock(void **state)
 	(void)state;
 	if (pn_db_connect(test_conninfo, &mine, err, sizeof err) != 0)
 		fail_msg("connect: %s", err);
-	pn_index_set_worker(mine, pid);
+	pn_index_set_worker(mine, "test-wlock", pid);
+	pn_index_set_worker(db, "test-wlock", 0); /* the same node's locks */
 	make_rec(&a, "PID-WLOCK", "", NULL, NULL);
 	assert_int_equal(pn_index_store(mine, &a.rec, PN_DUP_IGNORE, &outcome, NULL), 0);
-	assert_int_equal(pn_index_worker_take(db, pid, 0, &taken), 0);
+	assert_int_equal(pn_index_worker_take(db, false, pid, 0, &taken), 0);
 	assert_false(taken);
 	/* held: the pipelined path is open to it */
 	make_rec(&b, "PID-WLOCK", "", a.study, a.series);
 	assert_int_equal(pn_index_begin_send(mine, &b.rec), 1);
 	assert_int_equal(pn_index_begin_finish(mine, &b.rec, PN_DUP_IGNORE, &outcome, NULL), 0);
 	pn_index_rollback(mine);
-	assert_int_equal(pn_index_worker_take(db, pid, 100, &taken), 0);
+	assert_int_equal(pn_index_worker_take(db, false, pid, 100, &taken), 0);
 	assert_false(taken);
 	/* a connection whose lock another session holds stays off it */
 	pn_db *twin = NULL;
 	test_rec c;
 	if (pn_db_connect(test_conninfo, &twin, err, sizeof err) != 0)
 		fail_msg("connect: %s", err);
-	pn_index_set_worker(twin, pid);
+	pn_index_set_worker(twin, "test-wlock", pid);
 	make_rec(&c, "PID-WLOCK", "", a.study, a.series);
 	assert_int_equal(pn_index_store(twin, &c.rec, PN_DUP_IGNORE, &outcome, NULL), 0);
 	assert_int_equal(pn_index_begin_send(twin, &c.rec), 0);
 	pn_db_free(twin);
 	pn_db_free(mine); /* its backend goes, and the lock with it */
-	assert_int_equal(pn_index_worker_take(db, pid, 5000, &taken), 0);
+	assert_int_equal(pn_index_worker_take(db, false, pid, 5000, &taken), 0);
 	assert_true(taken);
-	pn_index_worker_release(db, pid);
+	/* another node's worker of the same pid: a lock of its own */
+	pn_db *other = NULL;
+	bool other_taken = false;
+	if (pn_db_connect(test_conninfo, &other, err, sizeof err) != 0)
+		fail_msg("connect: %s", err);
+	pn_index_set_worker(other, "test-wlock-2", 0);
+	assert_int_equal(pn_index_worker_take(other, false, pid, 0, &other_taken), 0);
+	assert_true(other_taken);
+	pn_db_free(other);
+	pn_index_worker_release(db, false, pid);
+	pn_index_set_worker(db, NULL, 0);
 	assert_int_equal(count1("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = $1", "424242"),
 	                 0);
+}
+
+/* A node's workers hold its node lock shared; while another session
+ * holds it exclusively (settling that node's files), they store nothing. */
+static void test_node_lock(void **state)
+{
+	pn_db *worker = NULL, *settler = NULL;
+	pn_index_outcome outcome;
+	test_rec a;
+	char err[256];
+	int num = 0, num2 = 0;
+	bool taken = false;
+
+	(void)state;
+	if (pn_db_connect(test_conninfo, &worker, err, sizeof err) != 0 ||
+	    pn_db_connect(test_conninfo, &settler, err, sizeof err) != 0)
+		fail_msg("connect: %s", err);
+	assert_int_equal(pn_node_register(settler, "test-nlock", true, &num), 0);
+	assert_int_equal(pn_node_register(settler, "test-nlock", false, &num2), 0);
+	assert_int_equal(num, num2);
+	assert_int_equal(pn_node_lock(settler, num, 0, &taken), 0);
+	assert_true(taken);
+	pn_index_set_worker(worker, "test-nlock", 31337);
+	make_rec(&a, "PID-NLOCK", "", NULL, NULL);
+	assert_true(pn_index_store(worker, &a.rec, PN_DUP_IGNORE, &outcome, NULL) < 0);
+	pn_node_unlock(settler, num);
+	assert_int_equal(pn_index_store(worker, &a.rec, PN_DUP_IGNORE, &outcome, NULL), 0);
+	/* held shared by the worker now: no exclusive hold for anyone else */
+	assert_int_equal(pn_node_lock(settler, num, 100, &taken), 0);
+	assert_false(taken);
+	pn_db_free(worker);
+	assert_int_equal(pn_node_lock(settler, num, 5000, &taken), 0);
+	assert_true(taken);
+	/* shared from an exclusive hold, without a moment between */
+	assert_int_equal(pn_node_share(settler, num), 0);
+	char num_text[16];
+	snprintf(num_text, sizeof num_text, "%d", num);
+	assert_int_equal(count1("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = 1347309105"
+	                        " AND objid = $1::oid AND mode = 'ShareLock' AND granted",
+	                        num_text),
+	                 1);
+	assert_int_equal(count1("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = 1347309105"
+	                        " AND objid = $1::oid AND mode = 'ExclusiveLock'",
+	                        num_text),
+	                 0);
+	pn_db_free(settler);
 }
 
 /* The id of an open storing transaction, asked about on another
@@ -897,6 +955,7 @@ int main(void)
 	    cmocka_unit_test_setup(test_orphans_fold_together, setup_migrated),
 	    cmocka_unit_test_setup(test_xact_outcome, setup_migrated),
 	    cmocka_unit_test_setup(test_worker_lock, setup_migrated),
+	    cmocka_unit_test_setup(test_node_lock, setup_migrated),
 	    cmocka_unit_test_setup(test_pipelined_store_after_terminate, setup_migrated),
 	};
 	testenv e = {0};

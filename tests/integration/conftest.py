@@ -226,6 +226,73 @@ def node_factory(request, pg_cluster, testdir, it_base):
 
 
 @pytest.fixture
+def cluster_factory(request, pg_cluster, testdir, it_base):
+    """cluster_factory(n, **kw) -> n started Nodes on one database and one
+    storage root, node_ids "n1".."nN", each its own port, directory and log
+    (kw as node_factory's, for every node; start=False leaves them
+    unstarted). More nodes of the same cluster: cluster_factory.add(**kw),
+    started unless start=False. Teardown as node_factory's, the kept counts
+    checked once."""
+    _base, user = it_base
+    nodes = []
+    shared = {}
+
+    def add(start=True, **kw):
+        if not shared:
+            digest = hashlib.sha1(("%s/%d" % (request.node.nodeid, os.getpid())).encode()).hexdigest()[:12]
+            shared["dbname"] = "t_%s_%s" % (re.sub(r"[^a-z0-9]+", "_", request.node.name.lower())[:40], digest)
+            pg_cluster.create_db(shared["dbname"])
+            H.make_dir(os.path.join(testdir, "shared"), user)
+            shared["storage"] = H.make_dir(os.path.join(testdir, "shared", "storage"), user)
+        n = len(nodes)
+        kw.setdefault("node_id", "n%d" % (n + 1))
+        nodedir = H.make_dir(os.path.join(testdir, "node%d" % (n + 1)))
+        node = H.Node(pg_cluster, nodedir, shared["dbname"], user, storage=shared["storage"], **kw)
+        nodes.append(node)
+        if start:
+            node.start()
+        return node
+
+    def make(n, start=True, **kw):
+        return [add(start=start, **kw) for _ in range(n)]
+
+    make.add = add
+    yield make
+
+    problems = []
+    for node in nodes:
+        rc = node.stop()
+        if node.proc is None:
+            continue
+        found = node.sanitizer_reports()
+        if found:
+            problems.append("%s in node log %s:\n%s" % (", ".join(found), node.log_path,
+                                                        H.tail(node.log_path, 60)))
+        if rc not in (0, -15) and not getattr(node, "expect_exit", False):
+            problems.append("node %s exited with %r after SIGTERM (wanted 0); log %s:\n%s"
+                            % (node.node_id, rc, node.log_path, H.tail(node.log_path)))
+        if getattr(node, "leftovers", None):
+            problems.append("node %s left processes %s running after it exited"
+                            % (node.node_id, node.leftovers))
+    if nodes:
+        wrong = C.wrong_counts(nodes[0])
+        if wrong:
+            problems.append("kept counts differ from the rows in database %s: %s" % (shared["dbname"], wrong))
+    keep = problems or _failed(request.node)
+    if shared:
+        if keep:
+            print("\npacsnode-it: node logs %s, database %s, PostgreSQL log %s"
+                  % (", ".join(n.log_path for n in nodes), shared["dbname"], pg_cluster.log_path))
+        else:
+            try:
+                pg_cluster.drop_db(shared["dbname"])
+            except Exception as e:  # not worth failing a passed test for
+                print("could not drop database %s: %s" % (shared["dbname"], e))
+    if problems:
+        pytest.fail("\n\n".join(problems), pytrace=False)
+
+
+@pytest.fixture
 def node(request, node_factory):
     """A started node. Configure with @pytest.mark.node_config(...) or by
     indirect parametrisation with a dict of the same keywords."""

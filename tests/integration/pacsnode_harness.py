@@ -180,7 +180,8 @@ class Node:
 
     def __init__(self, cluster, testdir, dbname, user, *, duplicate_policy="ignore",
                  workers=2, max_associations=8, extra_config=None, port=None,
-                 preexec_fn=None, peers=None):
+                 preexec_fn=None, peers=None, storage=None, node_id="pn-test",
+                 pid_namespace=False):
         self.cluster = cluster
         self.dir = testdir
         self.user = user
@@ -195,7 +196,15 @@ class Node:
         # a directory the tests scan.
         make_dir(os.path.join(testdir, "srv"), user)
         make_dir(os.path.join(testdir, "srv", "pacsnode"), user)
-        self.storage = make_dir(os.path.join(testdir, "srv", "pacsnode", "storage"), user)
+        # Several nodes may share one storage root (and one database):
+        # each has its own node_id, hence its own tmp/<node_id>/.
+        self.storage = storage or make_dir(os.path.join(testdir, "srv", "pacsnode", "storage"), user)
+        self.node_id = node_id
+        self.tmp_dir = os.path.join(self.storage, "tmp", node_id)
+        # In a PID namespace of its own, the node's processes get the small
+        # process ids another host's would: the nodes' pids collide, as
+        # those of nodes on several machines do.
+        self.pid_namespace = pid_namespace
         self.config_path = os.path.join(testdir, "pacsnode.conf")
         self.log_path = os.path.join(testdir, "node.log")
         self.stdout_path = os.path.join(testdir, "node.stdout")
@@ -215,7 +224,7 @@ class Node:
 
     def write_config(self):
         cfg = {
-            "node": {"ae_title": self.aet, "bind": self.host, "port": self.port,
+            "node": {"ae_title": self.aet, "node_id": self.node_id, "bind": self.host, "port": self.port,
                      "require_called_ae": "yes", "accept_unknown_calling_ae": "yes"},
             "limits": {"workers": self.workers, "max_associations": self.max_associations,
                        "acse_timeout": 30, "dimse_timeout": 60},
@@ -255,8 +264,20 @@ class Node:
         # a node started again after stop(): the teardown's stop() must see
         # it running (a kept returncode made it skip the node, left behind)
         self.returncode = None
+        argv = [NODE_BIN, "-c", self.config_path]
+        if self.pid_namespace:
+            # unshare (as root) makes the namespace; setpriv drops to the
+            # node's user and execs it as the namespace's first process.
+            # SIGTERM to unshare reaches the node (--kill-child).
+            assert os.geteuid() == 0 and self.preexec_fn is None, "a PID namespace needs root"
+            drop = []
+            if self.user:
+                pw = pwd.getpwnam(self.user)
+                drop = ["setpriv", "--reuid=%d" % pw.pw_uid, "--regid=%d" % pw.pw_gid, "--clear-groups"]
+            argv = ["unshare", "--pid", "--fork", "--kill-child=SIGTERM"] + drop + argv
+            kw = {}
         with open(self.log_path, "ab") as log, open(self.stdout_path, "ab") as out:
-            self.proc = subprocess.Popen([NODE_BIN, "-c", self.config_path], cwd=self.cwd,
+            self.proc = subprocess.Popen(argv, cwd=self.cwd,
                                          stdin=subprocess.DEVNULL, stdout=out, stderr=log,
                                          env=env, start_new_session=True, **kw)
         self.pid = self.proc.pid
@@ -647,16 +668,18 @@ def store_plan(node, workdir, plan, uid):
 
 class StorescuGroup:
     """Several storescu processes released at the same instant: each waits in
-    a shell on a pipe that closes only when all have been started."""
+    a shell on a pipe that closes only when all have been started. `port`
+    may be a list, one per file list (several nodes at once)."""
 
     def __init__(self, port, file_lists, workdir, **kw):
+        ports = list(port) if isinstance(port, (list, tuple)) else [port] * len(file_lists)
         self.procs = []
         read_fd, write_fd = os.pipe()
         env = dict(os.environ, TCP_NODELAY="1")
         try:
             for i, files in enumerate(file_lists):
                 files = [str(f) for f in files]
-                cmd = storescu_command(port, files, workdir, **kw)
+                cmd = storescu_command(ports[i], files, workdir, **kw)
                 out = open(os.path.join(workdir, "storescu-%d.out" % i), "w+")
                 p = subprocess.Popen(["sh", "-c", 'read _ <&3; exec "$@"', "gate"] + cmd,
                                      stdin=subprocess.DEVNULL, stdout=out,

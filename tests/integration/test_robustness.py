@@ -53,8 +53,13 @@ def big_instance(scu_dir, name):
 
 
 def tmp_files(node):
-    tmp = os.path.join(node.storage, "tmp")
-    return sorted(os.listdir(tmp)) if os.path.isdir(tmp) else []
+    """The temporary files: the node's own folder, tmp/<node_id>/, and
+    those of tmp/ itself (where earlier builds kept them)."""
+    out = []
+    for d in (os.path.join(node.storage, "tmp"), node.tmp_dir):
+        if os.path.isdir(d):
+            out += [n for n in os.listdir(d) if not os.path.isdir(os.path.join(d, n))]
+    return sorted(out)
 
 
 def storage_files(node):
@@ -469,8 +474,8 @@ def test_crash_leftovers_are_recovered_at_start(node_factory, scu_dir):
     rows = {r["sop_uid"]: r for r in C.instance_rows(node)}
     db1 = C.db_snapshot(node)
     user = node.user
-    tmp = os.path.join(node.storage, "tmp")
-    assert os.listdir(tmp) == []
+    tmp = node.tmp_dir  # the node's own folder of temporary files
+    assert tmp_files(node) == []
 
     # (i) uncommitted: final file and tmp entry, no row.
     c = small_instance(scu_dir, "crash-c")
@@ -527,7 +532,7 @@ def test_crash_leftovers_are_recovered_at_start(node_factory, scu_dir):
     assert not os.path.exists(d_final), "the uncommitted D's file survived"
     assert not os.path.exists(partial), "the partly received file survived"
     assert not os.path.exists(spare), "the empty spare file survived"
-    assert os.listdir(tmp) == []
+    assert tmp_files(node) == []
     assert C.db_snapshot(node) == db1, "the index changed"
     assert sorted(storage_files(node)) == sorted(r["path"] for r in rows.values())
     assert_consistent(node)
@@ -1019,7 +1024,7 @@ def test_dimse_timeout_cuts_a_peer_stalled_mid_dataset(node_factory, scu_dir):
         dimse + 6, dimse)
     assert closed_after <= dimse + 3, "closed after %.1f s (dimse_timeout = %d)" % (closed_after, dimse)
     wait_log(node, r"broken off while receiving|association \"PNSTALL\".*aborted", "the stalled store")
-    assert os.listdir(os.path.join(node.storage, "tmp")) == []
+    assert tmp_files(node) == []
     assert node.count("instance") == 0
     r = H.echoscu(node.port, aet="PNAFTER", timeout=10)
     assert r.ok, r.output
@@ -1044,7 +1049,7 @@ def test_unparseable_dataset_is_refused_and_the_association_goes_on(node, scu_di
     finally:
         a.close()
     assert node.count("instance") == 1
-    assert os.listdir(os.path.join(node.storage, "tmp")) == []
+    assert tmp_files(node) == []
     assert_consistent(node)
     wait_log(node, r"cannot be parsed", "the unparseable dataset")
 

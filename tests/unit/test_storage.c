@@ -128,7 +128,7 @@ static void happy_path(void **state)
 {
 	(void)state;
 	pn_storage *s = NULL;
-	assert_int_equal(pn_storage_open(root, &s), 0);
+	assert_int_equal(pn_storage_open(root, NULL, &s), 0);
 	char rel[PN_REL_PATH_MAX];
 	pn_storage_file *f = write_one(s, "1.2.3", rel);
 	/* XXH3-128("hello world"), canonical form (python3-xxhash agrees) */
@@ -153,7 +153,7 @@ static void check_write_failure(void)
 {
 	int files_before = count_files(root);
 	pn_storage *s = NULL;
-	assert_int_equal(pn_storage_open(root, &s), 0);
+	assert_int_equal(pn_storage_open(root, NULL, &s), 0);
 	pn_fsio.writev = failing_writev;
 	fail_after = 1;
 	fail_errno = ENOSPC;
@@ -182,7 +182,7 @@ static void fsync_and_link_fail(void **state)
 {
 	(void)state;
 	pn_storage *s = NULL;
-	assert_int_equal(pn_storage_open(root, &s), 0);
+	assert_int_equal(pn_storage_open(root, NULL, &s), 0);
 	char rel[PN_REL_PATH_MAX];
 	pn_fsio.fsync = failing_fsync;
 	fail_after = 0;
@@ -216,7 +216,7 @@ static void batched_flush(void **state)
 {
 	(void)state;
 	pn_storage *s = NULL;
-	assert_int_equal(pn_storage_open(root, &s), 0);
+	assert_int_equal(pn_storage_open(root, NULL, &s), 0);
 	char rel[PN_REL_PATH_MAX], uid[32];
 	for (int i = 0; i < 33; i++) {
 		snprintf(uid, sizeof(uid), "1.2.%d", 100 + i);
@@ -299,7 +299,7 @@ static void stored(pn_storage *s, const char *uid, char rel[PN_REL_PATH_MAX])
 static void crash_midway(void)
 {
 	pn_storage *s = NULL;
-	if (pn_storage_open(root, &s) != 0)
+	if (pn_storage_open(root, NULL, &s) != 0)
 		_exit(1);
 	char rel[PN_REL_PATH_MAX];
 	/* committed, crash before the tmp unlink (in the spare file) */
@@ -348,7 +348,7 @@ static void recovery(void **state)
 	assert_int_equal(count_files(root), 7);
 
 	pn_storage *s = NULL;
-	assert_int_equal(pn_storage_open(root, &s), 0);
+	assert_int_equal(pn_storage_open(root, NULL, &s), 0);
 	pn_storage_recovery st;
 	assert_int_equal(pn_storage_recover(s, &plain, &st), 0);
 	assert_int_equal(st.kept, 2);
@@ -372,7 +372,7 @@ static void recovery_stops_on_errors(void **state)
 {
 	(void)state;
 	pn_storage *s = NULL;
-	assert_int_equal(pn_storage_open(root, &s), 0);
+	assert_int_equal(pn_storage_open(root, NULL, &s), 0);
 	pn_storage_file *f = NULL;
 	assert_int_equal(pn_storage_file_begin(s, &f), 0);
 	assert_int_equal(pn_storage_file_write(f, "EIO", 3), 0);
@@ -409,7 +409,7 @@ static void abandoned_files(void **state)
 {
 	(void)state;
 	pn_storage *s = NULL;
-	assert_int_equal(pn_storage_open(root, &s), 0);
+	assert_int_equal(pn_storage_open(root, NULL, &s), 0);
 	assert_false(pn_storage_has_abandoned(s));
 	char rel[3][PN_REL_PATH_MAX], tmp_name[3][PN_REL_PATH_MAX], tmp[128];
 	snprintf(tmp, sizeof(tmp), "%s/tmp", root);
@@ -480,7 +480,7 @@ static void recovery_waits_for_sessions(void **state)
 	pid_t child = crash_in_child();
 	assert_int_equal(files_of(child), 3);
 	pn_storage *s = NULL;
-	assert_int_equal(pn_storage_open(root, &s), 0);
+	assert_int_equal(pn_storage_open(root, NULL, &s), 0);
 	pn_storage_recovery st;
 	claim_answer = 0;
 	releases = 0;
@@ -512,7 +512,7 @@ static void settle_ended(void **state)
 	(void)state;
 	pid_t child = crash_in_child();
 	pn_storage *s = NULL;
-	assert_int_equal(pn_storage_open(root, &s), 0);
+	assert_int_equal(pn_storage_open(root, NULL, &s), 0);
 	char rel[PN_REL_PATH_MAX];
 	pn_storage_file *mine = write_one(s, "1.2.40", rel); /* being received here */
 	char alive[PN_REL_PATH_MAX], path[256];
@@ -556,7 +556,7 @@ static void spare_files(void **state)
 {
 	(void)state;
 	pn_storage *s = NULL;
-	assert_int_equal(pn_storage_open(root, &s), 0);
+	assert_int_equal(pn_storage_open(root, NULL, &s), 0);
 	char tmp[128];
 	snprintf(tmp, sizeof(tmp), "%s/tmp", root);
 	dir_fsyncs = 0;
@@ -720,7 +720,7 @@ static void store_sizes(void)
 		direct_opens = buffered_opens = 0;
 		pn_fsio.openat = direct_openat;
 		pn_storage *s = NULL;
-		assert_int_equal(pn_storage_open(root, &s), 0);
+		assert_int_equal(pn_storage_open(root, NULL, &s), 0);
 		pn_storage_set_write_mode(s, policies[mode]);
 		for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
 			char uid[32];
@@ -792,7 +792,7 @@ static void adaptive_write_mode(void **state)
 	pn_fsio.writev = slow_writev;
 	for (int way = 0; way < 2; way++) {
 		slow_direct = way == 0;
-		assert_int_equal(pn_storage_open(root, &s), 0);
+		assert_int_equal(pn_storage_open(root, NULL, &s), 0);
 		int direct = store_ways(s, 40, 32, 1 + way);
 		if (slow_direct)
 			assert_true(direct >= 1 && direct <= 3); /* exploring only */
@@ -801,7 +801,7 @@ static void adaptive_write_mode(void **state)
 		pn_storage_free(s);
 	}
 	slow_direct = true;
-	assert_int_equal(pn_storage_open(root, &s), 0);
+	assert_int_equal(pn_storage_open(root, NULL, &s), 0);
 	pn_storage_set_write_mode(s, PN_WRITE_DIRECT);
 	assert_int_equal(store_ways(s, 12, 12, 3), 12);
 	pn_storage_set_write_mode(s, PN_WRITE_BUFFERED);
@@ -836,7 +836,7 @@ static void full_path(void **state)
 {
 	(void)state;
 	pn_storage *s = NULL;
-	assert_int_equal(pn_storage_open(root, &s), 0);
+	assert_int_equal(pn_storage_open(root, NULL, &s), 0);
 	char rel[PN_REL_PATH_MAX];
 	assert_int_equal(pn_storage_rel_path("1.2", "1.2.3", 7, rel), 0);
 	char *p = NULL;

@@ -1,0 +1,53 @@
+/* Settling the temporary files of nodes that are gone (nodes.h). */
+#include "nodes.h"
+
+#include <errno.h>
+#include <string.h>
+
+#include "node.h"
+#include "store.h"
+
+static void add_stats(pn_storage_recovery *to, const pn_storage_recovery *from)
+{
+	to->kept += from->kept;
+	to->removed += from->removed;
+	to->strays += from->strays;
+	to->waiting += from->waiting;
+}
+
+int pn_nodes_settle_gone(pn_db *db, const pn_config *cfg, pn_storage *own, unsigned *ret_nodes,
+                         pn_storage_recovery *ret_stats)
+{
+	pn_storage_recovery total = {0};
+	unsigned nodes = 0;
+	char **names = NULL;
+	size_t n = 0;
+	int rc = pn_storage_tmp_nodes(own, &names, &n);
+	for (size_t i = 0; rc == 0 && i < n; i++) {
+		/* a folder we did not make (no node id could name it) is not ours to touch */
+		if (!pn_node_id_valid(names[i]) || strcmp(names[i], cfg->node_id) == 0)
+			continue;
+		int num = 0;
+		bool taken = false;
+		/* registered if it is not (a folder pacsnodectl made for an id
+		 * that never ran a node): its lock then means the same */
+		if ((rc = pn_node_register(db, names[i], false, &num)) < 0 ||
+		    (rc = pn_node_lock(db, num, 0, &taken)) < 0)
+			break;
+		if (!taken)
+			continue; /* running: some session of it holds its lock */
+		pn_storage *st = NULL;
+		pn_storage_recovery rec = {0};
+		rc = pn_storage_open(cfg->storage_root, names[i], &st);
+		if (rc == 0)
+			rc = pn_store_recover(db, st, PN_RECOVER_GONE_NODE, 0, &rec);
+		pn_storage_free(st);
+		pn_node_unlock(db, num);
+		add_stats(&total, &rec);
+		nodes++;
+	}
+	pn_storage_names_free(names, n);
+	*ret_nodes = nodes;
+	*ret_stats = total;
+	return rc;
+}
