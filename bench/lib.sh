@@ -524,8 +524,11 @@ wait_senders() {
 # $WORK/send-NAME-K-r$REP.cpu; non-zero if a sender failed or did not use
 # exactly one association.
 send_parts() {
-    local k=$1 rcv=$2 port=$3 aec=$4 sec=()
+    local k=$1 rcv=$2 aec=$4 sec=() ports=()
     local tag=$rcv-$k-r$REP lists=() pids=() i rc=0 t0 t1 n
+    # PORT may be "P1,P2,...": association i goes to port i mod their number
+    # (several nodes behind no front, as a front dealing associations would)
+    IFS=, read -r -a ports <<< "$3"
     [ "${5:-}" != tls ] || sec=("${TLS_SCU[@]}")
     if [ "$k" = 1 ]; then lists=("$LISTS/all"); else
         for i in $(seq 0 $((k - 1))); do lists+=("$LISTS/part$i"); done
@@ -537,7 +540,7 @@ send_parts() {
         # -td 60: a receiver that stops answering fails the run, not hangs it.
         mapfile -t files < "${lists[$i]}"
         storescu -v -aet "$SCU_AE" -aec "$aec" --max-pdu "$PDU" -ta 120 -td 60 ${sec[@]+"${sec[@]}"} \
-            127.0.0.1 "$port" "${files[@]}" > "$WORK/send-$tag-$i.log" 2>&1 &
+            127.0.0.1 "${ports[$((i % ${#ports[@]}))]}" "${files[@]}" > "$WORK/send-$tag-$i.log" 2>&1 &
         pids+=($!)
     done
     wait_senders "$tag" "${pids[@]}" || rc=1

@@ -156,6 +156,8 @@ def main():
               % (lw, "pacsnode / %s, %d assoc" % (ref, k), a / b, "-"))
     if tls:
         tls_lines(rate, groups, meta, p)
+    if meta.get("nodes"):
+        nodes_lines(rate, groups, meta, p)
     durable_lines(rate, p)
     floor_lines(meta, rate, p)
     print("\n".join(out))
@@ -181,8 +183,13 @@ def tls_lines(rate, groups, meta, p):
         if a is not None and b is not None:
             p("%-*s %6.2f %8s  (information only)" % (lw, "%s / %s, %d assoc" % (a_name, b_name, k), a / b, "-"))
 
-    # CPU seconds per run (medians), per instance, and the share of the
-    # machine's CPUs the run kept busy
+    cpu_table(groups, meta, p)
+
+
+def cpu_table(groups, meta, p, only=None):
+    """CPU seconds per run (medians), per instance, and the share of the
+    machine's CPUs the run kept busy; `only`: the receivers to show (all
+    measured with CPU times when None)."""
     ncpu = os.cpu_count() or 1
     try:
         ncpu = int(meta.get("host", "").split()[0])
@@ -190,6 +197,8 @@ def tls_lines(rate, groups, meta, p):
         pass
     rows = []
     for g, runs in groups.items():
+        if only is not None and g[0] not in only:
+            continue
         ok = [r for r in runs if r["status"] == "ok" and r["secs"]]
         if not ok or all(r["cpu"][0] is None and r["cpu"][2] is None for r in ok):
             continue
@@ -221,6 +230,32 @@ def tls_lines(rate, groups, meta, p):
             w, rcv, k, f(rc, "%.2f"), f(pg, "%.2f"), f(sd, "%.2f"), f(ot, "%.2f"),
             f(rc and 1000 * rc / n, "%.3f"), f(pg and 1000 * pg / n, "%.3f"), f(sd and 1000 * sd / n, "%.3f"),
             100 * busy))
+
+
+def node_label(n):
+    return "pacsnode, %d node%s" % (n, "" if n == 1 else "s")
+
+
+def nodes_lines(rate, groups, meta, p):
+    """--nodes (issue 23): N nodes on one database and one storage root,
+    the associations dealt over them. The aggregate rate against one node's,
+    and the CPU each instance costs (all nodes' processes, and PostgreSQL):
+    on a machine of few CPUs the rate stays flat once they are busy, and the
+    CPU per instance says what one core per node would give."""
+    par = int(meta.get("parallel", "4"))
+    ns = sorted({int(x) for x in meta["nodes"].split(",") if x.strip()})
+    p("")
+    p("several nodes on one PostgreSQL and one storage root (--nodes %s), %d associations dealt"
+      % (meta["nodes"], par))
+    p("round-robin over the nodes' ports:")
+    one = rate.get((node_label(1), par)) or rate.get(("pacsnode", par))
+    for n in ns:
+        v = rate.get((node_label(n), par))
+        if v is None:
+            p("  %-20s n/a (no valid measurement)" % node_label(n))
+            continue
+        p("  %-20s %7.1f inst/s%s" % (node_label(n), v, " = %.2f x one node" % (v / one) if one else ""))
+    cpu_table(groups, meta, p, only={node_label(n) for n in ns})
 
 
 def durable_lines(rate, p):

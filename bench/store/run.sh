@@ -22,6 +22,7 @@ SETTLE_SECONDS=${BENCH_SETTLE_SECONDS:-8}   # pause after each run (see settle)
 REPEAT=3
 TLS=0                    # --tls: the TLS rows (pacsnode over TLS, storescp +tls [+ fsync])
 WAIT_QUIET=0             # --wait-quiet: before each run, wait until other work on the machine stops
+NODES=""                 # --nodes LIST: also pacsnode as N nodes on one database and storage root (issue 23)
 
 usage() {
     cat <<EOF
@@ -50,6 +51,13 @@ usage: bash bench/store/run.sh [options]
                         machine: another session's test suite), and do a
                         run again (up to 3 tries) when other work kept more
                         than 0.3 CPU busy during it
+  --nodes LIST          also measure pacsnode as N identical nodes on one
+                        PostgreSQL database and one storage root, for each N
+                        of LIST (comma separated, e.g. 1,2,3): the $PARALLEL
+                        associations dealt round-robin over the nodes' ports
+                        (what a TCP front spreading associations does), with
+                        the CPU each run costs (issue 23); adds the rows
+                        "pacsnode, N node(s)"
   --no-netns            do not run the servers in a private network namespace
   --keep                keep the work dir (logs, stores, cluster) afterwards
 environment:
@@ -67,12 +75,15 @@ while [ $# -gt 0 ]; do
         --no-info-rows) INFO_ROWS=0; shift ;;
         --tls) TLS=1; shift ;;
         --wait-quiet) WAIT_QUIET=1; shift ;;
+        --nodes) NODES=${2:?}; shift 2 ;;
+        --nodes=*) NODES=${1#*=}; shift ;;
         *) bench_option "$@"; shift "$OPT_SHIFT" ;;   # bench/lib.sh: --work-base, --results, ...
     esac
 done
 need_int --count "$COUNT" "$PARALLEL"
 need_int --repeat "$REPEAT" 1
 check_steps receiver storescp orthanc pacsnode
+for n in ${NODES//,/ }; do need_int --nodes "$n" 1; done
 
 DATA_DIR=$(ct_dir "$COUNT")
 
@@ -113,7 +124,8 @@ TOTAL_BYTES=$LIST_BYTES
 
 # cpu_of PID...: the CPU seconds (user + system) each PID's process tree has
 # used so far: the processes alive (zombies included) and what they reaped;
-# "-" for a PID that is not a number.
+# "-" for a PID that is not a number. PID may be "P1+P2+...": the sum of
+# those trees (several nodes).
 cpu_of() {
     /usr/bin/python3 - "$@" <<'PY'
 import os, sys
@@ -133,10 +145,10 @@ for d in os.listdir("/proc"):
     kids.setdefault(int(fields[1]), []).append(int(d))
 out = []
 for root in sys.argv[1:]:
-    if not root.isdigit():
+    if not all(r.isdigit() for r in root.split("+")):
         out.append("-")
         continue
-    total, todo = 0, [int(root)]
+    total, todo = 0, [int(r) for r in root.split("+")]
     while todo:
         p = todo.pop()
         total += procs.get(p, 0)
@@ -330,6 +342,49 @@ run_pacsnode() {               # run_pacsnode K [tls]
     drop_db "$db"; retire "$dir"; settle
 }
 
+# --nodes: N nodes of one site, each its own [node] node_id and port, on one
+# database and one storage root (issue 23); the associations dealt over
+# their ports (send_parts). The receiver's CPU is all N nodes' trees.
+run_pacsnode_nodes() {         # run_pacsnode_nodes N K
+    local n=$1 k=$2 secs rc=0 stored files db=pacsbench_nodes label i up=1 ports=() pids=()
+    local dir=$WORK/pacsnode-nodes-$n port cfg
+    label="pacsnode, $n node$([ "$n" = 1 ] || echo s)"
+    mkdir -p "$dir/storage"; chown -R "$RUN_USER:" "$dir"
+    fresh_db "$db"
+    for i in $(seq 1 "$n"); do
+        port=$(free_port)
+        cfg=$dir/n$i.conf
+        # the one key that differs between the nodes: node_id (and the port);
+        # their web servers off (all would want 127.0.0.1:8042)
+        { pacs_conf "$port" "$dir" "$db" | sed "s/^\[node\]\$/[node]\nnode_id = n$i/"
+          printf '\n[http]\nport = 0\n'; } > "$cfg"
+        start_server "pacsnode-n$i" "$dir/n$i.log" env TCP_NODELAY=1 "$PACSNODE_BIN" -c "$cfg"
+        # one at a time: the first migrates the fresh database
+        wait_echo "pacsnode-n$i" "$port" PACSNODE "$dir/n$i.log" || { up=0; break; }
+        ports+=("$port")
+        pids+=("$(cat "$WORK/pacsnode-n$i.pid")")
+    done
+    if [ $up = 0 ]; then
+        for i in $(seq 1 "$n"); do stop_pidfile "$WORK/pacsnode-n$i.pid"; done
+        record "$label" "$k" FAIL "" 0 "did not start: $START_ERROR"
+        drop_db "$db"; retire "$dir"; return 0
+    fi
+    (IFS=+; echo "${pids[*]}") > "$WORK/pacsnodes.pid"
+    log "run $REP/$REPEAT: $label, $k association(s) over ports ${ports[*]}"
+    timed_send pacsnodes "$k" "pacsnode-x$n" "$(IFS=,; echo "${ports[*]}")" PACSNODE || rc=1
+    secs=$SECS
+    rm -f "$WORK/pacsnodes.pid"
+    for i in $(seq 1 "$n"); do stop_pidfile "$WORK/pacsnode-n$i.pid"; done
+    stored=$(db_count "$db" "SELECT count(*) FROM instance")
+    files=$(count_files "$dir/storage" tmp)
+    if [ $rc = 0 ] && [ "$stored" = "$COUNT" ] && [ "$files" = "$COUNT" ]; then
+        record "$label" "$k" ok "$secs" "$stored" "instance rows; $files files"
+    else
+        record "$label" "$k" FAIL "$secs" "$stored" "instance rows; $files files; sender rc=$rc"
+    fi
+    drop_db "$db"; retire "$dir"; settle
+}
+
 # ----- main -----------------------------------------------------------------
 bench_started
 log "work dir $WORK; $COUNT files, $TOTAL_BYTES bytes; max PDU $PDU; load average: $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -406,6 +461,7 @@ run_one() {                    # run_one RECEIVER K
         # --tls: pacsnode over TLS; storescp +tls made durable (the
         # reference), and as it is (information)
         pacsnode-tls) if want pacsnode && [ -z "$PACSNODE_NOTE" ]; then measured run_pacsnode "$2" tls; fi ;;
+        nodes-*) if want pacsnode && [ -z "$PACSNODE_NOTE" ]; then measured run_pacsnode_nodes "${1#nodes-}" "$2"; fi ;;
         storescp-tls)
             if want storescp; then
                 measured run_storescp "$2" tls-durable
@@ -426,10 +482,16 @@ measure_floor start "$COUNT" "$TOTAL_BYTES"
 # plain pacsnode.
 ORDER=(storescp orthanc pacsnode)
 [ "$TLS" = 0 ] || ORDER=(storescp pacsnode-tls orthanc pacsnode storescp-tls)
+# --nodes: their rows on $PARALLEL associations only (one association
+# reaches one node), in the same rotation
+ORDER_K=("${ORDER[@]}")
+for n in ${NODES//,/ }; do ORDER_K+=("nodes-$n"); done
 for REP in $(seq 1 "$REPEAT"); do
     for k in 1 "$PARALLEL"; do
-        for i in "${!ORDER[@]}"; do
-            run_one "${ORDER[$(( (i + REP - 1) % ${#ORDER[@]} ))]}" "$k"
+        order=("${ORDER[@]}")
+        [ "$k" = 1 ] || order=("${ORDER_K[@]}")
+        for i in "${!order[@]}"; do
+            run_one "${order[$(( (i + REP - 1) % ${#order[@]} ))]}" "$k"
         done
     done
 done
@@ -437,7 +499,7 @@ measure_floor end "$COUNT" "$TOTAL_BYTES"
 
 # ----- report ---------------------------------------------------------------
 if [ -z "$RESULTS_FILE" ]; then
-    base=$BENCH_DIR/results/store-$([ "$TLS" = 0 ] || echo tls-)$(date +%F)
+    base=$BENCH_DIR/results/store-$([ "$TLS" = 0 ] || echo tls-)$([ -z "$NODES" ] || echo nodes-)$(date +%F)
     [ "$COUNT" = 2000 ] || base=$base-n$COUNT
     RESULTS_FILE=$(results_path "$base")   # never overwrites an earlier run of the day
 fi
@@ -449,6 +511,7 @@ mkdir -p "$(dirname "$RESULTS_FILE")"
     echo "repeat=$REPEAT"
     echo "parallel=$PARALLEL"
     [ "$WAIT_QUIET" = 0 ] || echo "wait_quiet=$QUIET_WAITED $SHARED_RUNS $SHARED_CPU"
+    [ -z "$NODES" ] || echo "nodes=$NODES"
     printf '%s\n' "${FLOOR[@]}"
     if [ "$TLS" = 1 ]; then
         echo "tls=1"
