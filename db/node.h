@@ -1,4 +1,4 @@
-/* The nodes that share one index (migration 017, docs/scale.md "Several
+/* The nodes that share one index (migration 018, docs/scale.md "Several
  * nodes"): each [node] node_id has a number, and the number keys the
  * node's advisory locks.
  *

@@ -1,4 +1,4 @@
--- 017: the nodes that share this index (docs/scale.md, "Several nodes").
+-- 018: the nodes that share this index (docs/scale.md, "Several nodes").
 -- A node's [node] node_id gets a number here the first time it starts;
 -- the number, not the text, keys its advisory locks: the node lock
 -- (classid "PNN1", objid num: shared by every session of the running

@@ -426,7 +426,9 @@ def test_commit_granted_by_a_reload(node_factory, listener, corpus, scu_dir):
 def test_two_nodes_on_one_database_send_each_report_once(node_factory, listener, corpus, scu_dir):
     lst = listener()
     a = commit_node(node_factory, lst.port)
-    b = commit_node(node_factory, lst.port, extra_config={"database": {"conninfo": a.conninfo}})
+    # a second node of the same site: its own node_id, the same database and storage root
+    b = commit_node(node_factory, lst.port, node_id="pn-test-b", storage=a.storage,
+                    extra_config={"database": {"conninfo": a.conninfo}})
     entries = stored_study(a, corpus, scu_dir, n=2)
     uids = ["2.25.1300%d" % i for i in range(10)]
     from concurrent.futures import ThreadPoolExecutor
