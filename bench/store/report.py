@@ -1,13 +1,16 @@
 #!/usr/bin/python3
 """Format the store benchmark results: table, ratios and PASS/FAIL.
 
-Usage: report.py RESULTS_TSV META_TXT
+Usage: report.py RESULTS_TSV META_TXT [PGCOST_TSV]
 
 RESULTS_TSV rows (written by run.sh), tab separated, one per measurement:
   receiver  associations  run  status(ok|FAIL)  seconds  count  total_bytes
   stored  note  [receiver_cpu  postgres_cpu  sender_cpu  other_cpu]
 (the CPU seconds of the run, "-" when unknown; shown for --tls runs)
 META_TXT: key=value lines describing the run (tls=1 after --tls).
+PGCOST_TSV rows (run.sh's pg_cost), one per pacsnode run: receiver
+  associations run wal_bytes wal_records wal_fpi wal_syncs transactions
+  database_growth instance_rows instance_indexes heap_bytes index_bytes
 
 Each (receiver, associations) pair was measured R times; the table shows the
 median time (and the rates derived from it) plus every run's instances/s. A
@@ -158,9 +161,74 @@ def main():
         tls_lines(rate, groups, meta, p)
     if meta.get("nodes"):
         nodes_lines(rate, groups, meta, p)
+    if len(sys.argv) > 3 and os.path.exists(sys.argv[3]):
+        pgcost_lines(sys.argv[3], rate, meta, p)
     durable_lines(rate, p)
     floor_lines(meta, rate, p)
     print("\n".join(out))
+
+
+def pgcost_lines(path, rate, meta, p):
+    """What PostgreSQL pays per stored instance (medians over the runs):
+    WAL bytes, records, full-page images and fsyncs, transactions, the
+    database's growth and the instance row's share; and how many
+    instances/s one PostgreSQL on this disk carries before its WAL fsyncs
+    or its WAL volume are the limit."""
+    by = {}
+    with open(path) as f:
+        for line in f:
+            x = line.rstrip("\n").split("\t")
+            if len(x) < 13:
+                continue
+            try:
+                v = [float(y) for y in x[3:13]]
+            except ValueError:
+                continue
+            if v[6] > 0:
+                by.setdefault((x[0], int(x[1])), []).append(v)
+    if not by:
+        return
+    p("")
+    p("PostgreSQL per stored instance (medians; start to stop of the node, only its database busy: WAL")
+    p("bytes, records, full-page images and fsyncs of pg_stat_wal, the database's transactions incl.")
+    p("read-only ones, its growth, and the instance table's heap and index bytes per row):")
+    hdr = "%-20s %5s %8s %7s %6s %8s %7s %8s %4s %7s %8s" % (
+        "receiver", "assoc", "WAL B/i", "recs/i", "FPI/i", "fsyncs/i", "xacts/i", "db B/i", "idx", "heap/i",
+        "index/i")
+    p(hdr)
+    p("-" * len(hdr))
+    med = {}
+    for (rcv, k), runs in by.items():
+        m = [statistics.median(r[i] for r in runs) for i in range(10)]
+        wal, recs, fpi, syncs, xacts, growth, rows, nidx, heap, idx = m
+        med[(rcv, k)] = (wal / rows, syncs / rows)
+        p("%-20s %5d %8.0f %7.1f %6.2f %8.3f %7.2f %8.0f %4.0f %7.0f %8.0f" % (
+            rcv, k, wal / rows, recs / rows, fpi / rows, syncs / rows, xacts / rows, growth / rows, nidx,
+            heap / rows, idx / rows))
+    # This disk's WAL fsync rate: pgbench with one client waits for one
+    # fsync a commit (the better of the start and end floors). Divided by
+    # the WAL fsyncs an instance took (several sessions' commits share one
+    # fsync: group commit), that bounds one PostgreSQL's store rate.
+    floors = []
+    for t in ("start", "end"):
+        v = meta.get("floor_%s_1" % t)
+        try:
+            floors.append(float(v.split()[1]))
+        except (AttributeError, IndexError, ValueError):
+            pass
+    par = int(meta.get("parallel", "4"))
+    key = ("pacsnode", par) if ("pacsnode", par) in med else sorted(med)[-1]
+    wal_i, sync_i = med[key]
+    if floors and sync_i > 0:
+        cap = max(floors) / sync_i
+        p("one PostgreSQL on this disk: %.0f WAL fsyncs/s (pgbench, 1 client) / %.3f fsyncs an instance (%s,"
+          % (max(floors), sync_i, key[0]))
+        p("  %d assoc) = %.0f instances/s before its WAL fsyncs are the limit, at %.1f MB/s of WAL"
+          % (key[1], cap, cap * wal_i / 1e6))
+        r = rate.get(key)
+        if r:
+            p("  (this run's rate of that row: %.0f/s, %.1f x below it; more sessions share each fsync more)"
+              % (r, cap / r))
 
 
 def tls_lines(rate, groups, meta, p):

@@ -297,7 +297,7 @@ run_orthanc() {                # run_orthanc K
 }
 
 run_pacsnode() {               # run_pacsnode K [tls]
-    local k=$1 tls=${2:-} name=pacsnode secs rc=0 stored files db=pacsbench_$1 label=pacsnode
+    local k=$1 tls=${2:-} name=pacsnode secs rc=0 stored files db=pacsbench_$1 label=pacsnode mark
     local dir=$WORK/pacsnode-$k${2:+-$2} port cfg tls_port="" send_port
     mkdir -p "$dir/storage"; chown -R "$RUN_USER:" "$dir"
     fresh_db "$db"
@@ -329,9 +329,11 @@ run_pacsnode() {               # run_pacsnode K [tls]
     fi
     [ -z "$tls" ] || note_tls "$label" "$tls_port" PACSNODE
     log "run $REP/$REPEAT: $label, $k association(s)"
+    mark=$(pg_mark "$db")
     timed_send "$name" "$k" "pacsnode${tls:+-tls}" "$send_port" PACSNODE $tls || rc=1
     secs=$SECS
     stop_pidfile "$WORK/$name.pid"
+    pg_cost "$label" "$k" "$db" "$mark"
     stored=$(db_count "$db" "SELECT count(*) FROM instance")
     files=$(count_files "$dir/storage" tmp)
     if [ $rc = 0 ] && [ "$stored" = "$COUNT" ]; then
@@ -342,11 +344,37 @@ run_pacsnode() {               # run_pacsnode K [tls]
     drop_db "$db"; retire "$dir"; settle
 }
 
+# What PostgreSQL pays for the stored instances (docs/scale.md), from the
+# node's start to after its stop (a backend's statistics are reported when
+# it ends), only this database busy: WAL bytes (the cluster's LSN moved),
+# WAL records, full-page images and WAL fsyncs (pg_stat_wal), the
+# database's transactions (read-only ones included) and its growth; then
+# the instance table's rows, indexes and sizes.
+PGCOST_TSV=$WORK/pgcost.tsv
+: > "$PGCOST_TSV"
+PGCOST_NOW="pg_current_wal_lsn(), (SELECT wal_records FROM pg_stat_wal), (SELECT wal_fpi FROM pg_stat_wal),
+    (SELECT wal_sync FROM pg_stat_wal), (SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()),
+    pg_database_size(current_database())"
+pg_mark() {                    # pg_mark DB: the PGCOST_NOW values
+    psql_q "$1" "SELECT $PGCOST_NOW" | tr '|' ' '
+}
+pg_cost() {                    # pg_cost LABEL K DB MARK: a row of $PGCOST_TSV
+    local label=$1 k=$2 db=$3 m=() row
+    read -r -a m <<< "$4"
+    [ "${#m[@]}" = 6 ] || return 0
+    row=$(psql_q "$db" "SELECT pg_wal_lsn_diff(l, '${m[0]}'), r - ${m[1]}, f - ${m[2]}, s - ${m[3]}, x - ${m[4]},
+            d - ${m[5]}, (SELECT count(*) FROM instance),
+            (SELECT count(*) FROM pg_indexes WHERE tablename = 'instance'),
+            pg_relation_size('instance'), pg_indexes_size('instance')
+            FROM (SELECT $PGCOST_NOW) AS now (l, r, f, s, x, d)" | tr '|' '\t') || return 0
+    printf '%s\t%s\t%s\t%s\n' "$label" "$k" "$REP" "$row" >> "$PGCOST_TSV"
+}
+
 # --nodes: N nodes of one site, each its own [node] node_id and port, on one
 # database and one storage root (issue 23); the associations dealt over
 # their ports (send_parts). The receiver's CPU is all N nodes' trees.
 run_pacsnode_nodes() {         # run_pacsnode_nodes N K
-    local n=$1 k=$2 secs rc=0 stored files db=pacsbench_nodes label i up=1 ports=() pids=()
+    local n=$1 k=$2 secs rc=0 stored files db=pacsbench_nodes label i up=1 ports=() pids=() mark
     local dir=$WORK/pacsnode-nodes-$n port cfg
     label="pacsnode, $n node$([ "$n" = 1 ] || echo s)"
     mkdir -p "$dir/storage"; chown -R "$RUN_USER:" "$dir"
@@ -371,10 +399,12 @@ run_pacsnode_nodes() {         # run_pacsnode_nodes N K
     fi
     (IFS=+; echo "${pids[*]}") > "$WORK/pacsnodes.pid"
     log "run $REP/$REPEAT: $label, $k association(s) over ports ${ports[*]}"
+    mark=$(pg_mark "$db")
     timed_send pacsnodes "$k" "pacsnode-x$n" "$(IFS=,; echo "${ports[*]}")" PACSNODE || rc=1
     secs=$SECS
     rm -f "$WORK/pacsnodes.pid"
     for i in $(seq 1 "$n"); do stop_pidfile "$WORK/pacsnode-n$i.pid"; done
+    pg_cost "$label" "$k" "$db" "$mark"
     stored=$(db_count "$db" "SELECT count(*) FROM instance")
     files=$(count_files "$dir/storage" tmp)
     if [ $rc = 0 ] && [ "$stored" = "$COUNT" ] && [ "$files" = "$COUNT" ]; then
@@ -522,7 +552,7 @@ mkdir -p "$(dirname "$RESULTS_FILE")"
     fi
 } > "$WORK/meta.txt"
 
-/usr/bin/python3 "$HERE/report.py" "$RESULTS_TSV" "$WORK/meta.txt" | tee "$RESULTS_FILE"
+/usr/bin/python3 "$HERE/report.py" "$RESULTS_TSV" "$WORK/meta.txt" "$PGCOST_TSV" | tee "$RESULTS_FILE"
 log "table written to $RESULTS_FILE"
 
 if awk -F'\t' '$4 != "ok" && $4 != "shared" { bad = 1 } END { exit bad ? 0 : 1 }' "$RESULTS_TSV"; then
