@@ -241,6 +241,21 @@ static void ignore_notice(void *arg, const char *message)
 	(void)message;
 }
 
+/* A success goes to the modality only once its row is durable: with
+ * synchronous_commit off (the server's default, a role's or the
+ * conninfo's options) PostgreSQL answers COMMIT before the WAL reaches its
+ * disk, and a crash of it loses the last acknowledged instances. So a
+ * session that finds it off turns it on; local, remote_write, on and
+ * remote_apply are the site's choice of what a failover may lose
+ * (README, "Database failover"). One round trip per connection. A failed
+ * query here is left to the session's first statement to meet. */
+static void session_setup(PGconn *conn)
+{
+	PGresult *res = PQexec(conn, "SELECT set_config('synchronous_commit', 'on', false)"
+	                             " WHERE current_setting('synchronous_commit') = 'off'");
+	PQclear(res);
+}
+
 int pn_db_connect(const char *conninfo, pn_db **ret_db, char *errbuf, size_t errlen)
 {
 	/* Keywords are applied in order and the conninfo expands in place of
@@ -283,6 +298,7 @@ int pn_db_connect(const char *conninfo, pn_db **ret_db, char *errbuf, size_t err
 	}
 	/* The server's NOTICEs would go to stderr: this module does not log. */
 	PQsetNoticeProcessor(conn, ignore_notice, NULL);
+	session_setup(conn);
 
 	db->conn = conn;
 	db->conn_gen = 1;
@@ -328,6 +344,7 @@ void pn_db_restart(pn_db *db)
 {
 	PQreset(db->conn);
 	if (PQstatus(db->conn) == CONNECTION_OK) {
+		session_setup(db->conn);
 		db->conn_gen++;
 		db->suspect = false;
 	}
@@ -351,6 +368,7 @@ int pn_db_ensure_connected(pn_db *db)
 			pn_db_backoff(db, attempt - 1, RECONNECT_BASE_MS, RECONNECT_CAP_MS);
 		PQreset(db->conn);
 		if (PQstatus(db->conn) == CONNECTION_OK) {
+			session_setup(db->conn);
 			db->conn_gen++;
 			db->suspect = false;
 			if (on_reconnect)

@@ -22,6 +22,7 @@
 #include <libpq-fe.h>
 
 #include "db.h"
+#include "db_internal.h" /* the session's own settings */
 #include "index.h"
 #include "node.h"
 #include "migrations.h"
@@ -787,6 +788,43 @@ static void test_pipelined_store_after_terminate(void **state)
 
 /* A worker's connection holds its lock from its first statement on;
  * another connection can take it only once that session has ended. */
+/* What `SHOW name` answers on the pn_db's own session. */
+static void session_setting(pn_db *d, const char *name, char *out, size_t outlen)
+{
+	char sql[96];
+	snprintf(sql, sizeof sql, "SHOW %s", name);
+	PGresult *res = PQexec(d->conn, sql);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK)
+		fail_msg("%s: %s", sql, PQerrorMessage(d->conn));
+	snprintf(out, outlen, "%s", PQgetvalue(res, 0, 0));
+	PQclear(res);
+}
+
+/* synchronous_commit off would let a COMMIT answer before its WAL is on
+ * disk: a session raises it to on, at connect and at every reconnect; the
+ * site's other levels stay. */
+static void test_synchronous_commit_never_off(void **state)
+{
+	static const struct {
+		const char *set, *want;
+	} cases[] = {{"off", "on"}, {"local", "local"}, {"remote_write", "remote_write"}, {"on", "on"}};
+	(void)state;
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		char conninfo[1024], err[256], got[32];
+		pn_db *d = NULL;
+		snprintf(conninfo, sizeof conninfo, "%s options='-c synchronous_commit=%s'", test_conninfo,
+		         cases[i].set);
+		if (pn_db_connect(conninfo, &d, err, sizeof err) != 0)
+			fail_msg("connect: %s", err);
+		session_setting(d, "synchronous_commit", got, sizeof got);
+		assert_string_equal(got, cases[i].want);
+		pn_db_restart(d); /* a new session: the conninfo's options again */
+		session_setting(d, "synchronous_commit", got, sizeof got);
+		assert_string_equal(got, cases[i].want);
+		pn_db_free(d);
+	}
+}
+
 static void test_worker_lock(void **state)
 {
 	pn_db *mine = NULL;
@@ -954,6 +992,7 @@ int main(void)
 	    cmocka_unit_test_setup(test_fold_after_reconnect_takes_orphans, setup_migrated),
 	    cmocka_unit_test_setup(test_orphans_fold_together, setup_migrated),
 	    cmocka_unit_test_setup(test_xact_outcome, setup_migrated),
+	    cmocka_unit_test_setup(test_synchronous_commit_never_off, setup_migrated),
 	    cmocka_unit_test_setup(test_worker_lock, setup_migrated),
 	    cmocka_unit_test_setup(test_node_lock, setup_migrated),
 	    cmocka_unit_test_setup(test_pipelined_store_after_terminate, setup_migrated),
