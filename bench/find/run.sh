@@ -53,6 +53,8 @@ usage: bash bench/find/run.sh [options]
                     0.1 CPU (a shared machine)
   --no-netns        do not run the servers in a private network namespace
   --keep            keep the work dir (logs, cluster, results) afterwards
+  --instances N, --orthanc-instances N, --queries N
+                    the same as N_INSTANCES, N_SMALL and QUERIES below
 environment (defaults in brackets):
   N_INSTANCES [1000000]  instances of the big pacsnode set
   N_SMALL [100000]       instances of the set given to pacsnode and Orthanc
@@ -78,6 +80,10 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --tls) TLS=1; shift ;;
         --wait-quiet) WAIT_QUIET=1; shift ;;
+        # the environment's N_INSTANCES, N_SMALL and QUERIES as options
+        --instances) N_BIG=${2:?}; shift 2 ;;
+        --orthanc-instances) N_SMALL=${2:?}; shift 2 ;;
+        --queries) QUERIES=${2:?}; shift 2 ;;
         *) bench_option "$@"; shift "$OPT_SHIFT" ;;   # bench/lib.sh: --work-base, --results, ...
     esac
 done
