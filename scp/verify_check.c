@@ -117,6 +117,10 @@ int pn_checker_create(const char *root, int jobs, size_t window, pn_checker **re
 	/* A root that cannot be opened makes every file missing, with its
 	 * errno, as opening each file below it would. */
 	int rc = pn_storage_open_reader(root, &c->storage);
+	if (rc == -ENOMEM) {
+		pn_checker_free(c);
+		return rc;
+	}
 	if (rc < 0)
 		c->root_err = -rc;
 	c->slots = calloc(window, sizeof(*c->slots));
