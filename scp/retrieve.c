@@ -262,11 +262,12 @@ static int select_targets(const pn_store_ctx *ctx, const retrieve_keys *k, targe
  * lies on disk. The file must hold the instance the index says it does.
  * Returns the descriptor, -ENOENT, -EILSEQ (it holds another instance) or
  * -EBADMSG. */
-static int open_stored(const char *full, const char *sop_uid, pn_part10_meta *meta, pn_dcm_raw *raw)
+static int open_stored(const pn_storage *storage, const char *rel, const char *sop_uid, pn_part10_meta *meta,
+                       pn_dcm_raw *raw)
 {
-	int fd = open(full, O_RDONLY | O_CLOEXEC);
+	int fd = pn_storage_get(storage, rel);
 	if (fd < 0)
-		return errno == ENOENT || errno == ENOTDIR ? -ENOENT : -EBADMSG;
+		return fd == -ENOENT || fd == -ENOTDIR ? -ENOENT : -EBADMSG;
 	int rc = pn_part10_meta_read(fd, meta);
 	struct stat st;
 	if (rc == 0 && strcmp(meta->sop_instance_uid, sop_uid) != 0)
@@ -298,11 +299,12 @@ typedef struct {
 static void open_ahead(const pn_store_ctx *ctx, const target *t, opened *o)
 {
 	o->full = NULL;
+	/* the path too: a conversion hands it to dcmtk (start_sending) */
 	if (pn_storage_full_path(ctx->storage, t->path, &o->full) < 0) {
 		o->fd = -ENOMEM;
 		return;
 	}
-	o->fd = open_stored(o->full, t->sop_uid, &o->meta, &o->raw);
+	o->fd = open_stored(ctx->storage, t->path, t->sop_uid, &o->meta, &o->raw);
 	if (o->fd >= 0)
 		posix_fadvise(o->fd, 0, 0, POSIX_FADV_WILLNEED);
 }

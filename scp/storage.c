@@ -175,6 +175,8 @@ static int create_tmp(pn_storage *s, char name[PN_REL_PATH_MAX], uint32_t *ret_g
 
 int pn_storage_prepare(pn_storage *s)
 {
+	if (s->read_only)
+		return -EROFS;
 	/* Two per call until the stock is full, then one per call for the one
 	 * the store took: the tmp folder is fsync'ed only when the stock has
 	 * no durable file left, once per SPARES_MAX instances. */
@@ -208,6 +210,8 @@ static void drop_spares(pn_storage *s)
 
 int pn_storage_file_begin(pn_storage *s, pn_storage_file **ret_file)
 {
+	if (s->read_only)
+		return -EROFS;
 	pn_storage_file *f = calloc(1, sizeof(*f));
 	if (!f)
 		return -ENOMEM;
@@ -566,6 +570,13 @@ const char *pn_storage_file_checksum(const pn_storage_file *f)
 	return f->checksum;
 }
 
+/* Whether `rel` may be handed to the file system: NULL and every other
+ * shape are refused before any system call sees them. */
+static bool rel_ok(const char *rel)
+{
+	return rel && pn_storage_rel_path_valid(rel);
+}
+
 int pn_storage_remove(pn_storage *s, const char *rel)
 {
 	bool removed;
@@ -574,11 +585,23 @@ int pn_storage_remove(pn_storage *s, const char *rel)
 
 int pn_storage_remove_many(pn_storage *s, const char *const *rels, size_t n, bool *ret_removed)
 {
+	if (s->read_only) {
+		for (size_t i = 0; i < n; i++)
+			ret_removed[i] = false;
+		return n ? -EROFS : 0;
+	}
 	int first = 0;
-	size_t from = 0; /* the first file of the folder being worked on */
+	size_t from = 0;    /* the first file of the folder being worked on */
+	bool group = false; /* rels[from] is a valid path whose folder awaits its fsync */
 	for (size_t i = 0; i <= n; i++) {
+		if (i < n && !rel_ok(rels[i])) {
+			/* never unlinked, and never the folder to fsync */
+			ret_removed[i] = false;
+			first = first ? first : -EINVAL;
+			continue;
+		}
 		/* the folder's files are unlinked: make their removal durable */
-		if (i > from && (i == n || strncmp(rels[i], rels[from], PN_REL_DIR_LEN) != 0)) {
+		if (group && (i == n || strncmp(rels[i], rels[from], PN_REL_DIR_LEN) != 0)) {
 			char dir[PN_REL_DIR_LEN + 1];
 			snprintf(dir, sizeof(dir), "%.*s", PN_REL_DIR_LEN, rels[from]);
 			int rc = pn_storage_fsync_dir_at(s->root_fd, dir);
@@ -587,15 +610,15 @@ int pn_storage_remove_many(pn_storage *s, const char *const *rels, size_t n, boo
 					ret_removed[k] = false;
 				first = first ? first : rc;
 			}
-			from = i;
+			group = false;
 		}
 		if (i == n)
 			break;
-		ret_removed[i] = false;
-		if (!pn_storage_rel_path_valid(rels[i])) {
-			first = first ? first : -EINVAL;
-			continue;
+		if (!group) {
+			from = i;
+			group = true;
 		}
+		ret_removed[i] = false;
 		if (pn_fsio.unlinkat(s->root_fd, rels[i], 0) < 0 && errno != ENOENT) {
 			first = first ? first : -errno;
 			continue;
@@ -605,9 +628,49 @@ int pn_storage_remove_many(pn_storage *s, const char *const *rels, size_t n, boo
 	return first;
 }
 
+int pn_storage_get(const pn_storage *s, const char *rel)
+{
+	if (!rel_ok(rel))
+		return -EINVAL;
+	int fd = pn_fsio.openat(s->root_fd, rel, O_RDONLY | O_CLOEXEC);
+	return fd < 0 ? -errno : fd;
+}
+
+int pn_storage_exists(const pn_storage *s, const char *rel)
+{
+	if (!rel_ok(rel))
+		return -EINVAL;
+	struct stat st;
+	if (fstatat(s->root_fd, rel, &st, 0) < 0)
+		return errno == ENOENT ? 0 : -errno;
+	return S_ISREG(st.st_mode) ? 1 : -EBADMSG;
+}
+
+int pn_storage_open_reader(const char *root, pn_storage **ret_storage)
+{
+	pn_storage *s = calloc(1, sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	s->root_fd = s->tmp_fd = s->tmp_top_fd = -1;
+	s->read_only = true;
+	s->root = strdup(root);
+	if (!s->root) {
+		free(s);
+		return -ENOMEM;
+	}
+	s->root_fd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (s->root_fd < 0) {
+		int rc = -errno;
+		pn_storage_free(s);
+		return rc;
+	}
+	*ret_storage = s;
+	return 0;
+}
+
 int pn_storage_full_path(const pn_storage *s, const char *rel, char **ret_path)
 {
-	if (!pn_storage_rel_path_valid(rel))
+	if (!rel_ok(rel))
 		return -EINVAL;
 	size_t n = strlen(s->root) + 1 + strlen(rel) + 1;
 	char *p = malloc(n);

@@ -23,7 +23,17 @@
  * is removed. It does so at every start, and while the node runs for the
  * files of workers that have ended, in both cases only once no database
  * session of the worker named in the file is left. So there is never a row
- * without a file, and never a file without a row once recovery has run. */
+ * without a file, and never a file without a row once recovery has run.
+ *
+ * The whole storage interface (docs/storage.md): put durably (file_begin ..
+ * file_done above), get and exists (an fd, or whether a file is there), and
+ * delete (remove, remove_many), each on a relative path the index holds.
+ * The file system is its one back end and there is no table of function
+ * pointers: the write side's steps (a durable temporary name, a hard link,
+ * batched folder fsyncs, recovery from tmp/) are those of a POSIX file
+ * system, and an object store would need other steps, not the same ones
+ * behind pointers (docs/storage.md says which). Readers go through get
+ * and exists, so that the one place to change is this module. */
 #ifndef PN_STORAGE_H
 #define PN_STORAGE_H
 
@@ -143,9 +153,29 @@ int pn_storage_remove(pn_storage *s, const char *rel);
  * gone already). Returns 0 or the first failure (the others go on). */
 int pn_storage_remove_many(pn_storage *s, const char *const *rels, size_t n, bool *ret_removed);
 
-/* The absolute path of a stored file (malloc'ed), for readers: -EINVAL if
- * `rel` is not a path this module makes (never trust a path from the
- * index blindly), -ENOMEM. */
+/* The read side. `rel` comes from the index and is never trusted: any
+ * string that is not exactly a path pn_storage_rel_path() makes (".." or
+ * "/" anywhere else, an absolute path, one cut short by a NUL, one too
+ * long, NULL) is -EINVAL before the file system is asked. */
+
+/* Opens a stored file for reading (O_RDONLY, close-on-exec, relative to
+ * the root's folder, so a root renamed under a running node is still the
+ * one opened): the fd, or -EINVAL, -ENOENT when no file is there (a
+ * missing file, told apart from a bad path or an I/O error), open's other
+ * -errno. The fd can be sendfile()'d, mmap'ed or read from any offset. */
+int pn_storage_get(const pn_storage *s, const char *rel);
+/* 1 if a regular file is at `rel`, 0 if nothing is (ENOENT), -EINVAL for a
+ * bad path or -errno (not a regular file: -EBADMSG). */
+int pn_storage_exists(const pn_storage *s, const char *rel);
+/* The absolute path of a stored file (malloc'ed), for readers that must
+ * hand a path on (dcmtk's loaders): -EINVAL as above, -ENOMEM. Whoever
+ * can take an fd uses pn_storage_get() instead. */
 int pn_storage_full_path(const pn_storage *s, const char *rel, char **ret_path);
+/* A storage for reading only: opens the root and nothing else (no folder
+ * made, no tmp/, no O_DIRECT probe), for tools that must not write (verify)
+ * and the index's checks; -ENOENT if the root is not there. get, exists,
+ * full_path and free work on it; writing (file_begin, prepare, remove)
+ * answers -EROFS. */
+int pn_storage_open_reader(const char *root, pn_storage **ret_storage);
 
 #endif

@@ -26,6 +26,7 @@
 struct pn_storage {
 	char *root;
 	int root_fd;
+	bool read_only; /* pn_storage_open_reader: no tmp folder, no writes */
 	int tmp_fd;
 	int tmp_top_fd;         /* tmp/ itself (tmp_fd too, without a node id) */
 	char tmp_rel[80];       /* "tmp" or "tmp/<node_id>", relative to root */

@@ -32,7 +32,8 @@ typedef struct {
 } slot;
 
 struct pn_checker {
-	const char *root;
+	pn_storage *storage; /* for reading only: the files are opened through it */
+	int root_err;        /* or why it could not be opened (errno) */
 	size_t window;
 	/* files handed in, taken to be opened, taken to be checked */
 	size_t added, opening, checking;
@@ -51,12 +52,11 @@ static void open_file(const pn_checker *c, slot *s)
 	pn_check *k = &s->check;
 	if (k->status != PN_CHECK_OK)
 		return; /* a bad path: nothing to open */
-	char full[4096];
-	snprintf(full, sizeof(full), "%s/%s", c->root, k->rel);
-	s->fd = open(full, O_RDONLY | O_CLOEXEC);
+	s->fd = c->storage ? pn_storage_get(c->storage, k->rel) : -c->root_err;
 	if (s->fd < 0) {
 		k->status = PN_CHECK_MISSING;
-		k->err = errno;
+		k->err = -s->fd;
+		s->fd = -1;
 		return;
 	}
 	posix_fadvise(s->fd, 0, k->size > 0 && k->size < WILLNEED_MAX ? k->size : WILLNEED_MAX, POSIX_FADV_WILLNEED);
@@ -110,11 +110,19 @@ int pn_checker_create(const char *root, int jobs, size_t window, pn_checker **re
 	pn_checker *c = calloc(1, sizeof(*c));
 	if (!c)
 		return -ENOMEM;
-	c->root = root;
 	c->window = window;
 	pthread_mutex_init(&c->lock, NULL);
 	pthread_cond_init(&c->work, NULL);
 	pthread_cond_init(&c->done, NULL);
+	/* A root that cannot be opened makes every file missing, with its
+	 * errno, as opening each file below it would. */
+	int rc = pn_storage_open_reader(root, &c->storage);
+	if (rc == -ENOMEM) {
+		pn_checker_free(c);
+		return rc;
+	}
+	if (rc < 0)
+		c->root_err = -rc;
 	c->slots = calloc(window, sizeof(*c->slots));
 	c->threads = calloc((size_t)jobs, sizeof(*c->threads));
 	if (!c->slots || !c->threads) {
@@ -124,7 +132,7 @@ int pn_checker_create(const char *root, int jobs, size_t window, pn_checker **re
 	for (size_t i = 0; i < window; i++)
 		c->slots[i].fd = -1;
 	for (int t = 0; t < jobs; t++) {
-		int rc = pthread_create(&c->threads[t], NULL, worker, c);
+		rc = pthread_create(&c->threads[t], NULL, worker, c);
 		if (rc != 0) {
 			pn_checker_free(c);
 			return -rc;
@@ -191,6 +199,7 @@ void pn_checker_free(pn_checker *c)
 			close(c->slots[i].fd);
 	free(c->slots);
 	free(c->threads);
+	pn_storage_free(c->storage);
 	pthread_cond_destroy(&c->work);
 	pthread_cond_destroy(&c->done);
 	pthread_mutex_destroy(&c->lock);

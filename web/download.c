@@ -84,8 +84,9 @@ static int next_file(download *d)
 		int fd = -1;
 		pn_part10_meta meta;
 		struct stat st;
+		/* the absolute path only for the message below */
 		if (pn_storage_full_path(d->ctx->storage, row.path, &full) == 0)
-			fd = open(full, O_RDONLY | O_CLOEXEC);
+			fd = pn_storage_get(d->ctx->storage, row.path);
 		bool ok = fd >= 0 && pn_part10_meta_read(fd, &meta) == 0 &&
 		          strcmp(meta.sop_instance_uid, row.sop_uid) == 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
 		if (!ok) {

@@ -142,7 +142,8 @@ static bool next_part(wado *w, int *err)
 			*err = -1;
 			return false;
 		}
-		int fd = open(full, O_RDONLY | O_CLOEXEC);
+		/* full: for the messages and a conversion (dcmtk loads a path) */
+		int fd = pn_storage_get(w->ctx->storage, row.path);
 		pn_part10_meta meta;
 		struct stat st;
 		bool ok = fd >= 0 && pn_part10_meta_read(fd, &meta) == 0 &&
@@ -372,11 +373,9 @@ enum MHD_Result pn_web_instance_file(pn_web_req *r, const char *study, const cha
 		return pn_web_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "the index does not answer");
 	if (rc == 0)
 		return pn_web_error(r, MHD_HTTP_NOT_FOUND, "no such instance");
-	char *full = NULL;
-	if (pn_storage_full_path(r->ctx->storage, f.path, &full) < 0)
+	int fd = pn_storage_get(r->ctx->storage, f.path);
+	if (fd == -EINVAL)
 		return pn_web_error(r, MHD_HTTP_INTERNAL_SERVER_ERROR, "the index names a path outside the storage");
-	int fd = open(full, O_RDONLY | O_CLOEXEC);
-	free(full);
 	struct stat st;
 	if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
 		if (fd >= 0)

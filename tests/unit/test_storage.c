@@ -853,6 +853,145 @@ static void full_path(void **state)
 	pn_storage_free(s);
 }
 
+/* One committed file for `uid`, as a store leaves it. */
+static void commit_one(pn_storage *s, const char *uid, char rel[PN_REL_PATH_MAX])
+{
+	pn_storage_file *f = write_one(s, uid, rel);
+	assert_int_equal(pn_storage_file_sync(f), 0);
+	assert_int_equal(pn_storage_file_link(f), 0);
+	assert_int_equal(pn_storage_file_done(f), 0);
+	assert_int_equal(pn_storage_flush(s), 0);
+}
+
+/* Paths the index could hold if it were tampered with: none reaches the
+ * file system, all are -EINVAL (`good` is a stored file's path). */
+static void hostile_paths(const pn_storage *s, const char *good, pn_storage *w)
+{
+	char abs[512], longer[PN_REL_PATH_MAX + 2], cut[PN_REL_PATH_MAX], dotted[PN_REL_PATH_MAX], huge[8192];
+	snprintf(abs, sizeof(abs), "%s/%s", root, good);
+	snprintf(longer, sizeof(longer), "%sx", good);
+	snprintf(cut, sizeof(cut), "%s", good);
+	cut[20] = '\0'; /* a NUL inside: what C sees is a shorter string */
+	snprintf(dotted, sizeof(dotted), "%s", good);
+	memcpy(dotted + 6, "../", 3); /* same length, a parent step inside */
+	memset(huge, 'a', sizeof(huge) - 1);
+	huge[sizeof(huge) - 1] = '\0';
+	const char *bad[] = {NULL,
+	                     "",
+	                     "../etc/passwd",
+	                     "/etc/passwd",
+	                     abs,
+	                     abs + 1,
+	                     "tmp/x.dcm",
+	                     "ab/cd/../../../x.dcm",
+	                     longer,
+	                     cut,
+	                     "ab/cd\0/../../etc/passwd",
+	                     dotted,
+	                     huge,
+	                     "."};
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		assert_int_equal(pn_storage_get(s, bad[i]), -EINVAL);
+		assert_int_equal(pn_storage_exists(s, bad[i]), -EINVAL);
+		char *p = NULL;
+		assert_int_equal(pn_storage_full_path(s, bad[i], &p), -EINVAL);
+		assert_null(p);
+		if (w)
+			assert_int_equal(pn_storage_remove(w, bad[i]), -EINVAL);
+	}
+	assert_int_equal(pn_storage_exists(s, good), 1); /* none removed it */
+}
+
+static void get_and_exists(void **state)
+{
+	(void)state;
+	pn_storage *s = NULL;
+	assert_int_equal(pn_storage_open(root, NULL, &s), 0);
+	char rel[PN_REL_PATH_MAX], absent[PN_REL_PATH_MAX];
+	commit_one(s, "1.2.3", rel);
+	int fd = pn_storage_get(s, rel);
+	assert_true(fd >= 0);
+	char buf[32] = {0};
+	assert_int_equal(read(fd, buf, sizeof(buf)), 11);
+	assert_string_equal(buf, "hello world");
+	assert_true(fcntl(fd, F_GETFD) & FD_CLOEXEC);
+	close(fd);
+	assert_int_equal(pn_storage_exists(s, rel), 1);
+	/* a valid path with nothing there: -ENOENT and 0, not -EINVAL */
+	assert_int_equal(pn_storage_rel_path("1.2", "1.2.4", 1, absent), 0);
+	assert_int_equal(pn_storage_get(s, absent), -ENOENT);
+	assert_int_equal(pn_storage_exists(s, absent), 0);
+	/* ... and an I/O error is neither */
+	pn_fsio.openat = failing_openat;
+	fail_after = 0;
+	fail_errno = EIO;
+	assert_int_equal(pn_storage_get(s, rel), -EIO);
+	pn_fsio = real;
+	/* something other than a file at a valid path */
+	char dir[300];
+	snprintf(dir, sizeof(dir), "%s/%s", root, absent);
+	assert_int_equal(mkdir(dir, 0700), 0);
+	assert_int_equal(pn_storage_exists(s, absent), -EBADMSG);
+	rmdir(dir);
+	hostile_paths(s, rel, s);
+	pn_storage_free(s);
+}
+
+static void delete_many(void **state)
+{
+	(void)state;
+	pn_storage *s = NULL;
+	assert_int_equal(pn_storage_open(root, NULL, &s), 0);
+	char a[PN_REL_PATH_MAX], b[PN_REL_PATH_MAX], gone[PN_REL_PATH_MAX];
+	commit_one(s, "1.2.3", a);
+	commit_one(s, "1.2.4", b); /* the same series: the same folder */
+	assert_int_equal(pn_storage_rel_path("1.2", "1.2.5", 9, gone), 0);
+	const char *rels[] = {a, "../../etc/passwd", NULL, b, gone, "/etc/passwd"};
+	bool removed[6];
+	memset(removed, 1, sizeof(removed));
+	dir_fsyncs = 0;
+	pn_fsio.fsync = counting_fsync;
+	assert_int_equal(pn_storage_remove_many(s, rels, 6, removed), -EINVAL);
+	pn_fsio = real;
+	assert_true(removed[0] && !removed[1] && !removed[2] && removed[3] && removed[4] && !removed[5]);
+	assert_int_equal(dir_fsyncs, 1); /* one folder, fsync'ed once; none for the bad paths */
+	assert_int_equal(pn_storage_exists(s, a), 0);
+	assert_int_equal(pn_storage_exists(s, b), 0);
+	/* gone already: still 0 */
+	assert_int_equal(pn_storage_remove(s, a), 0);
+	pn_storage_free(s);
+}
+
+/* A storage for reading only makes nothing and writes nothing. */
+static void reader(void **state)
+{
+	(void)state;
+	char missing[128];
+	snprintf(missing, sizeof(missing), "%s/not-there", root);
+	pn_storage *r = NULL;
+	assert_int_equal(pn_storage_open_reader(missing, &r), -ENOENT);
+	assert_int_equal(access(missing, F_OK), -1); /* not made */
+	assert_int_equal(pn_storage_open_reader(root, &r), 0);
+	assert_int_equal(count_in(root), 0); /* no tmp/ */
+	pn_storage *s = NULL;
+	assert_int_equal(pn_storage_open(root, NULL, &s), 0);
+	char rel[PN_REL_PATH_MAX];
+	commit_one(s, "1.2.3", rel);
+	pn_storage_free(s);
+	int fd = pn_storage_get(r, rel);
+	assert_true(fd >= 0);
+	close(fd);
+	assert_int_equal(pn_storage_exists(r, rel), 1);
+	pn_storage_file *f = NULL;
+	assert_int_equal(pn_storage_file_begin(r, &f), -EROFS);
+	assert_null(f);
+	assert_int_equal(pn_storage_prepare(r), -EROFS);
+	assert_int_equal(pn_storage_remove(r, rel), -EROFS);
+	assert_int_equal(pn_storage_exists(r, rel), 1);
+	hostile_paths(r, rel, NULL);
+	pn_storage_free(r);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -870,6 +1009,9 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(adaptive_write_mode, setup, teardown),
 	    cmocka_unit_test_setup_teardown(without_writer_thread, setup, teardown),
 	    cmocka_unit_test_setup_teardown(full_path, setup, teardown),
+	    cmocka_unit_test_setup_teardown(get_and_exists, setup, teardown),
+	    cmocka_unit_test_setup_teardown(delete_many, setup, teardown),
+	    cmocka_unit_test_setup_teardown(reader, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
