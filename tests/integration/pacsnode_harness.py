@@ -313,7 +313,7 @@ class Node:
                                      % (self.port, timeout, self.log_path, tail(self.log_path)))
             time.sleep(delay)
             delay = min(delay * 2, 0.25)
-        r = echoscu(self.port, timeout=max(5, deadline - time.monotonic()))
+        r = echoscu(self.port, host=self.host, timeout=max(5, deadline - time.monotonic()))
         if not r.ok:
             raise NodeStartError("C-ECHO to the new node failed:\n%s\nlog %s:\n%s"
                                  % (r.output, self.log_path, tail(self.log_path)))
