@@ -16,7 +16,17 @@ SIGKILL under load is taken out within the check's interval, every store
 started after that succeeds through the other two and nothing acknowledged
 is lost; the node started again is taken back in and gets associations;
 a node whose database is unreachable is taken out by /health while its DICOM
-port still answers, and stores go on through the others.
+port still answers, and stores go on through the others; a node that hangs
+(SIGSTOP) is taken out by the check's timeout; a node drained on haproxy's
+stats socket gets no new association, is stopped and started, and is taken
+in again after `state ready`.
+
+Without the check (`check` and `track` removed from the example) the killed
+node is never taken out and the hung node keeps getting associations (2 of
+9 storescu runs failed after storescu's 30 s timeout); without its /health
+step the node without a database keeps getting them (2 of 9 runs got
+0xA701). A killed node's refused connections alone are retried by haproxy
+on the others even without the check.
 """
 
 import contextlib
@@ -439,3 +449,30 @@ def test_hung_node_taken_out(front, testdir, scu_dir):
         os.killpg(pacs1.pid, signal.SIGCONT)
     back_after = ha.wait_state("pacs1", "UP", 30, checked=True)
     print("resumed to taken in: %.2f s" % back_after)
+
+
+def test_drain_then_stop_for_maintenance(front, testdir, scu_dir):
+    """docs/haproxy.md's maintenance: `set server ... state drain` on the
+    stats socket sends pacs3 no new association; stopped (SIGTERM) and
+    started again meanwhile, it is taken in again after `state ready`."""
+    ha, nodes = front
+    pacs3 = nodes[2]
+    for backend in ("pacsnode_dicom", "pacsnode_web"):
+        assert ha.command("set server %s/pacs3 state drain" % backend).strip() == ""
+    assert ha.servers()["pacs3"]["status"] == "DRAIN"
+    offset = os.path.getsize(pacs3.log_path)
+    files, _ = make_files(testdir, "drain", 90)
+    runs = H.StorescuGroup(ha.dicom_port, [files[i::9] for i in range(9)], scu_dir, aet=STORE_AET).wait()
+    for run in runs:
+        assert run.all_success(), run.summary(only_problems=True)
+    assert not stores_by_node(pacs3, offset), "a new association went to pacs3 while it was drained"
+    assert pacs3.stop() == 0
+    offset = pacs3.start_again()
+    for backend in ("pacsnode_dicom", "pacsnode_web"):
+        assert ha.command("set server %s/pacs3 state ready" % backend).strip() == ""
+    ha.wait_state("pacs3", "UP", 30, checked=True)
+    files, _ = make_files(testdir, "ready", 90)
+    runs = H.StorescuGroup(ha.dicom_port, [files[i::9] for i in range(9)], scu_dir, aet=STORE_AET).wait()
+    for run in runs:
+        assert run.all_success(), run.summary(only_problems=True)
+    assert sum(stores_by_node(pacs3, offset)) > 0, "pacs3 got no association after `state ready`"
