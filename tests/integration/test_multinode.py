@@ -436,3 +436,65 @@ def test_two_nodes_with_one_node_id(cluster_factory, scu_dir):
     assert r.all_success(), r.summary()
     assert H.echoscu(n1.port).ok
     assert_clean(n1)
+
+
+# --------------------------------------------------------------------------
+# 6. A node whose database sessions were all lost
+
+NODE_LOCK_SPACE = 1347309105  # db/node.h PN_NODE_LOCK_SPACE
+
+
+def node_lock_holders(node, node_id):
+    return [r["pid"] for r in node.query(
+        "SELECT l.pid FROM pg_locks l JOIN node n ON n.num = l.objid::integer"
+        " WHERE l.locktype = 'advisory' AND l.classid = %s AND n.id = %s AND l.granted",
+        (NODE_LOCK_SPACE, node_id))]
+
+
+def test_a_node_whose_sessions_were_lost_refuses_what_another_node_settled(cluster_factory, scu_dir):
+    """n1 holds an association open, with temporary files made ahead of
+    the next instances in tmp/n1/; every database session of n1 is ended
+    (as a failover or a cut network would): n1's node lock is free, so n2
+    takes n1 for gone and settles tmp/n1/. The association goes on: at
+    most its next instance is refused (its file, taken before n1 was back
+    in the database, is gone); every later one is stored, each with its
+    row and file; n1's log says what happened."""
+    n1, n2 = cluster_factory(2, workers=2)
+    files = make_study(scu_dir, "lost", [("a", "ct", "CT", 7)])
+    a = __import__("rawscu").Association(n1.host, n1.port, timeout=15)
+    statuses = []
+    try:
+        import rawscu
+        a.associate("PNLOST", n1.aet, files[0]["sop_class_uid"])
+
+        def store(i):
+            f = files[i]
+            return a.c_store(f["sop_class_uid"], f["sop_instance_uid"], rawscu.dataset_bytes(f["path"]),
+                             msg_id=i + 1)
+        assert store(0) == H.SUCCESS
+        assert wait_until(lambda: files_in(n1.tmp_dir), 5), "no file made ahead in tmp/n1/"
+        ahead = files_in(n1.tmp_dir)
+        holders = node_lock_holders(n1, "n1")
+        assert len(holders) >= 2, "n1's listener and worker hold its node lock: %r" % holders
+        n1.query("SELECT pg_terminate_backend(pid) FROM unnest(%s::integer[]) AS pid", (holders,))
+        assert wait_until(lambda: not node_lock_holders(n1, "n1"), 10), "n1's sessions did not end"
+
+        def settled():
+            H.echoscu(n2.port, aet="PNTICK")
+            return not set(ahead) & set(files_in(n1.tmp_dir))
+        assert wait_until(settled, 25, step=1), "n2 did not settle tmp/n1/: %s" % files_in(n1.tmp_dir)
+        assert n2.wait_for_log(r"settled the temporary files of 1 node", timeout=0)
+
+        statuses = [store(i) for i in range(1, len(files))]
+        a.release()
+    finally:
+        a.close()
+    assert all(s == H.SUCCESS for s in statuses[1:]), ["0x%04X" % s for s in statuses]
+    rows = {r["sop_uid"] for r in C.instance_rows(n1)}
+    want = {files[0]["sop_instance_uid"]} | {f["sop_instance_uid"] for f, s in zip(files[1:], statuses)
+                                             if s == H.SUCCESS}
+    assert rows == want
+    if statuses[0] != H.SUCCESS:
+        assert n1.wait_for_log(r"another node took this node for gone", timeout=5), H.tail(n1.log_path)
+    assert node_lock_holders(n1, "n1"), "n1's worker holds its node lock again"
+    assert_clean(n1)
