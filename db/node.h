@@ -39,6 +39,12 @@ void pn_node_unlock(pn_db *db, int num);
  * done, so that the node's workers can take it shared too. */
 int pn_node_share(pn_db *db, int num);
 
+/* For the node's keeper (nodes.h): holds the lock shared on this session
+ * if it does not already. *ret_held false: someone holds it exclusively
+ * (a node settling this one's temporary files, or starting with this
+ * node_id). *ret_again: it was taken now, not held before. */
+int pn_node_hold(pn_db *db, int num, bool *ret_held, bool *ret_again);
+
 typedef struct {
 	int num;
 	char id[64];

@@ -451,42 +451,75 @@ def node_lock_holders(node, node_id):
         (NODE_LOCK_SPACE, node_id))]
 
 
+def keeper_pid(node):
+    """The process id of the node's keeper (nodes.h), from its log line."""
+    line = node.wait_for_log(r'debug: node lock of node_id "%s" held by the keeper' % node.node_id, timeout=10)
+    assert line, "no keeper in %s" % node.log_path
+    return int(re.search(r"pacsnode\[(\d+)\]", line).group(1))
+
+
+def end_sessions(node):
+    """Ends every database session holding the node's lock, as a database
+    restart, a failover or a cut network would."""
+    holders = node_lock_holders(node, node.node_id)
+    assert len(holders) >= 3, "listener, keeper and worker hold the node lock: %r" % holders
+    node.query("SELECT pg_terminate_backend(pid) FROM unnest(%s::integer[]) AS pid", (holders,))
+    return holders
+
+
+class OpenAssociation:
+    """A raw association storing `files` one by one, when told."""
+
+    def __init__(self, node, files, calling):
+        import rawscu
+        self.rawscu, self.files = rawscu, files
+        self.a = rawscu.Association(node.host, node.port, timeout=15)
+        self.a.associate(calling, node.aet, files[0]["sop_class_uid"])
+
+    def store(self, i):
+        f = self.files[i]
+        return self.a.c_store(f["sop_class_uid"], f["sop_instance_uid"], self.rawscu.dataset_bytes(f["path"]),
+                              msg_id=i + 1)
+
+    def close(self, release=True):
+        try:
+            if release:
+                self.a.release()
+        finally:
+            self.a.close()
+
+
 def test_a_node_whose_sessions_were_lost_refuses_what_another_node_settled(cluster_factory, scu_dir):
     """n1 holds an association open, with temporary files made ahead of
-    the next instances in tmp/n1/; every database session of n1 is ended
-    (as a failover or a cut network would): n1's node lock is free, so n2
-    takes n1 for gone and settles tmp/n1/. The association goes on: at
-    most its next instance is refused (its file, taken before n1 was back
-    in the database, is gone); every later one is stored, each with its
-    row and file; n1's log says what happened."""
+    the next instances in tmp/n1/; its keeper is stopped (SIGSTOP: as if
+    its session were lost too and not yet back) and every database session
+    of n1 is ended: n1's node lock is free, so n2 takes n1 for gone and
+    settles tmp/n1/. The association goes on: at most its next instance is
+    refused (its file, taken before n1 was back in the database, is gone);
+    every later one is stored, each with its row and file; n1's log says
+    what happened."""
     n1, n2 = cluster_factory(2, workers=2)
     files = make_study(scu_dir, "lost", [("a", "ct", "CT", 7)])
-    a = __import__("rawscu").Association(n1.host, n1.port, timeout=15)
+    keeper = keeper_pid(n1)
+    a = OpenAssociation(n1, files, "PNLOST")
     statuses = []
     try:
-        import rawscu
-        a.associate("PNLOST", n1.aet, files[0]["sop_class_uid"])
-
-        def store(i):
-            f = files[i]
-            return a.c_store(f["sop_class_uid"], f["sop_instance_uid"], rawscu.dataset_bytes(f["path"]),
-                             msg_id=i + 1)
-        assert store(0) == H.SUCCESS
+        assert a.store(0) == H.SUCCESS
         assert wait_until(lambda: files_in(n1.tmp_dir), 5), "no file made ahead in tmp/n1/"
         ahead = files_in(n1.tmp_dir)
-        holders = node_lock_holders(n1, "n1")
-        assert len(holders) >= 2, "n1's listener and worker hold its node lock: %r" % holders
-        n1.query("SELECT pg_terminate_backend(pid) FROM unnest(%s::integer[]) AS pid", (holders,))
-        assert wait_until(lambda: not node_lock_holders(n1, "n1"), 10), "n1's sessions did not end"
+        os.kill(keeper, signal.SIGSTOP)
+        try:
+            end_sessions(n1)
+            assert wait_until(lambda: not node_lock_holders(n1, "n1"), 10), "n1's sessions did not end"
 
-        def settled():
-            H.echoscu(n2.port, aet="PNTICK")
-            return not set(ahead) & set(files_in(n1.tmp_dir))
-        assert wait_until(settled, 25, step=1), "n2 did not settle tmp/n1/: %s" % files_in(n1.tmp_dir)
-        assert n2.wait_for_log(r"settled the temporary files of 1 node", timeout=0)
-
-        statuses = [store(i) for i in range(1, len(files))]
-        a.release()
+            def settled():
+                H.echoscu(n2.port, aet="PNTICK")
+                return not set(ahead) & set(files_in(n1.tmp_dir))
+            assert wait_until(settled, 25, step=1), "n2 did not settle tmp/n1/: %s" % files_in(n1.tmp_dir)
+            assert n2.wait_for_log(r"settled the temporary files of 1 node", timeout=0)
+        finally:
+            os.kill(keeper, signal.SIGCONT)
+        statuses = [a.store(i) for i in range(1, len(files))]
     finally:
         a.close()
     assert all(s == H.SUCCESS for s in statuses[1:]), ["0x%04X" % s for s in statuses]
@@ -497,4 +530,37 @@ def test_a_node_whose_sessions_were_lost_refuses_what_another_node_settled(clust
     if statuses[0] != H.SUCCESS:
         assert n1.wait_for_log(r"another node took this node for gone", timeout=5), H.tail(n1.log_path)
     assert node_lock_holders(n1, "n1"), "n1's worker holds its node lock again"
+    assert_clean(n1)
+
+
+def test_a_node_whose_sessions_were_lost_takes_its_node_lock_again(cluster_factory, scu_dir):
+    """Every database session of n1 ended while an association of it is
+    open, with files made ahead in tmp/n1/ and a sentinel: within a few
+    seconds n1's keeper holds its node lock again, so n2, associations
+    ending on it for 12 s, never takes n1 for gone: tmp/n1/ keeps its
+    files, every store of the open association succeeds."""
+    n1, n2 = cluster_factory(2, workers=2)
+    files = make_study(scu_dir, "keep", [("a", "ct", "CT", 6)])
+    plant(n1.tmp_dir)
+    a = OpenAssociation(n1, files, "PNKEEP")
+    try:
+        assert a.store(0) == H.SUCCESS
+        assert wait_until(lambda: len(files_in(n1.tmp_dir)) > 1, 5), "no file made ahead in tmp/n1/"
+        before = files_in(n1.tmp_dir)
+        ended = end_sessions(n1)
+        assert wait_until(lambda: set(node_lock_holders(n1, "n1")) - set(ended), 10), \
+            "n1's node lock not held again"
+        assert n1.wait_for_log(r'node lock of node_id "n1" held again', timeout=5), H.tail(n1.log_path)
+        deadline = time.monotonic() + 12
+        while time.monotonic() < deadline:
+            assert H.echoscu(n2.port, aet="PNTICK").ok
+            time.sleep(0.5)
+        assert not n2.wait_for_log(r"settled the temporary files of", timeout=0), "n2 settled a live node"
+        assert files_in(n1.tmp_dir) == before
+        statuses = [a.store(i) for i in range(1, len(files))]
+    finally:
+        a.close()
+    assert statuses == [H.SUCCESS] * (len(files) - 1), ["0x%04X" % s for s in statuses]
+    os.unlink(os.path.join(n1.tmp_dir, SENTINEL))
+    assert n1.count("instance") == len(files)
     assert_clean(n1)
