@@ -3,8 +3,9 @@
  * node's advisory locks.
  *
  * The node lock: every session of a running node holds it shared (the
- * start-up session for the node's life, each worker's before its first
- * statement, index.c), so whoever takes it exclusively knows that no
+ * start-up session for the node's life, the keeper's, re-established when
+ * lost, scp/nodes.h, each worker's before its first statement, index.c),
+ * so whoever takes it exclusively knows that no
  * session of that node is left, not even one finishing a COMMIT: the
  * node is gone and its temporary files can be settled. A node starting
  * takes it exclusively first: held by someone else, a node with the same
