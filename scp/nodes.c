@@ -2,8 +2,11 @@
 #include "nodes.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "log.h"
 #include "node.h"
@@ -58,8 +61,13 @@ int pn_nodes_settle_gone(pn_db *db, const pn_config *cfg, pn_storage *own, unsig
  * goes unnoticed while the database answers. */
 #define KEEP_INTERVAL_MS 1000
 
-int pn_node_keeper_main(const pn_config *cfg)
+int pn_node_keeper_main(const pn_config *cfg, pid_t listener)
 {
+	/* Never outliving the listener: a hold left behind would keep the
+	 * node's id "in use" and its files from being settled. */
+	prctl(PR_SET_PDEATHSIG, SIGTERM);
+	if (getppid() != listener)
+		return 0;
 	pn_db *db = NULL;
 	int num = 0;
 	bool lapsed = false, blocked = false; /* said once each until it changes */
@@ -99,5 +107,9 @@ int pn_node_keeper_main(const pn_config *cfg)
 		struct timespec ts = {.tv_sec = KEEP_INTERVAL_MS / 1000,
 		                      .tv_nsec = (KEEP_INTERVAL_MS % 1000) * 1000000L};
 		nanosleep(&ts, NULL);
+		if (getppid() != listener) {
+			pn_db_free(db);
+			return 0;
+		}
 	}
 }

@@ -260,6 +260,7 @@ static void spawn_service(server *s, child_kind kind, const char *what, time_t *
 	child *c = free_slot(s);
 	if (!c)
 		return;
+	pid_t listener = getpid();
 	pid_t pid = fork();
 	if (pid < 0)
 		pn_error("could not start the %s: %m", what);
@@ -267,7 +268,7 @@ static void spawn_service(server *s, child_kind kind, const char *what, time_t *
 		child_setup(s, -1);
 		_exit(kind == CHILD_AUDIT       ? pn_audit_sender_main(s->audit)
 		      : kind == CHILD_RETENTION ? pn_retention_main(s->cfg, s->audit)
-		      : kind == CHILD_KEEPER    ? pn_node_keeper_main(s->cfg)
+		      : kind == CHILD_KEEPER    ? pn_node_keeper_main(s->cfg, listener)
 		                                : pn_commit_sender_main(s->cfg));
 	}
 	if (pid > 0)

@@ -564,3 +564,28 @@ def test_a_node_whose_sessions_were_lost_takes_its_node_lock_again(cluster_facto
     os.unlink(os.path.join(n1.tmp_dir, SENTINEL))
     assert n1.count("instance") == len(files)
     assert_clean(n1)
+
+
+def test_a_listener_killed_alone_leaves_no_hold_behind(cluster_factory, scu_dir):
+    """n1's listener alone killed with SIGKILL (its workers and keeper are
+    left to notice): they end, n1's node lock is free within seconds, and
+    n1 starts again on its node_id."""
+    n1, n2 = cluster_factory(2, workers=2)
+    keeper = keeper_pid(n1)
+    os.kill(n1.proc.pid, signal.SIGKILL)
+    n1.proc.wait()
+
+    def gone(pid):
+        try:
+            with open("/proc/%d/stat" % pid) as f:
+                return f.read().split(") ")[1][0] == "Z"
+        except OSError:
+            return True
+    assert wait_until(lambda: gone(keeper), 5), "n1's keeper outlived its listener"
+    assert wait_until(lambda: not node_lock_holders(n1, "n1"), 10), \
+        "n1's node lock still held: %r" % node_lock_holders(n1, "n1")
+    n1.start_again()
+    files = make_study(scu_dir, "alone", [("a", "ct", "CT", 2)])
+    r = H.storescu(n1.port, [f["path"] for f in files], scu_dir)
+    assert r.all_success(), r.summary()
+    assert_clean(n1)
