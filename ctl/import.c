@@ -178,6 +178,7 @@ static int run_share(const pn_config *cfg, const file_list *l, size_t k, size_t 
 		return -1;
 	}
 	pn_storage_set_write_mode(ctx.storage, cfg->write_mode);
+	pn_store_watch_files(&ctx);
 	pn_progress p;
 	if (progress)
 		pn_progress_start(&p, "import", (long long)l->n);

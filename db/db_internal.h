@@ -50,6 +50,9 @@ struct pn_db {
 	char node_id[64];
 	int node_num;
 	unsigned node_shared_gen;
+	/* pn_index_set_files_check: asked once the node lock is held again */
+	bool (*files_check)(void *arg);
+	void *files_check_arg;
 	/* A failure libpq made up itself (no SQLSTATE: the server went away,
 	 * or libpq's own state went wrong) while PQstatus may still say OK:
 	 * the next pn_db_ensure_connected() reconnects anyway. */

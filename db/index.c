@@ -211,6 +211,15 @@ static int node_share(pn_db *db)
 		return -EIO;
 	}
 	db->node_shared_gen = db->conn_gen;
+	/* Held again: no settler can start now, so what the check sees stays
+	 * true. Failing, only this statement fails: the file in progress is
+	 * discarded and the next one is a new file. */
+	if (db->files_check && !db->files_check(db->files_check_arg)) {
+		pn_db_set_error(db, "",
+		                "a temporary file in progress was removed by another node, which took this node for "
+		                "gone while its database sessions were lost");
+		return -EIO;
+	}
 	return 0;
 }
 
@@ -925,6 +934,14 @@ void pn_index_set_worker(pn_db *db, const char *node_id, int pid)
 		snprintf(db->node_id, sizeof db->node_id, "%s", node_id ? node_id : "");
 		db->node_num = 0;
 		db->node_shared_gen = db->conn_gen - 1;
+	}
+}
+
+void pn_index_set_files_check(pn_db *db, bool (*fn)(void *arg), void *arg)
+{
+	if (db) {
+		db->files_check = fn;
+		db->files_check_arg = arg;
 	}
 }
 

@@ -190,6 +190,14 @@ int pn_index_xact_committed(pn_db *db, const char *xact, bool *ret_committed);
  * left in tmp/ itself by an earlier build) for up to wait_ms (0 with
  * *ret_taken; held until worker_release or the end of the connection). */
 void pn_index_set_worker(pn_db *db, const char *node_id, int pid);
+/* Asked on every new connection of the worker, once it holds the node
+ * lock shared again: whether the caller's temporary files are all still
+ * there. While none of the node's sessions held that lock (the database
+ * restarted, failed over, or the network was cut), another node may have
+ * taken the node for gone and settled its temporary folder: a file in
+ * progress then has no name left, and the statement that was to index it
+ * fails (-EIO) instead of committing a row without a file. NULL: none. */
+void pn_index_set_files_check(pn_db *db, bool (*fn)(void *arg), void *arg);
 int pn_index_worker_take(pn_db *db, bool legacy, int pid, int wait_ms, bool *ret_taken);
 void pn_index_worker_release(pn_db *db, bool legacy, int pid);
 

@@ -110,6 +110,31 @@ int pn_node_share(pn_db *db, int num)
 	return lock_call(db, NODE_LOCK_SQL("pg_advisory_unlock"), num, NULL);
 }
 
+int pn_node_hold(pn_db *db, int num, bool *ret_held, bool *ret_again)
+{
+	if (!db || num <= 0 || !ret_held || !ret_again)
+		return -EINVAL;
+	/* One round trip a call, which also tells a lost session: CASE takes
+	 * the lock only when this session holds none (holds stack up). */
+	char v[8];
+	char text[16];
+	snprintf(text, sizeof text, "%d", num);
+	int r = one_value(db,
+	                  "SELECT CASE WHEN EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory'"
+	                  " AND classid = " STR(
+	                      PN_NODE_LOCK_SPACE) "::oid AND objid = $1::integer::oid"
+	                                          " AND objsubid = 2 AND pid = pg_backend_pid() AND granted) THEN 'h'"
+	                                          " WHEN pg_try_advisory_lock_shared(" STR(
+	                                              PN_NODE_LOCK_SPACE) ", $1::integer) THEN 't'"
+	                                                                  " ELSE 'f' END",
+	                  text, v, sizeof v);
+	if (r < 0)
+		return r;
+	*ret_held = v[0] == 'h' || v[0] == 't';
+	*ret_again = v[0] == 't';
+	return 0;
+}
+
 int pn_node_list(pn_db *db, pn_node_row **ret_rows, size_t *ret_n)
 {
 	if (!db || !ret_rows || !ret_n)

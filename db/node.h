@@ -3,8 +3,9 @@
  * node's advisory locks.
  *
  * The node lock: every session of a running node holds it shared (the
- * start-up session for the node's life, each worker's before its first
- * statement, index.c), so whoever takes it exclusively knows that no
+ * start-up session for the node's life, the keeper's, re-established when
+ * lost, scp/nodes.h, each worker's before its first statement, index.c),
+ * so whoever takes it exclusively knows that no
  * session of that node is left, not even one finishing a COMMIT: the
  * node is gone and its temporary files can be settled. A node starting
  * takes it exclusively first: held by someone else, a node with the same
@@ -38,6 +39,12 @@ void pn_node_unlock(pn_db *db, int num);
  * (no moment without a hold): for the start-up session, once recovery is
  * done, so that the node's workers can take it shared too. */
 int pn_node_share(pn_db *db, int num);
+
+/* For the node's keeper (nodes.h): holds the lock shared on this session
+ * if it does not already. *ret_held false: someone holds it exclusively
+ * (a node settling this one's temporary files, or starting with this
+ * node_id). *ret_again: it was taken now, not held before. */
+int pn_node_hold(pn_db *db, int num, bool *ret_held, bool *ret_again);
 
 typedef struct {
 	int num;

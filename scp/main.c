@@ -260,7 +260,9 @@ int main(int argc, char **argv)
 	/* The start-up session stays open, idle, in the listener: it holds
 	 * the node lock shared while the node runs (the workers, which hold
 	 * it too, come and go). The children inherit its socket and never
-	 * touch it; the server sees it close when the last of them ends. */
+	 * touch it; the server sees it close when the last of them ends.
+	 * Once lost it is not replaced (the listener never waits for the
+	 * database): the keeper's session is (nodes.h, docs/scale-nodes.md). */
 	pn_db *node_db = prepare(cfg);
 	if (node_db)
 		status = pn_server_run(cfg);

@@ -25,6 +25,7 @@
 #include "fdpass.h"
 #include "log.h"
 #include "metrics.h"
+#include "nodes.h"
 #include "retention_round.h"
 #include "web.h"
 #include "tls.h"
@@ -33,7 +34,15 @@
 
 #define MAX_REJECTERS 16
 
-typedef enum { CHILD_POOL, CHILD_OVERFLOW, CHILD_REJECTER, CHILD_AUDIT, CHILD_RETENTION, CHILD_COMMIT } child_kind;
+typedef enum {
+	CHILD_POOL,
+	CHILD_OVERFLOW,
+	CHILD_REJECTER,
+	CHILD_AUDIT,
+	CHILD_RETENTION,
+	CHILD_COMMIT,
+	CHILD_KEEPER
+} child_kind;
 
 typedef struct {
 	pid_t pid; /* 0: slot unused */
@@ -65,6 +74,7 @@ typedef struct {
 	time_t audit_respawn_at;     /* the same for the audit sender */
 	time_t retention_respawn_at; /* and for the retention process */
 	time_t commit_respawn_at;    /* and for the storage commitment sender */
+	time_t keeper_respawn_at;    /* and for the node lock's keeper */
 	time_t accept_paused_until;  /* out of descriptors: stop accepting a while */
 } server;
 
@@ -250,6 +260,7 @@ static void spawn_service(server *s, child_kind kind, const char *what, time_t *
 	child *c = free_slot(s);
 	if (!c)
 		return;
+	pid_t listener = getpid();
 	pid_t pid = fork();
 	if (pid < 0)
 		pn_error("could not start the %s: %m", what);
@@ -257,6 +268,7 @@ static void spawn_service(server *s, child_kind kind, const char *what, time_t *
 		child_setup(s, -1);
 		_exit(kind == CHILD_AUDIT       ? pn_audit_sender_main(s->audit)
 		      : kind == CHILD_RETENTION ? pn_retention_main(s->cfg, s->audit)
+		      : kind == CHILD_KEEPER    ? pn_node_keeper_main(s->cfg, listener)
 		                                : pn_commit_sender_main(s->cfg));
 	}
 	if (pid > 0)
@@ -315,6 +327,14 @@ static void keep_commit_sender(server *s)
 		wanted |= (s->cfg->peers[i].allow & PN_ALLOW_COMMIT) != 0;
 	if (wanted && time(NULL) >= s->commit_respawn_at && !child_of_kind(s, CHILD_COMMIT))
 		spawn_service(s, CHILD_COMMIT, "storage commitment sender", &s->commit_respawn_at, 1);
+}
+
+/* The node lock's keeper (nodes.h), restarted (not faster than once a
+ * second) if it dies. */
+static void keep_node_keeper(server *s)
+{
+	if (time(NULL) >= s->keeper_respawn_at && !child_of_kind(s, CHILD_KEEPER))
+		spawn_service(s, CHILD_KEEPER, "node lock keeper", &s->keeper_respawn_at, 1);
 }
 
 /* Tells the storage commitment sender to stop (after the report it is
@@ -378,6 +398,9 @@ static void reap(server *s, bool stopping)
 			else if (c->kind == CHILD_RETENTION && !stopping)
 				pn_warning("retention process %d ended unexpectedly (%s); starting another within 5 s",
 				           (int)pid, how);
+			else if (c->kind == CHILD_KEEPER && !stopping)
+				pn_warning("node lock keeper %d ended unexpectedly (%s); starting another", (int)pid,
+				           how);
 			else if (c->kind == CHILD_COMMIT) {
 				/* one stopped by a reload ends cleanly */
 				if (!stopping && !(clean && c->gen != s->gen))
@@ -492,9 +515,11 @@ static void shut_down(server *s)
 	/* What the commitment sender is sending ends within its timeouts;
 	 * what it has not sent stays queued in the database. */
 	stop_commit_sender(s);
-	/* Retention ends the deletion in progress and goes. */
+	/* Retention ends the deletion in progress and goes; the keeper's hold
+	 * is not needed while the listener's session holds the lock (main.c). */
 	for (size_t i = 0; i < s->n_children; i++)
-		if (s->children[i].pid && s->children[i].kind == CHILD_RETENTION)
+		if (s->children[i].pid &&
+		    (s->children[i].kind == CHILD_RETENTION || s->children[i].kind == CHILD_KEEPER))
 			kill(s->children[i].pid, SIGTERM);
 	/* Idle pool workers exit when their channel closes; busy ones finish
 	 * their association first. */
@@ -636,7 +661,7 @@ int pn_server_run(const pn_config *cfg)
 {
 	server s = {.cfg = cfg, .listen_fd = -1, .tls_listen_fd = -1, .http_listen_fd = -1};
 	s.n_children = (size_t)cfg->workers + (size_t)cfg->max_associations + (size_t)cfg->http_max_connections +
-	               MAX_REJECTERS + 3; /* the audit sender, retention, the commitment sender */
+	               MAX_REJECTERS + 4; /* the audit sender, retention, the commitment sender, the keeper */
 	s.children = calloc(s.n_children, sizeof(child));
 	if (!s.children)
 		return EXIT_FAILURE;
@@ -737,6 +762,7 @@ int pn_server_run(const pn_config *cfg)
 		keep_audit_sender(&s);
 		keep_retention(&s);
 		keep_commit_sender(&s);
+		keep_node_keeper(&s);
 		keep_watchdog(&s);
 		nfds_t n = 0;
 		bool accepting = time(NULL) >= s.accept_paused_until;

@@ -199,6 +199,30 @@ int pn_storage_prepare(pn_storage *s)
 	return 0;
 }
 
+/* An open file none of whose names is left (fstat's link count). */
+static bool unlinked(int fd)
+{
+	struct stat st;
+	return fd >= 0 && fstat(fd, &st) == 0 && st.st_nlink == 0;
+}
+
+int pn_storage_lost_files(pn_storage *s, int *ret_spares)
+{
+	int kept = 0, n = s->n_spares;
+	for (int i = 0; i < s->n_spares; i++) {
+		if (unlinked(s->spares[i].fd))
+			pn_fsio.close(s->spares[i].fd);
+		else
+			s->spares[kept++] = s->spares[i];
+	}
+	s->n_spares = kept;
+	*ret_spares = n - kept;
+	int lost = 0;
+	for (pn_storage_file *f = s->open_files; f; f = f->next)
+		lost += unlinked(f->fd);
+	return lost;
+}
+
 static void drop_spares(pn_storage *s)
 {
 	for (int i = 0; i < s->n_spares; i++) {
@@ -217,6 +241,10 @@ int pn_storage_file_begin(pn_storage *s, pn_storage_file **ret_file)
 		return -ENOMEM;
 	f->s = s;
 	f->fd = -1;
+	f->next = s->open_files;
+	if (f->next)
+		f->next->prev = f;
+	s->open_files = f;
 	f->xxh = XXH3_createState();
 	if (!s->writer && pn_writer_create(&s->writer) < 0) {
 		file_free(f);
@@ -472,6 +500,12 @@ int pn_storage_file_link(pn_storage_file *f)
 
 static void file_free(pn_storage_file *f)
 {
+	if (f->prev)
+		f->prev->next = f->next;
+	else if (f->s->open_files == f)
+		f->s->open_files = f->next;
+	if (f->next)
+		f->next->prev = f->prev;
 	settle(f); /* the writer's jobs on fd end before it closes */
 	if (f->fd >= 0)
 		pn_fsio.close(f->fd);

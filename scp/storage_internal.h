@@ -61,10 +61,14 @@ struct pn_storage {
 		char name[PN_REL_PATH_MAX];
 	} spares[SPARES_MAX];
 	int n_spares;
+	/* The files begun and not yet done, discarded or abandoned
+	 * (pn_storage_lost_files looks at them). */
+	pn_storage_file *open_files;
 };
 
 struct pn_storage_file {
 	pn_storage *s;
+	pn_storage_file *next, *prev; /* in s->open_files */
 	int fd;
 	bool named;         /* rel is set */
 	bool name_durable;  /* tmp_name survives a crash (the tmp folder was fsync'ed) */

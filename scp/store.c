@@ -506,6 +506,23 @@ int pn_store_remove_garbage(pn_db *db, pn_storage *storage, void (*step)(void *c
 	return rc < 0 ? rc : first;
 }
 
+static bool files_intact(void *arg)
+{
+	const pn_store_ctx *ctx = arg;
+	int spares = 0;
+	int lost = pn_storage_lost_files(ctx->storage, &spares);
+	if (lost > 0 || spares > 0)
+		pn_warning("another node took this node for gone while its database sessions were lost and removed "
+		           "its temporary files: %d in progress (refused, not indexed), %d made ahead (made again)",
+		           lost, spares);
+	return lost == 0;
+}
+
+void pn_store_watch_files(const pn_store_ctx *ctx)
+{
+	pn_index_set_files_check(ctx->db, files_intact, (void *)ctx);
+}
+
 void pn_store_settle_ended(const pn_store_ctx *ctx)
 {
 	/* Housekeeping: never a reconnection, with its back-off, between two

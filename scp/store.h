@@ -104,6 +104,11 @@ int pn_store_recover(pn_db *db, pn_storage *storage, pn_store_recovery_kind kind
 /* The same, while the node runs, for the files of workers that have ended
  * (crashed): at a worker's start and at the end of each association. */
 void pn_store_settle_ended(const pn_store_ctx *ctx);
+/* Has every new database connection of ctx->db check, once it holds the
+ * node lock again, that this process's temporary files are still there
+ * (pn_index_set_files_check, pn_storage_lost_files): ctx must outlive
+ * ctx->db. */
+void pn_store_watch_files(const pn_store_ctx *ctx);
 
 /* Works off the queue of files to remove (storage_garbage: replaced and
  * deleted instances), a batch at a time: each file unlinked, its folder

@@ -60,6 +60,7 @@ static void connect_db(worker *w)
 	/* Before anything is stored through it (pn_index_set_worker), then
 	 * what a crashed worker may have left. */
 	pn_index_set_worker(w->ctx.db, w->ctx.cfg->node_id, (int)getpid());
+	pn_store_watch_files(&w->ctx);
 	pn_store_settle_ended(&w->ctx);
 }
 

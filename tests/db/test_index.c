@@ -874,8 +874,15 @@ static void test_worker_lock(void **state)
 	pn_db_free(other);
 	pn_index_worker_release(db, false, pid);
 	pn_index_set_worker(db, NULL, 0);
-	assert_int_equal(count1("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = $1", "424242"),
-	                 0);
+	/* PQfinish does not wait for the backend to end: other's lock goes
+	 * with it a moment later */
+	long left = 1;
+	for (int i = 0; i < 100 && left; i++) {
+		left = count1("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = $1", "424242");
+		if (left)
+			usleep(50 * 1000);
+	}
+	assert_int_equal(left, 0);
 }
 
 /* A node's workers hold its node lock shared; while another session
@@ -921,6 +928,61 @@ static void test_node_lock(void **state)
 	                        " AND objid = $1::oid AND mode = 'ExclusiveLock'",
 	                        num_text),
 	                 0);
+	pn_db_free(settler);
+}
+
+static bool files_gone(void *arg)
+{
+	(*(int *)arg)++;
+	return false;
+}
+
+/* The keeper's hold (pn_node_hold): taken once, then seen held, never
+ * stacked; refused while another session holds the lock exclusively. A
+ * worker whose files check fails stores nothing on that connection's first
+ * call, and goes on afterwards. */
+static void test_node_hold(void **state)
+{
+	pn_db *keeper = NULL, *settler = NULL, *worker = NULL;
+	char err[256];
+	int num = 0, asked = 0;
+	bool held = false, again = false, taken = false;
+	pn_index_outcome outcome;
+	test_rec a;
+
+	(void)state;
+	if (pn_db_connect(test_conninfo, &keeper, err, sizeof err) != 0 ||
+	    pn_db_connect(test_conninfo, &settler, err, sizeof err) != 0 ||
+	    pn_db_connect(test_conninfo, &worker, err, sizeof err) != 0)
+		fail_msg("connect: %s", err);
+	assert_int_equal(pn_node_register(settler, "test-nhold", true, &num), 0);
+	assert_int_equal(pn_node_lock(settler, num, 0, &taken), 0);
+	assert_true(taken);
+	assert_int_equal(pn_node_hold(keeper, num, &held, &again), 0);
+	assert_false(held);
+	pn_node_unlock(settler, num);
+	assert_int_equal(pn_node_hold(keeper, num, &held, &again), 0);
+	assert_true(held && again);
+	assert_int_equal(pn_node_hold(keeper, num, &held, &again), 0);
+	assert_true(held && !again);
+	char num_text[16];
+	snprintf(num_text, sizeof num_text, "%d", num);
+	assert_int_equal(count1("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = 1347309105"
+	                        " AND objid = $1::oid AND granted",
+	                        num_text),
+	                 1);
+	assert_int_equal(pn_node_lock(settler, num, 0, &taken), 0);
+	assert_false(taken);
+
+	pn_index_set_worker(worker, "test-nhold", 31338);
+	pn_index_set_files_check(worker, files_gone, &asked);
+	make_rec(&a, "PID-NHOLD", "", NULL, NULL);
+	assert_true(pn_index_store(worker, &a.rec, PN_DUP_IGNORE, &outcome, NULL) < 0);
+	assert_int_equal(asked, 1);
+	assert_int_equal(pn_index_store(worker, &a.rec, PN_DUP_IGNORE, &outcome, NULL), 0);
+	assert_int_equal(asked, 1); /* once a connection */
+	pn_db_free(worker);
+	pn_db_free(keeper);
 	pn_db_free(settler);
 }
 
@@ -995,6 +1057,7 @@ int main(void)
 	    cmocka_unit_test_setup(test_synchronous_commit_never_off, setup_migrated),
 	    cmocka_unit_test_setup(test_worker_lock, setup_migrated),
 	    cmocka_unit_test_setup(test_node_lock, setup_migrated),
+	    cmocka_unit_test_setup(test_node_hold, setup_migrated),
 	    cmocka_unit_test_setup(test_pipelined_store_after_terminate, setup_migrated),
 	};
 	testenv e = {0};

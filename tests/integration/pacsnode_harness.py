@@ -325,7 +325,7 @@ class Node:
         if self.proc is None or self.returncode is not None:
             return self.returncode
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            self._signal_node(signal.SIGTERM)
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -342,6 +342,28 @@ class Node:
         self.leftovers = self._group_members()
         self._kill_group()
         return self.returncode
+
+    def _signal_node(self, sig):
+        """The signal to the node's listener: in a PID namespace, to the
+        child of unshare (setpriv's change of user clears the parent-death
+        signal --kill-child would send, so unshare cannot pass it on)."""
+        target = self.proc.pid
+        if self.pid_namespace:
+            kids = [p for p in self._group_members() if self._ppid(p) == self.proc.pid]
+            target = kids[0] if kids else target
+        try:
+            os.kill(target, sig)
+        except ProcessLookupError:
+            pass
+
+    @staticmethod
+    def _ppid(pid):
+        try:
+            with open("/proc/%d/stat" % pid) as f:
+                stat = f.read()
+        except OSError:
+            return None
+        return int(stat[stat.rindex(")") + 2:].split()[1])
 
     def kill(self):
         """SIGKILL to the node's whole process group (listener and workers)

@@ -5,6 +5,7 @@ pings within the interval and gets no connection meanwhile; SIGCONT and they
 resume. The socket is a datagram socket of the test's, as systemd's is."""
 
 import os
+import re
 import signal
 import socket
 import time
@@ -64,8 +65,13 @@ def notify(testdir, monkeypatch):
 
 
 def pool_workers(node):
+    """The listener's children but the node lock's keeper (scp/nodes.h),
+    which says its pid in its first log line."""
+    node.wait_for_log(r"held by the keeper", timeout=5)
+    keeper = {int(p) for p in re.findall(r"pacsnode\[(\d+)\] debug: node lock of node_id \"[^\"]*\" held by "
+                                         r"the keeper", node.log_text())}
     with open("/proc/%d/task/%d/children" % (node.pid, node.pid)) as f:
-        return [int(p) for p in f.read().split()]
+        return [int(p) for p in f.read().split() if int(p) not in keeper]
 
 
 def test_pings_stop_while_a_worker_is_stopped(node_factory, notify, monkeypatch):

@@ -992,6 +992,50 @@ static void reader(void **state)
 	pn_storage_free(r);
 }
 
+/* Removes every file of tmp/<node>/: what a node settling this one,
+ * taken for gone, does to its temporary files. */
+static void settle_by_hand(const char *node)
+{
+	char dir[128];
+	snprintf(dir, sizeof dir, "%s/tmp/%s", root, node);
+	DIR *d = opendir(dir);
+	assert_non_null(d);
+	struct dirent *de;
+	while ((de = readdir(d)) != NULL)
+		if (de->d_name[0] != '.')
+			assert_int_equal(unlinkat(dirfd(d), de->d_name, 0), 0);
+	closedir(d);
+}
+
+/* pn_storage_lost_files: spares and files in progress whose names another
+ * node removed are told; the spares are forgotten, the next file is a new
+ * one. */
+static void lost_files(void **state)
+{
+	(void)state;
+	pn_storage *s = NULL;
+	assert_int_equal(pn_storage_open(root, "n1", &s), 0);
+	int spares = -1;
+	assert_int_equal(pn_storage_lost_files(s, &spares), 0);
+	assert_int_equal(spares, 0);
+	assert_int_equal(pn_storage_prepare(s), 0);
+	pn_storage_file *f = NULL;
+	assert_int_equal(pn_storage_file_begin(s, &f), 0); /* one of the two spares */
+	assert_int_equal(pn_storage_lost_files(s, &spares), 0);
+	assert_int_equal(spares, 0);
+	settle_by_hand("n1");
+	assert_int_equal(pn_storage_lost_files(s, &spares), 1);
+	assert_int_equal(spares, 1);
+	pn_storage_file_discard(f);
+	assert_int_equal(pn_storage_lost_files(s, &spares), 0);
+	assert_int_equal(spares, 0);
+	/* the next file is made afresh, and is there */
+	assert_int_equal(pn_storage_file_begin(s, &f), 0);
+	assert_int_equal(pn_storage_lost_files(s, &spares), 0);
+	pn_storage_file_discard(f);
+	pn_storage_free(s);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1012,6 +1056,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(get_and_exists, setup, teardown),
 	    cmocka_unit_test_setup_teardown(delete_many, setup, teardown),
 	    cmocka_unit_test_setup_teardown(reader, setup, teardown),
+	    cmocka_unit_test_setup_teardown(lost_files, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
