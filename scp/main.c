@@ -262,7 +262,7 @@ int main(int argc, char **argv)
 	 * it too, come and go). The children inherit its socket and never
 	 * touch it; the server sees it close when the last of them ends.
 	 * Once lost it is not replaced (the listener never waits for the
-	 * database): the keeper's session is (nodes.h, docs/scale-nodes.md). */
+	 * database): the keeper's session is (nodes.h, docs/scale.md, "Several nodes"). */
 	pn_db *node_db = prepare(cfg);
 	if (node_db)
 		status = pn_server_run(cfg);

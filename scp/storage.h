@@ -77,7 +77,7 @@ void pn_storage_set_write_mode(pn_storage *s, pn_write_policy policy);
 /* Starts a temporary file: the spare one if pn_storage_prepare made it. */
 int pn_storage_file_begin(pn_storage *s, pn_storage_file **ret_file);
 /* After the node's claim on its temporary folder was out of the database
- * for a while (docs/scale-nodes.md): whether another node, taking this
+ * for a while (docs/scale.md, "Several nodes"): whether another node, taking this
  * one for gone, settled files of this process meanwhile. Spare files so
  * removed are forgotten (*ret_spares of them); returns how many files in
  * progress (begun, not yet done) lost their last name, which must not be

@@ -1,5 +1,5 @@
 """Several nodes on one PostgreSQL and one storage root (issue 23 point 1,
-docs/scale-nodes.md): three pacsnode processes, node_ids n1..n3, each its
+docs/scale.md, "Several nodes"): three pacsnode processes, node_ids n1..n3, each its
 own port, sharing one database and one storage root.
 
 - the same study sent through all three at the same moment: one row per
