@@ -27,31 +27,8 @@ import sys
 import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def tree_cpu(root):
-    """CPU seconds of root's process tree: the living processes and what
-    they reaped (cutime, cstime)."""
-    procs, kids = {}, {}
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % d) as f:
-                st = f.read()
-        except OSError:
-            continue
-        fields = st[st.rindex(")") + 2:].split()
-        procs[int(d)] = sum(int(x) for x in fields[11:15])
-        kids.setdefault(int(fields[1]), []).append(int(d))
-    total, todo = 0, [root]
-    while todo:
-        p = todo.pop()
-        total += procs.get(p, 0)
-        todo.extend(kids.get(p, []))
-    return total / TICK
-
+sys.path.insert(0, os.path.dirname(HERE))
+from lib import tree_cpu  # noqa: E402
 
 def main():
     ap = argparse.ArgumentParser()
@@ -73,12 +50,12 @@ def main():
         n, node_s, pg_s, ms = 0, 0.0, 0.0, []
         for _ in range(a.repeat):
             with tempfile.NamedTemporaryFile(suffix=".json") as out:
-                n0, p0 = tree_cpu(a.node_pid), tree_cpu(a.pg_pid)
+                n0, p0 = tree_cpu(a.node_pid, a.pg_pid)
                 r = subprocess.run([sys.executable, os.path.join(HERE, "findclient.py"), "run", "--port",
                                     str(a.port), "--aec", a.aec, "--plan", a.plan, "--shapes", s["name"],
                                     "--echo", "0", "--out", out.name], capture_output=True, text=True)
                 # the workers live on: their CPU in /proc is current
-                n1, p1 = tree_cpu(a.node_pid), tree_cpu(a.pg_pid)
+                n1, p1 = tree_cpu(a.node_pid, a.pg_pid)
                 if r.returncode != 0:
                     break
                 with open(out.name) as f:

@@ -127,34 +127,15 @@ TOTAL_BYTES=$LIST_BYTES
 # "-" for a PID that is not a number. PID may be "P1+P2+...": the sum of
 # those trees (several nodes).
 cpu_of() {
-    /usr/bin/python3 - "$@" <<'PY'
-import os, sys
-tick = os.sysconf("SC_CLK_TCK")
-procs, kids = {}, {}
-for d in os.listdir("/proc"):
-    if not d.isdigit():
-        continue
-    try:
-        with open("/proc/%s/stat" % d) as f:
-            st = f.read()
-    except OSError:
-        continue
-    fields = st[st.rindex(")") + 2:].split()   # from field 3 (state) on
-    # ppid (field 4); utime, stime, cutime, cstime (fields 14-17)
-    procs[int(d)] = sum(int(x) for x in fields[11:15])
-    kids.setdefault(int(fields[1]), []).append(int(d))
-out = []
-for root in sys.argv[1:]:
-    if not all(r.isdigit() for r in root.split("+")):
-        out.append("-")
-        continue
-    total, todo = 0, [int(r) for r in root.split("+")]
-    while todo:
-        p = todo.pop()
-        total += procs.get(p, 0)
-        todo.extend(kids.get(p, []))
-    out.append("%.2f" % (total / tick))
-print(" ".join(out))
+    /usr/bin/python3 - "$BENCH_DIR" "$@" <<'PY'
+import sys
+sys.path.insert(0, sys.argv[1])
+from lib import tree_cpu
+roots = sys.argv[2:]
+ok = [all(r.isdigit() for r in root.split("+")) for root in roots]
+cpu = tree_cpu(*[[int(r) for r in root.split("+")] for root, good in zip(roots, ok) if good])
+it = iter(cpu)
+print(" ".join("%.2f" % next(it) if good else "-" for good in ok))
 PY
 }
 

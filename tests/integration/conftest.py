@@ -156,6 +156,26 @@ def scu_dir(testdir):
     return H.make_dir(os.path.join(testdir, "scu"))
 
 
+def _stopped_node_problems(node, name="node"):
+    """Stops a node of a fixture and says what is wrong with how it ended:
+    sanitizer reports, an exit other than 0 after SIGTERM (unless the test
+    set node.expect_exit), processes left behind. [] for a node never
+    started."""
+    rc = node.stop()
+    if node.proc is None:
+        return []
+    problems = []
+    found = node.sanitizer_reports()
+    if found:
+        problems.append("%s in node log %s:\n%s" % (", ".join(found), node.log_path, H.tail(node.log_path, 60)))
+    if rc not in (0, -15) and not getattr(node, "expect_exit", False):
+        problems.append("%s exited with %r after SIGTERM (wanted 0); log %s:\n%s"
+                        % (name, rc, node.log_path, H.tail(node.log_path)))
+    if getattr(node, "leftovers", None):
+        problems.append("%s left processes %s running after it exited" % (name, node.leftovers))
+    return problems
+
+
 @pytest.fixture
 def node_factory(request, pg_cluster, testdir, it_base):
     """node_factory(duplicate_policy=..., workers=..., max_associations=...,
@@ -195,18 +215,10 @@ def node_factory(request, pg_cluster, testdir, it_base):
 
     problems = []
     for node in nodes:
-        rc = node.stop()
+        ended = _stopped_node_problems(node)
+        problems.extend(ended)
         if node.proc is None:
             continue
-        found = node.sanitizer_reports()
-        if found:
-            problems.append("%s in node log %s:\n%s" % (", ".join(found), node.log_path,
-                                                        H.tail(node.log_path, 60)))
-        if rc not in (0, -15):
-            problems.append("node exited with %r after SIGTERM (wanted 0); log %s:\n%s"
-                            % (rc, node.log_path, H.tail(node.log_path)))
-        if getattr(node, "leftovers", None):
-            problems.append("node left processes %s running after it exited" % node.leftovers)
         wrong = C.wrong_counts(node)
         if wrong:
             problems.append("kept counts differ from the rows (migrations 004 to 006) in "
@@ -261,19 +273,7 @@ def cluster_factory(request, pg_cluster, testdir, it_base):
 
     problems = []
     for node in nodes:
-        rc = node.stop()
-        if node.proc is None:
-            continue
-        found = node.sanitizer_reports()
-        if found:
-            problems.append("%s in node log %s:\n%s" % (", ".join(found), node.log_path,
-                                                        H.tail(node.log_path, 60)))
-        if rc not in (0, -15) and not getattr(node, "expect_exit", False):
-            problems.append("node %s exited with %r after SIGTERM (wanted 0); log %s:\n%s"
-                            % (node.node_id, rc, node.log_path, H.tail(node.log_path)))
-        if getattr(node, "leftovers", None):
-            problems.append("node %s left processes %s running after it exited"
-                            % (node.node_id, node.leftovers))
+        problems.extend(_stopped_node_problems(node, "node %s" % node.node_id))
     if nodes:
         wrong = C.wrong_counts(nodes[0])
         if wrong:
